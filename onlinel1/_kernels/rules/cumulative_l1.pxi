@@ -1,0 +1,53 @@
+# Cumulative L1 penalty (Tsuruoka, Tsujii & Ananiadou, ACL 2009, section 3.3),
+# exactly as scikit-learn's _plain_sgd runs it (l1penalty), plus L2 decay on
+# the global scale for the elastic net.  u (k.clock) is the total penalty
+# any weight could have received, q_i (aux column 0) the signed total w_i
+# did receive.  After the gradient step, for every present i:
+#     w_i > 0:  w_i <- max(0, w_i - (u + q_i))
+#     w_i < 0:  w_i <- min(0, w_i + (u - q_i))
+#     q_i += w_i(after) - w_i(before)
+# Origin "start": every weight exists from step 0 (q_i = 0), as in the paper.
+# Origin "first-seen": a feature owes only the penalty accrued since it was
+# created; aux column 1 keeps u at creation, and u - u_origin replaces u.
+
+
+cdef int cumulative_l1_step(SGDKernel k, const uint64_t* keys,
+                            const floating* x, Py_ssize_t nnz,
+                            Py_ssize_t* rows, double update,
+                            double eta) noexcept nogil:
+    cdef Py_ssize_t j, row
+    cdef double* v
+    cdef double* q
+    cdef double* origin
+    cdef double z, c, owed_pos, owed_neg, age
+    cdef bint first_seen = k.origin == ORIGIN_FIRST_SEEN
+    if k.l2 > 0:
+        decay_scale(k, 1.0 - eta * k.l2)
+    v = k.store.w
+    q = k.store.aux[0]
+    origin = k.store.aux[1]
+    c = k.scale
+    if update != 0.0:
+        for j in range(nnz):
+            row = row_for_update(k, keys[j], x[j], rows, j)
+            if row >= 0:
+                v[row] += x[j] * (update / c)
+    k.clock += eta * k.l1
+    for j in range(nnz):
+        row = rows[j]
+        if row < 0:
+            continue
+        if first_seen:
+            age = k.clock - origin[row]
+            owed_pos = age + q[row]
+            owed_neg = age - q[row]
+        else:
+            owed_pos = k.clock + q[row]
+            owed_neg = k.clock - q[row]
+        z = v[row]
+        if c * z > 0.0:
+            v[row] = fmax(0.0, v[row] - owed_pos / c)
+        elif c * z < 0.0:
+            v[row] = fmin(0.0, v[row] + owed_neg / c)
+        q[row] += c * (v[row] - z)
+    return 0

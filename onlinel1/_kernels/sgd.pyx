@@ -1,0 +1,485 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""The learning kernel: one pass of lazy, per-feature SGD over a CSR batch.
+
+The loop knows the schedule and the penalty; the store knows storage
+(scikit-learn's _sgd_fast / WeightVector split).  For every example:
+
+1. find the row of every present feature in the store, once;
+2. the margin p = b + c * sum_i v_i x_i from the weights caught up to now;
+3. the progressive loss and g = dl/dp (clipped like scikit-learn);
+4. the rule's step (rules/*.pxi), which inserts features it gives a
+   non-zero weight and applies the penalty;
+5. pruning: a weight that is exactly zero, and whose state is that of an
+   absent feature, leaves the store.
+
+Every per-example maintenance step (resetting the L2 scale, rebasing the
+clocks) is triggered by the stream alone, never by batch boundaries, so any
+cut of a stream into batches gives bit-identical weights.
+
+The whole batch runs without the GIL.  A batch is validated in full before
+its first example touches a weight; a numeric failure in the middle (a
+margin that overflows) stops before that example, leaving the model as it
+was after the previous one.
+"""
+from libc.math cimport INFINITY, NAN, exp, fabs, fmax, fmin, isfinite, log1p, pow
+from libc.stdint cimport int64_t, uint64_t
+from libc.stdlib cimport free, malloc
+
+import numpy as np
+
+from onlinel1._kernels.store cimport WeightStore
+
+ctypedef fused floating:
+    float
+    double
+
+include "losses.pxi"
+include "schedules.pxi"
+
+cdef enum:
+    RULE_PLAIN = 0
+    RULE_SUBGRADIENT = 1
+    RULE_CUMULATIVE = 2
+    RULE_FOBOS = 3
+
+cdef enum:
+    ORIGIN_START = 0
+    ORIGIN_FIRST_SEEN = 1
+
+# Status codes of a batch.
+cdef enum:
+    OK = 0
+    E_NOMEM = 1
+    E_MARGIN = 2
+    E_UPDATE = 3
+
+# scikit-learn resets its weight scale below this (WeightVector, float64).
+cdef double SCALE_RESET = 1e-9
+
+LOSSES = {"log": LOSS_LOG, "squared": LOSS_SQUARED, "hinge": LOSS_HINGE}
+RULES = {"plain": RULE_PLAIN, "subgradient": RULE_SUBGRADIENT,
+         "cumulative": RULE_CUMULATIVE, "fobos": RULE_FOBOS}
+SCHEDULES = {"constant": SCHEDULE_CONSTANT, "invscaling": SCHEDULE_INVSCALING,
+             "exponential": SCHEDULE_EXPONENTIAL}
+ORIGINS = {"start": ORIGIN_START, "first-seen": ORIGIN_FIRST_SEEN}
+
+# Names of the per-feature state columns of each rule (store aux columns).
+STATE_COLUMNS = {
+    ("plain", "start"): (), ("plain", "first-seen"): (),
+    ("subgradient", "start"): ("last_clock",), ("subgradient", "first-seen"): ("last_clock",),
+    ("cumulative", "start"): ("applied_penalty",),
+    ("cumulative", "first-seen"): ("applied_penalty", "penalty_origin"),
+    ("fobos", "start"): ("last_clock",), ("fobos", "first-seen"): ("last_clock",),
+}
+
+
+class BatchError(ValueError):
+    """A batch failed validation; nothing of it was learned."""
+
+
+class NumericError(FloatingPointError):
+    """An example overflowed; the examples before it were learned.
+
+    ``learned`` counts them; ``progress`` is their (loss_sum, weight_sum,
+    n_correct)."""
+
+    def __init__(self, message, learned, progress):
+        super().__init__(message)
+        self.learned = learned
+        self.progress = progress
+
+
+class StoreFullError(MemoryError):
+    """The store could not grow; the examples before it were learned."""
+
+    def __init__(self, message, learned, progress):
+        super().__init__(message)
+        self.learned = learned
+        self.progress = progress
+
+
+cdef class SGDKernel:
+    """State and loops of one learner.  Use ``onlinel1.Learner``."""
+    cdef readonly WeightStore store
+    cdef int loss, rule, schedule, origin
+    cdef double l1, l2, eta0, power_t, decay_rate, decay_steps
+    cdef bint fit_intercept
+    cdef double rebase_at
+    # Clocks.  t: examples learned.  scale: c in w = c v.  clock: u for
+    # cumulative L1, T for subgradient, B for FOBOS.  clock_scale: A (FOBOS).
+    cdef public long long t
+    cdef public double scale
+    cdef public double intercept
+    cdef public double clock
+    cdef public double clock_scale
+    cdef public long long last_compact_t
+
+    def __init__(self, str loss, str rule, str schedule, str origin,
+                 double l1, double l2, double eta0, double power_t,
+                 double decay_rate, double decay_steps, bint fit_intercept,
+                 double rebase_at):
+        self.loss = LOSSES[loss]
+        self.rule = RULES[rule]
+        self.schedule = SCHEDULES[schedule]
+        self.origin = ORIGINS[origin]
+        self.l1, self.l2, self.eta0, self.power_t = l1, l2, eta0, power_t
+        self.decay_rate, self.decay_steps = decay_rate, decay_steps
+        self.fit_intercept = fit_intercept
+        self.rebase_at = rebase_at
+        self.store = WeightStore(len(STATE_COLUMNS[(rule, origin)]))
+        self.t = 0
+        self.scale = 1.0
+        self.intercept = 0.0
+        self.clock = 0.0
+        self.clock_scale = 1.0
+        self.last_compact_t = 0
+
+    # ------------------------------------------------------------- learning
+
+    def learn(self, const int64_t[::1] indptr, const uint64_t[::1] keys,
+              values, const double[::1] labels, weights):
+        """Learn a validated CSR batch in order.
+
+        Returns ``(loss_sum, weight_sum, n_correct)`` of the progressive
+        (before-update) evaluation, importance-weighted.  Raises
+        ``NumericError`` (with ``.learned``) if an example overflows and
+        ``MemoryError`` if the store cannot grow; the examples before the
+        failing one stay learned.
+        """
+        cdef const double[::1] s = weights if weights is not None else None
+        cdef double out[3]
+        cdef Py_ssize_t failed_at = -1
+        cdef int status
+        cdef Py_ssize_t max_nnz = 0, i
+        for i in range(indptr.shape[0] - 1):
+            if indptr[i + 1] - indptr[i] > max_nnz:
+                max_nnz = indptr[i + 1] - indptr[i]
+        out[0] = out[1] = out[2] = 0.0
+        if values.dtype == np.float32:
+            status = self._run_f32(indptr, keys, values, labels, s, max_nnz, out, &failed_at)
+        else:
+            status = self._run_f64(indptr, keys, values, labels, s, max_nnz, out, &failed_at)
+        self._compact_if_due()
+        progress = (out[0], out[1], <long long>out[2])
+        if status == E_NOMEM:
+            raise StoreFullError(
+                f"example {failed_at} of the batch: the weight store cannot grow; "
+                f"it and the rest of the batch were not learned, the {failed_at} "
+                f"before it were", failed_at, progress)
+        if status == E_MARGIN or status == E_UPDATE:
+            what = "margin" if status == E_MARGIN else "weight update"
+            raise NumericError(
+                f"example {failed_at} of the batch: the {what} is not finite "
+                f"(feature values or importance too large?); it and the rest "
+                f"of the batch were not learned, the {failed_at} before it were",
+                failed_at, progress)
+        return progress
+
+    cdef int _run_f32(self, const int64_t[::1] indptr, const uint64_t[::1] keys,
+                      const float[::1] values, const double[::1] labels,
+                      const double[::1] s, Py_ssize_t max_nnz, double* out,
+                      Py_ssize_t* failed_at):
+        cdef int status
+        with nogil:
+            status = learn_rows(self, indptr, keys, values, labels, s, max_nnz, out, failed_at)
+        return status
+
+    cdef int _run_f64(self, const int64_t[::1] indptr, const uint64_t[::1] keys,
+                      const double[::1] values, const double[::1] labels,
+                      const double[::1] s, Py_ssize_t max_nnz, double* out,
+                      Py_ssize_t* failed_at):
+        cdef int status
+        with nogil:
+            status = learn_rows(self, indptr, keys, values, labels, s, max_nnz, out, failed_at)
+        return status
+
+    def margins(self, const int64_t[::1] indptr, const uint64_t[::1] keys, values):
+        """``b + sum_i w_i x_i`` of every row, from the caught-up weights."""
+        cdef Py_ssize_t n = indptr.shape[0] - 1
+        out = np.empty(n, dtype=np.float64)
+        cdef double[::1] o = out
+        cdef const float[::1] xf
+        cdef const double[::1] xd
+        if values.dtype == np.float32:
+            xf = values
+            with nogil:
+                margins_rows(self, indptr, keys, xf, o)
+        else:
+            xd = values
+            with nogil:
+                margins_rows(self, indptr, keys, xd, o)
+        return out
+
+    def current_weights(self):
+        """``(keys, weights)`` of every stored row, caught up, store order."""
+        keys, w, aux = self.store.export()
+        cdef double[::1] wv = w
+        cdef Py_ssize_t row
+        for row in range(wv.shape[0]):
+            wv[row] = weight_now(self, row) * self.scale
+        return keys, w
+
+    def compact(self):
+        """Drop rows whose caught-up weight is zero and whose state is that
+        of an absent feature (exact: the model does not change)."""
+        cdef Py_ssize_t row
+        cdef double w
+        with nogil:
+            row = self.store.n - 1
+            while row >= 0:
+                # Only FOBOS decays absent weights to an exact zero; for the
+                # other rules a stored zero is already pruned at its touch.
+                w = fobos_weight(self, row) if self.rule == RULE_FOBOS else self.store.w[row]
+                if prunable(self, row, w):
+                    self.store.remove_row(row)
+                row -= 1
+            self.store.shrink_to_fit()
+        self.last_compact_t = self.t
+
+    def _compact_if_due(self):
+        # FOBOS weights that decayed to zero while their feature was absent
+        # leave the store here; amortised O(1) per example.
+        if self.rule == RULE_FOBOS and self.t - self.last_compact_t >= max(self.store.n, 4096):
+            self.compact()
+        elif self.store.n * 4 < self.store.cap:
+            self.store.shrink()
+
+    # ---------------------------------------------------------------- state
+
+    def get_clocks(self):
+        return {"t": self.t, "scale": self.scale, "intercept": self.intercept,
+                "clock": self.clock, "clock_scale": self.clock_scale,
+                "last_compact_t": self.last_compact_t}
+
+    def set_clocks(self, clocks):
+        self.t = clocks["t"]
+        self.scale = clocks["scale"]
+        self.intercept = clocks["intercept"]
+        self.clock = clocks["clock"]
+        self.clock_scale = clocks["clock_scale"]
+        self.last_compact_t = clocks["last_compact_t"]
+
+
+# ---------------------------------------------------------------- helpers
+
+cdef inline double weight_now(SGDKernel k, Py_ssize_t row) noexcept nogil:
+    """Stored weight of ``row`` caught up to now, in units of v (w = c v)."""
+    if k.rule == RULE_FOBOS:
+        return fobos_weight(k, row)
+    if k.rule == RULE_SUBGRADIENT:
+        return subgradient_weight(k, row)
+    return k.store.w[row]
+
+
+cdef inline bint prunable(SGDKernel k, Py_ssize_t row, double w) noexcept nogil:
+    """A zero weight whose state equals that of an absent feature."""
+    if w != 0.0:
+        return False
+    if k.rule == RULE_CUMULATIVE and k.origin == ORIGIN_START:
+        # Paper semantics: a zeroed weight keeps owing u + q_i; only
+        # q_i == 0 is indistinguishable from a feature never seen.
+        return k.store.aux[0][row] == 0.0
+    return True
+
+
+cdef inline void init_new_row(SGDKernel k, Py_ssize_t row) noexcept nogil:
+    if k.rule == RULE_SUBGRADIENT or k.rule == RULE_FOBOS:
+        k.store.aux[0][row] = NAN   # caught up: the step sets its clock
+    elif k.rule == RULE_CUMULATIVE and k.origin == ORIGIN_FIRST_SEEN:
+        k.store.aux[1][row] = k.clock   # penalty origin: u before this step
+
+
+cdef inline Py_ssize_t row_for_update(SGDKernel k, uint64_t key, double x,
+                                      Py_ssize_t* rows, Py_ssize_t j) noexcept nogil:
+    """Row of feature j for a gradient step, inserting it if it is new.
+
+    A new feature with value 0 gets no weight and is not inserted (that is
+    exact: its state would be that of an absent feature)."""
+    cdef Py_ssize_t row = rows[j]
+    if row < 0 and x != 0.0:
+        row = k.store.find(key)       # the key may repeat within the example
+        if row < 0:
+            row = k.store.insert_new(key)
+            init_new_row(k, row)
+        rows[j] = row
+    return row
+
+
+cdef void decay_scale(SGDKernel k, double factor) noexcept nogil:
+    """L2 weight decay on the global scale; rescale v when c gets tiny."""
+    cdef Py_ssize_t row, n = k.store.n
+    cdef double c
+    cdef double* last
+    cdef double* v = k.store.w
+    k.scale *= fmax(0.0, factor)
+    if k.scale < SCALE_RESET:
+        c = k.scale
+        for row in range(n):
+            v[row] *= c
+        if k.rule == RULE_SUBGRADIENT:
+            # The subgradient clock counts in units of v: rescale it too.
+            last = k.store.aux[0]
+            for row in range(n):
+                last[row] *= c
+            k.clock *= c
+        k.scale = 1.0
+
+
+cdef void rebase_clocks(SGDKernel k) noexcept nogil:
+    """Move the origin of the running sums back to 0 (DESIGN.md section 4).
+
+    Differences of large doubles lose digits; every stored clock moves with
+    the global one, so each feature's owed penalty keeps the precision of
+    its own age rather than that of the whole stream."""
+    cdef Py_ssize_t row, n = k.store.n
+    cdef double* col
+    cdef double* v = k.store.w
+    cdef double a, b
+    if k.rule == RULE_CUMULATIVE and k.origin == ORIGIN_FIRST_SEEN:
+        col = k.store.aux[1]
+        for row in range(n):
+            col[row] -= k.clock
+        k.clock = 0.0
+    elif k.rule == RULE_SUBGRADIENT:
+        col = k.store.aux[0]
+        for row in range(n):
+            col[row] -= k.clock
+        k.clock = 0.0
+    elif k.rule == RULE_FOBOS:
+        # (v, B_i, B, A) -> (v / A, (B_i - B) / A, 0, 1) leaves every
+        # weight sign(v) max(0, |v| - l1 (B - B_i)) / A unchanged.
+        col = k.store.aux[0]
+        a = k.clock_scale
+        b = k.clock
+        for row in range(n):
+            v[row] /= a
+            col[row] = (col[row] - b) / a
+        k.clock = 0.0
+        k.clock_scale = 1.0
+
+
+cdef inline bint needs_rebase(SGDKernel k) noexcept nogil:
+    if k.rule == RULE_CUMULATIVE:
+        return k.origin == ORIGIN_FIRST_SEEN and k.clock > k.rebase_at
+    if k.rule == RULE_SUBGRADIENT:
+        return k.clock > k.rebase_at
+    if k.rule == RULE_FOBOS:
+        return k.clock > k.rebase_at or k.clock_scale > k.rebase_at
+    return False
+
+
+# ------------------------------------------------------------ batch loops
+
+cdef int learn_rows(SGDKernel k, const int64_t[::1] indptr,
+                    const uint64_t[::1] keys, const floating[::1] values,
+                    const double[::1] labels, const double[::1] s,
+                    Py_ssize_t max_nnz, double* out,
+                    Py_ssize_t* failed_at) noexcept nogil:
+    cdef Py_ssize_t n_rows = indptr.shape[0] - 1
+    cdef Py_ssize_t i, j, nnz, row, start, n_cand
+    cdef Py_ssize_t* rows = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
+    cdef signed char* sgn = <signed char*>malloc(max_nnz + 1)
+    cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    cdef const uint64_t* kp
+    cdef const floating* xp
+    cdef double y, weight, p, acc, g, eta, update, max_x, loss_sum = 0.0
+    cdef double weight_sum = 0.0, n_correct = 0.0
+    cdef int status = OK
+    if rows == NULL or sgn == NULL or cand == NULL:
+        free(rows); free(sgn); free(cand)
+        failed_at[0] = 0
+        return E_NOMEM
+    for i in range(n_rows):
+        start = indptr[i]
+        nnz = indptr[i + 1] - start
+        kp = &keys[start] if nnz > 0 else NULL
+        xp = &values[start] if nnz > 0 else NULL
+        if k.store.reserve(nnz) != 0:
+            status = E_NOMEM
+            break
+        y = labels[i]
+        if k.loss != LOSS_SQUARED and y == 0.0:
+            y = -1.0
+        weight = s[i] if s is not None else 1.0
+
+        # 1-2. Find every present feature once; the margin.
+        acc = 0.0
+        max_x = 0.0
+        for j in range(nnz):
+            row = k.store.find(kp[j])
+            rows[j] = row
+            if row >= 0:
+                acc += weight_now(k, row) * xp[j]
+            if fabs(xp[j]) > max_x:
+                max_x = fabs(xp[j])
+        p = acc * k.scale + k.intercept
+        if not isfinite(p):
+            status = E_MARGIN
+            break
+
+        # 3. Progressive loss and the gradient.
+        g = loss_gradient(k.loss, y, p)
+        eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
+                        k.decay_steps, k.t + 1)
+        update = -eta * g * weight
+        if not isfinite(update) or not isfinite(update / k.scale * max_x):
+            status = E_UPDATE
+            break
+        loss_sum += weight * loss_value(k.loss, y, p)
+        weight_sum += weight
+        if k.loss != LOSS_SQUARED and (p > 0) == (y > 0):
+            n_correct += 1
+
+        # 4. The rule's step.
+        if k.rule == RULE_CUMULATIVE:
+            cumulative_l1_step(k, kp, xp, nnz, rows, update, eta)
+        elif k.rule == RULE_FOBOS:
+            fobos_step(k, kp, xp, nnz, rows, update, eta)
+        elif k.rule == RULE_SUBGRADIENT:
+            subgradient_step(k, kp, xp, nnz, rows, sgn, update, eta)
+        else:
+            plain_step(k, kp, xp, nnz, rows, update, eta)
+        if k.fit_intercept:
+            k.intercept += update
+        k.t += 1
+        if needs_rebase(k):
+            rebase_clocks(k)
+
+        # 5. Pruning.  Rows move when one is removed, so first collect the
+        # keys, then find each again.
+        n_cand = 0
+        for j in range(nnz):
+            row = rows[j]
+            if row >= 0 and prunable(k, row, k.store.w[row]):
+                cand[n_cand] = kp[j]
+                n_cand += 1
+        for j in range(n_cand):
+            row = k.store.find(cand[j])
+            if row >= 0 and prunable(k, row, k.store.w[row]):
+                k.store.remove_row(row)
+    free(rows); free(sgn); free(cand)
+    failed_at[0] = i if status != OK else n_rows
+    out[0] = loss_sum
+    out[1] = weight_sum
+    out[2] = n_correct
+    return status
+
+
+cdef void margins_rows(SGDKernel k, const int64_t[::1] indptr,
+                       const uint64_t[::1] keys, const floating[::1] values,
+                       double[::1] out) noexcept nogil:
+    cdef Py_ssize_t i, j, row
+    cdef double acc
+    for i in range(indptr.shape[0] - 1):
+        acc = 0.0
+        for j in range(indptr[i], indptr[i + 1]):
+            row = k.store.find(keys[j])
+            if row >= 0:
+                acc += weight_now(k, row) * values[j]
+        out[i] = acc * k.scale + k.intercept
+
+
+include "rules/plain.pxi"
+include "rules/subgradient.pxi"
+include "rules/cumulative_l1.pxi"
+include "rules/fobos.pxi"

@@ -1,0 +1,212 @@
+"""The Python API over the kernels: ``Learner``.
+
+>>> import numpy as np
+>>> from onlinel1 import Batch, Learner
+>>> learner = Learner(loss="log", update="fobos", l1=1e-3, eta0=0.5)
+>>> batch = Batch(indptr=[0, 2, 3], keys=[1, 7, 1], values=[1.0, 1.0, 1.0],
+...               labels=[1, -1])
+>>> loss = learner.learn(batch)   # mean progressive (before-update) log loss
+>>> round(loss, 4)
+0.8335
+>>> learner.predict(Batch([0, 1], [1], [1.0])).round(4)
+array([0.4695])
+>>> keys, weights = learner.weights()
+>>> keys.tolist()
+[1, 7]
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+from onlinel1._kernels.sgd import (STATE_COLUMNS, BatchError, NumericError, SGDKernel,
+                                   StoreFullError)
+from onlinel1.batch import Batch
+from onlinel1.options import LearnerOptions
+
+__all__ = ["Learner", "BatchError", "NumericError", "StoreFullError"]
+
+STATE_FORMAT = "onlinel1.learner"
+STATE_VERSION = 1
+
+
+def _sigmoid(p: np.ndarray) -> np.ndarray:
+    # 1 / (1 + exp(-p)) without overflow for either sign.
+    out = np.empty_like(p)
+    pos = p >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-p[pos]))
+    e = np.exp(p[~pos])
+    out[~pos] = e / (1.0 + e)
+    return out
+
+
+class Learner:
+    """Online sparse linear model with lazily applied L1/L2 SGD.
+
+    Keyword arguments are those of :class:`onlinel1.options.LearnerOptions`
+    (``loss``, ``update``, ``l1``, ``l2``, ``eta0``, ``schedule``,
+    ``power_t``, ``decay_rate``, ``decay_steps``, ``origin``,
+    ``fit_intercept``); a bad one raises ``ValueError`` naming it.
+    """
+
+    def __init__(self, options: LearnerOptions | None = None, **kwargs: Any) -> None:
+        if options is not None and kwargs:
+            raise ValueError("give either a LearnerOptions or keyword arguments, not both")
+        self.options = options if options is not None else LearnerOptions(**kwargs)
+        o = self.options
+        self._kernel = SGDKernel(o.loss, o.update, o.schedule, o.origin, o.l1, o.l2,
+                                 o.eta0, o.power_t, o.decay_rate, o.decay_steps,
+                                 o.fit_intercept, o.rebase_at)
+        self._progress = {"examples": 0, "weight_sum": 0.0, "loss_sum": 0.0, "correct": 0}
+
+    def __repr__(self) -> str:
+        o = self.options
+        return (f"Learner(loss={o.loss!r}, update={o.update!r}, l1={o.l1!r}, l2={o.l2!r}, "
+                f"examples={self.examples_seen}, nnz={self.nnz})")
+
+    # ------------------------------------------------------------- learning
+
+    def _check(self, batch: Any, need_labels: bool) -> Batch:
+        if not isinstance(batch, Batch):
+            raise TypeError(f"batch must be an onlinel1.Batch, got {type(batch).__name__}")
+        if need_labels and batch.labels is None:
+            raise BatchError("labels: a batch to learn from needs labels")
+        batch.check_finite()
+        if need_labels and self.options.classification:
+            batch.check_binary_labels()
+        return batch
+
+    def learn(self, batch: Batch) -> float:
+        """Learn the rows of ``batch`` in order; return their progressive loss.
+
+        The loss of each example is measured before the model learns from
+        it, then averaged with the importance weights.  A malformed batch
+        raises ``BatchError`` (a ``ValueError``) and changes nothing.
+        """
+        self._check(batch, need_labels=True)
+        try:
+            loss_sum, weight_sum, correct = self._kernel.learn(
+                batch.indptr, batch.keys, batch.values, batch.labels, batch.weights)
+        except (NumericError, StoreFullError) as exc:
+            # The examples before the failing one were learned: count them.
+            self._count(exc.learned, *exc.progress)
+            raise
+        self._count(batch.n_rows, loss_sum, weight_sum, correct)
+        return loss_sum / weight_sum if weight_sum > 0 else float("nan")
+
+    def _count(self, examples: int, loss_sum: float, weight_sum: float, correct: int) -> None:
+        p = self._progress
+        p["examples"] += examples
+        p["loss_sum"] += loss_sum
+        p["weight_sum"] += weight_sum
+        p["correct"] += correct
+
+    def predict(self, batch: Batch) -> np.ndarray:
+        """Probabilities of the positive class for the log loss, margins
+        ``b + sum_i w_i x_i`` otherwise.  Labels, if any, are ignored."""
+        self._check(batch, need_labels=False)
+        margins = self.decision_function(batch)
+        return _sigmoid(margins) if self.options.loss == "log" else margins
+
+    def decision_function(self, batch: Batch) -> np.ndarray:
+        """Margins ``b + sum_i w_i x_i`` of every row."""
+        self._check(batch, need_labels=False)
+        return self._kernel.margins(batch.indptr, batch.keys, batch.values)
+
+    # ---------------------------------------------------------------- model
+
+    def weights(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(keys, weights)`` of the non-zero weights, sorted by key.
+
+        The weights are those the next example would see (caught up to the
+        current step)."""
+        keys, w = self._kernel.current_weights()
+        live = w != 0.0
+        keys, w = keys[live], w[live]
+        order = np.argsort(keys, kind="stable")
+        return keys[order], w[order]
+
+    @property
+    def intercept(self) -> float:
+        return self._kernel.intercept
+
+    @property
+    def nnz(self) -> int:
+        """Number of non-zero weights (the intercept not counted)."""
+        _, w = self._kernel.current_weights()
+        return int(np.count_nonzero(w))
+
+    @property
+    def store_size(self) -> int:
+        """Number of features held in the store (>= ``nnz``)."""
+        return len(self._kernel.store)
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes allocated by the weight store."""
+        return self._kernel.store.memory_bytes
+
+    @property
+    def examples_seen(self) -> int:
+        return self._kernel.t
+
+    @property
+    def progress(self) -> dict[str, float]:
+        """Progressive validation since the start: examples, mean loss,
+        accuracy (classification only)."""
+        p = self._progress
+        out = {"examples": p["examples"],
+               "loss": p["loss_sum"] / p["weight_sum"] if p["weight_sum"] > 0 else float("nan")}
+        if self.options.classification:
+            out["accuracy"] = p["correct"] / p["examples"] if p["examples"] else float("nan")
+        return out
+
+    def learning_rate(self) -> float:
+        """The step size the next example will use."""
+        o = self.options
+        t = self._kernel.t + 1
+        if o.schedule == "constant":
+            return o.eta0
+        if o.schedule == "invscaling":
+            return o.eta0 / t ** o.power_t
+        return o.eta0 * o.decay_rate ** (t / o.decay_steps)
+
+    # ---------------------------------------------------------------- state
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """The complete state: options, clocks, counters and every
+        per-feature array (copies).  ``Learner.from_state`` restores it
+        bit-exactly."""
+        keys, w, aux = self._kernel.store.export()
+        columns = STATE_COLUMNS[(self.options.update, self.options.origin)]
+        return {
+            "format": STATE_FORMAT,
+            "version": STATE_VERSION,
+            "options": self.options.to_dict(),
+            "clocks": self._kernel.get_clocks(),
+            "progress": dict(self._progress),
+            "keys": keys,
+            "weights": w,
+            "columns": dict(zip(columns, aux)),
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> "Learner":
+        """A learner that continues exactly where ``state`` was taken."""
+        if state.get("format") != STATE_FORMAT:
+            raise ValueError(f"state: not a learner state (format {state.get('format')!r})")
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"state: unsupported version {state.get('version')!r} "
+                             f"(this build reads version {STATE_VERSION})")
+        learner = cls(LearnerOptions.from_dict(state["options"]))
+        columns = STATE_COLUMNS[(learner.options.update, learner.options.origin)]
+        given = state["columns"]
+        if set(given) != set(columns):
+            raise ValueError(f"state: columns {sorted(given)} do not match the rule's "
+                             f"{sorted(columns)}")
+        learner._kernel.store.load(state["keys"], state["weights"], [given[c] for c in columns])
+        learner._kernel.set_clocks(state["clocks"])
+        learner._progress = {k: state["progress"][k] for k in learner._progress}
+        return learner

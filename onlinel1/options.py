@@ -1,0 +1,116 @@
+"""Learner options: the one place that validates settings and builds a learner.
+
+The CLI, the daemon, snapshots and the tests all go through
+``LearnerOptions`` so that a setting means the same everywhere and a bad one
+is refused with the same message.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Mapping
+
+LOSSES = ("log", "squared", "hinge")
+UPDATES = ("plain", "subgradient", "cumulative", "fobos")
+SCHEDULES = ("constant", "invscaling", "exponential")
+ORIGINS = ("start", "first-seen")
+
+#: Running sums (penalty clocks) are rebased when they pass this value.
+DEFAULT_REBASE_AT = float(2**20)
+
+
+def _number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return value
+
+
+def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        options = ", ".join(repr(a) for a in allowed)
+        raise ValueError(f"{name} must be one of {options}, got {value!r}")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class LearnerOptions:
+    """Every setting of a learner, validated on construction.
+
+    loss: ``log`` (labels -1/+1 or 0/1), ``squared`` or ``hinge``.
+    update: ``plain`` (SGD, L2 if ``l2`` > 0), ``subgradient`` (naive L1
+        subgradient), ``cumulative`` (Tsuruoka et al. 2009) or ``fobos``
+        (Duchi & Singer 2009).  Any of them with ``l2`` > 0 adds L2 (the
+        elastic net where ``l1`` > 0 too).
+    l1, l2: penalty strengths per example (scikit-learn's ``alpha`` share).
+    eta0, schedule, power_t, decay_rate, decay_steps: the step size
+        ``eta0`` (constant), ``eta0 / t**power_t`` (invscaling) or
+        ``eta0 * decay_rate**(t / decay_steps)`` (exponential).
+    origin: where the cumulative penalty of a new feature starts: ``start``
+        (paper semantics) or ``first-seen`` (for endless streams).
+    fit_intercept: learn an unpenalised bias term.
+    """
+
+    loss: str = "log"
+    update: str = "cumulative"
+    l1: float = 1e-6
+    l2: float = 0.0
+    eta0: float = 0.1
+    schedule: str = "constant"
+    power_t: float = 0.5
+    decay_rate: float = 0.85
+    decay_steps: float = 100_000.0
+    origin: str = "first-seen"
+    fit_intercept: bool = True
+    rebase_at: float = DEFAULT_REBASE_AT
+
+    def __post_init__(self) -> None:
+        _choice("loss", self.loss, LOSSES)
+        _choice("update", self.update, UPDATES)
+        _choice("schedule", self.schedule, SCHEDULES)
+        _choice("origin", self.origin, ORIGINS)
+        numbers = {f: _number(f, getattr(self, f)) for f in
+                   ("l1", "l2", "eta0", "power_t", "decay_rate", "decay_steps", "rebase_at")}
+        for name, value in numbers.items():
+            object.__setattr__(self, name, value)
+        if not isinstance(self.fit_intercept, bool):
+            raise ValueError(f"fit_intercept must be True or False, got {self.fit_intercept!r}")
+        if self.l1 < 0:
+            raise ValueError(f"l1 must be >= 0, got {self.l1!r}")
+        if self.l2 < 0:
+            raise ValueError(f"l2 must be >= 0, got {self.l2!r}")
+        if self.eta0 <= 0:
+            raise ValueError(f"eta0 must be > 0, got {self.eta0!r}")
+        if self.power_t < 0:
+            raise ValueError(f"power_t must be >= 0, got {self.power_t!r}")
+        if not 0 < self.decay_rate <= 1:
+            raise ValueError(f"decay_rate must be in (0, 1], got {self.decay_rate!r}")
+        if self.decay_steps <= 0:
+            raise ValueError(f"decay_steps must be > 0, got {self.decay_steps!r}")
+        if self.rebase_at <= 1:
+            raise ValueError(f"rebase_at must be > 1, got {self.rebase_at!r}")
+        if self.update == "plain" and self.l1 > 0:
+            raise ValueError("l1 must be 0 with update='plain' (it has no L1 penalty); "
+                             "use update='subgradient', 'cumulative' or 'fobos' for L1")
+        if self.update != "fobos" and self.eta0 * self.l2 >= 1:
+            # The decay factor 1 - eta*l2 would reach zero or below and wipe
+            # every weight; every schedule has eta_t <= eta0.
+            raise ValueError(f"l2 * eta0 must be < 1 with update={self.update!r} "
+                             f"(the decay 1 - eta*l2 would reach 0), got l2={self.l2!r}, eta0={self.eta0!r}")
+
+    @property
+    def classification(self) -> bool:
+        return self.loss != "squared"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "LearnerOptions":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown learner option(s): {', '.join(unknown)}")
+        return cls(**values)
