@@ -1,0 +1,260 @@
+"""Learner behaviour: batch invariance, state, predict, origins, clocks."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from onlinel1 import Batch, Learner
+
+RULES = [
+    dict(update="plain", l1=0.0, l2=1e-3),
+    dict(update="subgradient", l1=1e-3, l2=0.0),
+    dict(update="subgradient", l1=5e-4, l2=1e-3),
+    dict(update="cumulative", l1=1e-3, origin="start"),
+    dict(update="cumulative", l1=1e-3, l2=5e-4, origin="first-seen"),
+    dict(update="fobos", l1=1e-3, l2=0.0),
+    dict(update="fobos", l1=1e-3, l2=1e-3),
+]
+IDS = ["plain-l2", "subgradient", "subgradient-l2", "cumulative-start",
+       "cumulative-first-seen-l2", "fobos-l1", "fobos-l1-l2"]
+
+
+def batches(X, y, cuts, weights=None):
+    edges = [0, *cuts, X.shape[0]]
+    for a, b in zip(edges[:-1], edges[1:]):
+        yield Batch.from_csr(X[a:b], y[a:b], None if weights is None else weights[a:b])
+
+
+def assert_identical(a: Learner, b: Learner) -> None:
+    ka, wa = a.weights()
+    kb, wb = b.weights()
+    np.testing.assert_array_equal(ka, kb)
+    np.testing.assert_array_equal(wa, wb)   # bit-identical, not close
+    assert a.intercept == b.intercept
+    sa, sb = a.state, b.state
+    assert sa["clocks"] == sb["clocks"]
+
+
+@pytest.mark.parametrize("rule", RULES, ids=IDS)
+def test_any_cut_into_batches_gives_bit_identical_weights(rcv1_sample, rule):
+    X, y = rcv1_sample
+    rng = np.random.default_rng(7)
+    s = rng.uniform(0.5, 2.0, X.shape[0])
+    whole = Learner(eta0=0.5, **rule)
+    whole.learn(Batch.from_csr(X, y, s))
+    assert whole.nnz > 10
+    for trial in range(3):
+        cuts = sorted(rng.choice(np.arange(1, X.shape[0]), size=trial * 7 + 1, replace=False))
+        cut = Learner(eta0=0.5, **rule)
+        for batch in batches(X, y, cuts, s):
+            cut.learn(batch)
+        assert_identical(whole, cut)
+    single = Learner(eta0=0.5, **rule)
+    for i in range(X.shape[0]):
+        single.learn(Batch.from_csr(X[i:i + 1], y[i:i + 1], s[i:i + 1]))
+    assert_identical(whole, single)
+
+
+@pytest.mark.parametrize("rule", RULES, ids=IDS)
+def test_state_restore_mid_stream_continues_bit_identically(a9a_sample, rule):
+    X, y = a9a_sample
+    half = X.shape[0] // 2
+    straight = Learner(eta0=0.2, schedule="invscaling", **rule)
+    straight.learn(Batch.from_csr(X, y))
+    first = Learner(eta0=0.2, schedule="invscaling", **rule)
+    first.learn(Batch.from_csr(X[:half], y[:half]))
+    state = first.state
+    resumed = Learner.from_state(state)
+    assert_identical(first, resumed)
+    # The state is a copy: changing it later does not reach the learner.
+    state["weights"][:] = 123.0
+    resumed.learn(Batch.from_csr(X[half:], y[half:]))
+    assert_identical(straight, resumed)
+    assert resumed.progress["examples"] == X.shape[0]
+    assert resumed.progress == pytest.approx(straight.progress)
+
+
+@pytest.mark.parametrize("loss", ["log", "squared", "hinge"])
+@pytest.mark.parametrize("rule", RULES, ids=IDS)
+def test_predict_is_the_link_of_the_exported_weights(rcv1_sample, loss, rule):
+    X, y = rcv1_sample
+    learner = Learner(loss=loss, eta0=0.3, **rule)
+    learner.learn(Batch.from_csr(X[:200], y[:200]))
+    keys, w = learner.weights()
+    assert np.all(w != 0)
+    dense = np.zeros(X.shape[1])
+    dense[keys.astype(np.int64)] = w
+    margin = X[200:] @ dense + learner.intercept
+    expected = 1.0 / (1.0 + np.exp(-margin)) if loss == "log" else margin
+    got = learner.predict(Batch.from_csr(X[200:]))
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-15)
+
+
+def test_predict_does_not_change_the_model(a9a_sample):
+    X, y = a9a_sample
+    learner = Learner(update="fobos", l1=1e-3)
+    learner.learn(Batch.from_csr(X[:1000], y[:1000]))
+    before = learner.state
+    learner.predict(Batch.from_csr(X[1000:]))
+    after = learner.state
+    np.testing.assert_array_equal(before["weights"], after["weights"])
+    assert before["clocks"] == after["clocks"]
+
+
+def late_feature_stream(X, y, late_key=10**9, start_at=1500, every=5):
+    """The a9a rows, with one new, perfectly predictive feature (its value
+    is the label) in every ``every``-th row from row ``start_at`` on."""
+    X = X.tolil(copy=True)
+    rows = []
+    for i in range(X.shape[0]):
+        row = dict(zip(X.rows[i], X.data[i]))
+        if i >= start_at and (i - start_at) % every == 0:
+            row[late_key] = float(y[i])
+        rows.append(row)
+    return Batch.from_rows(rows, y)
+
+
+def touches_until_nonzero(learner, stream, key, start_at=1500, every=5):
+    """Learn ``stream``; count the late feature's occurrences before its
+    weight first becomes non-zero (None if it never does)."""
+    learner.learn(stream.slice(0, start_at))
+    touches = 0
+    for i in range(start_at, stream.n_rows):
+        learner.learn(stream.slice(i, i + 1))
+        if (i - start_at) % every == 0:
+            touches += 1
+            keys, w = learner.weights()
+            if np.any((keys == key) & (w != 0)):
+                return touches
+    return None
+
+
+def test_first_seen_lets_a_late_feature_in_where_start_makes_it_pay(a9a_sample):
+    X, y = a9a_sample
+    stream = late_feature_stream(X, y)
+    options = dict(update="cumulative", l1=4e-3, eta0=0.5, schedule="constant")
+    # By row 1500, u = 1500 * 0.5 * 4e-3 = 3.0.  Under origin "start" the new
+    # feature owes all of it from its first occurrence and has to pay it off
+    # (each step gives it at most eta * |g| * |x| < 0.5) before its weight can
+    # leave zero; under "first-seen" it owes only the penalty of its own steps.
+    start = touches_until_nonzero(Learner(origin="start", **options), stream, 10**9)
+    first_seen = touches_until_nonzero(Learner(origin="first-seen", **options), stream, 10**9)
+    assert first_seen is not None and first_seen <= 2
+    assert start is None or start >= first_seen + 5, (start, first_seen)
+
+
+def test_first_seen_prunes_zeros_and_start_keeps_their_debt(a9a_sample):
+    X, y = a9a_sample
+    options = dict(update="cumulative", l1=2e-3, eta0=0.5)
+    start = Learner(origin="start", **options)
+    first_seen = Learner(origin="first-seen", **options)
+    batch = Batch.from_csr(X, y)
+    start.learn(batch)
+    first_seen.learn(batch)
+    # first-seen: the store holds exactly the non-zero weights.
+    assert first_seen.store_size == first_seen.nnz
+    # start: zeroed weights that still owe (q != 0) stay in the store.
+    assert start.store_size > start.nnz
+
+
+def test_rebasing_the_clocks_keeps_results_and_batch_invariance(a9a_sample):
+    X, y = a9a_sample
+    for rule in (dict(update="cumulative", origin="first-seen", l1=1e-2),
+                 dict(update="subgradient", l1=1e-3),
+                 dict(update="fobos", l1=1e-3, l2=1e-2)):
+        never = Learner(eta0=0.5, rebase_at=1e300, **rule)
+        never.learn(Batch.from_csr(X, y))
+        often = Learner(eta0=0.5, rebase_at=2.0, **rule)   # rebases every few examples
+        often.learn(Batch.from_csr(X, y))
+        kn, wn = never.weights()
+        ko, wo = often.weights()
+        np.testing.assert_array_equal(kn, ko)
+        # Rebasing rounds each clock once more: equal to 1e-12 of the model's scale.
+        assert np.abs(wo - wn).max() <= 1e-12 * np.abs(wn).max(), rule
+        cut = Learner(eta0=0.5, rebase_at=2.0, **rule)
+        for batch in batches(X, y, [3, 500, 501, 1777]):
+            cut.learn(batch)
+        assert_identical(often, cut)
+
+
+def test_fobos_l2_clock_stays_bounded_where_it_would_overflow(a9a_sample):
+    # A_t = prod (1 + eta l2) = 1.5^t passes 1e308 after ~1750 examples;
+    # rebasing keeps it below 2^20 (tests/test_rules_vs_reference.py checks
+    # the weights against the eager rule).
+    X, y = a9a_sample
+    learner = Learner(update="fobos", l1=1e-4, l2=1.0, eta0=0.5)
+    learner.learn(Batch.from_csr(X, y))
+    keys, w = learner.weights()
+    assert np.all(np.isfinite(w)) and w.size > 0
+    assert 1.0 <= learner.state["clocks"]["clock_scale"] <= 2.0**20
+
+
+def test_l2_scale_reset_is_exact_enough_and_invisible(a9a_sample):
+    # eta * l2 = 0.02: c falls below 1e-9 (and is reset) every ~1000 examples.
+    X, y = a9a_sample
+    learner = Learner(update="plain", l1=0.0, l2=0.04, eta0=0.5)
+    learner.learn(Batch.from_csr(X, y))
+    assert 1e-9 <= learner.state["clocks"]["scale"] <= 1.0
+    keys, w = learner.weights()
+    assert np.all(np.isfinite(w)) and np.abs(w).max() > 1e-3
+
+
+def test_progress_counts_loss_and_accuracy(a9a_sample):
+    X, y = a9a_sample
+    learner = Learner(update="fobos", l1=1e-4, eta0=0.2)
+    mean_loss = learner.learn(Batch.from_csr(X, y))
+    progress = learner.progress
+    assert progress["examples"] == X.shape[0]
+    assert progress["loss"] == pytest.approx(mean_loss)
+    # a9a: a linear model reaches ~84 % online; the majority class is 75 %.
+    assert 0.78 < progress["accuracy"] < 0.9
+    assert 0.3 < mean_loss < 0.5
+
+
+def test_labels_zero_one_train_the_same_model_as_minus_one_plus_one(a9a_sample):
+    X, y = a9a_sample
+    a = Learner(update="cumulative", l1=1e-4)
+    a.learn(Batch.from_csr(X, y))
+    b = Learner(update="cumulative", l1=1e-4)
+    b.learn(Batch.from_csr(X, (y > 0).astype(float)))
+    assert_identical(a, b)
+
+
+def test_importance_weight_two_equals_a_doubled_step_for_plain_sgd(a9a_sample):
+    X, y = a9a_sample
+    a = Learner(update="plain", l1=0.0, eta0=0.1, schedule="constant")
+    a.learn(Batch.from_csr(X, y, np.full(X.shape[0], 2.0)))
+    b = Learner(update="plain", l1=0.0, eta0=0.2, schedule="constant")
+    b.learn(Batch.from_csr(X, y))
+    ka, wa = a.weights()
+    kb, wb = b.weights()
+    np.testing.assert_array_equal(ka, kb)
+    np.testing.assert_allclose(wa, wb, rtol=1e-12)
+
+
+def test_duplicate_keys_in_an_example_act_as_their_sum():
+    twice = Batch([0, 3, 4], [5, 5, 9, 5], [0.5, 1.5, 1.0, 1.0], [1, -1])
+    once = Batch([0, 2, 3], [5, 9, 5], [2.0, 1.0, 1.0], [1, -1])
+    for rule in RULES:
+        a, b = Learner(eta0=0.5, **rule), Learner(eta0=0.5, **rule)
+        a.learn(twice)
+        b.learn(once)
+        ka, wa = a.weights()
+        kb, wb = b.weights()
+        np.testing.assert_array_equal(ka, kb)
+        np.testing.assert_allclose(wa, wb, rtol=1e-15)
+        a._kernel.store.check_invariants()
+
+
+def test_memory_follows_the_live_weights_after_pruning():
+    rng = np.random.default_rng(3)
+    n, k = 20_000, 20
+    keys = rng.integers(0, 2**63, size=n * k, dtype=np.uint64)
+    batch = Batch(np.arange(0, n * k + 1, k), keys, np.ones(n * k), rng.choice([-1.0, 1.0], n))
+    learner = Learner(update="fobos", l1=0.05, eta0=0.1)
+    learner.learn(batch)
+    # Random labels on random keys: the penalty wins, nearly all weights die.
+    learner._kernel.compact()
+    assert learner.store_size == learner.nnz
+    assert learner.nnz < n * k // 100
+    assert learner.memory_bytes < 64 * max(learner.store_size, 1024)
