@@ -7,5 +7,13 @@ from onlinel1.batch import Batch, BatchError
 from onlinel1.learner import Learner, NumericError, StoreFullError
 from onlinel1.options import LearnerOptions
 
-__all__ = ["Batch", "BatchError", "Learner", "LearnerOptions", "NumericError", "StoreFullError"]
+__all__ = ["Batch", "BatchError", "Learner", "LearnerOptions", "NumericError", "StoreFullError",
+           "load"]
+
+
+def load(path) -> Learner:
+    """The learner saved in a model file (``onlinel1 train --save``), with
+    exactly the saved state."""
+    from onlinel1 import model_file
+    return model_file.load(path)[0]
 __version__ = "0.1.0"

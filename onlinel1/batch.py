@@ -12,9 +12,18 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from onlinel1._kernels.sgd import BatchError
-
 __all__ = ["Batch", "BatchError"]
+
+
+class BatchError(ValueError):
+    """A batch failed validation; nothing of it was learned.
+
+    ``row`` is the index (in the batch) of the offending row, where one is
+    to blame."""
+
+    def __init__(self, message: str, row: int | None = None) -> None:
+        super().__init__(message)
+        self.row = row
 
 
 def _array(name: str, data: Any, dtype: Any) -> np.ndarray:
@@ -92,18 +101,18 @@ class Batch:
         if bad.any():
             pos = int(np.argmax(bad))
             row = int(np.searchsorted(self.indptr, pos, side="right") - 1)
-            raise BatchError(f"values: non-finite value {self.values[pos]} in row {row}")
+            raise BatchError(f"values: non-finite value {self.values[pos]} in row {row}", row)
         if self.labels is not None:
             bad = ~np.isfinite(self.labels)
             if bad.any():
                 row = int(np.argmax(bad))
-                raise BatchError(f"labels: non-finite label {self.labels[row]} in row {row}")
+                raise BatchError(f"labels: non-finite label {self.labels[row]} in row {row}", row)
         if self.weights is not None:
             bad = ~(np.isfinite(self.weights) & (self.weights >= 0))
             if bad.any():
                 row = int(np.argmax(bad))
                 raise BatchError(f"weights: importance must be finite and >= 0, "
-                                 f"got {self.weights[row]} in row {row}")
+                                 f"got {self.weights[row]} in row {row}", row)
 
     def check_binary_labels(self) -> None:
         """Raise BatchError unless every label is -1, 0 or +1."""
@@ -113,7 +122,7 @@ class Batch:
         if bad.any():
             row = int(np.argmax(bad))
             raise BatchError(f"labels: must be -1/+1 (or 0/1) for a classification loss, "
-                             f"got {self.labels[row]} in row {row}")
+                             f"got {self.labels[row]} in row {row}", row)
 
     def slice(self, start: int, stop: int) -> "Batch":
         """Rows ``start:stop`` as a Batch of views (no copy of the features)."""

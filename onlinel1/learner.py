@@ -20,9 +20,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from onlinel1._kernels.sgd import (STATE_COLUMNS, BatchError, NumericError, SGDKernel,
-                                   StoreFullError)
-from onlinel1.batch import Batch
+from onlinel1._kernels.sgd import STATE_COLUMNS, NumericError, SGDKernel, StoreFullError
+from onlinel1.batch import Batch, BatchError
 from onlinel1.options import LearnerOptions
 
 __all__ = ["Learner", "BatchError", "NumericError", "StoreFullError"]
@@ -161,6 +160,12 @@ class Learner:
         if self.options.classification:
             out["accuracy"] = p["correct"] / p["examples"] if p["examples"] else float("nan")
         return out
+
+    @property
+    def progress_sums(self) -> dict[str, float]:
+        """The raw progressive-validation counters: examples, importance
+        weighted ``loss_sum`` and ``weight_sum``, ``correct`` predictions."""
+        return dict(self._progress)
 
     def learning_rate(self) -> float:
         """The step size the next example will use."""

@@ -73,10 +73,6 @@ STATE_COLUMNS = {
 }
 
 
-class BatchError(ValueError):
-    """A batch failed validation; nothing of it was learned."""
-
-
 class NumericError(FloatingPointError):
     """An example overflowed; the examples before it were learned.
 
