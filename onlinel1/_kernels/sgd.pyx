@@ -376,13 +376,14 @@ cdef int learn_rows(SGDKernel k, const int64_t[::1] indptr,
     cdef Py_ssize_t* rows = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
     cdef signed char* sgn = <signed char*>malloc(max_nnz + 1)
     cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    cdef double* wnow = <double*>malloc((max_nnz + 1) * sizeof(double))
     cdef const uint64_t* kp
     cdef const floating* xp
     cdef double y, weight, p, acc, g, eta, update, max_x, loss_sum = 0.0
     cdef double weight_sum = 0.0, n_correct = 0.0
     cdef int status = OK
-    if rows == NULL or sgn == NULL or cand == NULL:
-        free(rows); free(sgn); free(cand)
+    if rows == NULL or sgn == NULL or cand == NULL or wnow == NULL:
+        free(rows); free(sgn); free(cand); free(wnow)
         failed_at[0] = 0
         return E_NOMEM
     for i in range(n_rows):
@@ -405,7 +406,9 @@ cdef int learn_rows(SGDKernel k, const int64_t[::1] indptr,
             row = k.store.find(kp[j])
             rows[j] = row
             if row >= 0:
-                acc += weight_now(k, row) * xp[j]
+                # Kept for the step: FOBOS and subgradient materialise it.
+                wnow[j] = weight_now(k, row)
+                acc += wnow[j] * xp[j]
             if fabs(xp[j]) > max_x:
                 max_x = fabs(xp[j])
         p = acc * k.scale + k.intercept
@@ -430,9 +433,9 @@ cdef int learn_rows(SGDKernel k, const int64_t[::1] indptr,
         if k.rule == RULE_CUMULATIVE:
             cumulative_l1_step(k, kp, xp, nnz, rows, update, eta)
         elif k.rule == RULE_FOBOS:
-            fobos_step(k, kp, xp, nnz, rows, update, eta)
+            fobos_step(k, kp, xp, nnz, rows, wnow, update, eta)
         elif k.rule == RULE_SUBGRADIENT:
-            subgradient_step(k, kp, xp, nnz, rows, sgn, update, eta)
+            subgradient_step(k, kp, xp, nnz, rows, wnow, sgn, update, eta)
         else:
             plain_step(k, kp, xp, nnz, rows, update, eta)
         if k.fit_intercept:
@@ -453,7 +456,7 @@ cdef int learn_rows(SGDKernel k, const int64_t[::1] indptr,
             row = k.store.find(cand[j])
             if row >= 0 and prunable(k, row, k.store.w[row]):
                 k.store.remove_row(row)
-    free(rows); free(sgn); free(cand)
+    free(rows); free(sgn); free(cand); free(wnow)
     failed_at[0] = i if status != OK else n_rows
     out[0] = loss_sum
     out[1] = weight_sum

@@ -18,18 +18,19 @@ cdef inline double fobos_weight(SGDKernel k, Py_ssize_t row) noexcept nogil:
 
 
 cdef int fobos_step(SGDKernel k, const uint64_t* keys, const floating* x,
-                    Py_ssize_t nnz, Py_ssize_t* rows, double update,
-                    double eta) noexcept nogil:
+                    Py_ssize_t nnz, Py_ssize_t* rows, const double* wnow,
+                    double update, double eta) noexcept nogil:
     cdef Py_ssize_t j, row
     cdef double* v = k.store.w
     cdef double* last = k.store.aux[0]
     cdef double w, m, next_scale, next_clock
-    # Materialise the caught-up weights of the present features in real
-    # units, once per feature (NaN in the clock column marks "done").
+    # Materialise the caught-up weights of the present features (wnow, from
+    # the margin) in real units, once per feature (NaN in the clock column
+    # marks "done").
     for j in range(nnz):
         row = rows[j]
         if row >= 0 and last[row] == last[row]:
-            v[row] = fobos_weight(k, row)
+            v[row] = wnow[j]
             last[row] = NAN
     if update != 0.0:
         for j in range(nnz):

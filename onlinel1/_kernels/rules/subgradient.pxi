@@ -21,26 +21,27 @@ cdef inline double subgradient_weight(SGDKernel k, Py_ssize_t row) noexcept nogi
 
 
 cdef int subgradient_step(SGDKernel k, const uint64_t* keys, const floating* x,
-                          Py_ssize_t nnz, Py_ssize_t* rows, signed char* sgn,
-                          double update, double eta) noexcept nogil:
+                          Py_ssize_t nnz, Py_ssize_t* rows, const double* wnow,
+                          signed char* sgn, double update, double eta) noexcept nogil:
     cdef Py_ssize_t j, row
     cdef double* v
     cdef double* last
     cdef double w, next_clock
-    if k.l2 > 0:
-        decay_scale(k, 1.0 - eta * k.l2)
     v = k.store.w
     last = k.store.aux[0]
-    # Catch up every present feature once (duplicates of a key in one
-    # example are caught up once: NaN in the clock column marks "done").
+    # Catch up every present feature once (wnow, from the margin; duplicates
+    # of a key in one example are caught up once: NaN in the clock column
+    # marks "done").  Before the decay: a scale reset rescales v and clocks.
     for j in range(nnz):
         sgn[j] = 0
         row = rows[j]
         if row >= 0 and last[row] == last[row]:
-            w = subgradient_weight(k, row)
+            w = wnow[j]
             v[row] = w
             last[row] = NAN
             sgn[j] = 1 if w > 0 else (-1 if w < 0 else 0)
+    if k.l2 > 0:
+        decay_scale(k, 1.0 - eta * k.l2)
     if update != 0.0:
         for j in range(nnz):
             row = row_for_update(k, keys[j], x[j], rows, j)
