@@ -270,6 +270,7 @@ cdef class WeightStore:
         """Insert or overwrite ``key``; ``aux`` gives the state columns."""
         if len(aux) > self.n_aux:
             raise ValueError(f"this store has {self.n_aux} state columns, got {len(aux)}")
+        values = [float(a) for a in aux]    # convert before changing anything
         cdef uint64_t k = key
         cdef Py_ssize_t row = self.find(k)
         if row < 0:
@@ -277,7 +278,7 @@ cdef class WeightStore:
                 raise MemoryError("cannot grow the weight store")
             row = self.insert_new(k)
         self.w[row] = weight
-        for a, value in enumerate(aux):
+        for a, value in enumerate(values):
             self.aux[a][row] = value
 
     def delete(self, key):
@@ -330,8 +331,8 @@ cdef class WeightStore:
             raise ValueError("too many rows for one store")
         cols = [np.ascontiguousarray(c, dtype=np.float64) for c in aux]
         for c in cols:
-            if c.shape[0] != n:
-                raise ValueError("a state column differs in length from keys")
+            if c.ndim != 1 or c.shape[0] != n:
+                raise ValueError("a state column is not a 1-D array as long as keys")
         if len(np.unique(np.asarray(kv))) != n:
             raise ValueError("keys are not unique")
         self.n = 0
