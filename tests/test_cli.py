@@ -1,0 +1,164 @@
+"""The offline command line, end to end: train, predict, inspect."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import onlinel1
+from onlinel1 import Batch, Learner
+from onlinel1.cli import main
+
+from conftest import SAMPLES, load_svmlight, shared_path
+
+A9A = SAMPLES / "a9a_head2000.svm"
+RCV1 = SAMPLES / "rcv1_small_head300.svm"
+VW = SAMPLES / "vw0002_head60.vw"
+FLAGS = ["--update", "fobos", "--l1", "1e-3", "--eta0", "0.2", "--schedule", "invscaling"]
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def read_export(path):
+    keys, weights, names = [], [], {}
+    for line in path.read_text().splitlines():
+        fields = line.split("\t")
+        assert len(fields) in (2, 3), line
+        keys.append(int(fields[0]))
+        weights.append(float(fields[1]))
+        if len(fields) == 3:
+            names[int(fields[0])] = fields[2]
+    return np.array(keys, dtype=np.uint64), np.array(weights), names
+
+
+def train_export(capsys, tmp_path, data, *flags, tag="m"):
+    model, tsv = tmp_path / f"{tag}.ol1", tmp_path / f"{tag}.tsv"
+    code, out, err = run(capsys, "train", data, *flags, "--save", model)
+    assert code == 0, err
+    code, out, err2 = run(capsys, "inspect", model, "--export", tsv)
+    assert code == 0, err2
+    return model, tsv, err, out
+
+
+@pytest.mark.parametrize("data", [A9A, RCV1], ids=["a9a", "rcv1"])
+def test_train_then_export_reproduces_the_learner(capsys, tmp_path, data):
+    model, tsv, err, _ = train_export(capsys, tmp_path, data, *FLAGS)
+    keys, weights, names = read_export(tsv)
+    assert names == {}
+    X, y = load_svmlight(data)
+    learner = Learner(update="fobos", l1=1e-3, eta0=0.2, schedule="invscaling")
+    learner.learn(Batch.from_csr(X, y))
+    ref_keys, ref_weights = learner.weights()
+    np.testing.assert_array_equal(keys, ref_keys)
+    np.testing.assert_array_equal(weights, ref_weights)   # repr() round-trips exactly
+    assert f"non-zero weights  {len(keys)}" in err
+    assert "progressive loss" in err and "accuracy" in err and "examples/s" in err
+
+
+def test_predict_is_the_link_of_the_exported_weights(capsys, tmp_path):
+    model, tsv, _, _ = train_export(capsys, tmp_path, A9A, *FLAGS)
+    keys, weights, _ = read_export(tsv)
+    intercept = onlinel1.load(model).intercept
+    code, out, err = run(capsys, "predict", "--model", model, A9A)
+    assert code == 0, err
+    got = np.array([float(v) for v in out.split()])
+    X, _ = load_svmlight(A9A)
+    dense = np.zeros(X.shape[1])
+    dense[keys.astype(np.int64)] = weights
+    expected = 1 / (1 + np.exp(-(X @ dense + intercept)))
+    assert got.shape == (X.shape[0],)
+    np.testing.assert_allclose(got, expected, rtol=1e-13)
+
+
+def test_the_same_run_twice_gives_byte_identical_exports(capsys, tmp_path):
+    _, first, _, _ = train_export(capsys, tmp_path, RCV1, *FLAGS, "--passes", "2", tag="a")
+    _, second, _, _ = train_export(capsys, tmp_path, RCV1, *FLAGS, "--passes", "2", tag="b")
+    assert first.read_bytes() == second.read_bytes()
+    assert first.stat().st_size > 0
+
+
+def test_zero_one_labels_train_the_same_model_as_minus_one_plus_one(capsys, tmp_path):
+    zero_one = tmp_path / "a9a01.svm"
+    zero_one.write_text("".join(("0" if line.startswith("-1") else "1") + line[2:]
+                                for line in A9A.read_text().splitlines(keepends=True)))
+    _, a, _, _ = train_export(capsys, tmp_path, A9A, *FLAGS, tag="pm")
+    _, b, _, _ = train_export(capsys, tmp_path, zero_one, *FLAGS, tag="01")
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_vw_input_keeps_feature_names(capsys, tmp_path):
+    _, tsv, err, summary = train_export(capsys, tmp_path, VW, "--loss", "squared",
+                                        "--update", "cumulative", "--l1", "1e-4")
+    keys, weights, names = read_export(tsv)
+    assert "accuracy" not in err          # regression
+    assert any(name.startswith("f^") for name in names.values())
+    from onlinel1.io import feature_key
+    for key, name in names.items():
+        namespace, _, feature = name.partition("^")
+        assert feature_key(feature, namespace) == key
+
+
+def test_inspect_summary_and_top(capsys, tmp_path):
+    model, _, _, _ = train_export(capsys, tmp_path, A9A, *FLAGS)
+    code, out, err = run(capsys, "inspect", model, "--top", "3")
+    assert code == 0
+    assert "examples          2000" in out
+    assert "update=fobos" in out
+    assert "top 3 weights by magnitude" in out
+
+
+def test_full_a9a_from_shared(capsys, tmp_path):
+    data = shared_path("a9a/a9a.train.svm")
+    _, tsv, err, _ = train_export(capsys, tmp_path, data, "--update", "cumulative",
+                                  "--l1", "1e-4", "--eta0", "0.1")
+    keys, _, _ = read_export(tsv)
+    assert 20 < len(keys) < 123
+    assert "examples          32561" in err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["train", "missing.svm"], "missing.svm: no such file"),
+    (["train", str(A9A), "--loss", "logit"], "invalid choice: 'logit'"),
+    (["train", str(A9A), "--l2", "-1"], "--l2 must be >= 0"),
+    (["train", str(A9A), "--power-t", "-1"], "--power-t must be >= 0"),
+    (["train", str(A9A), "--passes", "0"], "--passes must be >= 1"),
+    (["train", str(A9A), "--l1", "abc"], "invalid float value: 'abc'"),
+    (["predict", "--model", "missing.ol1", str(A9A)], "missing.ol1: no such file"),
+    (["inspect", "missing.ol1"], "missing.ol1: no such file"),
+])
+def test_bad_command_lines_give_one_line_and_no_traceback(argv, message):
+    proc = subprocess.run([sys.executable, "-m", "onlinel1", *argv], capture_output=True,
+                          text=True, timeout=60, env={**os.environ})
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert message in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_corrupt_model_and_malformed_data_give_one_line(tmp_path):
+    model = tmp_path / "m.ol1"
+    assert main(["train", str(A9A), "--quiet", "--save", str(model)]) == 0
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model.write_bytes(bytes(data))
+    bad_data = tmp_path / "bad.svm"
+    bad_data.write_text("1 3:1 4:1\n-1 3:1 x:y\n")
+    bad_label = tmp_path / "label.svm"
+    bad_label.write_text("1 3:1\n7 4:1\n")
+    for argv, message in [(["inspect", str(model)], "checksum mismatch"),
+                          (["predict", "--model", str(model), str(A9A)], "checksum mismatch"),
+                          (["train", str(bad_data)], "bad.svm:2:"),
+                          (["train", str(bad_label)], "example 2: labels: must be -1/+1")]:
+        proc = subprocess.run([sys.executable, "-m", "onlinel1", *argv], capture_output=True,
+                              text=True, timeout=60)
+        assert proc.returncode == 1
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], proc.stderr
