@@ -1,0 +1,661 @@
+"""The sparse weight store (``onlinel1._kernels.store.WeightStore``) against a
+plain Python dict.
+
+The store is an open-addressing table (uint32 row numbers, linear probing
+from ``fmix64(key)``, backward-shift deletion) over dense parallel rows with
+swap-remove.  Its bugs would hide in probe clusters, in clusters that wrap
+around the end of the table, in deletion inside such clusters, in rehashing
+and in the rows that swap-remove moves.  So besides random keys the tests
+use keys *built* to collide: ``fmix64`` is a bijection, and ``_key_with_hash``
+inverts it, so a key can be given any home slot in every table size.
+
+* a hypothesis state machine (inserts, updates, deletions, shrink, export /
+  load round trips, bulk growth and bulk deletion, failed loads) checked
+  against a dict after every step, with ``check_invariants()``;
+* a seeded run of about three million operations through the Python
+  methods, which also checks that memory follows the live keys after
+  ``shrink()``;
+* the error paths.
+"""
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition,
+                                 rule)
+
+from onlinel1._kernels.store import WeightStore
+
+U64 = (1 << 64) - 1
+MAX_LOAD = 0.7          # store.pyx: MAX_LOAD_NUM / MAX_LOAD_DEN
+MIN_TABLE = 16
+MIN_ROWS = 16
+
+# ---------------------------------------------------------------- fmix64
+
+_C1 = 0xFF51AFD7ED558CCD
+_C2 = 0xC4CEB9FE1A85EC53
+_C1_INV = pow(_C1, -1, 1 << 64)
+_C2_INV = pow(_C2, -1, 1 << 64)
+
+
+def _xorshift33(k: int) -> int:
+    return k ^ (k >> 33)          # an involution: 33 >= 64 / 2
+
+
+def fmix64(k: int) -> int:
+    """MurmurHash3's finaliser, as in store.pyx."""
+    k = _xorshift33(k)
+    k = (k * _C1) & U64
+    k = _xorshift33(k)
+    k = (k * _C2) & U64
+    return _xorshift33(k)
+
+
+def _key_with_hash(h: int) -> int:
+    """The key whose fmix64 is ``h`` (fmix64 is a bijection of uint64)."""
+    h = _xorshift33(h)
+    h = (h * _C2_INV) & U64
+    h = _xorshift33(h)
+    h = (h * _C1_INV) & U64
+    return _xorshift33(h)
+
+
+# Low 20 bits of the hash = the home slot in every table of up to 2**20
+# slots.  0xFFFFF.. are the last slots, so these clusters wrap around the end
+# of the table into slots 0, 1, 2, which have keys of their own: both
+# branches of the backward-shift test (hole <= j and wrapped) get exercised.
+HOME_BITS = (0xFFFFF, 0xFFFFE, 0xFFFFD, 0x0, 0x1, 0x2, 0x7, 0x8)
+
+
+def colliding_key(low: int, variant: int) -> int:
+    return _key_with_hash((variant << 20) | low)
+
+
+def table_size_for(n: int) -> int:
+    size = MIN_TABLE
+    while n * 10 > size * 7:
+        size *= 2
+    return size
+
+
+def test_fmix64_inverse_and_key_builder():
+    for x in (0, 1, 2, U64, 1 << 63, 0x123456789ABCDEF0):
+        assert fmix64(_key_with_hash(x)) == x
+        assert _key_with_hash(fmix64(x)) == x
+    assert fmix64(0) == 0
+    keys = [colliding_key(0xFFFFF, v) for v in range(50)]
+    assert len(set(keys)) == 50
+    assert {fmix64(k) & 0xFFFFF for k in keys} == {0xFFFFF}
+
+
+# ---------------------------------------------------------------- helpers
+
+def bits(x: float) -> bytes:
+    return struct.pack("<d", x)
+
+
+def same_row(got, want) -> bool:
+    """Bit-for-bit equality of two weight/state tuples (NaN, -0.0 included)."""
+    return got is not None and len(got) == len(want) and \
+        all(bits(a) == bits(b) for a, b in zip(got, want))
+
+
+def assert_matches(store: WeightStore, model: dict, n_aux: int) -> None:
+    """The store holds exactly the rows of ``model`` (key -> [w, aux...])."""
+    store.check_invariants()
+    assert len(store) == len(model)
+    keys, w, aux = store.export()
+    assert keys.dtype == np.uint64 and w.dtype == np.float64
+    assert len(aux) == n_aux
+    assert keys.shape == w.shape == (len(model),)
+    assert all(col.shape == (len(model),) and col.dtype == np.float64 for col in aux)
+    assert len(np.unique(keys)) == len(model)
+    got = {int(k): [float(w[i])] + [float(col[i]) for col in aux]
+           for i, k in enumerate(keys.tolist())}
+    assert got.keys() == model.keys()
+    for k, row in model.items():
+        assert same_row(got[k], row), (k, got[k], row)
+    assert store.n * 10 <= store.table_slots * 7
+    assert store.table_slots & (store.table_slots - 1) == 0
+    assert store.cap >= max(store.n, 1)
+
+
+def model_set(model: dict, n_aux: int, key: int, weight: float, aux: tuple) -> None:
+    # A new key's state columns start at 0; an update overwrites only the
+    # columns it gives.
+    row = model.get(key)
+    if row is None:
+        row = model[key] = [0.0] * (1 + n_aux)
+    row[0] = weight
+    for a, value in enumerate(aux):
+        row[1 + a] = value
+
+
+def exported(store: WeightStore):
+    keys, w, aux = store.export()
+    return keys.tobytes(), w.tobytes(), [c.tobytes() for c in aux]
+
+
+# ---------------------------------------------------------------- strategies
+
+SMALL_POOL = st.integers(min_value=0, max_value=40)
+EXTREMES = st.sampled_from([0, 1, U64, U64 - 1, 1 << 63, (1 << 63) - 1, 1 << 32, (1 << 32) - 1])
+FULL_RANGE = st.integers(min_value=0, max_value=U64)
+COLLIDING = st.builds(colliding_key, st.sampled_from(HOME_BITS), st.integers(0, 7))
+KEYS = st.one_of(SMALL_POOL, COLLIDING, EXTREMES, FULL_RANGE)
+VALUES = st.floats(allow_nan=True, allow_infinity=True, width=64)
+
+
+# ---------------------------------------------------------------- state machine
+
+class StoreMachine(RuleBasedStateMachine):
+    """A store and a twin against a dict.
+
+    The twin sees the same inserts, updates and deletions but never a
+    shrink or an export/load round trip, so its export must stay equal to
+    the store's *including the row order*: the order of rows depends on the
+    history of inserts and deletes only (what snapshot/resume relies on).
+    """
+
+    @initialize(n_aux=st.integers(0, 2))
+    def start(self, n_aux):
+        self.n_aux = n_aux
+        self.store = WeightStore(n_aux)
+        self.twin = WeightStore(n_aux)
+        self.model: dict[int, list[float]] = {}
+        assert self.store.n_aux == n_aux
+        assert len(self.store) == 0 and self.store.table_slots == MIN_TABLE
+
+    def _set(self, key, weight, aux):
+        self.store.set(key, weight, *aux)
+        self.twin.set(key, weight, *aux)
+        model_set(self.model, self.n_aux, key, weight, aux)
+
+    def _delete(self, key):
+        present = key in self.model
+        assert self.store.delete(key) is present
+        assert self.twin.delete(key) is present
+        self.model.pop(key, None)
+
+    @rule(key=KEYS, weight=VALUES, data=st.data())
+    def set_key(self, key, weight, data):
+        aux = data.draw(st.lists(VALUES, min_size=0, max_size=self.n_aux).map(tuple))
+        self._set(key, weight, aux)
+        assert same_row(self.store.get(key), self.model[key])
+
+    @precondition(lambda self: self.model)
+    @rule(data=st.data(), weight=VALUES)
+    def update_live_key(self, data, weight):
+        key = data.draw(st.sampled_from(sorted(self.model)))
+        aux = data.draw(st.lists(VALUES, min_size=0, max_size=self.n_aux).map(tuple))
+        self._set(key, weight, aux)
+
+    @rule(key=KEYS)
+    def delete_any(self, key):
+        self._delete(key)
+
+    @precondition(lambda self: self.model)
+    @rule(data=st.data())
+    def delete_live_key(self, data):
+        key = data.draw(st.sampled_from(sorted(self.model)))
+        self._delete(key)
+        assert key not in self.store and self.store.get(key) is None
+        assert self.store.delete(key) is False
+
+    @rule(key=KEYS)
+    def lookup(self, key):
+        assert (key in self.store) is (key in self.model)
+        got = self.store.get(key)
+        if key in self.model:
+            assert same_row(got, self.model[key])
+        else:
+            assert got is None
+            assert self.store.get(key, "absent") == "absent"
+
+    @rule(low=st.sampled_from(HOME_BITS), first=st.integers(0, 2000),
+          count=st.integers(1, 300), weight=VALUES)
+    def bulk_insert_cluster(self, low, first, count, weight):
+        # Many keys with the same home slot: one long cluster, growth and
+        # rehashing on the way.
+        for v in range(first, first + count):
+            self._set(colliding_key(low, v), weight, ())
+
+    @rule(start=st.integers(0, 1 << 40), count=st.integers(1, 500))
+    def bulk_insert_sequential(self, start, count):
+        for key in range(start, start + count):
+            self._set(key, float(key % 97), (1.0,) * self.n_aux)
+
+    @precondition(lambda self: self.model)
+    @rule(data=st.data(), fraction=st.floats(0.1, 1.0))
+    def bulk_delete(self, data, fraction):
+        live = sorted(self.model)
+        order = data.draw(st.permutations(live))
+        for key in order[: max(1, int(len(live) * fraction))]:
+            self._delete(key)
+
+    @rule()
+    def shrink(self):
+        slots_before, mem_before = self.store.table_slots, self.store.memory_bytes
+        self.store.shrink()
+        assert self.store.table_slots <= slots_before
+        assert self.store.memory_bytes <= mem_before
+        # After a shrink memory follows the live rows (within the 4x slack).
+        n = len(self.model)
+        assert self.store.table_slots <= 4 * table_size_for(n)
+        assert self.store.cap <= 4 * max(n + n // 2, MIN_ROWS)
+
+    @rule(fresh=st.booleans())
+    def export_load_roundtrip(self, fresh):
+        before = exported(self.store)
+        keys, w, aux = self.store.export()
+        target = WeightStore(self.n_aux) if fresh else self.store
+        target.load(keys, w, aux)
+        assert exported(target) == before      # same rows, same order
+        self.store = target
+
+    @rule(data=st.data())
+    def load_new_contents(self, data):
+        keys = data.draw(st.lists(KEYS, unique=True, max_size=60))
+        w = data.draw(st.lists(VALUES, min_size=len(keys), max_size=len(keys)))
+        aux = [data.draw(st.lists(VALUES, min_size=len(keys), max_size=len(keys)))
+               for _ in range(self.n_aux)]
+        as_arrays = data.draw(st.booleans())
+        if as_arrays:
+            args = (np.array(keys, dtype=np.uint64), np.array(w, dtype=np.float64),
+                    [np.array(c, dtype=np.float64) for c in aux])
+        else:
+            args = (keys, w, aux)
+        self.store.load(*args)
+        self.twin.load(*args)
+        self.model = {k: [w[i]] + [c[i] for c in aux] for i, k in enumerate(keys)}
+        got_keys, _, _ = self.store.export()
+        assert got_keys.tolist() == keys        # load keeps the given order
+
+    @rule(data=st.data())
+    def failed_load_changes_nothing(self, data):
+        before = exported(self.store)
+        slots = self.store.table_slots
+        n = len(self.model) + 2
+        keys = list(range(100, 100 + n))
+        kind = data.draw(st.sampled_from(["duplicate", "short_weights", "long_weights",
+                                          "aux_count", "aux_length"]))
+        w = [1.0] * n
+        aux = [[2.0] * n for _ in range(self.n_aux)]
+        if kind == "duplicate":
+            keys[-1] = keys[0]
+        elif kind == "short_weights":
+            w = w[:-1]
+        elif kind == "long_weights":
+            w = w + [3.0]
+        elif kind == "aux_count":
+            aux = aux + [[2.0] * n] if data.draw(st.booleans()) or not aux else aux[:-1]
+        elif kind == "aux_length":
+            if not aux:
+                aux = [[2.0] * n]   # wrong count instead; still a ValueError
+            else:
+                aux[-1] = aux[-1][:-1]
+        with pytest.raises(ValueError):
+            self.store.load(keys, w, aux)
+        assert exported(self.store) == before
+        assert self.store.table_slots == slots
+
+    @invariant()
+    def agrees_with_dict_and_twin(self):
+        if not hasattr(self, "store"):
+            return
+        assert_matches(self.store, self.model, self.n_aux)
+        assert exported(self.store) == exported(self.twin)
+
+
+StoreMachine.TestCase.settings = settings(
+    max_examples=150, stateful_step_count=40, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+TestStoreMachine = StoreMachine.TestCase
+
+
+# ---------------------------------------------------------------- @given over op lists
+
+OPS = st.lists(st.tuples(st.sampled_from(["set", "set", "delete"]),
+                         st.one_of(COLLIDING, SMALL_POOL, EXTREMES)),
+               max_size=200)
+
+
+@settings(max_examples=150, deadline=None)
+@given(ops=OPS, n_aux=st.integers(0, 2))
+def test_operation_lists_against_dict(ops, n_aux):
+    store, model = WeightStore(n_aux), {}
+    for i, (op, key) in enumerate(ops):
+        if op == "set":
+            aux = tuple(float(-i - a) for a in range(n_aux))
+            store.set(key, float(i), *aux)
+            model_set(model, n_aux, key, float(i), aux)
+        else:
+            assert store.delete(key) is (model.pop(key, None) is not None)
+        store.check_invariants()
+        assert len(store) == len(model)
+    assert_matches(store, model, n_aux)
+
+
+@settings(max_examples=60, deadline=None)
+@given(lows=st.lists(st.sampled_from(HOME_BITS), min_size=1, max_size=11),
+       order=st.randoms(use_true_random=False))
+def test_deleting_every_key_of_a_wrapping_cluster_in_any_order(lows, order):
+    # At most 11 keys: they fit a 16-slot table (70 % load), so all of them
+    # sit in one cluster that wraps from slot 13-15 round to slot 0-2.
+    keys = [colliding_key(low, v) for v, low in enumerate(lows)]
+    store, model = WeightStore(1), {}
+    for i, k in enumerate(keys):
+        store.set(k, float(i), float(-i))
+        model[k] = [float(i), float(-i)]
+    assert store.table_slots == MIN_TABLE
+    order.shuffle(keys)
+    for k in keys:
+        assert store.delete(k)
+        del model[k]
+        assert_matches(store, model, 1)
+        for rest in model:
+            assert same_row(store.get(rest), model[rest])
+
+
+# ---------------------------------------------------------------- deterministic cases
+
+def test_empty_store():
+    for n_aux in (0, 1, 2):
+        store = WeightStore(n_aux)
+        assert len(store) == 0 and store.n_aux == n_aux
+        assert store.get(0) is None and 0 not in store and store.delete(0) is False
+        keys, w, aux = store.export()
+        assert keys.size == w.size == 0 and len(aux) == n_aux
+        store.check_invariants()
+        store.shrink()
+        store.load([], [], [[]] * n_aux)
+        assert_matches(store, {}, n_aux)
+    assert WeightStore().n_aux == 0
+
+
+def test_extreme_keys_and_exact_values():
+    store = WeightStore(2)
+    rows = {0: [0.0, -0.0, 1.0], U64: [-0.0, float("inf"), float("-inf")],
+            1 << 63: [5e-324, 1.7976931348623157e308, float("nan")], 1: [1.0, 2.0, 3.0]}
+    for k, r in rows.items():
+        store.set(k, *r)
+    assert_matches(store, rows, 2)
+    assert U64 in store and np.uint64(U64) in store
+    assert same_row(store.get(np.uint64(U64)), rows[U64])
+    assert store.delete(0) and 0 not in store
+    del rows[0]
+    assert_matches(store, rows, 2)
+
+
+def test_update_keeps_unspecified_state_columns():
+    store = WeightStore(2)
+    store.set(7, 1.0)
+    assert store.get(7) == (1.0, 0.0, 0.0)        # a new row starts at zero
+    store.set(7, 2.0, 5.0, 6.0)
+    store.set(7, 3.0, 8.0)
+    assert store.get(7) == (3.0, 8.0, 6.0)
+    store.set(7, 4.0)
+    assert store.get(7) == (4.0, 8.0, 6.0)
+
+
+def test_table_grows_by_doubling_at_seventy_percent():
+    store = WeightStore(0)
+    for n in range(1, 5000):
+        store.set(n * 7919, 1.0)
+        # Insert-only history: the smallest power-of-two table within 70 %.
+        assert store.table_slots == table_size_for(n), n
+    store.check_invariants()
+    assert store.table_slots == 8192                # 4999 / 8192 = 0.61
+
+
+def test_export_returns_copies():
+    store = WeightStore(1)
+    store.set(3, 1.0, 2.0)
+    keys, w, aux = store.export()
+    keys[0], w[0], aux[0][0] = 9, 9.0, 9.0
+    assert store.get(3) == (1.0, 2.0) and 9 not in store
+
+
+def test_load_keeps_order_and_rebuilds_table():
+    keys = np.array([colliding_key(0xFFFFF, v) for v in range(300)] + [0, U64], dtype=np.uint64)
+    w = np.arange(keys.size, dtype=np.float64)
+    store = WeightStore(0)
+    for k in range(100):
+        store.set(k, -1.0)
+    store.load(keys, w)
+    store.check_invariants()
+    k2, w2, _ = store.export()
+    assert k2.tolist() == keys.tolist() and w2.tolist() == w.tolist()
+    assert store.table_slots == table_size_for(keys.size)
+    for i, k in enumerate(keys.tolist()):
+        assert store.get(k) == (float(i),)
+    assert all(k not in store for k in range(1, 100))
+    # Then a smaller load gives the memory back.
+    store.load([5], [1.0])
+    assert store.table_slots == MIN_TABLE and store.cap == MIN_ROWS
+    assert_matches(store, {5: [1.0]}, 0)
+
+
+def test_memory_bytes_counts_rows_and_slots():
+    for n_aux in (0, 1, 2):
+        store = WeightStore(n_aux)
+        for k in range(1000):
+            store.set(k, 1.0)
+        assert store.memory_bytes == store.cap * (8 + 8 * (1 + n_aux)) + 4 * store.table_slots
+
+
+def test_swap_remove_moves_last_row_into_the_hole():
+    store = WeightStore(1)
+    for k in (10, 20, 30, 40):
+        store.set(k, float(k), -float(k))
+    store.delete(20)
+    keys, w, aux = store.export()
+    assert keys.tolist() == [10, 40, 30]
+    assert w.tolist() == [10.0, 40.0, 30.0] and aux[0].tolist() == [-10.0, -40.0, -30.0]
+    store.delete(30)                 # the last row: nothing moves
+    assert store.export()[0].tolist() == [10, 40]
+    store.check_invariants()
+
+
+def test_millions_of_operations_against_dict():
+    """About 3.2 million seeded operations through the Python methods.
+
+    Grow to ~300k live keys (small-int pool, full-range uint64 keys, 0 and
+    2**64-1, and keys built to share a home slot), churn, delete 99 % of the
+    keys, check that ``shrink()`` gives the table and the rows back, then
+    churn again on the shrunk store."""
+    rng = np.random.default_rng(20261124)
+    n_aux = 2
+    pool = np.concatenate([
+        np.arange(250_000, dtype=np.uint64),
+        rng.integers(0, U64, size=100_000, dtype=np.uint64, endpoint=True),
+        np.array([0, U64, U64 - 1, 1 << 63], dtype=np.uint64),
+        np.array([colliding_key(low, v) for low in HOME_BITS for v in range(500)],
+                 dtype=np.uint64),
+    ])
+    pool = np.unique(pool).tolist()
+    store, model = WeightStore(n_aux), {}
+    st_set, st_del, st_get = store.set, store.delete, store.get
+    ops_done = 0
+
+    def churn(n_ops, p_set, n_keys):
+        nonlocal ops_done
+        idx = rng.integers(0, n_keys, size=n_ops).tolist()
+        is_set = (rng.random(n_ops) < p_set).tolist()
+        vals = rng.standard_normal(n_ops).tolist()
+        check_every = 200_003
+        for i, (j, s, v) in enumerate(zip(idx, is_set, vals)):
+            key = pool[j]
+            if s:
+                if i & 3 == 0:
+                    st_set(key, v)                      # w only: state kept
+                    row = model.get(key)
+                    if row is None:
+                        model[key] = [v, 0.0, 0.0]
+                    else:
+                        row[0] = v
+                else:
+                    st_set(key, v, -v, v * 0.5)
+                    model[key] = [v, -v, v * 0.5]
+            else:
+                assert st_del(key) is (model.pop(key, None) is not None)
+            if i % 16 == 0:
+                probe = pool[(j * 7 + 1) % n_keys]
+                row = model.get(probe)
+                got = st_get(probe)
+                assert (got is None) if row is None else (got == tuple(row)), probe
+            if i % check_every == 0:
+                store.check_invariants()
+                assert len(store) == len(model)
+        ops_done += n_ops
+
+    churn(1_200_000, 0.85, len(pool))          # growth
+    assert_matches(store, model, n_aux)
+    churn(1_000_000, 0.5, len(pool))           # churn at size
+    assert_matches(store, model, n_aux)
+    peak = len(model)
+    assert peak > 150_000
+
+    # Delete 99 % of the live keys, in random order.
+    live = np.array(list(model), dtype=np.uint64)
+    rng.shuffle(live)
+    for key in live[: len(live) - len(live) // 100].tolist():
+        assert st_del(key)
+        del model[key]
+    ops_done += len(live) - len(live) // 100
+    assert_matches(store, model, n_aux)
+    slots_before, mem_before, cap_before = store.table_slots, store.memory_bytes, store.cap
+    assert slots_before >= table_size_for(peak)        # deletion does not shrink by itself
+    store.shrink()
+    assert_matches(store, model, n_aux)
+    n = len(model)
+    assert store.table_slots == table_size_for(n) < slots_before // 16
+    assert store.cap == n + n // 2 < cap_before // 16
+    assert store.memory_bytes < mem_before // 16
+    assert store.memory_bytes == store.cap * (8 + 8 * 3) + 4 * store.table_slots
+
+    # The shrunk store keeps working: churn on a smaller key range, grow again.
+    churn(800_000, 0.6, 60_000)
+    assert_matches(store, model, n_aux)
+    assert ops_done >= 3_000_000
+
+
+# ---------------------------------------------------------------- error paths
+
+@pytest.mark.parametrize("n_aux", [-1, 3, 100])
+def test_bad_n_aux(n_aux):
+    with pytest.raises(ValueError, match="n_aux"):
+        WeightStore(n_aux)
+
+
+@pytest.mark.parametrize("n_aux", [0, 1, 2])
+def test_set_with_too_many_state_values(n_aux):
+    store = WeightStore(n_aux)
+    store.set(1, 1.0, *([0.5] * n_aux))
+    before = exported(store)
+    with pytest.raises(ValueError, match="state columns"):
+        store.set(2, 1.0, *([0.5] * (n_aux + 1)))
+    with pytest.raises(ValueError, match="state columns"):
+        store.set(1, 9.0, *([0.5] * (n_aux + 1)))
+    assert exported(store) == before and 2 not in store
+
+
+@pytest.mark.parametrize("key", [-1, 1 << 64, -(1 << 70)])
+def test_set_with_key_outside_uint64(key):
+    store = WeightStore(0)
+    store.set(5, 1.0)
+    with pytest.raises(OverflowError):
+        store.set(key, 1.0)
+    assert_matches(store, {5: [1.0]}, 0)
+
+
+def _filled(n_aux: int, n: int = 40) -> WeightStore:
+    store = WeightStore(n_aux)
+    for k in range(n):
+        store.set(colliding_key(HOME_BITS[k % 8], k), float(k), *([float(-k)] * n_aux))
+    return store
+
+
+LOAD_ERRORS = {
+    "duplicate keys": lambda n_aux: ([1, 2, 1], [1.0, 2.0, 3.0], [[0.0] * 3] * n_aux),
+    "duplicate extreme keys": lambda n_aux: (np.array([U64, 0, U64], dtype=np.uint64),
+                                             np.zeros(3), [np.zeros(3)] * n_aux),
+    "fewer weights": lambda n_aux: ([1, 2, 3], [1.0, 2.0], [[0.0] * 3] * n_aux),
+    "more weights": lambda n_aux: ([1, 2], [1.0, 2.0, 3.0], [[0.0] * 2] * n_aux),
+    "too many columns": lambda n_aux: ([1, 2], [1.0, 2.0], [[0.0] * 2] * (n_aux + 1)),
+    "short column": lambda n_aux: ([1, 2], [1.0, 2.0],
+                                   [[0.0] * 2] * (n_aux - 1) + [[0.0]] if n_aux else [[0.0]]),
+    "long column": lambda n_aux: ([1, 2], [1.0, 2.0],
+                                  [[0.0] * 2] * (n_aux - 1) + [[0.0] * 3] if n_aux else [[0.0]]),
+}
+
+
+@pytest.mark.parametrize("n_aux", [0, 1, 2])
+@pytest.mark.parametrize("case", sorted(LOAD_ERRORS))
+def test_failed_load_raises_and_leaves_the_store_unchanged(case, n_aux):
+    store = _filled(n_aux)
+    before, slots, mem = exported(store), store.table_slots, store.memory_bytes
+    with pytest.raises(ValueError):
+        store.load(*LOAD_ERRORS[case](n_aux))
+    assert exported(store) == before
+    assert (store.table_slots, store.memory_bytes) == (slots, mem)
+    store.check_invariants()
+    for k in range(40):
+        key = colliding_key(HOME_BITS[k % 8], k)
+        assert store.get(key) == (float(k),) + (float(-k),) * n_aux
+
+
+def test_failed_load_missing_columns():
+    store = _filled(2)
+    before = exported(store)
+    with pytest.raises(ValueError, match="state columns"):
+        store.load([1, 2], [1.0, 2.0], [[0.0, 0.0]])
+    with pytest.raises(ValueError, match="state columns"):
+        store.load([1, 2], [1.0, 2.0])
+    assert exported(store) == before
+    store.check_invariants()
+
+
+def test_failed_load_with_negative_python_keys():
+    store = _filled(0)
+    before = exported(store)
+    with pytest.raises(OverflowError):
+        store.load([-1, 2], [1.0, 2.0])
+    assert exported(store) == before
+    store.check_invariants()
+
+
+@pytest.mark.parametrize("n_aux", [1, 2])
+@pytest.mark.parametrize("shape", [(2, 2), (2, 1), (1, 2)])
+def test_failed_load_with_two_dimensional_column_leaves_the_store_unchanged(n_aux, shape):
+    # Before commit 9a30410 a 2-D column passed the length check, load() set
+    # n = 0 and copied keys and weights, and only then failed, with the old
+    # index table still in place: len() was 0 while old keys were still
+    # found, and delete() drove n to -1.
+    store = _filled(n_aux)
+    before = exported(store)
+    aux = [np.zeros(2)] * (n_aux - 1) + [np.zeros(shape)]
+    with pytest.raises(ValueError):
+        store.load(np.array([7, 8], dtype=np.uint64), np.zeros(2), aux)
+    assert exported(store) == before
+    store.check_invariants()
+    assert 7 not in store and len(store) == 40
+
+
+@pytest.mark.parametrize("bad", ["not a number", None, object(), [1.0]])
+def test_set_with_non_numeric_state_changes_nothing(bad):
+    store = WeightStore(2)
+    store.set(4, 1.0, 2.0, 3.0)
+    before = exported(store)
+    for key in (5, 4):                      # a new key and an existing one
+        with pytest.raises((TypeError, ValueError)):
+            store.set(key, 9.0, 9.0, bad)
+        with pytest.raises((TypeError, ValueError)):
+            store.set(key, bad)
+    assert exported(store) == before and 5 not in store
+    store.check_invariants()
