@@ -21,13 +21,13 @@ its first example touches a weight; a numeric failure in the middle (a
 margin that overflows) stops before that example, leaving the model as it
 was after the previous one.
 """
-from libc.math cimport INFINITY, NAN, exp, fabs, fmax, fmin, isfinite, log1p, pow
+from libc.math cimport NAN, copysign, exp, fabs, isfinite, log1p, pow
 from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport free, malloc
 
 import numpy as np
 
-from onlinel1._kernels.store cimport WeightStore
+from onlinel1._kernels.store cimport WeightStore, store_find
 
 ctypedef fused floating:
     float
@@ -293,7 +293,7 @@ cdef inline Py_ssize_t row_for_update(SGDKernel k, uint64_t key, double x,
     exact: its state would be that of an absent feature)."""
     cdef Py_ssize_t row = rows[j]
     if row < 0 and x != 0.0:
-        row = k.store.find(key)       # the key may repeat within the example
+        row = store_find(k.store, key)       # the key may repeat within the example
         if row < 0:
             row = k.store.insert_new(key)
             init_new_row(k, row)
@@ -307,7 +307,7 @@ cdef void decay_scale(SGDKernel k, double factor) noexcept nogil:
     cdef double c
     cdef double* last
     cdef double* v = k.store.w
-    k.scale *= fmax(0.0, factor)
+    k.scale *= factor if factor > 0.0 else 0.0
     if k.scale < SCALE_RESET:
         c = k.scale
         for row in range(n):
@@ -403,7 +403,7 @@ cdef int learn_rows(SGDKernel k, const int64_t[::1] indptr,
         acc = 0.0
         max_x = 0.0
         for j in range(nnz):
-            row = k.store.find(kp[j])
+            row = store_find(k.store, kp[j])
             rows[j] = row
             if row >= 0:
                 # Kept for the step: FOBOS and subgradient materialise it.
@@ -453,7 +453,7 @@ cdef int learn_rows(SGDKernel k, const int64_t[::1] indptr,
                 cand[n_cand] = kp[j]
                 n_cand += 1
         for j in range(n_cand):
-            row = k.store.find(cand[j])
+            row = store_find(k.store, cand[j])
             if row >= 0 and prunable(k, row, k.store.w[row]):
                 k.store.remove_row(row)
     free(rows); free(sgn); free(cand); free(wnow)
@@ -472,7 +472,7 @@ cdef void margins_rows(SGDKernel k, const int64_t[::1] indptr,
     for i in range(indptr.shape[0] - 1):
         acc = 0.0
         for j in range(indptr[i], indptr[i + 1]):
-            row = k.store.find(keys[j])
+            row = store_find(k.store, keys[j])
             if row >= 0:
                 acc += weight_now(k, row) * values[j]
         out[i] = acc * k.scale + k.intercept

@@ -27,3 +27,32 @@ cdef class WeightStore:
     cdef Py_ssize_t _slot_of(self, Py_ssize_t row) noexcept nogil
     cdef int _resize_rows(self, Py_ssize_t new_cap) noexcept nogil
     cdef int _rebuild_table(self, Py_ssize_t size) noexcept nogil
+
+
+# The lookup every kernel does for every feature, defined here so that the
+# C compiler inlines it into the kernels (a cdef method call would go
+# through the class's vtable, an indirect call per feature).
+
+cdef inline uint64_t fmix64(uint64_t k) noexcept nogil:
+    # MurmurHash3's 64-bit finaliser: a bijection that spreads the small,
+    # sequential integer keys of svmlight files over the whole table.
+    k ^= k >> 33
+    k *= <uint64_t>0xff51afd7ed558ccdULL
+    k ^= k >> 33
+    k *= <uint64_t>0xc4ceb9fe1a85ec53ULL
+    k ^= k >> 33
+    return k
+
+
+cdef inline Py_ssize_t store_find(WeightStore s, uint64_t key) noexcept nogil:
+    """Row of ``key`` in ``s``, or -1 when absent."""
+    cdef Py_ssize_t mask = s.table_size - 1
+    cdef Py_ssize_t i = <Py_ssize_t>(fmix64(key) & <uint64_t>mask)
+    cdef uint32_t row
+    while True:
+        row = s.table[i]
+        if row == <uint32_t>0xFFFFFFFFu:    # EMPTY
+            return -1
+        if s.keys[row] == key:
+            return row
+        i = (i + 1) & mask

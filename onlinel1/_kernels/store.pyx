@@ -39,17 +39,6 @@ cdef Py_ssize_t MAX_LOAD_NUM = 7
 cdef Py_ssize_t MAX_LOAD_DEN = 10
 
 
-cdef inline uint64_t fmix64(uint64_t k) noexcept nogil:
-    # MurmurHash3's 64-bit finaliser: a bijection that spreads the small,
-    # sequential integer keys of svmlight files over the whole table.
-    k ^= k >> 33
-    k *= <uint64_t>0xff51afd7ed558ccdULL
-    k ^= k >> 33
-    k *= <uint64_t>0xc4ceb9fe1a85ec53ULL
-    k ^= k >> 33
-    return k
-
-
 cdef inline Py_ssize_t table_size_for(Py_ssize_t rows) noexcept nogil:
     cdef Py_ssize_t size = MIN_TABLE
     while rows * MAX_LOAD_DEN > size * MAX_LOAD_NUM:
@@ -91,17 +80,8 @@ cdef class WeightStore:
     # ------------------------------------------------------------------ C API
 
     cdef Py_ssize_t find(self, uint64_t key) noexcept nogil:
-        """Row of ``key``, or -1 when absent."""
-        cdef Py_ssize_t mask = self.table_size - 1
-        cdef Py_ssize_t i = <Py_ssize_t>(fmix64(key) & <uint64_t>mask)
-        cdef uint32_t row
-        while True:
-            row = self.table[i]
-            if row == EMPTY:
-                return -1
-            if self.keys[row] == key:
-                return row
-            i = (i + 1) & mask
+        """Row of ``key``, or -1 when absent (kernels use ``store_find``)."""
+        return store_find(self, key)
 
     cdef int reserve(self, Py_ssize_t extra) noexcept nogil:
         """Make room for ``extra`` more rows without reallocating later.

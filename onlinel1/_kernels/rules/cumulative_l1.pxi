@@ -19,7 +19,7 @@ cdef int cumulative_l1_step(SGDKernel k, const uint64_t* keys,
     cdef double* v
     cdef double* q
     cdef double* origin
-    cdef double z, c, owed_pos, owed_neg, age
+    cdef double z, w, c, inv_c, step, age, u
     cdef bint first_seen = k.origin == ORIGIN_FIRST_SEEN
     if k.l2 > 0:
         decay_scale(k, 1.0 - eta * k.l2)
@@ -27,27 +27,28 @@ cdef int cumulative_l1_step(SGDKernel k, const uint64_t* keys,
     q = k.store.aux[0]
     origin = k.store.aux[1]
     c = k.scale
+    inv_c = 1.0 / c
     if update != 0.0:
+        step = update / c
         for j in range(nnz):
             row = row_for_update(k, keys[j], x[j], rows, j)
             if row >= 0:
-                v[row] += x[j] * (update / c)
+                v[row] += x[j] * step
     k.clock += eta * k.l1
+    u = k.clock
+    # Branch-free form of the clip above (the sign of w_i is noise to a
+    # branch predictor): with s = sign(z) and |q_i| <= u, both cases read
+    #     w_i <- s max(0, |z| - (U_i + s q_i) / c)
+    # and z = 0 stays 0.  (-a is exact, so this equals scikit-learn's
+    # z - (u + q)/c and z + (u - q)/c.)
     for j in range(nnz):
         row = rows[j]
         if row < 0:
             continue
-        if first_seen:
-            age = k.clock - origin[row]
-            owed_pos = age + q[row]
-            owed_neg = age - q[row]
-        else:
-            owed_pos = k.clock + q[row]
-            owed_neg = k.clock - q[row]
+        age = u - origin[row] if first_seen else u
         z = v[row]
-        if c * z > 0.0:
-            v[row] = fmax(0.0, v[row] - owed_pos / c)
-        elif c * z < 0.0:
-            v[row] = fmin(0.0, v[row] + owed_neg / c)
+        w = fabs(z) - (age + copysign(1.0, z) * q[row]) * inv_c
+        w = w if w > 0.0 else 0.0
+        v[row] = copysign(w, z)
         q[row] += c * (v[row] - z)
     return 0

@@ -12,9 +12,11 @@
 cdef inline double fobos_weight(SGDKernel k, Py_ssize_t row) noexcept nogil:
     cdef double v = k.store.w[row]
     cdef double m = fabs(v) - k.l1 * (k.clock - k.store.aux[0][row])
-    if m <= 0:
-        return 0.0
-    return (m if v > 0 else -m) / k.clock_scale
+    m = m if m > 0.0 else 0.0          # branch-free (maxsd): signs are noise
+    # A = 1 exactly while l2 = 0: no division on the common path.
+    if k.clock_scale != 1.0:
+        m /= k.clock_scale
+    return copysign(m, v)
 
 
 cdef int fobos_step(SGDKernel k, const uint64_t* keys, const floating* x,
@@ -23,7 +25,7 @@ cdef int fobos_step(SGDKernel k, const uint64_t* keys, const floating* x,
     cdef Py_ssize_t j, row
     cdef double* v = k.store.w
     cdef double* last = k.store.aux[0]
-    cdef double w, m, next_scale, next_clock
+    cdef double w, m, next_scale, next_clock, shrink, threshold
     # Materialise the caught-up weights of the present features (wnow, from
     # the margin) in real units, once per feature (NaN in the clock column
     # marks "done").
@@ -39,16 +41,16 @@ cdef int fobos_step(SGDKernel k, const uint64_t* keys, const floating* x,
                 v[row] += x[j] * update
     next_scale = k.clock_scale * (1.0 + eta * k.l2)
     next_clock = k.clock + eta * k.clock_scale
+    threshold = eta * k.l1
+    # w / (1 + eta l2) * A_t = w * A_{t-1}: store v without a division.
+    shrink = k.clock_scale
     for j in range(nnz):
         row = rows[j]
         if row >= 0 and last[row] != last[row]:
             w = v[row]
-            m = fabs(w) - eta * k.l1
-            if m <= 0:
-                w = 0.0
-            else:
-                w = (m if w > 0 else -m) / (1.0 + eta * k.l2)
-            v[row] = w * next_scale
+            m = fabs(w) - threshold
+            m = m if m > 0.0 else 0.0
+            v[row] = copysign(m * shrink, w)
             last[row] = next_clock
     k.clock_scale = next_scale
     k.clock = next_clock

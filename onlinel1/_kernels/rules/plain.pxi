@@ -9,12 +9,14 @@ cdef int plain_step(SGDKernel k, const uint64_t* keys, const floating* x,
                     double eta) noexcept nogil:
     cdef Py_ssize_t j, row
     cdef double* v
+    cdef double step
     if k.l2 > 0:
         decay_scale(k, 1.0 - eta * k.l2)
     if update != 0.0:
         v = k.store.w
+        step = update / k.scale
         for j in range(nnz):
             row = row_for_update(k, keys[j], x[j], rows, j)
             if row >= 0:
-                v[row] += x[j] * (update / k.scale)
+                v[row] += x[j] * step
     return 0

@@ -13,11 +13,8 @@
 cdef inline double subgradient_weight(SGDKernel k, Py_ssize_t row) noexcept nogil:
     cdef double v = k.store.w[row]
     cdef double owed = k.l1 * (k.clock - k.store.aux[0][row])
-    if v > 0:
-        return v - owed
-    if v < 0:
-        return v + owed
-    return 0.0
+    # v - sign(v) owed, without a branch on the sign (0 stays 0).
+    return v - ((v > 0.0) - (v < 0.0)) * owed
 
 
 cdef int subgradient_step(SGDKernel k, const uint64_t* keys, const floating* x,
@@ -26,7 +23,7 @@ cdef int subgradient_step(SGDKernel k, const uint64_t* keys, const floating* x,
     cdef Py_ssize_t j, row
     cdef double* v
     cdef double* last
-    cdef double w, next_clock
+    cdef double w, next_clock, step, penalty
     v = k.store.w
     last = k.store.aux[0]
     # Catch up every present feature once (wnow, from the margin; duplicates
@@ -39,20 +36,22 @@ cdef int subgradient_step(SGDKernel k, const uint64_t* keys, const floating* x,
             w = wnow[j]
             v[row] = w
             last[row] = NAN
-            sgn[j] = 1 if w > 0 else (-1 if w < 0 else 0)
+            sgn[j] = (w > 0.0) - (w < 0.0)
     if k.l2 > 0:
         decay_scale(k, 1.0 - eta * k.l2)
     if update != 0.0:
+        step = update / k.scale
         for j in range(nnz):
             row = row_for_update(k, keys[j], x[j], rows, j)
             if row >= 0:
-                v[row] += x[j] * (update / k.scale)
+                v[row] += x[j] * step
     # The penalty of this step, with the sign the weight had before it.
     next_clock = k.clock + eta / k.scale
+    penalty = eta * k.l1 / k.scale
     for j in range(nnz):
         row = rows[j]
         if row >= 0 and last[row] != last[row]:
-            v[row] -= eta * k.l1 * sgn[j] / k.scale
+            v[row] -= penalty * sgn[j]
             last[row] = next_clock
     k.clock = next_clock
     return 0
