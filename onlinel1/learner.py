@@ -66,24 +66,31 @@ class Learner:
 
     # ------------------------------------------------------------- learning
 
-    def _check(self, batch: Any, need_labels: bool) -> Batch:
+    def check(self, batch: Any, learning: bool = True) -> Batch:
+        """Raise ``BatchError`` (or ``TypeError``) unless ``batch`` can be
+        learned (``learning=True``: labels present and in range for the
+        loss) or predicted; return it."""
         if not isinstance(batch, Batch):
             raise TypeError(f"batch must be an onlinel1.Batch, got {type(batch).__name__}")
-        if need_labels and batch.labels is None:
+        if learning and batch.labels is None:
             raise BatchError("labels: a batch to learn from needs labels")
         batch.check_finite()
-        if need_labels and self.options.classification:
+        if learning and self.options.classification:
             batch.check_binary_labels()
         return batch
 
-    def learn(self, batch: Batch) -> float:
+    def learn(self, batch: Batch, *, check: bool = True) -> float:
         """Learn the rows of ``batch`` in order; return their progressive loss.
 
         The loss of each example is measured before the model learns from
         it, then averaged with the importance weights.  A malformed batch
         raises ``BatchError`` (a ``ValueError``) and changes nothing.
+        ``check=False`` skips that validation for a batch that already
+        passed ``check`` (the daemon checks a batch once, then learns it in
+        slices).
         """
-        self._check(batch, need_labels=True)
+        if check:
+            self.check(batch, learning=True)
         try:
             loss_sum, weight_sum, correct = self._kernel.learn(
                 batch.indptr, batch.keys, batch.values, batch.labels, batch.weights)
@@ -104,13 +111,13 @@ class Learner:
     def predict(self, batch: Batch) -> np.ndarray:
         """Probabilities of the positive class for the log loss, margins
         ``b + sum_i w_i x_i`` otherwise.  Labels, if any, are ignored."""
-        self._check(batch, need_labels=False)
-        margins = self.decision_function(batch)
+        self.check(batch, learning=False)
+        margins = self._kernel.margins(batch.indptr, batch.keys, batch.values)
         return _sigmoid(margins) if self.options.loss == "log" else margins
 
     def decision_function(self, batch: Batch) -> np.ndarray:
         """Margins ``b + sum_i w_i x_i`` of every row."""
-        self._check(batch, need_labels=False)
+        self.check(batch, learning=False)
         return self._kernel.margins(batch.indptr, batch.keys, batch.values)
 
     # ---------------------------------------------------------------- model
@@ -125,6 +132,10 @@ class Learner:
         keys, w = keys[live], w[live]
         order = np.argsort(keys, kind="stable")
         return keys[order], w[order]
+
+    def weights_of(self, keys: Any) -> np.ndarray:
+        """The current weight of each of ``keys`` (0 for absent ones)."""
+        return self._kernel.lookup(np.ascontiguousarray(keys, dtype=np.uint64))
 
     @property
     def intercept(self) -> float:

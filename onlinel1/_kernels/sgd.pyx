@@ -206,6 +206,18 @@ cdef class SGDKernel:
                 margins_rows(self, indptr, keys, xd, o)
         return out
 
+    def lookup(self, const uint64_t[::1] keys):
+        """Caught-up weight of each key (0 where absent)."""
+        out = np.zeros(keys.shape[0], dtype=np.float64)
+        cdef double[::1] o = out
+        cdef Py_ssize_t j, row
+        with nogil:
+            for j in range(keys.shape[0]):
+                row = store_find(self.store, keys[j])
+                if row >= 0:
+                    o[j] = weight_now(self, row) * self.scale
+        return out
+
     def current_weights(self):
         """``(keys, weights)`` of every stored row, caught up, store order."""
         keys, w, aux = self.store.export()

@@ -1,15 +1,4 @@
-"""The ``onlinel1`` command line.
-
-Subcommands (``onlinel1 COMMAND --help`` for each):
-
-* ``train DATA``: learn a file (svmlight or Vowpal Wabbit text) online,
-  printing progressive validation as it goes; ``--save MODEL`` keeps it.
-* ``predict --model MODEL DATA``: one prediction a line.
-* ``inspect MODEL``: summary, largest weights, ``--export`` of the weights.
-
-Errors (a missing file, a malformed line, a corrupt model) are reported as
-one line on stderr with a non-zero exit status, never a traceback.
-"""
+"""Offline commands: ``train``, ``predict --model``, ``inspect``."""
 from __future__ import annotations
 
 import argparse
@@ -18,104 +7,15 @@ import math
 import os
 import sys
 import time
-from typing import Any, Iterator, Sequence, TextIO
+from typing import Any, TextIO
 
 import numpy as np
 
-import onlinel1
 from onlinel1 import model_file
-from onlinel1.batch import Batch, BatchError
+from onlinel1.batch import BatchError
+from onlinel1.cli.common import (CommandError, Formatter, add_data_arguments,
+                                 add_learner_arguments, learner_options, read)
 from onlinel1.learner import Learner, NumericError
-from onlinel1.options import LOSSES, ORIGINS, SCHEDULES, UPDATES, LearnerOptions
-
-FORMATS = ("svmlight", "vw")
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-
-
-class CommandError(Exception):
-    """A failure to report as one line on stderr."""
-
-
-# ----------------------------------------------------------------- options
-
-def add_learner_arguments(parser: argparse.ArgumentParser) -> None:
-    """The learner's settings, shared by every command that builds one."""
-    d = LearnerOptions()
-    g = parser.add_argument_group(
-        "learner", "The model and its update rule (docs/algorithms.md has the exact rules).")
-    g.add_argument("--loss", choices=LOSSES, default=d.loss,
-                   help="log (logistic; labels -1/+1 or 0/1), squared (regression) or "
-                        "hinge (linear SVM) (default: %(default)s)")
-    g.add_argument("--update", choices=UPDATES, default=d.update,
-                   help="plain SGD, naive subgradient L1, cumulative L1 penalty "
-                        "(Tsuruoka et al. 2009) or FOBOS (Duchi & Singer 2009) "
-                        "(default: %(default)s)")
-    g.add_argument("--l1", type=float, default=d.l1, metavar="X",
-                   help="L1 penalty per example (default: %(default)s)")
-    g.add_argument("--l2", type=float, default=d.l2, metavar="X",
-                   help="L2 penalty per example; with --l1, the elastic net (default: %(default)s)")
-    g.add_argument("--eta0", type=float, default=d.eta0, metavar="X",
-                   help="initial step size (default: %(default)s)")
-    g.add_argument("--schedule", choices=SCHEDULES, default=d.schedule,
-                   help="step size: eta0, eta0/t^power_t, or eta0*decay_rate^(t/decay_steps) "
-                        "(default: %(default)s)")
-    g.add_argument("--power-t", type=float, default=d.power_t, metavar="X",
-                   help="exponent of the invscaling schedule (default: %(default)s)")
-    g.add_argument("--decay-rate", type=float, default=d.decay_rate, metavar="X",
-                   help="base of the exponential schedule (default: %(default)s)")
-    g.add_argument("--decay-steps", type=float, default=d.decay_steps, metavar="N",
-                   help="examples per decay_rate factor in the exponential schedule "
-                        "(default: %(default)s)")
-    g.add_argument("--origin", choices=ORIGINS, default=d.origin,
-                   help="where a new feature's cumulative L1 penalty starts: start "
-                        "(as in the paper) or first-seen (for endless streams) "
-                        "(default: %(default)s)")
-    g.add_argument("--no-intercept", action="store_true",
-                   help="do not learn a bias term")
-
-
-def learner_options(args: argparse.Namespace) -> LearnerOptions:
-    try:
-        return LearnerOptions(
-            loss=args.loss, update=args.update, l1=args.l1, l2=args.l2, eta0=args.eta0,
-            schedule=args.schedule, power_t=args.power_t, decay_rate=args.decay_rate,
-            decay_steps=args.decay_steps, origin=args.origin,
-            fit_intercept=not args.no_intercept)
-    except ValueError as exc:
-        # Name the flag, not the Python argument: "l2 must be..." -> "--l2 must be...".
-        message = str(exc)
-        name = message.split(" ", 1)[0]
-        if name in LearnerOptions.__dataclass_fields__:
-            message = f"--{name.replace('_', '-')}{message[len(name):]}"
-        raise CommandError(message) from None
-
-
-def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("data", metavar="DATA",
-                        help="examples in svmlight/libsvm or Vowpal Wabbit text format "
-                             "(.gz is read transparently; - for standard input)")
-    parser.add_argument("--format", choices=FORMATS, default=None,
-                        help="input format (default: vw for *.vw[.gz], svmlight otherwise)")
-    parser.add_argument("--batch-size", type=int, default=8192, metavar="N",
-                        help="rows parsed and learned at a time (default: %(default)s)")
-
-
-def data_format(args: argparse.Namespace) -> str:
-    if args.format:
-        return args.format
-    name = args.data[:-3] if args.data.endswith(".gz") else args.data
-    return "vw" if name.endswith(".vw") else "svmlight"
-
-
-def read(args: argparse.Namespace, names: dict[int, str] | None = None) -> Iterator[Batch]:
-    from onlinel1.io import read_batches
-    if args.batch_size < 1:
-        raise CommandError(f"--batch-size must be >= 1, got {args.batch_size}")
-    source: Any = sys.stdin.buffer if args.data == "-" else args.data
-    if source is not sys.stdin.buffer and not os.path.exists(source):
-        raise CommandError(f"{args.data}: no such file")
-    return read_batches(source, data_format(args), batch_size=args.batch_size, names=names)
 
 
 # ------------------------------------------------------------------- train
@@ -215,6 +115,9 @@ def write_numbers(values: np.ndarray, out: TextIO) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    if args.connect:
+        from onlinel1.cli.remote import predict_remote
+        return predict_remote(args)
     learner, _, _ = load_model(args.model)
     out = sys.stdout if args.output in (None, "-") else open(args.output, "w")
     try:
@@ -273,32 +176,15 @@ def export(path: str, keys: np.ndarray, weights: np.ndarray, names: dict[int, st
             f.write(f"{key}\t{weight!r}\t{name}\n" if name is not None else f"{key}\t{weight!r}\n")
 
 
-# ------------------------------------------------------------------ parser
-
-class _Formatter(argparse.RawDescriptionHelpFormatter):
-    pass
 
 
-class _Parser(argparse.ArgumentParser):
-    """Usage errors as one line on stderr (``--help`` shows the usage)."""
+# ---------------------------------------------------------------- commands
 
-    def error(self, message: str) -> None:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="onlinel1", formatter_class=_Formatter,
-        description="Online learning of sparse linear models with lazily applied "
-                    "L1-regularised SGD (cumulative L1 penalty, FOBOS).",
-        epilog="Run 'onlinel1 COMMAND --help' for the options of a command.")
-    parser.add_argument("--version", action="version", version=f"onlinel1 {onlinel1.__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-
+def register(sub: argparse._SubParsersAction) -> None:
     train = sub.add_parser(
-        "train", formatter_class=_Formatter, help="learn a data file online",
-        description="Learn DATA one example at a time, as the daemon would, printing "
-                    "progressive validation (each example's loss before the model learns "
+        "train", formatter_class=Formatter, help="learn a data file online",
+        description="Learn DATA one example at a time, as the daemon would, printing\n"
+                    "progressive validation (each example's loss before the model learns\n"
                     "from it) each time the example count doubles, and a summary at the end.",
         epilog="example:\n  onlinel1 train a9a.train.svm --update fobos --l1 1e-4 --save a9a.model")
     add_data_arguments(train)
@@ -312,19 +198,24 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_train)
 
     predict = sub.add_parser(
-        "predict", formatter_class=_Formatter, help="predict a data file with a model",
-        description="Write one prediction per example of DATA: the probability of the "
-                    "positive class for the log loss, the margin b + sum w_i x_i otherwise.",
+        "predict", formatter_class=Formatter, help="predict a data file with a model",
+        description="Write one prediction per example of DATA: the probability of the\n"
+                    "positive class for the log loss, the margin b + sum w_i x_i otherwise,\n"
+                    "from a model file (--model) or a running daemon (--connect).",
         epilog="example:\n  onlinel1 predict --model a9a.model a9a.test.svm > predictions.txt")
-    predict.add_argument("--model", required=True, metavar="MODEL",
-                         help="a model file written by train --save (or a snapshot)")
+    source = predict.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", metavar="MODEL",
+                        help="a model file written by train --save (or a snapshot)")
+    source.add_argument("--connect", metavar="ENDPOINT",
+                        help="ask a running daemon at its request endpoint instead, "
+                             "e.g. tcp://127.0.0.1:5556")
     add_data_arguments(predict)
     predict.add_argument("--output", metavar="FILE", help="write here instead of stdout")
     predict.set_defaults(func=cmd_predict)
 
     inspect = sub.add_parser(
-        "inspect", formatter_class=_Formatter, help="summarise or export a model",
-        description="Print a model's settings, counters and largest weights; export its "
+        "inspect", formatter_class=Formatter, help="summarise or export a model",
+        description="Print a model's settings, counters and largest weights; export its\n"
                     "non-zero weights.",
         epilog="example:\n  onlinel1 inspect a9a.model --top 20 --export weights.tsv")
     inspect.add_argument("model", metavar="MODEL", help="a model file")
@@ -334,30 +225,3 @@ def build_parser() -> argparse.ArgumentParser:
                          help="write every non-zero weight, sorted by key: one "
                               "'key<TAB>weight[<TAB>name]' line each (JSON if FILE ends in .json)")
     inspect.set_defaults(func=cmd_inspect)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return EXIT_USAGE
-    from onlinel1.io import ParseError
-    try:
-        return args.func(args)
-    except CommandError as exc:
-        message = str(exc)
-    except ParseError as exc:
-        message = str(exc)
-    except (OSError, MemoryError) as exc:
-        message = str(exc)
-    except KeyboardInterrupt:
-        print("onlinel1: interrupted", file=sys.stderr)
-        return 130
-    print(f"onlinel1: error: {message}", file=sys.stderr)
-    return EXIT_ERROR
-
-
-if __name__ == "__main__":
-    sys.exit(main())

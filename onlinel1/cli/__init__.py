@@ -1,0 +1,55 @@
+"""The ``onlinel1`` command line.
+
+Offline (``offline.py``): ``train DATA``, ``predict --model MODEL DATA``,
+``inspect MODEL``.  The daemon (``serve.py``): ``serve``.  Its clients
+(``remote.py``): ``send``, ``predict --connect``, ``stats``, ``health``.
+
+Errors (a missing file, a malformed line, a corrupt model, a daemon that
+does not answer) are reported as one line on stderr with a non-zero exit
+status, never a traceback.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+import onlinel1
+from onlinel1.cli.common import EXIT_ERROR, EXIT_USAGE, CommandError, Formatter, Parser
+
+
+def build_parser() -> Parser:
+    from onlinel1.cli import offline, remote, serve
+    parser = Parser(
+        prog="onlinel1", formatter_class=Formatter,
+        description="Online learning of sparse linear models with lazily applied "
+                    "L1-regularised SGD\n(cumulative L1 penalty, FOBOS), offline or as a "
+                    "daemon over ZeroMQ.",
+        epilog="Run 'onlinel1 COMMAND --help' for the options of a command.")
+    parser.add_argument("--version", action="version", version=f"onlinel1 {onlinel1.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    serve.register(sub)
+    offline.register(sub)
+    remote.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    from onlinel1.io import ParseError
+    try:
+        return args.func(args)
+    except (CommandError, ParseError, OSError, MemoryError) as exc:
+        message = str(exc)
+    except KeyboardInterrupt:
+        print("onlinel1: interrupted", file=sys.stderr)
+        return 130
+    print(f"onlinel1: error: {message}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""Pieces shared by the commands: errors, learner flags, data flags."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any, Iterator
+
+from onlinel1.batch import Batch
+from onlinel1.options import LOSSES, ORIGINS, SCHEDULES, UPDATES, LearnerOptions
+
+FORMATS = ("svmlight", "vw")
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+class CommandError(Exception):
+    """A failure to report as one line on stderr."""
+
+
+class Formatter(argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+class Parser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr (``--help`` shows the usage)."""
+
+    def error(self, message: str) -> None:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# ----------------------------------------------------------------- options
+
+#: (flag, LearnerOptions field) of every learner setting on the command line.
+LEARNER_FLAGS = (("--loss", "loss"), ("--update", "update"), ("--l1", "l1"), ("--l2", "l2"),
+                 ("--eta0", "eta0"), ("--schedule", "schedule"), ("--power-t", "power_t"),
+                 ("--decay-rate", "decay_rate"), ("--decay-steps", "decay_steps"),
+                 ("--origin", "origin"))
+
+
+def add_learner_arguments(parser: argparse.ArgumentParser, with_defaults: bool = True) -> None:
+    """The learner's settings, shared by every command that builds one.
+
+    ``with_defaults=False`` leaves unset flags as None so that a config
+    file can supply them (``serve``); the help shows the built-in defaults
+    either way."""
+    d = LearnerOptions()
+
+    def default(value: Any) -> Any:
+        return value if with_defaults else None
+
+    g = parser.add_argument_group(
+        "learner", "The model and its update rule (docs/algorithms.md has the exact rules).")
+    g.add_argument("--loss", choices=LOSSES, default=default(d.loss),
+                   help=f"log (logistic; labels -1/+1 or 0/1), squared (regression) or "
+                        f"hinge (linear SVM) (default: {d.loss})")
+    g.add_argument("--update", choices=UPDATES, default=default(d.update),
+                   help=f"plain SGD, naive subgradient L1, cumulative L1 penalty "
+                        f"(Tsuruoka et al. 2009) or FOBOS (Duchi & Singer 2009) "
+                        f"(default: {d.update})")
+    g.add_argument("--l1", type=float, default=default(d.l1), metavar="X",
+                   help=f"L1 penalty per example (default: {d.l1})")
+    g.add_argument("--l2", type=float, default=default(d.l2), metavar="X",
+                   help=f"L2 penalty per example; with --l1, the elastic net (default: {d.l2})")
+    g.add_argument("--eta0", type=float, default=default(d.eta0), metavar="X",
+                   help=f"initial step size (default: {d.eta0})")
+    g.add_argument("--schedule", choices=SCHEDULES, default=default(d.schedule),
+                   help=f"step size: eta0, eta0/t^power_t, or eta0*decay_rate^(t/decay_steps) "
+                        f"(default: {d.schedule})")
+    g.add_argument("--power-t", type=float, default=default(d.power_t), metavar="X",
+                   help=f"exponent of the invscaling schedule (default: {d.power_t})")
+    g.add_argument("--decay-rate", type=float, default=default(d.decay_rate), metavar="X",
+                   help=f"base of the exponential schedule (default: {d.decay_rate})")
+    g.add_argument("--decay-steps", type=float, default=default(d.decay_steps), metavar="N",
+                   help=f"examples per decay_rate factor in the exponential schedule "
+                        f"(default: {d.decay_steps:g})")
+    g.add_argument("--origin", choices=ORIGINS, default=default(d.origin),
+                   help=f"where a new feature's cumulative L1 penalty starts: start "
+                        f"(as in the paper) or first-seen (for endless streams) "
+                        f"(default: {d.origin})")
+    g.add_argument("--no-intercept", action="store_const", const=True,
+                   default=False if with_defaults else None,
+                   help="do not learn a bias term")
+
+
+def learner_options(args: argparse.Namespace,
+                    base: dict[str, Any] | None = None) -> LearnerOptions:
+    """Options from ``base`` (e.g. a config file's [learner] table),
+    overridden by the flags that were given."""
+    values = dict(base or {})
+    for _, field in LEARNER_FLAGS:
+        if getattr(args, field) is not None:
+            values[field] = getattr(args, field)
+    if args.no_intercept:
+        values["fit_intercept"] = False
+    try:
+        return LearnerOptions.from_dict(values)
+    except ValueError as exc:
+        # Name the flag, not the Python argument: "l2 must be..." -> "--l2 must be...".
+        message = str(exc)
+        name = message.split(" ", 1)[0]
+        if name in LearnerOptions.__dataclass_fields__:
+            message = f"--{name.replace('_', '-')}{message[len(name):]}"
+        raise CommandError(message) from None
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("data", metavar="DATA",
+                        help="examples in svmlight/libsvm or Vowpal Wabbit text format "
+                             "(.gz is read transparently; - for standard input)")
+    parser.add_argument("--format", choices=FORMATS, default=None,
+                        help="input format (default: vw for *.vw[.gz], svmlight otherwise)")
+    parser.add_argument("--batch-size", type=int, default=8192, metavar="N",
+                        help="rows parsed and learned at a time (default: %(default)s)")
+
+
+def data_format(args: argparse.Namespace) -> str:
+    if args.format:
+        return args.format
+    name = args.data[:-3] if args.data.endswith(".gz") else args.data
+    return "vw" if name.endswith(".vw") else "svmlight"
+
+
+def read(args: argparse.Namespace, names: dict[int, str] | None = None) -> Iterator[Batch]:
+    from onlinel1.io import read_batches
+    if args.batch_size < 1:
+        raise CommandError(f"--batch-size must be >= 1, got {args.batch_size}")
+    source: Any = sys.stdin.buffer if args.data == "-" else args.data
+    if source is not sys.stdin.buffer and not os.path.exists(source):
+        raise CommandError(f"{args.data}: no such file")
+    return read_batches(source, data_format(args), batch_size=args.batch_size, names=names)
+
+

@@ -1,0 +1,98 @@
+"""Daemon settings: defaults, the TOML config file, and their validation.
+
+A config file has a ``[daemon]`` table (the keys of ``DaemonConfig``) and a
+``[learner]`` table (the keys of ``LearnerOptions``)::
+
+    [daemon]
+    train_endpoint = "tcp://127.0.0.1:5555"
+    request_endpoint = "tcp://127.0.0.1:5556"
+    log_level = "info"
+
+    [learner]
+    update = "fobos"
+    l1 = 1e-5
+
+Command-line flags override the file; the file overrides the defaults.
+"""
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from typing import Any, Mapping
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+ENDPOINT_SCHEMES = ("tcp://", "ipc://", "inproc://")
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message names it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DaemonConfig:
+    """Everything about the daemon that is not the learner."""
+
+    train_endpoint: str = "tcp://127.0.0.1:5555"
+    request_endpoint: str = "tcp://127.0.0.1:5556"
+    log_level: str = "info"
+    #: Largest message accepted, in bytes.
+    max_message_bytes: int = 64 * 1024 * 1024
+    #: Messages queued per socket before producers are held back.
+    high_water_mark: int = 64
+    #: Examples covered by the recent-window progressive loss in stats.
+    window_examples: int = 10_000
+    #: A training batch is learned in slices of about this many features,
+    #: with requests served between slices.
+    slice_nnz: int = 16_384
+
+    def __post_init__(self) -> None:
+        for name in ("train_endpoint", "request_endpoint"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.startswith(ENDPOINT_SCHEMES):
+                raise ConfigError(f"{name} must be a ZeroMQ endpoint such as "
+                                  f"tcp://127.0.0.1:5555 or ipc:///tmp/onlinel1.sock, got {value!r}")
+        if self.train_endpoint == self.request_endpoint:
+            raise ConfigError("train_endpoint and request_endpoint must differ")
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
+        for name in ("max_message_bytes", "high_water_mark", "window_examples", "slice_nnz"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "DaemonConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown daemon setting(s): {', '.join(unknown)}")
+        return cls(**values)
+
+
+def read_config_file(path: str | pathlib.Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(daemon, learner)`` tables of a TOML config file."""
+    path = pathlib.Path(path)
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    unknown = sorted(set(data) - {"daemon", "learner"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown table(s) {', '.join(unknown)} "
+                          f"(expected [daemon] and [learner])")
+    daemon, learner = data.get("daemon", {}), data.get("learner", {})
+    for name, table in (("daemon", daemon), ("learner", learner)):
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: [{name}] must be a table")
+    return daemon, learner

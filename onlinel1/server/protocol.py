@@ -1,0 +1,294 @@
+"""Wire protocol v1 (docs/protocol.md): decoding requests and batches,
+encoding replies.
+
+Columnar batches are read in place: the ``bin`` fields of the ``csr`` map
+become numpy arrays over the ZeroMQ frame's own memory (``np.frombuffer`` on
+a ``memoryview`` slice), with no copy and no loop per example.  msgpack's
+own decoder copies every ``bin`` into a new ``bytes``; so messages are walked
+by ``_Walker`` below, a small decoder of the msgpack format that returns
+``bin`` values as memoryviews.  Row-wise messages, which are Python objects
+by nature, go to msgpack's C decoder.
+"""
+from __future__ import annotations
+
+import struct
+from typing import Any, Mapping
+
+import msgpack
+import numpy as np
+
+from onlinel1.batch import Batch, BatchError
+from onlinel1.io import feature_key, feature_keys
+
+VERSION = 1
+
+# Stable error codes (docs/protocol.md).
+MALFORMED = "malformed"
+UNSUPPORTED_VERSION = "unsupported_version"
+UNKNOWN_OP = "unknown_op"
+BAD_REQUEST = "bad_request"
+BAD_BATCH = "bad_batch"
+TOO_LARGE = "too_large"
+NUMERIC = "numeric"
+READ_ONLY = "read_only"
+INTERNAL = "internal"
+
+MAX_DEPTH = 32
+
+
+class ProtocolError(Exception):
+    """A message the daemon refuses, with its stable error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+# ----------------------------------------------------------------- decoding
+
+class _RowsInside(Exception):
+    """The message holds row-wise examples: decode it with msgpack's C code."""
+
+
+class _Walker:
+    """Decode msgpack from a buffer; ``bin`` values come back as memoryview
+    slices of that buffer (zero-copy)."""
+
+    __slots__ = ("buf", "pos")
+
+    def __init__(self, buf: memoryview) -> None:
+        self.buf = buf
+        self.pos = 0
+
+    def _take(self, n: int) -> memoryview:
+        end = self.pos + n
+        if end > len(self.buf):
+            raise ProtocolError(MALFORMED, "message truncated: not valid msgpack")
+        view = self.buf[self.pos:end]
+        self.pos = end
+        return view
+
+    def _unpack(self, fmt: str) -> Any:
+        size = struct.calcsize(fmt)
+        return struct.unpack(fmt, self._take(size))[0]
+
+    def value(self, depth: int = 0, top: bool = False) -> Any:
+        if depth > MAX_DEPTH:
+            raise ProtocolError(MALFORMED, f"message nested deeper than {MAX_DEPTH} levels")
+        b = self._take(1)[0]
+        if b <= 0x7F:
+            return b
+        if b >= 0xE0:
+            return b - 0x100
+        if 0x80 <= b <= 0x8F:
+            return self._map(b & 0x0F, depth, top)
+        if 0x90 <= b <= 0x9F:
+            return self._array(b & 0x0F, depth)
+        if 0xA0 <= b <= 0xBF:
+            return self._str(b & 0x1F)
+        simple = {0xC0: None, 0xC2: False, 0xC3: True}
+        if b in simple:
+            return simple[b]
+        if b in (0xC4, 0xC5, 0xC6):
+            n = self._unpack({0xC4: ">B", 0xC5: ">H", 0xC6: ">I"}[b])
+            return self._take(n)
+        if b == 0xCA:
+            return self._unpack(">f")
+        if b == 0xCB:
+            return self._unpack(">d")
+        ints = {0xCC: ">B", 0xCD: ">H", 0xCE: ">I", 0xCF: ">Q",
+                0xD0: ">b", 0xD1: ">h", 0xD2: ">i", 0xD3: ">q"}
+        if b in ints:
+            return self._unpack(ints[b])
+        if b in (0xD9, 0xDA, 0xDB):
+            return self._str(self._unpack({0xD9: ">B", 0xDA: ">H", 0xDB: ">I"}[b]))
+        if b in (0xDC, 0xDD):
+            return self._array(self._unpack(">H" if b == 0xDC else ">I"), depth)
+        if b in (0xDE, 0xDF):
+            return self._map(self._unpack(">H" if b == 0xDE else ">I"), depth, top)
+        raise ProtocolError(MALFORMED, f"byte 0x{b:02x} starts no msgpack type this protocol uses (ext types are not used)")
+
+    def _str(self, n: int) -> str:
+        try:
+            return str(self._take(n), "utf-8")
+        except UnicodeDecodeError:
+            raise ProtocolError(MALFORMED, "a string is not valid UTF-8") from None
+
+    def _array(self, n: int, depth: int) -> list:
+        if n > len(self.buf) - self.pos:
+            raise ProtocolError(MALFORMED, "message truncated: not valid msgpack")
+        return [self.value(depth + 1) for _ in range(n)]
+
+    def _map(self, n: int, depth: int, top: bool) -> dict:
+        if n > len(self.buf) - self.pos:
+            raise ProtocolError(MALFORMED, "message truncated: not valid msgpack")
+        out = {}
+        for _ in range(n):
+            key = self.value(depth + 1)
+            if top and key == "rows":
+                raise _RowsInside()
+            try:
+                out[key] = self.value(depth + 1)
+            except TypeError:
+                raise ProtocolError(MALFORMED, "a map key is not hashable") from None
+        return out
+
+
+def decode_message(frame: Any, max_bytes: int) -> dict:
+    """The request map of one frame, or ProtocolError (malformed, too large,
+    wrong version)."""
+    buf = memoryview(frame)
+    if buf.nbytes > max_bytes:
+        raise ProtocolError(TOO_LARGE, f"message of {buf.nbytes} bytes is larger than "
+                                       f"max_message_bytes ({max_bytes})")
+    buf = buf.cast("B") if buf.format != "B" else buf
+    try:
+        walker = _Walker(buf)
+        msg = walker.value(top=True)
+        if walker.pos != len(buf):
+            raise ProtocolError(MALFORMED, f"{len(buf) - walker.pos} bytes after the message")
+    except _RowsInside:
+        try:
+            msg = msgpack.unpackb(buf, raw=False, strict_map_key=False)
+        except (ValueError, TypeError, msgpack.UnpackException) as exc:
+            raise ProtocolError(MALFORMED, f"not valid msgpack ({exc})") from None
+    if not isinstance(msg, dict):
+        raise ProtocolError(MALFORMED, f"a message must be a msgpack map, got {type(msg).__name__}")
+    version = msg.get("v")
+    if version != VERSION:
+        raise ProtocolError(UNSUPPORTED_VERSION,
+                            f"protocol version {version!r} is not supported (this daemon speaks {VERSION})"
+                            if version is not None else "the message has no protocol version 'v'")
+    return msg
+
+
+# ------------------------------------------------------------------ batches
+
+_CSR_DTYPES = {"indptr": "<i8", "keys": "<u8", "labels": "<f8", "weights": "<f8"}
+
+
+def _binary(csr: Mapping[str, Any], name: str, dtype: str) -> np.ndarray | None:
+    raw = csr.get(name)
+    if raw is None:
+        return None
+    if not isinstance(raw, (bytes, bytearray, memoryview)):
+        raise ProtocolError(BAD_REQUEST, f"csr.{name} must be binary (msgpack bin), "
+                                         f"got {type(raw).__name__}")
+    itemsize = np.dtype(dtype).itemsize
+    if len(raw) % itemsize:
+        raise ProtocolError(BAD_BATCH, f"csr.{name} has {len(raw)} bytes, not a multiple of {itemsize}")
+    return np.frombuffer(raw, dtype=dtype)
+
+
+def decode_csr(csr: Any, need_labels: bool) -> Batch:
+    if not isinstance(csr, dict):
+        raise ProtocolError(BAD_REQUEST, "csr must be a map")
+    unknown = set(csr) - {"indptr", "keys", "values", "values_dtype", "labels", "weights"}
+    if unknown:
+        raise ProtocolError(BAD_REQUEST, f"csr has unknown field(s): {', '.join(map(str, sorted(unknown, key=str)))}")
+    values_dtype = csr.get("values_dtype", "float64")
+    if values_dtype not in ("float32", "float64"):
+        raise ProtocolError(BAD_REQUEST, f"csr.values_dtype must be 'float32' or 'float64', got {values_dtype!r}")
+    arrays = {name: _binary(csr, name, dtype) for name, dtype in _CSR_DTYPES.items()}
+    arrays["values"] = _binary(csr, "values", "<f4" if values_dtype == "float32" else "<f8")
+    for name in ("indptr", "keys", "values"):
+        if arrays[name] is None:
+            raise ProtocolError(BAD_REQUEST, f"csr.{name} is missing")
+    if need_labels and arrays["labels"] is None:
+        raise ProtocolError(BAD_BATCH, "csr.labels is missing: training needs labels")
+    try:
+        return Batch(arrays["indptr"], arrays["keys"], arrays["values"], arrays["labels"],
+                     arrays["weights"])
+    except BatchError as exc:
+        raise ProtocolError(BAD_BATCH, f"csr: {exc}") from None
+
+
+def _number(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ProtocolError(BAD_REQUEST, f"{what} must be a number, got {type(value).__name__}")
+    return float(value)
+
+
+def decode_rows(rows: Any, need_labels: bool) -> Batch:
+    if not isinstance(rows, list):
+        raise ProtocolError(BAD_REQUEST, "rows must be an array of examples")
+    indptr = [0]
+    keys: list[int] = []
+    values: list[float] = []
+    labels: list[float] = []
+    weights: list[float] = []
+    strings: dict[tuple[str | None, str], list[int]] = {}   # name -> positions in keys
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise ProtocolError(BAD_REQUEST, f"rows[{i}] must be a map")
+        unknown = set(row) - {"label", "importance", "features", "namespaces", "tag"}
+        if unknown:
+            raise ProtocolError(BAD_REQUEST, f"rows[{i}] has unknown field(s): "
+                                             f"{', '.join(map(str, sorted(unknown, key=str)))}")
+        if "label" in row:
+            labels.append(_number(row["label"], f"rows[{i}].label"))
+        elif need_labels:
+            raise ProtocolError(BAD_BATCH, f"rows[{i}] has no label: training needs labels")
+        weights.append(_number(row.get("importance", 1.0), f"rows[{i}].importance"))
+        groups = [(None, row.get("features", {}))]
+        namespaces = row.get("namespaces", {})
+        if not isinstance(namespaces, dict):
+            raise ProtocolError(BAD_REQUEST, f"rows[{i}].namespaces must be a map")
+        groups += list(namespaces.items())
+        for namespace, features in groups:
+            where = f"rows[{i}]." + ("features" if namespace is None else f"namespaces[{namespace!r}]")
+            if namespace is not None and not isinstance(namespace, str):
+                raise ProtocolError(BAD_REQUEST, f"rows[{i}]: namespace names must be strings")
+            if not isinstance(features, dict):
+                raise ProtocolError(BAD_REQUEST, f"{where} must be a map of feature -> value")
+            for name, value in features.items():
+                if isinstance(name, str):
+                    strings.setdefault((namespace, name), []).append(len(keys))
+                    keys.append(0)
+                elif isinstance(name, int) and not isinstance(name, bool) and 0 <= name < 2**64:
+                    keys.append(name)
+                else:
+                    raise ProtocolError(BAD_REQUEST, f"{where}: feature {name!r} must be a string "
+                                                     f"or an integer in [0, 2**64)")
+                values.append(_number(value, f"{where}[{name!r}]"))
+        indptr.append(len(keys))
+    key_arr = np.array(keys, dtype=np.uint64)
+    if strings:
+        by_namespace: dict[str | None, list[tuple[str, list[int]]]] = {}
+        for (namespace, name), positions in strings.items():
+            by_namespace.setdefault(namespace, []).append((name, positions))
+        for namespace, items in by_namespace.items():
+            hashed = feature_keys([name for name, _ in items], namespace)
+            for (_, positions), key in zip(items, hashed):
+                key_arr[positions] = key
+    try:
+        return Batch(np.array(indptr, dtype=np.int64), key_arr, np.array(values, dtype=np.float64),
+                     np.array(labels, dtype=np.float64) if labels or need_labels else None,
+                     np.array(weights, dtype=np.float64) if any(w != 1.0 for w in weights) else None)
+    except BatchError as exc:
+        raise ProtocolError(BAD_BATCH, f"rows: {exc}") from None
+
+
+def decode_batch(msg: Mapping[str, Any], need_labels: bool) -> Batch:
+    """The examples of a train/learn/predict message (``rows`` or ``csr``)."""
+    has_rows, has_csr = "rows" in msg, "csr" in msg
+    if has_rows == has_csr:
+        raise ProtocolError(BAD_REQUEST, "give the examples as exactly one of 'rows' or 'csr'")
+    return decode_rows(msg["rows"], need_labels) if has_rows else decode_csr(msg["csr"], need_labels)
+
+
+# ------------------------------------------------------------------ replies
+
+def encode_result(request_id: Any, result: Mapping[str, Any]) -> bytes:
+    return msgpack.packb({"v": VERSION, "id": request_id, "ok": True, "result": result},
+                         use_bin_type=True)
+
+
+def encode_error(request_id: Any, code: str, message: str) -> bytes:
+    return msgpack.packb({"v": VERSION, "id": request_id, "ok": False,
+                          "error": {"code": code, "message": message}}, use_bin_type=True)
+
+
+__all__ = ["VERSION", "ProtocolError", "decode_message", "decode_batch", "decode_csr",
+           "decode_rows", "encode_result", "encode_error", "feature_key"]

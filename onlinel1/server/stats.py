@@ -1,0 +1,71 @@
+"""Counters the daemon reports through the ``stats`` operation."""
+from __future__ import annotations
+
+import collections
+import time
+from typing import Any
+
+from onlinel1.learner import Learner
+
+
+class Stats:
+    """Examples, batches, requests and errors by kind, and the progressive
+    loss over the whole run and over a recent window of examples."""
+
+    def __init__(self, window_examples: int) -> None:
+        self.started = time.monotonic()
+        self.batches = 0
+        self.requests: collections.Counter[str] = collections.Counter()
+        self.errors: collections.Counter[str] = collections.Counter()
+        self.rejected: collections.Counter[str] = collections.Counter()
+        self.producers: dict[str, int] = {}
+        self.window_examples = window_examples
+        # (examples, loss_sum, weight_sum, correct) of each recent slice.
+        self._window: collections.deque[tuple[int, float, float, int]] = collections.deque()
+        self._window_sums = [0, 0.0, 0.0, 0]
+
+    def learned(self, before: dict[str, float], after: dict[str, float]) -> None:
+        """Record a slice learned between two ``Learner.progress_sums``."""
+        part = tuple(after[k] - before[k] for k in ("examples", "loss_sum", "weight_sum", "correct"))
+        if part[0] <= 0:
+            return
+        self._window.append(part)
+        for i, value in enumerate(part):
+            self._window_sums[i] += value
+        while len(self._window) > 1 and self._window_sums[0] - self._window[0][0] >= self.window_examples:
+            old = self._window.popleft()
+            for i, value in enumerate(old):
+                self._window_sums[i] -= value
+
+    def uptime(self) -> float:
+        return time.monotonic() - self.started
+
+    def report(self, learner: Learner) -> dict[str, Any]:
+        sums = learner.progress_sums
+        classification = learner.options.classification
+
+        def summary(examples: int, loss_sum: float, weight_sum: float, correct: int) -> dict:
+            out: dict[str, Any] = {"examples": examples,
+                                   "loss": loss_sum / weight_sum if weight_sum > 0 else None}
+            if classification:
+                out["accuracy"] = correct / examples if examples else None
+            return out
+
+        progressive = summary(sums["examples"], sums["loss_sum"], sums["weight_sum"], sums["correct"])
+        del progressive["examples"]
+        progressive["window"] = summary(*self._window_sums)
+        return {
+            "uptime_s": round(self.uptime(), 3),
+            "examples": sums["examples"],
+            "batches": self.batches,
+            "t": learner.examples_seen,
+            "progressive": progressive,
+            "nnz": learner.nnz,
+            "store_features": learner.store_size,
+            "store_bytes": learner.memory_bytes,
+            "learning_rate": learner.learning_rate(),
+            "requests": dict(self.requests),
+            "errors": dict(self.errors),
+            "rejected": dict(self.rejected),
+            "producers": dict(self.producers),
+        }
