@@ -56,3 +56,102 @@ def a9a_full():
 def rcv1_full():
     """The 1,000-row RCV1 subset from ../shared (skipped when absent)."""
     return load_svmlight(shared_path("vw_rcv1/rcv1_small.train.svm"))
+
+
+# ------------------------------------------------------------------ daemons
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class DaemonProcess:
+    """An ``onlinel1 serve`` subprocess on free loopback ports."""
+
+    def __init__(self, *flags: str, log_path=None) -> None:
+        self.train = f"tcp://127.0.0.1:{free_port()}"
+        self.request = f"tcp://127.0.0.1:{free_port()}"
+        self.log_path = log_path
+        self._log = open(log_path, "w+") if log_path else subprocess.DEVNULL
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "onlinel1", "serve", "--train-endpoint", self.train,
+             "--request-endpoint", self.request, *flags],
+            stdout=subprocess.DEVNULL, stderr=self._log)
+
+    def request_once(self, message: dict, timeout: float = 5.0) -> dict:
+        """Send one request on a fresh DEALER; the reply map, or TimeoutError."""
+        import msgpack
+        import zmq
+        ctx = zmq.Context.instance()
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        try:
+            sock.connect(self.request)
+            sock.send(message if isinstance(message, bytes) else msgpack.packb(message))
+            if not sock.poll(int(timeout * 1000)):
+                raise TimeoutError(f"no reply from {self.request} within {timeout} s")
+            return msgpack.unpackb(sock.recv(), raw=False, strict_map_key=False)
+        finally:
+            sock.close()
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited with {self.proc.returncode}: {self.log()}")
+            try:
+                reply = self.request_once({"v": 1, "op": "health"}, timeout=0.5)
+                if reply.get("ok"):
+                    return
+            except TimeoutError:
+                pass
+        raise TimeoutError(f"daemon not healthy within {timeout} s: {self.log()}")
+
+    def log(self) -> str:
+        if not self.log_path:
+            return ""
+        with open(self.log_path) as f:
+            return f.read()
+
+    def stop(self, timeout: float = 20.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self._log is not subprocess.DEVNULL:
+            self._log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def start_daemon(tmp_path):
+    """``start_daemon(*flags)`` -> a ready DaemonProcess; all are stopped
+    and reaped at the end of the test."""
+    started: list[DaemonProcess] = []
+
+    def start(*flags: str, ready: bool = True) -> DaemonProcess:
+        daemon = DaemonProcess(*flags, log_path=tmp_path / f"daemon{len(started)}.log")
+        started.append(daemon)
+        if ready:
+            daemon.wait_ready()
+        return daemon
+
+    try:
+        yield start
+    finally:
+        for daemon in started:
+            with contextlib.suppress(Exception):
+                daemon.stop()
