@@ -22,12 +22,12 @@ margin that overflows) stops before that example, leaving the model as it
 was after the previous one.
 """
 from libc.math cimport NAN, copysign, exp, fabs, isfinite, log1p, pow
-from libc.stdint cimport int64_t, uint64_t
+from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 
 import numpy as np
 
-from onlinel1._kernels.store cimport WeightStore, store_find
+from onlinel1._kernels.store cimport WeightStore, fmix64, store_find
 
 ctypedef fused floating:
     float
@@ -376,6 +376,30 @@ cdef inline bint needs_rebase(SGDKernel k) noexcept nogil:
     return False
 
 
+# ------------------------------------------------------------ prefetching
+
+cdef extern from *:
+    void __builtin_prefetch(const void* addr) nogil
+
+
+cdef inline void prefetch_slots(WeightStore s, const uint64_t* keys, Py_ssize_t nnz) noexcept nogil:
+    cdef Py_ssize_t j, mask = s.table_size - 1
+    for j in range(nnz):
+        __builtin_prefetch(&s.table[<Py_ssize_t>(fmix64(keys[j]) & <uint64_t>mask)])
+
+
+cdef inline void prefetch_rows(WeightStore s, const uint64_t* keys, Py_ssize_t nnz) noexcept nogil:
+    cdef Py_ssize_t j, a, mask = s.table_size - 1
+    cdef uint32_t row
+    for j in range(nnz):
+        row = s.table[<Py_ssize_t>(fmix64(keys[j]) & <uint64_t>mask)]
+        if row < <uint32_t>s.n:          # a hint only: the row may move before it is used
+            __builtin_prefetch(&s.keys[row])
+            __builtin_prefetch(&s.w[row])
+            for a in range(s.n_aux):
+                __builtin_prefetch(&s.aux[a][row])
+
+
 # ------------------------------------------------------------ batch loops
 
 cdef int learn_rows(SGDKernel k, const int64_t[::1] indptr,
@@ -406,6 +430,13 @@ cdef int learn_rows(SGDKernel k, const int64_t[::1] indptr,
         if k.store.reserve(nnz) != 0:
             status = E_NOMEM
             break
+        # Prefetch (DESIGN.md section 5): the index-table slots of example
+        # i + 2, and the rows that the table gives for example i + 1, so
+        # that their cache misses overlap this example's work.
+        if i + 2 < n_rows:
+            prefetch_slots(k.store, &keys[indptr[i + 2]], indptr[i + 3] - indptr[i + 2])
+        if i + 1 < n_rows:
+            prefetch_rows(k.store, &keys[indptr[i + 1]], indptr[i + 2] - indptr[i + 1])
         y = labels[i]
         if k.loss != LOSS_SQUARED and y == 0.0:
             y = -1.0
