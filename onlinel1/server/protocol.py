@@ -226,9 +226,11 @@ def decode_rows(rows: Any, need_labels: bool) -> Batch:
         if unknown:
             raise ProtocolError(BAD_REQUEST, f"rows[{i}] has unknown field(s): "
                                              f"{', '.join(map(str, sorted(unknown, key=str)))}")
-        if "label" in row:
+        if not need_labels:
+            pass                    # prediction: labels are ignored
+        elif "label" in row:
             labels.append(_number(row["label"], f"rows[{i}].label"))
-        elif need_labels:
+        else:
             raise ProtocolError(BAD_BATCH, f"rows[{i}] has no label: training needs labels")
         weights.append(_number(row.get("importance", 1.0), f"rows[{i}].importance"))
         groups = [(None, row.get("features", {}))]
@@ -264,7 +266,7 @@ def decode_rows(rows: Any, need_labels: bool) -> Batch:
                 key_arr[positions] = key
     try:
         return Batch(np.array(indptr, dtype=np.int64), key_arr, np.array(values, dtype=np.float64),
-                     np.array(labels, dtype=np.float64) if labels or need_labels else None,
+                     np.array(labels, dtype=np.float64) if need_labels else None,
                      np.array(weights, dtype=np.float64) if any(w != 1.0 for w in weights) else None)
     except BatchError as exc:
         raise ProtocolError(BAD_BATCH, f"rows: {exc}") from None

@@ -1,0 +1,251 @@
+"""Commands that talk to a running daemon: ``send``, ``predict --connect``,
+``stats``, ``health``.  They are thin: the protocol lives in
+onlinel1/client.py, the reading of data files in onlinel1/io."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from typing import Any, Callable, Iterator, TextIO
+
+import numpy as np
+
+from onlinel1.cli.common import CommandError, Formatter, add_data_arguments, read
+
+TRAIN_ENDPOINT = "tcp://127.0.0.1:5555"
+REQUEST_ENDPOINT = "tcp://127.0.0.1:5556"
+#: Seconds ``predict --connect`` waits for each batch's reply.
+PREDICT_TIMEOUT = 30.0
+
+
+def _talk(action: Callable[[], Any]) -> Any:
+    """Run ``action``, turning the client's failures into one-line errors."""
+    from onlinel1.client import ClientError, DaemonError
+    try:
+        return action()
+    except DaemonError as exc:
+        raise CommandError(f"daemon replied {exc.code}: {exc.message}") from None
+    except (ClientError, ValueError) as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _client(args: argparse.Namespace, timeout: float) -> Any:
+    from onlinel1.client import Client
+    if not timeout > 0:
+        raise CommandError(f"--timeout must be > 0 seconds, got {timeout}")
+    return _talk(lambda: Client(args.connect, timeout=timeout))
+
+
+# -------------------------------------------------------------------- send
+
+class Progress:
+    """One status line on stderr, rewritten in place (carriage return) at
+    most ``per_second`` times a second."""
+
+    def __init__(self, out: TextIO, enabled: bool, per_second: float = 10.0) -> None:
+        self.out, self.enabled = out, enabled
+        self.interval = 1.0 / per_second
+        self.start = time.perf_counter()
+        self.last = -math.inf      # the first update shows at once
+        self.width = 0
+
+    def update(self, examples: int, batches: int) -> None:
+        now = time.perf_counter()
+        if not self.enabled or now - self.last < self.interval:
+            return
+        self.last = now
+        rate = examples / max(now - self.start, 1e-9)
+        line = (f"sent {examples:>12,} examples  {batches:>8,} batches  "
+                f"{rate:>12,.0f} examples/s  {now - self.start:>7.1f} s")
+        self.out.write("\r" + line.ljust(self.width))
+        self.out.flush()
+        self.width = len(line)
+
+    def finish(self) -> None:
+        """Clear the status line."""
+        if self.enabled and self.width:
+            self.out.write("\r" + " " * self.width + "\r")
+            self.out.flush()
+            self.width = 0
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    from onlinel1.client import Producer
+    from onlinel1.io import ParseError
+    if args.timeout is not None and not args.timeout > 0:
+        raise CommandError(f"--timeout must be > 0 seconds, got {args.timeout}")
+    err = sys.stderr
+    enabled = args.progress if args.progress is not None else err.isatty()
+    progress = Progress(err, enabled)
+    batches = read(args)      # checks the file and --batch-size before connecting
+    start = time.perf_counter()
+    producer = _talk(lambda: Producer(args.connect, batch_size=args.batch_size,
+                                      producer=args.producer, send_timeout=args.timeout,
+                                      linger=args.timeout))
+    try:
+        try:
+            for batch in batches:
+                _talk(lambda: producer.send_batch(batch))
+                progress.update(producer.examples_sent, producer.seq)
+        except ParseError:
+            # The rows before the bad line were sent, as train would have
+            # learned them: deliver them, then report the line.
+            progress.finish()
+            _talk(producer.close)
+            raise
+        progress.finish()
+        # Wait until everything queued has left: the daemon has it all.
+        _talk(producer.close)
+    finally:
+        progress.finish()
+        if not producer.closed:
+            producer.close(linger=0, flush=False)
+    elapsed = time.perf_counter() - start
+    print(f"sent {producer.examples_sent:,} examples in {producer.seq:,} batches to "
+          f"{args.connect} in {elapsed:.3f} s "
+          f"({producer.examples_sent / max(elapsed, 1e-9):,.0f} examples/s)", file=err)
+    return 0
+
+
+# ----------------------------------------------------------------- predict
+
+def predict_remote(args: argparse.Namespace) -> int:
+    """``onlinel1 predict --connect ENDPOINT DATA``: the daemon's predictions,
+    one per line, written exactly as the offline ``predict`` writes them."""
+    from onlinel1.cli.offline import write_numbers
+    timeout = getattr(args, "timeout", None) or PREDICT_TIMEOUT
+    batches = read(args)
+    client = _client(args, timeout)
+    out = sys.stdout if args.output in (None, "-") else open(args.output, "w")
+    try:
+        for batch in batches:
+            result = _talk(lambda: client.predict(batch))
+            predictions = np.asarray(result.get("predictions"), dtype=np.float64)
+            if predictions.shape != (batch.n_rows,):
+                raise CommandError(f"the daemon returned {predictions.size} predictions "
+                                   f"for {batch.n_rows} examples")
+            write_numbers(predictions, out)
+    finally:
+        client.close()
+        if out is not sys.stdout:
+            out.close()
+    return 0
+
+
+# ------------------------------------------------------------ stats, health
+
+def _flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    if isinstance(value, dict) and value:
+        for key, item in value.items():
+            yield from _flatten(item, f"{prefix}.{key}" if prefix else str(key))
+    else:
+        yield prefix, value
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, dict):
+        return "-"        # an empty map: no requests, no errors, ...
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(_text, value))
+    return str(value)
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    client = _client(args, args.timeout)
+    try:
+        stats = _talk(client.stats)
+    finally:
+        client.close()
+    if args.json:
+        json.dump(stats, sys.stdout, indent=2, sort_keys=True, default=repr)
+        sys.stdout.write("\n")
+        return 0
+    rows = list(_flatten(stats))
+    width = max((len(key) for key, _ in rows), default=0)
+    for key, value in rows:
+        print(f"{key:<{width}}  {_text(value)}")
+    return 0
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    client = _client(args, args.timeout)
+    try:
+        health = _talk(client.health)
+    finally:
+        client.close()
+    status = health.get("status")
+    if status != "ok":
+        raise CommandError(f"the daemon at {args.connect} reports status {status!r}")
+    details = [f"{key}={_text(health[key])}" for key in ("mode", "uptime_s", "examples")
+               if key in health]
+    print(" ".join(["ok", args.connect, *details]))
+    return 0
+
+
+# ---------------------------------------------------------------- commands
+
+def _connection_arguments(parser: argparse.ArgumentParser, timeout: float) -> None:
+    parser.add_argument("--connect", metavar="ENDPOINT", default=REQUEST_ENDPOINT,
+                        help="the daemon's request endpoint (default: %(default)s)")
+    parser.add_argument("--timeout", type=float, default=timeout, metavar="SECONDS",
+                        help="give up when the daemon has not answered within this time "
+                             "(default: %(default)s)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    send = sub.add_parser(
+        "send", formatter_class=Formatter, help="stream a data file to a daemon for training",
+        description="Read DATA and push its examples, in columnar batches of --batch-size\n"
+                    "rows, to the training endpoint of a running daemon, which learns them\n"
+                    "in order. When the daemon falls behind, sending waits (nothing is\n"
+                    "dropped). The command returns once every batch has been delivered,\n"
+                    "then prints the number of examples sent and the rate.",
+        epilog="examples:\n"
+               "  onlinel1 serve &\n"
+               "  onlinel1 send a9a.train.svm --connect tcp://127.0.0.1:5555 "
+               "--producer loader-1\n"
+               "  onlinel1 stats")
+    add_data_arguments(send)
+    send.set_defaults(batch_size=1000)
+    send.add_argument("--connect", metavar="ENDPOINT", default=TRAIN_ENDPOINT,
+                      help="the daemon's training endpoint (default: %(default)s)")
+    send.add_argument("--producer", metavar="NAME",
+                      help="name this sender; the daemon's stats show the last batch "
+                           "number received from each name")
+    send.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                      help="give up when the daemon has taken nothing for this long "
+                           "(default: wait as long as it takes)")
+    shown = send.add_mutually_exclusive_group()
+    shown.add_argument("--progress", dest="progress", action="store_const", const=True,
+                       default=None, help="show the progress line even when stderr is not "
+                                          "a terminal")
+    shown.add_argument("--no-progress", dest="progress", action="store_const", const=False,
+                       help="no progress line (the default when stderr is not a terminal)")
+    send.set_defaults(func=cmd_send)
+
+    stats = sub.add_parser(
+        "stats", formatter_class=Formatter, help="show a daemon's counters",
+        description="Ask a running daemon for its counters: examples learned, progressive\n"
+                    "loss and accuracy (overall and over a recent window), model size,\n"
+                    "requests and errors by kind, rejected batches, the last batch number\n"
+                    "of each producer. A table by default, the daemon's map with --json.",
+        epilog="examples:\n  onlinel1 stats\n"
+               "  onlinel1 stats --connect tcp://10.0.0.7:5556 --json | jq .progressive")
+    _connection_arguments(stats, 5.0)
+    stats.add_argument("--json", action="store_true", help="print the stats as JSON")
+    stats.set_defaults(func=cmd_stats)
+
+    health = sub.add_parser(
+        "health", formatter_class=Formatter, help="check that a daemon answers",
+        description="Ask a running daemon whether it is healthy. Prints 'ok' and the\n"
+                    "daemon's mode, uptime and examples learned, and exits with status 0;\n"
+                    "exits with status 1 and one line on stderr when the daemon does not\n"
+                    "answer in time or reports a problem. For scripts and probes.",
+        epilog="example:\n  onlinel1 health --connect tcp://127.0.0.1:5556 --timeout 1 "
+               "|| restart-daemon")
+    _connection_arguments(health, 2.0)
+    health.set_defaults(func=cmd_health)

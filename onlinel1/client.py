@@ -1,0 +1,736 @@
+"""Python clients of the onlinel1 daemon, written from docs/protocol.md alone.
+
+Two classes, one per socket of the daemon:
+
+* :class:`Producer` pushes training batches to the training endpoint
+  (``PUSH`` to the daemon's ``PULL``; fire and forget, held back by
+  ZeroMQ's high-water mark, never dropped)::
+
+      from onlinel1.client import Producer
+
+      with Producer("tcp://127.0.0.1:5555", producer="loader-1") as producer:
+          producer.add({"price": 0.5, 17: 1.0}, label=1)
+          producer.add({"age=30": 1}, label=-1, namespaces={"user": {"country=fr": 1}})
+          producer.send_batch(batch)          # an onlinel1.Batch, sent columnar
+      # leaving the block flushed the rows added and waited for delivery
+
+* :class:`Client` asks the request endpoint (``DEALER`` to the daemon's
+  ``ROUTER``); every call has a timeout and either returns the result map
+  or raises::
+
+      from onlinel1.client import Client
+
+      with Client("tcp://127.0.0.1:5556", timeout=5.0) as client:
+          client.health()                     # {"status": "ok", "mode": "training", ...}
+          client.predict(batch)["predictions"]
+          client.predict([{"features": {"price": 0.5}}], top_k=3)
+          client.learn([{"label": 1, "features": {"17": 1.0}}])
+
+Both encodings of a batch are available: a :class:`~onlinel1.batch.Batch`
+(or a scipy.sparse matrix) is sent columnar (:func:`encode_csr`), a list of
+row maps is sent row-wise (:func:`encode_rows`).
+
+Errors: :class:`DaemonError` (the daemon replied with an error code),
+:class:`DaemonTimeout` (no reply in time; the client has reconnected and
+the next call works), :class:`ProducerTimeout` (the daemon did not take a
+batch in time). All are :class:`ClientError`.
+
+Neither class is thread-safe: use one per thread.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+import numbers
+import threading
+import time
+from typing import Any, Iterable, Mapping
+
+import msgpack
+import numpy as np
+import zmq
+
+from onlinel1.batch import Batch
+
+__all__ = ["DEFAULT_REQUEST_ENDPOINT", "DEFAULT_TRAIN_ENDPOINT", "PROTOCOL_VERSION", "Client",
+           "ClientError", "DaemonError", "DaemonTimeout", "Producer", "ProducerTimeout",
+           "encode_csr", "encode_rows", "rows_to_batch"]
+
+#: The version of docs/protocol.md spoken here (the ``v`` of every message).
+PROTOCOL_VERSION = 1
+DEFAULT_TRAIN_ENDPOINT = "tcp://127.0.0.1:5555"
+DEFAULT_REQUEST_ENDPOINT = "tcp://127.0.0.1:5556"
+#: Messages queued per socket before ``send`` blocks (the daemon's default).
+DEFAULT_HIGH_WATER_MARK = 64
+
+_U64_MAX = (1 << 64) - 1
+_CONFIGURED = object()   # "the producer's own setting", as a default argument
+_ROW_FIELDS = frozenset(("label", "importance", "features", "namespaces"))
+# Little-endian dtypes of the columnar fields (no copy on a little-endian host).
+_INT64, _UINT64 = np.dtype("<i8"), np.dtype("<u8")
+_FLOAT32, _FLOAT64 = np.dtype("<f4"), np.dtype("<f8")
+
+
+class ClientError(Exception):
+    """Base class of the errors of this module."""
+
+
+class DaemonError(ClientError):
+    """The daemon answered with an error reply.
+
+    ``code`` is one of the stable codes of docs/protocol.md (``bad_request``,
+    ``bad_batch``, ``unknown_op``, ...); ``message`` is the daemon's text.
+
+    >>> err = DaemonError("bad_batch", "labels: 2 entries for 3 rows")
+    >>> err.code, str(err)
+    ('bad_batch', 'bad_batch: labels: 2 entries for 3 rows')
+    """
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class DaemonTimeout(ClientError, TimeoutError):
+    """No reply from the daemon within the client's timeout."""
+
+
+class ProducerTimeout(ClientError, TimeoutError):
+    """The daemon did not take a training batch within the producer's timeout
+    (its queue stayed at the high-water mark); the batch was not sent."""
+
+
+# ----------------------------------------------------------------- encoding
+
+def _raw(arr: np.ndarray, dtype: np.dtype) -> memoryview:
+    """The bytes of ``arr`` as ``dtype``: a view, copied only if the dtype,
+    the byte order or the layout differ."""
+    return np.ascontiguousarray(arr, dtype=dtype).view(np.uint8).data
+
+
+def encode_csr(batch: Batch) -> dict[str, Any]:
+    """The columnar ``csr`` map of docs/protocol.md for ``batch``.
+
+    The arrays are raw little-endian bytes (memoryviews of the batch's own
+    arrays where their dtype is already right), with no loop per example.
+    ``values_dtype`` is given for float32 values only (float64 is the
+    default); ``labels`` and ``weights`` only when the batch has them.
+
+    >>> batch = Batch([0, 2, 3], [17, 4, 2**63], np.array([1.0, 0.5, -2.0], np.float32),
+    ...               labels=[1, -1])
+    >>> csr = encode_csr(batch)
+    >>> sorted(csr)
+    ['indptr', 'keys', 'labels', 'values', 'values_dtype']
+    >>> np.frombuffer(csr["keys"], "<u8").tolist(), csr["values_dtype"]
+    ([17, 4, 9223372036854775808], 'float32')
+    """
+    if not isinstance(batch, Batch):
+        raise TypeError(f"encode_csr needs an onlinel1.Batch, got {type(batch).__name__}")
+    csr: dict[str, Any] = {"indptr": _raw(batch.indptr, _INT64),
+                           "keys": _raw(batch.keys, _UINT64)}
+    if batch.values.dtype == np.float32:
+        csr["values"] = _raw(batch.values, _FLOAT32)
+        csr["values_dtype"] = "float32"
+    else:
+        csr["values"] = _raw(batch.values, _FLOAT64)
+    if batch.labels is not None:
+        csr["labels"] = _raw(batch.labels, _FLOAT64)
+    if batch.weights is not None:
+        csr["weights"] = _raw(batch.weights, _FLOAT64)
+    return csr
+
+
+def _number(value: Any, what: str) -> int | float:
+    """``value`` as a plain Python number msgpack can pack."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{what} must be a number, got {value!r}")
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    return float(value)
+
+
+def _key(key: Any, what: str) -> int | str:
+    if isinstance(key, str):
+        return key
+    if isinstance(key, bool) or not isinstance(key, numbers.Integral):
+        raise TypeError(f"{what} must be an integer in [0, 2**64) or a str, got {key!r}")
+    key = int(key)
+    if not 0 <= key <= _U64_MAX:
+        raise ValueError(f"{what} must be an integer in [0, 2**64), got {key}")
+    return key
+
+
+def _features(features: Any, where: str) -> dict[int | str, int | float]:
+    if not isinstance(features, Mapping):
+        raise TypeError(f"{where}: features must be a map of feature -> value, "
+                        f"got {type(features).__name__}")
+    return {_key(k, f"{where}: feature {k!r}"): _number(v, f"{where}: the value of {k!r}")
+            for k, v in features.items()}
+
+
+def _namespaces(namespaces: Any, where: str) -> dict[str, dict[int | str, int | float]]:
+    if not isinstance(namespaces, Mapping):
+        raise TypeError(f"{where}: namespaces must be a map of namespace -> features, "
+                        f"got {type(namespaces).__name__}")
+    out = {}
+    for ns, features in namespaces.items():
+        if not isinstance(ns, str):
+            raise TypeError(f"{where}: namespace names must be str, got {ns!r}")
+        out[ns] = _features(features, f"{where}, namespace {ns!r}")
+    return out
+
+
+def encode_rows(rows: Iterable[Mapping[str, Any]], labels_required: bool = False) -> list[dict]:
+    """The row-wise ``rows`` list of docs/protocol.md, checked and made of
+    plain Python values (numpy scalars become ints and floats).
+
+    Each row is a map with ``features`` (feature -> value; a feature is an
+    integer key or a string the daemon hashes), optional ``namespaces``
+    (namespace -> features), ``label`` and ``importance``.
+
+    >>> encode_rows([{"features": {"price": np.float32(0.5), 17: 1}, "label": np.int64(1)}])
+    [{'features': {'price': 0.5, 17: 1}, 'label': 1}]
+    """
+    if isinstance(rows, (Mapping, str, bytes)):
+        raise TypeError("rows must be a list of row maps, not a single "
+                        f"{type(rows).__name__}")
+    out = []
+    for i, row in enumerate(rows):
+        where = f"row {i}"
+        if not isinstance(row, Mapping):
+            raise TypeError(f"{where}: must be a map with 'features' (and optionally "
+                            f"'namespaces', 'label', 'importance'), got {type(row).__name__}")
+        unknown = set(row) - _ROW_FIELDS
+        if unknown:
+            raise ValueError(f"{where}: unknown fields {sorted(map(str, unknown))} "
+                             f"(a row has {', '.join(sorted(_ROW_FIELDS))})")
+        encoded: dict[str, Any] = {"features": _features(row.get("features", {}), where)}
+        if row.get("namespaces") is not None:
+            encoded["namespaces"] = _namespaces(row["namespaces"], where)
+        if row.get("label") is not None:
+            encoded["label"] = _number(row["label"], f"{where}: label")
+        elif labels_required:
+            raise ValueError(f"{where}: a label is required for training")
+        if row.get("importance") is not None:
+            encoded["importance"] = _number(row["importance"], f"{where}: importance")
+        out.append(encoded)
+    return out
+
+
+def _hash(key: int | str, namespace: str | None) -> int:
+    from onlinel1.io import feature_key
+    return key if isinstance(key, int) else feature_key(key, namespace)
+
+
+class _RowBuffer:
+    """Rows added one at a time, hashed into CSR lists (client-side, exactly
+    as the daemon would hash the same row sent row-wise)."""
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self.lengths: list[int] = []
+        self.keys: list[int] = []
+        self.values: list[float] = []
+        self.labels: list[float] = []
+        self.weights: list[float] = []
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def drop(self, n: int) -> None:
+        """Forget the first ``n`` rows (they were sent)."""
+        nnz = sum(self.lengths[:n])
+        del self.lengths[:n], self.keys[:nnz], self.values[:nnz]
+        del self.labels[:n], self.weights[:n]
+
+    def add(self, features: Any, label: Any, importance: Any = 1.0,
+            namespaces: Any = None, where: str = "row") -> None:
+        # Check everything before appending anything: a bad row leaves no trace.
+        label = float(_number(label, f"{where}: label"))
+        importance = float(_number(importance, f"{where}: importance"))
+        if not math.isfinite(label):
+            raise ValueError(f"{where}: label must be finite, got {label!r}")
+        if not (math.isfinite(importance) and importance >= 0):
+            raise ValueError(f"{where}: importance must be finite and >= 0, got {importance!r}")
+        items = [(_hash(k, None), v) for k, v in _features(features, where).items()]
+        if namespaces is not None:
+            for ns, named in _namespaces(namespaces, where).items():
+                items.extend((_hash(k, ns), v) for k, v in named.items())
+        for _, v in items:
+            if not math.isfinite(v):
+                raise ValueError(f"{where}: feature values must be finite, got {v!r}")
+        self.lengths.append(len(items))
+        self.keys.extend(k for k, _ in items)
+        self.values.extend(v for _, v in items)
+        self.labels.append(label)
+        self.weights.append(importance)
+
+    def batch(self, with_labels: bool = True) -> Batch:
+        indptr = np.zeros(len(self.lengths) + 1, dtype=np.int64)
+        np.cumsum(self.lengths, out=indptr[1:])
+        weights = np.array(self.weights, dtype=np.float64)
+        return Batch(indptr, np.array(self.keys, dtype=np.uint64),
+                     np.array(self.values, dtype=np.float64),
+                     np.array(self.labels, dtype=np.float64) if with_labels else None,
+                     None if np.all(weights == 1.0) else weights)
+
+
+def rows_to_batch(rows: Iterable[Mapping[str, Any]], labels_required: bool = True) -> Batch:
+    """Row maps (as for :func:`encode_rows`) hashed client-side into a
+    :class:`~onlinel1.batch.Batch`, the same keys the daemon derives from
+    the rows sent row-wise.
+
+    >>> from onlinel1.io import feature_key
+    >>> b = rows_to_batch([{"features": {"7": 1.0}, "namespaces": {"u": {"x": 2}}, "label": 1}])
+    >>> b.keys.tolist() == [7, feature_key("x", "u")], b.values.tolist(), b.labels.tolist()
+    (True, [1.0, 2.0], [1.0])
+    """
+    buffer = _RowBuffer()
+    for i, row in enumerate(encode_rows(rows, labels_required)):
+        buffer.add(row["features"], row.get("label", 0.0), row.get("importance", 1.0),
+                   row.get("namespaces"), where=f"row {i}")
+    return buffer.batch(with_labels=labels_required)
+
+
+def _as_batch(data: Any) -> Batch | None:
+    """A Batch for a Batch or a scipy.sparse matrix; None for anything else."""
+    if isinstance(data, Batch):
+        return data
+    if hasattr(data, "tocsr") and hasattr(data, "shape"):
+        return Batch.from_csr(data)
+    return None
+
+
+def _examples(data: Any, training: bool) -> dict[str, Any]:
+    """``{"csr": ...}`` or ``{"rows": ...}`` for a batch or a list of rows.
+    For prediction, labels and importance weights are left out: they play
+    no part in it."""
+    batch = _as_batch(data)
+    if batch is not None:
+        if training and batch.labels is None:
+            raise ValueError("the batch has no labels; training needs them")
+        if not training and (batch.labels is not None or batch.weights is not None):
+            batch = Batch(batch.indptr, batch.keys, batch.values)
+        return {"csr": encode_csr(batch)}
+    if isinstance(data, (list, tuple)):
+        rows = encode_rows(data, labels_required=training)
+        if not training:
+            for row in rows:
+                row.pop("label", None)
+                row.pop("importance", None)
+        return {"rows": rows}
+    raise TypeError("examples must be an onlinel1.Batch, a scipy.sparse matrix or a list of "
+                    f"row maps, got {type(data).__name__}")
+
+
+def _pack(message: Mapping[str, Any]) -> bytes:
+    return msgpack.packb(message, use_bin_type=True)
+
+
+def _connect(socket: zmq.Socket, endpoint: str) -> None:
+    try:
+        socket.connect(endpoint)
+    except zmq.ZMQError as exc:
+        socket.close(linger=0)
+        raise ValueError(f"cannot connect to {endpoint!r}: {exc}") from None
+
+
+def _seconds(value: float | None, what: str) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    if not (value >= 0 and math.isfinite(value)):
+        raise ValueError(f"{what} must be a finite number of seconds >= 0, got {value!r}")
+    return value
+
+
+# ----------------------------------------------------------------- Producer
+
+class Producer:
+    """Sends training batches to the daemon's training endpoint.
+
+    ``endpoint`` is the daemon's training endpoint. Rows given to
+    :meth:`add` are gathered into columnar batches of ``batch_size`` rows;
+    :meth:`send_batch` and :meth:`send_csr` send ready-made batches (split
+    into messages of at most ``batch_size`` rows). Every message carries
+    the next ``seq`` number (1, 2, ...) and, if given, the ``producer``
+    name, which the daemon's ``stats`` reports.
+
+    When ``high_water_mark`` messages are queued (the daemon is slower than
+    the producer), sending blocks until there is room: up to
+    ``send_timeout`` seconds if given, then :class:`ProducerTimeout` is
+    raised and that batch is not sent. Nothing is dropped silently.
+
+    :meth:`close` (or leaving a ``with`` block) sends the rows still
+    buffered and waits for the queued messages to be delivered: up to
+    ``linger`` seconds if given (then :class:`ProducerTimeout`), as long as
+    it takes otherwise.
+
+    ::
+
+        with Producer("tcp://127.0.0.1:5555", batch_size=1000, producer="etl") as p:
+            for features, label in stream:
+                p.add(features, label)
+            p.send_csr(X, y)                  # scipy.sparse rows, column j is key j
+        print(p.seq, p.examples_sent)
+    """
+
+    def __init__(self, endpoint: str = DEFAULT_TRAIN_ENDPOINT, *, batch_size: int = 1000,
+                 producer: str | None = None, high_water_mark: int = DEFAULT_HIGH_WATER_MARK,
+                 send_timeout: float | None = None, linger: float | None = None) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        if producer is not None and not isinstance(producer, str):
+            raise TypeError(f"producer must be a str, got {type(producer).__name__}")
+        if isinstance(high_water_mark, bool) or not isinstance(high_water_mark, int) \
+                or high_water_mark < 1:
+            raise ValueError(f"high_water_mark must be an integer >= 1, got {high_water_mark!r}")
+        self.endpoint = endpoint
+        self.batch_size = batch_size
+        self.producer = producer
+        self.send_timeout = _seconds(send_timeout, "send_timeout")
+        self.linger = _seconds(linger, "linger")
+        #: The ``seq`` of the last message sent (0 before the first).
+        self.seq = 0
+        self.examples_sent = 0
+        self._rows = _RowBuffer()
+        # A context of our own, so that close() can wait for delivery (term).
+        self._context = zmq.Context()
+        self._socket = self._context.socket(zmq.PUSH)
+        self._socket.setsockopt(zmq.SNDHWM, high_water_mark)
+        try:
+            _connect(self._socket, endpoint)
+        except ValueError:
+            self._context.term()
+            raise
+        self._closed = False
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return (f"Producer({self.endpoint!r}, producer={self.producer!r}, seq={self.seq}, "
+                f"{state})")
+
+    def __enter__(self) -> "Producer":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        # The block failed: the rows still buffered are not sent, what was
+        # queued still is; a failure to deliver it must not hide the cause.
+        try:
+            self.close(flush=False)
+        except ClientError:
+            pass
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def pending(self) -> int:
+        """Rows added but not sent yet."""
+        return len(self._rows)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClientError("the producer is closed")
+
+    # -- adding and sending
+
+    def add(self, features: Mapping[Any, float], label: float, importance: float = 1.0, *,
+            namespaces: Mapping[str, Mapping[Any, float]] | None = None) -> None:
+        """Add one example; a batch is sent each time ``batch_size`` rows
+        are buffered.
+
+        ``features`` maps a feature to its value: an integer key in
+        ``[0, 2**64)`` or a string name, hashed here with
+        :func:`onlinel1.io.feature_key` (a decimal name is its own key).
+        ``namespaces`` maps a namespace to its ``{name: value}`` features,
+        hashed as ``namespace^name``.
+
+        ::
+
+            producer.add({"price": 0.5, 17: 1.0}, 1, namespaces={"user": {"age=30": 1}})
+        """
+        self._check_open()
+        self._rows.add(features, label, importance, namespaces,
+                       where=f"example {self.examples_sent + len(self._rows) + 1}")
+        if len(self._rows) >= self.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send the rows added and not sent yet (if any), in batches of at
+        most ``batch_size`` rows. Rows whose batch timed out stay buffered:
+        the next ``flush`` (or ``close``) tries them again."""
+        self._check_open()
+        while len(self._rows):
+            n = min(len(self._rows), self.batch_size)
+            self._send(self._rows.batch().slice(0, n))
+            self._rows.drop(n)
+
+    def send_batch(self, batch: Batch) -> None:
+        """Send a ready :class:`~onlinel1.batch.Batch` (with labels), or a
+        scipy.sparse matrix's rows converted by ``Batch.from_csr``.
+
+        Rows added before and not sent yet go first, so the daemon learns
+        the examples in the order given. A batch longer than ``batch_size``
+        is sent as several messages.
+        """
+        self._check_open()
+        converted = _as_batch(batch)
+        if converted is None:
+            raise TypeError(f"send_batch needs an onlinel1.Batch, got {type(batch).__name__}")
+        if converted.labels is None:
+            raise ValueError("the batch has no labels; training needs them")
+        converted.check_finite()
+        self.flush()
+        for start in range(0, converted.n_rows, self.batch_size):
+            self._send(converted if converted.n_rows <= self.batch_size
+                       else converted.slice(start, start + self.batch_size))
+
+    def send_csr(self, X: Any, y: Any, weights: Any = None) -> None:
+        """Send the rows of a scipy.sparse matrix ``X`` (column j is feature
+        key j) with labels ``y`` and optional importance ``weights``."""
+        self.send_batch(Batch.from_csr(X, y, weights))
+
+    def _send(self, batch: Batch) -> None:
+        message: dict[str, Any] = {"v": PROTOCOL_VERSION, "op": "train",
+                                   "seq": self.seq + 1, "csr": encode_csr(batch)}
+        if self.producer is not None:
+            message["producer"] = self.producer
+        frame = _pack(message)
+        deadline = None if self.send_timeout is None else time.monotonic() + self.send_timeout
+        while True:
+            try:
+                self._socket.send(frame, zmq.NOBLOCK, copy=False)
+                break
+            except zmq.Again:
+                pass
+            # At the high-water mark: wait for room, in slices so that Ctrl-C works.
+            remaining = 1.0 if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
+                raise ProducerTimeout(
+                    f"the daemon at {self.endpoint} took no batch within "
+                    f"{self.send_timeout} s (its queue is full or it is not running); "
+                    f"batch seq {self.seq + 1} of {batch.n_rows} examples was not sent")
+            self._socket.poll(int(min(remaining, 1.0) * 1000) + 1, zmq.POLLOUT)
+        self.seq += 1
+        self.examples_sent += batch.n_rows
+
+    # -- closing
+
+    def close(self, linger: Any = _CONFIGURED, flush: bool = True) -> None:
+        """Send the buffered rows (unless ``flush=False``), then wait until
+        every queued message is delivered, for at most ``linger`` seconds
+        (default: the producer's ``linger``; None waits as long as it
+        takes). Raises :class:`ProducerTimeout` if messages were still
+        queued when the time ran out (they are then lost). Closing twice is
+        harmless."""
+        if self._closed:
+            return
+        linger = self.linger if linger is _CONFIGURED else _seconds(linger, "linger")
+        try:
+            if flush:
+                self.flush()
+        except BaseException:
+            # The daemon takes nothing (or we were interrupted): do not then
+            # wait without end for the queue to drain.
+            if linger is None:
+                linger = self.send_timeout or 0.0
+            self._shut(linger)
+            raise
+        waited = self._shut(linger)
+        # term() returns as soon as everything is delivered, or when the linger
+        # period runs out with messages still queued.
+        if linger and waited >= max(linger - 0.002, 0.001):
+            raise ProducerTimeout(f"messages to {self.endpoint} were still queued after "
+                                  f"{linger} s and were dropped (is the daemon running?)")
+
+    def _shut(self, linger: float | None) -> float:
+        """Close the socket and terminate the context, which waits for the
+        queued messages up to ``linger`` seconds; the seconds waited."""
+        self._closed = True
+        self._socket.close(linger=-1 if linger is None else int(linger * 1000))
+        waited = [0.0]
+
+        def term() -> None:
+            start = time.monotonic()
+            self._context.term()
+            waited[0] = time.monotonic() - start
+
+        # In a helper thread so that the wait stays interruptible (Ctrl-C).
+        thread = threading.Thread(target=term, name="onlinel1-producer-close", daemon=True)
+        thread.start()
+        while thread.is_alive():
+            thread.join(0.1)
+        return waited[0]
+
+
+# ------------------------------------------------------------------- Client
+
+class Client:
+    """Requests to the daemon's request endpoint; one reply per request.
+
+    Every request carries ``v`` and a fresh ``id``; a reply whose ``id`` is
+    not the one awaited (left over from an earlier request) is discarded.
+    A result reply returns its ``result`` map; an error reply raises
+    :class:`DaemonError`. With no reply within ``timeout`` seconds,
+    :class:`DaemonTimeout` is raised and the socket is replaced by a new
+    one, so the next call starts clean.
+
+    ::
+
+        with Client("tcp://127.0.0.1:5556", timeout=2.0) as client:
+            p = client.predict(batch, output="margin", top_k=3)
+            p["predictions"], p["contributions"]
+            client.stats()["progressive"]["loss"]
+
+    ``predict`` and ``learn`` take an :class:`~onlinel1.batch.Batch` or a
+    scipy.sparse matrix (sent columnar) or a list of row maps (sent
+    row-wise)::
+
+        client.predict([{"features": {"price": 0.5}, "namespaces": {"u": {"age=30": 1}}}])
+    """
+
+    def __init__(self, endpoint: str = DEFAULT_REQUEST_ENDPOINT, *, timeout: float = 5.0,
+                 context: zmq.Context | None = None) -> None:
+        timeout = _seconds(timeout, "timeout")
+        if not timeout:
+            raise ValueError("timeout must be > 0 seconds")
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self._context = context or zmq.Context.instance()
+        self._ids = itertools.count(1)
+        self._socket: zmq.Socket | None = None
+        self._open_socket()
+
+    def __repr__(self) -> str:
+        return f"Client({self.endpoint!r}, timeout={self.timeout})"
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._socket is None
+
+    def close(self) -> None:
+        """Close the socket; unanswered requests are abandoned."""
+        if self._socket is not None:
+            self._socket.close(linger=0)
+            self._socket = None
+
+    def _open_socket(self) -> None:
+        socket = self._context.socket(zmq.DEALER)
+        socket.setsockopt(zmq.LINGER, 0)
+        _connect(socket, self.endpoint)
+        self._socket = socket
+
+    def _recover(self) -> None:
+        # A timed-out request may still be answered later; a new socket (a
+        # new identity at the daemon's ROUTER) never sees that stale reply.
+        self.close()
+        self._open_socket()
+
+    # -- operations
+
+    def predict(self, examples: Any, output: str = "auto", top_k: int = 0) -> dict[str, Any]:
+        """``{"predictions": [...]}`` for the examples (plus ``contributions``
+        if ``top_k`` > 0); ``output`` is ``"auto"``, ``"probability"`` or
+        ``"margin"``."""
+        fields = _examples(examples, training=False)
+        fields["output"] = output
+        if top_k:
+            fields["top_k"] = int(top_k)
+        return self.request("predict", **fields)
+
+    def learn(self, examples: Any) -> dict[str, Any]:
+        """Acknowledged training: ``{"examples": n, "loss": ..., "t": ...}``
+        once the daemon has learned the examples (labels required)."""
+        return self.request("learn", **_examples(examples, training=True))
+
+    def stats(self) -> dict[str, Any]:
+        """The daemon's counters (docs/protocol.md, ``stats``)."""
+        return self.request("stats")
+
+    def health(self) -> dict[str, Any]:
+        """``{"status": "ok", "mode": ..., "uptime_s": ..., "examples": ...}``."""
+        return self.request("health")
+
+    def config(self) -> dict[str, Any]:
+        """The daemon's learner and daemon settings and its version."""
+        return self.request("config")
+
+    def snapshot(self, **fields: Any) -> dict[str, Any]:
+        """Ask the daemon to write a snapshot of its model now."""
+        return self.request("snapshot", **fields)
+
+    def request(self, op: str, /, **fields: Any) -> dict[str, Any]:
+        """Send ``{"v": 1, "op": op, "id": <new>, **fields}`` and return the
+        reply's ``result`` (or raise :class:`DaemonError` /
+        :class:`DaemonTimeout`).
+
+        ::
+
+            client.request("predict", rows=[{"features": {"17": 1}}], output="margin")
+        """
+        if self._socket is None:
+            raise ClientError("the client is closed")
+        reserved = {"v", "op", "id"} & set(fields)
+        if reserved:
+            raise ValueError(f"{', '.join(sorted(reserved))}: set by the client, not a field")
+        request_id = next(self._ids)
+        message = {"v": PROTOCOL_VERSION, "op": op, "id": request_id, **fields}
+        frame = _pack(message)
+        deadline = time.monotonic() + self.timeout
+        socket = self._socket
+        try:
+            if not socket.poll(self._ms_until(deadline), zmq.POLLOUT):
+                raise zmq.Again()
+            socket.send(frame, zmq.NOBLOCK)
+            while True:
+                if not socket.poll(self._ms_until(deadline), zmq.POLLIN):
+                    raise zmq.Again()
+                reply = self._decode(socket.recv_multipart(zmq.NOBLOCK)[-1])
+                # A reply without an id (or a null one) answers a request the
+                # daemon could not read the id of: only ours is in flight on
+                # this socket.
+                reply_id = reply.get("id")
+                if reply_id is not None and reply_id != request_id:
+                    continue     # a stale reply: not the one awaited
+                break
+        except zmq.Again:
+            self._recover()
+            raise DaemonTimeout(f"no answer from {self.endpoint} within "
+                                f"{float(self.timeout)} s") from None
+        if reply.get("ok") is True:
+            result = reply.get("result", {})
+            return result if isinstance(result, dict) else {"result": result}
+        error = reply.get("error")
+        if reply.get("ok") is False and isinstance(error, dict):
+            raise DaemonError(str(error.get("code", "unknown")), str(error.get("message", "")))
+        raise ClientError(f"malformed reply from {self.endpoint}: neither a result nor an "
+                          f"error: {reply!r:.200}")
+
+    @staticmethod
+    def _ms_until(deadline: float) -> int:
+        return max(0, math.ceil((deadline - time.monotonic()) * 1000))
+
+    def _decode(self, frame: bytes) -> dict[str, Any]:
+        try:
+            reply = msgpack.unpackb(frame, raw=False, strict_map_key=False)
+        except (ValueError, msgpack.UnpackException) as exc:
+            raise ClientError(f"malformed reply from {self.endpoint}: not msgpack ({exc})") \
+                from None
+        if not isinstance(reply, dict):
+            raise ClientError(f"malformed reply from {self.endpoint}: not a map")
+        return reply
+
