@@ -208,6 +208,20 @@ class Learner:
             "columns": dict(zip(columns, aux)),
         }
 
+    def with_options(self, options: LearnerOptions) -> "Learner":
+        """A learner with other options that starts from this one's weights,
+        intercept, example count and progress (its rule's per-feature state
+        starts afresh: a new penalty clock at 0)."""
+        new = Learner(options)
+        keys, weights = self.weights()
+        columns = STATE_COLUMNS[(options.update, options.origin)]
+        new._kernel.store.load(keys, weights, [np.zeros(keys.size) for _ in columns])
+        new._kernel.set_clocks({"t": self._kernel.t, "scale": 1.0, "intercept": self.intercept,
+                                "clock": 0.0, "clock_scale": 1.0,
+                                "last_compact_t": self._kernel.t})
+        new._progress = dict(self._progress)
+        return new
+
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> "Learner":
         """A learner that continues exactly where ``state`` was taken."""

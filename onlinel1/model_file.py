@@ -149,6 +149,7 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
     directory = path.parent if str(path.parent) else pathlib.Path(".")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
+        os.fchmod(fd, 0o644)   # mkstemp's 0600 would hide snapshots from a replica's user
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -149,13 +149,19 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(f"intercept         {learner.intercept!r}", file=out)
     if extra.get("trained_on"):
         print(f"trained on        {extra['trained_on']}", file=out)
+    snapshot = extra.get("snapshot")
+    if snapshot:
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(snapshot["unix_time"]))
+        print(f"snapshot          #{snapshot['seq']} ({snapshot['reason']}, {when})", file=out)
+        for producer, seq in sorted(snapshot["producers"].items()):
+            print(f"producer          {producer}: last batch seq {seq}", file=out)
     if args.top > 0 and keys.size:
         order = np.argsort(-np.abs(weights), kind="stable")[:args.top]
         print(f"\ntop {len(order)} weights by magnitude:", file=out)
         for i in order:
             key = int(keys[i])
             name = f"  {names[key]}" if key in names else ""
-            print(f"  {key:>20}  {weights[i]!r:>24}{name}", file=out)
+            print(f"  {key:>20}  {float(weights[i])!r:>24}{name}", file=out)
     if args.export:
         export(args.export, keys, weights, names)
     return 0

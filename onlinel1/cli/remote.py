@@ -186,6 +186,17 @@ def cmd_health(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    client = _client(args, args.timeout)
+    try:
+        result = _talk(client.snapshot)
+    finally:
+        client.close()
+    print(f"snapshot {result['seq']} written: {result['file']} ({result['size']} bytes, "
+          f"{result['examples']} examples)")
+    return 0
+
+
 # ---------------------------------------------------------------- commands
 
 def _connection_arguments(parser: argparse.ArgumentParser, timeout: float) -> None:
@@ -249,3 +260,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                "|| restart-daemon")
     _connection_arguments(health, 2.0)
     health.set_defaults(func=cmd_health)
+
+    snapshot = sub.add_parser(
+        "snapshot", formatter_class=Formatter, help="make a daemon write a snapshot now",
+        description="Ask a running daemon to write a snapshot of its model to its snapshot\n"
+                    "directory, and wait until it is on disk. Prints the file's name and\n"
+                    "sequence number. The daemon chooses the path (--snapshot-dir).",
+        epilog="example:\n  onlinel1 snapshot --connect tcp://127.0.0.1:5556 --timeout 60")
+    _connection_arguments(snapshot, 60.0)
+    snapshot.set_defaults(func=cmd_snapshot)

@@ -9,15 +9,24 @@ from typing import Any
 
 import zmq
 
-from onlinel1.cli.common import CommandError, Formatter, add_learner_arguments, learner_options
+from onlinel1 import model_file
+from onlinel1.cli.common import (LEARNER_FLAGS, CommandError, Formatter, add_learner_arguments,
+                                 learner_options)
 from onlinel1.learner import Learner
+from onlinel1.options import LearnerOptions
 from onlinel1.server import ConfigError, Daemon, DaemonConfig, read_config_file
 from onlinel1.server.config import LOG_LEVELS
+from onlinel1.server.snapshots import SnapshotDir
+
+log = logging.getLogger("onlinel1.daemon")
 
 #: (flag, DaemonConfig field) of the daemon settings on the command line.
 DAEMON_FLAGS = (("--train-endpoint", "train_endpoint"), ("--request-endpoint", "request_endpoint"),
                 ("--log-level", "log_level"), ("--max-message-bytes", "max_message_bytes"),
-                ("--high-water-mark", "high_water_mark"))
+                ("--high-water-mark", "high_water_mark"), ("--snapshot-dir", "snapshot_dir"),
+                ("--snapshot-every-seconds", "snapshot_every_seconds"),
+                ("--snapshot-every-examples", "snapshot_every_examples"), ("--keep", "keep"),
+                ("--resume", "resume"), ("--keep-names", "keep_names"))
 
 
 def daemon_config(args: argparse.Namespace, base: dict[str, Any]) -> DaemonConfig:
@@ -29,6 +38,45 @@ def daemon_config(args: argparse.Namespace, base: dict[str, Any]) -> DaemonConfi
         return DaemonConfig.from_dict(values)
     except ConfigError as exc:
         raise CommandError(str(exc)) from None
+
+
+def explicit_learner_values(args: argparse.Namespace, table: dict[str, Any]) -> dict[str, Any]:
+    """The learner settings the user gave (config file and flags), not defaults."""
+    values = dict(table)
+    for _, field in LEARNER_FLAGS:
+        if getattr(args, field) is not None:
+            values[field] = getattr(args, field)
+    if args.no_intercept:
+        values["fit_intercept"] = False
+    return values
+
+
+def resume(snapshots: SnapshotDir, given: dict[str, Any], options: LearnerOptions,
+           force: bool) -> tuple[Learner, dict[str, int], dict[int, str]]:
+    """The learner of the newest valid snapshot (and its producers' sequence
+    numbers and feature names), checked against the configuration."""
+    snapshots.remove_stale_temporaries()
+    loaded, problems = snapshots.load_newest_valid()
+    for problem in problems:
+        log.warning("%s", problem)
+    if loaded is None:
+        raise CommandError(f"{snapshots.directory}: no snapshot verifies "
+                           f"({len(problems)} damaged); start with --no-resume for a new model")
+    saved = loaded.learner.options
+    clashes = [f"{name}={given[name]!r} (the snapshot has {getattr(saved, name)!r})"
+               for name in sorted(given) if getattr(saved, name) != getattr(options, name)]
+    learner = loaded.learner
+    if clashes and not force:
+        raise CommandError(f"{loaded.path.name} was trained with other settings: "
+                           f"{'; '.join(clashes)}; drop them, or pass --force-config to carry "
+                           f"its weights over to the new settings")
+    if clashes:
+        log.warning("--force-config: the weights of %s continue under %s", loaded.path.name,
+                    "; ".join(clashes))
+        learner = learner.with_options(options)
+    producers = loaded.extra.get("snapshot", {}).get("producers", {})
+    log.info("resumed from %s (%d examples)", loaded.path.name, learner.examples_seen)
+    return learner, producers, loaded.names
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -43,7 +91,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
     options = learner_options(args, learner_table)
     logging.basicConfig(stream=sys.stderr, level=config.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    daemon = Daemon(Learner(options), config)
+    producers: dict[str, int] = {}
+    names: dict[int, str] = {}
+    if args.predict_only:
+        if not args.model:
+            raise CommandError("--predict-only needs --model (a snapshot file or directory)")
+        learner, names = load_replica(args.model)
+    elif args.model:
+        raise CommandError("--model serves a snapshot read-only: add --predict-only "
+                           "(a trainer resumes from --snapshot-dir)")
+    else:
+        learner = Learner(options)
+        if config.snapshot_dir:
+            snapshots = SnapshotDir(config.snapshot_dir, config.keep)
+            wanted = config.resume if config.resume is not None else bool(snapshots.listing())
+            if wanted:
+                learner, producers, names = resume(
+                    snapshots, explicit_learner_values(args, learner_table), options,
+                    args.force_config)
+            try:
+                snapshots.ensure()
+            except OSError as exc:
+                raise CommandError(f"cannot use the snapshot directory: {exc}") from None
+        elif config.resume:
+            raise CommandError("--resume needs --snapshot-dir")
+    daemon = Daemon(learner, config, producers=producers, names=names,
+                    replica_of=args.model if args.predict_only else None)
     try:
         daemon.bind()
     except zmq.ZMQError as exc:
@@ -69,6 +142,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def load_replica(source: str) -> tuple[Learner, dict[int, str]]:
+    """The model a predict-only replica starts with: a model file, or the
+    newest valid snapshot of a directory."""
+    import pathlib
+    path = pathlib.Path(source)
+    try:
+        if path.is_dir():
+            loaded, problems = SnapshotDir(path, 1).load_newest_valid()
+            for problem in problems:
+                log.warning("%s", problem)
+            if loaded is None:
+                raise CommandError(f"{source}: no valid snapshot to serve")
+            return loaded.learner, loaded.names
+        learner, names, _ = model_file.load(path)
+        return learner, names
+    except FileNotFoundError:
+        raise CommandError(f"{source}: no such file or directory") from None
+    except model_file.ModelFileError as exc:
+        raise CommandError(str(exc)) from None
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     d = DaemonConfig()
     serve = sub.add_parser(
@@ -82,6 +176,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "[daemon] and [learner] tables), then the flags given here.",
         epilog="examples:\n"
                "  onlinel1 serve\n"
+               "  onlinel1 serve --snapshot-dir /var/lib/onlinel1 --snapshot-every-seconds 300\n"
+               "  onlinel1 serve --model /var/lib/onlinel1 --predict-only "
+               "--request-endpoint tcp://0.0.0.0:5566\n"
                "  onlinel1 serve --update fobos --l1 1e-5 --request-endpoint tcp://0.0.0.0:5556\n"
                "  onlinel1 serve --config /etc/onlinel1/onlinel1.toml --log-level debug")
     g = serve.add_argument_group("daemon")
@@ -98,5 +195,29 @@ def register(sub: argparse._SubParsersAction) -> None:
                         f"(default: {d.high_water_mark})")
     g.add_argument("--check", action="store_true",
                    help="validate the configuration, bind the endpoints, and exit without serving")
+    g.add_argument("--keep-names", action="store_const", const=True, default=None,
+                   help="remember the names of string features sent row-wise, for inspect")
+    snap = serve.add_argument_group(
+        "snapshots", "The model on disk: periodic, on request (onlinel1 snapshot) and at "
+                     "shutdown; atomic; resumed at start (docs/snapshot-format.md).")
+    snap.add_argument("--snapshot-dir", metavar="DIR", help="where snapshots are written")
+    snap.add_argument("--snapshot-every-seconds", type=float, metavar="N",
+                      help="take a snapshot every N seconds (default: 0, off)")
+    snap.add_argument("--snapshot-every-examples", type=int, metavar="M",
+                      help="take a snapshot every M examples learned (default: 0, off)")
+    snap.add_argument("--keep", type=int, metavar="K",
+                      help=f"snapshots kept; older ones are deleted (default: {d.keep})")
+    snap.add_argument("--resume", action=argparse.BooleanOptionalAction, default=None,
+                      help="start from the newest valid snapshot in --snapshot-dir "
+                           "(default: when it has any)")
+    snap.add_argument("--force-config", action="store_true",
+                      help="resume even where the learner settings differ from the snapshot's: "
+                           "its weights continue under the new settings")
+    snap.add_argument("--model", metavar="SNAPSHOT",
+                      help="with --predict-only: serve this snapshot file, or the newest "
+                           "snapshot of this directory, reloading when a newer one appears")
+    snap.add_argument("--predict-only", action="store_true",
+                      help="a read-only replica: no training endpoint; learn and snapshot "
+                           "requests are refused")
     add_learner_arguments(serve, with_defaults=False)
     serve.set_defaults(func=cmd_serve)

@@ -49,6 +49,18 @@ class DaemonConfig:
     #: A training batch is learned in slices of about this many features,
     #: with requests served between slices.
     slice_nnz: int = 16_384
+    #: Directory of the snapshots; None: no snapshots.
+    snapshot_dir: str | None = None
+    #: Take a snapshot every this many seconds (0: never on a timer).
+    snapshot_every_seconds: float = 0.0
+    #: Take a snapshot every this many examples learned (0: never by count).
+    snapshot_every_examples: int = 0
+    #: Snapshots kept in the directory (the newest valid one is never deleted).
+    keep: int = 5
+    #: Resume from the newest valid snapshot; None: when the directory has any.
+    resume: bool | None = None
+    #: Remember the names of string features sent row-wise (for inspect/export).
+    keep_names: bool = False
 
     def __post_init__(self) -> None:
         for name in ("train_endpoint", "request_endpoint"):
@@ -60,10 +72,28 @@ class DaemonConfig:
             raise ConfigError("train_endpoint and request_endpoint must differ")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
-        for name in ("max_message_bytes", "high_water_mark", "window_examples", "slice_nnz"):
+        for name in ("max_message_bytes", "high_water_mark", "window_examples", "slice_nnz",
+                     "keep"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(self.snapshot_every_examples, bool) or \
+                not isinstance(self.snapshot_every_examples, int) or self.snapshot_every_examples < 0:
+            raise ConfigError(f"snapshot_every_examples must be an integer >= 0, "
+                              f"got {self.snapshot_every_examples!r}")
+        if isinstance(self.snapshot_every_seconds, bool) or \
+                not isinstance(self.snapshot_every_seconds, (int, float)) or \
+                not 0 <= self.snapshot_every_seconds < float("inf"):
+            raise ConfigError(f"snapshot_every_seconds must be a number >= 0, "
+                              f"got {self.snapshot_every_seconds!r}")
+        if self.snapshot_dir is not None and not isinstance(self.snapshot_dir, str):
+            raise ConfigError(f"snapshot_dir must be a path, got {self.snapshot_dir!r}")
+        if self.resume not in (None, True, False):
+            raise ConfigError(f"resume must be true or false, got {self.resume!r}")
+        if not isinstance(self.keep_names, bool):
+            raise ConfigError(f"keep_names must be true or false, got {self.keep_names!r}")
+        if self.snapshot_dir is None and (self.snapshot_every_seconds or self.snapshot_every_examples):
+            raise ConfigError("snapshot_every_seconds / snapshot_every_examples need snapshot_dir")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

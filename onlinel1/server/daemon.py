@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
+import pathlib
 import time
 from typing import Any, Callable
 
@@ -30,6 +32,7 @@ from onlinel1.learner import Learner, NumericError, StoreFullError
 from onlinel1.server import protocol
 from onlinel1.server.config import DaemonConfig
 from onlinel1.server.protocol import ProtocolError
+from onlinel1.server.snapshots import BackgroundWriter, SnapshotDir, Written, write_now
 from onlinel1.server.stats import Stats
 
 log = logging.getLogger("onlinel1.daemon")
@@ -62,16 +65,26 @@ class Daemon:
 
     ``bind()`` opens the sockets (raising ``zmq.ZMQError`` if an endpoint
     cannot be bound), ``run()`` loops until ``request_stop()``, then the
-    batch in hand is finished and ``run()`` returns; ``close()`` releases
-    the sockets.
+    batch in hand is finished (and the final snapshot written) and
+    ``run()`` returns; ``close()`` releases the sockets.
+
+    ``producers`` and ``names`` carry on what a resumed snapshot held.
+    ``replica_of`` (a snapshot file or directory) makes a read-only
+    replica: no training socket, and the model is reloaded whenever a
+    newer snapshot appears there.
     """
 
     def __init__(self, learner: Learner, config: DaemonConfig,
-                 context: zmq.Context | None = None) -> None:
+                 context: zmq.Context | None = None, *,
+                 producers: dict[str, int] | None = None,
+                 names: dict[int, str] | None = None,
+                 replica_of: str | None = None) -> None:
         self.learner = learner
         self.config = config
         self.context = context or zmq.Context.instance()
         self.stats = Stats(config.window_examples)
+        self.stats.producers.update(producers or {})
+        self.names: dict[int, str] | None = dict(names or {}) if config.keep_names or names else None
         self.rejections = RateLimitedLog(log)
         self.training: zmq.Socket | None = None
         self.requests: zmq.Socket | None = None
@@ -80,8 +93,20 @@ class Daemon:
         self._deferred: collections.deque[tuple[list[bytes], Any, Batch]] = collections.deque()
         self.handlers: dict[str, Callable[[dict], dict]] = {
             "predict": self._predict, "learn": self._learn_request, "stats": self._stats,
-            "health": self._health, "config": self._config,
+            "health": self._health, "config": self._config, "snapshot": self._snapshot_request,
         }
+        # Snapshots.
+        self.snapshots = SnapshotDir(config.snapshot_dir, config.keep) if config.snapshot_dir else None
+        self.writer = BackgroundWriter(self.snapshots) if self.snapshots else None
+        self._snapshot_waiters: list[tuple[list[bytes], Any]] = []
+        self._writing_for: list[tuple[list[bytes], Any]] = []
+        self._snapshot_wanted = False
+        self._last_snapshot_time = time.monotonic()
+        self._last_snapshot_t = learner.examples_seen
+        # Read-only replica.
+        self.replica_of = replica_of
+        self._replica_version: Any = self._source_version() if replica_of else None
+        self._next_reload_check = time.monotonic() + 1.0
 
     # ---------------------------------------------------------- lifecycle
 
@@ -90,24 +115,30 @@ class Daemon:
         # ZeroMQ drops frames beyond MAXMSGSIZE itself (bounding memory
         # against absurd sizes); up to that the daemon answers too_large.
         hard_cap = 4 * c.max_message_bytes
-        training = self.context.socket(zmq.PULL)
+        training = None if self.replica_of else self.context.socket(zmq.PULL)
         requests = self.context.socket(zmq.ROUTER)
+        sockets = [s for s in (training, requests) if s is not None]
         try:
-            for sock in (training, requests):
+            for sock in sockets:
                 sock.setsockopt(zmq.RCVHWM, c.high_water_mark)
                 sock.setsockopt(zmq.SNDHWM, c.high_water_mark)
                 sock.setsockopt(zmq.MAXMSGSIZE, hard_cap)
                 sock.setsockopt(zmq.LINGER, 1000)
             requests.setsockopt(zmq.ROUTER_MANDATORY, 0)
-            training.bind(c.train_endpoint)
+            if training is not None:
+                training.bind(c.train_endpoint)
             requests.bind(c.request_endpoint)
         except zmq.ZMQError:
-            training.close(linger=0)
-            requests.close(linger=0)
+            for sock in sockets:
+                sock.close(linger=0)
             raise
         self.training, self.requests = training, requests
-        log.info("training on %s (PULL), requests on %s (ROUTER); learner: %s",
-                 c.train_endpoint, c.request_endpoint, self._learner_summary())
+        if self.replica_of:
+            log.info("predict-only replica of %s, requests on %s (ROUTER); learner: %s",
+                     self.replica_of, c.request_endpoint, self._learner_summary())
+        else:
+            log.info("training on %s (PULL), requests on %s (ROUTER); learner: %s",
+                     c.train_endpoint, c.request_endpoint, self._learner_summary())
 
     def request_stop(self) -> None:
         """Stop taking input; ``run()`` returns once the batch in hand is done."""
@@ -127,22 +158,150 @@ class Daemon:
     # --------------------------------------------------------------- loop
 
     def run(self) -> None:
-        assert self.training is not None and self.requests is not None, "bind() first"
+        assert self.requests is not None, "bind() first"
         poller = zmq.Poller()
         poller.register(self.requests, zmq.POLLIN)
-        poller.register(self.training, zmq.POLLIN)
+        if self.training is not None:
+            poller.register(self.training, zmq.POLLIN)
         while not self._stop:
             events = dict(poller.poll(POLL_MS))
             if self.requests in events:
                 self._serve_requests()
             while self._deferred:
                 self._run_deferred_learn()
-            if self.training in events and not self._stop:
+            if self.training is not None and self.training in events and not self._stop:
                 self._train_one()
+            if self.snapshots is not None:
+                self._snapshot_turn()
+            if self.replica_of:
+                self._reload_if_newer()
         # Stop taking input; what was acknowledged-in-hand is answered.
         while self._deferred:
             self._run_deferred_learn()
+        if self.snapshots is not None:
+            self._final_snapshot()
         log.info("stopped after %d examples", self.learner.examples_seen)
+
+    # ---------------------------------------------------------- snapshots
+
+    def _snapshot_due(self) -> bool:
+        c = self.config
+        if self._snapshot_wanted:
+            return True
+        if c.snapshot_every_seconds and \
+                time.monotonic() - self._last_snapshot_time >= c.snapshot_every_seconds:
+            return self.learner.examples_seen != self._last_snapshot_t
+        if c.snapshot_every_examples and \
+                self.learner.examples_seen - self._last_snapshot_t >= c.snapshot_every_examples:
+            return True
+        return False
+
+    def _snapshot_turn(self) -> None:
+        """Between batches: collect a finished write, start a due one."""
+        record = self.writer.poll()
+        if record is not None:
+            self._snapshot_done(record, self._writing_for)
+            self._writing_for = []
+        if not self.writer.busy and self._snapshot_due():
+            reason = "request" if self._snapshot_wanted else "periodic"
+            self._writing_for, self._snapshot_waiters = self._snapshot_waiters, []
+            self._snapshot_wanted = False
+            self._last_snapshot_time = time.monotonic()
+            self._last_snapshot_t = self.learner.examples_seen
+            try:
+                self.writer.start(self.learner, self.names, self.stats.producers, reason)
+            except OSError as exc:   # fork failed (memory, process limits)
+                self._snapshot_done(Written(0, pathlib.Path(""), False, 0, 0.0, 0.0, reason,
+                                            f"cannot start the writer: {exc}"), self._writing_for)
+                self._writing_for = []
+
+    def _snapshot_done(self, record: Written, waiters: list) -> None:
+        if record.ok:
+            self.stats.last_snapshot = {
+                "seq": record.seq, "file": record.path.name, "unix_time": round(time.time(), 3),
+                "size": record.size, "duration_s": round(record.duration_s, 6),
+                "pause_s": round(record.pause_s, 6), "reason": record.reason,
+                "examples": self._last_snapshot_t}
+            log.info("snapshot %s written (%d bytes, %.3f s, learning paused %.1f ms)",
+                     record.path.name, record.size, record.duration_s, 1000 * record.pause_s)
+        else:
+            self.stats.snapshots_failed += 1
+            log.error("snapshot %s failed: %s", record.path.name, record.error)
+        for envelope, request_id in waiters:
+            if record.ok:
+                reply = protocol.encode_result(request_id, {
+                    "file": record.path.name, "seq": record.seq, "size": record.size,
+                    "examples": self._last_snapshot_t})
+            else:
+                reply = protocol.encode_error(request_id, protocol.INTERNAL,
+                                              f"the snapshot failed: {record.error}")
+            self._reply(envelope, reply)
+
+    def _final_snapshot(self) -> None:
+        record = self.writer.poll(block=True)
+        if record is not None:
+            self._snapshot_done(record, self._writing_for)
+            self._writing_for = []
+        waiters, self._snapshot_waiters = self._snapshot_waiters, []
+        self._last_snapshot_t = self.learner.examples_seen
+        try:
+            record = write_now(self.snapshots, self.learner, self.names, self.stats.producers,
+                               "shutdown")
+        except OSError as exc:
+            record = Written(0, pathlib.Path(""), False, 0, 0.0, 0.0, "shutdown", str(exc))
+        self._snapshot_done(record, waiters)
+
+    def _snapshot_request(self, msg: dict) -> dict | None:
+        if self.replica_of:
+            raise ProtocolError(protocol.READ_ONLY, "a predict-only replica takes no snapshots")
+        if self.snapshots is None:
+            raise ProtocolError(protocol.BAD_REQUEST,
+                                "this daemon has no snapshot directory (start it with --snapshot-dir)")
+        self._snapshot_wanted = True
+        return None   # answered when the snapshot is on disk
+
+    # ------------------------------------------------------------ replica
+
+    def _source_version(self) -> Any:
+        path = pathlib.Path(self.replica_of)
+        if path.is_dir():
+            listing = SnapshotDir(path, 1).listing()
+            return listing[-1][0] if listing else None
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def _reload_if_newer(self) -> None:
+        now = time.monotonic()
+        if now < self._next_reload_check:
+            return
+        self._next_reload_check = now + 1.0
+        version = self._source_version()
+        if version is None or version == self._replica_version:
+            return
+        from onlinel1 import model_file
+        path = pathlib.Path(self.replica_of)
+        try:
+            if path.is_dir():
+                loaded, problems = SnapshotDir(path, 1).load_newest_valid()
+                for problem in problems:
+                    log.warning("%s", problem)
+                if loaded is None:
+                    return
+                learner, names, source = loaded.learner, loaded.names, loaded.path
+            else:
+                learner, names, _ = model_file.load(path)
+                source = path
+        except (model_file.ModelFileError, OSError) as exc:
+            log.warning("not reloading %s: %s", self.replica_of, exc)
+            return
+        self.learner, self._replica_version = learner, version
+        if self.names is not None or names:
+            self.names = dict(names)
+        self.stats.reloads += 1
+        log.info("reloaded the model from %s (%d examples)", source, learner.examples_seen)
 
     # ----------------------------------------------------------- training
 
@@ -162,7 +321,7 @@ class Daemon:
                 raise ProtocolError(protocol.BAD_REQUEST, "producer must be a string")
             if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int)):
                 raise ProtocolError(protocol.BAD_REQUEST, "seq must be an integer")
-            batch = protocol.decode_batch(msg, need_labels=True)
+            batch = protocol.decode_batch(msg, need_labels=True, names=self.names)
             self._check(batch, learning=True)
         except ProtocolError as exc:
             self._reject(exc)
@@ -248,11 +407,15 @@ class Daemon:
                                     f"unknown operation {op!r}; this daemon answers "
                                     f"{', '.join(sorted(self.handlers))}")
             self.stats.requests[op] += 1
-            if op == "learn" and self._in_batch:
+            if op == "learn" and self._in_batch and not self.replica_of:
                 batch = self._learn_batch(msg)
                 self._deferred.append((envelope, request_id, batch))
                 return
-            reply = protocol.encode_result(request_id, handler(msg))
+            result = handler(msg)
+            if result is None:          # answered later (snapshot)
+                self._snapshot_waiters.append((envelope, request_id))
+                return
+            reply = protocol.encode_result(request_id, result)
         except ProtocolError as exc:
             self.stats.errors[exc.code] += 1
             reply = protocol.encode_error(request_id, exc.code, exc.message)
@@ -281,7 +444,7 @@ class Daemon:
     # ----------------------------------------------------------- handlers
 
     def _learn_batch(self, msg: dict) -> Batch:
-        batch = protocol.decode_batch(msg, need_labels=True)
+        batch = protocol.decode_batch(msg, need_labels=True, names=self.names)
         self._check(batch, learning=True)
         return batch
 
@@ -290,6 +453,9 @@ class Daemon:
         return self._learn_sliced(batch)
 
     def _learn_request(self, msg: dict) -> dict:
+        if self.replica_of:
+            raise ProtocolError(protocol.READ_ONLY, "this is a predict-only replica: "
+                                                    "send training to the trainer")
         return self._learn_checked(self._learn_batch(msg))
 
     def _predict(self, msg: dict) -> dict:
@@ -331,8 +497,8 @@ class Daemon:
         return self.stats.report(self.learner)
 
     def _health(self, msg: dict) -> dict:
-        return {"status": "ok", "mode": "training", "uptime_s": round(self.stats.uptime(), 3),
-                "examples": self.learner.examples_seen}
+        return {"status": "ok", "mode": "predict-only" if self.replica_of else "training",
+                "uptime_s": round(self.stats.uptime(), 3), "examples": self.learner.examples_seen}
 
     def _config(self, msg: dict) -> dict:
         return {"learner": self.learner.options.to_dict(), "daemon": self.config.to_dict(),

@@ -210,7 +210,7 @@ def _number(value: Any, what: str) -> float:
     return float(value)
 
 
-def decode_rows(rows: Any, need_labels: bool) -> Batch:
+def decode_rows(rows: Any, need_labels: bool, names: dict[int, str] | None = None) -> Batch:
     if not isinstance(rows, list):
         raise ProtocolError(BAD_REQUEST, "rows must be an array of examples")
     indptr = [0]
@@ -262,8 +262,10 @@ def decode_rows(rows: Any, need_labels: bool) -> Batch:
             by_namespace.setdefault(namespace, []).append((name, positions))
         for namespace, items in by_namespace.items():
             hashed = feature_keys([name for name, _ in items], namespace)
-            for (_, positions), key in zip(items, hashed):
+            for (name, positions), key in zip(items, hashed):
                 key_arr[positions] = key
+                if names is not None and int(key) not in names:
+                    names[int(key)] = name if namespace is None else f"{namespace}^{name}"
     try:
         return Batch(np.array(indptr, dtype=np.int64), key_arr, np.array(values, dtype=np.float64),
                      np.array(labels, dtype=np.float64) if need_labels else None,
@@ -272,12 +274,16 @@ def decode_rows(rows: Any, need_labels: bool) -> Batch:
         raise ProtocolError(BAD_BATCH, f"rows: {exc}") from None
 
 
-def decode_batch(msg: Mapping[str, Any], need_labels: bool) -> Batch:
-    """The examples of a train/learn/predict message (``rows`` or ``csr``)."""
+def decode_batch(msg: Mapping[str, Any], need_labels: bool,
+                 names: dict[int, str] | None = None) -> Batch:
+    """The examples of a train/learn/predict message (``rows`` or ``csr``);
+    the names of new string features go into ``names`` if it is a dict."""
     has_rows, has_csr = "rows" in msg, "csr" in msg
     if has_rows == has_csr:
         raise ProtocolError(BAD_REQUEST, "give the examples as exactly one of 'rows' or 'csr'")
-    return decode_rows(msg["rows"], need_labels) if has_rows else decode_csr(msg["csr"], need_labels)
+    if has_rows:
+        return decode_rows(msg["rows"], need_labels, names)
+    return decode_csr(msg["csr"], need_labels)
 
 
 # ------------------------------------------------------------------ replies

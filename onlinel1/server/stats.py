@@ -19,6 +19,9 @@ class Stats:
         self.errors: collections.Counter[str] = collections.Counter()
         self.rejected: collections.Counter[str] = collections.Counter()
         self.producers: dict[str, int] = {}
+        self.last_snapshot: dict[str, Any] | None = None
+        self.snapshots_failed = 0
+        self.reloads = 0
         self.window_examples = window_examples
         # (examples, loss_sum, weight_sum, correct) of each recent slice.
         self._window: collections.deque[tuple[int, float, float, int]] = collections.deque()
@@ -68,4 +71,7 @@ class Stats:
             "errors": dict(self.errors),
             "rejected": dict(self.rejected),
             "producers": dict(self.producers),
+            "last_snapshot": self.last_snapshot,
+            "snapshots_failed": self.snapshots_failed,
+            "reloads": self.reloads,
         }
