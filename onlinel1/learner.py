@@ -56,7 +56,9 @@ class Learner:
         o = self.options
         self._kernel = SGDKernel(o.loss, o.update, o.schedule, o.origin, o.l1, o.l2,
                                  o.eta0, o.power_t, o.decay_rate, o.decay_steps,
-                                 o.fit_intercept, o.rebase_at)
+                                 o.fit_intercept, o.rebase_at, o.truncate_every,
+                                 o.truncate_theta, o.adagrad_delta, o.ftrl_beta,
+                                 o.spred_init, o.spred_threshold)
         self._progress = {"examples": 0, "weight_sum": 0.0, "loss_sum": 0.0, "correct": 0}
 
     def __repr__(self) -> str:
@@ -179,10 +181,11 @@ class Learner:
         return dict(self._progress)
 
     def learning_rate(self) -> float:
-        """The step size the next example will use."""
+        """The step size the next example will use (``eta0`` for the rules
+        with per-coordinate steps, adagrad-fobos and ftrl)."""
         o = self.options
         t = self._kernel.t + 1
-        if o.schedule == "constant":
+        if o.schedule == "constant" or o.update in ("adagrad-fobos", "ftrl"):
             return o.eta0
         if o.schedule == "invscaling":
             return o.eta0 / t ** o.power_t
@@ -214,8 +217,17 @@ class Learner:
         starts afresh: a new penalty clock at 0)."""
         new = Learner(options)
         keys, weights = self.weights()
-        columns = STATE_COLUMNS[(options.update, options.origin)]
-        new._kernel.store.load(keys, weights, [np.zeros(keys.size) for _ in columns])
+        columns = [np.zeros(keys.size) for _ in STATE_COLUMNS[(options.update, options.origin)]]
+        stored = weights
+        if options.update == "ftrl":
+            # z with n = 0 such that the weight read back is w.
+            stored = -(weights * (options.ftrl_beta / options.eta0 + options.l2)
+                       + np.sign(weights) * options.l1)
+        elif options.update == "spred":
+            # a = sqrt|w|, b = sign(w) sqrt|w|, at scale 1.
+            stored = np.sqrt(np.abs(weights))
+            columns = [np.sign(weights) * stored]
+        new._kernel.store.load(keys, stored, columns)
         new._kernel.set_clocks({"t": self._kernel.t, "scale": 1.0, "intercept": self.intercept,
                                 "clock": 0.0, "clock_scale": 1.0,
                                 "last_compact_t": self._kernel.t})

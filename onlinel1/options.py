@@ -11,7 +11,8 @@ import math
 from typing import Any, Mapping
 
 LOSSES = ("log", "squared", "hinge")
-UPDATES = ("plain", "subgradient", "cumulative", "fobos")
+UPDATES = ("plain", "subgradient", "cumulative", "fobos", "truncated", "adagrad-fobos", "ftrl",
+           "spred")
 SCHEDULES = ("constant", "invscaling", "exponential")
 ORIGINS = ("start", "first-seen")
 
@@ -51,6 +52,13 @@ class LearnerOptions:
     origin: where the cumulative penalty of a new feature starts: ``start``
         (paper semantics) or ``first-seen`` (for endless streams).
     fit_intercept: learn an unpenalised bias term.
+    truncate_every, truncate_theta: K and theta of ``truncated``.
+    adagrad_delta: delta of ``adagrad-fobos``'s eta0 / sqrt(delta + G_i).
+    ftrl_beta: beta of ``ftrl`` (its alpha is eta0).
+    spred_init, spred_threshold: the start (a, b) = (spred_init, 0) of a new
+        feature under ``spred``, and the |w| at or below which it is zero.
+
+    docs/algorithms.md has the exact update of every rule.
     """
 
     loss: str = "log"
@@ -64,6 +72,12 @@ class LearnerOptions:
     decay_steps: float = 100_000.0
     origin: str = "first-seen"
     fit_intercept: bool = True
+    truncate_every: int = 1
+    truncate_theta: float = float("inf")
+    adagrad_delta: float = 1e-8
+    ftrl_beta: float = 1.0
+    spred_init: float = 1.0
+    spred_threshold: float = 1e-6
     rebase_at: float = DEFAULT_REBASE_AT
 
     def __post_init__(self) -> None:
@@ -72,9 +86,31 @@ class LearnerOptions:
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("origin", self.origin, ORIGINS)
         numbers = {f: _number(f, getattr(self, f)) for f in
-                   ("l1", "l2", "eta0", "power_t", "decay_rate", "decay_steps", "rebase_at")}
+                   ("l1", "l2", "eta0", "power_t", "decay_rate", "decay_steps", "rebase_at",
+                    "adagrad_delta", "ftrl_beta", "spred_init", "spred_threshold")}
         for name, value in numbers.items():
             object.__setattr__(self, name, value)
+        theta = self.truncate_theta
+        if isinstance(theta, bool) or not isinstance(theta, (int, float)) or theta != theta \
+                or theta <= 0:
+            raise ValueError(f"truncate_theta must be a number > 0 (inf: no limit), got {theta!r}")
+        object.__setattr__(self, "truncate_theta", float(theta))
+        every = self.truncate_every
+        if isinstance(every, float) and every.is_integer():
+            every = int(every)
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"truncate_every must be an integer >= 1, got {self.truncate_every!r}")
+        object.__setattr__(self, "truncate_every", every)
+        if self.adagrad_delta <= 0:
+            raise ValueError(f"adagrad_delta must be > 0, got {self.adagrad_delta!r}")
+        if self.ftrl_beta < 0:
+            raise ValueError(f"ftrl_beta must be >= 0, got {self.ftrl_beta!r}")
+        if self.spred_init <= 0:
+            raise ValueError(f"spred_init must be > 0, got {self.spred_init!r}")
+        if self.spred_threshold < 0:
+            raise ValueError(f"spred_threshold must be >= 0, got {self.spred_threshold!r}")
+        if self.update in ("truncated", "spred") and self.l2 > 0:
+            raise ValueError(f"l2 must be 0 with update={self.update!r} (it has no L2 term)")
         if not isinstance(self.fit_intercept, bool):
             raise ValueError(f"fit_intercept must be True or False, got {self.fit_intercept!r}")
         if self.l1 < 0:
@@ -91,10 +127,13 @@ class LearnerOptions:
             raise ValueError(f"decay_steps must be > 0, got {self.decay_steps!r}")
         if self.rebase_at <= 1:
             raise ValueError(f"rebase_at must be > 1, got {self.rebase_at!r}")
+        if self.update == "spred" and self.eta0 * self.l1 >= 1:
+            raise ValueError(f"l1 * eta0 must be < 1 with update='spred' (the decay 1 - eta*l1 "
+                             f"of a and b would reach 0), got l1={self.l1!r}, eta0={self.eta0!r}")
         if self.update == "plain" and self.l1 > 0:
             raise ValueError("l1 must be 0 with update='plain' (it has no L1 penalty); "
                              "use update='subgradient', 'cumulative' or 'fobos' for L1")
-        if self.update != "fobos" and self.eta0 * self.l2 >= 1:
+        if self.update in ("plain", "subgradient", "cumulative") and self.eta0 * self.l2 >= 1:
             # The decay factor 1 - eta*l2 would reach zero or below and wipe
             # every weight; every schedule has eta_t <= eta0.
             raise ValueError(f"l2 * eta0 must be < 1 with update={self.update!r} "

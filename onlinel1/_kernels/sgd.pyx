@@ -21,7 +21,7 @@ its first example touches a weight; a numeric failure in the middle (a
 margin that overflows) stops before that example, leaving the model as it
 was after the previous one.
 """
-from libc.math cimport NAN, copysign, exp, fabs, isfinite, log1p, pow
+from libc.math cimport INFINITY, NAN, copysign, exp, expm1, fabs, isfinite, log1p, pow, sqrt
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 
@@ -41,6 +41,10 @@ cdef enum:
     RULE_SUBGRADIENT = 1
     RULE_CUMULATIVE = 2
     RULE_FOBOS = 3
+    RULE_TRUNCATED = 4
+    RULE_ADAGRAD_FOBOS = 5
+    RULE_FTRL = 6
+    RULE_SPRED = 7
 
 cdef enum:
     ORIGIN_START = 0
@@ -58,7 +62,8 @@ cdef double SCALE_RESET = 1e-9
 
 LOSSES = {"log": LOSS_LOG, "squared": LOSS_SQUARED, "hinge": LOSS_HINGE}
 RULES = {"plain": RULE_PLAIN, "subgradient": RULE_SUBGRADIENT,
-         "cumulative": RULE_CUMULATIVE, "fobos": RULE_FOBOS}
+         "cumulative": RULE_CUMULATIVE, "fobos": RULE_FOBOS, "truncated": RULE_TRUNCATED,
+         "adagrad-fobos": RULE_ADAGRAD_FOBOS, "ftrl": RULE_FTRL, "spred": RULE_SPRED}
 SCHEDULES = {"constant": SCHEDULE_CONSTANT, "invscaling": SCHEDULE_INVSCALING,
              "exponential": SCHEDULE_EXPONENTIAL}
 ORIGINS = {"start": ORIGIN_START, "first-seen": ORIGIN_FIRST_SEEN}
@@ -70,7 +75,14 @@ STATE_COLUMNS = {
     ("cumulative", "start"): ("applied_penalty",),
     ("cumulative", "first-seen"): ("applied_penalty", "penalty_origin"),
     ("fobos", "start"): ("last_clock",), ("fobos", "first-seen"): ("last_clock",),
+    ("truncated", "start"): ("last_clock",), ("truncated", "first-seen"): ("last_clock",),
+    ("adagrad-fobos", "start"): ("grad_sq_sum", "last_step"),
+    ("adagrad-fobos", "first-seen"): ("grad_sq_sum", "last_step"),
+    ("ftrl", "start"): ("n",), ("ftrl", "first-seen"): ("n",),
+    ("spred", "start"): ("b",), ("spred", "first-seen"): ("b",),
 }
+# What the weight column holds where it is not the weight itself.
+WEIGHT_COLUMN = {"ftrl": "z", "spred": "a"}
 
 
 class NumericError(FloatingPointError):
@@ -101,6 +113,8 @@ cdef class SGDKernel:
     cdef double l1, l2, eta0, power_t, decay_rate, decay_steps
     cdef bint fit_intercept
     cdef double rebase_at
+    cdef long long truncate_every
+    cdef double truncate_theta, adagrad_delta, ftrl_beta, spred_init, spred_threshold
     # Clocks.  t: examples learned.  scale: c in w = c v.  clock: u for
     # cumulative L1, T for subgradient, B for FOBOS.  clock_scale: A (FOBOS).
     cdef public long long t
@@ -113,7 +127,10 @@ cdef class SGDKernel:
     def __init__(self, str loss, str rule, str schedule, str origin,
                  double l1, double l2, double eta0, double power_t,
                  double decay_rate, double decay_steps, bint fit_intercept,
-                 double rebase_at):
+                 double rebase_at, long long truncate_every=1,
+                 double truncate_theta=INFINITY, double adagrad_delta=1e-8,
+                 double ftrl_beta=1.0, double spred_init=1.0,
+                 double spred_threshold=1e-6):
         self.loss = LOSSES[loss]
         self.rule = RULES[rule]
         self.schedule = SCHEDULES[schedule]
@@ -122,6 +139,9 @@ cdef class SGDKernel:
         self.decay_rate, self.decay_steps = decay_rate, decay_steps
         self.fit_intercept = fit_intercept
         self.rebase_at = rebase_at
+        self.truncate_every, self.truncate_theta = truncate_every, truncate_theta
+        self.adagrad_delta, self.ftrl_beta = adagrad_delta, ftrl_beta
+        self.spred_init, self.spred_threshold = spred_init, spred_threshold
         self.store = WeightStore(len(STATE_COLUMNS[(rule, origin)]))
         self.t = 0
         self.scale = 1.0
@@ -237,7 +257,7 @@ cdef class SGDKernel:
             while row >= 0:
                 # Only FOBOS decays absent weights to an exact zero; for the
                 # other rules a stored zero is already pruned at its touch.
-                w = fobos_weight(self, row) if self.rule == RULE_FOBOS else self.store.w[row]
+                w = weight_now(self, row) if decays_while_absent(self) else self.store.w[row]
                 if prunable(self, row, w):
                     self.store.remove_row(row)
                 row -= 1
@@ -247,7 +267,7 @@ cdef class SGDKernel:
     def _compact_if_due(self):
         # FOBOS weights that decayed to zero while their feature was absent
         # leave the store here; amortised O(1) per example.
-        if self.rule == RULE_FOBOS and self.t - self.last_compact_t >= max(self.store.n, 4096):
+        if decays_while_absent(self) and self.t - self.last_compact_t >= max(self.store.n, 4096):
             self.compact()
         elif self.store.n * 4 < self.store.cap:
             self.store.shrink()
@@ -276,7 +296,22 @@ cdef inline double weight_now(SGDKernel k, Py_ssize_t row) noexcept nogil:
         return fobos_weight(k, row)
     if k.rule == RULE_SUBGRADIENT:
         return subgradient_weight(k, row)
+    if k.rule == RULE_TRUNCATED:
+        return truncated_weight(k, row)
+    if k.rule == RULE_ADAGRAD_FOBOS:
+        return adagrad_fobos_weight(k, row)
+    if k.rule == RULE_FTRL:
+        return ftrl_weight(k, row)
+    if k.rule == RULE_SPRED:
+        return spred_weight(k, row)
     return k.store.w[row]
+
+
+cdef inline bint decays_while_absent(SGDKernel k) noexcept nogil:
+    """Rules whose absent weights reach (or read as) an exact 0, which a
+    periodic compaction removes from the store."""
+    return (k.rule == RULE_FOBOS or k.rule == RULE_TRUNCATED or
+            k.rule == RULE_ADAGRAD_FOBOS or k.rule == RULE_SPRED)
 
 
 cdef inline bint prunable(SGDKernel k, Py_ssize_t row, double w) noexcept nogil:
@@ -287,12 +322,17 @@ cdef inline bint prunable(SGDKernel k, Py_ssize_t row, double w) noexcept nogil:
         # Paper semantics: a zeroed weight keeps owing u + q_i; only
         # q_i == 0 is indistinguishable from a feature never seen.
         return k.store.aux[0][row] == 0.0
+    if k.rule == RULE_FTRL:
+        # A zero weight still has its n_i: only (z, n) = (0, 0) is absent.
+        return k.store.w[row] == 0.0 and k.store.aux[0][row] == 0.0
     return True
 
 
 cdef inline void init_new_row(SGDKernel k, Py_ssize_t row) noexcept nogil:
-    if k.rule == RULE_SUBGRADIENT or k.rule == RULE_FOBOS:
+    if k.rule == RULE_SUBGRADIENT or k.rule == RULE_FOBOS or k.rule == RULE_TRUNCATED:
         k.store.aux[0][row] = NAN   # caught up: the step sets its clock
+    elif k.rule == RULE_SPRED:
+        k.store.w[row] = k.spred_init / k.clock_scale   # (a, b) = (init, 0)
     elif k.rule == RULE_CUMULATIVE and k.origin == ORIGIN_FIRST_SEEN:
         k.store.aux[1][row] = k.clock   # penalty origin: u before this step
 
@@ -348,7 +388,7 @@ cdef void rebase_clocks(SGDKernel k) noexcept nogil:
         for row in range(n):
             col[row] -= k.clock
         k.clock = 0.0
-    elif k.rule == RULE_SUBGRADIENT:
+    elif k.rule == RULE_SUBGRADIENT or k.rule == RULE_TRUNCATED:
         col = k.store.aux[0]
         for row in range(n):
             col[row] -= k.clock
@@ -369,11 +409,48 @@ cdef void rebase_clocks(SGDKernel k) noexcept nogil:
 cdef inline bint needs_rebase(SGDKernel k) noexcept nogil:
     if k.rule == RULE_CUMULATIVE:
         return k.origin == ORIGIN_FIRST_SEEN and k.clock > k.rebase_at
-    if k.rule == RULE_SUBGRADIENT:
+    if k.rule == RULE_SUBGRADIENT or k.rule == RULE_TRUNCATED:
         return k.clock > k.rebase_at
     if k.rule == RULE_FOBOS:
         return k.clock > k.rebase_at or k.clock_scale > k.rebase_at
     return False
+
+
+# ------------------------------------------------------- repeated keys
+
+cdef inline Py_ssize_t group_table_size(Py_ssize_t max_nnz) noexcept nogil:
+    cdef Py_ssize_t size = 16
+    while size < 2 * max_nnz:
+        size *= 2
+    return size
+
+
+cdef void group_rows(const Py_ssize_t* rows, Py_ssize_t nnz, Py_ssize_t* first,
+                     double* gsum, Py_ssize_t* table, const floating* x,
+                     double gs) noexcept nogil:
+    """For the rules that take one gradient per coordinate: first[j] is the
+    index of the first occurrence of rows[j] in this example (-1 if the
+    feature has no row), and gsum[first] = gs * (sum of its values)."""
+    cdef Py_ssize_t size = group_table_size(nnz)
+    cdef Py_ssize_t mask = size - 1
+    cdef Py_ssize_t j, i, row
+    for i in range(size):
+        table[i] = -1
+    for j in range(nnz):
+        row = rows[j]
+        if row < 0:
+            first[j] = -1
+            continue
+        i = <Py_ssize_t>(fmix64(<uint64_t>row) & <uint64_t>mask)
+        while table[i] >= 0 and rows[table[i]] != row:
+            i = (i + 1) & mask
+        if table[i] < 0:
+            table[i] = j
+            first[j] = j
+            gsum[j] = gs * x[j]
+        else:
+            first[j] = table[i]
+            gsum[table[i]] += gs * x[j]
 
 
 # ------------------------------------------------------------ prefetching
@@ -413,13 +490,18 @@ cdef int learn_rows(SGDKernel k, const int64_t[::1] indptr,
     cdef signed char* sgn = <signed char*>malloc(max_nnz + 1)
     cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
     cdef double* wnow = <double*>malloc((max_nnz + 1) * sizeof(double))
+    cdef Py_ssize_t* first = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
+    cdef double* gsum = <double*>malloc((max_nnz + 1) * sizeof(double))
+    cdef Py_ssize_t table_size = group_table_size(max_nnz)
+    cdef Py_ssize_t* table = <Py_ssize_t*>malloc(table_size * sizeof(Py_ssize_t))
     cdef const uint64_t* kp
     cdef const floating* xp
-    cdef double y, weight, p, acc, g, eta, update, max_x, loss_sum = 0.0
+    cdef double y, weight, p, acc, g, gs, eta, update, max_x, loss_sum = 0.0
     cdef double weight_sum = 0.0, n_correct = 0.0
     cdef int status = OK
-    if rows == NULL or sgn == NULL or cand == NULL or wnow == NULL:
-        free(rows); free(sgn); free(cand); free(wnow)
+    if rows == NULL or sgn == NULL or cand == NULL or wnow == NULL or first == NULL \
+            or gsum == NULL or table == NULL:
+        free(rows); free(sgn); free(cand); free(wnow); free(first); free(gsum); free(table)
         failed_at[0] = 0
         return E_NOMEM
     for i in range(n_rows):
@@ -464,7 +546,9 @@ cdef int learn_rows(SGDKernel k, const int64_t[::1] indptr,
         eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
                         k.decay_steps, k.t + 1)
         update = -eta * g * weight
-        if not isfinite(update) or not isfinite(update / k.scale * max_x):
+        gs = g * weight
+        if not isfinite(update) or not isfinite(update / k.scale * max_x) \
+                or not isfinite(gs * max_x):
             status = E_UPDATE
             break
         loss_sum += weight * loss_value(k.loss, y, p)
@@ -479,6 +563,14 @@ cdef int learn_rows(SGDKernel k, const int64_t[::1] indptr,
             fobos_step(k, kp, xp, nnz, rows, wnow, update, eta)
         elif k.rule == RULE_SUBGRADIENT:
             subgradient_step(k, kp, xp, nnz, rows, wnow, sgn, update, eta)
+        elif k.rule == RULE_TRUNCATED:
+            truncated_step(k, kp, xp, nnz, rows, wnow, update, eta)
+        elif k.rule == RULE_ADAGRAD_FOBOS:
+            adagrad_fobos_step(k, kp, xp, nnz, rows, wnow, gs, first, gsum, table)
+        elif k.rule == RULE_FTRL:
+            ftrl_step(k, kp, xp, nnz, rows, wnow, gs, first, gsum, table)
+        elif k.rule == RULE_SPRED:
+            spred_step(k, kp, xp, nnz, rows, gs, eta, first, gsum, table)
         else:
             plain_step(k, kp, xp, nnz, rows, update, eta)
         if k.fit_intercept:
@@ -492,14 +584,14 @@ cdef int learn_rows(SGDKernel k, const int64_t[::1] indptr,
         n_cand = 0
         for j in range(nnz):
             row = rows[j]
-            if row >= 0 and prunable(k, row, k.store.w[row]):
+            if row >= 0 and prunable(k, row, weight_now(k, row)):
                 cand[n_cand] = kp[j]
                 n_cand += 1
         for j in range(n_cand):
             row = store_find(k.store, cand[j])
-            if row >= 0 and prunable(k, row, k.store.w[row]):
+            if row >= 0 and prunable(k, row, weight_now(k, row)):
                 k.store.remove_row(row)
-    free(rows); free(sgn); free(cand); free(wnow)
+    free(rows); free(sgn); free(cand); free(wnow); free(first); free(gsum); free(table)
     failed_at[0] = i if status != OK else n_rows
     out[0] = loss_sum
     out[1] = weight_sum
@@ -525,3 +617,7 @@ include "rules/plain.pxi"
 include "rules/subgradient.pxi"
 include "rules/cumulative_l1.pxi"
 include "rules/fobos.pxi"
+include "rules/truncated.pxi"
+include "rules/adagrad_fobos.pxi"
+include "rules/ftrl.pxi"
+include "rules/spred.pxi"

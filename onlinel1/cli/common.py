@@ -35,7 +35,10 @@ class Parser(argparse.ArgumentParser):
 LEARNER_FLAGS = (("--loss", "loss"), ("--update", "update"), ("--l1", "l1"), ("--l2", "l2"),
                  ("--eta0", "eta0"), ("--schedule", "schedule"), ("--power-t", "power_t"),
                  ("--decay-rate", "decay_rate"), ("--decay-steps", "decay_steps"),
-                 ("--origin", "origin"))
+                 ("--origin", "origin"), ("--truncate-every", "truncate_every"),
+                 ("--truncate-theta", "truncate_theta"), ("--adagrad-delta", "adagrad_delta"),
+                 ("--ftrl-beta", "ftrl_beta"), ("--spred-init", "spred_init"),
+                 ("--spred-threshold", "spred_threshold"))
 
 
 def add_learner_arguments(parser: argparse.ArgumentParser, with_defaults: bool = True) -> None:
@@ -56,8 +59,10 @@ def add_learner_arguments(parser: argparse.ArgumentParser, with_defaults: bool =
                         f"hinge (linear SVM) (default: {d.loss})")
     g.add_argument("--update", choices=UPDATES, default=default(d.update),
                    help=f"plain SGD, naive subgradient L1, cumulative L1 penalty "
-                        f"(Tsuruoka et al. 2009) or FOBOS (Duchi & Singer 2009) "
-                        f"(default: {d.update})")
+                        f"(Tsuruoka et al. 2009), FOBOS (Duchi & Singer 2009), truncated "
+                        f"gradient (Langford et al. 2009), AdaGrad-FOBOS (Duchi et al. 2011), "
+                        f"FTRL-Proximal (McMahan et al. 2013) or spred (w = a*b; Ziyin & Wang "
+                        f"2023) (default: {d.update})")
     g.add_argument("--l1", type=float, default=default(d.l1), metavar="X",
                    help=f"L1 penalty per example (default: {d.l1})")
     g.add_argument("--l2", type=float, default=default(d.l2), metavar="X",
@@ -78,6 +83,22 @@ def add_learner_arguments(parser: argparse.ArgumentParser, with_defaults: bool =
                    help=f"where a new feature's cumulative L1 penalty starts: start "
                         f"(as in the paper) or first-seen (for endless streams) "
                         f"(default: {d.origin})")
+    g.add_argument("--truncate-every", type=int, default=default(d.truncate_every), metavar="K",
+                   help=f"truncated: truncate every K examples (default: {d.truncate_every})")
+    g.add_argument("--truncate-theta", type=float, default=default(d.truncate_theta),
+                   metavar="X", help="truncated: only weights with |w| <= X are truncated "
+                                     "(default: inf)")
+    g.add_argument("--adagrad-delta", type=float, default=default(d.adagrad_delta), metavar="X",
+                   help=f"adagrad-fobos: step eta0/sqrt(X + sum of squared gradients) "
+                        f"(default: {d.adagrad_delta:g})")
+    g.add_argument("--ftrl-beta", type=float, default=default(d.ftrl_beta), metavar="X",
+                   help=f"ftrl: beta of the per-coordinate rate (alpha is --eta0) "
+                        f"(default: {d.ftrl_beta:g})")
+    g.add_argument("--spred-init", type=float, default=default(d.spred_init), metavar="X",
+                   help=f"spred: a new feature starts at (a, b) = (X, 0) (default: {d.spred_init:g})")
+    g.add_argument("--spred-threshold", type=float, default=default(d.spred_threshold),
+                   metavar="X", help=f"spred: |w| <= X is an exact zero (default: "
+                                     f"{d.spred_threshold:g})")
     g.add_argument("--no-intercept", action="store_const", const=True,
                    default=False if with_defaults else None,
                    help="do not learn a bias term")
