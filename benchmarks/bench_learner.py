@@ -10,7 +10,8 @@ What is timed, per data set:
 
 * onlinel1  ``Learner(loss="log", update=RULE, ..., fit_intercept=False)
   .learn(batch)`` for every update rule: plain (L2 only), subgradient,
-  cumulative (origin "start" and "first-seen") and fobos.  ``batch`` is the
+  cumulative (origin "start" and "first-seen"), fobos, truncated,
+  adagrad-fobos, ftrl and spred.  ``batch`` is the
   whole data set as one ``onlinel1.Batch`` (built beforehand; the cost of
   ``Batch.from_csr`` is printed on its own line).
 * scikit-learn ``SGDClassifier(loss="log_loss", penalty="l1", alpha,
@@ -84,6 +85,10 @@ RULES = [  # (label, Learner keyword arguments besides the common ones)
     ("cumulative, origin start", dict(update="cumulative", origin="start")),
     ("cumulative, origin first-seen", dict(update="cumulative", origin="first-seen")),
     ("fobos", dict(update="fobos", origin="start")),
+    ("truncated", dict(update="truncated", origin="start")),
+    ("adagrad-fobos", dict(update="adagrad-fobos", origin="start")),
+    ("ftrl", dict(update="ftrl", origin="start")),
+    ("spred", dict(update="spred", origin="start")),
 ]
 
 
