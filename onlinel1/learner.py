@@ -181,11 +181,11 @@ class Learner:
         return dict(self._progress)
 
     def learning_rate(self) -> float:
-        """The step size the next example will use (``eta0`` for the rules
-        with per-coordinate steps, adagrad-fobos and ftrl)."""
+        """The schedule's step for the next example (for adagrad-fobos and
+        ftrl, whose weights step per coordinate, it is the intercept's)."""
         o = self.options
         t = self._kernel.t + 1
-        if o.schedule == "constant" or o.update in ("adagrad-fobos", "ftrl"):
+        if o.schedule == "constant":
             return o.eta0
         if o.schedule == "invscaling":
             return o.eta0 / t ** o.power_t
