@@ -65,7 +65,7 @@ DEFAULT_HIGH_WATER_MARK = 64
 
 _U64_MAX = (1 << 64) - 1
 _CONFIGURED = object()   # "the producer's own setting", as a default argument
-_ROW_FIELDS = frozenset(("label", "importance", "features", "namespaces"))
+_ROW_FIELDS = frozenset(("label", "importance", "features", "namespaces", "tag"))
 # Little-endian dtypes of the columnar fields (no copy on a little-endian host).
 _INT64, _UINT64 = np.dtype("<i8"), np.dtype("<u8")
 _FLOAT32, _FLOAT64 = np.dtype("<f4"), np.dtype("<f8")
@@ -555,11 +555,12 @@ class Producer:
         """Close the socket and terminate the context, which waits for the
         queued messages up to ``linger`` seconds; the seconds waited."""
         self._closed = True
+        # ZeroMQ's linger period starts at close(): time from there.
+        start = time.monotonic()
         self._socket.close(linger=-1 if linger is None else int(linger * 1000))
         waited = [0.0]
 
         def term() -> None:
-            start = time.monotonic()
             self._context.term()
             waited[0] = time.monotonic() - start
 

@@ -55,7 +55,6 @@ def resume(snapshots: SnapshotDir, given: dict[str, Any], options: LearnerOption
            force: bool) -> tuple[Learner, dict[str, int], dict[int, str]]:
     """The learner of the newest valid snapshot (and its producers' sequence
     numbers and feature names), checked against the configuration."""
-    snapshots.remove_stale_temporaries()
     loaded, problems = snapshots.load_newest_valid()
     for problem in problems:
         log.warning("%s", problem)
@@ -96,7 +95,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.predict_only:
         if not args.model:
             raise CommandError("--predict-only needs --model (a snapshot file or directory)")
-        learner, names = load_replica(args.model)
+        learner, names = load_replica(args.model, wait=not args.check)
     elif args.model:
         raise CommandError("--model serves a snapshot read-only: add --predict-only "
                            "(a trainer resumes from --snapshot-dir)")
@@ -113,6 +112,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 snapshots.ensure()
             except OSError as exc:
                 raise CommandError(f"cannot use the snapshot directory: {exc}") from None
+            if not args.check:
+                # Unfinished writes of a crashed run (--check must not touch a
+                # live trainer's directory).
+                snapshots.remove_stale_temporaries()
         elif config.resume:
             raise CommandError("--resume needs --snapshot-dir")
     daemon = Daemon(learner, config, producers=producers, names=names,
@@ -142,14 +145,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_replica(source: str) -> tuple[Learner, dict[int, str]]:
+def load_replica(source: str, wait: bool) -> tuple[Learner, dict[int, str]]:
     """The model a predict-only replica starts with: a model file, or the
-    newest valid snapshot of a directory."""
+    newest valid snapshot of a directory; with ``wait``, an empty directory
+    is watched until the trainer's first snapshot appears."""
     import pathlib
+    import time
     path = pathlib.Path(source)
     try:
         if path.is_dir():
             loaded, problems = SnapshotDir(path, 1).load_newest_valid()
+            if loaded is None and wait and not problems:
+                log.info("waiting for the first snapshot in %s", source)
+                stopping = []
+                previous = signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
+                try:
+                    while loaded is None and not problems and not stopping:
+                        time.sleep(1.0)   # polling the directory for a new file
+                        loaded, problems = SnapshotDir(path, 1).load_newest_valid()
+                finally:
+                    signal.signal(signal.SIGTERM, previous)
+                if stopping:
+                    raise SystemExit(0)
             for problem in problems:
                 log.warning("%s", problem)
             if loaded is None:
