@@ -30,16 +30,6 @@ STATE_FORMAT = "onlinel1.learner"
 STATE_VERSION = 1
 
 
-def _sigmoid(p: np.ndarray) -> np.ndarray:
-    # 1 / (1 + exp(-p)) without overflow for either sign.
-    out = np.empty_like(p)
-    pos = p >= 0
-    out[pos] = 1.0 / (1.0 + np.exp(-p[pos]))
-    e = np.exp(p[~pos])
-    out[~pos] = e / (1.0 + e)
-    return out
-
-
 class Learner:
     """Online sparse linear model with lazily applied L1/L2 SGD.
 
@@ -110,17 +100,20 @@ class Learner:
         p["weight_sum"] += weight_sum
         p["correct"] += correct
 
-    def predict(self, batch: Batch) -> np.ndarray:
+    def predict(self, batch: Batch, *, check: bool = True) -> np.ndarray:
         """Probabilities of the positive class for the log loss, margins
-        ``b + sum_i w_i x_i`` otherwise.  Labels, if any, are ignored."""
-        self.check(batch, learning=False)
-        margins = self._kernel.margins(batch.indptr, batch.keys, batch.values)
-        return _sigmoid(margins) if self.options.loss == "log" else margins
+        ``b + sum_i w_i x_i`` otherwise.  Labels, if any, are ignored.
+        ``check=False`` skips the validation of a batch already checked."""
+        if check:
+            self.check(batch, learning=False)
+        return self._kernel.margins(batch.indptr, batch.keys, batch.values,
+                                    self.options.loss == "log")
 
-    def decision_function(self, batch: Batch) -> np.ndarray:
+    def decision_function(self, batch: Batch, *, check: bool = True) -> np.ndarray:
         """Margins ``b + sum_i w_i x_i`` of every row."""
-        self.check(batch, learning=False)
-        return self._kernel.margins(batch.indptr, batch.keys, batch.values)
+        if check:
+            self.check(batch, learning=False)
+        return self._kernel.margins(batch.indptr, batch.keys, batch.values, False)
 
     # ---------------------------------------------------------------- model
 

@@ -209,8 +209,10 @@ cdef class SGDKernel:
             status = learn_rows(self, indptr, keys, values, labels, s, max_nnz, out, failed_at)
         return status
 
-    def margins(self, const int64_t[::1] indptr, const uint64_t[::1] keys, values):
-        """``b + sum_i w_i x_i`` of every row, from the caught-up weights."""
+    def margins(self, const int64_t[::1] indptr, const uint64_t[::1] keys, values,
+                bint probability=False):
+        """``b + sum_i w_i x_i`` of every row, from the caught-up weights;
+        with ``probability``, its logistic link 1 / (1 + exp(-margin))."""
         cdef Py_ssize_t n = indptr.shape[0] - 1
         out = np.empty(n, dtype=np.float64)
         cdef double[::1] o = out
@@ -219,11 +221,11 @@ cdef class SGDKernel:
         if values.dtype == np.float32:
             xf = values
             with nogil:
-                margins_rows(self, indptr, keys, xf, o)
+                margins_rows(self, indptr, keys, xf, o, probability)
         else:
             xd = values
             with nogil:
-                margins_rows(self, indptr, keys, xd, o)
+                margins_rows(self, indptr, keys, xd, o, probability)
         return out
 
     def lookup(self, const uint64_t[::1] keys):
@@ -601,16 +603,24 @@ cdef int learn_rows(SGDKernel k, const int64_t[::1] indptr,
 
 cdef void margins_rows(SGDKernel k, const int64_t[::1] indptr,
                        const uint64_t[::1] keys, const floating[::1] values,
-                       double[::1] out) noexcept nogil:
+                       double[::1] out, bint probability) noexcept nogil:
     cdef Py_ssize_t i, j, row
-    cdef double acc
+    cdef double acc, e
     for i in range(indptr.shape[0] - 1):
         acc = 0.0
         for j in range(indptr[i], indptr[i + 1]):
             row = store_find(k.store, keys[j])
             if row >= 0:
                 acc += weight_now(k, row) * values[j]
-        out[i] = acc * k.scale + k.intercept
+        acc = acc * k.scale + k.intercept
+        if probability:
+            # 1 / (1 + exp(-p)) with exp of a non-positive argument only.
+            if acc >= 0:
+                acc = 1.0 / (1.0 + exp(-acc))
+            else:
+                e = exp(acc)
+                acc = e / (1.0 + e)
+        out[i] = acc
 
 
 include "rules/plain.pxi"

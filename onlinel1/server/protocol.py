@@ -34,6 +34,9 @@ READ_ONLY = "read_only"
 INTERNAL = "internal"
 
 MAX_DEPTH = 32
+#: Messages up to this size go straight to msgpack's C decoder: copying
+#: their bin fields costs less than walking them in Python.
+SMALL_MESSAGE = 64 * 1024
 
 
 class ProtocolError(Exception):
@@ -48,7 +51,8 @@ class ProtocolError(Exception):
 # ----------------------------------------------------------------- decoding
 
 class _RowsInside(Exception):
-    """The message holds row-wise examples: decode it with msgpack's C code."""
+    """Decode this message with msgpack's C code: it is small, or it holds
+    row-wise examples."""
 
 
 class _Walker:
@@ -144,6 +148,8 @@ def decode_message(frame: Any, max_bytes: int) -> dict:
                                        f"max_message_bytes ({max_bytes})")
     buf = buf.cast("B") if buf.format != "B" else buf
     try:
+        if buf.nbytes <= SMALL_MESSAGE:
+            raise _RowsInside()
         walker = _Walker(buf)
         msg = walker.value(top=True)
         if walker.pos != len(buf):
