@@ -214,7 +214,8 @@ BAD_REQUESTS = [
         "values": np.array([1.0], "<f8").tobytes(), "values_dtype": "float16"}), "bad_request"),
     ("bad output", packed(op="predict", rows=[{"features": {"a": 1}}], output="odds"), "bad_request"),
     ("bad top_k", packed(op="predict", rows=[{"features": {"a": 1}}], top_k=-1), "bad_request"),
-    ("deep nesting", msgpack.packb({"v": 1, "op": "stats", "id": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}), "malformed"),
+    ("deep nesting", b"\x83" + msgpack.packb("v") + msgpack.packb(1) + msgpack.packb("op")
+     + msgpack.packb("stats") + msgpack.packb("id") + b"\x91" * 5000 + b"\x01", "malformed"),
 ]
 
 

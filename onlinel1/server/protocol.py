@@ -33,7 +33,7 @@ NUMERIC = "numeric"
 READ_ONLY = "read_only"
 INTERNAL = "internal"
 
-MAX_DEPTH = 32
+MAX_DEPTH = 100   # deeper is refused (msgpack's C decoder has its own limit)
 #: Messages up to this size go straight to msgpack's C decoder: copying
 #: their bin fields costs less than walking them in Python.
 SMALL_MESSAGE = 64 * 1024
