@@ -215,7 +215,7 @@ BAD_REQUESTS = [
     ("bad output", packed(op="predict", rows=[{"features": {"a": 1}}], output="odds"), "bad_request"),
     ("bad top_k", packed(op="predict", rows=[{"features": {"a": 1}}], top_k=-1), "bad_request"),
     ("deep nesting", b"\x83" + msgpack.packb("v") + msgpack.packb(1) + msgpack.packb("op")
-     + msgpack.packb("stats") + msgpack.packb("id") + b"\x91" * 5000 + b"\x01", "malformed"),
+     + msgpack.packb("stats") + msgpack.packb("id") + b"\x91" * 3000 + b"\x01", "malformed"),
 ]
 
 
