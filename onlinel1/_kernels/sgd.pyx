@@ -481,6 +481,43 @@ cdef inline void prefetch_rows(WeightStore s, const uint64_t* keys, Py_ssize_t n
 
 # ------------------------------------------------------------ batch loops
 
+cdef inline double margin_stored(SGDKernel k, const uint64_t* keys, const floating* x,
+                                 Py_ssize_t nnz, Py_ssize_t* rows, double* wnow) noexcept nogil:
+    """sum_i v_i x_i where the stored value is the weight (times the scale)."""
+    cdef Py_ssize_t j, row
+    cdef double acc = 0.0
+    cdef double* v = k.store.w
+    for j in range(nnz):
+        row = store_find(k.store, keys[j])
+        rows[j] = row
+        if row >= 0:
+            wnow[j] = v[row]
+            acc += v[row] * x[j]
+    return acc
+
+
+cdef inline double margin_caught_up(SGDKernel k, const uint64_t* keys, const floating* x,
+                                    Py_ssize_t nnz, Py_ssize_t* rows, double* wnow) noexcept nogil:
+    """sum_i w_i x_i with every weight caught up to now; the weights are
+    kept in ``wnow`` for the step (FOBOS and others materialise them)."""
+    cdef Py_ssize_t j, row
+    cdef double acc = 0.0
+    for j in range(nnz):
+        row = store_find(k.store, keys[j])
+        rows[j] = row
+        if row >= 0:
+            wnow[j] = weight_now(k, row)
+            acc += wnow[j] * x[j]
+    return acc
+
+
+cdef inline double weight_after_step(SGDKernel k, Py_ssize_t row) noexcept nogil:
+    """A present feature's weight right after its step: the stored value
+    (its clock is now), but for spred's threshold."""
+    if k.rule == RULE_SPRED:
+        return spred_weight(k, row)
+    return k.store.w[row]
+
 cdef int learn_rows(SGDKernel k, const int64_t[::1] indptr,
                     const uint64_t[::1] keys, const floating[::1] values,
                     const double[::1] labels, const double[::1] s,
@@ -526,18 +563,16 @@ cdef int learn_rows(SGDKernel k, const int64_t[::1] indptr,
             y = -1.0
         weight = s[i] if s is not None else 1.0
 
-        # 1-2. Find every present feature once; the margin.
-        acc = 0.0
+        # 1-2. Find every present feature once; the margin.  The rules whose
+        # stored value is the weight get a loop without the rule dispatch.
         max_x = 0.0
         for j in range(nnz):
-            row = store_find(k.store, kp[j])
-            rows[j] = row
-            if row >= 0:
-                # Kept for the step: FOBOS and subgradient materialise it.
-                wnow[j] = weight_now(k, row)
-                acc += wnow[j] * xp[j]
             if fabs(xp[j]) > max_x:
                 max_x = fabs(xp[j])
+        if k.rule == RULE_PLAIN or k.rule == RULE_CUMULATIVE:
+            acc = margin_stored(k, kp, xp, nnz, rows, wnow)
+        else:
+            acc = margin_caught_up(k, kp, xp, nnz, rows, wnow)
         p = acc * k.scale + k.intercept
         if not isfinite(p):
             status = E_MARGIN
@@ -586,12 +621,12 @@ cdef int learn_rows(SGDKernel k, const int64_t[::1] indptr,
         n_cand = 0
         for j in range(nnz):
             row = rows[j]
-            if row >= 0 and prunable(k, row, weight_now(k, row)):
+            if row >= 0 and prunable(k, row, weight_after_step(k, row)):
                 cand[n_cand] = kp[j]
                 n_cand += 1
         for j in range(n_cand):
             row = store_find(k.store, cand[j])
-            if row >= 0 and prunable(k, row, weight_now(k, row)):
+            if row >= 0 and prunable(k, row, weight_after_step(k, row)):
                 k.store.remove_row(row)
     free(rows); free(sgn); free(cand); free(wnow); free(first); free(gsum); free(table)
     failed_at[0] = i if status != OK else n_rows
