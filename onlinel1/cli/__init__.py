@@ -18,7 +18,7 @@ from onlinel1.cli.common import EXIT_ERROR, EXIT_USAGE, CommandError, Formatter,
 
 
 def build_parser() -> Parser:
-    from onlinel1.cli import offline, remote, serve
+    from onlinel1.cli import offline, path, remote, serve
     parser = Parser(
         prog="onlinel1", formatter_class=Formatter,
         description="Online learning of sparse linear models with lazily applied "
@@ -30,6 +30,7 @@ def build_parser() -> Parser:
     serve.register(sub)
     offline.register(sub)
     remote.register(sub)
+    path.register(sub)
     return parser
 
 
