@@ -856,16 +856,9 @@ def versions() -> str:
     import msgpack
     import vowpalwabbit
     import zmq
-    try:
-        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                                capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--",
-                                "onlinel1"], capture_output=True, text=True).stdout.strip()
-        commit += " (onlinel1/ modified)" if dirty else ""
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
+    from bench_learner import onlinel1_commit
     vw = getattr(vowpalwabbit, "__version__", "?")
-    return (f"onlinel1 @ {commit}, numpy {np.__version__}, pyzmq {zmq.__version__} "
+    return (f"onlinel1 @ {onlinel1_commit()}, numpy {np.__version__}, pyzmq {zmq.__version__} "
             f"(libzmq {zmq.zmq_version()}), msgpack {'.'.join(map(str, msgpack.version))}, "
             f"vowpalwabbit {vw}")
 
@@ -1006,7 +999,6 @@ def report_overload(res: dict, args) -> list[str]:
     samples = res["samples"]
     stats = res["stats"]
     ok_count = stats["examples"] == res["sent"]
-    ok_rejected = not stats["rejected"]
     push_rate = sum(s[2] for s in res["push"]) / res["window"]
     cpu_frac = [c / w for w, c, _ in res["push"]]
     start_rss, end_rss = samples[0][1] / 1024, [s for s in samples if s[0] <= res["window"]][-1][1] / 1024

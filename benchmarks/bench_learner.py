@@ -134,10 +134,9 @@ def machine() -> str:
             f"{platform.release()}, Python {platform.python_version()}")
 
 
-def versions() -> str:
-    import river
-    import scipy
-    import sklearn
+def onlinel1_commit() -> str:
+    """The checkout's commit, marked when onlinel1/ has uncommitted changes
+    (shared by every benchmark report)."""
     try:
         commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
                                 capture_output=True, text=True, check=True).stdout.strip()
@@ -146,7 +145,14 @@ def versions() -> str:
         commit += " (onlinel1/ modified)" if dirty else ""
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown"
-    return (f"onlinel1 @ {commit}, numpy {np.__version__}, scipy {scipy.__version__}, "
+    return commit
+
+
+def versions() -> str:
+    import river
+    import scipy
+    import sklearn
+    return (f"onlinel1 @ {onlinel1_commit()}, numpy {np.__version__}, scipy {scipy.__version__}, "
             f"scikit-learn {sklearn.__version__}, river {river.__version__}")
 
 

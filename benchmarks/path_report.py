@@ -56,11 +56,8 @@ from __future__ import annotations
 import argparse
 import datetime
 import math
-import os
 import pathlib
-import platform
 import shlex
-import subprocess
 import sys
 import time
 
@@ -71,9 +68,11 @@ REPO = HERE.parent
 DEFAULT_DATA = REPO.parent / "shared" / "datasets"
 DEFAULT_OUT = HERE / "results" / "path"
 sys.path.insert(0, str(REPO))       # run from anywhere against the in-place build
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))    # bench_learner
 
 from onlinel1 import LearnerOptions, regpath  # noqa: E402
 from onlinel1.io import read_batches  # noqa: E402
+from bench_learner import machine, onlinel1_commit  # noqa: E402
 
 DATASETS = ("a9a", "w8a", "rcv1")
 #: Passes per data set (--passes overrides): rcv1 has 1,000 rows and needs more.
@@ -113,37 +112,11 @@ def tune_candidates(n_train: int) -> list[dict]:
     return inv + exp
 
 
-def machine() -> str:
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
-    return (f"{cpu or platform.machine()}, nproc={usable}, {platform.system()} "
-            f"{platform.release()}, Python {platform.python_version()}")
-
-
 def versions() -> str:
     import matplotlib
     import scipy
     import sklearn
-    try:
-        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                                capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--",
-                                "onlinel1"], capture_output=True, text=True).stdout.strip()
-        commit += " (onlinel1/ modified)" if dirty else ""
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
-    return (f"onlinel1 @ {commit}, numpy {np.__version__}, scipy {scipy.__version__}, "
+    return (f"onlinel1 @ {onlinel1_commit()}, numpy {np.__version__}, scipy {scipy.__version__}, "
             f"scikit-learn {sklearn.__version__}, matplotlib {matplotlib.__version__}")
 
 

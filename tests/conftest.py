@@ -61,7 +61,6 @@ def rcv1_full():
 # ------------------------------------------------------------------ daemons
 
 import contextlib
-import os
 import socket
 import subprocess
 import sys

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import ctypes
 import json
-import math
 import os
 import pathlib
 import re

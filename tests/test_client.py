@@ -11,13 +11,8 @@ thread, socket and process is cleaned up in a ``finally``.
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import queue
-import socket as pysocket
-import subprocess
-import sys
 import threading
 import time
 

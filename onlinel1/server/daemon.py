@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
 import pathlib
 import time
 from typing import Any, Callable
