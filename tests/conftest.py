@@ -103,6 +103,19 @@ class DaemonProcess:
         finally:
             sock.close()
 
+    def wait_stats(self, predicate, timeout: float = 30.0) -> dict:
+        """Poll ``stats`` until ``predicate(stats)`` holds; return them, or
+        raise TimeoutError."""
+        deadline = time.monotonic() + timeout
+        while True:
+            reply = self.request_once({"v": 1, "op": "stats"})
+            assert reply["ok"], reply
+            if predicate(reply["result"]):
+                return reply["result"]
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"not reached within {timeout} s: {reply['result']}")
+            time.sleep(0.01)   # polling interval of a bounded wait
+
     def wait_ready(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

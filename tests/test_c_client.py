@@ -258,17 +258,10 @@ def a9a_whole() -> Batch:
 
 
 def wait_examples(daemon, n: int, timeout: float = WAIT) -> dict:
-    """The daemon's stats once it has learned ``n`` examples (bounded wait)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        reply = daemon.request_once({"v": 1, "op": "stats"})
-        stats = reply["result"]
-        if stats["examples"] >= n:
-            assert stats["examples"] == n, stats
-            return stats
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{n} examples not learned within {timeout} s: {stats}")
-        time.sleep(0.01)   # polling interval of a bounded wait
+    """The daemon's stats once it has learned ``n`` examples (never more)."""
+    stats = daemon.wait_stats(lambda s: s["examples"] >= n, timeout)
+    assert stats["examples"] == n, stats
+    return stats
 
 
 def run(cmd, timeout: float = 120, **kw) -> subprocess.CompletedProcess:

@@ -3,7 +3,6 @@ only contract these tests use): results, every kind of bad input, shutdown."""
 from __future__ import annotations
 
 import signal
-import time
 
 import msgpack
 import numpy as np
@@ -57,17 +56,6 @@ def ok(reply: dict) -> dict:
     return reply["result"]
 
 
-def wait_for(daemon, predicate, timeout=20.0):
-    """Poll stats until predicate(stats) holds; return the stats."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        stats = ok(daemon.request_once({"v": 1, "op": "stats"}))
-        if predicate(stats):
-            return stats
-        time.sleep(0.01)   # polling interval of a bounded wait, not synchronisation
-    raise TimeoutError(f"condition not reached within {timeout} s: {stats}")
-
-
 @pytest.fixture(scope="module")
 def a9a():
     X, y = load_svmlight(SAMPLES / "a9a_head2000.svm")
@@ -91,7 +79,7 @@ def test_streamed_columnar_batches_give_the_offline_model_exactly(start_daemon, 
                        "csr": csr(batch.slice(start, min(start + 137, 1500)))})
     finally:
         push.close()
-    stats = wait_for(daemon, lambda s: s["examples"] >= 1500)
+    stats = daemon.wait_stats(lambda s: s["examples"] >= 1500)
     assert stats["examples"] == 1500 and stats["rejected"] == {}
     assert stats["producers"] == {"test": 10}
     test = batch.slice(1500, batch.n_rows)
@@ -297,7 +285,7 @@ def test_bad_training_batches_are_rejected_whole_counted_and_logged(shared_daemo
     def counted(stats):
         return all(stats["rejected"].get(code, 0) - stats0["rejected"].get(code, 0) == n
                    for code, n in expected.items())
-    wait_for(shared_daemon, counted)
+    shared_daemon.wait_stats(counted)
     assert model_fingerprint(shared_daemon) == before
     log = shared_daemon.log()
     assert "training batch rejected (bad_batch): rows[0] has no label" in log
@@ -319,7 +307,7 @@ def test_sigterm_finishes_the_batch_in_hand_and_exits_0(start_daemon, a9a):
         push.send({"v": 1, "csr": csr(batch)})   # queued behind it: not taken
     finally:
         push.close()
-    wait_for(daemon, lambda s: s["t"] > 0, timeout=30)   # the batch is in hand
+    daemon.wait_stats(lambda s: s["t"] > 0)   # the batch is in hand
     daemon.proc.send_signal(signal.SIGTERM)
     assert daemon.proc.wait(30) == 0
     log = daemon.log()

@@ -6,7 +6,6 @@ import os
 import random
 import signal
 import struct
-import time
 
 import msgpack
 import numpy as np
@@ -52,17 +51,6 @@ def push(endpoint: str, batches, first_seq: int, producer: str = "p") -> None:
 def result(reply: dict) -> dict:
     assert reply["ok"], reply
     return reply["result"]
-
-
-def wait_stats(daemon, predicate, timeout=30.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        stats = result(daemon.request_once({"v": 1, "op": "stats"}))
-        if predicate(stats):
-            return stats
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"not reached within {timeout} s: {stats}")
-        time.sleep(0.01)   # polling interval of a bounded wait
 
 
 def offline(batches) -> Learner:
@@ -113,11 +101,11 @@ def test_retention_keeps_exactly_k_and_the_final_snapshot_loads(start_daemon, tm
     daemon = start_daemon(*FLAGS, "--snapshot-dir", str(snaps), "--snapshot-every-examples",
                           "200", "--keep", "3")
     push(daemon.train, batches[:30], 1)
-    stats = wait_stats(daemon, lambda s: s["examples"] == 1500 and s["last_snapshot"])
+    stats = daemon.wait_stats(lambda s: s["examples"] == 1500 and s["last_snapshot"])
     assert stats["last_snapshot"]["reason"] == "periodic"     # every 200 examples (at most
     assert stats["snapshots_failed"] == 0                     # one write at a time)
     push(daemon.train, batches[30:], 31)
-    wait_stats(daemon, lambda s: s["examples"] == 2000)
+    daemon.wait_stats(lambda s: s["examples"] == 2000)
     for i in range(4):   # on demand: at least 5 snapshots in all, 3 kept
         on_demand = result(daemon.request_once({"v": 1, "op": "snapshot", "id": i}, timeout=30))
         assert on_demand["examples"] == 2000 and (snaps / on_demand["file"]).exists()
@@ -158,7 +146,7 @@ def test_kill_9_at_random_moments_then_resume_and_replay_is_exact(start_daemon, 
         push(daemon.train, batches, 1)
         # Kill while it learns and snapshots: after a random number of examples.
         target = rng.randrange(100, 1900)
-        wait_stats(daemon, lambda s: s["examples"] >= target)
+        daemon.wait_stats(lambda s: s["examples"] >= target)
         daemon.proc.send_signal(signal.SIGKILL)
         daemon.proc.wait(10)
         restarted = start_daemon(*FLAGS, "--snapshot-dir", str(snaps))
@@ -167,7 +155,7 @@ def test_kill_9_at_random_moments_then_resume_and_replay_is_exact(start_daemon, 
         assert stats["examples"] == done * BATCH, (trial, stats)
         assert not any(name.endswith(".tmp") for name in os.listdir(snaps))
         push(restarted.train, batches[done:], done + 1)
-        wait_stats(restarted, lambda s: s["examples"] == 2000)
+        restarted.wait_stats(lambda s: s["examples"] == 2000)
         reply = result(restarted.request_once({"v": 1, "op": "snapshot"}, timeout=30))
         assert_same_model(onlinel1.load(snaps / reply["file"]), expected)
         restarted.stop()
@@ -180,7 +168,7 @@ def test_a_contradicting_configuration_is_refused_unless_forced(start_daemon, tm
     snaps = tmp_path / "snaps"
     daemon = start_daemon(*FLAGS, "--snapshot-dir", str(snaps))
     push(daemon.train, batches[:10], 1)
-    wait_stats(daemon, lambda s: s["examples"] == 500)
+    daemon.wait_stats(lambda s: s["examples"] == 500)
     daemon.stop()
     refused = subprocess.run([sys.executable, "-m", "onlinel1", "serve", "--check",
                               "--snapshot-dir", str(snaps), "--update", "fobos"],
@@ -205,7 +193,7 @@ def test_read_only_replica_follows_the_trainers_snapshots(start_daemon, tmp_path
     snaps = tmp_path / "snaps"
     trainer = start_daemon(*FLAGS, "--snapshot-dir", str(snaps))
     push(trainer.train, batches[:20], 1)
-    wait_stats(trainer, lambda s: s["examples"] == 1000)
+    trainer.wait_stats(lambda s: s["examples"] == 1000)
     first = result(trainer.request_once({"v": 1, "op": "snapshot"}, timeout=30))
     replica = start_daemon("--model", str(snaps), "--predict-only")
     probe = {"v": 1, "op": "predict", "csr": csr(whole.slice(1500, 2000))}
@@ -218,9 +206,9 @@ def test_read_only_replica_follows_the_trainers_snapshots(start_daemon, tmp_path
         assert reply["error"]["code"] == "read_only"
     # The trainer moves on; the replica picks up the newer snapshot.
     push(trainer.train, batches[20:], 21)
-    wait_stats(trainer, lambda s: s["examples"] == 2000)
+    trainer.wait_stats(lambda s: s["examples"] == 2000)
     second = result(trainer.request_once({"v": 1, "op": "snapshot"}, timeout=30))
-    wait_stats(replica, lambda s: s["t"] == 2000)
+    replica.wait_stats(lambda s: s["t"] == 2000)
     assert result(replica.request_once(probe))["predictions"] == \
         result(trainer.request_once(probe))["predictions"] == \
         onlinel1.load(snaps / second["file"]).predict(whole.slice(1500, 2000)).tolist()
@@ -232,7 +220,7 @@ def test_inspect_and_predict_read_snapshots(start_daemon, tmp_path, stream, caps
     snaps = tmp_path / "snaps"
     daemon = start_daemon(*FLAGS, "--snapshot-dir", str(snaps))
     push(daemon.train, batches[:8], 1)
-    wait_stats(daemon, lambda s: s["examples"] == 400)
+    daemon.wait_stats(lambda s: s["examples"] == 400)
     snap = result(daemon.request_once({"v": 1, "op": "snapshot"}, timeout=30))
     assert main(["inspect", str(snaps / snap["file"]), "--export", str(tmp_path / "w.json")]) == 0
     out = capsys.readouterr().out
