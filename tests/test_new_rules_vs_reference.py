@@ -26,8 +26,8 @@ from onlinel1 import Batch, Learner
 from reference import eager_fit, weighted_mean_loss
 from reference_more import eager_fit_more
 from test_rules_vs_reference import (
-    RTOL, assert_close, assert_genuinely_sparse, assert_same_model, learner_dense, rel_diff,
-    seen_features, with_explicit_zeros)
+    RTOL, assert_close, assert_genuinely_sparse, assert_same_model, check_cut_into_batches,
+    learner_dense, rel_diff, seen_features, with_explicit_zeros)
 
 INF = float("inf")
 
@@ -418,37 +418,9 @@ def test_batches_bit_identical_to_one_batch(dataset, request, setting, update, o
     name = request.node.callspec.params["dataset"]
     bounds = BOUNDS[name]
     assert bounds[-1] == X.shape[0]
-    rng = np.random.default_rng(7)
-    s = rng.uniform(0.5, 1.5, size=X.shape[0])
     options = rule_options(name, update, fit_intercept=True, decay_steps=300.0, **overrides)
-
-    whole = Learner(**options)
-    whole_loss = whole.learn(Batch.from_csr(X, y, s))
-    pieces = Learner(**options)
-    piece_losses = []
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        piece_losses.append((b - a, pieces.learn(Batch.from_csr(X[a:b], y[a:b], s[a:b]))))
-
-    k1, w1 = whole.weights()
-    k2, w2 = pieces.weights()
-    assert np.array_equal(k1, k2)
-    assert np.array_equal(w1, w2)
-    assert whole.intercept == pieces.intercept
-    assert pieces.examples_seen == whole.examples_seen == X.shape[0]
-
-    # and both agree with the reference, example by example where one row
-    # was a batch
-    w_ref, b_ref, losses = eager_fit_more(X, y, weights=s, **options)
-    assert_genuinely_sparse(w_ref, X)
-    assert_same_model(learner_dense(pieces, X.shape[1]), w_ref)
-    assert_close(pieces.intercept, b_ref, "intercept")
-    assert_close(whole_loss, weighted_mean_loss(losses, s), "progressive loss")
-    for (a, b), (n, loss) in zip(zip(bounds[:-1], bounds[1:]), piece_losses):
-        if n == 0:
-            assert np.isnan(loss)
-        else:
-            assert_close(loss, weighted_mean_loss(losses[a:b], s[a:b]),
-                         f"progressive loss of rows {a}:{b}")
+    check_cut_into_batches(X, y, bounds, options, eager_fit_more,
+                           check_model=lambda w_ref: assert_genuinely_sparse(w_ref, X))
 
 
 @pytest.mark.parametrize("update", RULES)

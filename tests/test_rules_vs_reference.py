@@ -304,12 +304,17 @@ def test_batches_bit_identical_to_one_batch(dataset, request, update, origin, l1
     name = request.node.callspec.params["dataset"]
     bounds = BOUNDS_A9A if name == "a9a" else BOUNDS_RCV1
     assert bounds[-1] == X.shape[0]
-    rng = np.random.default_rng(7)
-    s = rng.uniform(0.5, 1.5, size=X.shape[0])
     options = dict(loss="log", update=update, origin=origin, l1=l1, l2=l2,
                    eta0=DATASETS[name]["eta0"], schedule=schedule, decay_steps=300.0,
                    fit_intercept=True)
+    check_cut_into_batches(X, y, bounds, options, eager_fit)
 
+
+def check_cut_into_batches(X, y, bounds, options, reference, check_model=None):
+    """The rows learned as one batch and cut at ``bounds`` give bit-identical
+    models, equal to ``reference`` (an eager_fit), batch losses included."""
+    rng = np.random.default_rng(7)
+    s = rng.uniform(0.5, 1.5, size=X.shape[0])
     whole = Learner(**options)
     whole_loss = whole.learn(Batch.from_csr(X, y, s))
 
@@ -327,7 +332,9 @@ def test_batches_bit_identical_to_one_batch(dataset, request, update, origin, l1
 
     # and both agree with the reference, example by example where one row
     # was a batch
-    w_ref, b_ref, losses = eager_fit(X, y, weights=s, **options)
+    w_ref, b_ref, losses = reference(X, y, weights=s, **options)
+    if check_model is not None:
+        check_model(w_ref)
     assert_same_model(learner_dense(pieces, X.shape[1]), w_ref)
     assert_close(pieces.intercept, b_ref, "intercept")
     assert_close(whole_loss, weighted_mean_loss(losses, s), "progressive loss")
