@@ -71,26 +71,29 @@ class Learner:
             batch.check_binary_labels()
         return batch
 
-    def learn(self, batch: Batch, *, check: bool = True) -> float:
+    def learn(self, batch: Batch, *, check: bool = True,
+              rows: tuple[int, int] | None = None) -> float:
         """Learn the rows of ``batch`` in order; return their progressive loss.
 
         The loss of each example is measured before the model learns from
         it, then averaged with the importance weights.  A malformed batch
         raises ``BatchError`` (a ``ValueError``) and changes nothing.
         ``check=False`` skips that validation for a batch that already
-        passed ``check`` (the daemon checks a batch once, then learns it in
-        slices).
+        passed ``check``; ``rows=(start, stop)`` learns only those rows (the
+        daemon checks a batch once, then learns it in slices this way).
         """
         if check:
             self.check(batch, learning=True)
+        start, stop = rows if rows is not None else (0, batch.n_rows)
         try:
             loss_sum, weight_sum, correct = self._kernel.learn(
-                batch.indptr, batch.keys, batch.values, batch.labels, batch.weights)
+                batch.indptr, batch.keys, batch.values, batch.labels, batch.weights,
+                start, stop)
         except (NumericError, StoreFullError) as exc:
             # The examples before the failing one were learned: count them.
             self._count(exc.learned, *exc.progress)
             raise
-        self._count(batch.n_rows, loss_sum, weight_sum, correct)
+        self._count(stop - start, loss_sum, weight_sum, correct)
         return loss_sum / weight_sum if weight_sum > 0 else float("nan")
 
     def _count(self, examples: int, loss_sum: float, weight_sum: float, correct: int) -> None:

@@ -258,3 +258,20 @@ def test_memory_follows_the_live_weights_after_pruning():
     assert learner.store_size == learner.nnz
     assert learner.nnz < n * k // 100
     assert learner.memory_bytes < 64 * max(learner.store_size, 1024)
+
+
+@pytest.mark.parametrize("rule", RULES, ids=IDS)
+def test_learning_row_ranges_in_place_equals_one_batch(rcv1_sample, rule):
+    # What the daemon does: check a batch once, learn it in slices of rows.
+    X, y = rcv1_sample
+    batch = Batch.from_csr(X, y, np.linspace(0.5, 2.0, X.shape[0]))
+    whole = Learner(eta0=0.5, **rule)
+    whole.learn(batch)
+    sliced = Learner(eta0=0.5, **rule)
+    sliced.check(batch)
+    for start, stop in [(0, 1), (1, 1), (1, 120), (120, 299), (299, 300)]:
+        sliced.learn(batch, check=False, rows=(start, stop))
+    assert_identical(whole, sliced)
+    assert sliced.progress["examples"] == X.shape[0]
+    with pytest.raises(ValueError, match="rows 5:3 are not within"):
+        sliced.learn(batch, rows=(5, 3))

@@ -153,20 +153,32 @@ cdef class SGDKernel:
     # ------------------------------------------------------------- learning
 
     def learn(self, const int64_t[::1] indptr, const uint64_t[::1] keys,
-              values, const double[::1] labels, weights):
-        """Learn a validated CSR batch in order.
+              values, const double[::1] labels, weights, Py_ssize_t start=0,
+              Py_ssize_t stop=-1):
+        """Learn rows ``start:stop`` (default: all) of a validated CSR batch
+        in order, without copying or re-basing any array.
 
         Returns ``(loss_sum, weight_sum, n_correct)`` of the progressive
         (before-update) evaluation, importance-weighted.  Raises
-        ``NumericError`` (with ``.learned``) if an example overflows and
-        ``MemoryError`` if the store cannot grow; the examples before the
-        failing one stay learned.
+        ``NumericError`` (with ``.learned``, counted from ``start``) if an
+        example overflows and ``MemoryError`` if the store cannot grow; the
+        examples before the failing one stay learned.
         """
         cdef const double[::1] s = weights if weights is not None else None
         cdef double out[3]
         cdef Py_ssize_t failed_at = -1
         cdef int status
         cdef Py_ssize_t max_nnz = 0, i
+        if stop < 0:
+            stop = indptr.shape[0] - 1
+        if not 0 <= start <= stop <= indptr.shape[0] - 1:
+            raise ValueError(f"rows {start}:{stop} are not within the batch's "
+                             f"{indptr.shape[0] - 1} rows")
+        # Row views; indptr keeps its absolute offsets into keys and values.
+        indptr = indptr[start:stop + 1]
+        labels = labels[start:stop]
+        if s is not None:
+            s = s[start:stop]
         for i in range(indptr.shape[0] - 1):
             if indptr[i + 1] - indptr[i] > max_nnz:
                 max_nnz = indptr[i + 1] - indptr[i]

@@ -359,7 +359,7 @@ class Daemon:
                 stop = min(max(stop, start + 1), n)
                 before = self.learner.progress_sums
                 try:
-                    self.learner.learn(batch.slice(start, stop), check=False)
+                    self.learner.learn(batch, check=False, rows=(start, stop))
                 except (NumericError, StoreFullError) as exc:
                     self.stats.learned(before, self.learner.progress_sums)
                     learned = start + exc.learned
