@@ -97,6 +97,8 @@ class Learner:
         return loss_sum / weight_sum if weight_sum > 0 else float("nan")
 
     def _count(self, examples: int, loss_sum: float, weight_sum: float, correct: int) -> None:
+        #: The counts of the last learn call: (examples, loss_sum, weight_sum, correct).
+        self.last_counts = (examples, loss_sum, weight_sum, correct)
         p = self._progress
         p["examples"] += examples
         p["loss_sum"] += loss_sum

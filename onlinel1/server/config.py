@@ -48,7 +48,7 @@ class DaemonConfig:
     window_examples: int = 10_000
     #: A training batch is learned in slices of about this many features,
     #: with requests served between slices.
-    slice_nnz: int = 16_384
+    slice_nnz: int = 8_192
     #: Directory of the snapshots; None: no snapshots.
     snapshot_dir: str | None = None
     #: Take a snapshot every this many seconds (0: never on a timer).

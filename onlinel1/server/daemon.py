@@ -357,15 +357,14 @@ class Daemon:
                 # The largest stop with nnz(start:stop) <= budget (at least one row).
                 stop = int(np.searchsorted(indptr, indptr[start] + budget, side="right")) - 1
                 stop = min(max(stop, start + 1), n)
-                before = self.learner.progress_sums
                 try:
                     self.learner.learn(batch, check=False, rows=(start, stop))
                 except (NumericError, StoreFullError) as exc:
-                    self.stats.learned(before, self.learner.progress_sums)
+                    self.stats.learned(self.learner.last_counts)
                     learned = start + exc.learned
                     raise ProtocolError(protocol.NUMERIC, f"example {learned} of the batch: "
                                         f"{str(exc).split(': ', 1)[-1]}") from None
-                self.stats.learned(before, self.learner.progress_sums)
+                self.stats.learned(self.learner.last_counts)
                 start = stop
                 if start < n:
                     self._serve_requests()
@@ -380,6 +379,10 @@ class Daemon:
 
     def _serve_requests(self) -> None:
         for _ in range(REQUESTS_PER_TURN):
+            # Cheaper than a non-blocking recv that raises zmq.Again (this
+            # runs between every two slices of a training batch).
+            if not self.requests.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                return
             try:
                 # Requests are small: copying beats zmq.Frame's bookkeeping.
                 parts = self.requests.recv_multipart(zmq.NOBLOCK)

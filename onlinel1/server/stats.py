@@ -27,9 +27,9 @@ class Stats:
         self._window: collections.deque[tuple[int, float, float, int]] = collections.deque()
         self._window_sums = [0, 0.0, 0.0, 0]
 
-    def learned(self, before: dict[str, float], after: dict[str, float]) -> None:
-        """Record a slice learned between two ``Learner.progress_sums``."""
-        part = tuple(after[k] - before[k] for k in ("examples", "loss_sum", "weight_sum", "correct"))
+    def learned(self, part: tuple[int, float, float, int]) -> None:
+        """Record a slice learned: ``Learner.last_counts`` (examples,
+        loss_sum, weight_sum, correct)."""
         if part[0] <= 0:
             return
         self._window.append(part)
