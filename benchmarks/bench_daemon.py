@@ -890,7 +890,7 @@ def report_ingest(res: dict, data, args) -> list[str]:
         ratio = d_rate / k_rate
         out.append(f"| {r['rule']} (origin {b['opts']['origin']}) | {d_rate:,.0f} "
                    f"({b['seconds']:.3f} s) | {k_rate:,.0f} ({r['kernel']:.3f} s) | "
-                   f"{ratio:.2f} ({verdict(ratio >= 0.7)}) |")
+                   f"{ratio:.3f} ({verdict(ratio >= 0.7)}) |")
     out += ["", "Where the difference goes: the same rows learned in this process the way the "
             f"daemon does it, step by step ('sliced': {BATCH_ROWS}-row batches, each checked "
             f"once and learned in slices of at most {res['slice_nnz']:,} features; "

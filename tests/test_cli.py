@@ -162,3 +162,22 @@ def test_corrupt_model_and_malformed_data_give_one_line(tmp_path):
         assert proc.returncode == 1
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], proc.stderr
+
+
+def test_a_reader_that_stops_early_is_not_an_error(tmp_path):
+    # `onlinel1 predict ... | head -1`: the pipe closes while we still write.
+    model = tmp_path / "m.ol1"
+    assert main(["train", str(A9A), "--quiet", "--save", str(model)]) == 0
+    big = tmp_path / "big.svm"
+    big.write_text(A9A.read_text() * 40)          # 80,000 predictions, ~1.5 MB of output
+    proc = subprocess.Popen([sys.executable, "-m", "onlinel1", "predict", "--model", str(model),
+                             str(big)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = proc.stdout.readline()
+    proc.stdout.close()
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert 0.0 < float(first) < 1.0
+    assert proc.returncode == 0, err
+    assert b"error" not in err and b"Traceback" not in err

@@ -43,6 +43,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from onlinel1.io import ParseError
     try:
         return args.func(args)
+    except BrokenPipeError:
+        # The reader of our output went away (``onlinel1 stats | head``):
+        # not an error; keep Python from complaining while it flushes.
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (CommandError, ParseError, OSError, MemoryError) as exc:
         message = str(exc)
     except KeyboardInterrupt:
