@@ -509,7 +509,9 @@ def kernel_rates(opts: dict, batch, slice_nnz: int, repeats: int) -> dict:
 
     * ``whole``: ``Learner.learn(batch)`` over the whole batch;
     * ``sliced``: as the daemon cuts them: 1000-row batches, each checked
-      once, learned in slices of at most ``slice_nnz`` features;
+      once, learned in slices of at most ``slice_nnz`` features
+      (``Learner.learn(batch, check=False, rows=(start, stop))``, as the
+      daemon calls it);
     * ``decoded``: the same, each 1000-row batch first encoded as the
       producer's message (before timing) and decoded with the daemon's
       ``protocol.decode_message`` / ``decode_batch`` (timed): the daemon's
@@ -543,7 +545,7 @@ def kernel_rates(opts: dict, batch, slice_nnz: int, repeats: int) -> dict:
         while start < n:
             stop = int(np.searchsorted(indptr, indptr[start] + slice_nnz, side="right")) - 1
             stop = min(max(stop, start + 1), n)
-            learner.learn(part.slice(start, stop), check=False)
+            learner.learn(part, check=False, rows=(start, stop))
             start = stop
 
     def sliced():
