@@ -144,8 +144,7 @@ class Learner:
     @property
     def nnz(self) -> int:
         """Number of non-zero weights (the intercept not counted)."""
-        _, w = self._kernel.current_weights()
-        return int(np.count_nonzero(w))
+        return self._kernel.count_nonzero()
 
     @property
     def store_size(self) -> int:

@@ -275,3 +275,15 @@ def test_learning_row_ranges_in_place_equals_one_batch(rcv1_sample, rule):
     assert sliced.progress["examples"] == X.shape[0]
     with pytest.raises(ValueError, match="rows 5:3 are not within"):
         sliced.learn(batch, rows=(5, 3))
+
+
+@pytest.mark.parametrize("update", ["plain", "subgradient", "cumulative", "fobos", "truncated",
+                                    "adagrad-fobos", "ftrl", "spred"])
+def test_nnz_counts_the_exported_non_zero_weights(rcv1_sample, update):
+    X, y = rcv1_sample
+    learner = Learner(update=update, l1=0.0 if update == "plain" else 1e-3, eta0=0.5)
+    learner.learn(Batch.from_csr(X, y))
+    keys, _ = learner.weights()
+    assert learner.nnz == keys.size > 0
+    if update in ("cumulative", "fobos", "truncated", "adagrad-fobos", "ftrl"):
+        assert learner.nnz < len(set(X.indices.tolist()))   # the count can tell zeros apart

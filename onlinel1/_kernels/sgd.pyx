@@ -252,6 +252,16 @@ cdef class SGDKernel:
                     o[j] = weight_now(self, row) * self.scale
         return out
 
+    def count_nonzero(self):
+        """Number of stored features whose caught-up weight is not zero
+        (no array is built: ``stats`` asks for it while serving)."""
+        cdef Py_ssize_t row, count = 0
+        with nogil:
+            for row in range(self.store.n):
+                if weight_now(self, row) != 0.0:
+                    count += 1
+        return count
+
     def current_weights(self):
         """``(keys, weights)`` of every stored row, caught up, store order."""
         keys, w, aux = self.store.export()
