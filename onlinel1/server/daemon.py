@@ -80,7 +80,9 @@ class Daemon:
                  replica_of: str | None = None) -> None:
         self.learner = learner
         self.config = config
-        self.context = context or zmq.Context.instance()
+        # Two I/O threads: the training stream on one, requests and replies
+        # on the other, so a stream of large batches never queues a reply.
+        self.context = context or zmq.Context(io_threads=2)
         self.stats = Stats(config.window_examples)
         self.stats.producers.update(producers or {})
         self.names: dict[int, str] | None = dict(names or {}) if config.keep_names or names else None
@@ -124,6 +126,9 @@ class Daemon:
                 sock.setsockopt(zmq.MAXMSGSIZE, hard_cap)
                 sock.setsockopt(zmq.LINGER, 1000)
             requests.setsockopt(zmq.ROUTER_MANDATORY, 0)
+            requests.setsockopt(zmq.AFFINITY, 1)        # I/O thread 0
+            if training is not None:
+                training.setsockopt(zmq.AFFINITY, 2)    # I/O thread 1
             if training is not None:
                 training.bind(c.train_endpoint)
             requests.bind(c.request_endpoint)
