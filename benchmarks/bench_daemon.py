@@ -1175,13 +1175,8 @@ def main(argv=None) -> int:
         f"--l1 {args.l1!r} --eta0 {args.eta0!r}` (log loss, constant step, intercept: its "
         f"defaults), loopback TCP only",
     ] + sections
-    text = "\n".join(report) + "\n"
-    print()
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
-        print(f"written to {args.out}")
+    from bench_learner import write_report
+    write_report(report, args.out)
     return 0
 
 

@@ -134,6 +134,17 @@ def machine() -> str:
             f"{platform.release()}, Python {platform.python_version()}")
 
 
+def write_report(lines: list[str], out) -> None:
+    """Print a report and, with ``--out``, write it to that file."""
+    text = "\n".join(lines) + "\n"
+    print()
+    print(text)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        print(f"written to {out}")
+
+
 def onlinel1_commit() -> str:
     """The checkout's commit, marked when onlinel1/ has uncommitted changes
     (shared by every benchmark report)."""
@@ -503,13 +514,7 @@ def main(argv=None) -> int:
                 f"{r['nnz'] / r['seconds'] / 1e6:.2f} | {r['store_size']:,} | {r['memory']:,} | "
                 f"{r['memory'] / r['store_size']:.1f} | {r['cap']:,} | "
                 f"{r['table']:,} ({r['store_size'] / r['table']:.2f}) |")
-    text = "\n".join(report) + "\n"
-    print()
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
-        print(f"written to {args.out}")
+    write_report(report, args.out)
     return 0
 
 

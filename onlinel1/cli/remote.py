@@ -38,6 +38,15 @@ def _client(args: argparse.Namespace, timeout: float) -> Any:
     return _talk(lambda: Client(args.connect, timeout=timeout))
 
 
+def _ask(args: argparse.Namespace, op: str) -> Any:
+    """One request (``stats``, ``health``, ...) on a client of its own."""
+    client = _client(args, args.timeout)
+    try:
+        return _talk(getattr(client, op))
+    finally:
+        client.close()
+
+
 # -------------------------------------------------------------------- send
 
 class Progress:
@@ -155,11 +164,7 @@ def _text(value: Any) -> str:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    client = _client(args, args.timeout)
-    try:
-        stats = _talk(client.stats)
-    finally:
-        client.close()
+    stats = _ask(args, "stats")
     if args.json:
         json.dump(stats, sys.stdout, indent=2, sort_keys=True, default=repr)
         sys.stdout.write("\n")
@@ -172,11 +177,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_health(args: argparse.Namespace) -> int:
-    client = _client(args, args.timeout)
-    try:
-        health = _talk(client.health)
-    finally:
-        client.close()
+    health = _ask(args, "health")
     status = health.get("status")
     if status != "ok":
         raise CommandError(f"the daemon at {args.connect} reports status {status!r}")
@@ -187,11 +188,7 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
-    client = _client(args, args.timeout)
-    try:
-        result = _talk(client.snapshot)
-    finally:
-        client.close()
+    result = _ask(args, "snapshot")
     print(f"snapshot {result['seq']} written: {result['file']} ({result['size']} bytes, "
           f"{result['examples']} examples)")
     return 0
