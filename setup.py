@@ -13,7 +13,7 @@ DIRECTIVES = {
 extensions = [
     Extension(f"onlinel1._kernels.{name}", [f"onlinel1/_kernels/{name}.pyx"],
               extra_compile_args=["-O3"])
-    for name in ("store", "sgd", "hashing", "parse")
+    for name in ("store", "sgd", "hashing", "parse", "csr")
 ]
 
 setup(ext_modules=cythonize(extensions, compiler_directives=DIRECTIVES))

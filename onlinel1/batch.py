@@ -12,6 +12,8 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from onlinel1._kernels import csr
+
 __all__ = ["Batch", "BatchError"]
 
 
@@ -68,8 +70,8 @@ class Batch:
         n = self.n_rows
         if self.indptr[0] != 0:
             raise BatchError(f"indptr: must start at 0, got {self.indptr[0]}")
-        if n and np.any(self.indptr[1:] < self.indptr[:-1]):
-            row = int(np.argmax(self.indptr[1:] < self.indptr[:-1]))
+        row = csr.first_decrease(self.indptr)
+        if row >= 0:
             raise BatchError(f"indptr: decreases at row {row}")
         if self.indptr[-1] != self.keys.size:
             raise BatchError(f"indptr: ends at {self.indptr[-1]} but there are "
@@ -97,20 +99,17 @@ class Batch:
 
     def check_finite(self) -> None:
         """Raise BatchError naming the first non-finite or negative entry."""
-        bad = ~np.isfinite(self.values)
-        if bad.any():
-            pos = int(np.argmax(bad))
+        pos = csr.first_nonfinite(self.values)
+        if pos >= 0:
             row = int(np.searchsorted(self.indptr, pos, side="right") - 1)
             raise BatchError(f"values: non-finite value {self.values[pos]} in row {row}", row)
         if self.labels is not None:
-            bad = ~np.isfinite(self.labels)
-            if bad.any():
-                row = int(np.argmax(bad))
+            row = csr.first_nonfinite(self.labels)
+            if row >= 0:
                 raise BatchError(f"labels: non-finite label {self.labels[row]} in row {row}", row)
         if self.weights is not None:
-            bad = ~(np.isfinite(self.weights) & (self.weights >= 0))
-            if bad.any():
-                row = int(np.argmax(bad))
+            row = csr.first_bad_weight(self.weights)
+            if row >= 0:
                 raise BatchError(f"weights: importance must be finite and >= 0, "
                                  f"got {self.weights[row]} in row {row}", row)
 
@@ -118,9 +117,8 @@ class Batch:
         """Raise BatchError unless every label is -1, 0 or +1."""
         if self.labels is None:
             return
-        bad = (self.labels != 1) & (self.labels != -1) & (self.labels != 0)
-        if bad.any():
-            row = int(np.argmax(bad))
+        row = csr.first_not_binary(self.labels)
+        if row >= 0:
             raise BatchError(f"labels: must be -1/+1 (or 0/1) for a classification loss, "
                              f"got {self.labels[row]} in row {row}", row)
 
