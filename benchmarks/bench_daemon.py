@@ -327,7 +327,8 @@ class Daemon:
                      "--train-endpoint", self.train_endpoint,
                      "--request-endpoint", self.request_endpoint,
                      "--log-level", "warning",
-                     "--update", update, "--l1", repr(args.l1), "--eta0", repr(args.eta0)]
+                     "--update", update, "--l1", repr(args.l1), "--eta0", repr(args.eta0),
+                     *shlex.split(args.daemon_args)]
         self.children = children
         self.child = children.start(f"daemon-{update}", self.argv)
         self.pid = self.child.pid
@@ -521,6 +522,7 @@ def kernel_rates(opts: dict, batch, slice_nnz: int, repeats: int) -> dict:
 
     from bench_learner import best_of
     from onlinel1 import Learner
+    from onlinel1._kernels.csr import slice_end
     from onlinel1.client import encode_csr
     from onlinel1.options import LearnerOptions
     from onlinel1.server import protocol
@@ -543,8 +545,7 @@ def kernel_rates(opts: dict, batch, slice_nnz: int, repeats: int) -> dict:
         learner.check(part)
         indptr, n, start = part.indptr, part.n_rows, 0
         while start < n:
-            stop = int(np.searchsorted(indptr, indptr[start] + slice_nnz, side="right")) - 1
-            stop = min(max(stop, start + 1), n)
+            stop = slice_end(indptr, start, slice_nnz)
             learner.learn(part, check=False, rows=(start, stop))
             start = stop
 
@@ -1086,6 +1087,9 @@ def main(argv=None) -> int:
     parser.add_argument("--parts", nargs="+", choices=["ingest", "latency", "overload"],
                         default=["ingest", "latency", "overload"],
                         help="which measurements (default: all)")
+    parser.add_argument("--daemon-args", default="", metavar="FLAGS",
+                        help="more flags for every daemon, e.g. '--training-io-nice 0' "
+                             "(default: none)")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run of a few seconds: 20,000 rows, 1 repeat, 300 "
                              "requests, 3 s of overload (explicit flags still win)")
@@ -1172,8 +1176,10 @@ def main(argv=None) -> int:
         f"* data: {data.description}",
         f"* daemon: `python -m onlinel1 serve --train-endpoint tcp://127.0.0.1:P1 "
         f"--request-endpoint tcp://127.0.0.1:P2 --log-level warning --update RULE "
-        f"--l1 {args.l1!r} --eta0 {args.eta0!r}` (log loss, constant step, intercept: its "
-        f"defaults), loopback TCP only",
+        f"--l1 {args.l1!r} --eta0 {args.eta0!r}"
+        f"{' ' + args.daemon_args if args.daemon_args else ''}` (log loss, constant step, "
+        f"intercept, training I/O thread's nice value: its defaults unless given), loopback "
+        f"TCP only",
     ] + sections
     from bench_learner import write_report
     write_report(report, args.out)

@@ -2,7 +2,11 @@
 only contract these tests use): results, every kind of bad input, shutdown."""
 from __future__ import annotations
 
+import os
 import signal
+import sys
+import threading
+import time
 
 import msgpack
 import numpy as np
@@ -340,3 +344,93 @@ def test_check_validates_without_serving(tmp_path):
                           "--train-endpoint", "http://example"], capture_output=True, text=True,
                          timeout=30)
     assert bad.returncode == 1 and "train_endpoint must be a ZeroMQ endpoint" in bad.stderr
+
+
+# ------------------------------------------------------ thread priorities
+
+def threads_of(pid: int) -> list[tuple[int, str, int]]:
+    """(thread id, name, nice value) of every thread of a process."""
+    out = []
+    for tid in sorted(int(t) for t in os.listdir(f"/proc/{pid}/task")):
+        with open(f"/proc/{pid}/task/{tid}/comm") as f:
+            out.append((tid, f.read().strip(), os.getpriority(os.PRIO_PROCESS, tid)))
+    return out
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values")
+@pytest.mark.parametrize("flags, nice", [((), 19), (("--training-io-nice", "7"), 7),
+                                         (("--training-io-nice", "0"), 0)])
+def test_the_training_stream_is_read_at_a_lower_cpu_priority(start_daemon, a9a, flags, nice):
+    batch, _, _ = a9a
+    daemon = start_daemon(*FLAGS, *flags)
+    pusher = Pusher(daemon.train)
+    try:
+        pusher.send({"v": 1, "op": "train", "csr": csr(batch.slice(0, 500))})
+        daemon.wait_stats(lambda s: s["examples"] == 500)     # both I/O threads at work
+    finally:
+        pusher.close()
+    threads = threads_of(daemon.proc.pid)
+    base = dict((tid, n) for tid, _, n in threads)[daemon.proc.pid]   # the main thread
+    io = sorted(n for _, name, n in threads if name.startswith("ZMQbg/IO"))
+    # One I/O thread per socket: requests at the daemon's priority, training lowered.
+    assert io == sorted([base, max(base, nice)])
+    assert all(n == base for tid, name, n in threads if not name.startswith("ZMQbg/")), threads
+    got = ok(daemon.request_once({"v": 1, "op": "config"}))
+    assert got["daemon"]["training_io_nice"] == nice
+
+
+@pytest.mark.parametrize("value", [-1, 20, True, "19", 1.5])
+def test_training_io_nice_must_be_a_nice_value(value):
+    from onlinel1.server import ConfigError, DaemonConfig
+    with pytest.raises(ConfigError, match="training_io_nice must be an integer from 0 to 19"):
+        DaemonConfig(training_io_nice=value)
+
+
+def test_lowering_a_priority_never_raises_one_and_never_fails():
+    from onlinel1.server import threads
+    me = threading.get_native_id()
+    mine = os.getpriority(os.PRIO_PROCESS, me)
+    result = {}
+
+    def worker():       # a thread of its own: a lowered priority cannot be raised back
+        tid = threading.get_native_id()
+        before = os.getpriority(os.PRIO_PROCESS, tid)
+        result["same"] = threads.lower_priority({tid}, before)          # not lower: untouched
+        result["lowered"] = threads.lower_priority({tid}, min(before + 3, 19))
+        result["after"] = os.getpriority(os.PRIO_PROCESS, tid)
+        result["back"] = threads.lower_priority({tid}, before)          # never raised
+        result["final"] = os.getpriority(os.PRIO_PROCESS, tid)
+        result["gone"] = threads.lower_priority({2**22 + 12345}, 19)    # no such thread
+        result["before"], result["tid"] = before, tid
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join(10)
+    assert not t.is_alive()
+    before, tid = result["before"], result["tid"]
+    assert result["same"] == [] and result["back"] == [] and result["gone"] == []
+    if before < 19:
+        assert result["lowered"] == [tid] and result["after"] == min(before + 3, 19)
+    assert result["final"] == result["after"]
+    assert os.getpriority(os.PRIO_PROCESS, me) == mine       # other threads keep theirs
+
+
+def test_started_by_names_the_threads_a_zeromq_context_starts():
+    from onlinel1.server import threads
+    ctx = zmq.Context(io_threads=1)
+    try:
+        sock, started = threads.started_by(lambda: ctx.socket(zmq.PULL))
+        names = set()
+        for tid in started:      # libzmq names its threads from inside them: wait for it
+            deadline = time.monotonic() + 5
+            while True:
+                with open(f"/proc/self/task/{tid}/comm") as f:
+                    name = f.read().strip()
+                if name.startswith("ZMQbg/") or time.monotonic() > deadline:
+                    break
+                time.sleep(0.001)   # polling interval of a bounded wait
+            names.add(name)
+        sock.close()
+    finally:
+        ctx.term()
+    assert names == {"ZMQbg/IO/0", "ZMQbg/Reaper"}

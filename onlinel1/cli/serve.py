@@ -27,7 +27,8 @@ DAEMON_FLAGS = (("--train-endpoint", "train_endpoint"), ("--request-endpoint", "
                 ("--high-water-mark", "high_water_mark"), ("--snapshot-dir", "snapshot_dir"),
                 ("--snapshot-every-seconds", "snapshot_every_seconds"),
                 ("--snapshot-every-examples", "snapshot_every_examples"), ("--keep", "keep"),
-                ("--resume", "resume"), ("--keep-names", "keep_names"))
+                ("--resume", "resume"), ("--keep-names", "keep_names"),
+                ("--training-io-nice", "training_io_nice"))
 
 
 def daemon_config(args: argparse.Namespace, base: dict[str, Any]) -> DaemonConfig:
@@ -215,6 +216,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--high-water-mark", type=int, metavar="N",
                    help=f"messages queued per socket before producers are held back "
                         f"(default: {d.high_water_mark})")
+    g.add_argument("--training-io-nice", type=int, metavar="N",
+                   help=f"nice value (0-19) of the thread that reads the training stream: "
+                        f"when the cores are busy, replies to requests go before it; 0 leaves "
+                        f"it at the daemon's priority (default: {d.training_io_nice})")
     g.add_argument("--check", action="store_true",
                    help="validate the configuration, bind the endpoints, and exit without serving")
     g.add_argument("--keep-names", action="store_const", const=True, default=None,

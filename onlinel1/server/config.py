@@ -49,6 +49,9 @@ class DaemonConfig:
     #: A training batch is learned in slices of about this many features,
     #: with requests served between slices.
     slice_nnz: int = 8_192
+    #: Nice value of the I/O thread that reads the training stream (0-19;
+    #: 0 leaves it alone).  Under CPU contention, replies go first.
+    training_io_nice: int = 19
     #: Directory of the snapshots; None: no snapshots.
     snapshot_dir: str | None = None
     #: Take a snapshot every this many seconds (0: never on a timer).
@@ -77,6 +80,10 @@ class DaemonConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(self.training_io_nice, bool) or not isinstance(self.training_io_nice, int) \
+                or not 0 <= self.training_io_nice <= 19:
+            raise ConfigError(f"training_io_nice must be an integer from 0 to 19, "
+                              f"got {self.training_io_nice!r}")
         if isinstance(self.snapshot_every_examples, bool) or \
                 not isinstance(self.snapshot_every_examples, int) or self.snapshot_every_examples < 0:
             raise ConfigError(f"snapshot_every_examples must be an integer >= 0, "

@@ -26,9 +26,10 @@ import numpy as np
 import zmq
 
 import onlinel1
+from onlinel1._kernels.csr import slice_end
 from onlinel1.batch import Batch, BatchError
 from onlinel1.learner import Learner, NumericError, StoreFullError
-from onlinel1.server import protocol
+from onlinel1.server import protocol, threads
 from onlinel1.server.config import DaemonConfig
 from onlinel1.server.protocol import ProtocolError
 from onlinel1.server.snapshots import BackgroundWriter, SnapshotDir, Written, write_now
@@ -80,9 +81,16 @@ class Daemon:
                  replica_of: str | None = None) -> None:
         self.learner = learner
         self.config = config
-        # Two I/O threads: the training stream on one, requests and replies
-        # on the other, so a stream of large batches never queues a reply.
-        self.context = context or zmq.Context(io_threads=2)
+        # Two contexts, each with its own I/O thread: the training stream on
+        # one, requests and replies on the other, so a stream of large
+        # batches never queues a reply; the training one runs at a lower CPU
+        # priority (config.training_io_nice, see threads.py).  A context
+        # given by the caller carries both sockets.
+        self._own_contexts = context is None
+        self.context = context or zmq.Context(io_threads=1)
+        self.training_context = context or (None if replica_of else zmq.Context(io_threads=1))
+        #: Thread ids whose priority the daemon lowered.
+        self.lowered_threads: list[int] = []
         self.stats = Stats(config.window_examples)
         self.stats.producers.update(producers or {})
         self.names: dict[int, str] | None = dict(names or {}) if config.keep_names or names else None
@@ -116,7 +124,13 @@ class Daemon:
         # ZeroMQ drops frames beyond MAXMSGSIZE itself (bounding memory
         # against absurd sizes); up to that the daemon answers too_large.
         hard_cap = 4 * c.max_message_bytes
-        training = None if self.replica_of else self.context.socket(zmq.PULL)
+        if self.replica_of:
+            training = None
+        elif self._own_contexts:
+            training, started = threads.started_by(lambda: self.training_context.socket(zmq.PULL))
+            self.lowered_threads = threads.lower_priority(started, c.training_io_nice)
+        else:
+            training = self.training_context.socket(zmq.PULL)
         requests = self.context.socket(zmq.ROUTER)
         sockets = [s for s in (training, requests) if s is not None]
         try:
@@ -126,9 +140,6 @@ class Daemon:
                 sock.setsockopt(zmq.MAXMSGSIZE, hard_cap)
                 sock.setsockopt(zmq.LINGER, 1000)
             requests.setsockopt(zmq.ROUTER_MANDATORY, 0)
-            requests.setsockopt(zmq.AFFINITY, 1)        # I/O thread 0
-            if training is not None:
-                training.setsockopt(zmq.AFFINITY, 2)    # I/O thread 1
             if training is not None:
                 training.bind(c.train_endpoint)
             requests.bind(c.request_endpoint)
@@ -143,6 +154,9 @@ class Daemon:
         else:
             log.info("training on %s (PULL), requests on %s (ROUTER); learner: %s",
                      c.train_endpoint, c.request_endpoint, self._learner_summary())
+            if self.lowered_threads:
+                log.debug("the training stream's I/O threads %s run at nice %d",
+                          self.lowered_threads, c.training_io_nice)
 
     def request_stop(self) -> None:
         """Stop taking input; ``run()`` returns once the batch in hand is done."""
@@ -153,6 +167,10 @@ class Daemon:
             if sock is not None:
                 sock.close()
         self.training = self.requests = None
+        if self._own_contexts:
+            for ctx in (self.training_context, self.context):
+                if ctx is not None and not ctx.closed:
+                    ctx.term()
 
     def _learner_summary(self) -> str:
         o = self.learner.options
@@ -360,8 +378,7 @@ class Daemon:
         try:
             while start < n:
                 # The largest stop with nnz(start:stop) <= budget (at least one row).
-                stop = int(np.searchsorted(indptr, indptr[start] + budget, side="right")) - 1
-                stop = min(max(stop, start + 1), n)
+                stop = slice_end(indptr, start, budget)
                 try:
                     self.learner.learn(batch, check=False, rows=(start, stop))
                 except (NumericError, StoreFullError) as exc:
