@@ -55,62 +55,80 @@ class _RowsInside(Exception):
     row-wise examples."""
 
 
+_S = struct.Struct
+#: Fixed-size msgpack values: first byte -> unpacker of the bytes after it.
+_FIXED = {0xCA: _S(">f"), 0xCB: _S(">d"),
+          0xCC: _S(">B"), 0xCD: _S(">H"), 0xCE: _S(">I"), 0xCF: _S(">Q"),
+          0xD0: _S(">b"), 0xD1: _S(">h"), 0xD2: _S(">i"), 0xD3: _S(">q")}
+#: Sized values: first byte -> (unpacker of the length, kind).
+_SIZED = {0xC4: (_S(">B"), "bin"), 0xC5: (_S(">H"), "bin"), 0xC6: (_S(">I"), "bin"),
+          0xD9: (_S(">B"), "str"), 0xDA: (_S(">H"), "str"), 0xDB: (_S(">I"), "str"),
+          0xDC: (_S(">H"), "array"), 0xDD: (_S(">I"), "array"),
+          0xDE: (_S(">H"), "map"), 0xDF: (_S(">I"), "map")}
+_SIMPLE = {0xC0: None, 0xC2: False, 0xC3: True}
+
+
 class _Walker:
     """Decode msgpack from a buffer; ``bin`` values come back as memoryview
     slices of that buffer (zero-copy)."""
 
-    __slots__ = ("buf", "pos")
+    __slots__ = ("buf", "pos", "end")
 
     def __init__(self, buf: memoryview) -> None:
         self.buf = buf
         self.pos = 0
+        self.end = len(buf)
 
     def _take(self, n: int) -> memoryview:
-        end = self.pos + n
-        if end > len(self.buf):
+        pos = self.pos
+        end = pos + n
+        if end > self.end:
             raise ProtocolError(MALFORMED, "message truncated: not valid msgpack")
-        view = self.buf[self.pos:end]
         self.pos = end
-        return view
+        return self.buf[pos:end]
 
-    def _unpack(self, fmt: str) -> Any:
-        size = struct.calcsize(fmt)
-        return struct.unpack(fmt, self._take(size))[0]
+    def _unpack(self, unpacker: struct.Struct) -> Any:
+        pos = self.pos
+        end = pos + unpacker.size
+        if end > self.end:
+            raise ProtocolError(MALFORMED, "message truncated: not valid msgpack")
+        self.pos = end
+        return unpacker.unpack_from(self.buf, pos)[0]
 
     def value(self, depth: int = 0, top: bool = False) -> Any:
         if depth > MAX_DEPTH:
             raise ProtocolError(MALFORMED, f"message nested deeper than {MAX_DEPTH} levels")
-        b = self._take(1)[0]
+        pos = self.pos
+        if pos >= self.end:
+            raise ProtocolError(MALFORMED, "message truncated: not valid msgpack")
+        b = self.buf[pos]
+        self.pos = pos + 1
         if b <= 0x7F:
             return b
         if b >= 0xE0:
             return b - 0x100
-        if 0x80 <= b <= 0x8F:
+        if b <= 0x8F:
             return self._map(b & 0x0F, depth, top)
-        if 0x90 <= b <= 0x9F:
+        if b <= 0x9F:
             return self._array(b & 0x0F, depth)
-        if 0xA0 <= b <= 0xBF:
+        if b <= 0xBF:
             return self._str(b & 0x1F)
-        simple = {0xC0: None, 0xC2: False, 0xC3: True}
-        if b in simple:
-            return simple[b]
-        if b in (0xC4, 0xC5, 0xC6):
-            n = self._unpack({0xC4: ">B", 0xC5: ">H", 0xC6: ">I"}[b])
-            return self._take(n)
-        if b == 0xCA:
-            return self._unpack(">f")
-        if b == 0xCB:
-            return self._unpack(">d")
-        ints = {0xCC: ">B", 0xCD: ">H", 0xCE: ">I", 0xCF: ">Q",
-                0xD0: ">b", 0xD1: ">h", 0xD2: ">i", 0xD3: ">q"}
-        if b in ints:
-            return self._unpack(ints[b])
-        if b in (0xD9, 0xDA, 0xDB):
-            return self._str(self._unpack({0xD9: ">B", 0xDA: ">H", 0xDB: ">I"}[b]))
-        if b in (0xDC, 0xDD):
-            return self._array(self._unpack(">H" if b == 0xDC else ">I"), depth)
-        if b in (0xDE, 0xDF):
-            return self._map(self._unpack(">H" if b == 0xDE else ">I"), depth, top)
+        fixed = _FIXED.get(b)
+        if fixed is not None:
+            return self._unpack(fixed)
+        sized = _SIZED.get(b)
+        if sized is not None:
+            n = self._unpack(sized[0])
+            kind = sized[1]
+            if kind == "bin":
+                return self._take(n)
+            if kind == "str":
+                return self._str(n)
+            if kind == "array":
+                return self._array(n, depth)
+            return self._map(n, depth, top)
+        if b in _SIMPLE:
+            return _SIMPLE[b]
         raise ProtocolError(MALFORMED, f"byte 0x{b:02x} starts no msgpack type this protocol uses (ext types are not used)")
 
     def _str(self, n: int) -> str:
