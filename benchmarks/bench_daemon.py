@@ -23,8 +23,9 @@ first argument ``_producer`` / ``_echo``).  Only 127.0.0.1 is used.
    on the same rows: ``Learner(...).learn(batch)`` of the same rule over the
    whole batch (best of --repeats after a warm-up, a fresh model each), and
    the same rows learned the way the daemon cuts them (1000-row batches,
-   checked once, learned in slices of at most slice_nnz features) -- the
-   kernel and Python cost of the daemon without transport and decoding.
+   checked once, learned in calls that look for requests every slice_nnz
+   features, as the daemon does) -- the kernel and Python cost of the
+   daemon without transport and decoding.
    Target: daemon >= 0.7x the in-process rate.  For update=cumulative
    (origin first-seen, the daemon's default) and update=fobos.
    Vowpal Wabbit reads the same rows from a local text file
@@ -510,9 +511,11 @@ def kernel_rates(opts: dict, batch, slice_nnz: int, repeats: int) -> dict:
 
     * ``whole``: ``Learner.learn(batch)`` over the whole batch;
     * ``sliced``: as the daemon cuts them: 1000-row batches, each checked
-      once, learned in slices of at most ``slice_nnz`` features
-      (``Learner.learn(batch, check=False, rows=(start, stop))``, as the
-      daemon calls it);
+      once, learned in calls of at most MAX_SLICES_PER_CALL x ``slice_nnz``
+      features that poll a descriptor every ``slice_nnz`` features
+      (``Learner.learn(batch, check=False, rows=(start, stop), wake=...)``,
+      as the daemon calls it; here the descriptor is a pipe that stays
+      empty, as the request socket does without requests);
     * ``decoded``: the same, each 1000-row batch first encoded as the
       producer's message (before timing) and decoded with the daemon's
       ``protocol.decode_message`` / ``decode_batch`` (timed): the daemon's
@@ -526,6 +529,7 @@ def kernel_rates(opts: dict, batch, slice_nnz: int, repeats: int) -> dict:
     from onlinel1.client import encode_csr
     from onlinel1.options import LearnerOptions
     from onlinel1.server import protocol
+    from onlinel1.server.daemon import MAX_SLICES_PER_CALL
 
     known = {f.name for f in dataclasses.fields(LearnerOptions)}
     if set(opts) - known:
@@ -541,13 +545,17 @@ def kernel_rates(opts: dict, batch, slice_nnz: int, repeats: int) -> dict:
         learner.learn(batch)
         return learner
 
+    quiet, writer = os.pipe()           # never written: never readable
+    wake = (quiet, slice_nnz)
+    budget = MAX_SLICES_PER_CALL * slice_nnz
+
     def learn_sliced(learner, part):
         learner.check(part)
         indptr, n, start = part.indptr, part.n_rows, 0
         while start < n:
-            stop = slice_end(indptr, start, slice_nnz)
-            learner.learn(part, check=False, rows=(start, stop))
-            start = stop
+            stop = slice_end(indptr, start, budget)
+            learner.learn(part, check=False, rows=(start, stop), wake=wake)
+            start += learner.last_counts[0]
 
     def sliced():
         learner = Learner(**opts)
@@ -566,6 +574,8 @@ def kernel_rates(opts: dict, batch, slice_nnz: int, repeats: int) -> dict:
     out = {name: best_of(repeats, run)[0]
            for name, run in (("whole", whole), ("sliced", sliced), ("decoded", decoded))}
     out["other"] = watch.stop()
+    os.close(quiet)
+    os.close(writer)
     del frames
     return out
 
@@ -627,7 +637,8 @@ def bench_ingest(children: Children, data, data_dir: pathlib.Path, vw_path: path
     from onlinel1.server.config import DaemonConfig
     slice_nnz = DaemonConfig().slice_nnz
     n = data.n_rows
-    out = {"rules": [], "slice_nnz": slice_nnz}
+    from onlinel1.server.daemon import MAX_SLICES_PER_CALL
+    out = {"rules": [], "slice_nnz": slice_nnz, "max_slices": MAX_SLICES_PER_CALL}
     for rule in RULES:
         runs = []
         for r in range(args.repeats):
@@ -896,7 +907,9 @@ def report_ingest(res: dict, data, args) -> list[str]:
                    f"{ratio:.3f} ({verdict(ratio >= 0.7)}) |")
     out += ["", "Where the difference goes: the same rows learned in this process the way the "
             f"daemon does it, step by step ('sliced': {BATCH_ROWS}-row batches, each checked "
-            f"once and learned in slices of at most {res['slice_nnz']:,} features; "
+            f"once and learned in calls of at most {res['max_slices']} x "
+            f"{res['slice_nnz']:,} features that poll a descriptor (an empty pipe) every "
+            f"{res['slice_nnz']:,} features, as the daemon polls its request socket; "
             "'+ decoded': also each message decoded from its msgpack frame with the daemon's "
             "`protocol.decode_message` / `decode_batch`), as examples/s and as a ratio to "
             "`learn(batch)`; then the daemon (ZeroMQ over loopback TCP, another process "

@@ -72,7 +72,8 @@ class Learner:
         return batch
 
     def learn(self, batch: Batch, *, check: bool = True,
-              rows: tuple[int, int] | None = None) -> float:
+              rows: tuple[int, int] | None = None,
+              wake: tuple[int, int] | None = None) -> float:
         """Learn the rows of ``batch`` in order; return their progressive loss.
 
         The loss of each example is measured before the model learns from
@@ -81,19 +82,24 @@ class Learner:
         ``check=False`` skips that validation for a batch that already
         passed ``check``; ``rows=(start, stop)`` learns only those rows (the
         daemon checks a batch once, then learns it in slices this way).
+        ``wake=(fd, every)`` may stop early, after a whole row: every
+        ``every`` features the learner polls the file descriptor ``fd`` and
+        stops if it is readable (the daemon passes its request socket's).
+        ``last_counts[0]`` says how many rows were learned.
         """
         if check:
             self.check(batch, learning=True)
         start, stop = rows if rows is not None else (0, batch.n_rows)
         try:
-            loss_sum, weight_sum, correct = self._kernel.learn(
+            wake_fd, wake_every = wake if wake is not None else (-1, 1)
+            loss_sum, weight_sum, correct, learned = self._kernel.learn(
                 batch.indptr, batch.keys, batch.values, batch.labels, batch.weights,
-                start, stop)
+                start, stop, wake_fd, wake_every)
         except (NumericError, StoreFullError) as exc:
             # The examples before the failing one were learned: count them.
             self._count(exc.learned, *exc.progress)
             raise
-        self._count(stop - start, loss_sum, weight_sum, correct)
+        self._count(learned, loss_sum, weight_sum, correct)
         return loss_sum / weight_sum if weight_sum > 0 else float("nan")
 
     def _count(self, examples: int, loss_sum: float, weight_sum: float, correct: int) -> None:

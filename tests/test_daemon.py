@@ -319,6 +319,35 @@ def test_sigterm_finishes_the_batch_in_hand_and_exits_0(start_daemon, a9a):
     assert f"stopped after {100 * n} examples" in log
 
 
+def test_requests_are_answered_in_the_middle_of_a_batch(start_daemon, a9a):
+    batch, _, _ = a9a
+    copies, messages = 20, 20
+    big = Batch(np.concatenate([batch.indptr[:-1] + i * batch.nnz for i in range(copies)]
+                               + [[copies * batch.nnz]]),
+                np.tile(batch.keys, copies), np.tile(batch.values, copies),
+                np.tile(batch.labels, copies))
+    rows_per_message = big.n_rows
+    daemon = start_daemon(*FLAGS)
+    push = Pusher(daemon.train)
+    try:
+        for _ in range(messages):
+            push.send({"v": 1, "csr": csr(big)})
+        seen = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            examples = ok(daemon.request_once({"v": 1, "op": "stats"}))["examples"]
+            seen.append(examples)
+            if examples % rows_per_message or examples == messages * rows_per_message:
+                break
+    finally:
+        push.close()
+    # A stats request answered between two messages would see a multiple of
+    # the message's rows: this one came in the middle of one.
+    assert seen[-1] % rows_per_message, seen
+    done = daemon.wait_stats(lambda s: s["examples"] == messages * rows_per_message)
+    assert done["batches"] == messages and done["rejected"] == {}
+
+
 def test_bind_failure_is_one_clear_line(start_daemon):
     first = start_daemon(*FLAGS)
     import subprocess

@@ -1,6 +1,8 @@
 """Learner behaviour: batch invariance, state, predict, origins, clocks."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -275,6 +277,47 @@ def test_learning_row_ranges_in_place_equals_one_batch(rcv1_sample, rule):
     assert sliced.progress["examples"] == X.shape[0]
     with pytest.raises(ValueError, match="rows 5:3 are not within"):
         sliced.learn(batch, rows=(5, 3))
+
+
+@pytest.mark.parametrize("rule", RULES, ids=IDS)
+def test_a_readable_wake_descriptor_stops_learning_after_a_whole_row(rcv1_sample, rule):
+    # The daemon passes its request socket's descriptor: the kernel polls it
+    # every `every` features and stops after the row it is on if readable.
+    X, y = rcv1_sample
+    batch = Batch.from_csr(X, y)
+    n, every = X.shape[0], 500
+    quiet_r, quiet_w = os.pipe()
+    busy_r, busy_w = os.pipe()
+    os.write(busy_w, b"x")                  # readable until read: stops every look
+    try:
+        whole = Learner(eta0=0.5, **rule)
+        whole.learn(batch)
+        woken = Learner(eta0=0.5, **rule)
+        start, stops = 0, []
+        while start < n:
+            woken.learn(batch, check=False, rows=(start, n), wake=(busy_r, every))
+            learned = woken.last_counts[0]
+            assert learned >= 1
+            stops.append(start + learned)
+            # The first row at which `every` features were reached since `start`.
+            nnz = np.diff(batch.indptr)[start:]
+            reached = int(np.argmax(np.cumsum(nnz) >= every)) + 1 \
+                if nnz.sum() >= every else n - start
+            assert learned == reached, (start, learned, reached)
+            start += learned
+        assert len(stops) > 3 and stops[-1] == n
+        assert_identical(whole, woken)      # stopping early changes nothing
+        assert woken.progress["examples"] == n
+
+        quiet = Learner(eta0=0.5, **rule)
+        quiet.learn(batch, check=False, rows=(0, n), wake=(quiet_r, 1))
+        assert quiet.last_counts[0] == n    # nothing to read: the whole range
+        assert_identical(whole, quiet)
+        with pytest.raises(ValueError, match="wake_every must be at least 1"):
+            quiet.learn(batch, check=False, wake=(quiet_r, 0))
+    finally:
+        for fd in (quiet_r, quiet_w, busy_r, busy_w):
+            os.close(fd)
 
 
 @pytest.mark.parametrize("update", ["plain", "subgradient", "cumulative", "fobos", "truncated",

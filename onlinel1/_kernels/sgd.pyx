@@ -25,6 +25,14 @@ from libc.math cimport INFINITY, NAN, copysign, exp, expm1, fabs, isfinite, log1
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 
+cdef extern from "<poll.h>" nogil:
+    struct pollfd:
+        int fd
+        short events
+        short revents
+    int poll(pollfd* fds, unsigned long nfds, int timeout)
+    enum: POLLIN
+
 import numpy as np
 
 from onlinel1._kernels.store cimport WeightStore, fmix64, store_find
@@ -154,12 +162,20 @@ cdef class SGDKernel:
 
     def learn(self, const int64_t[::1] indptr, const uint64_t[::1] keys,
               values, const double[::1] labels, weights, Py_ssize_t start=0,
-              Py_ssize_t stop=-1):
+              Py_ssize_t stop=-1, int wake_fd=-1, int64_t wake_every=4096):
         """Learn rows ``start:stop`` (default: all) of a validated CSR batch
         in order, without copying or re-basing any array.
 
-        Returns ``(loss_sum, weight_sum, n_correct)`` of the progressive
-        (before-update) evaluation, importance-weighted.  Raises
+        With ``wake_fd >= 0``, after each row that brings the features
+        learned since the last look to ``wake_every`` or more, the kernel
+        polls ``wake_fd`` (no waiting) and stops after that row if it is
+        readable: the daemon's way to answer a request in the middle of a
+        batch.
+
+        Returns ``(loss_sum, weight_sum, n_correct, n_learned)``: the
+        progressive (before-update) evaluation, importance-weighted, of the
+        ``n_learned`` rows learned from ``start`` (all of them, unless
+        stopped early by ``wake_fd``).  Raises
         ``NumericError`` (with ``.learned``, counted from ``start``) if an
         example overflows and ``MemoryError`` if the store cannot grow; the
         examples before the failing one stay learned.
@@ -171,6 +187,8 @@ cdef class SGDKernel:
         cdef Py_ssize_t max_nnz = 0, i
         if stop < 0:
             stop = indptr.shape[0] - 1
+        if wake_every < 1:
+            raise ValueError(f"wake_every must be at least 1, got {wake_every}")
         if not 0 <= start <= stop <= indptr.shape[0] - 1:
             raise ValueError(f"rows {start}:{stop} are not within the batch's "
                              f"{indptr.shape[0] - 1} rows")
@@ -184,9 +202,11 @@ cdef class SGDKernel:
                 max_nnz = indptr[i + 1] - indptr[i]
         out[0] = out[1] = out[2] = 0.0
         if values.dtype == np.float32:
-            status = self._run_f32(indptr, keys, values, labels, s, max_nnz, out, &failed_at)
+            status = self._run_f32(indptr, keys, values, labels, s, max_nnz, out, &failed_at,
+                                   wake_fd, wake_every)
         else:
-            status = self._run_f64(indptr, keys, values, labels, s, max_nnz, out, &failed_at)
+            status = self._run_f64(indptr, keys, values, labels, s, max_nnz, out, &failed_at,
+                                   wake_fd, wake_every)
         self._compact_if_due()
         progress = (out[0], out[1], <long long>out[2])
         if status == E_NOMEM:
@@ -201,24 +221,26 @@ cdef class SGDKernel:
                 f"(feature values or importance too large?); it and the rest "
                 f"of the batch were not learned, the {failed_at} before it were",
                 failed_at, progress)
-        return progress
+        return progress + (failed_at,)
 
     cdef int _run_f32(self, const int64_t[::1] indptr, const uint64_t[::1] keys,
                       const float[::1] values, const double[::1] labels,
                       const double[::1] s, Py_ssize_t max_nnz, double* out,
-                      Py_ssize_t* failed_at):
+                      Py_ssize_t* failed_at, int wake_fd, int64_t wake_every):
         cdef int status
         with nogil:
-            status = learn_rows(self, indptr, keys, values, labels, s, max_nnz, out, failed_at)
+            status = learn_rows(self, indptr, keys, values, labels, s, max_nnz, out, failed_at,
+                                wake_fd, wake_every)
         return status
 
     cdef int _run_f64(self, const int64_t[::1] indptr, const uint64_t[::1] keys,
                       const double[::1] values, const double[::1] labels,
                       const double[::1] s, Py_ssize_t max_nnz, double* out,
-                      Py_ssize_t* failed_at):
+                      Py_ssize_t* failed_at, int wake_fd, int64_t wake_every):
         cdef int status
         with nogil:
-            status = learn_rows(self, indptr, keys, values, labels, s, max_nnz, out, failed_at)
+            status = learn_rows(self, indptr, keys, values, labels, s, max_nnz, out, failed_at,
+                                wake_fd, wake_every)
         return status
 
     def margins(self, const int64_t[::1] indptr, const uint64_t[::1] keys, values,
@@ -540,12 +562,23 @@ cdef inline double weight_after_step(SGDKernel k, Py_ssize_t row) noexcept nogil
         return spred_weight(k, row)
     return k.store.w[row]
 
+cdef inline bint readable(int fd) noexcept nogil:
+    """Whether ``fd`` polls readable right now (a syscall, no waiting)."""
+    cdef pollfd p
+    p.fd = fd
+    p.events = POLLIN
+    p.revents = 0
+    return poll(&p, 1, 0) > 0 and (p.revents & POLLIN) != 0
+
+
 cdef int learn_rows(SGDKernel k, const int64_t[::1] indptr,
                     const uint64_t[::1] keys, const floating[::1] values,
                     const double[::1] labels, const double[::1] s,
                     Py_ssize_t max_nnz, double* out,
-                    Py_ssize_t* failed_at) noexcept nogil:
+                    Py_ssize_t* failed_at, int wake_fd, int64_t wake_every) noexcept nogil:
     cdef Py_ssize_t n_rows = indptr.shape[0] - 1
+    cdef Py_ssize_t n_done = n_rows
+    cdef int64_t since_check = 0
     cdef Py_ssize_t i, j, nnz, row, start, n_cand
     cdef Py_ssize_t* rows = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
     cdef signed char* sgn = <signed char*>malloc(max_nnz + 1)
@@ -650,8 +683,19 @@ cdef int learn_rows(SGDKernel k, const int64_t[::1] indptr,
             row = store_find(k.store, cand[j])
             if row >= 0 and prunable(k, row, weight_after_step(k, row)):
                 k.store.remove_row(row)
+
+        # 6. Every wake_every features, stop early if wake_fd is readable
+        # (the daemon's request socket has something: it answers, then
+        # learns on).  The rows so far are learned completely.
+        if wake_fd >= 0:
+            since_check += nnz
+            if since_check >= wake_every:
+                since_check = 0
+                if readable(wake_fd):
+                    n_done = i + 1
+                    break
     free(rows); free(sgn); free(cand); free(wnow); free(first); free(gsum); free(table)
-    failed_at[0] = i if status != OK else n_rows
+    failed_at[0] = i if status != OK else n_done
     out[0] = loss_sum
     out[1] = weight_sum
     out[2] = n_correct

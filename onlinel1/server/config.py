@@ -46,8 +46,9 @@ class DaemonConfig:
     high_water_mark: int = 64
     #: Examples covered by the recent-window progressive loss in stats.
     window_examples: int = 10_000
-    #: A training batch is learned in slices of about this many features,
-    #: with requests served between slices.
+    #: A training batch is learned in slices of about this many features:
+    #: after each, the learner looks at the request socket and, if a
+    #: request is waiting, answers it before going on.
     slice_nnz: int = 8_192
     #: Nice value of the I/O thread that reads the training stream (0-19;
     #: 0 leaves it alone).  Under CPU contention, replies go first.

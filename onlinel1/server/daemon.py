@@ -5,9 +5,12 @@
   every request gets exactly one reply, a result or an error with a code.
 
 One thread polls both sockets (the ZeroMQ guide's pattern; no thread per
-client).  A training batch is validated whole, then learned in slices of
-about ``slice_nnz`` features; between slices the loop answers whatever
-requests have arrived, so a large batch never holds a prediction for long.
+client).  A training batch is validated whole, then learned in place; every
+``slice_nnz`` features the learning kernel polls the request socket's
+descriptor (``ZMQ_FD``, no waiting) and stops after the current example if
+a request may be waiting.  The loop answers it and learns on, so a large
+batch never holds a prediction for long, and a batch with no request in
+the way is learned in few calls.
 Acknowledged ``learn`` requests that arrive while a batch is in hand wait
 until it is done, so batches are never interleaved.  Every way a message
 can be wrong ends in an error reply (request socket) or a counted, logged
@@ -40,6 +43,9 @@ log = logging.getLogger("onlinel1.daemon")
 MAX_TOP_K = 1000
 POLL_MS = 100                 # how often the loop looks at the stop flag
 REQUESTS_PER_TURN = 256       # requests answered before training resumes
+#: A learning call covers at most this many slices (config.slice_nnz each);
+#: the kernel stops sooner, after the slice in which a request arrives.
+MAX_SLICES_PER_CALL = 8
 
 
 class RateLimitedLog:
@@ -148,6 +154,10 @@ class Daemon:
                 sock.close(linger=0)
             raise
         self.training, self.requests = training, requests
+        # Readable when the request socket may have something (ZMQ_FD): the
+        # learning kernel polls it every slice, so a request interrupts a
+        # batch after the current slice, not after a fixed number of them.
+        self._request_fd = requests.getsockopt(zmq.FD)
         if self.replica_of:
             log.info("predict-only replica of %s, requests on %s (ROUTER); learner: %s",
                      self.replica_of, c.request_endpoint, self._learner_summary())
@@ -371,7 +381,9 @@ class Daemon:
         return the reply of an acknowledged learn."""
         indptr = batch.indptr
         n = batch.n_rows
-        budget = self.config.slice_nnz
+        slice_nnz = self.config.slice_nnz
+        wake = (self._request_fd, slice_nnz)
+        budget = MAX_SLICES_PER_CALL * slice_nnz
         start = 0
         before_all = self.learner.progress_sums
         self._in_batch = True
@@ -380,16 +392,19 @@ class Daemon:
                 # The largest stop with nnz(start:stop) <= budget (at least one row).
                 stop = slice_end(indptr, start, budget)
                 try:
-                    self.learner.learn(batch, check=False, rows=(start, stop))
+                    self.learner.learn(batch, check=False, rows=(start, stop), wake=wake)
                 except (NumericError, StoreFullError) as exc:
                     self.stats.learned(self.learner.last_counts)
                     learned = start + exc.learned
                     raise ProtocolError(protocol.NUMERIC, f"example {learned} of the batch: "
                                         f"{str(exc).split(': ', 1)[-1]}") from None
                 self.stats.learned(self.learner.last_counts)
-                start = stop
+                start += self.learner.last_counts[0]
                 if start < n:
-                    self._serve_requests()
+                    more = self._serve_requests()
+                    # Requests left over (the per-turn limit) do not signal
+                    # the descriptor again: come back after one slice.
+                    budget = (1 if more else MAX_SLICES_PER_CALL) * slice_nnz
         finally:
             self._in_batch = False
         after = self.learner.progress_sums
@@ -399,18 +414,21 @@ class Daemon:
 
     # ----------------------------------------------------------- requests
 
-    def _serve_requests(self) -> None:
+    def _serve_requests(self) -> bool:
+        """Answer the waiting requests, at most REQUESTS_PER_TURN; return
+        whether more may be waiting."""
         for _ in range(REQUESTS_PER_TURN):
             # Cheaper than a non-blocking recv that raises zmq.Again (this
             # runs between every two slices of a training batch).
             if not self.requests.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                return
+                return False
             try:
                 # Requests are small: copying beats zmq.Frame's bookkeeping.
                 parts = self.requests.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
-                return
+                return False
             self._serve(parts)
+        return True
 
     def _serve(self, parts: list) -> None:
         # DEALER: [identity, body]; REQ: [identity, b"", body].
