@@ -326,8 +326,26 @@ def _examples(data: Any, training: bool) -> dict[str, Any]:
                     f"row maps, got {type(data).__name__}")
 
 
-def _pack(message: Mapping[str, Any]) -> bytes:
-    return msgpack.packb(message, use_bin_type=True)
+class _Packer:
+    """msgpack encoding with a buffer that is kept between messages.
+
+    ``msgpack.packb`` starts every message in a small new buffer and grows
+    it by copies: 390 us for a 0.55 MB training message, against 24 us for
+    a ``msgpack.Packer`` that keeps its buffer.  After a failed ``pack``
+    the packer is replaced, so no half-written message can leak into the
+    next one."""
+
+    __slots__ = ("_packer",)
+
+    def __init__(self) -> None:
+        self._packer = msgpack.Packer(use_bin_type=True)
+
+    def pack(self, message: Mapping[str, Any]) -> bytes:
+        try:
+            return self._packer.pack(message)
+        except BaseException:
+            self._packer = msgpack.Packer(use_bin_type=True)
+            raise
 
 
 def _connect(socket: zmq.Socket, endpoint: str) -> None:
@@ -397,6 +415,7 @@ class Producer:
         self.seq = 0
         self.examples_sent = 0
         self._rows = _RowBuffer()
+        self._packer = _Packer()
         # A context of our own, so that close() can wait for delivery (term).
         self._context = zmq.Context()
         self._socket = self._context.socket(zmq.PUSH)
@@ -503,7 +522,7 @@ class Producer:
                                    "seq": self.seq + 1, "csr": encode_csr(batch)}
         if self.producer is not None:
             message["producer"] = self.producer
-        frame = _pack(message)
+        frame = self._packer.pack(message)
         deadline = None if self.send_timeout is None else time.monotonic() + self.send_timeout
         while True:
             try:
@@ -607,6 +626,7 @@ class Client:
         self.timeout = timeout
         self._context = context or zmq.Context.instance()
         self._ids = itertools.count(1)
+        self._packer = _Packer()
         self._socket: zmq.Socket | None = None
         self._open_socket()
 
@@ -690,7 +710,7 @@ class Client:
             raise ValueError(f"{', '.join(sorted(reserved))}: set by the client, not a field")
         request_id = next(self._ids)
         message = {"v": PROTOCOL_VERSION, "op": op, "id": request_id, **fields}
-        frame = _pack(message)
+        frame = self._packer.pack(message)
         deadline = time.monotonic() + self.timeout
         socket = self._socket
         try:
