@@ -165,8 +165,16 @@ def _features(features: Any, where: str) -> dict[int | str, int | float]:
     if not isinstance(features, Mapping):
         raise TypeError(f"{where}: features must be a map of feature -> value, "
                         f"got {type(features).__name__}")
-    return {_key(k, f"{where}: feature {k!r}"): _number(v, f"{where}: the value of {k!r}")
-            for k, v in features.items()}
+    out: dict[int | str, int | float] = {}
+    for k, v in features.items():
+        # The common case, plain ints or strs to plain numbers, as it is;
+        # anything else (numpy scalars, bad values) through the checks.
+        tk, tv = type(k), type(v)
+        if (tk is str or (tk is int and 0 <= k <= _U64_MAX)) and (tv is float or tv is int):
+            out[k] = v
+        else:
+            out[_key(k, f"{where}: feature {k!r}")] = _number(v, f"{where}: the value of {k!r}")
+    return out
 
 
 def _namespaces(namespaces: Any, where: str) -> dict[str, dict[int | str, int | float]]:

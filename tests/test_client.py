@@ -230,6 +230,8 @@ def test_encode_rows_plain_values_and_validation():
            ([{"features": {-1: 1}}], ValueError, r"\[0, 2\*\*64\)"),
            ([{"features": {2**64: 1}}], ValueError, r"\[0, 2\*\*64\)"),
            ([{"features": {"a": "1"}}], TypeError, "must be a number"),
+           ([{"features": {7: True}}], TypeError, "must be a number"),
+           ([{"features": {7: 1.0, -7: 1.0}}], ValueError, r"\[0, 2\*\*64\)"),
            ([{"features": {"a": 1}, "lable": 1}], ValueError, "unknown fields"),
            ([{"features": [1, 2]}], TypeError, "map of feature"),
            ([{"namespaces": {1: {}}}], TypeError, "namespace names"),
