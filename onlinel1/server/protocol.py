@@ -269,15 +269,19 @@ def decode_rows(rows: Any, need_labels: bool, names: dict[int, str] | None = Non
             if not isinstance(features, dict):
                 raise ProtocolError(BAD_REQUEST, f"{where} must be a map of feature -> value")
             for name, value in features.items():
-                if isinstance(name, str):
+                tn = type(name)
+                if tn is int and 0 <= name < 2**64:
+                    keys.append(name)
+                elif tn is str:
                     strings.setdefault((namespace, name), []).append(len(keys))
                     keys.append(0)
-                elif isinstance(name, int) and not isinstance(name, bool) and 0 <= name < 2**64:
-                    keys.append(name)
                 else:
                     raise ProtocolError(BAD_REQUEST, f"{where}: feature {name!r} must be a string "
                                                      f"or an integer in [0, 2**64)")
-                values.append(_number(value, f"{where}[{name!r}]"))
+                tv = type(value)
+                # The message for a bad value is built only for a bad value.
+                values.append(value if tv is float else
+                              float(value) if tv is int else _number(value, f"{where}[{name!r}]"))
         indptr.append(len(keys))
     key_arr = np.array(keys, dtype=np.uint64)
     if strings:
