@@ -3,6 +3,7 @@ from the samples in tests/data otherwise."""
 from __future__ import annotations
 
 import pathlib
+import time
 
 import numpy as np
 import pytest
@@ -10,6 +11,21 @@ import pytest
 TESTS = pathlib.Path(__file__).resolve().parent
 SAMPLES = TESTS / "data"
 SHARED = TESTS.parent.parent / "shared" / "datasets"
+
+
+def wait_for(probe, done=bool, timeout: float = 30.0, what: str = "the condition",
+             interval: float = 0.01):
+    """Call ``probe()`` until ``done(value)`` holds; return that value.
+    Raise TimeoutError, naming ``what`` and the last value, after
+    ``timeout`` seconds: every wait in the tests has a deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if done(value):
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout} s; last: {value!r}")
+        time.sleep(interval)   # polling interval of a bounded wait
 
 
 def shared_path(relative: str) -> pathlib.Path:
@@ -64,7 +80,6 @@ import contextlib
 import socket
 import subprocess
 import sys
-import time
 
 
 def free_port() -> int:
@@ -106,15 +121,11 @@ class DaemonProcess:
     def wait_stats(self, predicate, timeout: float = 30.0) -> dict:
         """Poll ``stats`` until ``predicate(stats)`` holds; return them, or
         raise TimeoutError."""
-        deadline = time.monotonic() + timeout
-        while True:
+        def stats() -> dict:
             reply = self.request_once({"v": 1, "op": "stats"})
             assert reply["ok"], reply
-            if predicate(reply["result"]):
-                return reply["result"]
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"not reached within {timeout} s: {reply['result']}")
-            time.sleep(0.01)   # polling interval of a bounded wait
+            return reply["result"]
+        return wait_for(stats, predicate, timeout, "the daemon's stats")
 
     def wait_ready(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout

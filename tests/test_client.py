@@ -26,7 +26,7 @@ from onlinel1.client import (Client, ClientError, DaemonError, DaemonTimeout, Pr
                              ProducerTimeout, encode_csr, encode_rows, rows_to_batch)
 from onlinel1.io import feature_key, read_batches
 
-from conftest import SAMPLES, load_svmlight
+from conftest import SAMPLES, load_svmlight, wait_for
 
 A9A = SAMPLES / "a9a_head2000.svm"
 VW = SAMPLES / "vw0002_head60.vw"
@@ -644,14 +644,11 @@ def test_help_reads_like_a_manual_page(cli, capsys, command):
 # ------------------------------------------- end to end, the real daemon
 
 def wait_for_examples(request, n, timeout=60.0):
-    deadline = time.monotonic() + timeout
+    """Stats once ``n`` examples are learned or rejected."""
     with Client(request, timeout=5.0) as c:
-        while True:
-            stats = c.stats()
-            if stats["examples"] + sum(stats.get("rejected", {}).values()) >= n \
-                    or time.monotonic() > deadline:
-                return stats
-            time.sleep(0.05)     # polling the daemon's counter, bounded by the deadline
+        return wait_for(c.stats,
+                        lambda s: s["examples"] + sum(s.get("rejected", {}).values()) >= n,
+                        timeout, f"{n} examples learned or rejected", interval=0.05)
 
 
 FLAGS = ["--update", "fobos", "--l1", "1e-4", "--eta0", "0.2", "--schedule", "invscaling"]

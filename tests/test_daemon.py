@@ -15,7 +15,7 @@ import zmq
 
 from onlinel1 import Batch, Learner
 
-from conftest import SAMPLES, load_svmlight
+from conftest import SAMPLES, load_svmlight, wait_for
 
 FLAGS = ("--update", "fobos", "--l1", "1e-4", "--eta0", "0.2")
 OPTIONS = dict(update="fobos", l1=1e-4, eta0=0.2)
@@ -449,16 +449,12 @@ def test_started_by_names_the_threads_a_zeromq_context_starts():
     ctx = zmq.Context(io_threads=1)
     try:
         sock, started = threads.started_by(lambda: ctx.socket(zmq.PULL))
-        names = set()
-        for tid in started:      # libzmq names its threads from inside them: wait for it
-            deadline = time.monotonic() + 5
-            while True:
-                with open(f"/proc/self/task/{tid}/comm") as f:
-                    name = f.read().strip()
-                if name.startswith("ZMQbg/") or time.monotonic() > deadline:
-                    break
-                time.sleep(0.001)   # polling interval of a bounded wait
-            names.add(name)
+        def name(tid: int) -> str:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                return f.read().strip()
+        # libzmq names its threads from inside them: wait for it.
+        names = {wait_for(lambda: name(tid), lambda n: n.startswith("ZMQbg/"), 5,
+                          f"the name of thread {tid}", interval=0.001) for tid in started}
         sock.close()
     finally:
         ctx.term()

@@ -33,7 +33,7 @@ import zipfile
 
 import pytest
 
-from conftest import free_port
+from conftest import free_port, wait_for
 from onlinel1.cli import build_parser
 from onlinel1.cli.serve import daemon_config
 
@@ -269,17 +269,6 @@ def test_systemd_execstart_passes_check(tmp_path):
     assert snapshots.is_dir()
 
 
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s")
-        time.sleep(0.02)
-
-
 SANDBOX = r'''
 import ctypes, runpy, sys
 libc = ctypes.CDLL(None, use_errno=True)
@@ -337,11 +326,13 @@ def test_systemd_units_run_stop_cleanly_and_resume(tmp_path):
         trainer, log = start_unit_command(trainer_argv, tmp_path, "trainer.log")
         procs.append(trainer)
         with Client(request, timeout=2) as client:
-            wait_for(lambda: _healthy(client), 30, "the trainer's health")
+            wait_for(lambda: _healthy(client), bool, 30, "the trainer's health",
+                     interval=0.02)
             with Producer(train, producer="unit-test", linger=10) as producer:
                 for row in rows:
                     producer.add(row["features"], row["label"])
-            wait_for(lambda: client.stats()["examples"] == len(rows), 30, "learning")
+            wait_for(client.stats, lambda s: s["examples"] == len(rows), 30, "learning",
+                     interval=0.02)
             before = client.predict(rows[:10])["predictions"]
         start = time.monotonic()
         assert stop(trainer, stop_timeout) == 0
@@ -358,13 +349,15 @@ def test_systemd_units_run_stop_cleanly_and_resume(tmp_path):
         replica, replica_log = start_unit_command(replica_argv, tmp_path, "replica.log")
         procs.append(replica)
         with Client(request, timeout=2) as client:
-            wait_for(lambda: _healthy(client), 30, "the resumed trainer's health")
+            wait_for(lambda: _healthy(client), bool, 30, "the resumed trainer's health",
+                     interval=0.02)
             stats = client.stats()
             assert stats["examples"] == len(rows)
             assert stats["producers"] == {"unit-test": 1}
             assert client.predict(rows[:10])["predictions"] == before
         with Client(f"tcp://127.0.0.1:{replica_port}", timeout=2) as client:
-            health = wait_for(lambda: _healthy(client), 30, "the replica's health")
+            health = wait_for(lambda: _healthy(client), bool, 30, "the replica's health",
+                              interval=0.02)
             assert health["mode"] == "predict-only"
             assert client.predict(rows[:10])["predictions"] == before
         for proc in (replica, trainer):

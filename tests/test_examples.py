@@ -22,7 +22,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import free_port, shared_path
+from conftest import free_port, shared_path, wait_for
 from onlinel1 import Learner
 from onlinel1.client import Client, rows_to_batch
 
@@ -62,12 +62,8 @@ def sent_rows(stdout: str) -> int:
 
 def wait_examples(client: Client, n: int, timeout: float = 30.0) -> dict:
     """The daemon's stats once it has learned ``n`` examples (polled)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        stats = client.stats()
-        if stats["examples"] >= n or time.monotonic() > deadline:
-            return stats
-        time.sleep(0.02)
+    return wait_for(client.stats, lambda s: s["examples"] >= n, timeout,
+                    f"{n} examples learned", interval=0.02)
 
 
 def snapshot_learner(client: Client, snapshot_dir: pathlib.Path):
