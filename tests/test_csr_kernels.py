@@ -1,10 +1,11 @@
 """The CSR helpers of ``onlinel1._kernels.csr`` against numpy oracles.
 
-The checks scan blocks of 512 entries with a branch-free test and look for
-the first offender only inside a flagged block, so the cases put offenders
-on both sides of block edges, several in one block, and in the last, short
-block; the special values are every kind of NaN and infinity next to the
-largest and smallest finite numbers.
+The finiteness check scans blocks of 512 entries with a branch-free test
+and looks for the first offender only inside a flagged block, so the cases
+put offenders on both sides of block edges, several in one block, and in
+the last, short block; the special values are every kind of NaN and
+infinity next to the largest and smallest finite numbers.  The other
+checks are plain loops, held to the same cases.
 """
 from __future__ import annotations
 
