@@ -705,14 +705,14 @@ def test_rowwise_and_columnar_predictions_agree(start_daemon):
 
 
 def test_the_reused_packer_writes_what_packb_writes_even_after_a_failure():
-    from onlinel1.client import _Packer, encode_csr
+    from onlinel1.client import _packer, encode_csr
     rng = np.random.default_rng(5)
     big = Batch(np.arange(0, 40_001, 40, dtype=np.int64), rng.integers(0, 2**63, 40_000,
                 dtype=np.uint64), rng.normal(size=40_000), labels=np.ones(1000))
     messages = [{"v": 1, "op": "train", "seq": 1, "csr": encode_csr(big)},
                 {"v": 1, "op": "stats", "id": 7},
                 {"v": 1, "op": "train", "seq": 2, "csr": encode_csr(big.slice(0, 10))}]
-    packer = _Packer()
+    packer = _packer()
     for message in messages + messages[::-1]:
         assert packer.pack(message) == msgpack.packb(message, use_bin_type=True)
     with pytest.raises(TypeError):

@@ -279,9 +279,12 @@ def decode_rows(rows: Any, need_labels: bool, names: dict[int, str] | None = Non
                     raise ProtocolError(BAD_REQUEST, f"{where}: feature {name!r} must be a string "
                                                      f"or an integer in [0, 2**64)")
                 tv = type(value)
-                # The message for a bad value is built only for a bad value.
-                values.append(value if tv is float else
-                              float(value) if tv is int else _number(value, f"{where}[{name!r}]"))
+                if tv is float:
+                    values.append(value)
+                elif tv is int:
+                    values.append(float(value))
+                else:   # the message is built only here, for a value that may be bad
+                    values.append(_number(value, f"{where}[{name!r}]"))
         indptr.append(len(keys))
     key_arr = np.array(keys, dtype=np.uint64)
     if strings:
