@@ -659,3 +659,23 @@ def test_set_with_non_numeric_state_changes_nothing(bad):
             store.set(key, bad)
     assert exported(store) == before and 5 not in store
     store.check_invariants()
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 3, 7, 1000])
+def test_column_chunks_equal_export_in_every_chunking(chunk_rows):
+    rng = np.random.default_rng(5)
+    keys = np.unique(rng.integers(0, 2**63, 50, dtype=np.uint64))
+    store = WeightStore(2)
+    store.load(keys, rng.normal(size=keys.size), [rng.normal(size=keys.size),
+                                                   rng.normal(size=keys.size)])
+    k, w, aux = store.export()
+    for column, expect in zip((-1, 0, 1, 2), [k, w] + aux):
+        chunks = list(store.column_chunks(column, chunk_rows))
+        assert all(0 < c.size <= chunk_rows for c in chunks)
+        got = np.concatenate(chunks)
+        assert got.dtype == expect.dtype and got.tolist() == expect.tolist()
+    assert list(WeightStore(0).column_chunks(-1)) == []
+    with pytest.raises(ValueError, match="column"):
+        next(store.column_chunks(3))
+    with pytest.raises(ValueError, match="chunk_rows"):
+        next(store.column_chunks(0, 0))

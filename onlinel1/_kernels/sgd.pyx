@@ -35,6 +35,8 @@ cdef extern from "<poll.h>" nogil:
 
 import numpy as np
 
+from onlinel1.errors import NumericError, StoreFullError
+
 from onlinel1._kernels.store cimport WeightStore, fmix64, store_find
 
 ctypedef fused floating:
@@ -91,27 +93,6 @@ STATE_COLUMNS = {
 }
 # What the weight column holds where it is not the weight itself.
 WEIGHT_COLUMN = {"ftrl": "z", "spred": "a"}
-
-
-class NumericError(FloatingPointError):
-    """An example overflowed; the examples before it were learned.
-
-    ``learned`` counts them; ``progress`` is their (loss_sum, weight_sum,
-    n_correct)."""
-
-    def __init__(self, message, learned, progress):
-        super().__init__(message)
-        self.learned = learned
-        self.progress = progress
-
-
-class StoreFullError(MemoryError):
-    """The store could not grow; the examples before it were learned."""
-
-    def __init__(self, message, learned, progress):
-        super().__init__(message)
-        self.learned = learned
-        self.progress = progress
 
 
 cdef class SGDKernel:

@@ -296,6 +296,34 @@ cdef class WeightStore:
             aux.append(col)
         return keys, w, aux
 
+    def column_chunks(self, int column, Py_ssize_t chunk_rows=1 << 16):
+        """Yield one column of the live rows as arrays of at most
+        ``chunk_rows`` entries (copies): ``column`` -1 is the keys, 0 the
+        stored weight column, 1..n_aux the state columns.  Every column
+        comes in the same row order, that of ``export``, so that a writer
+        can stream a model one column at a time in bounded memory.  The
+        store must not change while a generator is being consumed."""
+        if column < -1 or column > self.n_aux:
+            raise ValueError(f"column must be -1 (keys) to {self.n_aux}, got {column}")
+        if chunk_rows < 1:
+            raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
+        cdef Py_ssize_t start = 0, count
+        cdef uint64_t[::1] kv
+        cdef double[::1] dv
+        while start < self.n:
+            count = min(chunk_rows, self.n - start)
+            if column == -1:
+                out = np.empty(count, dtype=np.uint64)
+                kv = out
+                memcpy(&kv[0], self.keys + start, count * sizeof(uint64_t))
+            else:
+                out = np.empty(count, dtype=np.float64)
+                dv = out
+                memcpy(&dv[0], (self.w if column == 0 else self.aux[column - 1]) + start,
+                       count * sizeof(double))
+            yield out
+            start += count
+
     def load(self, keys, weights, aux=()):
         """Replace the contents with the given rows (in that order)."""
         cdef const uint64_t[::1] kv = np.ascontiguousarray(keys, dtype=np.uint64)
