@@ -48,7 +48,7 @@ first argument ``_producer`` / ``_echo``).  Only 127.0.0.1 is used.
    daemon trained on the rows once) and (b) while a producer process pushes
    batches as fast as the high-water mark lets it (the daemon learning all
    the time; for the echo, the daemon and that producer run beside it, so
-   the CPU is loaded the same way).  Goals (DESIGN.md section 7): p50 within
+   the CPU is loaded the same way).  Goals (the team's transport notes): p50 within
    1.3x of the echo idle, p99 within 3x under full training load; absolute:
    p50 <= 150 us idle, p99 <= 2 ms under load.
 
@@ -957,7 +957,7 @@ def report_ingest(res: dict, data, args) -> list[str]:
     return out
 
 
-GOALS = "DESIGN.md section 7 and the issue"
+GOALS = "the team's transport goals and the issue"
 
 
 def report_latency(res: dict, args) -> list[str]:

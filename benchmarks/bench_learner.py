@@ -48,7 +48,7 @@ Data sets (under --data, default ../shared/datasets beside the checkout):
 
 The rows are shuffled with --seed after tiling (datasets/README.md: shuffle
 before you stream); the seed is printed.  A check line compares the
-cumulative/start weights with SGDClassifier.fit's (DESIGN.md 6.1) to show
+cumulative/start weights with SGDClassifier.fit's (docs/algorithms.md) to show
 that both did the same work.
 
 Example:

@@ -20,7 +20,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from onlinel1._kernels.sgd import STATE_COLUMNS, NumericError, SGDKernel, StoreFullError
+from onlinel1._kernels.sgd import RULES, STATE_COLUMNS, SGDKernel
+from onlinel1.errors import NumericError, StoreFullError
 from onlinel1.batch import Batch, BatchError
 from onlinel1.options import LearnerOptions
 
@@ -43,12 +44,7 @@ class Learner:
         if options is not None and kwargs:
             raise ValueError("give either a LearnerOptions or keyword arguments, not both")
         self.options = options if options is not None else LearnerOptions(**kwargs)
-        o = self.options
-        self._kernel = SGDKernel(o.loss, o.update, o.schedule, o.origin, o.l1, o.l2,
-                                 o.eta0, o.power_t, o.decay_rate, o.decay_steps,
-                                 o.fit_intercept, o.rebase_at, o.truncate_every,
-                                 o.truncate_theta, o.adagrad_delta, o.ftrl_beta,
-                                 o.spred_init, o.spred_threshold)
+        self._kernel = SGDKernel(self.options)
         self._progress = {"examples": 0, "weight_sum": 0.0, "loss_sum": 0.0, "correct": 0}
 
     def __repr__(self) -> str:
@@ -220,16 +216,7 @@ class Learner:
         starts afresh: a new penalty clock at 0)."""
         new = Learner(options)
         keys, weights = self.weights()
-        columns = [np.zeros(keys.size) for _ in STATE_COLUMNS[(options.update, options.origin)]]
-        stored = weights
-        if options.update == "ftrl":
-            # z with n = 0 such that the weight read back is w.
-            stored = -(weights * (options.ftrl_beta / options.eta0 + options.l2)
-                       + np.sign(weights) * options.l1)
-        elif options.update == "spred":
-            # a = sqrt|w|, b = sign(w) sqrt|w|, at scale 1.
-            stored = np.sqrt(np.abs(weights))
-            columns = [np.sign(weights) * stored]
+        stored, columns = RULES[options.update].from_weights(weights, options)
         new._kernel.store.load(keys, stored, columns)
         new._kernel.set_clocks({"t": self._kernel.t, "scale": 1.0, "intercept": self.intercept,
                                 "clock": 0.0, "clock_scale": 1.0,

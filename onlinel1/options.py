@@ -10,11 +10,13 @@ import dataclasses
 import math
 from typing import Any, Mapping
 
+from onlinel1._kernels.sgd import ORIGINS, RULES
+from onlinel1._kernels.sgd import SCHEDULES as _SCHEDULES
+
 LOSSES = ("log", "squared", "hinge")
-UPDATES = ("plain", "subgradient", "cumulative", "fobos", "truncated", "adagrad-fobos", "ftrl",
-           "spred")
-SCHEDULES = ("constant", "invscaling", "exponential")
-ORIGINS = ("start", "first-seen")
+#: The update rules, from the registry of onlinel1/_kernels/sgd.pyx.tp.
+UPDATES = tuple(RULES)
+SCHEDULES = tuple(_SCHEDULES)
 
 #: Running sums (penalty clocks) are rebased when they pass this value.
 DEFAULT_REBASE_AT = float(2**20)
@@ -109,8 +111,6 @@ class LearnerOptions:
             raise ValueError(f"spred_init must be > 0, got {self.spred_init!r}")
         if self.spred_threshold < 0:
             raise ValueError(f"spred_threshold must be >= 0, got {self.spred_threshold!r}")
-        if self.update in ("truncated", "spred") and self.l2 > 0:
-            raise ValueError(f"l2 must be 0 with update={self.update!r} (it has no L2 term)")
         if not isinstance(self.fit_intercept, bool):
             raise ValueError(f"fit_intercept must be True or False, got {self.fit_intercept!r}")
         if self.l1 < 0:
@@ -127,17 +127,8 @@ class LearnerOptions:
             raise ValueError(f"decay_steps must be > 0, got {self.decay_steps!r}")
         if self.rebase_at <= 1:
             raise ValueError(f"rebase_at must be > 1, got {self.rebase_at!r}")
-        if self.update == "spred" and self.eta0 * self.l1 >= 1:
-            raise ValueError(f"l1 * eta0 must be < 1 with update='spred' (the decay 1 - eta*l1 "
-                             f"of a and b would reach 0), got l1={self.l1!r}, eta0={self.eta0!r}")
-        if self.update == "plain" and self.l1 > 0:
-            raise ValueError("l1 must be 0 with update='plain' (it has no L1 penalty); "
-                             "use update='subgradient', 'cumulative' or 'fobos' for L1")
-        if self.update in ("plain", "subgradient", "cumulative") and self.eta0 * self.l2 >= 1:
-            # The decay factor 1 - eta*l2 would reach zero or below and wipe
-            # every weight; every schedule has eta_t <= eta0.
-            raise ValueError(f"l2 * eta0 must be < 1 with update={self.update!r} "
-                             f"(the decay 1 - eta*l2 would reach 0), got l2={self.l2!r}, eta0={self.eta0!r}")
+        # What only one rule needs: its own file checks it (rules/*.pxi).
+        RULES[self.update].validate(self)
 
     @property
     def classification(self) -> bool:

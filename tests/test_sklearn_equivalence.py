@@ -1,4 +1,4 @@
-"""Check 1 of DESIGN.md section 6: cumulative L1 with origin ``start``
+"""The check that cumulative L1 with origin ``start`` (docs/algorithms.md)
 equals scikit-learn's SGD (the same rows, in the same order, one ``fit``).
 
 scikit-learn keeps the cumulative-penalty weights as stored (the penalty a

@@ -1,7 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """Feature hashing: XXH64 and the rule that turns a feature into a key.
 
-The key of a feature (DESIGN.md section 1; docs/formats.md):
+The key of a feature (docs/formats.md):
 
 * a name that is a plain decimal integer (ASCII digits only, no sign, no
   spaces, value < 2**64) is the key itself, whatever its namespace, so

@@ -1,4 +1,4 @@
-# Losses of DESIGN.md section 1: the value l(p, y) and g = dl/dp.
+# Losses (docs/algorithms.md, "Each example"): the value l(p, y) and g = dl/dp.
 # Labels of the classification losses are -1/+1 here (the caller maps 0 to -1).
 
 cdef enum:

@@ -1,4 +1,4 @@
-# Step sizes of DESIGN.md section 2; t counts examples from 1.
+# Step sizes (docs/algorithms.md, "Notation"); t counts examples from 1.
 
 cdef enum:
     SCHEDULE_CONSTANT = 0

@@ -1,14 +1,17 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""The learning kernel: one pass of lazy, per-feature SGD over a CSR batch.
+# GENERATED from sgd.pyx.tp by setup.py: edit the template, not this file.
+"""The learning kernel: lazy, per-feature SGD over a CSR batch.
 
-The loop knows the schedule and the penalty; the store knows storage
-(scikit-learn's _sgd_fast / WeightVector split).  For every example:
+The loop knows the schedule and the penalty; the store knows storage; each
+rule (rules/*.pxi) knows its own state and arithmetic (scikit-learn's
+_sgd_fast / WeightVector split, docs/algorithms.md).  For every example:
 
-1. find the row of every present feature in the store, once;
+1. find the slot of every present feature in the store, once (the slots of
+   the next example are prefetched meanwhile);
 2. the margin p = b + c * sum_i v_i x_i from the weights caught up to now;
 3. the progressive loss and g = dl/dp (clipped like scikit-learn);
-4. the rule's step (rules/*.pxi), which inserts features it gives a
-   non-zero weight and applies the penalty;
+4. the rule's step, which inserts features it gives a non-zero weight and
+   applies the penalty;
 5. pruning: a weight that is exactly zero, and whose state is that of an
    absent feature, leaves the store.
 
@@ -22,7 +25,7 @@ margin that overflows) stops before that example, leaving the model as it
 was after the previous one.
 """
 from libc.math cimport INFINITY, NAN, copysign, exp, expm1, fabs, isfinite, log1p, pow, sqrt
-from libc.stdint cimport int64_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport free, malloc
 
 cdef extern from "<poll.h>" nogil:
@@ -37,7 +40,7 @@ import numpy as np
 
 from onlinel1.errors import NumericError, StoreFullError
 
-from onlinel1._kernels.store cimport WeightStore, fmix64, store_find
+from onlinel1._kernels.store cimport WeightStore, fmix64, store_find, store_prefetch
 
 ctypedef fused floating:
     float
@@ -46,20 +49,6 @@ ctypedef fused floating:
 include "losses.pxi"
 include "schedules.pxi"
 
-cdef enum:
-    RULE_PLAIN = 0
-    RULE_SUBGRADIENT = 1
-    RULE_CUMULATIVE = 2
-    RULE_FOBOS = 3
-    RULE_TRUNCATED = 4
-    RULE_ADAGRAD_FOBOS = 5
-    RULE_FTRL = 6
-    RULE_SPRED = 7
-
-cdef enum:
-    ORIGIN_START = 0
-    ORIGIN_FIRST_SEEN = 1
-
 # Status codes of a batch.
 cdef enum:
     OK = 0
@@ -67,38 +56,97 @@ cdef enum:
     E_MARGIN = 2
     E_UPDATE = 3
 
-# scikit-learn resets its weight scale below this (WeightVector, float64).
-cdef double SCALE_RESET = 1e-9
-
 LOSSES = {"log": LOSS_LOG, "squared": LOSS_SQUARED, "hinge": LOSS_HINGE}
-RULES = {"plain": RULE_PLAIN, "subgradient": RULE_SUBGRADIENT,
-         "cumulative": RULE_CUMULATIVE, "fobos": RULE_FOBOS, "truncated": RULE_TRUNCATED,
-         "adagrad-fobos": RULE_ADAGRAD_FOBOS, "ftrl": RULE_FTRL, "spred": RULE_SPRED}
 SCHEDULES = {"constant": SCHEDULE_CONSTANT, "invscaling": SCHEDULE_INVSCALING,
              "exponential": SCHEDULE_EXPONENTIAL}
-ORIGINS = {"start": ORIGIN_START, "first-seen": ORIGIN_FIRST_SEEN}
+ORIGINS = ("start", "first-seen")
 
-# Names of the per-feature state columns of each rule (store aux columns).
-STATE_COLUMNS = {
-    ("plain", "start"): (), ("plain", "first-seen"): (),
-    ("subgradient", "start"): ("last_clock",), ("subgradient", "first-seen"): ("last_clock",),
-    ("cumulative", "start"): ("applied_penalty",),
-    ("cumulative", "first-seen"): ("applied_penalty", "penalty_origin"),
-    ("fobos", "start"): ("last_clock",), ("fobos", "first-seen"): ("last_clock",),
-    ("truncated", "start"): ("last_clock",), ("truncated", "first-seen"): ("last_clock",),
-    ("adagrad-fobos", "start"): ("grad_sq_sum", "last_step"),
-    ("adagrad-fobos", "first-seen"): ("grad_sq_sum", "last_step"),
-    ("ftrl", "start"): ("n",), ("ftrl", "first-seen"): ("n",),
-    ("spred", "start"): ("b",), ("spred", "first-seen"): ("b",),
-}
-# What the weight column holds where it is not the weight itself.
-WEIGHT_COLUMN = {"ftrl": "z", "spred": "a"}
+
+class RuleSpec:
+    """What the Python side knows of one update rule; its file under
+    ``onlinel1/_kernels/rules/`` defines it beside the rule's kernel.
+
+    ``kernels`` and ``state`` map each penalty origin to the kernel that
+    runs it and to the names of its per-feature state columns (as in the
+    rule's paper); ``weight_column`` names what the slot's first value
+    holds; ``options`` are the LearnerOptions fields the rule reads beyond
+    the common ones; ``validate(options)`` raises ``ValueError`` for a
+    setting the rule cannot run; ``from_weights(weights, options)`` gives
+    the stored values and state columns of a model that reads back as
+    ``weights`` (a warm start from another rule's weights)."""
+
+    def __init__(self, name, kernels, state, title, options=(), validate=None,
+                 decays_while_absent=False, weight_column="w", from_weights=None):
+        self.name, self.kernels, self.state, self.title = name, kernels, state, title
+        self.options, self.decays_while_absent = tuple(options), decays_while_absent
+        self.weight_column = weight_column
+        self._validate, self._from_weights = validate, from_weights
+
+    def __repr__(self):
+        return f"RuleSpec({self.name!r})"
+
+    def validate(self, options):
+        if self._validate is not None:
+            self._validate(options)
+
+    def from_weights(self, weights, options):
+        if self._from_weights is not None:
+            return self._from_weights(weights, options)
+        return weights, [np.zeros(weights.size) for _ in self.state[options.origin]]
+
+
+def _check_l2_decay(o):
+    # The decay factor 1 - eta*l2 of the global scale would reach zero or
+    # below and wipe every weight; every schedule has eta_t <= eta0.
+    if o.eta0 * o.l2 >= 1:
+        raise ValueError(f"l2 * eta0 must be < 1 with update={o.update!r} "
+                         f"(the decay 1 - eta*l2 would reach 0), got l2={o.l2!r}, "
+                         f"eta0={o.eta0!r}")
+
+
+# What one example's step needs besides the rows (filled by the loop).
+cdef struct Step:
+    double update       # -eta g s: the gradient step is update * x_i
+    double eta
+    double gs           # g s
+    double* wnow        # caught-up weight of each present feature (v units)
+    signed char* sgn
+    Py_ssize_t* first   # group_slots: first occurrence of each feature's slot
+    double* gsum        # group_slots: its summed gradient
+    Py_ssize_t* table   # group_slots: scratch hash table
+
+# A batch's rows, as the loops read them.
+cdef struct Rows:
+    const int64_t* indptr
+    Py_ssize_t n_rows
+    const uint64_t* keys
+    const double* labels
+    const double* weights      # importance; NULL: all 1
+    Py_ssize_t max_nnz
+    int wake_fd
+    int64_t wake_every
+
+cdef class SGDKernel
+
+# The functions of one kernel, chosen once when the learner is built.
+cdef struct KernelOps:
+    int (*learn_f32)(SGDKernel, Rows*, const float*, double*, Py_ssize_t*) noexcept nogil
+    int (*learn_f64)(SGDKernel, Rows*, const double*, double*, Py_ssize_t*) noexcept nogil
+    void (*margins_f32)(SGDKernel, const int64_t*, Py_ssize_t, const uint64_t*,
+                        const float*, double*, bint) noexcept nogil
+    void (*margins_f64)(SGDKernel, const int64_t*, Py_ssize_t, const uint64_t*,
+                        const double*, double*, bint) noexcept nogil
+    double (*weight)(SGDKernel, char*) noexcept nogil
+    void (*compact)(SGDKernel) noexcept nogil
+    bint decays_while_absent
 
 
 cdef class SGDKernel:
     """State and loops of one learner.  Use ``onlinel1.Learner``."""
     cdef readonly WeightStore store
-    cdef int loss, rule, schedule, origin
+    cdef readonly str kernel
+    cdef KernelOps ops
+    cdef int loss, schedule
     cdef double l1, l2, eta0, power_t, decay_rate, decay_steps
     cdef bint fit_intercept
     cdef double rebase_at
@@ -113,31 +161,101 @@ cdef class SGDKernel:
     cdef public double clock_scale
     cdef public long long last_compact_t
 
-    def __init__(self, str loss, str rule, str schedule, str origin,
-                 double l1, double l2, double eta0, double power_t,
-                 double decay_rate, double decay_steps, bint fit_intercept,
-                 double rebase_at, long long truncate_every=1,
-                 double truncate_theta=INFINITY, double adagrad_delta=1e-8,
-                 double ftrl_beta=1.0, double spred_init=1.0,
-                 double spred_threshold=1e-6):
-        self.loss = LOSSES[loss]
-        self.rule = RULES[rule]
-        self.schedule = SCHEDULES[schedule]
-        self.origin = ORIGINS[origin]
-        self.l1, self.l2, self.eta0, self.power_t = l1, l2, eta0, power_t
-        self.decay_rate, self.decay_steps = decay_rate, decay_steps
-        self.fit_intercept = fit_intercept
-        self.rebase_at = rebase_at
-        self.truncate_every, self.truncate_theta = truncate_every, truncate_theta
-        self.adagrad_delta, self.ftrl_beta = adagrad_delta, ftrl_beta
-        self.spred_init, self.spred_threshold = spred_init, spred_threshold
-        self.store = WeightStore(len(STATE_COLUMNS[(rule, origin)]))
+    def __init__(self, options):
+        """A kernel for ``options`` (an ``onlinel1.options.LearnerOptions``)."""
+        spec = RULES[options.update]
+        self.kernel = spec.kernels[options.origin]
+        self.loss = LOSSES[options.loss]
+        self.schedule = SCHEDULES[options.schedule]
+        self.l1, self.l2, self.eta0 = options.l1, options.l2, options.eta0
+        self.power_t, self.decay_rate = options.power_t, options.decay_rate
+        self.decay_steps = options.decay_steps
+        self.fit_intercept = options.fit_intercept
+        self.rebase_at = options.rebase_at
+        self.truncate_every, self.truncate_theta = options.truncate_every, options.truncate_theta
+        self.adagrad_delta, self.ftrl_beta = options.adagrad_delta, options.ftrl_beta
+        self.spred_init, self.spred_threshold = options.spred_init, options.spred_threshold
+        self.store = WeightStore(len(spec.state[options.origin]))
         self.t = 0
         self.scale = 1.0
         self.intercept = 0.0
         self.clock = 0.0
         self.clock_scale = 1.0
         self.last_compact_t = 0
+        if self.kernel == "plain":
+            self.ops.learn_f32 = plain_learn_f32
+            self.ops.learn_f64 = plain_learn_f64
+            self.ops.margins_f32 = plain_margins_f32
+            self.ops.margins_f64 = plain_margins_f64
+            self.ops.weight = plain_weight_of
+            self.ops.compact = plain_compact
+            self.ops.decays_while_absent = plain_DECAYS_WHILE_ABSENT
+        elif self.kernel == "subgradient":
+            self.ops.learn_f32 = subgradient_learn_f32
+            self.ops.learn_f64 = subgradient_learn_f64
+            self.ops.margins_f32 = subgradient_margins_f32
+            self.ops.margins_f64 = subgradient_margins_f64
+            self.ops.weight = subgradient_weight_of
+            self.ops.compact = subgradient_compact
+            self.ops.decays_while_absent = subgradient_DECAYS_WHILE_ABSENT
+        elif self.kernel == "cumulative_start":
+            self.ops.learn_f32 = cumulative_start_learn_f32
+            self.ops.learn_f64 = cumulative_start_learn_f64
+            self.ops.margins_f32 = cumulative_start_margins_f32
+            self.ops.margins_f64 = cumulative_start_margins_f64
+            self.ops.weight = cumulative_start_weight_of
+            self.ops.compact = cumulative_start_compact
+            self.ops.decays_while_absent = cumulative_start_DECAYS_WHILE_ABSENT
+        elif self.kernel == "cumulative_first_seen":
+            self.ops.learn_f32 = cumulative_first_seen_learn_f32
+            self.ops.learn_f64 = cumulative_first_seen_learn_f64
+            self.ops.margins_f32 = cumulative_first_seen_margins_f32
+            self.ops.margins_f64 = cumulative_first_seen_margins_f64
+            self.ops.weight = cumulative_first_seen_weight_of
+            self.ops.compact = cumulative_first_seen_compact
+            self.ops.decays_while_absent = cumulative_first_seen_DECAYS_WHILE_ABSENT
+        elif self.kernel == "fobos":
+            self.ops.learn_f32 = fobos_learn_f32
+            self.ops.learn_f64 = fobos_learn_f64
+            self.ops.margins_f32 = fobos_margins_f32
+            self.ops.margins_f64 = fobos_margins_f64
+            self.ops.weight = fobos_weight_of
+            self.ops.compact = fobos_compact
+            self.ops.decays_while_absent = fobos_DECAYS_WHILE_ABSENT
+        elif self.kernel == "truncated":
+            self.ops.learn_f32 = truncated_learn_f32
+            self.ops.learn_f64 = truncated_learn_f64
+            self.ops.margins_f32 = truncated_margins_f32
+            self.ops.margins_f64 = truncated_margins_f64
+            self.ops.weight = truncated_weight_of
+            self.ops.compact = truncated_compact
+            self.ops.decays_while_absent = truncated_DECAYS_WHILE_ABSENT
+        elif self.kernel == "adagrad_fobos":
+            self.ops.learn_f32 = adagrad_fobos_learn_f32
+            self.ops.learn_f64 = adagrad_fobos_learn_f64
+            self.ops.margins_f32 = adagrad_fobos_margins_f32
+            self.ops.margins_f64 = adagrad_fobos_margins_f64
+            self.ops.weight = adagrad_fobos_weight_of
+            self.ops.compact = adagrad_fobos_compact
+            self.ops.decays_while_absent = adagrad_fobos_DECAYS_WHILE_ABSENT
+        elif self.kernel == "ftrl":
+            self.ops.learn_f32 = ftrl_learn_f32
+            self.ops.learn_f64 = ftrl_learn_f64
+            self.ops.margins_f32 = ftrl_margins_f32
+            self.ops.margins_f64 = ftrl_margins_f64
+            self.ops.weight = ftrl_weight_of
+            self.ops.compact = ftrl_compact
+            self.ops.decays_while_absent = ftrl_DECAYS_WHILE_ABSENT
+        elif self.kernel == "spred":
+            self.ops.learn_f32 = spred_learn_f32
+            self.ops.learn_f64 = spred_learn_f64
+            self.ops.margins_f32 = spred_margins_f32
+            self.ops.margins_f64 = spred_margins_f64
+            self.ops.weight = spred_weight_of
+            self.ops.compact = spred_compact
+            self.ops.decays_while_absent = spred_DECAYS_WHILE_ABSENT
+        else:
+            raise ValueError(f"no kernel {self.kernel!r}")
 
     # ------------------------------------------------------------- learning
 
@@ -162,10 +280,16 @@ cdef class SGDKernel:
         examples before the failing one stay learned.
         """
         cdef const double[::1] s = weights if weights is not None else None
+        cdef const float[::1] xf
+        cdef const double[::1] xd
         cdef double out[3]
         cdef Py_ssize_t failed_at = -1
         cdef int status
-        cdef Py_ssize_t max_nnz = 0, i
+        cdef Py_ssize_t i
+        cdef Rows r
+        cdef double dummy = 0.0
+        cdef uint64_t no_key = 0
+        cdef float no_f32 = 0.0
         if stop < 0:
             stop = indptr.shape[0] - 1
         if wake_every < 1:
@@ -173,21 +297,29 @@ cdef class SGDKernel:
         if not 0 <= start <= stop <= indptr.shape[0] - 1:
             raise ValueError(f"rows {start}:{stop} are not within the batch's "
                              f"{indptr.shape[0] - 1} rows")
-        # Row views; indptr keeps its absolute offsets into keys and values.
-        indptr = indptr[start:stop + 1]
-        labels = labels[start:stop]
-        if s is not None:
-            s = s[start:stop]
-        for i in range(indptr.shape[0] - 1):
-            if indptr[i + 1] - indptr[i] > max_nnz:
-                max_nnz = indptr[i + 1] - indptr[i]
+        # indptr keeps its absolute offsets into keys and values.
+        r.indptr = &indptr[start]
+        r.n_rows = stop - start
+        r.keys = &keys[0] if keys.shape[0] > 0 else &no_key
+        r.labels = &labels[start] if stop > start else &dummy
+        r.weights = &s[start] if s is not None and stop > start else NULL
+        r.max_nnz = 0
+        for i in range(r.n_rows):
+            if r.indptr[i + 1] - r.indptr[i] > r.max_nnz:
+                r.max_nnz = r.indptr[i + 1] - r.indptr[i]
+        r.wake_fd = wake_fd
+        r.wake_every = wake_every
         out[0] = out[1] = out[2] = 0.0
         if values.dtype == np.float32:
-            status = self._run_f32(indptr, keys, values, labels, s, max_nnz, out, &failed_at,
-                                   wake_fd, wake_every)
+            xf = values
+            with nogil:
+                status = self.ops.learn_f32(self, &r, &xf[0] if xf.shape[0] > 0 else &no_f32,
+                                            out, &failed_at)
         else:
-            status = self._run_f64(indptr, keys, values, labels, s, max_nnz, out, &failed_at,
-                                   wake_fd, wake_every)
+            xd = values
+            with nogil:
+                status = self.ops.learn_f64(self, &r, &xd[0] if xd.shape[0] > 0 else &dummy,
+                                            out, &failed_at)
         self._compact_if_due()
         progress = (out[0], out[1], <long long>out[2])
         if status == E_NOMEM:
@@ -204,26 +336,6 @@ cdef class SGDKernel:
                 failed_at, progress)
         return progress + (failed_at,)
 
-    cdef int _run_f32(self, const int64_t[::1] indptr, const uint64_t[::1] keys,
-                      const float[::1] values, const double[::1] labels,
-                      const double[::1] s, Py_ssize_t max_nnz, double* out,
-                      Py_ssize_t* failed_at, int wake_fd, int64_t wake_every):
-        cdef int status
-        with nogil:
-            status = learn_rows(self, indptr, keys, values, labels, s, max_nnz, out, failed_at,
-                                wake_fd, wake_every)
-        return status
-
-    cdef int _run_f64(self, const int64_t[::1] indptr, const uint64_t[::1] keys,
-                      const double[::1] values, const double[::1] labels,
-                      const double[::1] s, Py_ssize_t max_nnz, double* out,
-                      Py_ssize_t* failed_at, int wake_fd, int64_t wake_every):
-        cdef int status
-        with nogil:
-            status = learn_rows(self, indptr, keys, values, labels, s, max_nnz, out, failed_at,
-                                wake_fd, wake_every)
-        return status
-
     def margins(self, const int64_t[::1] indptr, const uint64_t[::1] keys, values,
                 bint probability=False):
         """``b + sum_i w_i x_i`` of every row, from the caught-up weights;
@@ -233,70 +345,80 @@ cdef class SGDKernel:
         cdef double[::1] o = out
         cdef const float[::1] xf
         cdef const double[::1] xd
+        cdef uint64_t no_key = 0
+        cdef float no_f32 = 0.0
+        cdef double no_f64 = 0.0
+        cdef const uint64_t* kp = &keys[0] if keys.shape[0] > 0 else &no_key
+        if n == 0:
+            return out
         if values.dtype == np.float32:
             xf = values
             with nogil:
-                margins_rows(self, indptr, keys, xf, o, probability)
+                self.ops.margins_f32(self, &indptr[0], n, kp,
+                                     &xf[0] if xf.shape[0] > 0 else &no_f32, &o[0], probability)
         else:
             xd = values
             with nogil:
-                margins_rows(self, indptr, keys, xd, o, probability)
+                self.ops.margins_f64(self, &indptr[0], n, kp,
+                                     &xd[0] if xd.shape[0] > 0 else &no_f64, &o[0], probability)
         return out
 
     def lookup(self, const uint64_t[::1] keys):
         """Caught-up weight of each key (0 where absent)."""
         out = np.zeros(keys.shape[0], dtype=np.float64)
         cdef double[::1] o = out
-        cdef Py_ssize_t j, row
+        cdef Py_ssize_t j
+        cdef char* p
         with nogil:
             for j in range(keys.shape[0]):
-                row = store_find(self.store, keys[j])
-                if row >= 0:
-                    o[j] = weight_now(self, row) * self.scale
+                p = store_find(self.store, keys[j])
+                if p != NULL:
+                    o[j] = self.ops.weight(self, p) * self.scale
         return out
 
     def count_nonzero(self):
         """Number of stored features whose caught-up weight is not zero
         (no array is built: ``stats`` asks for it while serving)."""
-        cdef Py_ssize_t row, count = 0
+        cdef Py_ssize_t cursor = 0, count = 0
+        cdef char* p
         with nogil:
-            for row in range(self.store.n):
-                if weight_now(self, row) != 0.0:
+            p = self.store.next_live(&cursor)
+            while p != NULL:
+                if self.ops.weight(self, p) != 0.0:
                     count += 1
+                p = self.store.next_live(&cursor)
         return count
 
     def current_weights(self):
-        """``(keys, weights)`` of every stored row, caught up, store order."""
-        keys, w, aux = self.store.export()
+        """``(keys, weights)`` of every stored feature, caught up, in store
+        order."""
+        keys = np.concatenate([np.empty(0, np.uint64)] + list(self.store.column_chunks(-1)))
+        w = np.empty(keys.size, dtype=np.float64)
         cdef double[::1] wv = w
-        cdef Py_ssize_t row
-        for row in range(wv.shape[0]):
-            wv[row] = weight_now(self, row) * self.scale
+        cdef Py_ssize_t cursor = 0, i = 0
+        cdef char* p
+        with nogil:
+            p = self.store.next_live(&cursor)
+            while p != NULL:
+                wv[i] = self.ops.weight(self, p) * self.scale
+                i += 1
+                p = self.store.next_live(&cursor)
         return keys, w
 
     def compact(self):
-        """Drop rows whose caught-up weight is zero and whose state is that
-        of an absent feature (exact: the model does not change)."""
-        cdef Py_ssize_t row
-        cdef double w
+        """Drop features whose caught-up weight is zero and whose state is
+        that of an absent feature (exact: the model does not change)."""
         with nogil:
-            row = self.store.n - 1
-            while row >= 0:
-                # Only FOBOS decays absent weights to an exact zero; for the
-                # other rules a stored zero is already pruned at its touch.
-                w = weight_now(self, row) if decays_while_absent(self) else self.store.w[row]
-                if prunable(self, row, w):
-                    self.store.remove_row(row)
-                row -= 1
-            self.store.shrink_to_fit()
+            self.ops.compact(self)
         self.last_compact_t = self.t
 
     def _compact_if_due(self):
-        # FOBOS weights that decayed to zero while their feature was absent
-        # leave the store here; amortised O(1) per example.
-        if decays_while_absent(self) and self.t - self.last_compact_t >= max(self.store.n, 4096):
+        # Weights that decayed to zero while their feature was absent leave
+        # the store here; amortised O(1) per example.
+        if self.ops.decays_while_absent and \
+                self.t - self.last_compact_t >= max(self.store.n, 4096):
             self.compact()
-        elif self.store.n * 4 < self.store.cap:
+        else:
             self.store.shrink()
 
     # ---------------------------------------------------------------- state
@@ -315,233 +437,9 @@ cdef class SGDKernel:
         self.last_compact_t = clocks["last_compact_t"]
 
 
-# ---------------------------------------------------------------- helpers
+# ------------------------------------------------------------ helpers
 
-cdef inline double weight_now(SGDKernel k, Py_ssize_t row) noexcept nogil:
-    """Stored weight of ``row`` caught up to now, in units of v (w = c v)."""
-    if k.rule == RULE_FOBOS:
-        return fobos_weight(k, row)
-    if k.rule == RULE_SUBGRADIENT:
-        return subgradient_weight(k, row)
-    if k.rule == RULE_TRUNCATED:
-        return truncated_weight(k, row)
-    if k.rule == RULE_ADAGRAD_FOBOS:
-        return adagrad_fobos_weight(k, row)
-    if k.rule == RULE_FTRL:
-        return ftrl_weight(k, row)
-    if k.rule == RULE_SPRED:
-        return spred_weight(k, row)
-    return k.store.w[row]
-
-
-cdef inline bint decays_while_absent(SGDKernel k) noexcept nogil:
-    """Rules whose absent weights reach (or read as) an exact 0, which a
-    periodic compaction removes from the store."""
-    return (k.rule == RULE_FOBOS or k.rule == RULE_TRUNCATED or
-            k.rule == RULE_ADAGRAD_FOBOS or k.rule == RULE_SPRED)
-
-
-cdef inline bint prunable(SGDKernel k, Py_ssize_t row, double w) noexcept nogil:
-    """A zero weight whose state equals that of an absent feature."""
-    if w != 0.0:
-        return False
-    if k.rule == RULE_CUMULATIVE and k.origin == ORIGIN_START:
-        # Paper semantics: a zeroed weight keeps owing u + q_i; only
-        # q_i == 0 is indistinguishable from a feature never seen.
-        return k.store.aux[0][row] == 0.0
-    if k.rule == RULE_FTRL:
-        # A zero weight still has its n_i: only (z, n) = (0, 0) is absent.
-        return k.store.w[row] == 0.0 and k.store.aux[0][row] == 0.0
-    return True
-
-
-cdef inline void init_new_row(SGDKernel k, Py_ssize_t row) noexcept nogil:
-    if k.rule == RULE_SUBGRADIENT or k.rule == RULE_FOBOS or k.rule == RULE_TRUNCATED:
-        k.store.aux[0][row] = NAN   # caught up: the step sets its clock
-    elif k.rule == RULE_SPRED:
-        k.store.w[row] = k.spred_init / k.clock_scale   # (a, b) = (init, 0)
-    elif k.rule == RULE_CUMULATIVE and k.origin == ORIGIN_FIRST_SEEN:
-        k.store.aux[1][row] = k.clock   # penalty origin: u before this step
-
-
-cdef inline Py_ssize_t row_for_update(SGDKernel k, uint64_t key, double x,
-                                      Py_ssize_t* rows, Py_ssize_t j) noexcept nogil:
-    """Row of feature j for a gradient step, inserting it if it is new.
-
-    A new feature with value 0 gets no weight and is not inserted (that is
-    exact: its state would be that of an absent feature)."""
-    cdef Py_ssize_t row = rows[j]
-    if row < 0 and x != 0.0:
-        row = store_find(k.store, key)       # the key may repeat within the example
-        if row < 0:
-            row = k.store.insert_new(key)
-            init_new_row(k, row)
-        rows[j] = row
-    return row
-
-
-cdef void decay_scale(SGDKernel k, double factor) noexcept nogil:
-    """L2 weight decay on the global scale; rescale v when c gets tiny."""
-    cdef Py_ssize_t row, n = k.store.n
-    cdef double c
-    cdef double* last
-    cdef double* v = k.store.w
-    k.scale *= factor if factor > 0.0 else 0.0
-    if k.scale < SCALE_RESET:
-        c = k.scale
-        for row in range(n):
-            v[row] *= c
-        if k.rule == RULE_SUBGRADIENT:
-            # The subgradient clock counts in units of v: rescale it too.
-            last = k.store.aux[0]
-            for row in range(n):
-                last[row] *= c
-            k.clock *= c
-        k.scale = 1.0
-
-
-cdef void rebase_clocks(SGDKernel k) noexcept nogil:
-    """Move the origin of the running sums back to 0 (DESIGN.md section 4).
-
-    Differences of large doubles lose digits; every stored clock moves with
-    the global one, so each feature's owed penalty keeps the precision of
-    its own age rather than that of the whole stream."""
-    cdef Py_ssize_t row, n = k.store.n
-    cdef double* col
-    cdef double* v = k.store.w
-    cdef double a, b
-    if k.rule == RULE_CUMULATIVE and k.origin == ORIGIN_FIRST_SEEN:
-        col = k.store.aux[1]
-        for row in range(n):
-            col[row] -= k.clock
-        k.clock = 0.0
-    elif k.rule == RULE_SUBGRADIENT or k.rule == RULE_TRUNCATED:
-        col = k.store.aux[0]
-        for row in range(n):
-            col[row] -= k.clock
-        k.clock = 0.0
-    elif k.rule == RULE_FOBOS:
-        # (v, B_i, B, A) -> (v / A, (B_i - B) / A, 0, 1) leaves every
-        # weight sign(v) max(0, |v| - l1 (B - B_i)) / A unchanged.
-        col = k.store.aux[0]
-        a = k.clock_scale
-        b = k.clock
-        for row in range(n):
-            v[row] /= a
-            col[row] = (col[row] - b) / a
-        k.clock = 0.0
-        k.clock_scale = 1.0
-
-
-cdef inline bint needs_rebase(SGDKernel k) noexcept nogil:
-    if k.rule == RULE_CUMULATIVE:
-        return k.origin == ORIGIN_FIRST_SEEN and k.clock > k.rebase_at
-    if k.rule == RULE_SUBGRADIENT or k.rule == RULE_TRUNCATED:
-        return k.clock > k.rebase_at
-    if k.rule == RULE_FOBOS:
-        return k.clock > k.rebase_at or k.clock_scale > k.rebase_at
-    return False
-
-
-# ------------------------------------------------------- repeated keys
-
-cdef inline Py_ssize_t group_table_size(Py_ssize_t max_nnz) noexcept nogil:
-    cdef Py_ssize_t size = 16
-    while size < 2 * max_nnz:
-        size *= 2
-    return size
-
-
-cdef void group_rows(const Py_ssize_t* rows, Py_ssize_t nnz, Py_ssize_t* first,
-                     double* gsum, Py_ssize_t* table, const floating* x,
-                     double gs) noexcept nogil:
-    """For the rules that take one gradient per coordinate: first[j] is the
-    index of the first occurrence of rows[j] in this example (-1 if the
-    feature has no row), and gsum[first] = gs * (sum of its values)."""
-    cdef Py_ssize_t size = group_table_size(nnz)
-    cdef Py_ssize_t mask = size - 1
-    cdef Py_ssize_t j, i, row
-    for i in range(size):
-        table[i] = -1
-    for j in range(nnz):
-        row = rows[j]
-        if row < 0:
-            first[j] = -1
-            continue
-        i = <Py_ssize_t>(fmix64(<uint64_t>row) & <uint64_t>mask)
-        while table[i] >= 0 and rows[table[i]] != row:
-            i = (i + 1) & mask
-        if table[i] < 0:
-            table[i] = j
-            first[j] = j
-            gsum[j] = gs * x[j]
-        else:
-            first[j] = table[i]
-            gsum[table[i]] += gs * x[j]
-
-
-# ------------------------------------------------------------ prefetching
-
-cdef extern from *:
-    void __builtin_prefetch(const void* addr) nogil
-
-
-cdef inline void prefetch_slots(WeightStore s, const uint64_t* keys, Py_ssize_t nnz) noexcept nogil:
-    cdef Py_ssize_t j, mask = s.table_size - 1
-    for j in range(nnz):
-        __builtin_prefetch(&s.table[<Py_ssize_t>(fmix64(keys[j]) & <uint64_t>mask)])
-
-
-cdef inline void prefetch_rows(WeightStore s, const uint64_t* keys, Py_ssize_t nnz) noexcept nogil:
-    cdef Py_ssize_t j, a, mask = s.table_size - 1
-    cdef uint32_t row
-    for j in range(nnz):
-        row = s.table[<Py_ssize_t>(fmix64(keys[j]) & <uint64_t>mask)]
-        if row < <uint32_t>s.n:          # a hint only: the row may move before it is used
-            __builtin_prefetch(&s.keys[row])
-            __builtin_prefetch(&s.w[row])
-            for a in range(s.n_aux):
-                __builtin_prefetch(&s.aux[a][row])
-
-
-# ------------------------------------------------------------ batch loops
-
-cdef inline double margin_stored(SGDKernel k, const uint64_t* keys, const floating* x,
-                                 Py_ssize_t nnz, Py_ssize_t* rows, double* wnow) noexcept nogil:
-    """sum_i v_i x_i where the stored value is the weight (times the scale)."""
-    cdef Py_ssize_t j, row
-    cdef double acc = 0.0
-    cdef double* v = k.store.w
-    for j in range(nnz):
-        row = store_find(k.store, keys[j])
-        rows[j] = row
-        if row >= 0:
-            wnow[j] = v[row]
-            acc += v[row] * x[j]
-    return acc
-
-
-cdef inline double margin_caught_up(SGDKernel k, const uint64_t* keys, const floating* x,
-                                    Py_ssize_t nnz, Py_ssize_t* rows, double* wnow) noexcept nogil:
-    """sum_i w_i x_i with every weight caught up to now; the weights are
-    kept in ``wnow`` for the step (FOBOS and others materialise them)."""
-    cdef Py_ssize_t j, row
-    cdef double acc = 0.0
-    for j in range(nnz):
-        row = store_find(k.store, keys[j])
-        rows[j] = row
-        if row >= 0:
-            wnow[j] = weight_now(k, row)
-            acc += wnow[j] * x[j]
-    return acc
-
-
-cdef inline double weight_after_step(SGDKernel k, Py_ssize_t row) noexcept nogil:
-    """A present feature's weight right after its step: the stored value
-    (its clock is now), but for spred's threshold."""
-    if k.rule == RULE_SPRED:
-        return spred_weight(k, row)
-    return k.store.w[row]
+include "scaled.pxi"
 
 cdef inline bint readable(int fd) noexcept nogil:
     """Whether ``fd`` polls readable right now (a syscall, no waiting)."""
@@ -552,130 +450,209 @@ cdef inline bint readable(int fd) noexcept nogil:
     return poll(&p, 1, 0) > 0 and (p.revents & POLLIN) != 0
 
 
-cdef int learn_rows(SGDKernel k, const int64_t[::1] indptr,
-                    const uint64_t[::1] keys, const floating[::1] values,
-                    const double[::1] labels, const double[::1] s,
-                    Py_ssize_t max_nnz, double* out,
-                    Py_ssize_t* failed_at, int wake_fd, int64_t wake_every) noexcept nogil:
-    cdef Py_ssize_t n_rows = indptr.shape[0] - 1
+cdef inline Py_ssize_t group_table_size(Py_ssize_t max_nnz) noexcept nogil:
+    cdef Py_ssize_t size = 16
+    while size < 2 * max_nnz:
+        size *= 2
+    return size
+
+
+cdef void group_slots(void** slots, Py_ssize_t nnz, Step* st, const floating* x) noexcept nogil:
+    """For the rules that take one gradient per coordinate: st.first[j] is
+    the index of the first occurrence of slots[j] in this example (-1 if the
+    feature has no slot), and st.gsum[first] = gs * (sum of its values)."""
+    cdef Py_ssize_t size = group_table_size(nnz)
+    cdef Py_ssize_t mask = size - 1
+    cdef Py_ssize_t j, i
+    cdef Py_ssize_t* table = st.table
+    cdef void* slot
+    for i in range(size):
+        table[i] = -1
+    for j in range(nnz):
+        slot = slots[j]
+        if slot == NULL:
+            st.first[j] = -1
+            continue
+        i = <Py_ssize_t>(fmix64(<uint64_t><size_t>slot) & <uint64_t>mask)
+        while table[i] >= 0 and slots[table[i]] != slot:
+            i = (i + 1) & mask
+        if table[i] < 0:
+            table[i] = j
+            st.first[j] = j
+            st.gsum[j] = st.gs * x[j]
+        else:
+            st.first[j] = table[i]
+            st.gsum[table[i]] += st.gs * x[j]
+
+
+# ------------------------------------------------------------ the rules
+include "rules/plain.pxi"
+include "rules/subgradient.pxi"
+include "rules/cumulative_l1.pxi"
+include "rules/fobos.pxi"
+include "rules/truncated.pxi"
+include "rules/adagrad_fobos.pxi"
+include "rules/ftrl.pxi"
+include "rules/spred.pxi"
+
+#: Every update rule, by the name options and the command line use.
+RULES = {spec.name: spec for spec in (plain_SPEC, subgradient_SPEC, cumulative_SPEC, fobos_SPEC, truncated_SPEC, adagrad_fobos_SPEC, ftrl_SPEC, spred_SPEC, )}
+
+# Names of the per-feature state columns of each (rule, origin).
+STATE_COLUMNS = {(name, origin): spec.state[origin] for name, spec in RULES.items()
+                 for origin in ORIGINS}
+
+
+# ------------------------------------------------------------ one loop per kernel
+
+# ---- plain
+
+cdef inline plain_slot* plain_slot_for_update(SGDKernel k, uint64_t key, double x,
+                                              plain_slot** slots, Py_ssize_t j) noexcept nogil:
+    """Slot of feature j for a gradient step, inserting it if it is new.
+
+    A new feature with value 0 gets no weight and is not inserted (that is
+    exact: its state would be that of an absent feature)."""
+    cdef plain_slot* p = slots[j]
+    if p == NULL and x != 0.0:
+        p = <plain_slot*>store_find(k.store, key)      # the key may repeat within the example
+        if p == NULL:
+            p = <plain_slot*>k.store.insert_new(key)
+            plain_init(k, p)
+        slots[j] = p
+    return p
+
+
+cdef double plain_weight_of(SGDKernel k, char* p) noexcept nogil:
+    return plain_weight(k, <plain_slot*>p)
+
+
+cdef void plain_compact(SGDKernel k) noexcept nogil:
+    cdef Py_ssize_t cursor = 0
+    cdef char* p = k.store.next_live(&cursor)
+    cdef bint gone
+    while p != NULL:
+        if plain_DECAYS_WHILE_ABSENT:
+            gone = plain_weight(k, <plain_slot*>p) == 0.0
+        else:
+            gone = plain_prunable(k, <plain_slot*>p)
+        if gone:
+            k.store.remove(p)
+            cursor -= 1         # an entry may have moved into the hole
+        p = k.store.next_live(&cursor)
+    k.store.shrink_to_fit()
+
+
+cdef int plain_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
+                             Py_ssize_t* failed_at) noexcept nogil:
+    cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
     cdef Py_ssize_t n_done = n_rows
     cdef int64_t since_check = 0
-    cdef Py_ssize_t i, j, nnz, row, start, n_cand
-    cdef Py_ssize_t* rows = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
-    cdef signed char* sgn = <signed char*>malloc(max_nnz + 1)
+    cdef Py_ssize_t i, j, nnz, start, n_cand
+    cdef plain_slot** slots = <plain_slot**>malloc((max_nnz + 1) * sizeof(void*))
     cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
-    cdef double* wnow = <double*>malloc((max_nnz + 1) * sizeof(double))
-    cdef Py_ssize_t* first = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
-    cdef double* gsum = <double*>malloc((max_nnz + 1) * sizeof(double))
-    cdef Py_ssize_t table_size = group_table_size(max_nnz)
-    cdef Py_ssize_t* table = <Py_ssize_t*>malloc(table_size * sizeof(Py_ssize_t))
+    cdef Step st
     cdef const uint64_t* kp
-    cdef const floating* xp
-    cdef double y, weight, p, acc, g, gs, eta, update, max_x, loss_sum = 0.0
+    cdef const float* xp
+    cdef plain_slot* p
+    cdef double y, weight, margin, acc, g, max_x, loss_sum = 0.0
     cdef double weight_sum = 0.0, n_correct = 0.0
     cdef int status = OK
-    if rows == NULL or sgn == NULL or cand == NULL or wnow == NULL or first == NULL \
-            or gsum == NULL or table == NULL:
-        free(rows); free(sgn); free(cand); free(wnow); free(first); free(gsum); free(table)
+    st.wnow = <double*>malloc((max_nnz + 1) * sizeof(double))
+    st.sgn = <signed char*>malloc(max_nnz + 1)
+    st.first = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
+    st.gsum = <double*>malloc((max_nnz + 1) * sizeof(double))
+    st.table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
+    if slots == NULL or cand == NULL or st.wnow == NULL or st.sgn == NULL or st.first == NULL \
+            or st.gsum == NULL or st.table == NULL:
+        free(slots); free(cand); free(st.wnow); free(st.sgn); free(st.first); free(st.gsum)
+        free(st.table)
         failed_at[0] = 0
         return E_NOMEM
+    i = 0
     for i in range(n_rows):
-        start = indptr[i]
-        nnz = indptr[i + 1] - start
-        kp = &keys[start] if nnz > 0 else NULL
-        xp = &values[start] if nnz > 0 else NULL
+        start = r.indptr[i]
+        nnz = r.indptr[i + 1] - start
+        kp = r.keys + start
+        xp = values + start
         if k.store.reserve(nnz) != 0:
             status = E_NOMEM
             break
-        # Prefetch (DESIGN.md section 5): the index-table slots of example
-        # i + 2, and the rows that the table gives for example i + 1, so
-        # that their cache misses overlap this example's work.
-        if i + 2 < n_rows:
-            prefetch_slots(k.store, &keys[indptr[i + 2]], indptr[i + 3] - indptr[i + 2])
+        # Prefetch the home slots of the next example, so that its cache
+        # misses overlap this example's work (docs/algorithms.md, "The
+        # weight store").
         if i + 1 < n_rows:
-            prefetch_rows(k.store, &keys[indptr[i + 1]], indptr[i + 2] - indptr[i + 1])
-        y = labels[i]
+            for j in range(r.indptr[i + 1], r.indptr[i + 2]):
+                store_prefetch(k.store, r.keys[j])
+        y = r.labels[i]
         if k.loss != LOSS_SQUARED and y == 0.0:
             y = -1.0
-        weight = s[i] if s is not None else 1.0
+        weight = r.weights[i] if r.weights != NULL else 1.0
 
-        # 1-2. Find every present feature once; the margin.  The rules whose
-        # stored value is the weight get a loop without the rule dispatch.
+        # 1-2. Find every present feature once; the margin.
+        acc = 0.0
         max_x = 0.0
         for j in range(nnz):
             if fabs(xp[j]) > max_x:
                 max_x = fabs(xp[j])
-        if k.rule == RULE_PLAIN or k.rule == RULE_CUMULATIVE:
-            acc = margin_stored(k, kp, xp, nnz, rows, wnow)
-        else:
-            acc = margin_caught_up(k, kp, xp, nnz, rows, wnow)
-        p = acc * k.scale + k.intercept
-        if not isfinite(p):
+            p = <plain_slot*>store_find(k.store, kp[j])
+            slots[j] = p
+            if p != NULL:
+                st.wnow[j] = plain_weight(k, p)
+                acc += st.wnow[j] * xp[j]
+        margin = acc * k.scale + k.intercept
+        if not isfinite(margin):
             status = E_MARGIN
             break
 
         # 3. Progressive loss and the gradient.
-        g = loss_gradient(k.loss, y, p)
-        eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
-                        k.decay_steps, k.t + 1)
-        update = -eta * g * weight
-        gs = g * weight
-        if not isfinite(update) or not isfinite(update / k.scale * max_x) \
-                or not isfinite(gs * max_x):
+        g = loss_gradient(k.loss, y, margin)
+        st.eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
+                           k.decay_steps, k.t + 1)
+        st.update = -st.eta * g * weight
+        st.gs = g * weight
+        if not isfinite(st.update) or not isfinite(st.update / k.scale * max_x) \
+                or not isfinite(st.gs * max_x):
             status = E_UPDATE
             break
-        loss_sum += weight * loss_value(k.loss, y, p)
+        loss_sum += weight * loss_value(k.loss, y, margin)
         weight_sum += weight
-        if k.loss != LOSS_SQUARED and (p > 0) == (y > 0):
+        if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
             n_correct += 1
 
         # 4. The rule's step.
-        if k.rule == RULE_CUMULATIVE:
-            cumulative_l1_step(k, kp, xp, nnz, rows, update, eta)
-        elif k.rule == RULE_FOBOS:
-            fobos_step(k, kp, xp, nnz, rows, wnow, update, eta)
-        elif k.rule == RULE_SUBGRADIENT:
-            subgradient_step(k, kp, xp, nnz, rows, wnow, sgn, update, eta)
-        elif k.rule == RULE_TRUNCATED:
-            truncated_step(k, kp, xp, nnz, rows, wnow, update, eta)
-        elif k.rule == RULE_ADAGRAD_FOBOS:
-            adagrad_fobos_step(k, kp, xp, nnz, rows, wnow, gs, first, gsum, table)
-        elif k.rule == RULE_FTRL:
-            ftrl_step(k, kp, xp, nnz, rows, wnow, gs, first, gsum, table)
-        elif k.rule == RULE_SPRED:
-            spred_step(k, kp, xp, nnz, rows, gs, eta, first, gsum, table)
-        else:
-            plain_step(k, kp, xp, nnz, rows, update, eta)
+        plain_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
-            k.intercept += update
+            k.intercept += st.update
         k.t += 1
-        if needs_rebase(k):
-            rebase_clocks(k)
+        if plain_needs_rebase(k):
+            plain_rebase(k)
 
-        # 5. Pruning.  Rows move when one is removed, so first collect the
-        # keys, then find each again.
+        # 5. Pruning.  Entries move when one is removed, so first collect
+        # the keys, then find each again.
         n_cand = 0
         for j in range(nnz):
-            row = rows[j]
-            if row >= 0 and prunable(k, row, weight_after_step(k, row)):
+            p = slots[j]
+            if p != NULL and plain_prunable(k, p):
                 cand[n_cand] = kp[j]
                 n_cand += 1
         for j in range(n_cand):
-            row = store_find(k.store, cand[j])
-            if row >= 0 and prunable(k, row, weight_after_step(k, row)):
-                k.store.remove_row(row)
+            p = <plain_slot*>store_find(k.store, cand[j])
+            if p != NULL and plain_prunable(k, p):
+                k.store.remove(<char*>p)
 
         # 6. Every wake_every features, stop early if wake_fd is readable
         # (the daemon's request socket has something: it answers, then
         # learns on).  The rows so far are learned completely.
-        if wake_fd >= 0:
+        if r.wake_fd >= 0:
             since_check += nnz
-            if since_check >= wake_every:
+            if since_check >= r.wake_every:
                 since_check = 0
-                if readable(wake_fd):
+                if readable(r.wake_fd):
                     n_done = i + 1
                     break
-    free(rows); free(sgn); free(cand); free(wnow); free(first); free(gsum); free(table)
+    free(slots); free(cand); free(st.wnow); free(st.sgn); free(st.first); free(st.gsum)
+    free(st.table)
     failed_at[0] = i if status != OK else n_done
     out[0] = loss_sum
     out[1] = weight_sum
@@ -683,17 +660,21 @@ cdef int learn_rows(SGDKernel k, const int64_t[::1] indptr,
     return status
 
 
-cdef void margins_rows(SGDKernel k, const int64_t[::1] indptr,
-                       const uint64_t[::1] keys, const floating[::1] values,
-                       double[::1] out, bint probability) noexcept nogil:
-    cdef Py_ssize_t i, j, row
+cdef void plain_margins_f32(SGDKernel k, const int64_t* indptr, Py_ssize_t n_rows,
+                                const uint64_t* keys, const float* values, double* out,
+                                bint probability) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef plain_slot* p
     cdef double acc, e
-    for i in range(indptr.shape[0] - 1):
+    for i in range(n_rows):
+        if i + 1 < n_rows:
+            for j in range(indptr[i + 1], indptr[i + 2]):
+                store_prefetch(k.store, keys[j])
         acc = 0.0
         for j in range(indptr[i], indptr[i + 1]):
-            row = store_find(k.store, keys[j])
-            if row >= 0:
-                acc += weight_now(k, row) * values[j]
+            p = <plain_slot*>store_find(k.store, keys[j])
+            if p != NULL:
+                acc += plain_weight(k, p) * values[j]
         acc = acc * k.scale + k.intercept
         if probability:
             # 1 / (1 + exp(-p)) with exp of a non-positive argument only.
@@ -705,11 +686,2728 @@ cdef void margins_rows(SGDKernel k, const int64_t[::1] indptr,
         out[i] = acc
 
 
-include "rules/plain.pxi"
-include "rules/subgradient.pxi"
-include "rules/cumulative_l1.pxi"
-include "rules/fobos.pxi"
-include "rules/truncated.pxi"
-include "rules/adagrad_fobos.pxi"
-include "rules/ftrl.pxi"
-include "rules/spred.pxi"
+cdef int plain_learn_f64(SGDKernel k, Rows* r, const double* values, double* out,
+                             Py_ssize_t* failed_at) noexcept nogil:
+    cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
+    cdef Py_ssize_t n_done = n_rows
+    cdef int64_t since_check = 0
+    cdef Py_ssize_t i, j, nnz, start, n_cand
+    cdef plain_slot** slots = <plain_slot**>malloc((max_nnz + 1) * sizeof(void*))
+    cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    cdef Step st
+    cdef const uint64_t* kp
+    cdef const double* xp
+    cdef plain_slot* p
+    cdef double y, weight, margin, acc, g, max_x, loss_sum = 0.0
+    cdef double weight_sum = 0.0, n_correct = 0.0
+    cdef int status = OK
+    st.wnow = <double*>malloc((max_nnz + 1) * sizeof(double))
+    st.sgn = <signed char*>malloc(max_nnz + 1)
+    st.first = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
+    st.gsum = <double*>malloc((max_nnz + 1) * sizeof(double))
+    st.table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
+    if slots == NULL or cand == NULL or st.wnow == NULL or st.sgn == NULL or st.first == NULL \
+            or st.gsum == NULL or st.table == NULL:
+        free(slots); free(cand); free(st.wnow); free(st.sgn); free(st.first); free(st.gsum)
+        free(st.table)
+        failed_at[0] = 0
+        return E_NOMEM
+    i = 0
+    for i in range(n_rows):
+        start = r.indptr[i]
+        nnz = r.indptr[i + 1] - start
+        kp = r.keys + start
+        xp = values + start
+        if k.store.reserve(nnz) != 0:
+            status = E_NOMEM
+            break
+        # Prefetch the home slots of the next example, so that its cache
+        # misses overlap this example's work (docs/algorithms.md, "The
+        # weight store").
+        if i + 1 < n_rows:
+            for j in range(r.indptr[i + 1], r.indptr[i + 2]):
+                store_prefetch(k.store, r.keys[j])
+        y = r.labels[i]
+        if k.loss != LOSS_SQUARED and y == 0.0:
+            y = -1.0
+        weight = r.weights[i] if r.weights != NULL else 1.0
+
+        # 1-2. Find every present feature once; the margin.
+        acc = 0.0
+        max_x = 0.0
+        for j in range(nnz):
+            if fabs(xp[j]) > max_x:
+                max_x = fabs(xp[j])
+            p = <plain_slot*>store_find(k.store, kp[j])
+            slots[j] = p
+            if p != NULL:
+                st.wnow[j] = plain_weight(k, p)
+                acc += st.wnow[j] * xp[j]
+        margin = acc * k.scale + k.intercept
+        if not isfinite(margin):
+            status = E_MARGIN
+            break
+
+        # 3. Progressive loss and the gradient.
+        g = loss_gradient(k.loss, y, margin)
+        st.eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
+                           k.decay_steps, k.t + 1)
+        st.update = -st.eta * g * weight
+        st.gs = g * weight
+        if not isfinite(st.update) or not isfinite(st.update / k.scale * max_x) \
+                or not isfinite(st.gs * max_x):
+            status = E_UPDATE
+            break
+        loss_sum += weight * loss_value(k.loss, y, margin)
+        weight_sum += weight
+        if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+            n_correct += 1
+
+        # 4. The rule's step.
+        plain_step(k, &st, kp, xp, nnz, slots)
+        if k.fit_intercept:
+            k.intercept += st.update
+        k.t += 1
+        if plain_needs_rebase(k):
+            plain_rebase(k)
+
+        # 5. Pruning.  Entries move when one is removed, so first collect
+        # the keys, then find each again.
+        n_cand = 0
+        for j in range(nnz):
+            p = slots[j]
+            if p != NULL and plain_prunable(k, p):
+                cand[n_cand] = kp[j]
+                n_cand += 1
+        for j in range(n_cand):
+            p = <plain_slot*>store_find(k.store, cand[j])
+            if p != NULL and plain_prunable(k, p):
+                k.store.remove(<char*>p)
+
+        # 6. Every wake_every features, stop early if wake_fd is readable
+        # (the daemon's request socket has something: it answers, then
+        # learns on).  The rows so far are learned completely.
+        if r.wake_fd >= 0:
+            since_check += nnz
+            if since_check >= r.wake_every:
+                since_check = 0
+                if readable(r.wake_fd):
+                    n_done = i + 1
+                    break
+    free(slots); free(cand); free(st.wnow); free(st.sgn); free(st.first); free(st.gsum)
+    free(st.table)
+    failed_at[0] = i if status != OK else n_done
+    out[0] = loss_sum
+    out[1] = weight_sum
+    out[2] = n_correct
+    return status
+
+
+cdef void plain_margins_f64(SGDKernel k, const int64_t* indptr, Py_ssize_t n_rows,
+                                const uint64_t* keys, const double* values, double* out,
+                                bint probability) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef plain_slot* p
+    cdef double acc, e
+    for i in range(n_rows):
+        if i + 1 < n_rows:
+            for j in range(indptr[i + 1], indptr[i + 2]):
+                store_prefetch(k.store, keys[j])
+        acc = 0.0
+        for j in range(indptr[i], indptr[i + 1]):
+            p = <plain_slot*>store_find(k.store, keys[j])
+            if p != NULL:
+                acc += plain_weight(k, p) * values[j]
+        acc = acc * k.scale + k.intercept
+        if probability:
+            # 1 / (1 + exp(-p)) with exp of a non-positive argument only.
+            if acc >= 0:
+                acc = 1.0 / (1.0 + exp(-acc))
+            else:
+                e = exp(acc)
+                acc = e / (1.0 + e)
+        out[i] = acc
+
+# ---- subgradient
+
+cdef inline subgradient_slot* subgradient_slot_for_update(SGDKernel k, uint64_t key, double x,
+                                              subgradient_slot** slots, Py_ssize_t j) noexcept nogil:
+    """Slot of feature j for a gradient step, inserting it if it is new.
+
+    A new feature with value 0 gets no weight and is not inserted (that is
+    exact: its state would be that of an absent feature)."""
+    cdef subgradient_slot* p = slots[j]
+    if p == NULL and x != 0.0:
+        p = <subgradient_slot*>store_find(k.store, key)      # the key may repeat within the example
+        if p == NULL:
+            p = <subgradient_slot*>k.store.insert_new(key)
+            subgradient_init(k, p)
+        slots[j] = p
+    return p
+
+
+cdef double subgradient_weight_of(SGDKernel k, char* p) noexcept nogil:
+    return subgradient_weight(k, <subgradient_slot*>p)
+
+
+cdef void subgradient_compact(SGDKernel k) noexcept nogil:
+    cdef Py_ssize_t cursor = 0
+    cdef char* p = k.store.next_live(&cursor)
+    cdef bint gone
+    while p != NULL:
+        if subgradient_DECAYS_WHILE_ABSENT:
+            gone = subgradient_weight(k, <subgradient_slot*>p) == 0.0
+        else:
+            gone = subgradient_prunable(k, <subgradient_slot*>p)
+        if gone:
+            k.store.remove(p)
+            cursor -= 1         # an entry may have moved into the hole
+        p = k.store.next_live(&cursor)
+    k.store.shrink_to_fit()
+
+
+cdef int subgradient_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
+                             Py_ssize_t* failed_at) noexcept nogil:
+    cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
+    cdef Py_ssize_t n_done = n_rows
+    cdef int64_t since_check = 0
+    cdef Py_ssize_t i, j, nnz, start, n_cand
+    cdef subgradient_slot** slots = <subgradient_slot**>malloc((max_nnz + 1) * sizeof(void*))
+    cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    cdef Step st
+    cdef const uint64_t* kp
+    cdef const float* xp
+    cdef subgradient_slot* p
+    cdef double y, weight, margin, acc, g, max_x, loss_sum = 0.0
+    cdef double weight_sum = 0.0, n_correct = 0.0
+    cdef int status = OK
+    st.wnow = <double*>malloc((max_nnz + 1) * sizeof(double))
+    st.sgn = <signed char*>malloc(max_nnz + 1)
+    st.first = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
+    st.gsum = <double*>malloc((max_nnz + 1) * sizeof(double))
+    st.table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
+    if slots == NULL or cand == NULL or st.wnow == NULL or st.sgn == NULL or st.first == NULL \
+            or st.gsum == NULL or st.table == NULL:
+        free(slots); free(cand); free(st.wnow); free(st.sgn); free(st.first); free(st.gsum)
+        free(st.table)
+        failed_at[0] = 0
+        return E_NOMEM
+    i = 0
+    for i in range(n_rows):
+        start = r.indptr[i]
+        nnz = r.indptr[i + 1] - start
+        kp = r.keys + start
+        xp = values + start
+        if k.store.reserve(nnz) != 0:
+            status = E_NOMEM
+            break
+        # Prefetch the home slots of the next example, so that its cache
+        # misses overlap this example's work (docs/algorithms.md, "The
+        # weight store").
+        if i + 1 < n_rows:
+            for j in range(r.indptr[i + 1], r.indptr[i + 2]):
+                store_prefetch(k.store, r.keys[j])
+        y = r.labels[i]
+        if k.loss != LOSS_SQUARED and y == 0.0:
+            y = -1.0
+        weight = r.weights[i] if r.weights != NULL else 1.0
+
+        # 1-2. Find every present feature once; the margin.
+        acc = 0.0
+        max_x = 0.0
+        for j in range(nnz):
+            if fabs(xp[j]) > max_x:
+                max_x = fabs(xp[j])
+            p = <subgradient_slot*>store_find(k.store, kp[j])
+            slots[j] = p
+            if p != NULL:
+                st.wnow[j] = subgradient_weight(k, p)
+                acc += st.wnow[j] * xp[j]
+        margin = acc * k.scale + k.intercept
+        if not isfinite(margin):
+            status = E_MARGIN
+            break
+
+        # 3. Progressive loss and the gradient.
+        g = loss_gradient(k.loss, y, margin)
+        st.eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
+                           k.decay_steps, k.t + 1)
+        st.update = -st.eta * g * weight
+        st.gs = g * weight
+        if not isfinite(st.update) or not isfinite(st.update / k.scale * max_x) \
+                or not isfinite(st.gs * max_x):
+            status = E_UPDATE
+            break
+        loss_sum += weight * loss_value(k.loss, y, margin)
+        weight_sum += weight
+        if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+            n_correct += 1
+
+        # 4. The rule's step.
+        subgradient_step(k, &st, kp, xp, nnz, slots)
+        if k.fit_intercept:
+            k.intercept += st.update
+        k.t += 1
+        if subgradient_needs_rebase(k):
+            subgradient_rebase(k)
+
+        # 5. Pruning.  Entries move when one is removed, so first collect
+        # the keys, then find each again.
+        n_cand = 0
+        for j in range(nnz):
+            p = slots[j]
+            if p != NULL and subgradient_prunable(k, p):
+                cand[n_cand] = kp[j]
+                n_cand += 1
+        for j in range(n_cand):
+            p = <subgradient_slot*>store_find(k.store, cand[j])
+            if p != NULL and subgradient_prunable(k, p):
+                k.store.remove(<char*>p)
+
+        # 6. Every wake_every features, stop early if wake_fd is readable
+        # (the daemon's request socket has something: it answers, then
+        # learns on).  The rows so far are learned completely.
+        if r.wake_fd >= 0:
+            since_check += nnz
+            if since_check >= r.wake_every:
+                since_check = 0
+                if readable(r.wake_fd):
+                    n_done = i + 1
+                    break
+    free(slots); free(cand); free(st.wnow); free(st.sgn); free(st.first); free(st.gsum)
+    free(st.table)
+    failed_at[0] = i if status != OK else n_done
+    out[0] = loss_sum
+    out[1] = weight_sum
+    out[2] = n_correct
+    return status
+
+
+cdef void subgradient_margins_f32(SGDKernel k, const int64_t* indptr, Py_ssize_t n_rows,
+                                const uint64_t* keys, const float* values, double* out,
+                                bint probability) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef subgradient_slot* p
+    cdef double acc, e
+    for i in range(n_rows):
+        if i + 1 < n_rows:
+            for j in range(indptr[i + 1], indptr[i + 2]):
+                store_prefetch(k.store, keys[j])
+        acc = 0.0
+        for j in range(indptr[i], indptr[i + 1]):
+            p = <subgradient_slot*>store_find(k.store, keys[j])
+            if p != NULL:
+                acc += subgradient_weight(k, p) * values[j]
+        acc = acc * k.scale + k.intercept
+        if probability:
+            # 1 / (1 + exp(-p)) with exp of a non-positive argument only.
+            if acc >= 0:
+                acc = 1.0 / (1.0 + exp(-acc))
+            else:
+                e = exp(acc)
+                acc = e / (1.0 + e)
+        out[i] = acc
+
+
+cdef int subgradient_learn_f64(SGDKernel k, Rows* r, const double* values, double* out,
+                             Py_ssize_t* failed_at) noexcept nogil:
+    cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
+    cdef Py_ssize_t n_done = n_rows
+    cdef int64_t since_check = 0
+    cdef Py_ssize_t i, j, nnz, start, n_cand
+    cdef subgradient_slot** slots = <subgradient_slot**>malloc((max_nnz + 1) * sizeof(void*))
+    cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    cdef Step st
+    cdef const uint64_t* kp
+    cdef const double* xp
+    cdef subgradient_slot* p
+    cdef double y, weight, margin, acc, g, max_x, loss_sum = 0.0
+    cdef double weight_sum = 0.0, n_correct = 0.0
+    cdef int status = OK
+    st.wnow = <double*>malloc((max_nnz + 1) * sizeof(double))
+    st.sgn = <signed char*>malloc(max_nnz + 1)
+    st.first = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
+    st.gsum = <double*>malloc((max_nnz + 1) * sizeof(double))
+    st.table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
+    if slots == NULL or cand == NULL or st.wnow == NULL or st.sgn == NULL or st.first == NULL \
+            or st.gsum == NULL or st.table == NULL:
+        free(slots); free(cand); free(st.wnow); free(st.sgn); free(st.first); free(st.gsum)
+        free(st.table)
+        failed_at[0] = 0
+        return E_NOMEM
+    i = 0
+    for i in range(n_rows):
+        start = r.indptr[i]
+        nnz = r.indptr[i + 1] - start
+        kp = r.keys + start
+        xp = values + start
+        if k.store.reserve(nnz) != 0:
+            status = E_NOMEM
+            break
+        # Prefetch the home slots of the next example, so that its cache
+        # misses overlap this example's work (docs/algorithms.md, "The
+        # weight store").
+        if i + 1 < n_rows:
+            for j in range(r.indptr[i + 1], r.indptr[i + 2]):
+                store_prefetch(k.store, r.keys[j])
+        y = r.labels[i]
+        if k.loss != LOSS_SQUARED and y == 0.0:
+            y = -1.0
+        weight = r.weights[i] if r.weights != NULL else 1.0
+
+        # 1-2. Find every present feature once; the margin.
+        acc = 0.0
+        max_x = 0.0
+        for j in range(nnz):
+            if fabs(xp[j]) > max_x:
+                max_x = fabs(xp[j])
+            p = <subgradient_slot*>store_find(k.store, kp[j])
+            slots[j] = p
+            if p != NULL:
+                st.wnow[j] = subgradient_weight(k, p)
+                acc += st.wnow[j] * xp[j]
+        margin = acc * k.scale + k.intercept
+        if not isfinite(margin):
+            status = E_MARGIN
+            break
+
+        # 3. Progressive loss and the gradient.
+        g = loss_gradient(k.loss, y, margin)
+        st.eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
+                           k.decay_steps, k.t + 1)
+        st.update = -st.eta * g * weight
+        st.gs = g * weight
+        if not isfinite(st.update) or not isfinite(st.update / k.scale * max_x) \
+                or not isfinite(st.gs * max_x):
+            status = E_UPDATE
+            break
+        loss_sum += weight * loss_value(k.loss, y, margin)
+        weight_sum += weight
+        if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+            n_correct += 1
+
+        # 4. The rule's step.
+        subgradient_step(k, &st, kp, xp, nnz, slots)
+        if k.fit_intercept:
+            k.intercept += st.update
+        k.t += 1
+        if subgradient_needs_rebase(k):
+            subgradient_rebase(k)
+
+        # 5. Pruning.  Entries move when one is removed, so first collect
+        # the keys, then find each again.
+        n_cand = 0
+        for j in range(nnz):
+            p = slots[j]
+            if p != NULL and subgradient_prunable(k, p):
+                cand[n_cand] = kp[j]
+                n_cand += 1
+        for j in range(n_cand):
+            p = <subgradient_slot*>store_find(k.store, cand[j])
+            if p != NULL and subgradient_prunable(k, p):
+                k.store.remove(<char*>p)
+
+        # 6. Every wake_every features, stop early if wake_fd is readable
+        # (the daemon's request socket has something: it answers, then
+        # learns on).  The rows so far are learned completely.
+        if r.wake_fd >= 0:
+            since_check += nnz
+            if since_check >= r.wake_every:
+                since_check = 0
+                if readable(r.wake_fd):
+                    n_done = i + 1
+                    break
+    free(slots); free(cand); free(st.wnow); free(st.sgn); free(st.first); free(st.gsum)
+    free(st.table)
+    failed_at[0] = i if status != OK else n_done
+    out[0] = loss_sum
+    out[1] = weight_sum
+    out[2] = n_correct
+    return status
+
+
+cdef void subgradient_margins_f64(SGDKernel k, const int64_t* indptr, Py_ssize_t n_rows,
+                                const uint64_t* keys, const double* values, double* out,
+                                bint probability) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef subgradient_slot* p
+    cdef double acc, e
+    for i in range(n_rows):
+        if i + 1 < n_rows:
+            for j in range(indptr[i + 1], indptr[i + 2]):
+                store_prefetch(k.store, keys[j])
+        acc = 0.0
+        for j in range(indptr[i], indptr[i + 1]):
+            p = <subgradient_slot*>store_find(k.store, keys[j])
+            if p != NULL:
+                acc += subgradient_weight(k, p) * values[j]
+        acc = acc * k.scale + k.intercept
+        if probability:
+            # 1 / (1 + exp(-p)) with exp of a non-positive argument only.
+            if acc >= 0:
+                acc = 1.0 / (1.0 + exp(-acc))
+            else:
+                e = exp(acc)
+                acc = e / (1.0 + e)
+        out[i] = acc
+
+# ---- cumulative_start
+
+cdef inline cumulative_start_slot* cumulative_start_slot_for_update(SGDKernel k, uint64_t key, double x,
+                                              cumulative_start_slot** slots, Py_ssize_t j) noexcept nogil:
+    """Slot of feature j for a gradient step, inserting it if it is new.
+
+    A new feature with value 0 gets no weight and is not inserted (that is
+    exact: its state would be that of an absent feature)."""
+    cdef cumulative_start_slot* p = slots[j]
+    if p == NULL and x != 0.0:
+        p = <cumulative_start_slot*>store_find(k.store, key)      # the key may repeat within the example
+        if p == NULL:
+            p = <cumulative_start_slot*>k.store.insert_new(key)
+            cumulative_start_init(k, p)
+        slots[j] = p
+    return p
+
+
+cdef double cumulative_start_weight_of(SGDKernel k, char* p) noexcept nogil:
+    return cumulative_start_weight(k, <cumulative_start_slot*>p)
+
+
+cdef void cumulative_start_compact(SGDKernel k) noexcept nogil:
+    cdef Py_ssize_t cursor = 0
+    cdef char* p = k.store.next_live(&cursor)
+    cdef bint gone
+    while p != NULL:
+        if cumulative_start_DECAYS_WHILE_ABSENT:
+            gone = cumulative_start_weight(k, <cumulative_start_slot*>p) == 0.0
+        else:
+            gone = cumulative_start_prunable(k, <cumulative_start_slot*>p)
+        if gone:
+            k.store.remove(p)
+            cursor -= 1         # an entry may have moved into the hole
+        p = k.store.next_live(&cursor)
+    k.store.shrink_to_fit()
+
+
+cdef int cumulative_start_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
+                             Py_ssize_t* failed_at) noexcept nogil:
+    cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
+    cdef Py_ssize_t n_done = n_rows
+    cdef int64_t since_check = 0
+    cdef Py_ssize_t i, j, nnz, start, n_cand
+    cdef cumulative_start_slot** slots = <cumulative_start_slot**>malloc((max_nnz + 1) * sizeof(void*))
+    cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    cdef Step st
+    cdef const uint64_t* kp
+    cdef const float* xp
+    cdef cumulative_start_slot* p
+    cdef double y, weight, margin, acc, g, max_x, loss_sum = 0.0
+    cdef double weight_sum = 0.0, n_correct = 0.0
+    cdef int status = OK
+    st.wnow = <double*>malloc((max_nnz + 1) * sizeof(double))
+    st.sgn = <signed char*>malloc(max_nnz + 1)
+    st.first = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
+    st.gsum = <double*>malloc((max_nnz + 1) * sizeof(double))
+    st.table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
+    if slots == NULL or cand == NULL or st.wnow == NULL or st.sgn == NULL or st.first == NULL \
+            or st.gsum == NULL or st.table == NULL:
+        free(slots); free(cand); free(st.wnow); free(st.sgn); free(st.first); free(st.gsum)
+        free(st.table)
+        failed_at[0] = 0
+        return E_NOMEM
+    i = 0
+    for i in range(n_rows):
+        start = r.indptr[i]
+        nnz = r.indptr[i + 1] - start
+        kp = r.keys + start
+        xp = values + start
+        if k.store.reserve(nnz) != 0:
+            status = E_NOMEM
+            break
+        # Prefetch the home slots of the next example, so that its cache
+        # misses overlap this example's work (docs/algorithms.md, "The
+        # weight store").
+        if i + 1 < n_rows:
+            for j in range(r.indptr[i + 1], r.indptr[i + 2]):
+                store_prefetch(k.store, r.keys[j])
+        y = r.labels[i]
+        if k.loss != LOSS_SQUARED and y == 0.0:
+            y = -1.0
+        weight = r.weights[i] if r.weights != NULL else 1.0
+
+        # 1-2. Find every present feature once; the margin.
+        acc = 0.0
+        max_x = 0.0
+        for j in range(nnz):
+            if fabs(xp[j]) > max_x:
+                max_x = fabs(xp[j])
+            p = <cumulative_start_slot*>store_find(k.store, kp[j])
+            slots[j] = p
+            if p != NULL:
+                st.wnow[j] = cumulative_start_weight(k, p)
+                acc += st.wnow[j] * xp[j]
+        margin = acc * k.scale + k.intercept
+        if not isfinite(margin):
+            status = E_MARGIN
+            break
+
+        # 3. Progressive loss and the gradient.
+        g = loss_gradient(k.loss, y, margin)
+        st.eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
+                           k.decay_steps, k.t + 1)
+        st.update = -st.eta * g * weight
+        st.gs = g * weight
+        if not isfinite(st.update) or not isfinite(st.update / k.scale * max_x) \
+                or not isfinite(st.gs * max_x):
+            status = E_UPDATE
+            break
+        loss_sum += weight * loss_value(k.loss, y, margin)
+        weight_sum += weight
+        if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+            n_correct += 1
+
+        # 4. The rule's step.
+        cumulative_start_step(k, &st, kp, xp, nnz, slots)
+        if k.fit_intercept:
+            k.intercept += st.update
+        k.t += 1
+        if cumulative_start_needs_rebase(k):
+            cumulative_start_rebase(k)
+
+        # 5. Pruning.  Entries move when one is removed, so first collect
+        # the keys, then find each again.
+        n_cand = 0
+        for j in range(nnz):
+            p = slots[j]
+            if p != NULL and cumulative_start_prunable(k, p):
+                cand[n_cand] = kp[j]
+                n_cand += 1
+        for j in range(n_cand):
+            p = <cumulative_start_slot*>store_find(k.store, cand[j])
+            if p != NULL and cumulative_start_prunable(k, p):
+                k.store.remove(<char*>p)
+
+        # 6. Every wake_every features, stop early if wake_fd is readable
+        # (the daemon's request socket has something: it answers, then
+        # learns on).  The rows so far are learned completely.
+        if r.wake_fd >= 0:
+            since_check += nnz
+            if since_check >= r.wake_every:
+                since_check = 0
+                if readable(r.wake_fd):
+                    n_done = i + 1
+                    break
+    free(slots); free(cand); free(st.wnow); free(st.sgn); free(st.first); free(st.gsum)
+    free(st.table)
+    failed_at[0] = i if status != OK else n_done
+    out[0] = loss_sum
+    out[1] = weight_sum
+    out[2] = n_correct
+    return status
+
+
+cdef void cumulative_start_margins_f32(SGDKernel k, const int64_t* indptr, Py_ssize_t n_rows,
+                                const uint64_t* keys, const float* values, double* out,
+                                bint probability) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef cumulative_start_slot* p
+    cdef double acc, e
+    for i in range(n_rows):
+        if i + 1 < n_rows:
+            for j in range(indptr[i + 1], indptr[i + 2]):
+                store_prefetch(k.store, keys[j])
+        acc = 0.0
+        for j in range(indptr[i], indptr[i + 1]):
+            p = <cumulative_start_slot*>store_find(k.store, keys[j])
+            if p != NULL:
+                acc += cumulative_start_weight(k, p) * values[j]
+        acc = acc * k.scale + k.intercept
+        if probability:
+            # 1 / (1 + exp(-p)) with exp of a non-positive argument only.
+            if acc >= 0:
+                acc = 1.0 / (1.0 + exp(-acc))
+            else:
+                e = exp(acc)
+                acc = e / (1.0 + e)
+        out[i] = acc
+
+
+cdef int cumulative_start_learn_f64(SGDKernel k, Rows* r, const double* values, double* out,
+                             Py_ssize_t* failed_at) noexcept nogil:
+    cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
+    cdef Py_ssize_t n_done = n_rows
+    cdef int64_t since_check = 0
+    cdef Py_ssize_t i, j, nnz, start, n_cand
+    cdef cumulative_start_slot** slots = <cumulative_start_slot**>malloc((max_nnz + 1) * sizeof(void*))
+    cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    cdef Step st
+    cdef const uint64_t* kp
+    cdef const double* xp
+    cdef cumulative_start_slot* p
+    cdef double y, weight, margin, acc, g, max_x, loss_sum = 0.0
+    cdef double weight_sum = 0.0, n_correct = 0.0
+    cdef int status = OK
+    st.wnow = <double*>malloc((max_nnz + 1) * sizeof(double))
+    st.sgn = <signed char*>malloc(max_nnz + 1)
+    st.first = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
+    st.gsum = <double*>malloc((max_nnz + 1) * sizeof(double))
+    st.table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
+    if slots == NULL or cand == NULL or st.wnow == NULL or st.sgn == NULL or st.first == NULL \
+            or st.gsum == NULL or st.table == NULL:
+        free(slots); free(cand); free(st.wnow); free(st.sgn); free(st.first); free(st.gsum)
+        free(st.table)
+        failed_at[0] = 0
+        return E_NOMEM
+    i = 0
+    for i in range(n_rows):
+        start = r.indptr[i]
+        nnz = r.indptr[i + 1] - start
+        kp = r.keys + start
+        xp = values + start
+        if k.store.reserve(nnz) != 0:
+            status = E_NOMEM
+            break
+        # Prefetch the home slots of the next example, so that its cache
+        # misses overlap this example's work (docs/algorithms.md, "The
+        # weight store").
+        if i + 1 < n_rows:
+            for j in range(r.indptr[i + 1], r.indptr[i + 2]):
+                store_prefetch(k.store, r.keys[j])
+        y = r.labels[i]
+        if k.loss != LOSS_SQUARED and y == 0.0:
+            y = -1.0
+        weight = r.weights[i] if r.weights != NULL else 1.0
+
+        # 1-2. Find every present feature once; the margin.
+        acc = 0.0
+        max_x = 0.0
+        for j in range(nnz):
+            if fabs(xp[j]) > max_x:
+                max_x = fabs(xp[j])
+            p = <cumulative_start_slot*>store_find(k.store, kp[j])
+            slots[j] = p
+            if p != NULL:
+                st.wnow[j] = cumulative_start_weight(k, p)
+                acc += st.wnow[j] * xp[j]
+        margin = acc * k.scale + k.intercept
+        if not isfinite(margin):
+            status = E_MARGIN
+            break
+
+        # 3. Progressive loss and the gradient.
+        g = loss_gradient(k.loss, y, margin)
+        st.eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
+                           k.decay_steps, k.t + 1)
+        st.update = -st.eta * g * weight
+        st.gs = g * weight
+        if not isfinite(st.update) or not isfinite(st.update / k.scale * max_x) \
+                or not isfinite(st.gs * max_x):
+            status = E_UPDATE
+            break
+        loss_sum += weight * loss_value(k.loss, y, margin)
+        weight_sum += weight
+        if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+            n_correct += 1
+
+        # 4. The rule's step.
+        cumulative_start_step(k, &st, kp, xp, nnz, slots)
+        if k.fit_intercept:
+            k.intercept += st.update
+        k.t += 1
+        if cumulative_start_needs_rebase(k):
+            cumulative_start_rebase(k)
+
+        # 5. Pruning.  Entries move when one is removed, so first collect
+        # the keys, then find each again.
+        n_cand = 0
+        for j in range(nnz):
+            p = slots[j]
+            if p != NULL and cumulative_start_prunable(k, p):
+                cand[n_cand] = kp[j]
+                n_cand += 1
+        for j in range(n_cand):
+            p = <cumulative_start_slot*>store_find(k.store, cand[j])
+            if p != NULL and cumulative_start_prunable(k, p):
+                k.store.remove(<char*>p)
+
+        # 6. Every wake_every features, stop early if wake_fd is readable
+        # (the daemon's request socket has something: it answers, then
+        # learns on).  The rows so far are learned completely.
+        if r.wake_fd >= 0:
+            since_check += nnz
+            if since_check >= r.wake_every:
+                since_check = 0
+                if readable(r.wake_fd):
+                    n_done = i + 1
+                    break
+    free(slots); free(cand); free(st.wnow); free(st.sgn); free(st.first); free(st.gsum)
+    free(st.table)
+    failed_at[0] = i if status != OK else n_done
+    out[0] = loss_sum
+    out[1] = weight_sum
+    out[2] = n_correct
+    return status
+
+
+cdef void cumulative_start_margins_f64(SGDKernel k, const int64_t* indptr, Py_ssize_t n_rows,
+                                const uint64_t* keys, const double* values, double* out,
+                                bint probability) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef cumulative_start_slot* p
+    cdef double acc, e
+    for i in range(n_rows):
+        if i + 1 < n_rows:
+            for j in range(indptr[i + 1], indptr[i + 2]):
+                store_prefetch(k.store, keys[j])
+        acc = 0.0
+        for j in range(indptr[i], indptr[i + 1]):
+            p = <cumulative_start_slot*>store_find(k.store, keys[j])
+            if p != NULL:
+                acc += cumulative_start_weight(k, p) * values[j]
+        acc = acc * k.scale + k.intercept
+        if probability:
+            # 1 / (1 + exp(-p)) with exp of a non-positive argument only.
+            if acc >= 0:
+                acc = 1.0 / (1.0 + exp(-acc))
+            else:
+                e = exp(acc)
+                acc = e / (1.0 + e)
+        out[i] = acc
+
+# ---- cumulative_first_seen
+
+cdef inline cumulative_first_seen_slot* cumulative_first_seen_slot_for_update(SGDKernel k, uint64_t key, double x,
+                                              cumulative_first_seen_slot** slots, Py_ssize_t j) noexcept nogil:
+    """Slot of feature j for a gradient step, inserting it if it is new.
+
+    A new feature with value 0 gets no weight and is not inserted (that is
+    exact: its state would be that of an absent feature)."""
+    cdef cumulative_first_seen_slot* p = slots[j]
+    if p == NULL and x != 0.0:
+        p = <cumulative_first_seen_slot*>store_find(k.store, key)      # the key may repeat within the example
+        if p == NULL:
+            p = <cumulative_first_seen_slot*>k.store.insert_new(key)
+            cumulative_first_seen_init(k, p)
+        slots[j] = p
+    return p
+
+
+cdef double cumulative_first_seen_weight_of(SGDKernel k, char* p) noexcept nogil:
+    return cumulative_first_seen_weight(k, <cumulative_first_seen_slot*>p)
+
+
+cdef void cumulative_first_seen_compact(SGDKernel k) noexcept nogil:
+    cdef Py_ssize_t cursor = 0
+    cdef char* p = k.store.next_live(&cursor)
+    cdef bint gone
+    while p != NULL:
+        if cumulative_first_seen_DECAYS_WHILE_ABSENT:
+            gone = cumulative_first_seen_weight(k, <cumulative_first_seen_slot*>p) == 0.0
+        else:
+            gone = cumulative_first_seen_prunable(k, <cumulative_first_seen_slot*>p)
+        if gone:
+            k.store.remove(p)
+            cursor -= 1         # an entry may have moved into the hole
+        p = k.store.next_live(&cursor)
+    k.store.shrink_to_fit()
+
+
+cdef int cumulative_first_seen_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
+                             Py_ssize_t* failed_at) noexcept nogil:
+    cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
+    cdef Py_ssize_t n_done = n_rows
+    cdef int64_t since_check = 0
+    cdef Py_ssize_t i, j, nnz, start, n_cand
+    cdef cumulative_first_seen_slot** slots = <cumulative_first_seen_slot**>malloc((max_nnz + 1) * sizeof(void*))
+    cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    cdef Step st
+    cdef const uint64_t* kp
+    cdef const float* xp
+    cdef cumulative_first_seen_slot* p
+    cdef double y, weight, margin, acc, g, max_x, loss_sum = 0.0
+    cdef double weight_sum = 0.0, n_correct = 0.0
+    cdef int status = OK
+    st.wnow = <double*>malloc((max_nnz + 1) * sizeof(double))
+    st.sgn = <signed char*>malloc(max_nnz + 1)
+    st.first = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
+    st.gsum = <double*>malloc((max_nnz + 1) * sizeof(double))
+    st.table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
+    if slots == NULL or cand == NULL or st.wnow == NULL or st.sgn == NULL or st.first == NULL \
+            or st.gsum == NULL or st.table == NULL:
+        free(slots); free(cand); free(st.wnow); free(st.sgn); free(st.first); free(st.gsum)
+        free(st.table)
+        failed_at[0] = 0
+        return E_NOMEM
+    i = 0
+    for i in range(n_rows):
+        start = r.indptr[i]
+        nnz = r.indptr[i + 1] - start
+        kp = r.keys + start
+        xp = values + start
+        if k.store.reserve(nnz) != 0:
+            status = E_NOMEM
+            break
+        # Prefetch the home slots of the next example, so that its cache
+        # misses overlap this example's work (docs/algorithms.md, "The
+        # weight store").
+        if i + 1 < n_rows:
+            for j in range(r.indptr[i + 1], r.indptr[i + 2]):
+                store_prefetch(k.store, r.keys[j])
+        y = r.labels[i]
+        if k.loss != LOSS_SQUARED and y == 0.0:
+            y = -1.0
+        weight = r.weights[i] if r.weights != NULL else 1.0
+
+        # 1-2. Find every present feature once; the margin.
+        acc = 0.0
+        max_x = 0.0
+        for j in range(nnz):
+            if fabs(xp[j]) > max_x:
+                max_x = fabs(xp[j])
+            p = <cumulative_first_seen_slot*>store_find(k.store, kp[j])
+            slots[j] = p
+            if p != NULL:
+                st.wnow[j] = cumulative_first_seen_weight(k, p)
+                acc += st.wnow[j] * xp[j]
+        margin = acc * k.scale + k.intercept
+        if not isfinite(margin):
+            status = E_MARGIN
+            break
+
+        # 3. Progressive loss and the gradient.
+        g = loss_gradient(k.loss, y, margin)
+        st.eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
+                           k.decay_steps, k.t + 1)
+        st.update = -st.eta * g * weight
+        st.gs = g * weight
+        if not isfinite(st.update) or not isfinite(st.update / k.scale * max_x) \
+                or not isfinite(st.gs * max_x):
+            status = E_UPDATE
+            break
+        loss_sum += weight * loss_value(k.loss, y, margin)
+        weight_sum += weight
+        if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+            n_correct += 1
+
+        # 4. The rule's step.
+        cumulative_first_seen_step(k, &st, kp, xp, nnz, slots)
+        if k.fit_intercept:
+            k.intercept += st.update
+        k.t += 1
+        if cumulative_first_seen_needs_rebase(k):
+            cumulative_first_seen_rebase(k)
+
+        # 5. Pruning.  Entries move when one is removed, so first collect
+        # the keys, then find each again.
+        n_cand = 0
+        for j in range(nnz):
+            p = slots[j]
+            if p != NULL and cumulative_first_seen_prunable(k, p):
+                cand[n_cand] = kp[j]
+                n_cand += 1
+        for j in range(n_cand):
+            p = <cumulative_first_seen_slot*>store_find(k.store, cand[j])
+            if p != NULL and cumulative_first_seen_prunable(k, p):
+                k.store.remove(<char*>p)
+
+        # 6. Every wake_every features, stop early if wake_fd is readable
+        # (the daemon's request socket has something: it answers, then
+        # learns on).  The rows so far are learned completely.
+        if r.wake_fd >= 0:
+            since_check += nnz
+            if since_check >= r.wake_every:
+                since_check = 0
+                if readable(r.wake_fd):
+                    n_done = i + 1
+                    break
+    free(slots); free(cand); free(st.wnow); free(st.sgn); free(st.first); free(st.gsum)
+    free(st.table)
+    failed_at[0] = i if status != OK else n_done
+    out[0] = loss_sum
+    out[1] = weight_sum
+    out[2] = n_correct
+    return status
+
+
+cdef void cumulative_first_seen_margins_f32(SGDKernel k, const int64_t* indptr, Py_ssize_t n_rows,
+                                const uint64_t* keys, const float* values, double* out,
+                                bint probability) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef cumulative_first_seen_slot* p
+    cdef double acc, e
+    for i in range(n_rows):
+        if i + 1 < n_rows:
+            for j in range(indptr[i + 1], indptr[i + 2]):
+                store_prefetch(k.store, keys[j])
+        acc = 0.0
+        for j in range(indptr[i], indptr[i + 1]):
+            p = <cumulative_first_seen_slot*>store_find(k.store, keys[j])
+            if p != NULL:
+                acc += cumulative_first_seen_weight(k, p) * values[j]
+        acc = acc * k.scale + k.intercept
+        if probability:
+            # 1 / (1 + exp(-p)) with exp of a non-positive argument only.
+            if acc >= 0:
+                acc = 1.0 / (1.0 + exp(-acc))
+            else:
+                e = exp(acc)
+                acc = e / (1.0 + e)
+        out[i] = acc
+
+
+cdef int cumulative_first_seen_learn_f64(SGDKernel k, Rows* r, const double* values, double* out,
+                             Py_ssize_t* failed_at) noexcept nogil:
+    cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
+    cdef Py_ssize_t n_done = n_rows
+    cdef int64_t since_check = 0
+    cdef Py_ssize_t i, j, nnz, start, n_cand
+    cdef cumulative_first_seen_slot** slots = <cumulative_first_seen_slot**>malloc((max_nnz + 1) * sizeof(void*))
+    cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    cdef Step st
+    cdef const uint64_t* kp
+    cdef const double* xp
+    cdef cumulative_first_seen_slot* p
+    cdef double y, weight, margin, acc, g, max_x, loss_sum = 0.0
+    cdef double weight_sum = 0.0, n_correct = 0.0
+    cdef int status = OK
+    st.wnow = <double*>malloc((max_nnz + 1) * sizeof(double))
+    st.sgn = <signed char*>malloc(max_nnz + 1)
+    st.first = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
+    st.gsum = <double*>malloc((max_nnz + 1) * sizeof(double))
+    st.table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
+    if slots == NULL or cand == NULL or st.wnow == NULL or st.sgn == NULL or st.first == NULL \
+            or st.gsum == NULL or st.table == NULL:
+        free(slots); free(cand); free(st.wnow); free(st.sgn); free(st.first); free(st.gsum)
+        free(st.table)
+        failed_at[0] = 0
+        return E_NOMEM
+    i = 0
+    for i in range(n_rows):
+        start = r.indptr[i]
+        nnz = r.indptr[i + 1] - start
+        kp = r.keys + start
+        xp = values + start
+        if k.store.reserve(nnz) != 0:
+            status = E_NOMEM
+            break
+        # Prefetch the home slots of the next example, so that its cache
+        # misses overlap this example's work (docs/algorithms.md, "The
+        # weight store").
+        if i + 1 < n_rows:
+            for j in range(r.indptr[i + 1], r.indptr[i + 2]):
+                store_prefetch(k.store, r.keys[j])
+        y = r.labels[i]
+        if k.loss != LOSS_SQUARED and y == 0.0:
+            y = -1.0
+        weight = r.weights[i] if r.weights != NULL else 1.0
+
+        # 1-2. Find every present feature once; the margin.
+        acc = 0.0
+        max_x = 0.0
+        for j in range(nnz):
+            if fabs(xp[j]) > max_x:
+                max_x = fabs(xp[j])
+            p = <cumulative_first_seen_slot*>store_find(k.store, kp[j])
+            slots[j] = p
+            if p != NULL:
+                st.wnow[j] = cumulative_first_seen_weight(k, p)
+                acc += st.wnow[j] * xp[j]
+        margin = acc * k.scale + k.intercept
+        if not isfinite(margin):
+            status = E_MARGIN
+            break
+
+        # 3. Progressive loss and the gradient.
+        g = loss_gradient(k.loss, y, margin)
+        st.eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
+                           k.decay_steps, k.t + 1)
+        st.update = -st.eta * g * weight
+        st.gs = g * weight
+        if not isfinite(st.update) or not isfinite(st.update / k.scale * max_x) \
+                or not isfinite(st.gs * max_x):
+            status = E_UPDATE
+            break
+        loss_sum += weight * loss_value(k.loss, y, margin)
+        weight_sum += weight
+        if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+            n_correct += 1
+
+        # 4. The rule's step.
+        cumulative_first_seen_step(k, &st, kp, xp, nnz, slots)
+        if k.fit_intercept:
+            k.intercept += st.update
+        k.t += 1
+        if cumulative_first_seen_needs_rebase(k):
+            cumulative_first_seen_rebase(k)
+
+        # 5. Pruning.  Entries move when one is removed, so first collect
+        # the keys, then find each again.
+        n_cand = 0
+        for j in range(nnz):
+            p = slots[j]
+            if p != NULL and cumulative_first_seen_prunable(k, p):
+                cand[n_cand] = kp[j]
+                n_cand += 1
+        for j in range(n_cand):
+            p = <cumulative_first_seen_slot*>store_find(k.store, cand[j])
+            if p != NULL and cumulative_first_seen_prunable(k, p):
+                k.store.remove(<char*>p)
+
+        # 6. Every wake_every features, stop early if wake_fd is readable
+        # (the daemon's request socket has something: it answers, then
+        # learns on).  The rows so far are learned completely.
+        if r.wake_fd >= 0:
+            since_check += nnz
+            if since_check >= r.wake_every:
+                since_check = 0
+                if readable(r.wake_fd):
+                    n_done = i + 1
+                    break
+    free(slots); free(cand); free(st.wnow); free(st.sgn); free(st.first); free(st.gsum)
+    free(st.table)
+    failed_at[0] = i if status != OK else n_done
+    out[0] = loss_sum
+    out[1] = weight_sum
+    out[2] = n_correct
+    return status
+
+
+cdef void cumulative_first_seen_margins_f64(SGDKernel k, const int64_t* indptr, Py_ssize_t n_rows,
+                                const uint64_t* keys, const double* values, double* out,
+                                bint probability) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef cumulative_first_seen_slot* p
+    cdef double acc, e
+    for i in range(n_rows):
+        if i + 1 < n_rows:
+            for j in range(indptr[i + 1], indptr[i + 2]):
+                store_prefetch(k.store, keys[j])
+        acc = 0.0
+        for j in range(indptr[i], indptr[i + 1]):
+            p = <cumulative_first_seen_slot*>store_find(k.store, keys[j])
+            if p != NULL:
+                acc += cumulative_first_seen_weight(k, p) * values[j]
+        acc = acc * k.scale + k.intercept
+        if probability:
+            # 1 / (1 + exp(-p)) with exp of a non-positive argument only.
+            if acc >= 0:
+                acc = 1.0 / (1.0 + exp(-acc))
+            else:
+                e = exp(acc)
+                acc = e / (1.0 + e)
+        out[i] = acc
+
+# ---- fobos
+
+cdef inline fobos_slot* fobos_slot_for_update(SGDKernel k, uint64_t key, double x,
+                                              fobos_slot** slots, Py_ssize_t j) noexcept nogil:
+    """Slot of feature j for a gradient step, inserting it if it is new.
+
+    A new feature with value 0 gets no weight and is not inserted (that is
+    exact: its state would be that of an absent feature)."""
+    cdef fobos_slot* p = slots[j]
+    if p == NULL and x != 0.0:
+        p = <fobos_slot*>store_find(k.store, key)      # the key may repeat within the example
+        if p == NULL:
+            p = <fobos_slot*>k.store.insert_new(key)
+            fobos_init(k, p)
+        slots[j] = p
+    return p
+
+
+cdef double fobos_weight_of(SGDKernel k, char* p) noexcept nogil:
+    return fobos_weight(k, <fobos_slot*>p)
+
+
+cdef void fobos_compact(SGDKernel k) noexcept nogil:
+    cdef Py_ssize_t cursor = 0
+    cdef char* p = k.store.next_live(&cursor)
+    cdef bint gone
+    while p != NULL:
+        if fobos_DECAYS_WHILE_ABSENT:
+            gone = fobos_weight(k, <fobos_slot*>p) == 0.0
+        else:
+            gone = fobos_prunable(k, <fobos_slot*>p)
+        if gone:
+            k.store.remove(p)
+            cursor -= 1         # an entry may have moved into the hole
+        p = k.store.next_live(&cursor)
+    k.store.shrink_to_fit()
+
+
+cdef int fobos_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
+                             Py_ssize_t* failed_at) noexcept nogil:
+    cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
+    cdef Py_ssize_t n_done = n_rows
+    cdef int64_t since_check = 0
+    cdef Py_ssize_t i, j, nnz, start, n_cand
+    cdef fobos_slot** slots = <fobos_slot**>malloc((max_nnz + 1) * sizeof(void*))
+    cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    cdef Step st
+    cdef const uint64_t* kp
+    cdef const float* xp
+    cdef fobos_slot* p
+    cdef double y, weight, margin, acc, g, max_x, loss_sum = 0.0
+    cdef double weight_sum = 0.0, n_correct = 0.0
+    cdef int status = OK
+    st.wnow = <double*>malloc((max_nnz + 1) * sizeof(double))
+    st.sgn = <signed char*>malloc(max_nnz + 1)
+    st.first = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
+    st.gsum = <double*>malloc((max_nnz + 1) * sizeof(double))
+    st.table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
+    if slots == NULL or cand == NULL or st.wnow == NULL or st.sgn == NULL or st.first == NULL \
+            or st.gsum == NULL or st.table == NULL:
+        free(slots); free(cand); free(st.wnow); free(st.sgn); free(st.first); free(st.gsum)
+        free(st.table)
+        failed_at[0] = 0
+        return E_NOMEM
+    i = 0
+    for i in range(n_rows):
+        start = r.indptr[i]
+        nnz = r.indptr[i + 1] - start
+        kp = r.keys + start
+        xp = values + start
+        if k.store.reserve(nnz) != 0:
+            status = E_NOMEM
+            break
+        # Prefetch the home slots of the next example, so that its cache
+        # misses overlap this example's work (docs/algorithms.md, "The
+        # weight store").
+        if i + 1 < n_rows:
+            for j in range(r.indptr[i + 1], r.indptr[i + 2]):
+                store_prefetch(k.store, r.keys[j])
+        y = r.labels[i]
+        if k.loss != LOSS_SQUARED and y == 0.0:
+            y = -1.0
+        weight = r.weights[i] if r.weights != NULL else 1.0
+
+        # 1-2. Find every present feature once; the margin.
+        acc = 0.0
+        max_x = 0.0
+        for j in range(nnz):
+            if fabs(xp[j]) > max_x:
+                max_x = fabs(xp[j])
+            p = <fobos_slot*>store_find(k.store, kp[j])
+            slots[j] = p
+            if p != NULL:
+                st.wnow[j] = fobos_weight(k, p)
+                acc += st.wnow[j] * xp[j]
+        margin = acc * k.scale + k.intercept
+        if not isfinite(margin):
+            status = E_MARGIN
+            break
+
+        # 3. Progressive loss and the gradient.
+        g = loss_gradient(k.loss, y, margin)
+        st.eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
+                           k.decay_steps, k.t + 1)
+        st.update = -st.eta * g * weight
+        st.gs = g * weight
+        if not isfinite(st.update) or not isfinite(st.update / k.scale * max_x) \
+                or not isfinite(st.gs * max_x):
+            status = E_UPDATE
+            break
+        loss_sum += weight * loss_value(k.loss, y, margin)
+        weight_sum += weight
+        if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+            n_correct += 1
+
+        # 4. The rule's step.
+        fobos_step(k, &st, kp, xp, nnz, slots)
+        if k.fit_intercept:
+            k.intercept += st.update
+        k.t += 1
+        if fobos_needs_rebase(k):
+            fobos_rebase(k)
+
+        # 5. Pruning.  Entries move when one is removed, so first collect
+        # the keys, then find each again.
+        n_cand = 0
+        for j in range(nnz):
+            p = slots[j]
+            if p != NULL and fobos_prunable(k, p):
+                cand[n_cand] = kp[j]
+                n_cand += 1
+        for j in range(n_cand):
+            p = <fobos_slot*>store_find(k.store, cand[j])
+            if p != NULL and fobos_prunable(k, p):
+                k.store.remove(<char*>p)
+
+        # 6. Every wake_every features, stop early if wake_fd is readable
+        # (the daemon's request socket has something: it answers, then
+        # learns on).  The rows so far are learned completely.
+        if r.wake_fd >= 0:
+            since_check += nnz
+            if since_check >= r.wake_every:
+                since_check = 0
+                if readable(r.wake_fd):
+                    n_done = i + 1
+                    break
+    free(slots); free(cand); free(st.wnow); free(st.sgn); free(st.first); free(st.gsum)
+    free(st.table)
+    failed_at[0] = i if status != OK else n_done
+    out[0] = loss_sum
+    out[1] = weight_sum
+    out[2] = n_correct
+    return status
+
+
+cdef void fobos_margins_f32(SGDKernel k, const int64_t* indptr, Py_ssize_t n_rows,
+                                const uint64_t* keys, const float* values, double* out,
+                                bint probability) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef fobos_slot* p
+    cdef double acc, e
+    for i in range(n_rows):
+        if i + 1 < n_rows:
+            for j in range(indptr[i + 1], indptr[i + 2]):
+                store_prefetch(k.store, keys[j])
+        acc = 0.0
+        for j in range(indptr[i], indptr[i + 1]):
+            p = <fobos_slot*>store_find(k.store, keys[j])
+            if p != NULL:
+                acc += fobos_weight(k, p) * values[j]
+        acc = acc * k.scale + k.intercept
+        if probability:
+            # 1 / (1 + exp(-p)) with exp of a non-positive argument only.
+            if acc >= 0:
+                acc = 1.0 / (1.0 + exp(-acc))
+            else:
+                e = exp(acc)
+                acc = e / (1.0 + e)
+        out[i] = acc
+
+
+cdef int fobos_learn_f64(SGDKernel k, Rows* r, const double* values, double* out,
+                             Py_ssize_t* failed_at) noexcept nogil:
+    cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
+    cdef Py_ssize_t n_done = n_rows
+    cdef int64_t since_check = 0
+    cdef Py_ssize_t i, j, nnz, start, n_cand
+    cdef fobos_slot** slots = <fobos_slot**>malloc((max_nnz + 1) * sizeof(void*))
+    cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    cdef Step st
+    cdef const uint64_t* kp
+    cdef const double* xp
+    cdef fobos_slot* p
+    cdef double y, weight, margin, acc, g, max_x, loss_sum = 0.0
+    cdef double weight_sum = 0.0, n_correct = 0.0
+    cdef int status = OK
+    st.wnow = <double*>malloc((max_nnz + 1) * sizeof(double))
+    st.sgn = <signed char*>malloc(max_nnz + 1)
+    st.first = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
+    st.gsum = <double*>malloc((max_nnz + 1) * sizeof(double))
+    st.table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
+    if slots == NULL or cand == NULL or st.wnow == NULL or st.sgn == NULL or st.first == NULL \
+            or st.gsum == NULL or st.table == NULL:
+        free(slots); free(cand); free(st.wnow); free(st.sgn); free(st.first); free(st.gsum)
+        free(st.table)
+        failed_at[0] = 0
+        return E_NOMEM
+    i = 0
+    for i in range(n_rows):
+        start = r.indptr[i]
+        nnz = r.indptr[i + 1] - start
+        kp = r.keys + start
+        xp = values + start
+        if k.store.reserve(nnz) != 0:
+            status = E_NOMEM
+            break
+        # Prefetch the home slots of the next example, so that its cache
+        # misses overlap this example's work (docs/algorithms.md, "The
+        # weight store").
+        if i + 1 < n_rows:
+            for j in range(r.indptr[i + 1], r.indptr[i + 2]):
+                store_prefetch(k.store, r.keys[j])
+        y = r.labels[i]
+        if k.loss != LOSS_SQUARED and y == 0.0:
+            y = -1.0
+        weight = r.weights[i] if r.weights != NULL else 1.0
+
+        # 1-2. Find every present feature once; the margin.
+        acc = 0.0
+        max_x = 0.0
+        for j in range(nnz):
+            if fabs(xp[j]) > max_x:
+                max_x = fabs(xp[j])
+            p = <fobos_slot*>store_find(k.store, kp[j])
+            slots[j] = p
+            if p != NULL:
+                st.wnow[j] = fobos_weight(k, p)
+                acc += st.wnow[j] * xp[j]
+        margin = acc * k.scale + k.intercept
+        if not isfinite(margin):
+            status = E_MARGIN
+            break
+
+        # 3. Progressive loss and the gradient.
+        g = loss_gradient(k.loss, y, margin)
+        st.eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
+                           k.decay_steps, k.t + 1)
+        st.update = -st.eta * g * weight
+        st.gs = g * weight
+        if not isfinite(st.update) or not isfinite(st.update / k.scale * max_x) \
+                or not isfinite(st.gs * max_x):
+            status = E_UPDATE
+            break
+        loss_sum += weight * loss_value(k.loss, y, margin)
+        weight_sum += weight
+        if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+            n_correct += 1
+
+        # 4. The rule's step.
+        fobos_step(k, &st, kp, xp, nnz, slots)
+        if k.fit_intercept:
+            k.intercept += st.update
+        k.t += 1
+        if fobos_needs_rebase(k):
+            fobos_rebase(k)
+
+        # 5. Pruning.  Entries move when one is removed, so first collect
+        # the keys, then find each again.
+        n_cand = 0
+        for j in range(nnz):
+            p = slots[j]
+            if p != NULL and fobos_prunable(k, p):
+                cand[n_cand] = kp[j]
+                n_cand += 1
+        for j in range(n_cand):
+            p = <fobos_slot*>store_find(k.store, cand[j])
+            if p != NULL and fobos_prunable(k, p):
+                k.store.remove(<char*>p)
+
+        # 6. Every wake_every features, stop early if wake_fd is readable
+        # (the daemon's request socket has something: it answers, then
+        # learns on).  The rows so far are learned completely.
+        if r.wake_fd >= 0:
+            since_check += nnz
+            if since_check >= r.wake_every:
+                since_check = 0
+                if readable(r.wake_fd):
+                    n_done = i + 1
+                    break
+    free(slots); free(cand); free(st.wnow); free(st.sgn); free(st.first); free(st.gsum)
+    free(st.table)
+    failed_at[0] = i if status != OK else n_done
+    out[0] = loss_sum
+    out[1] = weight_sum
+    out[2] = n_correct
+    return status
+
+
+cdef void fobos_margins_f64(SGDKernel k, const int64_t* indptr, Py_ssize_t n_rows,
+                                const uint64_t* keys, const double* values, double* out,
+                                bint probability) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef fobos_slot* p
+    cdef double acc, e
+    for i in range(n_rows):
+        if i + 1 < n_rows:
+            for j in range(indptr[i + 1], indptr[i + 2]):
+                store_prefetch(k.store, keys[j])
+        acc = 0.0
+        for j in range(indptr[i], indptr[i + 1]):
+            p = <fobos_slot*>store_find(k.store, keys[j])
+            if p != NULL:
+                acc += fobos_weight(k, p) * values[j]
+        acc = acc * k.scale + k.intercept
+        if probability:
+            # 1 / (1 + exp(-p)) with exp of a non-positive argument only.
+            if acc >= 0:
+                acc = 1.0 / (1.0 + exp(-acc))
+            else:
+                e = exp(acc)
+                acc = e / (1.0 + e)
+        out[i] = acc
+
+# ---- truncated
+
+cdef inline truncated_slot* truncated_slot_for_update(SGDKernel k, uint64_t key, double x,
+                                              truncated_slot** slots, Py_ssize_t j) noexcept nogil:
+    """Slot of feature j for a gradient step, inserting it if it is new.
+
+    A new feature with value 0 gets no weight and is not inserted (that is
+    exact: its state would be that of an absent feature)."""
+    cdef truncated_slot* p = slots[j]
+    if p == NULL and x != 0.0:
+        p = <truncated_slot*>store_find(k.store, key)      # the key may repeat within the example
+        if p == NULL:
+            p = <truncated_slot*>k.store.insert_new(key)
+            truncated_init(k, p)
+        slots[j] = p
+    return p
+
+
+cdef double truncated_weight_of(SGDKernel k, char* p) noexcept nogil:
+    return truncated_weight(k, <truncated_slot*>p)
+
+
+cdef void truncated_compact(SGDKernel k) noexcept nogil:
+    cdef Py_ssize_t cursor = 0
+    cdef char* p = k.store.next_live(&cursor)
+    cdef bint gone
+    while p != NULL:
+        if truncated_DECAYS_WHILE_ABSENT:
+            gone = truncated_weight(k, <truncated_slot*>p) == 0.0
+        else:
+            gone = truncated_prunable(k, <truncated_slot*>p)
+        if gone:
+            k.store.remove(p)
+            cursor -= 1         # an entry may have moved into the hole
+        p = k.store.next_live(&cursor)
+    k.store.shrink_to_fit()
+
+
+cdef int truncated_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
+                             Py_ssize_t* failed_at) noexcept nogil:
+    cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
+    cdef Py_ssize_t n_done = n_rows
+    cdef int64_t since_check = 0
+    cdef Py_ssize_t i, j, nnz, start, n_cand
+    cdef truncated_slot** slots = <truncated_slot**>malloc((max_nnz + 1) * sizeof(void*))
+    cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    cdef Step st
+    cdef const uint64_t* kp
+    cdef const float* xp
+    cdef truncated_slot* p
+    cdef double y, weight, margin, acc, g, max_x, loss_sum = 0.0
+    cdef double weight_sum = 0.0, n_correct = 0.0
+    cdef int status = OK
+    st.wnow = <double*>malloc((max_nnz + 1) * sizeof(double))
+    st.sgn = <signed char*>malloc(max_nnz + 1)
+    st.first = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
+    st.gsum = <double*>malloc((max_nnz + 1) * sizeof(double))
+    st.table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
+    if slots == NULL or cand == NULL or st.wnow == NULL or st.sgn == NULL or st.first == NULL \
+            or st.gsum == NULL or st.table == NULL:
+        free(slots); free(cand); free(st.wnow); free(st.sgn); free(st.first); free(st.gsum)
+        free(st.table)
+        failed_at[0] = 0
+        return E_NOMEM
+    i = 0
+    for i in range(n_rows):
+        start = r.indptr[i]
+        nnz = r.indptr[i + 1] - start
+        kp = r.keys + start
+        xp = values + start
+        if k.store.reserve(nnz) != 0:
+            status = E_NOMEM
+            break
+        # Prefetch the home slots of the next example, so that its cache
+        # misses overlap this example's work (docs/algorithms.md, "The
+        # weight store").
+        if i + 1 < n_rows:
+            for j in range(r.indptr[i + 1], r.indptr[i + 2]):
+                store_prefetch(k.store, r.keys[j])
+        y = r.labels[i]
+        if k.loss != LOSS_SQUARED and y == 0.0:
+            y = -1.0
+        weight = r.weights[i] if r.weights != NULL else 1.0
+
+        # 1-2. Find every present feature once; the margin.
+        acc = 0.0
+        max_x = 0.0
+        for j in range(nnz):
+            if fabs(xp[j]) > max_x:
+                max_x = fabs(xp[j])
+            p = <truncated_slot*>store_find(k.store, kp[j])
+            slots[j] = p
+            if p != NULL:
+                st.wnow[j] = truncated_weight(k, p)
+                acc += st.wnow[j] * xp[j]
+        margin = acc * k.scale + k.intercept
+        if not isfinite(margin):
+            status = E_MARGIN
+            break
+
+        # 3. Progressive loss and the gradient.
+        g = loss_gradient(k.loss, y, margin)
+        st.eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
+                           k.decay_steps, k.t + 1)
+        st.update = -st.eta * g * weight
+        st.gs = g * weight
+        if not isfinite(st.update) or not isfinite(st.update / k.scale * max_x) \
+                or not isfinite(st.gs * max_x):
+            status = E_UPDATE
+            break
+        loss_sum += weight * loss_value(k.loss, y, margin)
+        weight_sum += weight
+        if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+            n_correct += 1
+
+        # 4. The rule's step.
+        truncated_step(k, &st, kp, xp, nnz, slots)
+        if k.fit_intercept:
+            k.intercept += st.update
+        k.t += 1
+        if truncated_needs_rebase(k):
+            truncated_rebase(k)
+
+        # 5. Pruning.  Entries move when one is removed, so first collect
+        # the keys, then find each again.
+        n_cand = 0
+        for j in range(nnz):
+            p = slots[j]
+            if p != NULL and truncated_prunable(k, p):
+                cand[n_cand] = kp[j]
+                n_cand += 1
+        for j in range(n_cand):
+            p = <truncated_slot*>store_find(k.store, cand[j])
+            if p != NULL and truncated_prunable(k, p):
+                k.store.remove(<char*>p)
+
+        # 6. Every wake_every features, stop early if wake_fd is readable
+        # (the daemon's request socket has something: it answers, then
+        # learns on).  The rows so far are learned completely.
+        if r.wake_fd >= 0:
+            since_check += nnz
+            if since_check >= r.wake_every:
+                since_check = 0
+                if readable(r.wake_fd):
+                    n_done = i + 1
+                    break
+    free(slots); free(cand); free(st.wnow); free(st.sgn); free(st.first); free(st.gsum)
+    free(st.table)
+    failed_at[0] = i if status != OK else n_done
+    out[0] = loss_sum
+    out[1] = weight_sum
+    out[2] = n_correct
+    return status
+
+
+cdef void truncated_margins_f32(SGDKernel k, const int64_t* indptr, Py_ssize_t n_rows,
+                                const uint64_t* keys, const float* values, double* out,
+                                bint probability) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef truncated_slot* p
+    cdef double acc, e
+    for i in range(n_rows):
+        if i + 1 < n_rows:
+            for j in range(indptr[i + 1], indptr[i + 2]):
+                store_prefetch(k.store, keys[j])
+        acc = 0.0
+        for j in range(indptr[i], indptr[i + 1]):
+            p = <truncated_slot*>store_find(k.store, keys[j])
+            if p != NULL:
+                acc += truncated_weight(k, p) * values[j]
+        acc = acc * k.scale + k.intercept
+        if probability:
+            # 1 / (1 + exp(-p)) with exp of a non-positive argument only.
+            if acc >= 0:
+                acc = 1.0 / (1.0 + exp(-acc))
+            else:
+                e = exp(acc)
+                acc = e / (1.0 + e)
+        out[i] = acc
+
+
+cdef int truncated_learn_f64(SGDKernel k, Rows* r, const double* values, double* out,
+                             Py_ssize_t* failed_at) noexcept nogil:
+    cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
+    cdef Py_ssize_t n_done = n_rows
+    cdef int64_t since_check = 0
+    cdef Py_ssize_t i, j, nnz, start, n_cand
+    cdef truncated_slot** slots = <truncated_slot**>malloc((max_nnz + 1) * sizeof(void*))
+    cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    cdef Step st
+    cdef const uint64_t* kp
+    cdef const double* xp
+    cdef truncated_slot* p
+    cdef double y, weight, margin, acc, g, max_x, loss_sum = 0.0
+    cdef double weight_sum = 0.0, n_correct = 0.0
+    cdef int status = OK
+    st.wnow = <double*>malloc((max_nnz + 1) * sizeof(double))
+    st.sgn = <signed char*>malloc(max_nnz + 1)
+    st.first = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
+    st.gsum = <double*>malloc((max_nnz + 1) * sizeof(double))
+    st.table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
+    if slots == NULL or cand == NULL or st.wnow == NULL or st.sgn == NULL or st.first == NULL \
+            or st.gsum == NULL or st.table == NULL:
+        free(slots); free(cand); free(st.wnow); free(st.sgn); free(st.first); free(st.gsum)
+        free(st.table)
+        failed_at[0] = 0
+        return E_NOMEM
+    i = 0
+    for i in range(n_rows):
+        start = r.indptr[i]
+        nnz = r.indptr[i + 1] - start
+        kp = r.keys + start
+        xp = values + start
+        if k.store.reserve(nnz) != 0:
+            status = E_NOMEM
+            break
+        # Prefetch the home slots of the next example, so that its cache
+        # misses overlap this example's work (docs/algorithms.md, "The
+        # weight store").
+        if i + 1 < n_rows:
+            for j in range(r.indptr[i + 1], r.indptr[i + 2]):
+                store_prefetch(k.store, r.keys[j])
+        y = r.labels[i]
+        if k.loss != LOSS_SQUARED and y == 0.0:
+            y = -1.0
+        weight = r.weights[i] if r.weights != NULL else 1.0
+
+        # 1-2. Find every present feature once; the margin.
+        acc = 0.0
+        max_x = 0.0
+        for j in range(nnz):
+            if fabs(xp[j]) > max_x:
+                max_x = fabs(xp[j])
+            p = <truncated_slot*>store_find(k.store, kp[j])
+            slots[j] = p
+            if p != NULL:
+                st.wnow[j] = truncated_weight(k, p)
+                acc += st.wnow[j] * xp[j]
+        margin = acc * k.scale + k.intercept
+        if not isfinite(margin):
+            status = E_MARGIN
+            break
+
+        # 3. Progressive loss and the gradient.
+        g = loss_gradient(k.loss, y, margin)
+        st.eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
+                           k.decay_steps, k.t + 1)
+        st.update = -st.eta * g * weight
+        st.gs = g * weight
+        if not isfinite(st.update) or not isfinite(st.update / k.scale * max_x) \
+                or not isfinite(st.gs * max_x):
+            status = E_UPDATE
+            break
+        loss_sum += weight * loss_value(k.loss, y, margin)
+        weight_sum += weight
+        if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+            n_correct += 1
+
+        # 4. The rule's step.
+        truncated_step(k, &st, kp, xp, nnz, slots)
+        if k.fit_intercept:
+            k.intercept += st.update
+        k.t += 1
+        if truncated_needs_rebase(k):
+            truncated_rebase(k)
+
+        # 5. Pruning.  Entries move when one is removed, so first collect
+        # the keys, then find each again.
+        n_cand = 0
+        for j in range(nnz):
+            p = slots[j]
+            if p != NULL and truncated_prunable(k, p):
+                cand[n_cand] = kp[j]
+                n_cand += 1
+        for j in range(n_cand):
+            p = <truncated_slot*>store_find(k.store, cand[j])
+            if p != NULL and truncated_prunable(k, p):
+                k.store.remove(<char*>p)
+
+        # 6. Every wake_every features, stop early if wake_fd is readable
+        # (the daemon's request socket has something: it answers, then
+        # learns on).  The rows so far are learned completely.
+        if r.wake_fd >= 0:
+            since_check += nnz
+            if since_check >= r.wake_every:
+                since_check = 0
+                if readable(r.wake_fd):
+                    n_done = i + 1
+                    break
+    free(slots); free(cand); free(st.wnow); free(st.sgn); free(st.first); free(st.gsum)
+    free(st.table)
+    failed_at[0] = i if status != OK else n_done
+    out[0] = loss_sum
+    out[1] = weight_sum
+    out[2] = n_correct
+    return status
+
+
+cdef void truncated_margins_f64(SGDKernel k, const int64_t* indptr, Py_ssize_t n_rows,
+                                const uint64_t* keys, const double* values, double* out,
+                                bint probability) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef truncated_slot* p
+    cdef double acc, e
+    for i in range(n_rows):
+        if i + 1 < n_rows:
+            for j in range(indptr[i + 1], indptr[i + 2]):
+                store_prefetch(k.store, keys[j])
+        acc = 0.0
+        for j in range(indptr[i], indptr[i + 1]):
+            p = <truncated_slot*>store_find(k.store, keys[j])
+            if p != NULL:
+                acc += truncated_weight(k, p) * values[j]
+        acc = acc * k.scale + k.intercept
+        if probability:
+            # 1 / (1 + exp(-p)) with exp of a non-positive argument only.
+            if acc >= 0:
+                acc = 1.0 / (1.0 + exp(-acc))
+            else:
+                e = exp(acc)
+                acc = e / (1.0 + e)
+        out[i] = acc
+
+# ---- adagrad_fobos
+
+cdef inline adagrad_fobos_slot* adagrad_fobos_slot_for_update(SGDKernel k, uint64_t key, double x,
+                                              adagrad_fobos_slot** slots, Py_ssize_t j) noexcept nogil:
+    """Slot of feature j for a gradient step, inserting it if it is new.
+
+    A new feature with value 0 gets no weight and is not inserted (that is
+    exact: its state would be that of an absent feature)."""
+    cdef adagrad_fobos_slot* p = slots[j]
+    if p == NULL and x != 0.0:
+        p = <adagrad_fobos_slot*>store_find(k.store, key)      # the key may repeat within the example
+        if p == NULL:
+            p = <adagrad_fobos_slot*>k.store.insert_new(key)
+            adagrad_fobos_init(k, p)
+        slots[j] = p
+    return p
+
+
+cdef double adagrad_fobos_weight_of(SGDKernel k, char* p) noexcept nogil:
+    return adagrad_fobos_weight(k, <adagrad_fobos_slot*>p)
+
+
+cdef void adagrad_fobos_compact(SGDKernel k) noexcept nogil:
+    cdef Py_ssize_t cursor = 0
+    cdef char* p = k.store.next_live(&cursor)
+    cdef bint gone
+    while p != NULL:
+        if adagrad_fobos_DECAYS_WHILE_ABSENT:
+            gone = adagrad_fobos_weight(k, <adagrad_fobos_slot*>p) == 0.0
+        else:
+            gone = adagrad_fobos_prunable(k, <adagrad_fobos_slot*>p)
+        if gone:
+            k.store.remove(p)
+            cursor -= 1         # an entry may have moved into the hole
+        p = k.store.next_live(&cursor)
+    k.store.shrink_to_fit()
+
+
+cdef int adagrad_fobos_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
+                             Py_ssize_t* failed_at) noexcept nogil:
+    cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
+    cdef Py_ssize_t n_done = n_rows
+    cdef int64_t since_check = 0
+    cdef Py_ssize_t i, j, nnz, start, n_cand
+    cdef adagrad_fobos_slot** slots = <adagrad_fobos_slot**>malloc((max_nnz + 1) * sizeof(void*))
+    cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    cdef Step st
+    cdef const uint64_t* kp
+    cdef const float* xp
+    cdef adagrad_fobos_slot* p
+    cdef double y, weight, margin, acc, g, max_x, loss_sum = 0.0
+    cdef double weight_sum = 0.0, n_correct = 0.0
+    cdef int status = OK
+    st.wnow = <double*>malloc((max_nnz + 1) * sizeof(double))
+    st.sgn = <signed char*>malloc(max_nnz + 1)
+    st.first = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
+    st.gsum = <double*>malloc((max_nnz + 1) * sizeof(double))
+    st.table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
+    if slots == NULL or cand == NULL or st.wnow == NULL or st.sgn == NULL or st.first == NULL \
+            or st.gsum == NULL or st.table == NULL:
+        free(slots); free(cand); free(st.wnow); free(st.sgn); free(st.first); free(st.gsum)
+        free(st.table)
+        failed_at[0] = 0
+        return E_NOMEM
+    i = 0
+    for i in range(n_rows):
+        start = r.indptr[i]
+        nnz = r.indptr[i + 1] - start
+        kp = r.keys + start
+        xp = values + start
+        if k.store.reserve(nnz) != 0:
+            status = E_NOMEM
+            break
+        # Prefetch the home slots of the next example, so that its cache
+        # misses overlap this example's work (docs/algorithms.md, "The
+        # weight store").
+        if i + 1 < n_rows:
+            for j in range(r.indptr[i + 1], r.indptr[i + 2]):
+                store_prefetch(k.store, r.keys[j])
+        y = r.labels[i]
+        if k.loss != LOSS_SQUARED and y == 0.0:
+            y = -1.0
+        weight = r.weights[i] if r.weights != NULL else 1.0
+
+        # 1-2. Find every present feature once; the margin.
+        acc = 0.0
+        max_x = 0.0
+        for j in range(nnz):
+            if fabs(xp[j]) > max_x:
+                max_x = fabs(xp[j])
+            p = <adagrad_fobos_slot*>store_find(k.store, kp[j])
+            slots[j] = p
+            if p != NULL:
+                st.wnow[j] = adagrad_fobos_weight(k, p)
+                acc += st.wnow[j] * xp[j]
+        margin = acc * k.scale + k.intercept
+        if not isfinite(margin):
+            status = E_MARGIN
+            break
+
+        # 3. Progressive loss and the gradient.
+        g = loss_gradient(k.loss, y, margin)
+        st.eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
+                           k.decay_steps, k.t + 1)
+        st.update = -st.eta * g * weight
+        st.gs = g * weight
+        if not isfinite(st.update) or not isfinite(st.update / k.scale * max_x) \
+                or not isfinite(st.gs * max_x):
+            status = E_UPDATE
+            break
+        loss_sum += weight * loss_value(k.loss, y, margin)
+        weight_sum += weight
+        if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+            n_correct += 1
+
+        # 4. The rule's step.
+        adagrad_fobos_step(k, &st, kp, xp, nnz, slots)
+        if k.fit_intercept:
+            k.intercept += st.update
+        k.t += 1
+        if adagrad_fobos_needs_rebase(k):
+            adagrad_fobos_rebase(k)
+
+        # 5. Pruning.  Entries move when one is removed, so first collect
+        # the keys, then find each again.
+        n_cand = 0
+        for j in range(nnz):
+            p = slots[j]
+            if p != NULL and adagrad_fobos_prunable(k, p):
+                cand[n_cand] = kp[j]
+                n_cand += 1
+        for j in range(n_cand):
+            p = <adagrad_fobos_slot*>store_find(k.store, cand[j])
+            if p != NULL and adagrad_fobos_prunable(k, p):
+                k.store.remove(<char*>p)
+
+        # 6. Every wake_every features, stop early if wake_fd is readable
+        # (the daemon's request socket has something: it answers, then
+        # learns on).  The rows so far are learned completely.
+        if r.wake_fd >= 0:
+            since_check += nnz
+            if since_check >= r.wake_every:
+                since_check = 0
+                if readable(r.wake_fd):
+                    n_done = i + 1
+                    break
+    free(slots); free(cand); free(st.wnow); free(st.sgn); free(st.first); free(st.gsum)
+    free(st.table)
+    failed_at[0] = i if status != OK else n_done
+    out[0] = loss_sum
+    out[1] = weight_sum
+    out[2] = n_correct
+    return status
+
+
+cdef void adagrad_fobos_margins_f32(SGDKernel k, const int64_t* indptr, Py_ssize_t n_rows,
+                                const uint64_t* keys, const float* values, double* out,
+                                bint probability) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef adagrad_fobos_slot* p
+    cdef double acc, e
+    for i in range(n_rows):
+        if i + 1 < n_rows:
+            for j in range(indptr[i + 1], indptr[i + 2]):
+                store_prefetch(k.store, keys[j])
+        acc = 0.0
+        for j in range(indptr[i], indptr[i + 1]):
+            p = <adagrad_fobos_slot*>store_find(k.store, keys[j])
+            if p != NULL:
+                acc += adagrad_fobos_weight(k, p) * values[j]
+        acc = acc * k.scale + k.intercept
+        if probability:
+            # 1 / (1 + exp(-p)) with exp of a non-positive argument only.
+            if acc >= 0:
+                acc = 1.0 / (1.0 + exp(-acc))
+            else:
+                e = exp(acc)
+                acc = e / (1.0 + e)
+        out[i] = acc
+
+
+cdef int adagrad_fobos_learn_f64(SGDKernel k, Rows* r, const double* values, double* out,
+                             Py_ssize_t* failed_at) noexcept nogil:
+    cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
+    cdef Py_ssize_t n_done = n_rows
+    cdef int64_t since_check = 0
+    cdef Py_ssize_t i, j, nnz, start, n_cand
+    cdef adagrad_fobos_slot** slots = <adagrad_fobos_slot**>malloc((max_nnz + 1) * sizeof(void*))
+    cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    cdef Step st
+    cdef const uint64_t* kp
+    cdef const double* xp
+    cdef adagrad_fobos_slot* p
+    cdef double y, weight, margin, acc, g, max_x, loss_sum = 0.0
+    cdef double weight_sum = 0.0, n_correct = 0.0
+    cdef int status = OK
+    st.wnow = <double*>malloc((max_nnz + 1) * sizeof(double))
+    st.sgn = <signed char*>malloc(max_nnz + 1)
+    st.first = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
+    st.gsum = <double*>malloc((max_nnz + 1) * sizeof(double))
+    st.table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
+    if slots == NULL or cand == NULL or st.wnow == NULL or st.sgn == NULL or st.first == NULL \
+            or st.gsum == NULL or st.table == NULL:
+        free(slots); free(cand); free(st.wnow); free(st.sgn); free(st.first); free(st.gsum)
+        free(st.table)
+        failed_at[0] = 0
+        return E_NOMEM
+    i = 0
+    for i in range(n_rows):
+        start = r.indptr[i]
+        nnz = r.indptr[i + 1] - start
+        kp = r.keys + start
+        xp = values + start
+        if k.store.reserve(nnz) != 0:
+            status = E_NOMEM
+            break
+        # Prefetch the home slots of the next example, so that its cache
+        # misses overlap this example's work (docs/algorithms.md, "The
+        # weight store").
+        if i + 1 < n_rows:
+            for j in range(r.indptr[i + 1], r.indptr[i + 2]):
+                store_prefetch(k.store, r.keys[j])
+        y = r.labels[i]
+        if k.loss != LOSS_SQUARED and y == 0.0:
+            y = -1.0
+        weight = r.weights[i] if r.weights != NULL else 1.0
+
+        # 1-2. Find every present feature once; the margin.
+        acc = 0.0
+        max_x = 0.0
+        for j in range(nnz):
+            if fabs(xp[j]) > max_x:
+                max_x = fabs(xp[j])
+            p = <adagrad_fobos_slot*>store_find(k.store, kp[j])
+            slots[j] = p
+            if p != NULL:
+                st.wnow[j] = adagrad_fobos_weight(k, p)
+                acc += st.wnow[j] * xp[j]
+        margin = acc * k.scale + k.intercept
+        if not isfinite(margin):
+            status = E_MARGIN
+            break
+
+        # 3. Progressive loss and the gradient.
+        g = loss_gradient(k.loss, y, margin)
+        st.eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
+                           k.decay_steps, k.t + 1)
+        st.update = -st.eta * g * weight
+        st.gs = g * weight
+        if not isfinite(st.update) or not isfinite(st.update / k.scale * max_x) \
+                or not isfinite(st.gs * max_x):
+            status = E_UPDATE
+            break
+        loss_sum += weight * loss_value(k.loss, y, margin)
+        weight_sum += weight
+        if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+            n_correct += 1
+
+        # 4. The rule's step.
+        adagrad_fobos_step(k, &st, kp, xp, nnz, slots)
+        if k.fit_intercept:
+            k.intercept += st.update
+        k.t += 1
+        if adagrad_fobos_needs_rebase(k):
+            adagrad_fobos_rebase(k)
+
+        # 5. Pruning.  Entries move when one is removed, so first collect
+        # the keys, then find each again.
+        n_cand = 0
+        for j in range(nnz):
+            p = slots[j]
+            if p != NULL and adagrad_fobos_prunable(k, p):
+                cand[n_cand] = kp[j]
+                n_cand += 1
+        for j in range(n_cand):
+            p = <adagrad_fobos_slot*>store_find(k.store, cand[j])
+            if p != NULL and adagrad_fobos_prunable(k, p):
+                k.store.remove(<char*>p)
+
+        # 6. Every wake_every features, stop early if wake_fd is readable
+        # (the daemon's request socket has something: it answers, then
+        # learns on).  The rows so far are learned completely.
+        if r.wake_fd >= 0:
+            since_check += nnz
+            if since_check >= r.wake_every:
+                since_check = 0
+                if readable(r.wake_fd):
+                    n_done = i + 1
+                    break
+    free(slots); free(cand); free(st.wnow); free(st.sgn); free(st.first); free(st.gsum)
+    free(st.table)
+    failed_at[0] = i if status != OK else n_done
+    out[0] = loss_sum
+    out[1] = weight_sum
+    out[2] = n_correct
+    return status
+
+
+cdef void adagrad_fobos_margins_f64(SGDKernel k, const int64_t* indptr, Py_ssize_t n_rows,
+                                const uint64_t* keys, const double* values, double* out,
+                                bint probability) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef adagrad_fobos_slot* p
+    cdef double acc, e
+    for i in range(n_rows):
+        if i + 1 < n_rows:
+            for j in range(indptr[i + 1], indptr[i + 2]):
+                store_prefetch(k.store, keys[j])
+        acc = 0.0
+        for j in range(indptr[i], indptr[i + 1]):
+            p = <adagrad_fobos_slot*>store_find(k.store, keys[j])
+            if p != NULL:
+                acc += adagrad_fobos_weight(k, p) * values[j]
+        acc = acc * k.scale + k.intercept
+        if probability:
+            # 1 / (1 + exp(-p)) with exp of a non-positive argument only.
+            if acc >= 0:
+                acc = 1.0 / (1.0 + exp(-acc))
+            else:
+                e = exp(acc)
+                acc = e / (1.0 + e)
+        out[i] = acc
+
+# ---- ftrl
+
+cdef inline ftrl_slot* ftrl_slot_for_update(SGDKernel k, uint64_t key, double x,
+                                              ftrl_slot** slots, Py_ssize_t j) noexcept nogil:
+    """Slot of feature j for a gradient step, inserting it if it is new.
+
+    A new feature with value 0 gets no weight and is not inserted (that is
+    exact: its state would be that of an absent feature)."""
+    cdef ftrl_slot* p = slots[j]
+    if p == NULL and x != 0.0:
+        p = <ftrl_slot*>store_find(k.store, key)      # the key may repeat within the example
+        if p == NULL:
+            p = <ftrl_slot*>k.store.insert_new(key)
+            ftrl_init(k, p)
+        slots[j] = p
+    return p
+
+
+cdef double ftrl_weight_of(SGDKernel k, char* p) noexcept nogil:
+    return ftrl_weight(k, <ftrl_slot*>p)
+
+
+cdef void ftrl_compact(SGDKernel k) noexcept nogil:
+    cdef Py_ssize_t cursor = 0
+    cdef char* p = k.store.next_live(&cursor)
+    cdef bint gone
+    while p != NULL:
+        if ftrl_DECAYS_WHILE_ABSENT:
+            gone = ftrl_weight(k, <ftrl_slot*>p) == 0.0
+        else:
+            gone = ftrl_prunable(k, <ftrl_slot*>p)
+        if gone:
+            k.store.remove(p)
+            cursor -= 1         # an entry may have moved into the hole
+        p = k.store.next_live(&cursor)
+    k.store.shrink_to_fit()
+
+
+cdef int ftrl_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
+                             Py_ssize_t* failed_at) noexcept nogil:
+    cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
+    cdef Py_ssize_t n_done = n_rows
+    cdef int64_t since_check = 0
+    cdef Py_ssize_t i, j, nnz, start, n_cand
+    cdef ftrl_slot** slots = <ftrl_slot**>malloc((max_nnz + 1) * sizeof(void*))
+    cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    cdef Step st
+    cdef const uint64_t* kp
+    cdef const float* xp
+    cdef ftrl_slot* p
+    cdef double y, weight, margin, acc, g, max_x, loss_sum = 0.0
+    cdef double weight_sum = 0.0, n_correct = 0.0
+    cdef int status = OK
+    st.wnow = <double*>malloc((max_nnz + 1) * sizeof(double))
+    st.sgn = <signed char*>malloc(max_nnz + 1)
+    st.first = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
+    st.gsum = <double*>malloc((max_nnz + 1) * sizeof(double))
+    st.table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
+    if slots == NULL or cand == NULL or st.wnow == NULL or st.sgn == NULL or st.first == NULL \
+            or st.gsum == NULL or st.table == NULL:
+        free(slots); free(cand); free(st.wnow); free(st.sgn); free(st.first); free(st.gsum)
+        free(st.table)
+        failed_at[0] = 0
+        return E_NOMEM
+    i = 0
+    for i in range(n_rows):
+        start = r.indptr[i]
+        nnz = r.indptr[i + 1] - start
+        kp = r.keys + start
+        xp = values + start
+        if k.store.reserve(nnz) != 0:
+            status = E_NOMEM
+            break
+        # Prefetch the home slots of the next example, so that its cache
+        # misses overlap this example's work (docs/algorithms.md, "The
+        # weight store").
+        if i + 1 < n_rows:
+            for j in range(r.indptr[i + 1], r.indptr[i + 2]):
+                store_prefetch(k.store, r.keys[j])
+        y = r.labels[i]
+        if k.loss != LOSS_SQUARED and y == 0.0:
+            y = -1.0
+        weight = r.weights[i] if r.weights != NULL else 1.0
+
+        # 1-2. Find every present feature once; the margin.
+        acc = 0.0
+        max_x = 0.0
+        for j in range(nnz):
+            if fabs(xp[j]) > max_x:
+                max_x = fabs(xp[j])
+            p = <ftrl_slot*>store_find(k.store, kp[j])
+            slots[j] = p
+            if p != NULL:
+                st.wnow[j] = ftrl_weight(k, p)
+                acc += st.wnow[j] * xp[j]
+        margin = acc * k.scale + k.intercept
+        if not isfinite(margin):
+            status = E_MARGIN
+            break
+
+        # 3. Progressive loss and the gradient.
+        g = loss_gradient(k.loss, y, margin)
+        st.eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
+                           k.decay_steps, k.t + 1)
+        st.update = -st.eta * g * weight
+        st.gs = g * weight
+        if not isfinite(st.update) or not isfinite(st.update / k.scale * max_x) \
+                or not isfinite(st.gs * max_x):
+            status = E_UPDATE
+            break
+        loss_sum += weight * loss_value(k.loss, y, margin)
+        weight_sum += weight
+        if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+            n_correct += 1
+
+        # 4. The rule's step.
+        ftrl_step(k, &st, kp, xp, nnz, slots)
+        if k.fit_intercept:
+            k.intercept += st.update
+        k.t += 1
+        if ftrl_needs_rebase(k):
+            ftrl_rebase(k)
+
+        # 5. Pruning.  Entries move when one is removed, so first collect
+        # the keys, then find each again.
+        n_cand = 0
+        for j in range(nnz):
+            p = slots[j]
+            if p != NULL and ftrl_prunable(k, p):
+                cand[n_cand] = kp[j]
+                n_cand += 1
+        for j in range(n_cand):
+            p = <ftrl_slot*>store_find(k.store, cand[j])
+            if p != NULL and ftrl_prunable(k, p):
+                k.store.remove(<char*>p)
+
+        # 6. Every wake_every features, stop early if wake_fd is readable
+        # (the daemon's request socket has something: it answers, then
+        # learns on).  The rows so far are learned completely.
+        if r.wake_fd >= 0:
+            since_check += nnz
+            if since_check >= r.wake_every:
+                since_check = 0
+                if readable(r.wake_fd):
+                    n_done = i + 1
+                    break
+    free(slots); free(cand); free(st.wnow); free(st.sgn); free(st.first); free(st.gsum)
+    free(st.table)
+    failed_at[0] = i if status != OK else n_done
+    out[0] = loss_sum
+    out[1] = weight_sum
+    out[2] = n_correct
+    return status
+
+
+cdef void ftrl_margins_f32(SGDKernel k, const int64_t* indptr, Py_ssize_t n_rows,
+                                const uint64_t* keys, const float* values, double* out,
+                                bint probability) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef ftrl_slot* p
+    cdef double acc, e
+    for i in range(n_rows):
+        if i + 1 < n_rows:
+            for j in range(indptr[i + 1], indptr[i + 2]):
+                store_prefetch(k.store, keys[j])
+        acc = 0.0
+        for j in range(indptr[i], indptr[i + 1]):
+            p = <ftrl_slot*>store_find(k.store, keys[j])
+            if p != NULL:
+                acc += ftrl_weight(k, p) * values[j]
+        acc = acc * k.scale + k.intercept
+        if probability:
+            # 1 / (1 + exp(-p)) with exp of a non-positive argument only.
+            if acc >= 0:
+                acc = 1.0 / (1.0 + exp(-acc))
+            else:
+                e = exp(acc)
+                acc = e / (1.0 + e)
+        out[i] = acc
+
+
+cdef int ftrl_learn_f64(SGDKernel k, Rows* r, const double* values, double* out,
+                             Py_ssize_t* failed_at) noexcept nogil:
+    cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
+    cdef Py_ssize_t n_done = n_rows
+    cdef int64_t since_check = 0
+    cdef Py_ssize_t i, j, nnz, start, n_cand
+    cdef ftrl_slot** slots = <ftrl_slot**>malloc((max_nnz + 1) * sizeof(void*))
+    cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    cdef Step st
+    cdef const uint64_t* kp
+    cdef const double* xp
+    cdef ftrl_slot* p
+    cdef double y, weight, margin, acc, g, max_x, loss_sum = 0.0
+    cdef double weight_sum = 0.0, n_correct = 0.0
+    cdef int status = OK
+    st.wnow = <double*>malloc((max_nnz + 1) * sizeof(double))
+    st.sgn = <signed char*>malloc(max_nnz + 1)
+    st.first = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
+    st.gsum = <double*>malloc((max_nnz + 1) * sizeof(double))
+    st.table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
+    if slots == NULL or cand == NULL or st.wnow == NULL or st.sgn == NULL or st.first == NULL \
+            or st.gsum == NULL or st.table == NULL:
+        free(slots); free(cand); free(st.wnow); free(st.sgn); free(st.first); free(st.gsum)
+        free(st.table)
+        failed_at[0] = 0
+        return E_NOMEM
+    i = 0
+    for i in range(n_rows):
+        start = r.indptr[i]
+        nnz = r.indptr[i + 1] - start
+        kp = r.keys + start
+        xp = values + start
+        if k.store.reserve(nnz) != 0:
+            status = E_NOMEM
+            break
+        # Prefetch the home slots of the next example, so that its cache
+        # misses overlap this example's work (docs/algorithms.md, "The
+        # weight store").
+        if i + 1 < n_rows:
+            for j in range(r.indptr[i + 1], r.indptr[i + 2]):
+                store_prefetch(k.store, r.keys[j])
+        y = r.labels[i]
+        if k.loss != LOSS_SQUARED and y == 0.0:
+            y = -1.0
+        weight = r.weights[i] if r.weights != NULL else 1.0
+
+        # 1-2. Find every present feature once; the margin.
+        acc = 0.0
+        max_x = 0.0
+        for j in range(nnz):
+            if fabs(xp[j]) > max_x:
+                max_x = fabs(xp[j])
+            p = <ftrl_slot*>store_find(k.store, kp[j])
+            slots[j] = p
+            if p != NULL:
+                st.wnow[j] = ftrl_weight(k, p)
+                acc += st.wnow[j] * xp[j]
+        margin = acc * k.scale + k.intercept
+        if not isfinite(margin):
+            status = E_MARGIN
+            break
+
+        # 3. Progressive loss and the gradient.
+        g = loss_gradient(k.loss, y, margin)
+        st.eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
+                           k.decay_steps, k.t + 1)
+        st.update = -st.eta * g * weight
+        st.gs = g * weight
+        if not isfinite(st.update) or not isfinite(st.update / k.scale * max_x) \
+                or not isfinite(st.gs * max_x):
+            status = E_UPDATE
+            break
+        loss_sum += weight * loss_value(k.loss, y, margin)
+        weight_sum += weight
+        if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+            n_correct += 1
+
+        # 4. The rule's step.
+        ftrl_step(k, &st, kp, xp, nnz, slots)
+        if k.fit_intercept:
+            k.intercept += st.update
+        k.t += 1
+        if ftrl_needs_rebase(k):
+            ftrl_rebase(k)
+
+        # 5. Pruning.  Entries move when one is removed, so first collect
+        # the keys, then find each again.
+        n_cand = 0
+        for j in range(nnz):
+            p = slots[j]
+            if p != NULL and ftrl_prunable(k, p):
+                cand[n_cand] = kp[j]
+                n_cand += 1
+        for j in range(n_cand):
+            p = <ftrl_slot*>store_find(k.store, cand[j])
+            if p != NULL and ftrl_prunable(k, p):
+                k.store.remove(<char*>p)
+
+        # 6. Every wake_every features, stop early if wake_fd is readable
+        # (the daemon's request socket has something: it answers, then
+        # learns on).  The rows so far are learned completely.
+        if r.wake_fd >= 0:
+            since_check += nnz
+            if since_check >= r.wake_every:
+                since_check = 0
+                if readable(r.wake_fd):
+                    n_done = i + 1
+                    break
+    free(slots); free(cand); free(st.wnow); free(st.sgn); free(st.first); free(st.gsum)
+    free(st.table)
+    failed_at[0] = i if status != OK else n_done
+    out[0] = loss_sum
+    out[1] = weight_sum
+    out[2] = n_correct
+    return status
+
+
+cdef void ftrl_margins_f64(SGDKernel k, const int64_t* indptr, Py_ssize_t n_rows,
+                                const uint64_t* keys, const double* values, double* out,
+                                bint probability) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef ftrl_slot* p
+    cdef double acc, e
+    for i in range(n_rows):
+        if i + 1 < n_rows:
+            for j in range(indptr[i + 1], indptr[i + 2]):
+                store_prefetch(k.store, keys[j])
+        acc = 0.0
+        for j in range(indptr[i], indptr[i + 1]):
+            p = <ftrl_slot*>store_find(k.store, keys[j])
+            if p != NULL:
+                acc += ftrl_weight(k, p) * values[j]
+        acc = acc * k.scale + k.intercept
+        if probability:
+            # 1 / (1 + exp(-p)) with exp of a non-positive argument only.
+            if acc >= 0:
+                acc = 1.0 / (1.0 + exp(-acc))
+            else:
+                e = exp(acc)
+                acc = e / (1.0 + e)
+        out[i] = acc
+
+# ---- spred
+
+cdef inline spred_slot* spred_slot_for_update(SGDKernel k, uint64_t key, double x,
+                                              spred_slot** slots, Py_ssize_t j) noexcept nogil:
+    """Slot of feature j for a gradient step, inserting it if it is new.
+
+    A new feature with value 0 gets no weight and is not inserted (that is
+    exact: its state would be that of an absent feature)."""
+    cdef spred_slot* p = slots[j]
+    if p == NULL and x != 0.0:
+        p = <spred_slot*>store_find(k.store, key)      # the key may repeat within the example
+        if p == NULL:
+            p = <spred_slot*>k.store.insert_new(key)
+            spred_init(k, p)
+        slots[j] = p
+    return p
+
+
+cdef double spred_weight_of(SGDKernel k, char* p) noexcept nogil:
+    return spred_weight(k, <spred_slot*>p)
+
+
+cdef void spred_compact(SGDKernel k) noexcept nogil:
+    cdef Py_ssize_t cursor = 0
+    cdef char* p = k.store.next_live(&cursor)
+    cdef bint gone
+    while p != NULL:
+        if spred_DECAYS_WHILE_ABSENT:
+            gone = spred_weight(k, <spred_slot*>p) == 0.0
+        else:
+            gone = spred_prunable(k, <spred_slot*>p)
+        if gone:
+            k.store.remove(p)
+            cursor -= 1         # an entry may have moved into the hole
+        p = k.store.next_live(&cursor)
+    k.store.shrink_to_fit()
+
+
+cdef int spred_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
+                             Py_ssize_t* failed_at) noexcept nogil:
+    cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
+    cdef Py_ssize_t n_done = n_rows
+    cdef int64_t since_check = 0
+    cdef Py_ssize_t i, j, nnz, start, n_cand
+    cdef spred_slot** slots = <spred_slot**>malloc((max_nnz + 1) * sizeof(void*))
+    cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    cdef Step st
+    cdef const uint64_t* kp
+    cdef const float* xp
+    cdef spred_slot* p
+    cdef double y, weight, margin, acc, g, max_x, loss_sum = 0.0
+    cdef double weight_sum = 0.0, n_correct = 0.0
+    cdef int status = OK
+    st.wnow = <double*>malloc((max_nnz + 1) * sizeof(double))
+    st.sgn = <signed char*>malloc(max_nnz + 1)
+    st.first = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
+    st.gsum = <double*>malloc((max_nnz + 1) * sizeof(double))
+    st.table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
+    if slots == NULL or cand == NULL or st.wnow == NULL or st.sgn == NULL or st.first == NULL \
+            or st.gsum == NULL or st.table == NULL:
+        free(slots); free(cand); free(st.wnow); free(st.sgn); free(st.first); free(st.gsum)
+        free(st.table)
+        failed_at[0] = 0
+        return E_NOMEM
+    i = 0
+    for i in range(n_rows):
+        start = r.indptr[i]
+        nnz = r.indptr[i + 1] - start
+        kp = r.keys + start
+        xp = values + start
+        if k.store.reserve(nnz) != 0:
+            status = E_NOMEM
+            break
+        # Prefetch the home slots of the next example, so that its cache
+        # misses overlap this example's work (docs/algorithms.md, "The
+        # weight store").
+        if i + 1 < n_rows:
+            for j in range(r.indptr[i + 1], r.indptr[i + 2]):
+                store_prefetch(k.store, r.keys[j])
+        y = r.labels[i]
+        if k.loss != LOSS_SQUARED and y == 0.0:
+            y = -1.0
+        weight = r.weights[i] if r.weights != NULL else 1.0
+
+        # 1-2. Find every present feature once; the margin.
+        acc = 0.0
+        max_x = 0.0
+        for j in range(nnz):
+            if fabs(xp[j]) > max_x:
+                max_x = fabs(xp[j])
+            p = <spred_slot*>store_find(k.store, kp[j])
+            slots[j] = p
+            if p != NULL:
+                st.wnow[j] = spred_weight(k, p)
+                acc += st.wnow[j] * xp[j]
+        margin = acc * k.scale + k.intercept
+        if not isfinite(margin):
+            status = E_MARGIN
+            break
+
+        # 3. Progressive loss and the gradient.
+        g = loss_gradient(k.loss, y, margin)
+        st.eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
+                           k.decay_steps, k.t + 1)
+        st.update = -st.eta * g * weight
+        st.gs = g * weight
+        if not isfinite(st.update) or not isfinite(st.update / k.scale * max_x) \
+                or not isfinite(st.gs * max_x):
+            status = E_UPDATE
+            break
+        loss_sum += weight * loss_value(k.loss, y, margin)
+        weight_sum += weight
+        if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+            n_correct += 1
+
+        # 4. The rule's step.
+        spred_step(k, &st, kp, xp, nnz, slots)
+        if k.fit_intercept:
+            k.intercept += st.update
+        k.t += 1
+        if spred_needs_rebase(k):
+            spred_rebase(k)
+
+        # 5. Pruning.  Entries move when one is removed, so first collect
+        # the keys, then find each again.
+        n_cand = 0
+        for j in range(nnz):
+            p = slots[j]
+            if p != NULL and spred_prunable(k, p):
+                cand[n_cand] = kp[j]
+                n_cand += 1
+        for j in range(n_cand):
+            p = <spred_slot*>store_find(k.store, cand[j])
+            if p != NULL and spred_prunable(k, p):
+                k.store.remove(<char*>p)
+
+        # 6. Every wake_every features, stop early if wake_fd is readable
+        # (the daemon's request socket has something: it answers, then
+        # learns on).  The rows so far are learned completely.
+        if r.wake_fd >= 0:
+            since_check += nnz
+            if since_check >= r.wake_every:
+                since_check = 0
+                if readable(r.wake_fd):
+                    n_done = i + 1
+                    break
+    free(slots); free(cand); free(st.wnow); free(st.sgn); free(st.first); free(st.gsum)
+    free(st.table)
+    failed_at[0] = i if status != OK else n_done
+    out[0] = loss_sum
+    out[1] = weight_sum
+    out[2] = n_correct
+    return status
+
+
+cdef void spred_margins_f32(SGDKernel k, const int64_t* indptr, Py_ssize_t n_rows,
+                                const uint64_t* keys, const float* values, double* out,
+                                bint probability) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef spred_slot* p
+    cdef double acc, e
+    for i in range(n_rows):
+        if i + 1 < n_rows:
+            for j in range(indptr[i + 1], indptr[i + 2]):
+                store_prefetch(k.store, keys[j])
+        acc = 0.0
+        for j in range(indptr[i], indptr[i + 1]):
+            p = <spred_slot*>store_find(k.store, keys[j])
+            if p != NULL:
+                acc += spred_weight(k, p) * values[j]
+        acc = acc * k.scale + k.intercept
+        if probability:
+            # 1 / (1 + exp(-p)) with exp of a non-positive argument only.
+            if acc >= 0:
+                acc = 1.0 / (1.0 + exp(-acc))
+            else:
+                e = exp(acc)
+                acc = e / (1.0 + e)
+        out[i] = acc
+
+
+cdef int spred_learn_f64(SGDKernel k, Rows* r, const double* values, double* out,
+                             Py_ssize_t* failed_at) noexcept nogil:
+    cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
+    cdef Py_ssize_t n_done = n_rows
+    cdef int64_t since_check = 0
+    cdef Py_ssize_t i, j, nnz, start, n_cand
+    cdef spred_slot** slots = <spred_slot**>malloc((max_nnz + 1) * sizeof(void*))
+    cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    cdef Step st
+    cdef const uint64_t* kp
+    cdef const double* xp
+    cdef spred_slot* p
+    cdef double y, weight, margin, acc, g, max_x, loss_sum = 0.0
+    cdef double weight_sum = 0.0, n_correct = 0.0
+    cdef int status = OK
+    st.wnow = <double*>malloc((max_nnz + 1) * sizeof(double))
+    st.sgn = <signed char*>malloc(max_nnz + 1)
+    st.first = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
+    st.gsum = <double*>malloc((max_nnz + 1) * sizeof(double))
+    st.table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
+    if slots == NULL or cand == NULL or st.wnow == NULL or st.sgn == NULL or st.first == NULL \
+            or st.gsum == NULL or st.table == NULL:
+        free(slots); free(cand); free(st.wnow); free(st.sgn); free(st.first); free(st.gsum)
+        free(st.table)
+        failed_at[0] = 0
+        return E_NOMEM
+    i = 0
+    for i in range(n_rows):
+        start = r.indptr[i]
+        nnz = r.indptr[i + 1] - start
+        kp = r.keys + start
+        xp = values + start
+        if k.store.reserve(nnz) != 0:
+            status = E_NOMEM
+            break
+        # Prefetch the home slots of the next example, so that its cache
+        # misses overlap this example's work (docs/algorithms.md, "The
+        # weight store").
+        if i + 1 < n_rows:
+            for j in range(r.indptr[i + 1], r.indptr[i + 2]):
+                store_prefetch(k.store, r.keys[j])
+        y = r.labels[i]
+        if k.loss != LOSS_SQUARED and y == 0.0:
+            y = -1.0
+        weight = r.weights[i] if r.weights != NULL else 1.0
+
+        # 1-2. Find every present feature once; the margin.
+        acc = 0.0
+        max_x = 0.0
+        for j in range(nnz):
+            if fabs(xp[j]) > max_x:
+                max_x = fabs(xp[j])
+            p = <spred_slot*>store_find(k.store, kp[j])
+            slots[j] = p
+            if p != NULL:
+                st.wnow[j] = spred_weight(k, p)
+                acc += st.wnow[j] * xp[j]
+        margin = acc * k.scale + k.intercept
+        if not isfinite(margin):
+            status = E_MARGIN
+            break
+
+        # 3. Progressive loss and the gradient.
+        g = loss_gradient(k.loss, y, margin)
+        st.eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
+                           k.decay_steps, k.t + 1)
+        st.update = -st.eta * g * weight
+        st.gs = g * weight
+        if not isfinite(st.update) or not isfinite(st.update / k.scale * max_x) \
+                or not isfinite(st.gs * max_x):
+            status = E_UPDATE
+            break
+        loss_sum += weight * loss_value(k.loss, y, margin)
+        weight_sum += weight
+        if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+            n_correct += 1
+
+        # 4. The rule's step.
+        spred_step(k, &st, kp, xp, nnz, slots)
+        if k.fit_intercept:
+            k.intercept += st.update
+        k.t += 1
+        if spred_needs_rebase(k):
+            spred_rebase(k)
+
+        # 5. Pruning.  Entries move when one is removed, so first collect
+        # the keys, then find each again.
+        n_cand = 0
+        for j in range(nnz):
+            p = slots[j]
+            if p != NULL and spred_prunable(k, p):
+                cand[n_cand] = kp[j]
+                n_cand += 1
+        for j in range(n_cand):
+            p = <spred_slot*>store_find(k.store, cand[j])
+            if p != NULL and spred_prunable(k, p):
+                k.store.remove(<char*>p)
+
+        # 6. Every wake_every features, stop early if wake_fd is readable
+        # (the daemon's request socket has something: it answers, then
+        # learns on).  The rows so far are learned completely.
+        if r.wake_fd >= 0:
+            since_check += nnz
+            if since_check >= r.wake_every:
+                since_check = 0
+                if readable(r.wake_fd):
+                    n_done = i + 1
+                    break
+    free(slots); free(cand); free(st.wnow); free(st.sgn); free(st.first); free(st.gsum)
+    free(st.table)
+    failed_at[0] = i if status != OK else n_done
+    out[0] = loss_sum
+    out[1] = weight_sum
+    out[2] = n_correct
+    return status
+
+
+cdef void spred_margins_f64(SGDKernel k, const int64_t* indptr, Py_ssize_t n_rows,
+                                const uint64_t* keys, const double* values, double* out,
+                                bint probability) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef spred_slot* p
+    cdef double acc, e
+    for i in range(n_rows):
+        if i + 1 < n_rows:
+            for j in range(indptr[i + 1], indptr[i + 2]):
+                store_prefetch(k.store, keys[j])
+        acc = 0.0
+        for j in range(indptr[i], indptr[i + 1]):
+            p = <spred_slot*>store_find(k.store, keys[j])
+            if p != NULL:
+                acc += spred_weight(k, p) * values[j]
+        acc = acc * k.scale + k.intercept
+        if probability:
+            # 1 / (1 + exp(-p)) with exp of a non-positive argument only.
+            if acc >= 0:
+                acc = 1.0 / (1.0 + exp(-acc))
+            else:
+                e = exp(acc)
+                acc = e / (1.0 + e)
+        out[i] = acc

@@ -7,7 +7,7 @@ import sys
 from typing import Any, Iterator
 
 from onlinel1.batch import Batch
-from onlinel1.options import LOSSES, ORIGINS, SCHEDULES, UPDATES, LearnerOptions
+from onlinel1.options import LOSSES, ORIGINS, RULES, SCHEDULES, UPDATES, LearnerOptions
 
 FORMATS = ("svmlight", "vw")
 EXIT_ERROR = 1
@@ -57,12 +57,9 @@ def add_learner_arguments(parser: argparse.ArgumentParser, with_defaults: bool =
     g.add_argument("--loss", choices=LOSSES, default=default(d.loss),
                    help=f"log (logistic; labels -1/+1 or 0/1), squared (regression) or "
                         f"hinge (linear SVM) (default: {d.loss})")
+    rules = "; ".join(f"{name}: {spec.title}" for name, spec in RULES.items())
     g.add_argument("--update", choices=UPDATES, default=default(d.update),
-                   help=f"plain SGD, naive subgradient L1, cumulative L1 penalty "
-                        f"(Tsuruoka et al. 2009), FOBOS (Duchi & Singer 2009), truncated "
-                        f"gradient (Langford et al. 2009), AdaGrad-FOBOS (Duchi et al. 2011), "
-                        f"FTRL-Proximal (McMahan et al. 2013) or spred (w = a*b; Ziyin & Wang "
-                        f"2023) (default: {d.update})")
+                   help=f"the update rule: {rules} (default: {d.update})")
     g.add_argument("--l1", type=float, default=default(d.l1), metavar="X",
                    help=f"L1 penalty per example (default: {d.l1})")
     g.add_argument("--l2", type=float, default=default(d.l2), metavar="X",

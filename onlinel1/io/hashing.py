@@ -1,6 +1,6 @@
 """Feature keys: integer features as they are, string features hashed.
 
-DESIGN.md section 1: keys are unsigned 64-bit integers.  A feature name that
+docs/formats.md: keys are unsigned 64-bit integers.  A feature name that
 is a plain decimal integer (ASCII digits only, no sign, no spaces, below
 2**64; leading zeros allowed) *is* its key, whatever its namespace, so
 Vowpal Wabbit's ``|f 9:0.06`` and svmlight's ``9:0.06`` are one feature.

@@ -1,19 +1,30 @@
-# AdaGrad-FOBOS (Duchi, Hazan & Singer, JMLR 2011): per-coordinate steps
-# eta_i = eta0 / sqrt(delta + G_i), G_i the sum of coordinate i's squared
-# gradients (aux column 0), then the FOBOS proximal step with eta_i.  An
-# absent coordinate keeps its eta_i, so k skipped steps have a closed form
-# (aux column 1: the example count at its last step).  A coordinate whose
-# caught-up weight is exactly 0 starts afresh (G_i = 0), so zeros leave the
-# store exactly (docs/algorithms.md).
+# AdaGrad-FOBOS (Duchi, Hazan & Singer, JMLR 2011; docs/algorithms.md,
+# "adagrad-fobos"): per-coordinate steps eta_i = eta0 / sqrt(delta + G_i),
+# G_i (grad_sq_sum) the sum of coordinate i's squared gradients, then the
+# FOBOS proximal step with eta_i.  An absent coordinate keeps its eta_i, so
+# k skipped steps have a closed form (last_step: the example count at its
+# last step).  A coordinate whose caught-up weight is exactly 0 starts
+# afresh (G_i = 0), so zeros leave the store exactly.
+
+# Whether an absent weight can reach 0 by its lazy penalty alone (then a
+# periodic compaction removes it from the store).
+cdef enum:
+    adagrad_fobos_DECAYS_WHILE_ABSENT = 1
+
+cdef struct adagrad_fobos_slot:
+    uint64_t key
+    double w
+    double grad_sq_sum  # G_i
+    double last_step    # t at the coordinate's last step
 
 
-cdef inline double adagrad_fobos_weight(SGDKernel k, Py_ssize_t row) noexcept nogil:
-    cdef double v = k.store.w[row]
-    cdef double steps = <double>k.t - k.store.aux[1][row]
+cdef inline double adagrad_fobos_weight(SGDKernel k, adagrad_fobos_slot* p) noexcept nogil:
+    cdef double v = p.w
+    cdef double steps = <double>k.t - p.last_step
     cdef double eta_i, m, log_r
     if steps <= 0 or v == 0.0:
         return v
-    eta_i = k.eta0 / sqrt(k.adagrad_delta + k.store.aux[0][row])
+    eta_i = k.eta0 / sqrt(k.adagrad_delta + p.grad_sq_sum)
     if k.l2 == 0.0:
         m = fabs(v) - steps * eta_i * k.l1
     else:
@@ -25,42 +36,63 @@ cdef inline double adagrad_fobos_weight(SGDKernel k, Py_ssize_t row) noexcept no
     return copysign(m, v)
 
 
-cdef int adagrad_fobos_step(SGDKernel k, const uint64_t* keys, const floating* x,
-                            Py_ssize_t nnz, Py_ssize_t* rows, const double* wnow,
-                            double gs, Py_ssize_t* first, double* gsum,
-                            Py_ssize_t* table) noexcept nogil:
-    cdef Py_ssize_t j, row
-    cdef double* v = k.store.w
-    cdef double* G = k.store.aux[0]
-    cdef double* last = k.store.aux[1]
+cdef inline void adagrad_fobos_init(SGDKernel k, adagrad_fobos_slot* p) noexcept nogil:
+    pass
+
+
+cdef inline bint adagrad_fobos_prunable(SGDKernel k, adagrad_fobos_slot* p) noexcept nogil:
+    # Right after its step the stored value is the weight; the periodic
+    # compaction reads the caught-up weight instead (DECAYS_WHILE_ABSENT).
+    return p.w == 0.0
+
+
+cdef inline bint adagrad_fobos_needs_rebase(SGDKernel k) noexcept nogil:
+    return False
+
+
+cdef inline void adagrad_fobos_rebase(SGDKernel k) noexcept nogil:
+    pass
+
+
+cdef int adagrad_fobos_step(SGDKernel k, Step* st, const uint64_t* keys, const floating* x,
+                            Py_ssize_t nnz, adagrad_fobos_slot** slots) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef adagrad_fobos_slot* p
     cdef double w, m, eta_i, g
     # Catch the present features up to the previous example (idempotent, so
     # a repeated key is harmless); a zero weight starts afresh.
     for j in range(nnz):
-        row = rows[j]
-        if row >= 0:
-            v[row] = wnow[j]
-            if wnow[j] == 0.0:
-                G[row] = 0.0
-            last[row] = <double>k.t
-    if gs == 0.0:
+        p = slots[j]
+        if p != NULL:
+            p.w = st.wnow[j]
+            if st.wnow[j] == 0.0:
+                p.grad_sq_sum = 0.0
+            p.last_step = <double>k.t
+    if st.gs == 0.0:
         return 0    # no gradient: this example's proximal step is caught up later
     for j in range(nnz):
-        row = row_for_update(k, keys[j], x[j], rows, j)
-        if row >= 0:
-            last[row] = <double>k.t
+        p = adagrad_fobos_slot_for_update(k, keys[j], x[j], slots, j)
+        if p != NULL:
+            p.last_step = <double>k.t
     # One gradient per coordinate: duplicates of a key add up.
-    group_rows(rows, nnz, first, gsum, table, x, gs)
+    group_slots(<void**>slots, nnz, st, x)
     for j in range(nnz):
-        if first[j] != j:
+        if st.first[j] != j:
             continue
-        row = rows[j]
-        g = gsum[j]
-        G[row] += g * g
-        eta_i = k.eta0 / sqrt(k.adagrad_delta + G[row])
-        w = v[row] - eta_i * g
+        p = slots[j]
+        g = st.gsum[j]
+        p.grad_sq_sum += g * g
+        eta_i = k.eta0 / sqrt(k.adagrad_delta + p.grad_sq_sum)
+        w = p.w - eta_i * g
         m = fabs(w) - eta_i * k.l1
         m = m if m > 0.0 else 0.0
-        v[row] = copysign(m / (1.0 + eta_i * k.l2), w)
-        last[row] = <double>(k.t + 1)
+        p.w = copysign(m / (1.0 + eta_i * k.l2), w)
+        p.last_step = <double>(k.t + 1)
     return 0
+
+
+adagrad_fobos_SPEC = RuleSpec(
+    name="adagrad-fobos", kernels={"start": "adagrad_fobos", "first-seen": "adagrad_fobos"},
+    state={"start": ("grad_sq_sum", "last_step"), "first-seen": ("grad_sq_sum", "last_step")},
+    title="AdaGrad-FOBOS (Duchi et al. 2011): per-coordinate steps",
+    options=("adagrad_delta",), validate=None, decays_while_absent=bool(adagrad_fobos_DECAYS_WHILE_ABSENT))

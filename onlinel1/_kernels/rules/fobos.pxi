@@ -1,17 +1,28 @@
-# FOBOS (Duchi & Singer, JMLR 2009): a gradient step, then the proximal step
-# of the regulariser with the same eta:
+# FOBOS (Duchi & Singer, JMLR 2009; docs/algorithms.md, "fobos"): a
+# gradient step, then the proximal step of the regulariser with the same
+# eta:
 #     w <- sign(w) max(0, |w| - eta l1) / (1 + eta l2)
 # Lazily: with A_t = prod_{j<=t} (1 + eta_j l2) and
 # B_t = sum_{j<=t} eta_j A_{j-1} (k.clock_scale and k.clock), a feature
-# stored as v = w A_a with clock B_a (aux column 0) after step a has, after
+# stored as v = w A_a with clock B_a (last_clock) after step a has, after
 # the proximal steps a+1..t of the examples it was absent from, the weight
 #     sign(v) max(0, |v| - l1 (B_t - B_a)) / A_t
-# (DESIGN.md section 3).  A zero weight stays zero, so zeros leave the store.
+# A zero weight stays zero, so zeros leave the store.
+
+# Whether an absent weight can reach 0 by its lazy penalty alone (then a
+# periodic compaction removes it from the store).
+cdef enum:
+    fobos_DECAYS_WHILE_ABSENT = 1
+
+cdef struct fobos_slot:
+    uint64_t key
+    double w            # v = w A at the last step
+    double last_clock   # B at the last step (NaN: being stepped now)
 
 
-cdef inline double fobos_weight(SGDKernel k, Py_ssize_t row) noexcept nogil:
-    cdef double v = k.store.w[row]
-    cdef double m = fabs(v) - k.l1 * (k.clock - k.store.aux[0][row])
+cdef inline double fobos_weight(SGDKernel k, fobos_slot* p) noexcept nogil:
+    cdef double v = p.w
+    cdef double m = fabs(v) - k.l1 * (k.clock - p.last_clock)
     m = m if m > 0.0 else 0.0          # branch-free (maxsd): signs are noise
     # A = 1 exactly while l2 = 0: no division on the common path.
     if k.clock_scale != 1.0:
@@ -19,39 +30,70 @@ cdef inline double fobos_weight(SGDKernel k, Py_ssize_t row) noexcept nogil:
     return copysign(m, v)
 
 
-cdef int fobos_step(SGDKernel k, const uint64_t* keys, const floating* x,
-                    Py_ssize_t nnz, Py_ssize_t* rows, const double* wnow,
-                    double update, double eta) noexcept nogil:
-    cdef Py_ssize_t j, row
-    cdef double* v = k.store.w
-    cdef double* last = k.store.aux[0]
+cdef inline void fobos_init(SGDKernel k, fobos_slot* p) noexcept nogil:
+    p.last_clock = NAN      # caught up: the step sets its clock
+
+
+cdef inline bint fobos_prunable(SGDKernel k, fobos_slot* p) noexcept nogil:
+    return fobos_weight(k, p) == 0.0
+
+
+cdef inline bint fobos_needs_rebase(SGDKernel k) noexcept nogil:
+    return k.clock > k.rebase_at or k.clock_scale > k.rebase_at
+
+
+cdef void fobos_rebase(SGDKernel k) noexcept nogil:
+    # (v, B_i, B, A) -> (v / A, (B_i - B) / A, 0, 1) leaves every weight
+    # sign(v) max(0, |v| - l1 (B - B_i)) / A unchanged.
+    cdef Py_ssize_t cursor = 0
+    cdef double a = k.clock_scale, b = k.clock
+    cdef fobos_slot* p = <fobos_slot*>k.store.next_live(&cursor)
+    while p != NULL:
+        p.w /= a
+        p.last_clock = (p.last_clock - b) / a
+        p = <fobos_slot*>k.store.next_live(&cursor)
+    k.clock = 0.0
+    k.clock_scale = 1.0
+
+
+cdef int fobos_step(SGDKernel k, Step* st, const uint64_t* keys, const floating* x,
+                    Py_ssize_t nnz, fobos_slot** slots) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef fobos_slot* p
     cdef double w, m, next_scale, next_clock, shrink, threshold
     # Materialise the caught-up weights of the present features (wnow, from
-    # the margin) in real units, once per feature (NaN in the clock column
-    # marks "done").
+    # the margin) in real units, once per feature (NaN in the clock marks
+    # "done").
     for j in range(nnz):
-        row = rows[j]
-        if row >= 0 and last[row] == last[row]:
-            v[row] = wnow[j]
-            last[row] = NAN
-    if update != 0.0:
+        p = slots[j]
+        if p != NULL and p.last_clock == p.last_clock:
+            p.w = st.wnow[j]
+            p.last_clock = NAN
+    if st.update != 0.0:
         for j in range(nnz):
-            row = row_for_update(k, keys[j], x[j], rows, j)
-            if row >= 0:
-                v[row] += x[j] * update
-    next_scale = k.clock_scale * (1.0 + eta * k.l2)
-    next_clock = k.clock + eta * k.clock_scale
-    threshold = eta * k.l1
+            p = fobos_slot_for_update(k, keys[j], x[j], slots, j)
+            if p != NULL:
+                p.w += x[j] * st.update
+    next_scale = k.clock_scale * (1.0 + st.eta * k.l2)
+    next_clock = k.clock + st.eta * k.clock_scale
+    threshold = st.eta * k.l1
     # w / (1 + eta l2) * A_t = w * A_{t-1}: store v without a division.
     shrink = k.clock_scale
     for j in range(nnz):
-        row = rows[j]
-        if row >= 0 and last[row] != last[row]:
-            w = v[row]
+        p = slots[j]
+        if p != NULL and p.last_clock != p.last_clock:
+            w = p.w
             m = fabs(w) - threshold
             m = m if m > 0.0 else 0.0
-            v[row] = copysign(m * shrink, w)
-            last[row] = next_clock
+            p.w = copysign(m * shrink, w)
+            p.last_clock = next_clock
     k.clock_scale = next_scale
     k.clock = next_clock
     return 0
+
+
+fobos_SPEC = RuleSpec(
+    name="fobos", kernels={"start": "fobos", "first-seen": "fobos"},
+    state={"start": ("last_clock",), "first-seen": ("last_clock",)},
+    title="FOBOS (Duchi & Singer 2009)",
+    options=(), validate=None, decays_while_absent=bool(fobos_DECAYS_WHILE_ABSENT))

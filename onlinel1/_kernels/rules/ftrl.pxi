@@ -1,39 +1,75 @@
-# FTRL-Proximal (McMahan et al., KDD 2013, Algorithm 1).  Per coordinate
-# z_i (the weight column) and n_i (aux column 0); alpha = eta0,
-# beta = ftrl_beta, lambda1 = l1, lambda2 = l2.  The weight is a function of
-# (z, n), read whenever needed; an absent coordinate does not change.
+# FTRL-Proximal (McMahan et al., KDD 2013, Algorithm 1; docs/algorithms.md,
+# "ftrl").  Per coordinate z_i and n_i; alpha = eta0, beta = ftrl_beta,
+# lambda1 = l1, lambda2 = l2.  The weight is a function of (z, n), read
+# whenever needed; an absent coordinate does not change.
+
+# Whether an absent weight can reach 0 by its lazy penalty alone (then a
+# periodic compaction removes it from the store).
+cdef enum:
+    ftrl_DECAYS_WHILE_ABSENT = 0
+
+cdef struct ftrl_slot:
+    uint64_t key
+    double z
+    double n
 
 
-cdef inline double ftrl_weight(SGDKernel k, Py_ssize_t row) noexcept nogil:
-    cdef double z = k.store.w[row]
-    cdef double n = k.store.aux[0][row]
-    cdef double m = fabs(z) - k.l1
+cdef inline double ftrl_weight(SGDKernel k, ftrl_slot* p) noexcept nogil:
+    cdef double m = fabs(p.z) - k.l1
     if m <= 0.0:
         return 0.0
-    return -copysign(m, z) / ((k.ftrl_beta + sqrt(n)) / k.eta0 + k.l2)
+    return -copysign(m, p.z) / ((k.ftrl_beta + sqrt(p.n)) / k.eta0 + k.l2)
 
 
-cdef int ftrl_step(SGDKernel k, const uint64_t* keys, const floating* x,
-                   Py_ssize_t nnz, Py_ssize_t* rows, const double* wnow,
-                   double gs, Py_ssize_t* first, double* gsum,
-                   Py_ssize_t* table) noexcept nogil:
-    cdef Py_ssize_t j, row
-    cdef double* z = k.store.w
-    cdef double* n = k.store.aux[0]
+cdef inline void ftrl_init(SGDKernel k, ftrl_slot* p) noexcept nogil:
+    pass
+
+
+cdef inline bint ftrl_prunable(SGDKernel k, ftrl_slot* p) noexcept nogil:
+    # A zero weight still has its n_i: only (z, n) = (0, 0) is absent.
+    return p.z == 0.0 and p.n == 0.0
+
+
+cdef inline bint ftrl_needs_rebase(SGDKernel k) noexcept nogil:
+    return False
+
+
+cdef inline void ftrl_rebase(SGDKernel k) noexcept nogil:
+    pass
+
+
+cdef int ftrl_step(SGDKernel k, Step* st, const uint64_t* keys, const floating* x,
+                   Py_ssize_t nnz, ftrl_slot** slots) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef ftrl_slot* p
     cdef double g, sigma, n_new, w
-    if gs == 0.0:
+    if st.gs == 0.0:
         return 0
     for j in range(nnz):
-        row_for_update(k, keys[j], x[j], rows, j)
-    group_rows(rows, nnz, first, gsum, table, x, gs)
+        ftrl_slot_for_update(k, keys[j], x[j], slots, j)
+    group_slots(<void**>slots, nnz, st, x)
     for j in range(nnz):
-        if first[j] != j:
+        if st.first[j] != j:
             continue
-        row = rows[j]
-        g = gsum[j]
-        w = ftrl_weight(k, row)        # the weight the margin used (z, n unchanged so far)
-        n_new = n[row] + g * g
-        sigma = (sqrt(n_new) - sqrt(n[row])) / k.eta0
-        z[row] += g - sigma * w
-        n[row] = n_new
+        p = slots[j]
+        g = st.gsum[j]
+        w = ftrl_weight(k, p)        # the weight the margin used (z, n unchanged so far)
+        n_new = p.n + g * g
+        sigma = (sqrt(n_new) - sqrt(p.n)) / k.eta0
+        p.z += g - sigma * w
+        p.n = n_new
     return 0
+
+
+def _ftrl_from_weights(weights, o):
+    # z with n = 0 such that the weight read back is w.
+    import numpy as np
+    return -(weights * (o.ftrl_beta / o.eta0 + o.l2) + np.sign(weights) * o.l1), []
+
+
+ftrl_SPEC = RuleSpec(
+    name="ftrl", kernels={"start": "ftrl", "first-seen": "ftrl"},
+    state={"start": ("n",), "first-seen": ("n",)}, weight_column="z",
+    title="FTRL-Proximal (McMahan et al. 2013)",
+    options=("ftrl_beta",), validate=None, decays_while_absent=bool(ftrl_DECAYS_WHILE_ABSENT),
+    from_weights=_ftrl_from_weights)

@@ -1,22 +1,63 @@
-# Plain SGD, optionally with L2 weight decay (DESIGN.md section 3):
+# Plain SGD, optionally with L2 weight decay (docs/algorithms.md, "plain"):
 #     w_i <- (1 - eta_t l2) w_i - eta_t s g x_i
-# The decay multiplies the global scale c (w = c v), so a step costs O(nnz)
-# whatever the number of weights (scikit-learn's WeightVector trick).
+# The decay multiplies the global scale c (w = c v, scaled.pxi), so a step
+# costs O(nnz) whatever the number of weights.
+
+# Whether an absent weight can reach 0 by its lazy penalty alone (then a
+# periodic compaction removes it from the store).
+cdef enum:
+    plain_DECAYS_WHILE_ABSENT = 0
+
+cdef struct plain_slot:
+    uint64_t key
+    double w            # v, with the weight w = c v
 
 
-cdef int plain_step(SGDKernel k, const uint64_t* keys, const floating* x,
-                    Py_ssize_t nnz, Py_ssize_t* rows, double update,
-                    double eta) noexcept nogil:
-    cdef Py_ssize_t j, row
-    cdef double* v
+cdef inline double plain_weight(SGDKernel k, plain_slot* p) noexcept nogil:
+    return p.w
+
+
+cdef inline void plain_init(SGDKernel k, plain_slot* p) noexcept nogil:
+    pass
+
+
+cdef inline bint plain_prunable(SGDKernel k, plain_slot* p) noexcept nogil:
+    return p.w == 0.0
+
+
+cdef inline bint plain_needs_rebase(SGDKernel k) noexcept nogil:
+    return False
+
+
+cdef inline void plain_rebase(SGDKernel k) noexcept nogil:
+    pass
+
+
+cdef int plain_step(SGDKernel k, Step* st, const uint64_t* keys, const floating* x,
+                    Py_ssize_t nnz, plain_slot** slots) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef plain_slot* p
     cdef double step
     if k.l2 > 0:
-        decay_scale(k, 1.0 - eta * k.l2)
-    if update != 0.0:
-        v = k.store.w
-        step = update / k.scale
+        scale_decay(k, 1.0 - st.eta * k.l2)
+    if st.update != 0.0:
+        step = st.update / k.scale
         for j in range(nnz):
-            row = row_for_update(k, keys[j], x[j], rows, j)
-            if row >= 0:
-                v[row] += x[j] * step
+            p = plain_slot_for_update(k, keys[j], x[j], slots, j)
+            if p != NULL:
+                p.w += x[j] * step
     return 0
+
+
+def _plain_validate(o):
+    if o.l1 > 0:
+        raise ValueError("l1 must be 0 with update='plain' (it has no L1 penalty); "
+                         "use update='subgradient', 'cumulative' or 'fobos' for L1")
+    _check_l2_decay(o)
+
+
+plain_SPEC = RuleSpec(
+    name="plain", kernels={"start": "plain", "first-seen": "plain"},
+    state={"start": (), "first-seen": ()},
+    title="plain SGD (L2 weight decay if --l2 > 0)",
+    options=(), validate=_plain_validate, decays_while_absent=bool(plain_DECAYS_WHILE_ABSENT))

@@ -1,56 +1,106 @@
 # spred: the Hadamard product parametrisation w = a b with the penalty
-# (l1/2)(a^2 + b^2) (Hoff 2017; Ziyin & Wang, ICML 2023), plain SGD on
-# (a, b).  The decay (1 - eta l1) of every a and b is a global scale c
-# (k.clock_scale): a = c a', b = c b' with a' in the weight column and b' in
-# aux column 0, so w = c^2 a' b'.  New features start at (a, b) =
-# (spred_init, 0): weight 0, off the saddle at a = b = 0.  |w| at or below
-# spred_threshold reads as 0 and leaves the store (docs/algorithms.md).
+# (l1/2)(a^2 + b^2) (Hoff 2017; Ziyin & Wang, ICML 2023; docs/algorithms.md,
+# "spred"), plain SGD on (a, b).  The decay (1 - eta l1) of every a and b
+# is a global scale c (k.clock_scale): a = c a', b = c b', so
+# w = c^2 a' b'.  New features start at (a, b) = (spred_init, 0): weight 0,
+# off the saddle at a = b = 0.  |w| at or below spred_threshold reads as 0
+# and leaves the store.
+
+# Whether an absent weight can reach 0 by its lazy penalty alone (then a
+# periodic compaction removes it from the store).
+cdef enum:
+    spred_DECAYS_WHILE_ABSENT = 1
+
+cdef struct spred_slot:
+    uint64_t key
+    double a            # a'
+    double b            # b'
 
 # Rescale (a', b') when c falls below this (w carries c^2).
 cdef double SPRED_RESET = 1e-4
 
 
-cdef inline double spred_weight(SGDKernel k, Py_ssize_t row) noexcept nogil:
+cdef inline double spred_weight(SGDKernel k, spred_slot* p) noexcept nogil:
     cdef double c = k.clock_scale
-    cdef double w = c * c * k.store.w[row] * k.store.aux[0][row]
+    cdef double w = c * c * p.a * p.b
     return w if fabs(w) > k.spred_threshold else 0.0
 
 
-cdef int spred_step(SGDKernel k, const uint64_t* keys, const floating* x,
-                    Py_ssize_t nnz, Py_ssize_t* rows, double gs, double eta,
-                    Py_ssize_t* first, double* gsum, Py_ssize_t* table) noexcept nogil:
-    cdef Py_ssize_t j, row, n = k.store.n
-    cdef double* a = k.store.w
-    cdef double* b = k.store.aux[0]
+cdef inline void spred_init(SGDKernel k, spred_slot* p) noexcept nogil:
+    p.a = k.spred_init / k.clock_scale   # (a, b) = (init, 0)
+
+
+cdef inline bint spred_prunable(SGDKernel k, spred_slot* p) noexcept nogil:
+    return spred_weight(k, p) == 0.0
+
+
+cdef inline bint spred_needs_rebase(SGDKernel k) noexcept nogil:
+    return False
+
+
+cdef inline void spred_rebase(SGDKernel k) noexcept nogil:
+    pass
+
+
+cdef int spred_step(SGDKernel k, Step* st, const uint64_t* keys, const floating* x,
+                    Py_ssize_t nnz, spred_slot** slots) noexcept nogil:
+    cdef Py_ssize_t j, cursor
+    cdef spred_slot* p
     cdef double c_old = k.clock_scale
-    cdef double c_new = c_old * (1.0 - eta * k.l1)
+    cdef double c_new = c_old * (1.0 - st.eta * k.l1)
     cdef double ratio = c_old / c_new
     cdef double a_old, g
     # A present feature whose weight reads as 0 starts afresh, as a new one:
     # (a, b) = (init, 0).  So dropping such a feature from the store is exact.
     for j in range(nnz):
-        row = rows[j]
-        if row >= 0 and spred_weight(k, row) == 0.0:
-            a[row] = k.spred_init / c_old
-            b[row] = 0.0
-    if gs != 0.0:
+        p = slots[j]
+        if p != NULL and spred_weight(k, p) == 0.0:
+            p.a = k.spred_init / c_old
+            p.b = 0.0
+    if st.gs != 0.0:
         for j in range(nnz):
-            row_for_update(k, keys[j], x[j], rows, j)     # new rows: init_new_row
-        group_rows(rows, nnz, first, gsum, table, x, gs)
+            spred_slot_for_update(k, keys[j], x[j], slots, j)     # new slots: spred_init
+        group_slots(<void**>slots, nnz, st, x)
         # Simultaneous step from the old (a, b), in units of the new scale:
         # a_new = c_new a' - eta g b  ->  a' -= eta g b' c_old / c_new.
         for j in range(nnz):
-            if first[j] != j:
+            if st.first[j] != j:
                 continue
-            row = rows[j]
-            g = eta * gsum[j] * ratio
-            a_old = a[row]
-            a[row] = a_old - g * b[row]
-            b[row] = b[row] - g * a_old
+            p = slots[j]
+            g = st.eta * st.gsum[j] * ratio
+            a_old = p.a
+            p.a = a_old - g * p.b
+            p.b = p.b - g * a_old
     k.clock_scale = c_new
     if c_new < SPRED_RESET:
-        for row in range(n):
-            a[row] *= c_new
-            b[row] *= c_new
+        cursor = 0
+        p = <spred_slot*>k.store.next_live(&cursor)
+        while p != NULL:
+            p.a *= c_new
+            p.b *= c_new
+            p = <spred_slot*>k.store.next_live(&cursor)
         k.clock_scale = 1.0
     return 0
+
+
+def _spred_validate(o):
+    if o.l2 > 0:
+        raise ValueError("l2 must be 0 with update='spred' (it has no L2 term)")
+    if o.eta0 * o.l1 >= 1:
+        raise ValueError(f"l1 * eta0 must be < 1 with update='spred' (the decay 1 - eta*l1 "
+                         f"of a and b would reach 0), got l1={o.l1!r}, eta0={o.eta0!r}")
+
+
+def _spred_from_weights(weights, o):
+    # a = sqrt|w|, b = sign(w) sqrt|w|, at scale 1.
+    import numpy as np
+    a = np.sqrt(np.abs(weights))
+    return a, [np.sign(weights) * a]
+
+
+spred_SPEC = RuleSpec(
+    name="spred", kernels={"start": "spred", "first-seen": "spred"},
+    state={"start": ("b",), "first-seen": ("b",)}, weight_column="a",
+    title="spred (w = a*b; Ziyin & Wang 2023)",
+    options=("spred_init", "spred_threshold"), validate=_spred_validate,
+    decays_while_absent=bool(spred_DECAYS_WHILE_ABSENT), from_weights=_spred_from_weights)

@@ -1,50 +1,92 @@
 # Truncated gradient (Langford, Li & Zhang, JMLR 2009; Vowpal Wabbit's
-# --l1).  Every K-th example, every weight with |w| <= theta shrinks by
-# eta_t l1 K towards 0 (and stops there).  Lazily: the clock T (k.clock)
-# sums eta_j K over those examples; a feature stored with clock T_a (aux
-# column 0) owes l1 (T - T_a) if |w| <= theta.  Truncation only shrinks a
-# weight, so one above theta is never truncated while absent and one below
-# stays below (docs/algorithms.md).
+# --l1; docs/algorithms.md, "truncated").  Every K-th example, every
+# weight with |w| <= theta shrinks by eta_t l1 K towards 0 (and stops
+# there).  Lazily: the clock T (k.clock) sums eta_j K over those examples;
+# a feature stored with clock T_a (last_clock) owes l1 (T - T_a) if
+# |w| <= theta.  Truncation only shrinks a weight, so one above theta is
+# never truncated while absent and one below stays below.
+
+# Whether an absent weight can reach 0 by its lazy penalty alone (then a
+# periodic compaction removes it from the store).
+cdef enum:
+    truncated_DECAYS_WHILE_ABSENT = 1
+
+cdef struct truncated_slot:
+    uint64_t key
+    double w
+    double last_clock   # T at the last step (NaN: being stepped now)
 
 
-cdef inline double truncated_weight(SGDKernel k, Py_ssize_t row) noexcept nogil:
-    cdef double v = k.store.w[row]
+cdef inline double truncated_weight(SGDKernel k, truncated_slot* p) noexcept nogil:
+    cdef double v = p.w
     cdef double m
     if fabs(v) > k.truncate_theta:
         return v
-    m = fabs(v) - k.l1 * (k.clock - k.store.aux[0][row])
+    m = fabs(v) - k.l1 * (k.clock - p.last_clock)
     m = m if m > 0.0 else 0.0
     return copysign(m, v)
 
 
-cdef int truncated_step(SGDKernel k, const uint64_t* keys, const floating* x,
-                        Py_ssize_t nnz, Py_ssize_t* rows, const double* wnow,
-                        double update, double eta) noexcept nogil:
-    cdef Py_ssize_t j, row
-    cdef double* v = k.store.w
-    cdef double* last = k.store.aux[0]
+cdef inline void truncated_init(SGDKernel k, truncated_slot* p) noexcept nogil:
+    p.last_clock = NAN
+
+
+cdef inline bint truncated_prunable(SGDKernel k, truncated_slot* p) noexcept nogil:
+    return truncated_weight(k, p) == 0.0
+
+
+cdef inline bint truncated_needs_rebase(SGDKernel k) noexcept nogil:
+    return k.clock > k.rebase_at
+
+
+cdef void truncated_rebase(SGDKernel k) noexcept nogil:
+    cdef Py_ssize_t cursor = 0
+    cdef truncated_slot* p = <truncated_slot*>k.store.next_live(&cursor)
+    while p != NULL:
+        p.last_clock -= k.clock
+        p = <truncated_slot*>k.store.next_live(&cursor)
+    k.clock = 0.0
+
+
+cdef int truncated_step(SGDKernel k, Step* st, const uint64_t* keys, const floating* x,
+                        Py_ssize_t nnz, truncated_slot** slots) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef truncated_slot* p
     cdef double w, m, shrink = 0.0, next_clock = k.clock
     cdef bint boundary = (k.t + 1) % k.truncate_every == 0
     for j in range(nnz):
-        row = rows[j]
-        if row >= 0 and last[row] == last[row]:
-            v[row] = wnow[j]
-            last[row] = NAN
-    if update != 0.0:
+        p = slots[j]
+        if p != NULL and p.last_clock == p.last_clock:
+            p.w = st.wnow[j]
+            p.last_clock = NAN
+    if st.update != 0.0:
         for j in range(nnz):
-            row = row_for_update(k, keys[j], x[j], rows, j)
-            if row >= 0:
-                v[row] += x[j] * update
+            p = truncated_slot_for_update(k, keys[j], x[j], slots, j)
+            if p != NULL:
+                p.w += x[j] * st.update
     if boundary:
-        shrink = eta * k.l1 * k.truncate_every
-        next_clock = k.clock + eta * k.truncate_every
+        shrink = st.eta * k.l1 * k.truncate_every
+        next_clock = k.clock + st.eta * k.truncate_every
     for j in range(nnz):
-        row = rows[j]
-        if row >= 0 and last[row] != last[row]:
-            w = v[row]
+        p = slots[j]
+        if p != NULL and p.last_clock != p.last_clock:
+            w = p.w
             if boundary and fabs(w) <= k.truncate_theta:
                 m = fabs(w) - shrink
-                v[row] = copysign(m if m > 0.0 else 0.0, w)
-            last[row] = next_clock
+                p.w = copysign(m if m > 0.0 else 0.0, w)
+            p.last_clock = next_clock
     k.clock = next_clock
     return 0
+
+
+def _truncated_validate(o):
+    if o.l2 > 0:
+        raise ValueError("l2 must be 0 with update='truncated' (it has no L2 term)")
+
+
+truncated_SPEC = RuleSpec(
+    name="truncated", kernels={"start": "truncated", "first-seen": "truncated"},
+    state={"start": ("last_clock",), "first-seen": ("last_clock",)},
+    title="truncated gradient (Langford et al. 2009; Vowpal Wabbit's --l1)",
+    options=("truncate_every", "truncate_theta"), validate=_truncated_validate,
+    decays_while_absent=bool(truncated_DECAYS_WHILE_ABSENT))
