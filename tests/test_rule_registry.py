@@ -61,8 +61,8 @@ def test_state_columns_are_the_slot_fields(name, origin):
     kernel = spec.kernels[origin]
     assert learner._kernel.kernel == kernel
     assert STATE_COLUMNS[(name, origin)] == spec.state[origin]
-    # The slot: the key, the stored value, then the state columns in order.
-    assert slot_fields(kernel) == ["key", spec.weight_column, *spec.state[origin]]
+    # The slot: the key's hash, the stored value, then the state columns.
+    assert slot_fields(kernel) == ["key_hash", spec.weight_column, *spec.state[origin]]
     assert learner._kernel.store.n_aux == len(spec.state[origin])
     assert learner._kernel.store.slot_size == 8 * len(slot_fields(kernel))
 

@@ -10,7 +10,7 @@ _sgd_fast / WeightVector split, docs/algorithms.md).  For every example:
    the next example are prefetched meanwhile);
 2. the margin p = b + c * sum_i v_i x_i from the weights caught up to now;
 3. the progressive loss and g = dl/dp (clipped like scikit-learn);
-4. the rule's step, which inserts features it gives a non-zero weight and
+4. the features the step gives a weight get their slots; the rule's step
    applies the penalty;
 5. pruning: a weight that is exactly zero, and whose state is that of an
    absent feature, leaves the store.
@@ -507,20 +507,44 @@ STATE_COLUMNS = {(name, origin): spec.state[origin] for name, spec in RULES.item
 
 # ---- plain
 
-cdef inline plain_slot* plain_slot_for_update(SGDKernel k, uint64_t key, double x,
-                                              plain_slot** slots, Py_ssize_t j) noexcept nogil:
-    """Slot of feature j for a gradient step, inserting it if it is new.
-
-    A new feature with value 0 gets no weight and is not inserted (that is
-    exact: its state would be that of an absent feature)."""
-    cdef plain_slot* p = slots[j]
-    if p == NULL and x != 0.0:
-        p = <plain_slot*>store_find(k.store, key)      # the key may repeat within the example
+cdef int plain_insert_new(SGDKernel k, const uint64_t* keys, const floating* x,
+                          Py_ssize_t nnz, plain_slot** slots) noexcept nogil:
+    """Give a slot to every feature of the example that has none and a
+    non-zero value (a new feature with value 0 gets no weight: not
+    inserting it is exact, its state would be that of an absent one).
+    An insertion shifts the rest of its run by one slot: the addresses of
+    the example's slots there move with it (after a growth of the table,
+    every slot is found again).  Returns -1 when memory runs out
+    (the slots made so far hold zeros: the same as absent features)."""
+    cdef Py_ssize_t j, i
+    cdef plain_slot* p
+    cdef char* moved_end
+    cdef char* q
+    cdef bint rebuilt = False
+    for j in range(nnz):
+        if slots[j] != NULL or x[j] == 0.0:
+            continue
+        p = <plain_slot*>store_find(k.store, keys[j])   # the key may repeat
         if p == NULL:
-            p = <plain_slot*>k.store.insert_new(key)
+            p = <plain_slot*>k.store.insert_new(keys[j])
+            if p == NULL:
+                return -1
             plain_init(k, p)
+            moved_end = k.store.shifted_end
+            if moved_end == NULL:
+                rebuilt = True
+            elif not rebuilt:
+                # The slots that were in [p, moved_end) are one slot on.
+                for i in range(nnz):
+                    q = <char*>slots[i]
+                    if q >= <char*>p and q < moved_end:
+                        slots[i] = <plain_slot*>(q + k.store.slot_size)
         slots[j] = p
-    return p
+    if rebuilt:
+        for j in range(nnz):
+            if slots[j] != NULL:
+                slots[j] = <plain_slot*>store_find(k.store, keys[j])
+    return 0
 
 
 cdef double plain_weight_of(SGDKernel k, char* p) noexcept nogil:
@@ -600,6 +624,8 @@ cdef int plain_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
             if p != NULL:
                 st.wnow[j] = plain_weight(k, p)
                 acc += st.wnow[j] * xp[j]
+            else:
+                st.wnow[j] = 0.0
         margin = acc * k.scale + k.intercept
         if not isfinite(margin):
             status = E_MARGIN
@@ -620,7 +646,11 @@ cdef int plain_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
         if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
             n_correct += 1
 
-        # 4. The rule's step.
+        # 4. The rule's step, after the features it gives a weight have
+        # their slots (every rule steps only features with a gradient).
+        if st.gs != 0.0 and plain_insert_new(k, kp, xp, nnz, slots) != 0:
+            status = E_NOMEM
+            break
         plain_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
@@ -743,6 +773,8 @@ cdef int plain_learn_f64(SGDKernel k, Rows* r, const double* values, double* out
             if p != NULL:
                 st.wnow[j] = plain_weight(k, p)
                 acc += st.wnow[j] * xp[j]
+            else:
+                st.wnow[j] = 0.0
         margin = acc * k.scale + k.intercept
         if not isfinite(margin):
             status = E_MARGIN
@@ -763,7 +795,11 @@ cdef int plain_learn_f64(SGDKernel k, Rows* r, const double* values, double* out
         if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
             n_correct += 1
 
-        # 4. The rule's step.
+        # 4. The rule's step, after the features it gives a weight have
+        # their slots (every rule steps only features with a gradient).
+        if st.gs != 0.0 and plain_insert_new(k, kp, xp, nnz, slots) != 0:
+            status = E_NOMEM
+            break
         plain_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
@@ -830,20 +866,44 @@ cdef void plain_margins_f64(SGDKernel k, const int64_t* indptr, Py_ssize_t n_row
 
 # ---- subgradient
 
-cdef inline subgradient_slot* subgradient_slot_for_update(SGDKernel k, uint64_t key, double x,
-                                              subgradient_slot** slots, Py_ssize_t j) noexcept nogil:
-    """Slot of feature j for a gradient step, inserting it if it is new.
-
-    A new feature with value 0 gets no weight and is not inserted (that is
-    exact: its state would be that of an absent feature)."""
-    cdef subgradient_slot* p = slots[j]
-    if p == NULL and x != 0.0:
-        p = <subgradient_slot*>store_find(k.store, key)      # the key may repeat within the example
+cdef int subgradient_insert_new(SGDKernel k, const uint64_t* keys, const floating* x,
+                          Py_ssize_t nnz, subgradient_slot** slots) noexcept nogil:
+    """Give a slot to every feature of the example that has none and a
+    non-zero value (a new feature with value 0 gets no weight: not
+    inserting it is exact, its state would be that of an absent one).
+    An insertion shifts the rest of its run by one slot: the addresses of
+    the example's slots there move with it (after a growth of the table,
+    every slot is found again).  Returns -1 when memory runs out
+    (the slots made so far hold zeros: the same as absent features)."""
+    cdef Py_ssize_t j, i
+    cdef subgradient_slot* p
+    cdef char* moved_end
+    cdef char* q
+    cdef bint rebuilt = False
+    for j in range(nnz):
+        if slots[j] != NULL or x[j] == 0.0:
+            continue
+        p = <subgradient_slot*>store_find(k.store, keys[j])   # the key may repeat
         if p == NULL:
-            p = <subgradient_slot*>k.store.insert_new(key)
+            p = <subgradient_slot*>k.store.insert_new(keys[j])
+            if p == NULL:
+                return -1
             subgradient_init(k, p)
+            moved_end = k.store.shifted_end
+            if moved_end == NULL:
+                rebuilt = True
+            elif not rebuilt:
+                # The slots that were in [p, moved_end) are one slot on.
+                for i in range(nnz):
+                    q = <char*>slots[i]
+                    if q >= <char*>p and q < moved_end:
+                        slots[i] = <subgradient_slot*>(q + k.store.slot_size)
         slots[j] = p
-    return p
+    if rebuilt:
+        for j in range(nnz):
+            if slots[j] != NULL:
+                slots[j] = <subgradient_slot*>store_find(k.store, keys[j])
+    return 0
 
 
 cdef double subgradient_weight_of(SGDKernel k, char* p) noexcept nogil:
@@ -923,6 +983,8 @@ cdef int subgradient_learn_f32(SGDKernel k, Rows* r, const float* values, double
             if p != NULL:
                 st.wnow[j] = subgradient_weight(k, p)
                 acc += st.wnow[j] * xp[j]
+            else:
+                st.wnow[j] = 0.0
         margin = acc * k.scale + k.intercept
         if not isfinite(margin):
             status = E_MARGIN
@@ -943,7 +1005,11 @@ cdef int subgradient_learn_f32(SGDKernel k, Rows* r, const float* values, double
         if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
             n_correct += 1
 
-        # 4. The rule's step.
+        # 4. The rule's step, after the features it gives a weight have
+        # their slots (every rule steps only features with a gradient).
+        if st.gs != 0.0 and subgradient_insert_new(k, kp, xp, nnz, slots) != 0:
+            status = E_NOMEM
+            break
         subgradient_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
@@ -1066,6 +1132,8 @@ cdef int subgradient_learn_f64(SGDKernel k, Rows* r, const double* values, doubl
             if p != NULL:
                 st.wnow[j] = subgradient_weight(k, p)
                 acc += st.wnow[j] * xp[j]
+            else:
+                st.wnow[j] = 0.0
         margin = acc * k.scale + k.intercept
         if not isfinite(margin):
             status = E_MARGIN
@@ -1086,7 +1154,11 @@ cdef int subgradient_learn_f64(SGDKernel k, Rows* r, const double* values, doubl
         if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
             n_correct += 1
 
-        # 4. The rule's step.
+        # 4. The rule's step, after the features it gives a weight have
+        # their slots (every rule steps only features with a gradient).
+        if st.gs != 0.0 and subgradient_insert_new(k, kp, xp, nnz, slots) != 0:
+            status = E_NOMEM
+            break
         subgradient_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
@@ -1153,20 +1225,44 @@ cdef void subgradient_margins_f64(SGDKernel k, const int64_t* indptr, Py_ssize_t
 
 # ---- cumulative_start
 
-cdef inline cumulative_start_slot* cumulative_start_slot_for_update(SGDKernel k, uint64_t key, double x,
-                                              cumulative_start_slot** slots, Py_ssize_t j) noexcept nogil:
-    """Slot of feature j for a gradient step, inserting it if it is new.
-
-    A new feature with value 0 gets no weight and is not inserted (that is
-    exact: its state would be that of an absent feature)."""
-    cdef cumulative_start_slot* p = slots[j]
-    if p == NULL and x != 0.0:
-        p = <cumulative_start_slot*>store_find(k.store, key)      # the key may repeat within the example
+cdef int cumulative_start_insert_new(SGDKernel k, const uint64_t* keys, const floating* x,
+                          Py_ssize_t nnz, cumulative_start_slot** slots) noexcept nogil:
+    """Give a slot to every feature of the example that has none and a
+    non-zero value (a new feature with value 0 gets no weight: not
+    inserting it is exact, its state would be that of an absent one).
+    An insertion shifts the rest of its run by one slot: the addresses of
+    the example's slots there move with it (after a growth of the table,
+    every slot is found again).  Returns -1 when memory runs out
+    (the slots made so far hold zeros: the same as absent features)."""
+    cdef Py_ssize_t j, i
+    cdef cumulative_start_slot* p
+    cdef char* moved_end
+    cdef char* q
+    cdef bint rebuilt = False
+    for j in range(nnz):
+        if slots[j] != NULL or x[j] == 0.0:
+            continue
+        p = <cumulative_start_slot*>store_find(k.store, keys[j])   # the key may repeat
         if p == NULL:
-            p = <cumulative_start_slot*>k.store.insert_new(key)
+            p = <cumulative_start_slot*>k.store.insert_new(keys[j])
+            if p == NULL:
+                return -1
             cumulative_start_init(k, p)
+            moved_end = k.store.shifted_end
+            if moved_end == NULL:
+                rebuilt = True
+            elif not rebuilt:
+                # The slots that were in [p, moved_end) are one slot on.
+                for i in range(nnz):
+                    q = <char*>slots[i]
+                    if q >= <char*>p and q < moved_end:
+                        slots[i] = <cumulative_start_slot*>(q + k.store.slot_size)
         slots[j] = p
-    return p
+    if rebuilt:
+        for j in range(nnz):
+            if slots[j] != NULL:
+                slots[j] = <cumulative_start_slot*>store_find(k.store, keys[j])
+    return 0
 
 
 cdef double cumulative_start_weight_of(SGDKernel k, char* p) noexcept nogil:
@@ -1246,6 +1342,8 @@ cdef int cumulative_start_learn_f32(SGDKernel k, Rows* r, const float* values, d
             if p != NULL:
                 st.wnow[j] = cumulative_start_weight(k, p)
                 acc += st.wnow[j] * xp[j]
+            else:
+                st.wnow[j] = 0.0
         margin = acc * k.scale + k.intercept
         if not isfinite(margin):
             status = E_MARGIN
@@ -1266,7 +1364,11 @@ cdef int cumulative_start_learn_f32(SGDKernel k, Rows* r, const float* values, d
         if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
             n_correct += 1
 
-        # 4. The rule's step.
+        # 4. The rule's step, after the features it gives a weight have
+        # their slots (every rule steps only features with a gradient).
+        if st.gs != 0.0 and cumulative_start_insert_new(k, kp, xp, nnz, slots) != 0:
+            status = E_NOMEM
+            break
         cumulative_start_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
@@ -1389,6 +1491,8 @@ cdef int cumulative_start_learn_f64(SGDKernel k, Rows* r, const double* values, 
             if p != NULL:
                 st.wnow[j] = cumulative_start_weight(k, p)
                 acc += st.wnow[j] * xp[j]
+            else:
+                st.wnow[j] = 0.0
         margin = acc * k.scale + k.intercept
         if not isfinite(margin):
             status = E_MARGIN
@@ -1409,7 +1513,11 @@ cdef int cumulative_start_learn_f64(SGDKernel k, Rows* r, const double* values, 
         if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
             n_correct += 1
 
-        # 4. The rule's step.
+        # 4. The rule's step, after the features it gives a weight have
+        # their slots (every rule steps only features with a gradient).
+        if st.gs != 0.0 and cumulative_start_insert_new(k, kp, xp, nnz, slots) != 0:
+            status = E_NOMEM
+            break
         cumulative_start_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
@@ -1476,20 +1584,44 @@ cdef void cumulative_start_margins_f64(SGDKernel k, const int64_t* indptr, Py_ss
 
 # ---- cumulative_first_seen
 
-cdef inline cumulative_first_seen_slot* cumulative_first_seen_slot_for_update(SGDKernel k, uint64_t key, double x,
-                                              cumulative_first_seen_slot** slots, Py_ssize_t j) noexcept nogil:
-    """Slot of feature j for a gradient step, inserting it if it is new.
-
-    A new feature with value 0 gets no weight and is not inserted (that is
-    exact: its state would be that of an absent feature)."""
-    cdef cumulative_first_seen_slot* p = slots[j]
-    if p == NULL and x != 0.0:
-        p = <cumulative_first_seen_slot*>store_find(k.store, key)      # the key may repeat within the example
+cdef int cumulative_first_seen_insert_new(SGDKernel k, const uint64_t* keys, const floating* x,
+                          Py_ssize_t nnz, cumulative_first_seen_slot** slots) noexcept nogil:
+    """Give a slot to every feature of the example that has none and a
+    non-zero value (a new feature with value 0 gets no weight: not
+    inserting it is exact, its state would be that of an absent one).
+    An insertion shifts the rest of its run by one slot: the addresses of
+    the example's slots there move with it (after a growth of the table,
+    every slot is found again).  Returns -1 when memory runs out
+    (the slots made so far hold zeros: the same as absent features)."""
+    cdef Py_ssize_t j, i
+    cdef cumulative_first_seen_slot* p
+    cdef char* moved_end
+    cdef char* q
+    cdef bint rebuilt = False
+    for j in range(nnz):
+        if slots[j] != NULL or x[j] == 0.0:
+            continue
+        p = <cumulative_first_seen_slot*>store_find(k.store, keys[j])   # the key may repeat
         if p == NULL:
-            p = <cumulative_first_seen_slot*>k.store.insert_new(key)
+            p = <cumulative_first_seen_slot*>k.store.insert_new(keys[j])
+            if p == NULL:
+                return -1
             cumulative_first_seen_init(k, p)
+            moved_end = k.store.shifted_end
+            if moved_end == NULL:
+                rebuilt = True
+            elif not rebuilt:
+                # The slots that were in [p, moved_end) are one slot on.
+                for i in range(nnz):
+                    q = <char*>slots[i]
+                    if q >= <char*>p and q < moved_end:
+                        slots[i] = <cumulative_first_seen_slot*>(q + k.store.slot_size)
         slots[j] = p
-    return p
+    if rebuilt:
+        for j in range(nnz):
+            if slots[j] != NULL:
+                slots[j] = <cumulative_first_seen_slot*>store_find(k.store, keys[j])
+    return 0
 
 
 cdef double cumulative_first_seen_weight_of(SGDKernel k, char* p) noexcept nogil:
@@ -1569,6 +1701,8 @@ cdef int cumulative_first_seen_learn_f32(SGDKernel k, Rows* r, const float* valu
             if p != NULL:
                 st.wnow[j] = cumulative_first_seen_weight(k, p)
                 acc += st.wnow[j] * xp[j]
+            else:
+                st.wnow[j] = 0.0
         margin = acc * k.scale + k.intercept
         if not isfinite(margin):
             status = E_MARGIN
@@ -1589,7 +1723,11 @@ cdef int cumulative_first_seen_learn_f32(SGDKernel k, Rows* r, const float* valu
         if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
             n_correct += 1
 
-        # 4. The rule's step.
+        # 4. The rule's step, after the features it gives a weight have
+        # their slots (every rule steps only features with a gradient).
+        if st.gs != 0.0 and cumulative_first_seen_insert_new(k, kp, xp, nnz, slots) != 0:
+            status = E_NOMEM
+            break
         cumulative_first_seen_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
@@ -1712,6 +1850,8 @@ cdef int cumulative_first_seen_learn_f64(SGDKernel k, Rows* r, const double* val
             if p != NULL:
                 st.wnow[j] = cumulative_first_seen_weight(k, p)
                 acc += st.wnow[j] * xp[j]
+            else:
+                st.wnow[j] = 0.0
         margin = acc * k.scale + k.intercept
         if not isfinite(margin):
             status = E_MARGIN
@@ -1732,7 +1872,11 @@ cdef int cumulative_first_seen_learn_f64(SGDKernel k, Rows* r, const double* val
         if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
             n_correct += 1
 
-        # 4. The rule's step.
+        # 4. The rule's step, after the features it gives a weight have
+        # their slots (every rule steps only features with a gradient).
+        if st.gs != 0.0 and cumulative_first_seen_insert_new(k, kp, xp, nnz, slots) != 0:
+            status = E_NOMEM
+            break
         cumulative_first_seen_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
@@ -1799,20 +1943,44 @@ cdef void cumulative_first_seen_margins_f64(SGDKernel k, const int64_t* indptr, 
 
 # ---- fobos
 
-cdef inline fobos_slot* fobos_slot_for_update(SGDKernel k, uint64_t key, double x,
-                                              fobos_slot** slots, Py_ssize_t j) noexcept nogil:
-    """Slot of feature j for a gradient step, inserting it if it is new.
-
-    A new feature with value 0 gets no weight and is not inserted (that is
-    exact: its state would be that of an absent feature)."""
-    cdef fobos_slot* p = slots[j]
-    if p == NULL and x != 0.0:
-        p = <fobos_slot*>store_find(k.store, key)      # the key may repeat within the example
+cdef int fobos_insert_new(SGDKernel k, const uint64_t* keys, const floating* x,
+                          Py_ssize_t nnz, fobos_slot** slots) noexcept nogil:
+    """Give a slot to every feature of the example that has none and a
+    non-zero value (a new feature with value 0 gets no weight: not
+    inserting it is exact, its state would be that of an absent one).
+    An insertion shifts the rest of its run by one slot: the addresses of
+    the example's slots there move with it (after a growth of the table,
+    every slot is found again).  Returns -1 when memory runs out
+    (the slots made so far hold zeros: the same as absent features)."""
+    cdef Py_ssize_t j, i
+    cdef fobos_slot* p
+    cdef char* moved_end
+    cdef char* q
+    cdef bint rebuilt = False
+    for j in range(nnz):
+        if slots[j] != NULL or x[j] == 0.0:
+            continue
+        p = <fobos_slot*>store_find(k.store, keys[j])   # the key may repeat
         if p == NULL:
-            p = <fobos_slot*>k.store.insert_new(key)
+            p = <fobos_slot*>k.store.insert_new(keys[j])
+            if p == NULL:
+                return -1
             fobos_init(k, p)
+            moved_end = k.store.shifted_end
+            if moved_end == NULL:
+                rebuilt = True
+            elif not rebuilt:
+                # The slots that were in [p, moved_end) are one slot on.
+                for i in range(nnz):
+                    q = <char*>slots[i]
+                    if q >= <char*>p and q < moved_end:
+                        slots[i] = <fobos_slot*>(q + k.store.slot_size)
         slots[j] = p
-    return p
+    if rebuilt:
+        for j in range(nnz):
+            if slots[j] != NULL:
+                slots[j] = <fobos_slot*>store_find(k.store, keys[j])
+    return 0
 
 
 cdef double fobos_weight_of(SGDKernel k, char* p) noexcept nogil:
@@ -1892,6 +2060,8 @@ cdef int fobos_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
             if p != NULL:
                 st.wnow[j] = fobos_weight(k, p)
                 acc += st.wnow[j] * xp[j]
+            else:
+                st.wnow[j] = 0.0
         margin = acc * k.scale + k.intercept
         if not isfinite(margin):
             status = E_MARGIN
@@ -1912,7 +2082,11 @@ cdef int fobos_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
         if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
             n_correct += 1
 
-        # 4. The rule's step.
+        # 4. The rule's step, after the features it gives a weight have
+        # their slots (every rule steps only features with a gradient).
+        if st.gs != 0.0 and fobos_insert_new(k, kp, xp, nnz, slots) != 0:
+            status = E_NOMEM
+            break
         fobos_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
@@ -2035,6 +2209,8 @@ cdef int fobos_learn_f64(SGDKernel k, Rows* r, const double* values, double* out
             if p != NULL:
                 st.wnow[j] = fobos_weight(k, p)
                 acc += st.wnow[j] * xp[j]
+            else:
+                st.wnow[j] = 0.0
         margin = acc * k.scale + k.intercept
         if not isfinite(margin):
             status = E_MARGIN
@@ -2055,7 +2231,11 @@ cdef int fobos_learn_f64(SGDKernel k, Rows* r, const double* values, double* out
         if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
             n_correct += 1
 
-        # 4. The rule's step.
+        # 4. The rule's step, after the features it gives a weight have
+        # their slots (every rule steps only features with a gradient).
+        if st.gs != 0.0 and fobos_insert_new(k, kp, xp, nnz, slots) != 0:
+            status = E_NOMEM
+            break
         fobos_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
@@ -2122,20 +2302,44 @@ cdef void fobos_margins_f64(SGDKernel k, const int64_t* indptr, Py_ssize_t n_row
 
 # ---- truncated
 
-cdef inline truncated_slot* truncated_slot_for_update(SGDKernel k, uint64_t key, double x,
-                                              truncated_slot** slots, Py_ssize_t j) noexcept nogil:
-    """Slot of feature j for a gradient step, inserting it if it is new.
-
-    A new feature with value 0 gets no weight and is not inserted (that is
-    exact: its state would be that of an absent feature)."""
-    cdef truncated_slot* p = slots[j]
-    if p == NULL and x != 0.0:
-        p = <truncated_slot*>store_find(k.store, key)      # the key may repeat within the example
+cdef int truncated_insert_new(SGDKernel k, const uint64_t* keys, const floating* x,
+                          Py_ssize_t nnz, truncated_slot** slots) noexcept nogil:
+    """Give a slot to every feature of the example that has none and a
+    non-zero value (a new feature with value 0 gets no weight: not
+    inserting it is exact, its state would be that of an absent one).
+    An insertion shifts the rest of its run by one slot: the addresses of
+    the example's slots there move with it (after a growth of the table,
+    every slot is found again).  Returns -1 when memory runs out
+    (the slots made so far hold zeros: the same as absent features)."""
+    cdef Py_ssize_t j, i
+    cdef truncated_slot* p
+    cdef char* moved_end
+    cdef char* q
+    cdef bint rebuilt = False
+    for j in range(nnz):
+        if slots[j] != NULL or x[j] == 0.0:
+            continue
+        p = <truncated_slot*>store_find(k.store, keys[j])   # the key may repeat
         if p == NULL:
-            p = <truncated_slot*>k.store.insert_new(key)
+            p = <truncated_slot*>k.store.insert_new(keys[j])
+            if p == NULL:
+                return -1
             truncated_init(k, p)
+            moved_end = k.store.shifted_end
+            if moved_end == NULL:
+                rebuilt = True
+            elif not rebuilt:
+                # The slots that were in [p, moved_end) are one slot on.
+                for i in range(nnz):
+                    q = <char*>slots[i]
+                    if q >= <char*>p and q < moved_end:
+                        slots[i] = <truncated_slot*>(q + k.store.slot_size)
         slots[j] = p
-    return p
+    if rebuilt:
+        for j in range(nnz):
+            if slots[j] != NULL:
+                slots[j] = <truncated_slot*>store_find(k.store, keys[j])
+    return 0
 
 
 cdef double truncated_weight_of(SGDKernel k, char* p) noexcept nogil:
@@ -2215,6 +2419,8 @@ cdef int truncated_learn_f32(SGDKernel k, Rows* r, const float* values, double* 
             if p != NULL:
                 st.wnow[j] = truncated_weight(k, p)
                 acc += st.wnow[j] * xp[j]
+            else:
+                st.wnow[j] = 0.0
         margin = acc * k.scale + k.intercept
         if not isfinite(margin):
             status = E_MARGIN
@@ -2235,7 +2441,11 @@ cdef int truncated_learn_f32(SGDKernel k, Rows* r, const float* values, double* 
         if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
             n_correct += 1
 
-        # 4. The rule's step.
+        # 4. The rule's step, after the features it gives a weight have
+        # their slots (every rule steps only features with a gradient).
+        if st.gs != 0.0 and truncated_insert_new(k, kp, xp, nnz, slots) != 0:
+            status = E_NOMEM
+            break
         truncated_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
@@ -2358,6 +2568,8 @@ cdef int truncated_learn_f64(SGDKernel k, Rows* r, const double* values, double*
             if p != NULL:
                 st.wnow[j] = truncated_weight(k, p)
                 acc += st.wnow[j] * xp[j]
+            else:
+                st.wnow[j] = 0.0
         margin = acc * k.scale + k.intercept
         if not isfinite(margin):
             status = E_MARGIN
@@ -2378,7 +2590,11 @@ cdef int truncated_learn_f64(SGDKernel k, Rows* r, const double* values, double*
         if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
             n_correct += 1
 
-        # 4. The rule's step.
+        # 4. The rule's step, after the features it gives a weight have
+        # their slots (every rule steps only features with a gradient).
+        if st.gs != 0.0 and truncated_insert_new(k, kp, xp, nnz, slots) != 0:
+            status = E_NOMEM
+            break
         truncated_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
@@ -2445,20 +2661,44 @@ cdef void truncated_margins_f64(SGDKernel k, const int64_t* indptr, Py_ssize_t n
 
 # ---- adagrad_fobos
 
-cdef inline adagrad_fobos_slot* adagrad_fobos_slot_for_update(SGDKernel k, uint64_t key, double x,
-                                              adagrad_fobos_slot** slots, Py_ssize_t j) noexcept nogil:
-    """Slot of feature j for a gradient step, inserting it if it is new.
-
-    A new feature with value 0 gets no weight and is not inserted (that is
-    exact: its state would be that of an absent feature)."""
-    cdef adagrad_fobos_slot* p = slots[j]
-    if p == NULL and x != 0.0:
-        p = <adagrad_fobos_slot*>store_find(k.store, key)      # the key may repeat within the example
+cdef int adagrad_fobos_insert_new(SGDKernel k, const uint64_t* keys, const floating* x,
+                          Py_ssize_t nnz, adagrad_fobos_slot** slots) noexcept nogil:
+    """Give a slot to every feature of the example that has none and a
+    non-zero value (a new feature with value 0 gets no weight: not
+    inserting it is exact, its state would be that of an absent one).
+    An insertion shifts the rest of its run by one slot: the addresses of
+    the example's slots there move with it (after a growth of the table,
+    every slot is found again).  Returns -1 when memory runs out
+    (the slots made so far hold zeros: the same as absent features)."""
+    cdef Py_ssize_t j, i
+    cdef adagrad_fobos_slot* p
+    cdef char* moved_end
+    cdef char* q
+    cdef bint rebuilt = False
+    for j in range(nnz):
+        if slots[j] != NULL or x[j] == 0.0:
+            continue
+        p = <adagrad_fobos_slot*>store_find(k.store, keys[j])   # the key may repeat
         if p == NULL:
-            p = <adagrad_fobos_slot*>k.store.insert_new(key)
+            p = <adagrad_fobos_slot*>k.store.insert_new(keys[j])
+            if p == NULL:
+                return -1
             adagrad_fobos_init(k, p)
+            moved_end = k.store.shifted_end
+            if moved_end == NULL:
+                rebuilt = True
+            elif not rebuilt:
+                # The slots that were in [p, moved_end) are one slot on.
+                for i in range(nnz):
+                    q = <char*>slots[i]
+                    if q >= <char*>p and q < moved_end:
+                        slots[i] = <adagrad_fobos_slot*>(q + k.store.slot_size)
         slots[j] = p
-    return p
+    if rebuilt:
+        for j in range(nnz):
+            if slots[j] != NULL:
+                slots[j] = <adagrad_fobos_slot*>store_find(k.store, keys[j])
+    return 0
 
 
 cdef double adagrad_fobos_weight_of(SGDKernel k, char* p) noexcept nogil:
@@ -2538,6 +2778,8 @@ cdef int adagrad_fobos_learn_f32(SGDKernel k, Rows* r, const float* values, doub
             if p != NULL:
                 st.wnow[j] = adagrad_fobos_weight(k, p)
                 acc += st.wnow[j] * xp[j]
+            else:
+                st.wnow[j] = 0.0
         margin = acc * k.scale + k.intercept
         if not isfinite(margin):
             status = E_MARGIN
@@ -2558,7 +2800,11 @@ cdef int adagrad_fobos_learn_f32(SGDKernel k, Rows* r, const float* values, doub
         if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
             n_correct += 1
 
-        # 4. The rule's step.
+        # 4. The rule's step, after the features it gives a weight have
+        # their slots (every rule steps only features with a gradient).
+        if st.gs != 0.0 and adagrad_fobos_insert_new(k, kp, xp, nnz, slots) != 0:
+            status = E_NOMEM
+            break
         adagrad_fobos_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
@@ -2681,6 +2927,8 @@ cdef int adagrad_fobos_learn_f64(SGDKernel k, Rows* r, const double* values, dou
             if p != NULL:
                 st.wnow[j] = adagrad_fobos_weight(k, p)
                 acc += st.wnow[j] * xp[j]
+            else:
+                st.wnow[j] = 0.0
         margin = acc * k.scale + k.intercept
         if not isfinite(margin):
             status = E_MARGIN
@@ -2701,7 +2949,11 @@ cdef int adagrad_fobos_learn_f64(SGDKernel k, Rows* r, const double* values, dou
         if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
             n_correct += 1
 
-        # 4. The rule's step.
+        # 4. The rule's step, after the features it gives a weight have
+        # their slots (every rule steps only features with a gradient).
+        if st.gs != 0.0 and adagrad_fobos_insert_new(k, kp, xp, nnz, slots) != 0:
+            status = E_NOMEM
+            break
         adagrad_fobos_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
@@ -2768,20 +3020,44 @@ cdef void adagrad_fobos_margins_f64(SGDKernel k, const int64_t* indptr, Py_ssize
 
 # ---- ftrl
 
-cdef inline ftrl_slot* ftrl_slot_for_update(SGDKernel k, uint64_t key, double x,
-                                              ftrl_slot** slots, Py_ssize_t j) noexcept nogil:
-    """Slot of feature j for a gradient step, inserting it if it is new.
-
-    A new feature with value 0 gets no weight and is not inserted (that is
-    exact: its state would be that of an absent feature)."""
-    cdef ftrl_slot* p = slots[j]
-    if p == NULL and x != 0.0:
-        p = <ftrl_slot*>store_find(k.store, key)      # the key may repeat within the example
+cdef int ftrl_insert_new(SGDKernel k, const uint64_t* keys, const floating* x,
+                          Py_ssize_t nnz, ftrl_slot** slots) noexcept nogil:
+    """Give a slot to every feature of the example that has none and a
+    non-zero value (a new feature with value 0 gets no weight: not
+    inserting it is exact, its state would be that of an absent one).
+    An insertion shifts the rest of its run by one slot: the addresses of
+    the example's slots there move with it (after a growth of the table,
+    every slot is found again).  Returns -1 when memory runs out
+    (the slots made so far hold zeros: the same as absent features)."""
+    cdef Py_ssize_t j, i
+    cdef ftrl_slot* p
+    cdef char* moved_end
+    cdef char* q
+    cdef bint rebuilt = False
+    for j in range(nnz):
+        if slots[j] != NULL or x[j] == 0.0:
+            continue
+        p = <ftrl_slot*>store_find(k.store, keys[j])   # the key may repeat
         if p == NULL:
-            p = <ftrl_slot*>k.store.insert_new(key)
+            p = <ftrl_slot*>k.store.insert_new(keys[j])
+            if p == NULL:
+                return -1
             ftrl_init(k, p)
+            moved_end = k.store.shifted_end
+            if moved_end == NULL:
+                rebuilt = True
+            elif not rebuilt:
+                # The slots that were in [p, moved_end) are one slot on.
+                for i in range(nnz):
+                    q = <char*>slots[i]
+                    if q >= <char*>p and q < moved_end:
+                        slots[i] = <ftrl_slot*>(q + k.store.slot_size)
         slots[j] = p
-    return p
+    if rebuilt:
+        for j in range(nnz):
+            if slots[j] != NULL:
+                slots[j] = <ftrl_slot*>store_find(k.store, keys[j])
+    return 0
 
 
 cdef double ftrl_weight_of(SGDKernel k, char* p) noexcept nogil:
@@ -2861,6 +3137,8 @@ cdef int ftrl_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
             if p != NULL:
                 st.wnow[j] = ftrl_weight(k, p)
                 acc += st.wnow[j] * xp[j]
+            else:
+                st.wnow[j] = 0.0
         margin = acc * k.scale + k.intercept
         if not isfinite(margin):
             status = E_MARGIN
@@ -2881,7 +3159,11 @@ cdef int ftrl_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
         if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
             n_correct += 1
 
-        # 4. The rule's step.
+        # 4. The rule's step, after the features it gives a weight have
+        # their slots (every rule steps only features with a gradient).
+        if st.gs != 0.0 and ftrl_insert_new(k, kp, xp, nnz, slots) != 0:
+            status = E_NOMEM
+            break
         ftrl_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
@@ -3004,6 +3286,8 @@ cdef int ftrl_learn_f64(SGDKernel k, Rows* r, const double* values, double* out,
             if p != NULL:
                 st.wnow[j] = ftrl_weight(k, p)
                 acc += st.wnow[j] * xp[j]
+            else:
+                st.wnow[j] = 0.0
         margin = acc * k.scale + k.intercept
         if not isfinite(margin):
             status = E_MARGIN
@@ -3024,7 +3308,11 @@ cdef int ftrl_learn_f64(SGDKernel k, Rows* r, const double* values, double* out,
         if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
             n_correct += 1
 
-        # 4. The rule's step.
+        # 4. The rule's step, after the features it gives a weight have
+        # their slots (every rule steps only features with a gradient).
+        if st.gs != 0.0 and ftrl_insert_new(k, kp, xp, nnz, slots) != 0:
+            status = E_NOMEM
+            break
         ftrl_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
@@ -3091,20 +3379,44 @@ cdef void ftrl_margins_f64(SGDKernel k, const int64_t* indptr, Py_ssize_t n_rows
 
 # ---- spred
 
-cdef inline spred_slot* spred_slot_for_update(SGDKernel k, uint64_t key, double x,
-                                              spred_slot** slots, Py_ssize_t j) noexcept nogil:
-    """Slot of feature j for a gradient step, inserting it if it is new.
-
-    A new feature with value 0 gets no weight and is not inserted (that is
-    exact: its state would be that of an absent feature)."""
-    cdef spred_slot* p = slots[j]
-    if p == NULL and x != 0.0:
-        p = <spred_slot*>store_find(k.store, key)      # the key may repeat within the example
+cdef int spred_insert_new(SGDKernel k, const uint64_t* keys, const floating* x,
+                          Py_ssize_t nnz, spred_slot** slots) noexcept nogil:
+    """Give a slot to every feature of the example that has none and a
+    non-zero value (a new feature with value 0 gets no weight: not
+    inserting it is exact, its state would be that of an absent one).
+    An insertion shifts the rest of its run by one slot: the addresses of
+    the example's slots there move with it (after a growth of the table,
+    every slot is found again).  Returns -1 when memory runs out
+    (the slots made so far hold zeros: the same as absent features)."""
+    cdef Py_ssize_t j, i
+    cdef spred_slot* p
+    cdef char* moved_end
+    cdef char* q
+    cdef bint rebuilt = False
+    for j in range(nnz):
+        if slots[j] != NULL or x[j] == 0.0:
+            continue
+        p = <spred_slot*>store_find(k.store, keys[j])   # the key may repeat
         if p == NULL:
-            p = <spred_slot*>k.store.insert_new(key)
+            p = <spred_slot*>k.store.insert_new(keys[j])
+            if p == NULL:
+                return -1
             spred_init(k, p)
+            moved_end = k.store.shifted_end
+            if moved_end == NULL:
+                rebuilt = True
+            elif not rebuilt:
+                # The slots that were in [p, moved_end) are one slot on.
+                for i in range(nnz):
+                    q = <char*>slots[i]
+                    if q >= <char*>p and q < moved_end:
+                        slots[i] = <spred_slot*>(q + k.store.slot_size)
         slots[j] = p
-    return p
+    if rebuilt:
+        for j in range(nnz):
+            if slots[j] != NULL:
+                slots[j] = <spred_slot*>store_find(k.store, keys[j])
+    return 0
 
 
 cdef double spred_weight_of(SGDKernel k, char* p) noexcept nogil:
@@ -3184,6 +3496,8 @@ cdef int spred_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
             if p != NULL:
                 st.wnow[j] = spred_weight(k, p)
                 acc += st.wnow[j] * xp[j]
+            else:
+                st.wnow[j] = 0.0
         margin = acc * k.scale + k.intercept
         if not isfinite(margin):
             status = E_MARGIN
@@ -3204,7 +3518,11 @@ cdef int spred_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
         if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
             n_correct += 1
 
-        # 4. The rule's step.
+        # 4. The rule's step, after the features it gives a weight have
+        # their slots (every rule steps only features with a gradient).
+        if st.gs != 0.0 and spred_insert_new(k, kp, xp, nnz, slots) != 0:
+            status = E_NOMEM
+            break
         spred_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
@@ -3327,6 +3645,8 @@ cdef int spred_learn_f64(SGDKernel k, Rows* r, const double* values, double* out
             if p != NULL:
                 st.wnow[j] = spred_weight(k, p)
                 acc += st.wnow[j] * xp[j]
+            else:
+                st.wnow[j] = 0.0
         margin = acc * k.scale + k.intercept
         if not isfinite(margin):
             status = E_MARGIN
@@ -3347,7 +3667,11 @@ cdef int spred_learn_f64(SGDKernel k, Rows* r, const double* values, double* out
         if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
             n_correct += 1
 
-        # 4. The rule's step.
+        # 4. The rule's step, after the features it gives a weight have
+        # their slots (every rule steps only features with a gradient).
+        if st.gs != 0.0 and spred_insert_new(k, kp, xp, nnz, slots) != 0:
+            status = E_NOMEM
+            break
         spred_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update

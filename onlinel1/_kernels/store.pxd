@@ -1,13 +1,11 @@
 # The sparse weight store: an open-addressing hash table of slots, each
-# holding a feature's key, its weight and its rule's state together (one
-# cache line, one miss per feature).  See store.pyx and docs/algorithms.md
-# section "The weight store" for the layout and the invariants.
+# holding a feature's key (as its hash), its weight and its rule's state
+# together, so a feature costs one memory miss.  See store.pyx and
+# docs/algorithms.md ("The weight store") for the layout and invariants.
 from libc.stdint cimport uint64_t
 
 cdef enum:
     STORE_MAX_AUX = 2
-    # A slot: uint64 key, then 1 + n_aux float64 (weight, then state).
-    STORE_MAX_SLOT_BYTES = 8 * (2 + STORE_MAX_AUX)
 
 cdef extern from *:
     """
@@ -22,15 +20,22 @@ cdef extern from *:
 
 
 cdef class WeightStore:
-    # `capacity` slots of `slot_size` bytes; a key of 0 marks a free slot,
-    # so the one feature whose key is 0 lives in `zero_slot` instead.
+    # `total` slots of `slot_size` bytes: the `capacity` home slots and an
+    # overflow run after them (probes never wrap around).  Word 0 of a slot
+    # is fmix64(key), 0 where the slot is free; the one key whose hash is 0
+    # (key 0) lives in `zero_slot` instead.
     cdef char* slots
     cdef readonly Py_ssize_t capacity
+    cdef Py_ssize_t total
     cdef readonly Py_ssize_t slot_size
     cdef readonly int n_aux
     cdef readonly Py_ssize_t n        # live features, the zero key included
     cdef bint has_zero
     cdef double zero_slot[2 + STORE_MAX_AUX]
+    # After insert_new: the end of the run whose slots moved forward by
+    # one (those that were in [new slot, shifted_end)), or NULL when the
+    # table was rebuilt and every slot moved.
+    cdef char* shifted_end
     cdef size_t alloc_bytes           # bytes behind `slots`
     cdef bint mapped                  # `slots` came from mmap (huge pages)
 
@@ -40,6 +45,7 @@ cdef class WeightStore:
     cdef char* next_live(self, Py_ssize_t* cursor) noexcept nogil
     cdef int shrink_to_fit(self) noexcept nogil
     cdef int _rebuild(self, Py_ssize_t capacity) noexcept nogil
+    cdef int _rebuild_into(self, Py_ssize_t capacity, Py_ssize_t overflow) noexcept nogil
 
 
 # The lookup every kernel does for every feature, defined here so that the
@@ -57,32 +63,50 @@ cdef inline uint64_t fmix64(uint64_t k) noexcept nogil:
     return k
 
 
-cdef inline char* store_home(WeightStore s, uint64_t key) noexcept nogil:
-    """Address of the first slot probed for ``key`` (its home slot)."""
-    return s.slots + <Py_ssize_t>onlinel1_home(fmix64(key), <uint64_t>s.capacity) * s.slot_size
+cdef inline uint64_t unfmix64(uint64_t h) noexcept nogil:
+    # The inverse of fmix64 (x ^= x >> 33 is its own inverse; the odd
+    # multipliers are inverted modulo 2^64): a slot's key from its hash.
+    h ^= h >> 33
+    h *= <uint64_t>0x9cb4b2f8129337dbULL
+    h ^= h >> 33
+    h *= <uint64_t>0x4f74430c22a54005ULL
+    h ^= h >> 33
+    return h
+
+
+cdef inline char* store_home(WeightStore s, uint64_t h) noexcept nogil:
+    """Address of the home slot of the hash ``h``."""
+    return s.slots + <Py_ssize_t>onlinel1_home(h, <uint64_t>s.capacity) * s.slot_size
 
 
 cdef inline char* store_find(WeightStore s, uint64_t key) noexcept nogil:
-    """The slot of ``key`` in ``s``, or NULL when absent.  Linear probing
-    from the home slot; a free slot (key 0) ends the search."""
+    """The slot of ``key`` in ``s``, or NULL when absent.
+
+    The slots are sorted by hash (ordered linear probing), so a probe from
+    the home slot ends at the key's hash, at a free slot or at the first
+    larger hash: a search for an absent key costs no more than a search
+    for a present one."""
+    cdef uint64_t h, k
     cdef char* p
     cdef char* end
-    cdef uint64_t k
     if key == 0:
         return <char*>s.zero_slot if s.has_zero else NULL
-    p = store_home(s, key)
-    end = s.slots + s.capacity * s.slot_size
-    while True:
+    h = fmix64(key)
+    p = store_home(s, h)
+    end = s.slots + s.total * s.slot_size
+    while p != end:
         k = (<uint64_t*>p)[0]
-        if k == key:
+        if k == h:
             return p
-        if k == 0:
+        if k - 1 >= h:          # free (k = 0) or a larger hash: absent
             return NULL
         p += s.slot_size
-        if p == end:
-            p = s.slots
+    return NULL
 
 
 cdef inline void store_prefetch(WeightStore s, uint64_t key) noexcept nogil:
-    """Start loading the home slot of ``key`` into the cache."""
-    __builtin_prefetch(store_home(s, key))
+    """Start loading the home slot of ``key`` (and the cache line after
+    it, where a probe or a slot straddling two lines continues)."""
+    cdef char* p = store_home(s, fmix64(key))
+    __builtin_prefetch(p)
+    __builtin_prefetch(p + 64)

@@ -3,24 +3,29 @@
 
 Layout (docs/algorithms.md, "The weight store"):
 
-* One open-addressing table of ``capacity`` slots.  A slot is the key
-  (uint64), the weight and the rule's ``n_aux`` state values (float64), side
-  by side: 16, 24 or 32 bytes.  Looking a feature up, reading its weight
-  and state and writing them back touch one slot, so a model far larger
-  than the caches costs one memory miss per feature, not one per array.
-* A slot's home is ``fmix64(key)`` reduced to ``[0, capacity)`` by a
-  multiply-shift (Lemire), so the capacity need not be a power of two and
-  the table can grow in steps of 4/3.  Collisions probe linearly.
-* A key of 0 marks a free slot; the feature whose key is 0 is kept in one
-  extra slot beside the table.
-* Deletion is backward-shift deletion (Knuth, TAOCP vol. 3, 6.4,
-  Algorithm R): the entries after the hole that may move into it are moved
-  back, so no tombstones ever build up.
-* The load stays at most 80 % (``MAX_LOAD_NUM / MAX_LOAD_DEN``); the table
-  grows to 60 % load when it would pass that, and shrinks back to 60 % when
-  pruning has brought the load under 20 %, so memory follows the number of
-  live weights.  Growth reinserts the slots in table order; the homes are
-  monotone in the hash, so the new table fills almost sequentially.
+* One open-addressing table of slots.  A slot is the key's hash
+  ``fmix64(key)`` (a bijection, so it *is* the key; the key is recovered
+  with its inverse), the weight and the rule's ``n_aux`` state values
+  (float64), side by side: 16, 24 or 32 bytes.  Looking a feature up,
+  reading its weight and state and writing them back touch one slot, so a
+  model far larger than the caches costs one memory miss per feature, not
+  one per array.
+* A hash's home is ``floor(h * capacity / 2^64)`` (Lemire's multiply-shift),
+  monotone in the hash, so the capacity need not be a power of two.
+  Collisions probe forward into an overflow run after the ``capacity``
+  home slots; probes never wrap around.
+* Ordered linear probing (Amble & Knuth 1974): the occupied slots are
+  sorted by hash.  A search stops at its hash, at a free slot or at the
+  first larger hash, so looking up an absent key is as cheap as a present
+  one, and the table can run at a high load.  An insertion shifts the rest
+  of its run forward by one slot; a deletion shifts the displaced slots
+  after it back by one (no tombstones).  Either may move other slots.
+* Hash 0 (key 0) marks a free slot; key 0 itself lives in one extra slot.
+* The load stays at most 85 % (``MAX_LOAD_NUM / MAX_LOAD_DEN``); past it
+  the table grows by a quarter, and when pruning brings the load under
+  30 % it shrinks back to 80 %, so memory follows the number of live
+  weights.
+  Growth copies the sorted slots into the new table in one sequential pass.
 * Tables of 4 MiB and more are mapped with ``mmap`` and advised onto
   transparent huge pages (``madvise(MADV_HUGEPAGE)``) where the kernel
   allows it: past the caches a miss costs a TLB miss too, and huge pages
@@ -30,11 +35,11 @@ Layout (docs/algorithms.md, "The weight store"):
 Everything a kernel calls is ``nogil`` and ``noexcept``: failures (out of
 memory) are reported by return codes and turned into Python exceptions by
 the caller.  Slot addresses stay valid until the next ``reserve`` (which
-may grow the table) or ``remove`` (which shifts entries).
+may grow the table), ``insert_new`` or ``remove`` (which shift slots).
 """
 from libc.stdint cimport uint64_t
 from libc.stdlib cimport calloc, free
-from libc.string cimport memcpy, memset
+from libc.string cimport memcpy, memmove, memset
 
 import numpy as np
 
@@ -47,20 +52,31 @@ cdef extern from "<sys/mman.h>" nogil:
     int MADV_HUGEPAGE
 
 cdef Py_ssize_t MIN_CAPACITY = 16
-cdef Py_ssize_t MAX_LOAD_NUM = 4        # grow past 80 % load
-cdef Py_ssize_t MAX_LOAD_DEN = 5
-cdef Py_ssize_t TARGET_LOAD_NUM = 3     # ... to 60 %
+# Past 85 % load the table grows by a quarter (to 68 %); a table built
+# whole (load, shrink) starts at 80 %.  Measured at 5.8 M live features
+# (docs/algorithms.md, "The weight store"): a lookup slows with the load
+# (17 M feature-updates/s at 60 %, 14 M/s at 80 %), memory falls with it.
+cdef Py_ssize_t MAX_LOAD_NUM = 17       # grow past 85 % load
+cdef Py_ssize_t MAX_LOAD_DEN = 20
+cdef Py_ssize_t TARGET_LOAD_NUM = 4     # tables built whole: 80 %
 cdef Py_ssize_t TARGET_LOAD_DEN = 5
-cdef Py_ssize_t SHRINK_LOAD_NUM = 1     # shrink under 20 %
-cdef Py_ssize_t SHRINK_LOAD_DEN = 5
+cdef Py_ssize_t SHRINK_LOAD_NUM = 3     # shrink under 30 %
+cdef Py_ssize_t SHRINK_LOAD_DEN = 10
 cdef size_t MAP_THRESHOLD = 4 << 20     # bytes: map (huge pages) from here on
 cdef size_t HUGE_PAGE = 2 << 20
 
 
 cdef inline Py_ssize_t capacity_for(Py_ssize_t n) noexcept nogil:
-    """Slots for ``n`` live features at the target load."""
+    """Home slots for ``n`` live features at the target load."""
     cdef Py_ssize_t cap = (n * TARGET_LOAD_DEN + TARGET_LOAD_NUM - 1) // TARGET_LOAD_NUM
     return cap if cap > MIN_CAPACITY else MIN_CAPACITY
+
+
+cdef inline Py_ssize_t overflow_for(Py_ssize_t capacity) noexcept nogil:
+    """Slots after the home slots, where the last runs continue.  A run
+    that would pass them doubles them instead (keys built to collide can
+    make it as long as the number of keys, never longer)."""
+    return 64 + capacity // 256
 
 
 cdef char* table_alloc(size_t nbytes, size_t* alloc_bytes, bint* mapped) noexcept nogil:
@@ -89,6 +105,10 @@ cdef void table_free(char* p, size_t nbytes, bint mapped) noexcept nogil:
         free(p)
 
 
+cdef inline uint64_t slot_hash(const char* p) noexcept nogil:
+    return (<const uint64_t*>p)[0]
+
+
 cdef class WeightStore:
     """Open-addressing hash table from uint64 keys to (weight, state) slots.
 
@@ -108,6 +128,7 @@ cdef class WeightStore:
         memset(self.zero_slot, 0, sizeof(self.zero_slot))
         self.slots = NULL
         self.capacity = 0
+        self.total = 0
         if self._rebuild(MIN_CAPACITY) != 0:
             raise MemoryError("cannot allocate the weight store")
 
@@ -117,7 +138,7 @@ cdef class WeightStore:
     # ------------------------------------------------------------------ C API
 
     cdef int reserve(self, Py_ssize_t extra) noexcept nogil:
-        """Make room for ``extra`` more keys without growing later.
+        """Make room for ``extra`` more keys within the load bound.
 
         Kernels call this once per example, before they take slot
         addresses.  Returns 0, or -1 when memory runs out; the store is
@@ -126,121 +147,151 @@ cdef class WeightStore:
         cdef Py_ssize_t grown
         if need * MAX_LOAD_DEN <= self.capacity * MAX_LOAD_NUM:
             return 0
-        grown = self.capacity + self.capacity // 3
+        grown = self.capacity + self.capacity // 4
         if grown < capacity_for(need):
             grown = capacity_for(need)
         return self._rebuild(grown)
 
     cdef char* insert_new(self, uint64_t key) noexcept nogil:
         """Add ``key`` (known to be absent) with every value 0; return its
-        slot.  The caller has reserved room."""
+        slot, or NULL when memory runs out.  The slots after it in its run
+        move forward by one slot: those that were in ``[slot,
+        shifted_end)``; ``shifted_end`` is NULL if the table had to grow,
+        which moves every slot."""
+        cdef Py_ssize_t size = self.slot_size
+        cdef uint64_t h, k
         cdef char* p
+        cdef char* e
         cdef char* end
+        cdef bint rebuilt = False
         if key == 0:
             memset(self.zero_slot, 0, sizeof(self.zero_slot))
             self.has_zero = True
             self.n += 1
+            self.shifted_end = <char*>self.zero_slot
             return <char*>self.zero_slot
-        p = store_home(self, key)
-        end = self.slots + self.capacity * self.slot_size
-        while (<uint64_t*>p)[0] != 0:
-            p += self.slot_size
-            if p == end:
-                p = self.slots
-        memset(p + 8, 0, self.slot_size - 8)
-        (<uint64_t*>p)[0] = key
+        h = fmix64(key)
+        while True:
+            end = self.slots + self.total * size
+            # The first slot that is free or holds a larger hash.
+            p = store_home(self, h)
+            while p != end:
+                k = slot_hash(p)
+                if k == 0 or k > h:
+                    break
+                p += size
+            # The end of the run from there: its slots move forward by one.
+            e = p
+            while e != end and slot_hash(e) != 0:
+                e += size
+            if e != end:
+                break
+            # The run reaches the end of the overflow slots: more of them.
+            if self._rebuild_into(self.capacity, 2 * (self.total - self.capacity)) != 0:
+                return NULL
+            rebuilt = True
+        self.shifted_end = NULL if rebuilt else e
+        if e != p:
+            memmove(p + size, p, e - p)
+        memset(p + 8, 0, size - 8)
+        (<uint64_t*>p)[0] = h
         self.n += 1
         return p
 
     cdef void remove(self, char* slot) noexcept nogil:
-        """Delete the key in ``slot``.  Entries after it in its cluster may
-        move back by one or more slots (other slot addresses change)."""
+        """Delete the key in ``slot``.  The displaced slots after it (those
+        not at their home) move back by one."""
         cdef Py_ssize_t size = self.slot_size
-        cdef Py_ssize_t cap = self.capacity
-        cdef Py_ssize_t hole, j, home
+        cdef char* q
+        cdef char* end
         cdef uint64_t k
         if slot == <char*>self.zero_slot:
             self.has_zero = False
             self.n -= 1
             return
-        hole = (slot - self.slots) // size
-        j = hole
-        # Backward-shift deletion: walk the cluster after the hole and pull
-        # back every entry whose home is not cyclically in (hole, j].
-        while True:
-            j += 1
-            if j == cap:
-                j = 0
-            k = (<uint64_t*>(self.slots + j * size))[0]
-            if k == 0:
+        end = self.slots + self.total * size
+        q = slot + size
+        while q != end:
+            k = slot_hash(q)
+            if k == 0 or store_home(self, k) == q:
                 break
-            home = <Py_ssize_t>onlinel1_home(fmix64(k), <uint64_t>cap)
-            if hole <= j:
-                if hole < home and home <= j:
-                    continue
-            elif hole < home or home <= j:
-                continue
-            memcpy(self.slots + hole * size, self.slots + j * size, size)
-            hole = j
-        (<uint64_t*>(self.slots + hole * size))[0] = 0
+            q += size
+        if q != slot + size:
+            memmove(slot, slot + size, q - (slot + size))
+        (<uint64_t*>(q - size))[0] = 0
         self.n -= 1
 
     cdef char* next_live(self, Py_ssize_t* cursor) noexcept nogil:
         """The next live slot from ``cursor`` on (advancing it), or NULL at
-        the end: the table in order, then the zero key's slot.  To delete
-        while walking, call ``remove`` and then walk on from the same cursor
-        value minus one (an entry may have moved into the hole)."""
+        the end: the table in order (ascending hash), then the zero key's
+        slot.  To delete while walking, call ``remove`` and then walk on
+        from the same cursor value minus one (the next slot may have moved
+        into the hole)."""
         cdef Py_ssize_t i = cursor[0]
         cdef char* p
-        while i < self.capacity:
+        while i < self.total:
             p = self.slots + i * self.slot_size
             i += 1
-            if (<uint64_t*>p)[0] != 0:
+            if slot_hash(p) != 0:
                 cursor[0] = i
                 return p
-        if i == self.capacity:
+        if i == self.total:
             cursor[0] = i + 1
             if self.has_zero:
                 return <char*>self.zero_slot
-        cursor[0] = self.capacity + 1
+        cursor[0] = self.total + 1
         return NULL
 
     cdef int shrink_to_fit(self) noexcept nogil:
         """Give memory back once pruning has emptied most of the store."""
-        if self.capacity > MIN_CAPACITY and \
-                self.n * SHRINK_LOAD_DEN < self.capacity * SHRINK_LOAD_NUM:
+        cdef Py_ssize_t overflow = self.total - self.capacity
+        if (self.capacity > MIN_CAPACITY and
+                self.n * SHRINK_LOAD_DEN < self.capacity * SHRINK_LOAD_NUM) or \
+                overflow > 2 * max(overflow_for(self.capacity), self.n):
             return self._rebuild(capacity_for(self.n))
         return 0
 
     cdef int _rebuild(self, Py_ssize_t capacity) noexcept nogil:
-        """Move every entry into a new table of ``capacity`` slots."""
+        return self._rebuild_into(capacity, overflow_for(capacity))
+
+    cdef int _rebuild_into(self, Py_ssize_t capacity, Py_ssize_t overflow) noexcept nogil:
+        """Move every entry into a new table of ``capacity`` home slots and
+        at least ``overflow`` slots after them: one pass in hash order, each
+        slot at its home or right after the previous one."""
         cdef size_t alloc_bytes
         cdef bint mapped
-        cdef char* table = table_alloc(capacity * self.slot_size, &alloc_bytes, &mapped)
+        cdef Py_ssize_t size = self.slot_size
+        cdef Py_ssize_t total, i, pos, last
+        cdef char* table
         cdef char* p
-        cdef char* q
-        cdef char* end
-        cdef Py_ssize_t i, size = self.slot_size
         cdef uint64_t k
-        if table == NULL:
-            return -1
-        end = table + capacity * size
-        # In table order: homes are monotone in the hash, so the new table
-        # is written almost sequentially.
-        for i in range(self.capacity):
-            p = self.slots + i * size
-            k = (<uint64_t*>p)[0]
-            if k == 0:
-                continue
-            q = table + <Py_ssize_t>onlinel1_home(fmix64(k), <uint64_t>capacity) * size
-            while (<uint64_t*>q)[0] != 0:
-                q += size
-                if q == end:
-                    q = table
-            memcpy(q, p, size)
+        while True:
+            total = capacity + overflow
+            table = table_alloc(total * size, &alloc_bytes, &mapped)
+            if table == NULL:
+                return -1
+            last = -1
+            for i in range(self.total):
+                p = self.slots + i * size
+                k = slot_hash(p)
+                if k == 0:
+                    continue
+                pos = <Py_ssize_t>onlinel1_home(k, <uint64_t>capacity)
+                if pos <= last:
+                    pos = last + 1
+                if pos >= total:
+                    break
+                memcpy(table + pos * size, p, size)
+                last = pos
+            else:
+                break
+            # The last run did not fit in the overflow slots: more of them.
+            table_free(table, alloc_bytes, mapped)
+            overflow *= 2
         table_free(self.slots, self.alloc_bytes, self.mapped)
         self.slots = table
         self.capacity = capacity
+        self.total = total
         self.alloc_bytes = alloc_bytes
         self.mapped = mapped
         return 0
@@ -255,7 +306,7 @@ cdef class WeightStore:
 
     @property
     def table_slots(self):
-        """Number of slots in the table."""
+        """Number of home slots in the table (the overflow run not counted)."""
         return self.capacity
 
     @property
@@ -286,6 +337,8 @@ cdef class WeightStore:
             if self.reserve(1) != 0:
                 raise MemoryError("cannot grow the weight store")
             p = <double*>self.insert_new(k)
+            if p == NULL:
+                raise MemoryError("cannot grow the weight store")
         p[1] = weight
         for a, value in enumerate(values):
             p[2 + a] = value
@@ -298,6 +351,16 @@ cdef class WeightStore:
         self.remove(p)
         return True
 
+    def rebuild(self, double load):
+        """Rebuild the table at the given load (live features / home
+        slots, at most the growth bound 0.85): for benchmarks of the
+        trade between speed and memory.  Learning goes on from there."""
+        if not 0 < load <= <double>MAX_LOAD_NUM / MAX_LOAD_DEN:
+            raise ValueError(f"load must be in (0, {MAX_LOAD_NUM / MAX_LOAD_DEN}], got {load}")
+        cdef Py_ssize_t capacity = max(MIN_CAPACITY, <Py_ssize_t>(self.n / load) + 1)
+        if self._rebuild(capacity) != 0:
+            raise MemoryError("cannot reallocate the weight store")
+
     def shrink(self):
         """Release memory held for slots no longer in use."""
         if self.shrink_to_fit() != 0:
@@ -305,7 +368,7 @@ cdef class WeightStore:
 
     def export(self):
         """Copies of the live entries: ``(keys, weights, [aux columns])``,
-        in store order (deterministic for a given history)."""
+        in store order (ascending hash, then key 0)."""
         keys = np.concatenate([np.empty(0, np.uint64)] + list(self.column_chunks(-1)))
         cols = [np.concatenate([np.empty(0, np.float64)] + list(self.column_chunks(c)))
                 for c in range(1 + self.n_aux)]
@@ -326,7 +389,7 @@ cdef class WeightStore:
         cdef char* p
         cdef uint64_t[::1] kv
         cdef double[::1] dv
-        cdef int offset = 1 + column   # in 8-byte words; the key is word 0
+        cdef int offset = 1 + column   # in 8-byte words; the hash is word 0
         while left > 0:
             count = min(chunk_rows, left)
             if column == -1:
@@ -339,7 +402,7 @@ cdef class WeightStore:
                 for i in range(count):
                     p = self.next_live(&cursor)
                     if column == -1:
-                        kv[i] = 0 if p == <char*>self.zero_slot else (<uint64_t*>p)[0]
+                        kv[i] = 0 if p == <char*>self.zero_slot else unfmix64(slot_hash(p))
                     else:
                         dv[i] = (<double*>p)[offset]
             left -= count
@@ -351,9 +414,10 @@ cdef class WeightStore:
         cdef const double[::1] wv = np.ascontiguousarray(weights, dtype=np.float64)
         cdef const double[::1] av0
         cdef const double[::1] av1
-        cdef Py_ssize_t n = kv.shape[0], i
+        cdef Py_ssize_t n = kv.shape[0], i, j, pos, last
         cdef double* p
         cdef int n_aux = self.n_aux
+        cdef uint64_t h
         if wv.shape[0] != n:
             raise ValueError("keys and weights differ in length")
         if len(aux) != self.n_aux:
@@ -362,43 +426,85 @@ cdef class WeightStore:
         for c in cols:
             if c.ndim != 1 or c.shape[0] != n:
                 raise ValueError("a state column is not a 1-D array as long as keys")
-        if n and np.unique(np.asarray(kv)).size != n:
-            raise ValueError("keys are not unique")
+        # The hashes in ascending order: the table is written in one pass,
+        # and a repeated key shows as two equal neighbours.
+        hashes = np.empty(n, dtype=np.uint64)
+        cdef uint64_t[::1] hv = hashes
+        with nogil:
+            for i in range(n):
+                hv[i] = fmix64(kv[i])
+        order_array = np.argsort(hashes, kind="stable")
+        cdef const Py_ssize_t[::1] order = order_array.astype(np.intp)
+        for i in range(1, n):
+            if hv[order[i]] == hv[order[i - 1]]:
+                raise ValueError("keys are not unique")
         av0 = cols[0] if n_aux > 0 else wv
         av1 = cols[1] if n_aux > 1 else wv
         table_free(self.slots, self.alloc_bytes, self.mapped)
         self.slots = NULL
         self.capacity = 0
+        self.total = 0
         self.n = 0
         self.has_zero = False
         if self._rebuild(capacity_for(n)) != 0:
             raise MemoryError("cannot allocate the weight store")
         with nogil:
+            last = -1
             for i in range(n):
-                p = <double*>self.insert_new(kv[i])
-                p[1] = wv[i]
+                j = order[i]
+                h = hv[j]
+                if h == 0:
+                    p = self.zero_slot
+                    self.has_zero = True
+                else:
+                    pos = <Py_ssize_t>onlinel1_home(h, <uint64_t>self.capacity)
+                    if pos <= last:
+                        pos = last + 1
+                    if pos >= self.total:
+                        break
+                    last = pos
+                    p = <double*>(self.slots + pos * self.slot_size)
+                    (<uint64_t*>p)[0] = h
+                p[1] = wv[j]
                 if n_aux > 0:
-                    p[2] = av0[i]
+                    p[2] = av0[j]
                 if n_aux > 1:
-                    p[3] = av1[i]
+                    p[3] = av1[j]
+                self.n += 1
+        if self.n != n:
+            # Only with a pathological run past the overflow slots: insert
+            # the rest one by one (the table grows as needed).
+            for i in range(self.n, n):
+                j = order[i]
+                p = <double*>self.insert_new(kv[j])
+                if p == NULL:
+                    raise MemoryError("cannot allocate the weight store")
+                p[1] = wv[j]
+                if n_aux > 0:
+                    p[2] = av0[j]
+                if n_aux > 1:
+                    p[3] = av1[j]
 
     def check_invariants(self):
         """Raise AssertionError if the table is inconsistent (tests)."""
-        cdef Py_ssize_t i, d, used = 0, home, dist, cap = self.capacity
-        cdef uint64_t k
-        for i in range(cap):
-            k = (<uint64_t*>(self.slots + i * self.slot_size))[0]
+        cdef Py_ssize_t i, j, used = 0, home
+        cdef uint64_t k, prev = 0
+        cdef char* p
+        for i in range(self.total):
+            p = self.slots + i * self.slot_size
+            k = slot_hash(p)
             if k == 0:
                 continue
             used += 1
-            assert store_find(self, k) == self.slots + i * self.slot_size, \
-                f"slot {i} not reachable from its home"
+            home = <Py_ssize_t>onlinel1_home(k, <uint64_t>self.capacity)
+            assert home <= i, f"slot {i} is before its home {home}"
+            assert k > prev, f"slot {i}: hashes are not in ascending order"
+            prev = k
             # Every slot from the home to i is occupied (no hole in a probe).
-            home = <Py_ssize_t>onlinel1_home(fmix64(k), <uint64_t>cap)
-            dist = (i - home) % cap
-            for d in range(dist):
-                assert (<uint64_t*>(self.slots + ((home + d) % cap) * self.slot_size))[0] != 0, \
+            for j in range(home, i):
+                assert slot_hash(self.slots + j * self.slot_size) != 0, \
                     f"a free slot between the home of slot {i} and the slot"
+            assert store_find(self, unfmix64(k)) == p, f"slot {i} not found by its key"
         assert used + self.has_zero == self.n, f"{used} used slots (+zero key) for {self.n} keys"
-        assert self.n * MAX_LOAD_DEN <= cap * MAX_LOAD_NUM or cap == MIN_CAPACITY, \
-            "load factor above bound"
+        assert self.n * MAX_LOAD_DEN <= self.capacity * MAX_LOAD_NUM, "load factor above bound"
+        assert self.total >= self.capacity + overflow_for(self.capacity)

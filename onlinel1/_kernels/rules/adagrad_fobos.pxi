@@ -12,7 +12,7 @@ cdef enum:
     adagrad_fobos_DECAYS_WHILE_ABSENT = 1
 
 cdef struct adagrad_fobos_slot:
-    uint64_t key
+    uint64_t key_hash   # fmix64(key): the store's word 0
     double w
     double grad_sq_sum  # G_i
     double last_step    # t at the coordinate's last step
@@ -60,7 +60,8 @@ cdef int adagrad_fobos_step(SGDKernel k, Step* st, const uint64_t* keys, const f
     cdef adagrad_fobos_slot* p
     cdef double w, m, eta_i, g
     # Catch the present features up to the previous example (idempotent, so
-    # a repeated key is harmless); a zero weight starts afresh.
+    # a repeated key is harmless); a zero weight starts afresh.  A new slot
+    # (wnow 0) is one that starts afresh.
     for j in range(nnz):
         p = slots[j]
         if p != NULL:
@@ -70,10 +71,6 @@ cdef int adagrad_fobos_step(SGDKernel k, Step* st, const uint64_t* keys, const f
             p.last_step = <double>k.t
     if st.gs == 0.0:
         return 0    # no gradient: this example's proximal step is caught up later
-    for j in range(nnz):
-        p = adagrad_fobos_slot_for_update(k, keys[j], x[j], slots, j)
-        if p != NULL:
-            p.last_step = <double>k.t
     # One gradient per coordinate: duplicates of a key add up.
     group_slots(<void**>slots, nnz, st, x)
     for j in range(nnz):

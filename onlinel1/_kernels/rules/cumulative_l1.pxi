@@ -18,12 +18,12 @@ cdef enum:
     cumulative_first_seen_DECAYS_WHILE_ABSENT = 0
 
 cdef struct cumulative_start_slot:
-    uint64_t key
+    uint64_t key_hash   # fmix64(key): the store's word 0
     double w                # v, w = c v
     double applied_penalty  # q_i
 
 cdef struct cumulative_first_seen_slot:
-    uint64_t key
+    uint64_t key_hash   # fmix64(key): the store's word 0
     double w
     double applied_penalty
     double penalty_origin   # u when the feature was created
@@ -94,10 +94,7 @@ cdef inline int cumulative_step(SGDKernel k, Step* st, const uint64_t* keys,
     if st.update != 0.0:
         step = st.update / c
         for j in range(nnz):
-            if cumulative_slot is cumulative_first_seen_slot:
-                p = cumulative_first_seen_slot_for_update(k, keys[j], x[j], slots, j)
-            else:
-                p = cumulative_start_slot_for_update(k, keys[j], x[j], slots, j)
+            p = slots[j]
             if p != NULL:
                 p.w += x[j] * step
     k.clock += st.eta * k.l1

@@ -15,7 +15,7 @@ cdef enum:
     fobos_DECAYS_WHILE_ABSENT = 1
 
 cdef struct fobos_slot:
-    uint64_t key
+    uint64_t key_hash   # fmix64(key): the store's word 0
     double w            # v = w A at the last step
     double last_clock   # B at the last step (NaN: being stepped now)
 
@@ -71,7 +71,7 @@ cdef int fobos_step(SGDKernel k, Step* st, const uint64_t* keys, const floating*
             p.last_clock = NAN
     if st.update != 0.0:
         for j in range(nnz):
-            p = fobos_slot_for_update(k, keys[j], x[j], slots, j)
+            p = slots[j]
             if p != NULL:
                 p.w += x[j] * st.update
     next_scale = k.clock_scale * (1.0 + st.eta * k.l2)

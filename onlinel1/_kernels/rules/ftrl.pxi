@@ -9,7 +9,7 @@ cdef enum:
     ftrl_DECAYS_WHILE_ABSENT = 0
 
 cdef struct ftrl_slot:
-    uint64_t key
+    uint64_t key_hash   # fmix64(key): the store's word 0
     double z
     double n
 
@@ -45,8 +45,6 @@ cdef int ftrl_step(SGDKernel k, Step* st, const uint64_t* keys, const floating* 
     cdef double g, sigma, n_new, w
     if st.gs == 0.0:
         return 0
-    for j in range(nnz):
-        ftrl_slot_for_update(k, keys[j], x[j], slots, j)
     group_slots(<void**>slots, nnz, st, x)
     for j in range(nnz):
         if st.first[j] != j:

@@ -9,7 +9,7 @@ cdef enum:
     plain_DECAYS_WHILE_ABSENT = 0
 
 cdef struct plain_slot:
-    uint64_t key
+    uint64_t key_hash   # fmix64(key): the store's word 0
     double w            # v, with the weight w = c v
 
 
@@ -43,7 +43,7 @@ cdef int plain_step(SGDKernel k, Step* st, const uint64_t* keys, const floating*
     if st.update != 0.0:
         step = st.update / k.scale
         for j in range(nnz):
-            p = plain_slot_for_update(k, keys[j], x[j], slots, j)
+            p = slots[j]
             if p != NULL:
                 p.w += x[j] * step
     return 0

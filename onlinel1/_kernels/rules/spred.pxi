@@ -12,7 +12,7 @@ cdef enum:
     spred_DECAYS_WHILE_ABSENT = 1
 
 cdef struct spred_slot:
-    uint64_t key
+    uint64_t key_hash   # fmix64(key): the store's word 0
     double a            # a'
     double b            # b'
 
@@ -58,8 +58,6 @@ cdef int spred_step(SGDKernel k, Step* st, const uint64_t* keys, const floating*
             p.a = k.spred_init / c_old
             p.b = 0.0
     if st.gs != 0.0:
-        for j in range(nnz):
-            spred_slot_for_update(k, keys[j], x[j], slots, j)     # new slots: spred_init
         group_slots(<void**>slots, nnz, st, x)
         # Simultaneous step from the old (a, b), in units of the new scale:
         # a_new = c_new a' - eta g b  ->  a' -= eta g b' c_old / c_new.

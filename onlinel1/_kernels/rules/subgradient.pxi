@@ -13,7 +13,7 @@ cdef enum:
     subgradient_DECAYS_WHILE_ABSENT = 0
 
 cdef struct subgradient_slot:
-    uint64_t key
+    uint64_t key_hash   # fmix64(key): the store's word 0
     double w            # v, w = c v
     double last_clock   # T at the feature's last update (NaN: caught up this step)
 
@@ -79,7 +79,7 @@ cdef int subgradient_step(SGDKernel k, Step* st, const uint64_t* keys, const flo
     if st.update != 0.0:
         step = st.update / k.scale
         for j in range(nnz):
-            p = subgradient_slot_for_update(k, keys[j], x[j], slots, j)
+            p = slots[j]
             if p != NULL:
                 p.w += x[j] * step
     # The penalty of this step, with the sign the weight had before it.

@@ -12,7 +12,7 @@ cdef enum:
     truncated_DECAYS_WHILE_ABSENT = 1
 
 cdef struct truncated_slot:
-    uint64_t key
+    uint64_t key_hash   # fmix64(key): the store's word 0
     double w
     double last_clock   # T at the last step (NaN: being stepped now)
 
@@ -61,7 +61,7 @@ cdef int truncated_step(SGDKernel k, Step* st, const uint64_t* keys, const float
             p.last_clock = NAN
     if st.update != 0.0:
         for j in range(nnz):
-            p = truncated_slot_for_update(k, keys[j], x[j], slots, j)
+            p = slots[j]
             if p != NULL:
                 p.w += x[j] * st.update
     if boundary:
