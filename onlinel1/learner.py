@@ -65,7 +65,8 @@ class Learner:
         if not isinstance(batch, Batch):
             raise TypeError(f"batch must be an onlinel1.Batch, got {type(batch).__name__}")
         if learning and batch.labels is None:
-            raise BatchError("labels: a batch to learn from needs labels")
+            raise BatchError("labels: a batch to learn from needs labels", field="labels",
+                             reason="missing")
         batch.check_finite()
         if learning and self.options.classification:
             batch.check_binary_labels()
