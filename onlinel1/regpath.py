@@ -356,9 +356,9 @@ def train_point(passes: Sequence[Batch], test: Batch, options: LearnerOptions,
     start = time.perf_counter()
     first = math.nan
     for i, batch in enumerate(passes):
-        loss = learner.learn(batch, check=False)
+        result = learner.learn(batch, check=False)
         if i == 0:
-            first = loss
+            first = result.loss
     seconds = time.perf_counter() - start
     examples = sum(b.n_rows for b in passes)
     margins = learner.decision_function(test)

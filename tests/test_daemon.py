@@ -112,7 +112,7 @@ def test_learn_reports_the_progressive_loss(start_daemon, a9a):
     reply = daemon.request_once({"v": 1, "op": "learn", "id": "x", "csr": csr(batch.slice(0, 800))})
     assert reply["id"] == "x"
     learner = Learner(**OPTIONS)
-    expected = learner.learn(batch.slice(0, 800))
+    expected = learner.learn(batch.slice(0, 800)).loss
     assert ok(reply) == {"examples": 800, "loss": pytest.approx(expected, rel=1e-12), "t": 800}
 
 

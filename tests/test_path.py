@@ -202,7 +202,7 @@ def test_run_path_rows_equal_learners_run_by_hand(a9a_rows):
         learner = Learner(options)
         first = None
         for order in regpath.pass_orders(train.n_rows, 3, 5):
-            loss = learner.learn(regpath.take(train, order))
+            loss = learner.learn(regpath.take(train, order)).loss
             first = loss if first is None else first
         p = learner.decision_function(test)
         assert row["nnz"] == learner.nnz
@@ -356,7 +356,7 @@ def test_shuffle_seed_none_keeps_file_order(capsys, a9a_rows):
     row = next(csv.DictReader(out.splitlines()))
     train, _ = regpath.holdout_split(a9a_rows, 0.2)
     learner = Learner(update="fobos", l1=1e-3)
-    assert float(row["progressive_logloss"]) == learner.learn(train)
+    assert float(row["progressive_logloss"]) == learner.learn(train).loss
 
 
 def test_missing_optional_packages_are_skipped_with_a_note(capsys, tmp_path, monkeypatch):
