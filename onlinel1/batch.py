@@ -18,12 +18,16 @@ from onlinel1.errors import BatchError   # defined there; imported from here too
 __all__ = ["Batch", "BatchError"]
 
 
-def _array(name: str, data: Any, dtype: Any) -> np.ndarray:
+def _asarray(name: str, data: Any) -> np.ndarray:
     try:
-        arr = np.asarray(data)
+        return np.asarray(data)
     except (TypeError, ValueError, OverflowError) as exc:
         raise BatchError(f"{name}: cannot be read as an array ({exc})", field=name,
                          reason="not_array") from None
+
+
+def _array(name: str, data: Any, dtype: Any) -> np.ndarray:
+    arr = _asarray(name, data)
     if arr.ndim != 1:
         raise BatchError(f"{name}: must be one-dimensional, got shape {arr.shape}", field=name,
                          reason="shape")
@@ -50,7 +54,7 @@ class Batch:
                  weights: Any = None) -> None:
         self.indptr = _array("indptr", indptr, np.int64)
         self.keys = _array("keys", keys, np.uint64)
-        values_arr = np.asarray(values)
+        values_arr = _asarray("values", values)
         self.values = _array("values", values_arr,
                              np.float32 if values_arr.dtype == np.float32 else np.float64)
         self.labels = None if labels is None else _array("labels", labels, np.float64)
