@@ -307,7 +307,9 @@ except StoreFullError as exc:
 
 
 def test_the_kernels_call_still_works_and_keywords_win():
-    # What the compiled kernel does today: (message, learned, progress).
+    # What the compiled kernel does today: (message, learned, progress); the
+    # fields come from the TEMPORARY fallback in errors._Stopped (this part
+    # goes when the kernel passes row= and reason=).
     msg = stopped_message("update", 7, 7)
     exc = NumericError(msg, 7, (1.5, 7.0, 4))
     assert (exc.row, exc.reason, exc.learned, exc.progress) == (7, "update", 7, (1.5, 7.0, 4))
