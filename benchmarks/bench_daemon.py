@@ -554,8 +554,7 @@ def kernel_rates(opts: dict, batch, slice_nnz: int, repeats: int) -> dict:
         indptr, n, start = part.indptr, part.n_rows, 0
         while start < n:
             stop = slice_end(indptr, start, budget)
-            learner.learn(part, check=False, rows=(start, stop), wake=wake)
-            start += learner.last_counts[0]
+            start += learner.learn(part, check=False, rows=(start, stop), wake=wake).rows
 
     def sliced():
         learner = Learner(**opts)

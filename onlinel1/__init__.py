@@ -3,12 +3,14 @@
 The learning core: ``Learner`` (lazy per-feature SGD with cumulative L1,
 FOBOS and their baselines) over ``Batch`` (examples in CSR form).
 """
-from onlinel1.batch import Batch, BatchError
-from onlinel1.learner import Learner, NumericError, StoreFullError
+from onlinel1.batch import Batch
+from onlinel1.errors import BatchError, NumericError, OptionError, StoreFullError
+from onlinel1.learner import Learner
 from onlinel1.options import LearnerOptions
+from onlinel1.result import LearnResult
 
-__all__ = ["Batch", "BatchError", "Learner", "LearnerOptions", "NumericError", "StoreFullError",
-           "load"]
+__all__ = ["Batch", "BatchError", "LearnResult", "Learner", "LearnerOptions", "NumericError",
+           "OptionError", "StoreFullError", "load"]
 
 
 def load(path) -> Learner:

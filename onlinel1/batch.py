@@ -13,38 +13,35 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from onlinel1._kernels import csr
+from onlinel1.errors import BatchError   # defined there; imported from here too
 
 __all__ = ["Batch", "BatchError"]
 
 
-class BatchError(ValueError):
-    """A batch failed validation; nothing of it was learned.
-
-    ``row`` is the index (in the batch) of the offending row, where one is
-    to blame."""
-
-    def __init__(self, message: str, row: int | None = None) -> None:
-        super().__init__(message)
-        self.row = row
+def _asarray(name: str, data: Any) -> np.ndarray:
+    try:
+        return np.asarray(data)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise BatchError(f"{name}: cannot be read as an array ({exc})", field=name,
+                         reason="not_array") from None
 
 
 def _array(name: str, data: Any, dtype: Any) -> np.ndarray:
-    try:
-        arr = np.asarray(data)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise BatchError(f"{name}: cannot be read as an array ({exc})") from None
+    arr = _asarray(name, data)
     if arr.ndim != 1:
-        raise BatchError(f"{name}: must be one-dimensional, got shape {arr.shape}")
+        raise BatchError(f"{name}: must be one-dimensional, got shape {arr.shape}", field=name,
+                         reason="shape")
     if arr.dtype == dtype:
         return np.ascontiguousarray(arr)
     if arr.size and arr.dtype.kind not in "iufb":
-        raise BatchError(f"{name}: must be numeric, got dtype {arr.dtype}")
+        raise BatchError(f"{name}: must be numeric, got dtype {arr.dtype}", field=name,
+                         reason="dtype")
     if np.dtype(dtype).kind in "iu" and arr.size:
         if arr.dtype.kind == "f":
             if not np.all(np.isfinite(arr)) or np.any(arr != np.floor(arr)):
-                raise BatchError(f"{name}: must hold integers")
+                raise BatchError(f"{name}: must hold integers", field=name, reason="dtype")
         if np.dtype(dtype).kind == "u" and arr.dtype.kind in "if" and np.any(arr < 0):
-            raise BatchError(f"{name}: must be non-negative")
+            raise BatchError(f"{name}: must be non-negative", field=name, reason="out_of_range")
     return np.ascontiguousarray(arr, dtype=dtype)
 
 
@@ -57,7 +54,7 @@ class Batch:
                  weights: Any = None) -> None:
         self.indptr = _array("indptr", indptr, np.int64)
         self.keys = _array("keys", keys, np.uint64)
-        values_arr = np.asarray(values)
+        values_arr = _asarray("values", values)
         self.values = _array("values", values_arr,
                              np.float32 if values_arr.dtype == np.float32 else np.float64)
         self.labels = None if labels is None else _array("labels", labels, np.float64)
@@ -66,22 +63,27 @@ class Batch:
 
     def _check_shape(self) -> None:
         if self.indptr.size == 0:
-            raise BatchError("indptr: must have n_rows + 1 entries, got an empty array")
+            raise BatchError("indptr: must have n_rows + 1 entries, got an empty array",
+                             field="indptr", reason="shape")
         n = self.n_rows
         if self.indptr[0] != 0:
-            raise BatchError(f"indptr: must start at 0, got {self.indptr[0]}")
+            raise BatchError(f"indptr: must start at 0, got {self.indptr[0]}", field="indptr",
+                             reason="start")
         row = csr.first_decrease(self.indptr)
         if row >= 0:
-            raise BatchError(f"indptr: decreases at row {row}")
+            raise BatchError(f"indptr: decreases at row {row}", field="indptr", row=int(row),
+                             reason="decreasing")
         if self.indptr[-1] != self.keys.size:
             raise BatchError(f"indptr: ends at {self.indptr[-1]} but there are "
-                             f"{self.keys.size} keys")
+                             f"{self.keys.size} keys", field="indptr", reason="shape")
         if self.values.size != self.keys.size:
-            raise BatchError(f"values: {self.values.size} values for {self.keys.size} keys")
+            raise BatchError(f"values: {self.values.size} values for {self.keys.size} keys",
+                             field="values", reason="shape")
         for name in ("labels", "weights"):
             arr = getattr(self, name)
             if arr is not None and arr.size != n:
-                raise BatchError(f"{name}: {arr.size} entries for {n} rows")
+                raise BatchError(f"{name}: {arr.size} entries for {n} rows", field=name,
+                                 reason="shape")
 
     @property
     def n_rows(self) -> int:
@@ -102,16 +104,20 @@ class Batch:
         pos = csr.first_nonfinite(self.values)
         if pos >= 0:
             row = int(np.searchsorted(self.indptr, pos, side="right") - 1)
-            raise BatchError(f"values: non-finite value {self.values[pos]} in row {row}", row)
+            raise BatchError(f"values: non-finite value {self.values[pos]} in row {row}",
+                             field="values", row=row, reason="not_finite")
         if self.labels is not None:
-            row = csr.first_nonfinite(self.labels)
+            row = int(csr.first_nonfinite(self.labels))
             if row >= 0:
-                raise BatchError(f"labels: non-finite label {self.labels[row]} in row {row}", row)
+                raise BatchError(f"labels: non-finite label {self.labels[row]} in row {row}",
+                                 field="labels", row=row, reason="not_finite")
         if self.weights is not None:
-            row = csr.first_bad_weight(self.weights)
+            row = int(csr.first_bad_weight(self.weights))
             if row >= 0:
+                weight = self.weights[row]
                 raise BatchError(f"weights: importance must be finite and >= 0, "
-                                 f"got {self.weights[row]} in row {row}", row)
+                                 f"got {weight} in row {row}", field="weights", row=row,
+                                 reason="not_finite" if not np.isfinite(weight) else "negative")
 
     def check_binary_labels(self) -> None:
         """Raise BatchError unless every label is -1, 0 or +1."""
@@ -120,7 +126,8 @@ class Batch:
         row = csr.first_not_binary(self.labels)
         if row >= 0:
             raise BatchError(f"labels: must be -1/+1 (or 0/1) for a classification loss, "
-                             f"got {self.labels[row]} in row {row}", row)
+                             f"got {self.labels[row]} in row {row}", field="labels", row=int(row),
+                             reason="label_out_of_range")
 
     def slice(self, start: int, stop: int) -> "Batch":
         """Rows ``start:stop`` as a Batch of views (no copy of the features)."""
@@ -147,19 +154,21 @@ class Batch:
                   weights: Any = None) -> "Batch":
         """From one ``{key: value}`` mapping per example (integer keys)."""
         indptr, keys, values = [0], [], []
-        for row in rows:
+        for i, row in enumerate(rows):
             for key, value in row.items():
                 if isinstance(key, bool) or not isinstance(key, (int, np.integer)):
-                    raise BatchError(f"keys: must be integers, got {key!r}")
+                    raise BatchError(f"keys: must be integers, got {key!r}", field="keys", row=i,
+                                     reason="dtype")
                 keys.append(key)
                 values.append(value)
             indptr.append(len(keys))
         try:
             key_arr = np.array(keys, dtype=np.uint64)
         except OverflowError:
-            raise BatchError("keys: must be integers in [0, 2**64)") from None
+            raise BatchError("keys: must be integers in [0, 2**64)", field="keys",
+                             reason="out_of_range") from None
         try:
             value_arr = np.array(values, dtype=np.float64)
         except (TypeError, ValueError):
-            raise BatchError("values: must be numbers") from None
+            raise BatchError("values: must be numbers", field="values", reason="dtype") from None
         return cls(indptr, key_arr, value_arr, labels, weights)

@@ -5,9 +5,9 @@
 >>> learner = Learner(loss="log", update="fobos", l1=1e-3, eta0=0.5)
 >>> batch = Batch(indptr=[0, 2, 3], keys=[1, 7, 1], values=[1.0, 1.0, 1.0],
 ...               labels=[1, -1])
->>> loss = learner.learn(batch)   # mean progressive (before-update) log loss
->>> round(loss, 4)
-0.8335
+>>> result = learner.learn(batch)   # progressive (before-update) evaluation
+>>> result.rows, round(result.loss, 4), result.accuracy
+(2, 0.8335, 0.0)
 >>> learner.predict(Batch([0, 1], [1], [1.0])).round(4)
 array([0.4695])
 >>> keys, weights = learner.weights()
@@ -21,9 +21,10 @@ from typing import Any, Mapping
 import numpy as np
 
 from onlinel1._kernels.sgd import RULES, STATE_COLUMNS, SGDKernel
-from onlinel1.errors import NumericError, StoreFullError
 from onlinel1.batch import Batch, BatchError
+from onlinel1.errors import NumericError, StoreFullError
 from onlinel1.options import LearnerOptions
+from onlinel1.result import LearnResult
 
 __all__ = ["Learner", "BatchError", "NumericError", "StoreFullError"]
 
@@ -61,7 +62,8 @@ class Learner:
         if not isinstance(batch, Batch):
             raise TypeError(f"batch must be an onlinel1.Batch, got {type(batch).__name__}")
         if learning and batch.labels is None:
-            raise BatchError("labels: a batch to learn from needs labels")
+            raise BatchError("labels: a batch to learn from needs labels", field="labels",
+                             reason="missing")
         batch.check_finite()
         if learning and self.options.classification:
             batch.check_binary_labels()
@@ -69,19 +71,27 @@ class Learner:
 
     def learn(self, batch: Batch, *, check: bool = True,
               rows: tuple[int, int] | None = None,
-              wake: tuple[int, int] | None = None) -> float:
-        """Learn the rows of ``batch`` in order; return their progressive loss.
+              wake: tuple[int, int] | None = None) -> LearnResult:
+        """Learn the rows of ``batch`` in order; return a :class:`LearnResult`
+        of them.
 
         The loss of each example is measured before the model learns from
-        it, then averaged with the importance weights.  A malformed batch
-        raises ``BatchError`` (a ``ValueError``) and changes nothing.
-        ``check=False`` skips that validation for a batch that already
-        passed ``check``; ``rows=(start, stop)`` learns only those rows (the
-        daemon checks a batch once, then learns it in slices this way).
-        ``wake=(fd, every)`` may stop early, after a whole row: every
+        it (progressive validation): ``result.loss`` is the importance
+        weighted mean, ``result.rows`` the rows learned, ``result.correct``
+        the right predictions among them (None for the squared loss).  A
+        malformed batch raises ``BatchError`` (a ``ValueError``) and changes
+        nothing.  ``check=False`` skips that validation for a batch that
+        already passed ``check``; ``rows=(start, stop)`` learns only those
+        rows (the daemon checks a batch once, then learns it in slices this
+        way).  ``wake=(fd, every)`` may stop early, after a whole row: every
         ``every`` features the learner polls the file descriptor ``fd`` and
-        stops if it is readable (the daemon passes its request socket's).
-        ``last_counts[0]`` says how many rows were learned.
+        stops if it is readable (the daemon passes its request socket's);
+        ``result.rows`` says how many rows were learned.
+
+        An example that overflows raises ``NumericError`` (``StoreFullError``
+        if the store cannot grow): its ``row`` is that example's index in
+        the batch and its ``result`` the ``LearnResult`` of the rows before
+        it, which stay learned and counted.
         """
         if check:
             self.check(batch, learning=True)
@@ -93,19 +103,20 @@ class Learner:
                 start, stop, wake_fd, wake_every)
         except (NumericError, StoreFullError) as exc:
             # The examples before the failing one were learned: count them.
-            self._count(exc.learned, *exc.progress)
+            exc.result = self._count(exc.learned, *exc.progress)
             raise
-        self._count(learned, loss_sum, weight_sum, correct)
-        return loss_sum / weight_sum if weight_sum > 0 else float("nan")
+        return self._count(learned, loss_sum, weight_sum, correct)
 
-    def _count(self, examples: int, loss_sum: float, weight_sum: float, correct: int) -> None:
-        #: The counts of the last learn call: (examples, loss_sum, weight_sum, correct).
-        self.last_counts = (examples, loss_sum, weight_sum, correct)
+    def _count(self, examples: int, loss_sum: float, weight_sum: float,
+               correct: int) -> LearnResult:
+        """Add one call's counts to the progress; return them as a LearnResult."""
         p = self._progress
         p["examples"] += examples
         p["loss_sum"] += loss_sum
         p["weight_sum"] += weight_sum
         p["correct"] += correct
+        return LearnResult(examples, loss_sum, weight_sum,
+                           correct if self.options.classification else None)
 
     def predict(self, batch: Batch, *, check: bool = True) -> np.ndarray:
         """Probabilities of the positive class for the log loss, margins

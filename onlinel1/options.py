@@ -2,7 +2,8 @@
 
 The CLI, the daemon, snapshots and the tests all go through
 ``LearnerOptions`` so that a setting means the same everywhere and a bad one
-is refused with the same message.
+is refused with the same message: an ``OptionError`` (a ``ValueError``)
+whose ``option`` and ``reason`` say which setting and why.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any, Mapping
 
 from onlinel1._kernels.sgd import ORIGINS, RULES
 from onlinel1._kernels.sgd import SCHEDULES as _SCHEDULES
+from onlinel1.errors import OptionError
 
 LOSSES = ("log", "squared", "hinge")
 #: The update rules, from the registry of onlinel1/_kernels/sgd.pyx.tp.
@@ -22,19 +24,24 @@ SCHEDULES = tuple(_SCHEDULES)
 DEFAULT_REBASE_AT = float(2**20)
 
 
+def _bad(option: str, reason: str, detail: str) -> OptionError:
+    """The error for ``option``: the message is its name, then ``detail``."""
+    return OptionError(f"{option} {detail}", option=option, reason=reason, detail=detail)
+
+
 def _number(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a number, got {value!r}")
+        raise _bad(name, "type", f"must be a number, got {value!r}")
     value = float(value)
     if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value!r}")
+        raise _bad(name, "not_finite", f"must be finite, got {value!r}")
     return value
 
 
 def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         options = ", ".join(repr(a) for a in allowed)
-        raise ValueError(f"{name} must be one of {options}, got {value!r}")
+        raise _bad(name, "choice", f"must be one of {options}, got {value!r}")
     return value
 
 
@@ -95,38 +102,43 @@ class LearnerOptions:
         theta = self.truncate_theta
         if isinstance(theta, bool) or not isinstance(theta, (int, float)) or theta != theta \
                 or theta <= 0:
-            raise ValueError(f"truncate_theta must be a number > 0 (inf: no limit), got {theta!r}")
+            kind = "type" if isinstance(theta, bool) or not isinstance(theta, (int, float)) \
+                else "range"
+            raise _bad("truncate_theta", kind, f"must be a number > 0 (inf: no limit), got {theta!r}")
         object.__setattr__(self, "truncate_theta", float(theta))
         every = self.truncate_every
         if isinstance(every, float) and every.is_integer():
             every = int(every)
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ValueError(f"truncate_every must be an integer >= 1, got {self.truncate_every!r}")
+            kind = "type" if isinstance(every, bool) or not isinstance(every, int) else "range"
+            raise _bad("truncate_every", kind,
+                       f"must be an integer >= 1, got {self.truncate_every!r}")
         object.__setattr__(self, "truncate_every", every)
         if self.adagrad_delta <= 0:
-            raise ValueError(f"adagrad_delta must be > 0, got {self.adagrad_delta!r}")
+            raise _bad("adagrad_delta", "range", f"must be > 0, got {self.adagrad_delta!r}")
         if self.ftrl_beta < 0:
-            raise ValueError(f"ftrl_beta must be >= 0, got {self.ftrl_beta!r}")
+            raise _bad("ftrl_beta", "range", f"must be >= 0, got {self.ftrl_beta!r}")
         if self.spred_init <= 0:
-            raise ValueError(f"spred_init must be > 0, got {self.spred_init!r}")
+            raise _bad("spred_init", "range", f"must be > 0, got {self.spred_init!r}")
         if self.spred_threshold < 0:
-            raise ValueError(f"spred_threshold must be >= 0, got {self.spred_threshold!r}")
+            raise _bad("spred_threshold", "range", f"must be >= 0, got {self.spred_threshold!r}")
         if not isinstance(self.fit_intercept, bool):
-            raise ValueError(f"fit_intercept must be True or False, got {self.fit_intercept!r}")
+            raise _bad("fit_intercept", "type",
+                       f"must be True or False, got {self.fit_intercept!r}")
         if self.l1 < 0:
-            raise ValueError(f"l1 must be >= 0, got {self.l1!r}")
+            raise _bad("l1", "range", f"must be >= 0, got {self.l1!r}")
         if self.l2 < 0:
-            raise ValueError(f"l2 must be >= 0, got {self.l2!r}")
+            raise _bad("l2", "range", f"must be >= 0, got {self.l2!r}")
         if self.eta0 <= 0:
-            raise ValueError(f"eta0 must be > 0, got {self.eta0!r}")
+            raise _bad("eta0", "range", f"must be > 0, got {self.eta0!r}")
         if self.power_t < 0:
-            raise ValueError(f"power_t must be >= 0, got {self.power_t!r}")
+            raise _bad("power_t", "range", f"must be >= 0, got {self.power_t!r}")
         if not 0 < self.decay_rate <= 1:
-            raise ValueError(f"decay_rate must be in (0, 1], got {self.decay_rate!r}")
+            raise _bad("decay_rate", "range", f"must be in (0, 1], got {self.decay_rate!r}")
         if self.decay_steps <= 0:
-            raise ValueError(f"decay_steps must be > 0, got {self.decay_steps!r}")
+            raise _bad("decay_steps", "range", f"must be > 0, got {self.decay_steps!r}")
         if self.rebase_at <= 1:
-            raise ValueError(f"rebase_at must be > 1, got {self.rebase_at!r}")
+            raise _bad("rebase_at", "range", f"must be > 1, got {self.rebase_at!r}")
         # What only one rule needs: its own file checks it (rules/*.pxi).
         RULES[self.update].validate(self)
 
@@ -142,5 +154,6 @@ class LearnerOptions:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"unknown learner option(s): {', '.join(unknown)}")
+            raise OptionError(f"unknown learner option(s): {', '.join(unknown)}",
+                              option=unknown[0], reason="unknown")
         return cls(**values)

@@ -50,8 +50,8 @@ from onlinel1.batch import Batch
 from onlinel1.learner import Learner, NumericError
 from onlinel1.options import UPDATES, LearnerOptions
 
-__all__ = ["RULES", "REFERENCE", "COLUMNS", "concat", "take", "holdout_split", "pass_orders",
-           "geometric_grid", "parse_rules", "point_options", "log_loss", "l1_objective",
+__all__ = ["RULES", "REFERENCE", "COLUMNS", "DivergedError", "concat", "take", "holdout_split",
+           "pass_orders", "geometric_grid", "parse_rules", "point_options", "log_loss", "l1_objective",
            "to_csr", "fit_reference", "settled_nnz", "train_point", "run_path",
            "representative", "markdown_table", "nnz_table", "write_csv", "read_csv", "plot"]
 
@@ -68,6 +68,20 @@ COLUMNS = ("rule", "update", "l1", "penalty", "passes", "examples", "nnz", "nnz_
            "examples_per_s", "settings")
 
 Progress = Callable[[dict, int, int], None]
+
+
+class DivergedError(ValueError):
+    """Every setting tried at a point of the path diverged.
+
+    ``rule`` is the curve's label, ``l1`` the point's penalty and
+    ``errors`` the ``NumericError`` of each setting tried, in order."""
+
+    def __init__(self, message: str, *, rule: str, l1: float,
+                 errors: Sequence[NumericError]) -> None:
+        super().__init__(message)
+        self.rule = rule
+        self.l1 = l1
+        self.errors = list(errors)
 
 
 # ------------------------------------------------------------------ data
@@ -130,15 +144,21 @@ def pass_orders(n: int, passes: int, seed: int | None) -> list[np.ndarray | None
     return [rng.permutation(n) for _ in range(passes)]
 
 
-def geometric_grid(lo: float, hi: float, steps: int) -> list[float]:
+def geometric_grid(lo: float, hi: float, steps: int,
+                   names: tuple[str, str, str] = ("l1-min", "l1-max", "l1-steps")) -> list[float]:
     """``steps`` values from ``lo`` to ``hi``, evenly spaced on a log scale
-    (rounded to 4 significant digits so that they print as given)."""
+    (rounded to 4 significant digits so that they print as given).
+
+    ``names``: what a ``ValueError`` calls ``lo``, ``hi`` and ``steps``
+    (the command line passes its flags)."""
+    lo_name, hi_name, steps_name = names
     if not (lo > 0 and hi > 0 and math.isfinite(lo) and math.isfinite(hi)):
-        raise ValueError(f"the l1 range must be positive and finite, got {lo!r} .. {hi!r}")
+        raise ValueError(f"{lo_name}/{hi_name} must be positive and finite, got {lo!r} .. {hi!r}")
     if lo > hi:
-        raise ValueError(f"l1-min {lo!r} is above l1-max {hi!r}")
+        raise ValueError(f"{lo_name} {lo!r} is above {hi_name} {hi!r}")
     if steps < 1 or (steps == 1 and lo != hi):
-        raise ValueError(f"l1-steps must be >= 2 for a range (1 for a single value), got {steps}")
+        raise ValueError(f"{steps_name} must be >= 2 for a range (1 for a single value), "
+                         f"got {steps}")
     if steps == 1:
         return [lo]
     return [float(f"{v:.4g}") for v in np.geomspace(lo, hi, steps)]
@@ -354,9 +374,9 @@ def train_point(passes: Sequence[Batch], test: Batch, options: LearnerOptions,
     start = time.perf_counter()
     first = math.nan
     for i, batch in enumerate(passes):
-        loss = learner.learn(batch, check=False)
+        result = learner.learn(batch, check=False)
         if i == 0:
-            first = loss
+            first = result.loss
     seconds = time.perf_counter() - start
     examples = sum(b.n_rows for b in passes)
     margins = learner.decision_function(test)
@@ -436,9 +456,10 @@ def run_path(train: Batch, test: Batch, rules: Sequence[tuple[str, Mapping[str, 
     ``seconds`` are those of the kept run.
 
     ``progress(row, done, total)`` is called after each point.  Raises
-    ``ValueError`` for bad settings before anything is trained or for a
-    point whose every setting diverged (``NumericError``), and
-    ``BatchError`` for data a learner cannot take.
+    ``ValueError`` for bad settings before anything is trained,
+    :class:`DivergedError` (a ``ValueError``) for a point whose every
+    setting diverged (``NumericError``), and ``BatchError`` for data a
+    learner cannot take.
     """
     base = base or LearnerOptions()
     if base.loss != "log":
@@ -484,12 +505,14 @@ def run_path(train: Batch, test: Batch, rules: Sequence[tuple[str, Mapping[str, 
             try:
                 tried, _ = train_point(batches, test, options, label=label, l1=l1, train=train)
             except NumericError as exc:   # a step too large for the data: not a candidate
-                failures.append(f"eta0={options.eta0:g}: {exc}")
+                failures.append((options.eta0, exc))
                 continue
             if row is None or score(tried) < score(row):
                 row = tried
         if row is None:
-            raise ValueError(f"{label} at l1={l1:g}: training diverged ({'; '.join(failures)})")
+            raise DivergedError(f"{label} at l1={l1:g}: training diverged "
+                                f"({'; '.join(f'eta0={e:g}: {exc}' for e, exc in failures)})",
+                                rule=label, l1=l1, errors=[exc for _, exc in failures])
         if len(candidates) > 1:
             row["settings"] += f" (best of {len(candidates)} by train objective" + (
                 f"; {len(failures)} diverged)" if failures else ")")

@@ -96,6 +96,7 @@ def test_overflowing_margin_stops_before_that_example(a9a_sample):
     with pytest.raises(NumericError) as info:
         learner.learn(rows)
     assert info.value.learned == 300
+    assert (info.value.row, info.value.reason, info.value.result.rows) == (300, "update", 300)
     assert "example 300 of the batch: the weight update is not finite" in str(info.value)
     reference = Learner(**options)
     reference.learn(head)

@@ -181,3 +181,20 @@ def test_a_reader_that_stops_early_is_not_an_error(tmp_path):
     assert 0.0 < float(first) < 1.0
     assert proc.returncode == 0, err
     assert b"error" not in err and b"Traceback" not in err
+
+
+@pytest.mark.parametrize("flags,base,message", [
+    (["--l2", "-1"], None, "--l2 must be >= 0, got -1.0"),
+    (["--update", "plain"], None, "--l1 must be 0 with update='plain'"),       # the default l1
+    (["--update", "cumulative", "--l2", "20"], None, "--l2 * eta0 must be < 1"),
+    ([], {"rebase_at": 0.5}, "rebase_at must be > 1, got 0.5"),                # no such flag
+    ([], {"fit_intercept": "yes"}, "fit_intercept must be True or False"),     # --no-intercept
+    ([], {"l3": 1.0}, "unknown learner option(s): l3"),
+])
+def test_learner_options_name_the_flag_of_the_option_at_fault(flags, base, message):
+    from onlinel1.cli.common import CommandError, Parser, add_learner_arguments, learner_options
+    parser = Parser(prog="t")
+    add_learner_arguments(parser)
+    with pytest.raises(CommandError) as info:
+        learner_options(parser.parse_args(flags), base)
+    assert str(info.value).startswith(message), str(info.value)

@@ -112,7 +112,7 @@ def test_learn_reports_the_progressive_loss(start_daemon, a9a):
     reply = daemon.request_once({"v": 1, "op": "learn", "id": "x", "csr": csr(batch.slice(0, 800))})
     assert reply["id"] == "x"
     learner = Learner(**OPTIONS)
-    expected = learner.learn(batch.slice(0, 800))
+    expected = learner.learn(batch.slice(0, 800)).loss
     assert ok(reply) == {"examples": 800, "loss": pytest.approx(expected, rel=1e-12), "t": 800}
 
 
@@ -234,6 +234,19 @@ def model_fingerprint(daemon) -> tuple:
     return tuple(ok(daemon.request_once(probe))["predictions"]), stats["t"], stats["nnz"]
 
 
+#: The exact replies to the batches a BatchError refuses, as the daemon gave
+#: them before the exceptions had fields: the text on the wire is unchanged.
+BAD_BATCH_MESSAGES = {
+    "label out of range": "labels: must be -1/+1 (or 0/1) for a classification loss, got 3.0 in row 0",
+    "non-finite value": "values: non-finite value nan in row 0",
+    "non-finite label": "labels: non-finite label inf in row 0",
+    "negative importance": "weights: importance must be finite and >= 0, got -1.0 in row 0",
+    "csr mismatched lengths": "csr: values: 1 values for 2 keys",
+    "csr indptr decreasing": "csr: indptr: decreases at row 1",
+    "csr non-finite": "values: non-finite value inf in row 0",
+}
+
+
 @pytest.mark.parametrize("what,message,code", BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS])
 def test_bad_request_gets_an_error_reply_and_changes_nothing(shared_daemon, what, message, code):
     before = model_fingerprint(shared_daemon)
@@ -241,7 +254,73 @@ def test_bad_request_gets_an_error_reply_and_changes_nothing(shared_daemon, what
     assert reply["ok"] is False and reply["v"] == 1
     assert reply["error"]["code"] == code, reply
     assert reply["error"]["message"]
+    if what in BAD_BATCH_MESSAGES:
+        assert reply["error"] == {"code": code, "message": BAD_BATCH_MESSAGES[what]}
     assert model_fingerprint(shared_daemon) == before
+
+
+@pytest.mark.parametrize("name,row,value", [("values", 5, np.nan), ("labels", 7, -np.inf),
+                                            ("labels", 2, 0.5), ("weights", 10, -2.0)])
+def test_the_field_and_row_of_a_bad_batch_reach_the_reply(shared_daemon, a9a, name, row, value):
+    from onlinel1 import BatchError
+    batch, _, _ = a9a
+    part = batch.slice(0, 12)     # within the daemon's max_message_bytes
+    arrays = {"values": part.values.copy(), "labels": part.labels.copy(),
+              "weights": np.ones(part.n_rows)}
+    arrays[name][part.indptr[row] if name == "values" else row] = value
+    bad = Batch(part.indptr, part.keys, arrays["values"], arrays["labels"], arrays["weights"])
+    with pytest.raises(BatchError) as info:
+        Learner(**OPTIONS).check(bad)
+    exc = info.value
+    assert (exc.field, exc.row) == (name, row)
+    message = {**csr(bad), "weights": arrays["weights"].astype("<f8").tobytes()}
+    before = model_fingerprint(shared_daemon)
+    reply = shared_daemon.request_once({"v": 1, "op": "learn", "csr": message})
+    # The protocol carries the field and the row in the message text: the
+    # BatchError's own message, unchanged.
+    assert reply["error"] == {"code": "bad_batch", "message": str(exc)}
+    assert reply["error"]["message"].startswith(f"{exc.field}: ")
+    assert reply["error"]["message"].endswith(f" in row {exc.row}")
+    assert model_fingerprint(shared_daemon) == before
+
+
+def test_an_overflow_past_the_first_slice_names_its_row_of_the_batch(start_daemon, a9a,
+                                                                      tmp_path):
+    from onlinel1 import NumericError
+    from onlinel1._kernels.csr import slice_end
+    from onlinel1.server.daemon import MAX_SLICES_PER_CALL
+    batch, _, _ = a9a
+    part = batch.slice(0, 400)
+    # Row 300 gets features never seen (its margin is the intercept's) at
+    # 100 with importance 1e308: its weight update is infinite.
+    keys, values = part.keys.copy(), part.values.copy()
+    lo, hi = part.indptr[300], part.indptr[301]
+    keys[lo:hi] += 1000
+    values[lo:hi] = 100.0
+    weights = np.ones(part.n_rows)
+    weights[300] = 1e308
+    bad = Batch(part.indptr, keys, values, part.labels, weights)
+    local = Learner(**OPTIONS)
+    with pytest.raises(NumericError) as info:
+        local.learn(bad)
+    exc = info.value
+    assert (exc.row, exc.reason) == (300, "update")
+    slice_nnz = 100
+    assert slice_end(bad.indptr, 0, MAX_SLICES_PER_CALL * slice_nnz) < 300   # a later call
+    config = tmp_path / "slices.toml"
+    config.write_text(f"[daemon]\nslice_nnz = {slice_nnz}\n")
+    daemon = start_daemon(*FLAGS, "--config", str(config))
+    message = {**csr(bad), "weights": weights.astype("<f8").tobytes()}
+    reply = daemon.request_once({"v": 1, "op": "learn", "id": 5, "csr": message})
+    assert reply == {"v": 1, "id": 5, "ok": False, "error": {
+        "code": "numeric",
+        "message": "example 300 of the batch: the weight update is not finite (feature values "
+                   "or importance too large?); it and the rest of the batch were not learned, "
+                   "the 300 before it were"}}
+    assert reply["error"]["message"] == str(exc)       # what the learner says of the whole batch
+    stats = ok(daemon.request_once({"v": 1, "op": "stats"}))
+    assert stats["examples"] == 300 and stats["errors"] == {"numeric": 1}
+    assert stats["progressive"]["loss"] == pytest.approx(exc.result.loss, rel=1e-12)
 
 
 def test_oversized_request_gets_too_large(shared_daemon):

@@ -204,7 +204,7 @@ def test_l2_scale_reset_is_exact_enough_and_invisible(a9a_sample):
 def test_progress_counts_loss_and_accuracy(a9a_sample):
     X, y = a9a_sample
     learner = Learner(update="fobos", l1=1e-4, eta0=0.2)
-    mean_loss = learner.learn(Batch.from_csr(X, y))
+    mean_loss = learner.learn(Batch.from_csr(X, y)).loss
     progress = learner.progress
     assert progress["examples"] == X.shape[0]
     assert progress["loss"] == pytest.approx(mean_loss)
@@ -295,8 +295,7 @@ def test_a_readable_wake_descriptor_stops_learning_after_a_whole_row(rcv1_sample
         woken = Learner(eta0=0.5, **rule)
         start, stops = 0, []
         while start < n:
-            woken.learn(batch, check=False, rows=(start, n), wake=(busy_r, every))
-            learned = woken.last_counts[0]
+            learned = woken.learn(batch, check=False, rows=(start, n), wake=(busy_r, every)).rows
             assert learned >= 1
             stops.append(start + learned)
             # The first row at which `every` features were reached since `start`.
@@ -310,8 +309,8 @@ def test_a_readable_wake_descriptor_stops_learning_after_a_whole_row(rcv1_sample
         assert woken.progress["examples"] == n
 
         quiet = Learner(eta0=0.5, **rule)
-        quiet.learn(batch, check=False, rows=(0, n), wake=(quiet_r, 1))
-        assert quiet.last_counts[0] == n    # nothing to read: the whole range
+        result = quiet.learn(batch, check=False, rows=(0, n), wake=(quiet_r, 1))
+        assert result.rows == n    # nothing to read: the whole range
         assert_identical(whole, quiet)
         with pytest.raises(ValueError, match="wake_every must be at least 1"):
             quiet.learn(batch, check=False, wake=(quiet_r, 0))

@@ -77,7 +77,7 @@ def fit_both(X, y, weights=None, **options):
     """(learner, reference (w, b, losses, state), learner's mean progressive loss)."""
     options.setdefault("fit_intercept", False)
     learner = Learner(**options)
-    mean_loss = learner.learn(Batch.from_csr(X, y, weights))
+    mean_loss = learner.learn(Batch.from_csr(X, y, weights)).loss
     ref = eager_fit_more(X, y, weights=weights, return_state=True, **options)
     return learner, ref, mean_loss
 
@@ -470,7 +470,7 @@ def test_duplicated_keys_add_up(a9a_sample, update):
     batch = Batch(X.indptr.astype(np.int64) * 2, keys, values, y)
     options = rule_options("a9a", update, schedule="invscaling", fit_intercept=True)
     learner = Learner(**options)
-    mean_loss = learner.learn(batch)
+    mean_loss = learner.learn(batch).loss
     w_ref, b_ref, losses = eager_fit_more(X, y, **options)
     assert_genuinely_sparse(w_ref, X)
     assert_same_model(learner_dense(learner, X.shape[1]), w_ref)

@@ -15,6 +15,7 @@ is ``C n F(w)``.  Both objectives are computed with the same function,
 """
 from __future__ import annotations
 
+import argparse
 import csv
 import math
 import subprocess
@@ -202,7 +203,7 @@ def test_run_path_rows_equal_learners_run_by_hand(a9a_rows):
         learner = Learner(options)
         first = None
         for order in regpath.pass_orders(train.n_rows, 3, 5):
-            loss = learner.learn(regpath.take(train, order))
+            loss = learner.learn(regpath.take(train, order)).loss
             first = loss if first is None else first
         p = learner.decision_function(test)
         assert row["nnz"] == learner.nnz
@@ -356,7 +357,7 @@ def test_shuffle_seed_none_keeps_file_order(capsys, a9a_rows):
     row = next(csv.DictReader(out.splitlines()))
     train, _ = regpath.holdout_split(a9a_rows, 0.2)
     learner = Learner(update="fobos", l1=1e-3)
-    assert float(row["progressive_logloss"]) == learner.learn(train)
+    assert float(row["progressive_logloss"]) == learner.learn(train).loss
 
 
 def test_missing_optional_packages_are_skipped_with_a_note(capsys, tmp_path, monkeypatch):
@@ -420,3 +421,54 @@ def test_help_reads_like_a_manual_page():
                   "progressive_logloss", "examples:", "exit status"):
         assert words in proc.stdout
     assert "--update" not in proc.stdout.split("learner:")[1]
+
+
+def test_grid_errors_use_the_names_given():
+    from onlinel1.cli.common import CommandError
+    from onlinel1.cli.path import _grid
+    with pytest.raises(ValueError, match=r"^l1-min/l1-max must be positive and finite"):
+        regpath.geometric_grid(0.0, 1e-2, 3)
+    with pytest.raises(ValueError, match=r"^lo 0.1 is above hi 0.01"):
+        regpath.geometric_grid(0.1, 0.01, 3, names=("lo", "hi", "n"))
+    for (lo, hi, steps), message in [((0.0, 1e-2, 3), "--l1-min/--l1-max must be positive"),
+                                     ((1e-5, 1e-2, 1), "--l1-steps must be >= 2 for a range"),
+                                     ((1e-2, 1e-5, 3), "--l1-min 0.01 is above --l1-max 1e-05")]:
+        args = argparse.Namespace(l1_grid=None, l1_min=lo, l1_max=hi, l1_steps=steps)
+        with pytest.raises(CommandError, match="^" + message):
+            _grid(args)
+
+
+def test_a_point_whose_every_step_diverges_raises_diverged_error(a9a_rows):
+    train = a9a_rows.slice(0, 200)
+    # Row 100: features never seen (the margin is the intercept's) at 100
+    # with importance 1e308: every step size overflows there.
+    keys, values = train.keys.copy(), train.values.copy()
+    lo, hi = train.indptr[100], train.indptr[101]
+    keys[lo:hi] += 1000
+    values[lo:hi] = 100.0
+    weights = np.ones(train.n_rows)
+    weights[100] = 1e308
+    train = Batch(train.indptr, keys, values, train.labels, weights)
+    with pytest.raises(regpath.DivergedError) as info:
+        regpath.run_path(train, a9a_rows.slice(200, 300), [("fobos", {})], [1e-3],
+                         passes=1, seed=None, reference=False,
+                         tune=[{"eta0": 0.5}, {"eta0": 2.0}])
+    exc = info.value
+    assert isinstance(exc, ValueError)
+    assert (exc.rule, exc.l1, len(exc.errors)) == ("fobos", 1e-3, 2)
+    assert [(e.row, e.reason) for e in exc.errors] == [(100, "update"), (100, "update")]
+    assert str(exc).startswith("fobos at l1=0.001: training diverged (eta0=0.5: example 100 ")
+
+
+@pytest.mark.parametrize("error,hint", [
+    (regpath.DivergedError("fobos at l1=0.001: training diverged (...)", rule="fobos",
+                           l1=1e-3, errors=[]), True),
+    (ValueError("a message that says diverged but is not a DivergedError"), False),
+])
+def test_path_adds_the_eta0_hint_to_a_diverged_error_only(capsys, monkeypatch, error, hint):
+    def fail(*args, **kwargs):
+        raise error
+    monkeypatch.setattr(regpath, "run_path", fail)
+    code, _, err = run(capsys, "path", A9A, "--quiet", "--no-reference", "--l1-grid", "1e-3")
+    assert code == 1
+    assert err.strip() == f"onlinel1: error: {error}" + (" (try a smaller --eta0)" if hint else "")

@@ -71,7 +71,7 @@ def fit_both(X, y, weights=None, **options):
     """(learner, reference (w, b, losses), learner's mean progressive loss)."""
     options.setdefault("fit_intercept", False)
     learner = Learner(**options)
-    mean_loss = learner.learn(Batch.from_csr(X, y, weights))
+    mean_loss = learner.learn(Batch.from_csr(X, y, weights)).loss
     ref = eager_fit(X, y, weights=weights, **options)
     return learner, ref, mean_loss
 
@@ -316,12 +316,12 @@ def check_cut_into_batches(X, y, bounds, options, reference, check_model=None):
     rng = np.random.default_rng(7)
     s = rng.uniform(0.5, 1.5, size=X.shape[0])
     whole = Learner(**options)
-    whole_loss = whole.learn(Batch.from_csr(X, y, s))
+    whole_loss = whole.learn(Batch.from_csr(X, y, s)).loss
 
     pieces = Learner(**options)
     piece_losses = []
     for a, b in zip(bounds[:-1], bounds[1:]):
-        piece_losses.append((b - a, pieces.learn(Batch.from_csr(X[a:b], y[a:b], s[a:b]))))
+        piece_losses.append((b - a, pieces.learn(Batch.from_csr(X[a:b], y[a:b], s[a:b])).loss))
 
     k1, w1 = whole.weights()
     k2, w2 = pieces.weights()
@@ -367,7 +367,7 @@ def test_duplicated_keys_add_up(a9a_sample, update, origin, l2):
                    l1=0.0 if update == "plain" else 2e-3, l2=l2, eta0=0.1,
                    schedule="invscaling", fit_intercept=True)
     learner = Learner(**options)
-    mean_loss = learner.learn(batch)
+    mean_loss = learner.learn(batch).loss
     w_ref, b_ref, losses = eager_fit(X, y, **options)
     assert_same_model(learner_dense(learner, X.shape[1]), w_ref)
     assert_close(learner.intercept, b_ref, "intercept")

@@ -38,7 +38,7 @@ cdef extern from "<poll.h>" nogil:
 
 import numpy as np
 
-from onlinel1.errors import NumericError, StoreFullError
+from onlinel1.errors import NumericError, OptionError, StoreFullError
 
 from onlinel1._kernels.store cimport WeightStore, fmix64, store_find, store_prefetch
 
@@ -95,13 +95,18 @@ class RuleSpec:
         return weights, [np.zeros(weights.size) for _ in self.state[options.origin]]
 
 
+def _conflict(option, detail):
+    """A rule's refusal of a setting (``OptionError``, reason "conflict"):
+    the message is the option's name, then ``detail``."""
+    return OptionError(f"{option} {detail}", option=option, reason="conflict", detail=detail)
+
+
 def _check_l2_decay(o):
     # The decay factor 1 - eta*l2 of the global scale would reach zero or
     # below and wipe every weight; every schedule has eta_t <= eta0.
     if o.eta0 * o.l2 >= 1:
-        raise ValueError(f"l2 * eta0 must be < 1 with update={o.update!r} "
-                         f"(the decay 1 - eta*l2 would reach 0), got l2={o.l2!r}, "
-                         f"eta0={o.eta0!r}")
+        raise _conflict("l2", f"* eta0 must be < 1 with update={o.update!r} (the decay "
+                              f"1 - eta*l2 would reach 0), got l2={o.l2!r}, eta0={o.eta0!r}")
 
 
 # What one example's step needs besides the rows (filled by the loop).
@@ -274,10 +279,11 @@ cdef class SGDKernel:
         Returns ``(loss_sum, weight_sum, n_correct, n_learned)``: the
         progressive (before-update) evaluation, importance-weighted, of the
         ``n_learned`` rows learned from ``start`` (all of them, unless
-        stopped early by ``wake_fd``).  Raises
-        ``NumericError`` (with ``.learned``, counted from ``start``) if an
-        example overflows and ``MemoryError`` if the store cannot grow; the
-        examples before the failing one stay learned.
+        stopped early by ``wake_fd``).  Raises ``NumericError`` if an
+        example overflows and ``StoreFullError`` if the store cannot grow,
+        with ``row`` (the failing row of the batch), ``reason`` and
+        ``learned`` (counted from ``start``); the examples before the
+        failing one stay learned.
         """
         cdef const double[::1] s = weights if weights is not None else None
         cdef const float[::1] xf
@@ -323,17 +329,11 @@ cdef class SGDKernel:
         self._compact_if_due()
         progress = (out[0], out[1], <long long>out[2])
         if status == E_NOMEM:
-            raise StoreFullError(
-                f"example {failed_at} of the batch: the weight store cannot grow; "
-                f"it and the rest of the batch were not learned, the {failed_at} "
-                f"before it were", failed_at, progress)
+            raise StoreFullError(None, failed_at, progress, row=start + failed_at,
+                                 reason="store_full")
         if status == E_MARGIN or status == E_UPDATE:
-            what = "margin" if status == E_MARGIN else "weight update"
-            raise NumericError(
-                f"example {failed_at} of the batch: the {what} is not finite "
-                f"(feature values or importance too large?); it and the rest "
-                f"of the batch were not learned, the {failed_at} before it were",
-                failed_at, progress)
+            raise NumericError(None, failed_at, progress, row=start + failed_at,
+                               reason="margin" if status == E_MARGIN else "update")
         return progress + (failed_at,)
 
     def margins(self, const int64_t[::1] indptr, const uint64_t[::1] keys, values,

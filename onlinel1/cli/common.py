@@ -7,6 +7,7 @@ import sys
 from typing import Any, Iterator
 
 from onlinel1.batch import Batch
+from onlinel1.errors import OptionError
 from onlinel1.options import LOSSES, ORIGINS, RULES, SCHEDULES, UPDATES, LearnerOptions
 
 FORMATS = ("svmlight", "vw")
@@ -39,6 +40,8 @@ LEARNER_FLAGS = (("--loss", "loss"), ("--update", "update"), ("--l1", "l1"), ("-
                  ("--truncate-theta", "truncate_theta"), ("--adagrad-delta", "adagrad_delta"),
                  ("--ftrl-beta", "ftrl_beta"), ("--spred-init", "spred_init"),
                  ("--spred-threshold", "spred_threshold"))
+#: The flag of each LearnerOptions field that has one.
+FLAG_OF = {field: flag for flag, field in LEARNER_FLAGS}
 
 
 def add_learner_arguments(parser: argparse.ArgumentParser, with_defaults: bool = True) -> None:
@@ -113,12 +116,11 @@ def learner_options(args: argparse.Namespace,
         values["fit_intercept"] = False
     try:
         return LearnerOptions.from_dict(values)
-    except ValueError as exc:
-        # Name the flag, not the Python argument: "l2 must be..." -> "--l2 must be...".
-        message = str(exc)
-        name = message.split(" ", 1)[0]
-        if name in LearnerOptions.__dataclass_fields__:
-            message = f"--{name.replace('_', '-')}{message[len(name):]}"
+    except OptionError as exc:
+        # Name the flag, not the Python argument: "l2 must be..." -> "--l2 must be...";
+        # a setting with no flag (rebase_at, a config file's) keeps its name.
+        flag = FLAG_OF.get(exc.option)
+        message = str(exc) if flag is None or exc.detail is None else f"{flag} {exc.detail}"
         raise CommandError(message) from None
 
 

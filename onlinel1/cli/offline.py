@@ -71,7 +71,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 where = "" if exc.row is None else f"example {totals[0] + exc.row + 1}: "
                 raise CommandError(f"{args.data}: {where}{exc}") from None
             except NumericError as exc:
-                raise CommandError(f"{args.data}: example {totals[0] + exc.learned + 1}: "
+                raise CommandError(f"{args.data}: example {totals[0] + exc.row + 1}: "
                                    f"{exc}") from None
             sums = learner.progress_sums
             totals = [sums["examples"], sums["loss_sum"], sums["weight_sum"], sums["correct"]]

@@ -105,10 +105,9 @@ def _grid(args: argparse.Namespace) -> list[float]:
     hi = 1e-2 if args.l1_max is None else args.l1_max
     steps = 11 if args.l1_steps is None else args.l1_steps
     try:
-        return regpath.geometric_grid(lo, hi, steps)
+        return regpath.geometric_grid(lo, hi, steps, names=("--l1-min", "--l1-max", "--l1-steps"))
     except ValueError as exc:
-        raise CommandError(str(exc).replace("l1-", "--l1-").replace("the l1 range",
-                                                                      "--l1-min/--l1-max"))
+        raise CommandError(str(exc)) from None
 
 
 def _read_all(args: argparse.Namespace, path: str):
@@ -221,11 +220,10 @@ def cmd_path(args: argparse.Namespace) -> int:
     try:
         rows = regpath.run_path(train, test, rules, grid, base, passes=args.passes, seed=seed,
                                 reference=reference, tune=tune, progress=progress)
+    except regpath.DivergedError as exc:
+        raise CommandError(f"{exc} (try a smaller --eta0)") from None
     except ValueError as exc:
-        message = str(exc)
-        if "diverged" in message:
-            message += " (try a smaller --eta0)"
-        raise CommandError(message) from None
+        raise CommandError(str(exc)) from None
     elapsed = time.perf_counter() - start
 
     if args.out_csv in (None, "-"):

@@ -30,8 +30,9 @@ import zmq
 
 import onlinel1
 from onlinel1._kernels.csr import slice_end
-from onlinel1.batch import Batch, BatchError
-from onlinel1.learner import Learner, NumericError, StoreFullError
+from onlinel1.batch import Batch
+from onlinel1.errors import BatchError, NumericError, StoreFullError, stopped_message
+from onlinel1.learner import Learner
 from onlinel1.server import protocol, threads
 from onlinel1.server.config import DaemonConfig
 from onlinel1.server.protocol import ProtocolError
@@ -392,14 +393,16 @@ class Daemon:
                 # The largest stop with nnz(start:stop) <= budget (at least one row).
                 stop = slice_end(indptr, start, budget)
                 try:
-                    self.learner.learn(batch, check=False, rows=(start, stop), wake=wake)
+                    result = self.learner.learn(batch, check=False, rows=(start, stop),
+                                                wake=wake)
                 except (NumericError, StoreFullError) as exc:
-                    self.stats.learned(self.learner.last_counts)
-                    learned = start + exc.learned
-                    raise ProtocolError(protocol.NUMERIC, f"example {learned} of the batch: "
-                                        f"{str(exc).split(': ', 1)[-1]}") from None
-                self.stats.learned(self.learner.last_counts)
-                start += self.learner.last_counts[0]
+                    self.stats.learned(exc.result)
+                    # Rows 0 .. exc.row - 1 of the batch were learned, in this
+                    # call and the ones before it.
+                    raise ProtocolError(protocol.NUMERIC,
+                                        stopped_message(exc.reason, exc.row, exc.row)) from None
+                self.stats.learned(result)
+                start += result.rows
                 if start < n:
                     more = self._serve_requests()
                     # Requests left over (the per-turn limit) do not signal

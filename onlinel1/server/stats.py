@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from onlinel1.learner import Learner
+from onlinel1.result import LearnResult
 
 
 class Stats:
@@ -27,11 +28,12 @@ class Stats:
         self._window: collections.deque[tuple[int, float, float, int]] = collections.deque()
         self._window_sums = [0, 0.0, 0.0, 0]
 
-    def learned(self, part: tuple[int, float, float, int]) -> None:
-        """Record a slice learned: ``Learner.last_counts`` (examples,
-        loss_sum, weight_sum, correct)."""
-        if part[0] <= 0:
+    def learned(self, result: LearnResult) -> None:
+        """Record a slice learned: the ``LearnResult`` of ``Learner.learn``
+        (or of the exception that stopped it)."""
+        if result.rows <= 0:
             return
+        part = (result.rows, result.loss_sum, result.weight_sum, result.correct or 0)
         self._window.append(part)
         for i, value in enumerate(part):
             self._window_sums[i] += value

@@ -51,8 +51,8 @@ cdef int plain_step(SGDKernel k, Step* st, const uint64_t* keys, const floating*
 
 def _plain_validate(o):
     if o.l1 > 0:
-        raise ValueError("l1 must be 0 with update='plain' (it has no L1 penalty); "
-                         "use update='subgradient', 'cumulative' or 'fobos' for L1")
+        raise _conflict("l1", "must be 0 with update='plain' (it has no L1 penalty); "
+                              "use update='subgradient', 'cumulative' or 'fobos' for L1")
     _check_l2_decay(o)
 
 

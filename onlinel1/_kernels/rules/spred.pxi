@@ -83,10 +83,10 @@ cdef int spred_step(SGDKernel k, Step* st, const uint64_t* keys, const floating*
 
 def _spred_validate(o):
     if o.l2 > 0:
-        raise ValueError("l2 must be 0 with update='spred' (it has no L2 term)")
+        raise _conflict("l2", "must be 0 with update='spred' (it has no L2 term)")
     if o.eta0 * o.l1 >= 1:
-        raise ValueError(f"l1 * eta0 must be < 1 with update='spred' (the decay 1 - eta*l1 "
-                         f"of a and b would reach 0), got l1={o.l1!r}, eta0={o.eta0!r}")
+        raise _conflict("l1", f"* eta0 must be < 1 with update='spred' (the decay 1 - eta*l1 "
+                              f"of a and b would reach 0), got l1={o.l1!r}, eta0={o.eta0!r}")
 
 
 def _spred_from_weights(weights, o):

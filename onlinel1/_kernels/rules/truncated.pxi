@@ -81,7 +81,7 @@ cdef int truncated_step(SGDKernel k, Step* st, const uint64_t* keys, const float
 
 def _truncated_validate(o):
     if o.l2 > 0:
-        raise ValueError("l2 must be 0 with update='truncated' (it has no L2 term)")
+        raise _conflict("l2", "must be 0 with update='truncated' (it has no L2 term)")
 
 
 truncated_SPEC = RuleSpec(
