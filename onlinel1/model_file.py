@@ -241,7 +241,9 @@ def _build(data: memoryview, head_len: int, source: str
             if offset + size > len(body):
                 raise ModelFileError(f"{source}: array {entry['name']!r} runs past the end")
             array = np.frombuffer(body[offset:offset + size], dtype=dtype)
-            arrays[entry["name"]] = array if dtype.isnative else array.astype(dtype.newbyteorder("="))
+            if not dtype.isnative:   # a big-endian machine: convert (a copy)
+                array = array.astype(dtype.newbyteorder("="))
+            arrays[entry["name"]] = array
             offset += size
         if offset != len(body):
             raise ModelFileError(f"{source}: {len(body) - offset} unexpected bytes after the arrays")
