@@ -329,3 +329,22 @@ def test_the_header_says_who_wrote_it_and_when(trained):
     now = datetime.datetime.now(datetime.timezone.utc)
     assert when.utcoffset() == datetime.timedelta(0)
     assert abs((now - when).total_seconds()) < 600
+
+
+def test_an_array_in_another_byte_order_is_converted(trained):
+    """The format writes little-endian; a reader still honours the dtype a
+    header gives (here big-endian weights, byte-swapped to match)."""
+    import msgpack
+    data = model_file.encode(trained)
+    header = header_of(data)
+    (length,) = struct.unpack_from("<I", data, 12)
+    n = header["arrays"][0]["length"]
+    start = 16 + length + 8 * n
+    weights = np.frombuffer(data, dtype="<f8", count=n, offset=start)
+    header["arrays"][1]["dtype"] = ">f8"
+    packed = msgpack.packb(header, use_bin_type=True)
+    body = (struct.pack("<8sII", b"OL1MODEL", 1, len(packed)) + packed
+            + data[16 + length:start] + weights.astype(">f8").tobytes()
+            + data[start + 8 * n:-32])
+    learner, _, _ = model_file.decode(redigest(body))
+    assert learner.state["weights"].tobytes() == trained.state["weights"].tobytes()
