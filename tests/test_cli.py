@@ -105,6 +105,40 @@ def test_vw_input_keeps_feature_names(capsys, tmp_path):
         assert feature_key(feature, namespace) == key
 
 
+def old_export(path, keys, weights, names):
+    """inspect --export as it was before it streamed: the oracle."""
+    import json
+    rows = zip(keys.tolist(), weights.tolist())
+    with open(path, "w", encoding="utf-8") as f:
+        if str(path).endswith(".json"):
+            json.dump([{"key": k, "weight": w, **({"name": names[k]} if k in names else {})}
+                       for k, w in rows], f)
+            f.write("\n")
+            return
+        for key, weight in rows:
+            name = names.get(key)
+            f.write(f"{key}\t{weight!r}\t{name}\n" if name is not None else f"{key}\t{weight!r}\n")
+
+
+@pytest.mark.parametrize("suffix", ["tsv", "json"])
+def test_export_in_chunks_writes_what_one_pass_wrote(tmp_path, suffix):
+    from onlinel1.cli.offline import export
+    from onlinel1 import model_file
+    learner, names, _ = model_file.load(SAMPLES / "v1_vw0002_cumulative.ol1")
+    keys, weights = learner.weights()
+    names = {k: v for i, (k, v) in enumerate(sorted(names.items())) if i % 2}
+    names[int(keys[0])] = 'quote " tab\t é€𝄞'
+    assert 0 < len(names) < keys.size
+    cases = [(keys, weights), (keys[:1], weights[:1]), (keys[:0], weights[:0])]
+    for i, (k, w) in enumerate(cases):
+        expected = tmp_path / f"old{i}.{suffix}"
+        old_export(expected, k, w, names)
+        for chunk_rows in (1, 2, 5, 1 << 16):
+            got = tmp_path / f"new{i}-{chunk_rows}.{suffix}"
+            export(str(got), k, w, names, chunk_rows=chunk_rows)
+            assert got.read_bytes() == expected.read_bytes(), (i, chunk_rows)
+
+
 def test_inspect_summary_and_top(capsys, tmp_path):
     model, _, _, _ = train_export(capsys, tmp_path, A9A, *FLAGS)
     code, out, err = run(capsys, "inspect", model, "--top", "3")

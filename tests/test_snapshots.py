@@ -95,6 +95,36 @@ def test_damaged_snapshots_are_detected_and_skipped(tmp_path, stream):
     assert "checksum mismatch" in problems[2] and "checksum mismatch" in problems[3]
 
 
+def test_the_forked_writer_streams_the_old_encoders_bytes_and_they_load_bit_identically(
+        tmp_path, stream, monkeypatch):
+    from old_model_file import header_of, old_encode
+    from onlinel1.server.snapshots import BackgroundWriter
+    whole, _ = stream
+    learner = offline([whole.slice(0, 1200)])
+    state = learner.state
+    names = {int(k): f"a9a^{int(k)}" for k in state["keys"][::2]}
+    stamp = {"written_by": "onlinel1 test", "written_at": "2026-12-01T00:00:00+00:00"}
+    monkeypatch.setattr(model_file, "_stamp", lambda: dict(stamp))   # the child inherits it
+    writer = BackgroundWriter(SnapshotDir(tmp_path, keep=2))
+    writer.start(learner, names, {"p": 24}, "test")
+    done = writer.poll(block=True)
+    assert done.ok, done.error
+    data = done.path.read_bytes()
+    assert done.size == len(data)
+    extra = header_of(data)["extra"]
+    assert extra["snapshot"]["producers"] == {"p": 24} and extra["snapshot"]["reason"] == "test"
+    assert data == old_encode(learner, names, extra, **stamp)
+    loaded, got_names, _ = model_file.load(done.path)
+    assert got_names == names
+    got = loaded.state
+    for field in ("keys", "weights"):
+        assert got[field].tobytes() == state[field].tobytes()
+    assert list(got["columns"]) == list(state["columns"]) == ["applied_penalty", "penalty_origin"]
+    for column in state["columns"]:
+        assert got["columns"][column].tobytes() == state["columns"][column].tobytes()
+    assert got["clocks"] == state["clocks"] and got["progress"] == state["progress"]
+
+
 def test_retention_keeps_exactly_k_and_the_final_snapshot_loads(start_daemon, tmp_path, stream):
     whole, batches = stream
     snaps = tmp_path / "snaps"

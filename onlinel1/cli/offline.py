@@ -167,21 +167,38 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def export(path: str, keys: np.ndarray, weights: np.ndarray, names: dict[int, str]) -> None:
+#: Rows formatted and written at a time by ``export``.
+EXPORT_CHUNK_ROWS = 1 << 16
+
+
+def export(path: str, keys: np.ndarray, weights: np.ndarray, names: dict[int, str], *,
+           chunk_rows: int = EXPORT_CHUNK_ROWS) -> None:
     """Non-zero weights sorted by key: TSV ``key<TAB>weight[<TAB>name]`` (the
-    name where known, no header) or, for ``*.json``, a JSON list."""
-    rows = zip(keys.tolist(), weights.tolist())
+    name where known, no header) or, for ``*.json``, a JSON list.  Rows are
+    formatted ``chunk_rows`` at a time, so that the text of a large model
+    never sits in memory whole; the output is that of one ``json.dump`` of
+    the whole list."""
+    as_json = path.endswith(".json")
     with open(path, "w", encoding="utf-8") as f:
-        if path.endswith(".json"):
-            json.dump([{"key": k, "weight": w, **({"name": names[k]} if k in names else {})}
-                       for k, w in rows], f)
-            f.write("\n")
-            return
-        for key, weight in rows:
-            name = names.get(key)
-            f.write(f"{key}\t{weight!r}\t{name}\n" if name is not None else f"{key}\t{weight!r}\n")
-
-
+        if as_json:
+            f.write("[")
+        for start in range(0, keys.size, chunk_rows):
+            rows = zip(keys[start:start + chunk_rows].tolist(),
+                       weights[start:start + chunk_rows].tolist())
+            if as_json:
+                text = json.dumps([{"key": k, "weight": w,
+                                    **({"name": names[k]} if k in names else {})}
+                                   for k, w in rows])[1:-1]
+                f.write(text if start == 0 else ", " + text)
+                continue
+            lines = []
+            for key, weight in rows:
+                name = names.get(key)
+                lines.append(f"{key}\t{weight!r}\t{name}\n" if name is not None
+                             else f"{key}\t{weight!r}\n")
+            f.write("".join(lines))
+        if as_json:
+            f.write("]\n")
 
 
 # ---------------------------------------------------------------- commands

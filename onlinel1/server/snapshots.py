@@ -10,7 +10,10 @@ written, the newest valid one, is never deleted.
 
 ``BackgroundWriter`` writes from a forked child process: the fork shares
 the parent's memory copy-on-write, so learning pauses only for the fork
-itself, not for encoding, checksumming and writing the file.
+itself, not for encoding, checksumming and writing the file.  The child
+streams the file (``model_file.save``: the store's columns in chunks of 64k
+rows, hashed as they go), so it only reads the shared pages and allocates
+a few chunks, never a copy of the model.
 """
 from __future__ import annotations
 
@@ -153,7 +156,7 @@ class BackgroundWriter:
             code = 1
             try:
                 os.close(read_end)
-                size = model_file.save(path, learner, names, extra)
+                size = model_file.save(path, learner, names, extra)   # streams
                 os.write(write_end, f"{size} {time.perf_counter() - began!r}".encode())
                 code = 0
             except BaseException as exc:
