@@ -232,3 +232,124 @@ def test_learner_options_name_the_flag_of_the_option_at_fault(flags, base, messa
     with pytest.raises(CommandError) as info:
         learner_options(parser.parse_args(flags), base)
     assert str(info.value).startswith(message), str(info.value)
+
+
+# -------------------------------------------------------------- read-ahead
+
+def untimed(err):
+    """``train``'s stderr without what measures time: the examples/s column
+    of the progress table, the time line and the model file's name."""
+    lines = []
+    for line in err.splitlines():
+        if line.startswith(("time ", "model ")):
+            continue
+        first = line.split()[0] if line.split() else ""
+        if first.isdigit() or first == "examples" and "avg loss" in line:
+            line = line.rsplit(None, 1)[0]
+        lines.append(line)
+    return lines
+
+
+def same_bits(a, b, where="state"):
+    """``a`` and ``b`` (a learner's state: dicts of arrays, floats, ...)
+    are equal bit for bit."""
+    assert type(a) is type(b), where
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            same_bits(a[key], b[key], f"{where}[{key!r}]")
+    elif isinstance(a, np.ndarray):
+        assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), where
+    elif isinstance(a, float):
+        assert a.hex() == b.hex(), where
+    else:
+        assert a == b, where
+
+
+@pytest.mark.parametrize("data,flags", [
+    (A9A, [*FLAGS, "--batch-size", "100", "--passes", "3"]),
+    (VW, ["--loss", "squared", "--update", "cumulative", "--l1", "1e-4", "--batch-size", "7",
+          "--passes", "2"]),
+], ids=["a9a", "vw-with-names"])
+def test_read_ahead_learns_exactly_what_plain_reading_learns(capsys, tmp_path, data, flags):
+    from onlinel1 import model_file
+    runs = {}
+    for tag, extra in (("ahead", []), ("plain", ["--no-read-ahead"])):
+        model = tmp_path / f"{tag}.ol1"
+        code, _, err = run(capsys, "train", data, *flags, *extra, "--save", model)
+        assert code == 0, err
+        runs[tag] = model_file.load(model), untimed(err)
+    (ahead, ahead_names, ahead_extra), ahead_err = runs["ahead"]
+    (plain, plain_names, plain_extra), plain_err = runs["plain"]
+    keys, weights = ahead.weights()
+    plain_keys, plain_weights = plain.weights()
+    assert keys.tobytes() == plain_keys.tobytes() and keys.size > 10
+    assert weights.tobytes() == plain_weights.tobytes()
+    same_bits(ahead.state, plain.state)
+    assert ahead_names == plain_names and ahead_extra == plain_extra
+    if data == VW:
+        assert len(ahead_names) > 50
+    # The same progress lines (one each time the count doubles) and summary.
+    assert ahead_err == plain_err
+    table = [line.split()[0] for line in ahead_err if line.split()[0].isdigit()]
+    assert table == (["1100", "2100", "4100", "6000"] if data == A9A else ["120"])
+
+
+def test_train_parses_in_a_second_thread_unless_told_not_to(capsys, monkeypatch):
+    import threading
+    import onlinel1.io
+    from onlinel1.io.readahead import THREAD_NAME
+    real = onlinel1.io.read_batches
+    threads = []
+
+    def spy(*args, **kwargs):
+        batches = real(*args, **kwargs)
+
+        def recorded():
+            for batch in batches:
+                threads.append(threading.current_thread().name)
+                yield batch
+        return recorded()
+
+    monkeypatch.setattr(onlinel1.io, "read_batches", spy)
+    code, _, err = run(capsys, "train", A9A, "--batch-size", "100", "--passes", "2")
+    assert code == 0, err
+    assert threads == [THREAD_NAME] * 40
+    threads.clear()
+    code, _, err = run(capsys, "train", A9A, "--batch-size", "100", "--no-read-ahead")
+    assert code == 0, err
+    assert threads == [threading.current_thread().name] * 20
+    assert not [t for t in threading.enumerate() if t.name == THREAD_NAME]
+
+
+@pytest.mark.parametrize("bad_line,message", [
+    ("-1 3:1 x:y\n", "bad.svm:1500: bad feature 'x:y'"),
+    ("7 3:1\n", "bad.svm: example 1500: labels: must be -1/+1"),
+], ids=["parse-error", "learner-error"])
+def test_errors_mid_file_are_the_same_with_read_ahead(capsys, tmp_path, bad_line, message):
+    import threading
+    from onlinel1.io.readahead import THREAD_NAME
+    lines = A9A.read_text().splitlines(keepends=True)
+    lines[1499] = bad_line
+    bad = tmp_path / "bad.svm"
+    bad.write_text("".join(lines))
+    errors = []
+    for extra in ([], ["--no-read-ahead"]):
+        code, _, err = run(capsys, "train", bad, "--batch-size", "100", "--save",
+                           tmp_path / "m.ol1", *extra)
+        assert code == 1
+        errors.append(untimed(err))
+        # No thread left running, though it was reading ahead of the error.
+        assert not [t for t in threading.enumerate() if t.name == THREAD_NAME]
+    assert errors[0] == errors[1]
+    assert message in errors[0][-1], errors[0]
+    assert errors[0][-2].split()[0] == "1100"     # learned up to the error
+    assert not (tmp_path / "m.ol1").exists()
+
+
+def test_train_help_documents_read_ahead(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert ("--no-read-ahead parse the next block in a second thread while this one is "
+            "learned (default); turn off to debug or to use one core") in out

@@ -574,6 +574,67 @@ def test_send_errors(cli, capsys, fake, tmp_path):
     assert code == 1 and "took no batch within 0.2 s" in err and err.count("\n") == 1
 
 
+def read_ahead_threads():
+    from onlinel1.io.readahead import THREAD_NAME
+    return [t for t in threading.enumerate() if t.name == THREAD_NAME and t.is_alive()]
+
+
+@pytest.mark.parametrize("extra", [[], ["--no-read-ahead"]], ids=["read-ahead", "plain"])
+def test_send_sends_the_same_batches_with_or_without_read_ahead(cli, capsys, fake, extra,
+                                                               monkeypatch):
+    import onlinel1.io
+    from onlinel1.io.readahead import THREAD_NAME
+    real, threads = onlinel1.io.read_batches, []
+
+    def spy(*args, **kwargs):    # records the thread that parses each batch
+        batches = real(*args, **kwargs)
+
+        def recorded():
+            for batch in batches:
+                threads.append(threading.current_thread().name)
+                yield batch
+        return recorded()
+
+    monkeypatch.setattr(onlinel1.io, "read_batches", spy)
+    code, _, err = run(cli, capsys, "send", A9A, "--connect", fake.train_endpoint,
+                       "--batch-size", 150, *extra)
+    assert code == 0, err
+    assert threads == [threading.current_thread().name if extra else THREAD_NAME] * 14
+    assert "sent 2,000 examples in 14 batches" in err
+    messages = fake.trained_messages(14)
+    assert [m["seq"] for m in messages] == list(range(1, 15))
+    expected = list(read_batches(str(A9A), "svmlight", batch_size=150))
+    for m, b in zip(messages, expected):
+        got = decode_csr(m["csr"])
+        for name in ("indptr", "keys", "values", "labels"):
+            assert getattr(got, name).tobytes() == getattr(b, name).tobytes()
+    assert read_ahead_threads() == []
+
+
+@pytest.mark.parametrize("extra", [[], ["--no-read-ahead"]], ids=["read-ahead", "plain"])
+def test_send_delivers_the_rows_before_a_bad_line_with_or_without_read_ahead(
+        cli, capsys, fake, tmp_path, extra):
+    lines = A9A.read_text().splitlines(keepends=True)
+    lines[1499] = "1 3:1 x:y\n"
+    bad = tmp_path / "bad.svm"
+    bad.write_text("".join(lines))
+    code, _, err = run(cli, capsys, "send", bad, "--connect", fake.train_endpoint,
+                       "--batch-size", 300, *extra)
+    assert code == 1 and err == (f"onlinel1: error: {bad}:1500: bad feature 'x:y' "
+                                 f"(expected index:value)\n")
+    sizes = [decode_csr(m["csr"]).n_rows for m in fake.trained_messages(5)]
+    assert sizes == [300, 300, 300, 300, 299]
+    assert read_ahead_threads() == []
+
+
+def test_send_help_documents_read_ahead(cli, capsys):
+    with pytest.raises(SystemExit):
+        cli(["send", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert ("--no-read-ahead parse the next block in a second thread while this one is "
+            "sent (default); turn off to debug or to use one core") in out
+
+
 def test_predict_connect_writes_like_the_offline_command(cli, capsys, fake, tmp_path):
     code, out, err = run(cli, capsys, "predict", "--connect", fake.request_endpoint, A9A,
                          "--batch-size", 700)

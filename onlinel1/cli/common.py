@@ -141,6 +141,20 @@ def data_format(args: argparse.Namespace) -> str:
     return "vw" if name.endswith(".vw") else "svmlight"
 
 
+def add_read_ahead_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--no-read-ahead", dest="read_ahead", action="store_false",
+                        help=f"parse the next block in a second thread while this one is "
+                             f"{what} (default); turn off to debug or to use one core")
+
+
+def read_ahead(args: argparse.Namespace, batches: Iterator[Batch]) -> Iterator[Batch]:
+    """``batches`` parsed in a second thread (onlinel1.io.readahead), or as
+    they are with ``--no-read-ahead``.  Close the result (``contextlib.
+    closing``) so that an early exit stops the thread."""
+    from onlinel1.io.readahead import DEFAULT_DEPTH, read_ahead as ahead
+    return ahead(batches, depth=DEFAULT_DEPTH if args.read_ahead else 0)
+
+
 def read(args: argparse.Namespace, names: dict[int, str] | None = None) -> Iterator[Batch]:
     from onlinel1.io import read_batches
     if args.batch_size < 1:

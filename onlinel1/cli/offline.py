@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -14,7 +15,8 @@ import numpy as np
 from onlinel1 import model_file
 from onlinel1.batch import BatchError
 from onlinel1.cli.common import (CommandError, Formatter, add_data_arguments,
-                                 add_learner_arguments, learner_options, read)
+                                 add_learner_arguments, add_read_ahead_argument,
+                                 learner_options, read, read_ahead)
 from onlinel1.learner import Learner, NumericError
 
 
@@ -64,18 +66,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     totals = [0, 0.0, 0.0, 0]
     start = time.perf_counter()
     for _ in range(args.passes):
-        for batch in read(args, names):
-            try:
-                learner.learn(batch)
-            except BatchError as exc:
-                where = "" if exc.row is None else f"example {totals[0] + exc.row + 1}: "
-                raise CommandError(f"{args.data}: {where}{exc}") from None
-            except NumericError as exc:
-                raise CommandError(f"{args.data}: example {totals[0] + exc.row + 1}: "
-                                   f"{exc}") from None
-            sums = learner.progress_sums
-            totals = [sums["examples"], sums["loss_sum"], sums["weight_sum"], sums["correct"]]
-            table.update(learner, tuple(totals))
+        # With read-ahead, the reader fills ``names`` in its own thread: it
+        # is only read (by the save below) once every pass is over and the
+        # thread joined.
+        with contextlib.closing(read_ahead(args, read(args, names))) as batches:
+            for batch in batches:
+                try:
+                    learner.learn(batch)
+                except BatchError as exc:
+                    where = "" if exc.row is None else f"example {totals[0] + exc.row + 1}: "
+                    raise CommandError(f"{args.data}: {where}{exc}") from None
+                except NumericError as exc:
+                    raise CommandError(f"{args.data}: example {totals[0] + exc.row + 1}: "
+                                       f"{exc}") from None
+                sums = learner.progress_sums
+                totals = [sums["examples"], sums["loss_sum"], sums["weight_sum"],
+                          sums["correct"]]
+                table.update(learner, tuple(totals))
     elapsed = time.perf_counter() - start
     table.update(learner, tuple(totals), final=True)
     summary = learner.progress
@@ -218,6 +225,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--no-names", action="store_true",
                        help="do not keep the names of string features for inspect")
     train.add_argument("--quiet", action="store_true", help="no progress lines")
+    add_read_ahead_argument(train, "learned")
     train.set_defaults(func=cmd_train)
 
     predict = sub.add_parser(

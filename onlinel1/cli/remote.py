@@ -12,7 +12,8 @@ from typing import Any, Callable, Iterator, TextIO
 
 import numpy as np
 
-from onlinel1.cli.common import CommandError, Formatter, add_data_arguments, read
+from onlinel1.cli.common import (CommandError, Formatter, add_data_arguments,
+                                 add_read_ahead_argument, read, read_ahead)
 
 TRAIN_ENDPOINT = "tcp://127.0.0.1:5555"
 REQUEST_ENDPOINT = "tcp://127.0.0.1:5556"
@@ -88,7 +89,9 @@ def cmd_send(args: argparse.Namespace) -> int:
     err = sys.stderr
     enabled = args.progress if args.progress is not None else err.isatty()
     progress = Progress(err, enabled)
-    batches = read(args)      # checks the file and --batch-size before connecting
+    # Checks the file and --batch-size before connecting; the read-ahead
+    # thread starts with the first batch.
+    batches = read_ahead(args, read(args))
     start = time.perf_counter()
     producer = _talk(lambda: Producer(args.connect, batch_size=args.batch_size,
                                       producer=args.producer, send_timeout=args.timeout,
@@ -108,6 +111,7 @@ def cmd_send(args: argparse.Namespace) -> int:
         # Wait until everything queued has left: the daemon has it all.
         _talk(producer.close)
     finally:
+        batches.close()       # stops the read-ahead thread if we stopped early
         progress.finish()
         if not producer.closed:
             producer.close(linger=0, flush=False)
@@ -233,6 +237,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                           "a terminal")
     shown.add_argument("--no-progress", dest="progress", action="store_const", const=False,
                        help="no progress line (the default when stderr is not a terminal)")
+    add_read_ahead_argument(send, "sent")
     send.set_defaults(func=cmd_send)
 
     stats = sub.add_parser(
