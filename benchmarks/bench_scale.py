@@ -40,7 +40,13 @@ reported:
 
 Reported: examples/s, the ratio to VW of the same round, progressive loss
 (train's summary; VW's sum of loss / weighted examples), onlinel1's
-non-zero weights, peak RSS, and peak RSS with --save / without.
+non-zero weights, peak RSS, peak RSS with --save / without, CPU seconds,
+and how many cores other processes kept busy meanwhile (/proc/stat: the
+machine is shared, so figures taken beside other work are noisy).
+
+onlinel1's step is --eta0 0.01 by default: each row has 31 active inputs
+(30 fields and the intercept), so a constant 0.1 overshoots on these rows
+(a progressive loss above the base rate's).
 
 Part 2, in process (one child process): the file is parsed once into
 Batches (onlinel1.io.read_batches, --batch-size rows each), then
@@ -52,7 +58,10 @@ each, the rules in turn --repeats times.  Reported: feature-updates/s
 learned while the store already held >= --live-target features, the live
 features (store size) and non-zeros at the end, and
 ``Learner.memory_bytes / Learner.store_size``.  The default l1 = 1e-8 is
-small so that nearly every feature stays live (a real model's size).
+small so that nearly every feature stays live (a real model's size).  A
+check line compares the non-zero weights of fobos and cumulative with those
+of the `onlinel1 train` runs (the same rows, options and batch size: the
+same work).
 
 Targets (issue 13): fobos and cumulative first-seen >= 1.5x VW's
 examples/s; >= 12 M feature-updates/s at >= 10 M live features; peak RSS
@@ -78,6 +87,7 @@ import pathlib
 import re
 import resource
 import shlex
+import shutil
 import signal
 import statistics
 import subprocess
@@ -283,6 +293,7 @@ def inprocess_role(argv: list[str]) -> int:
             live_before = np.empty(len(batches), dtype=np.int64)
             gc.collect()
             gc.disable()
+            busy0, own0, wall0 = machine_busy_seconds(), own_cpu_seconds(), time.perf_counter()
             try:
                 for i, batch in enumerate(batches):
                     live_before[i] = learner.store_size
@@ -291,12 +302,14 @@ def inprocess_role(argv: list[str]) -> int:
                     seconds[i] = time.perf_counter() - t
             finally:
                 gc.enable()
+            wall = time.perf_counter() - wall0
+            other = (machine_busy_seconds() - busy0 - (own_cpu_seconds() - own0)) / wall
             total = float(seconds.sum())
             window = live_before >= target
             run = dict(rule=rule, repeat=rep, opts=learner.options.to_dict(), seconds=total,
                        rows=n_rows, nnz=total_nnz, store_size=learner.store_size,
                        nnz_w=learner.nnz, memory=learner.memory_bytes,
-                       loss=learner.progress["loss"],
+                       loss=learner.progress["loss"], other=max(other, 0.0),
                        window_batches=int(window.sum()),
                        window_seconds=float(seconds[window].sum()),
                        window_nnz=int(np.asarray(nnz_rows)[window].sum()),
@@ -345,15 +358,32 @@ def child_env() -> dict:
     return env
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has been busy (/proc/stat, all cores;
+    as bench_daemon.py's, which this lean process cannot import)."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)        # idle + iowait
+    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_child(argv: list[str], timeout: float, log: pathlib.Path | None,
               what: str) -> dict:
     """Run ``argv`` to its end; wall seconds, exit code and os.wait4's
-    rusage.  stdout and stderr go to ``log`` (or this process's stderr).
+    rusage, and how many cores other processes kept busy meanwhile (the
+    machine's busy time less the child's and this process's CPU, per
+    second).  stdout and stderr go to ``log`` (or this process's stderr).
     Killed (and reaped) after ``timeout`` s or if this process is stopped."""
     out = open(log, "wb") if log is not None else None
     reaped: dict = {}
     proc = None
     try:
+        busy0, own0 = machine_busy_seconds(), own_cpu_seconds()
         t0 = time.perf_counter()
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
                                 stdout=out if out else sys.stderr,
@@ -385,8 +415,9 @@ def run_child(argv: list[str], timeout: float, log: pathlib.Path | None,
         tail = log.read_text(errors="replace")[-3000:] if log is not None else ""
         raise ChildFailed(f"{what} failed (exit {rc}): {shlex.join(argv)}\n{tail}")
     usage = reaped["usage"]
-    return dict(seconds=reaped["t"] - t0, maxrss=usage.ru_maxrss * 1024,
-                cpu=usage.ru_utime + usage.ru_stime)
+    seconds, cpu = reaped["t"] - t0, usage.ru_utime + usage.ru_stime
+    other = (machine_busy_seconds() - busy0 - cpu - (own_cpu_seconds() - own0)) / seconds
+    return dict(seconds=seconds, maxrss=usage.ru_maxrss * 1024, cpu=cpu, other=max(other, 0.0))
 
 
 def summary_lines(text: str) -> dict[str, str]:
@@ -412,7 +443,8 @@ def contenders(args, data: pathlib.Path, work: pathlib.Path) -> list[Contender]:
     for save in (False, True):
         model = work / "vw.model" if save else None
         vw_args = (f"-d {data} --loss_function logistic -b 26 --l1 {args.l1!r} --quiet"
-                   + (f" {args.vw_args}" if args.vw_args else "") + (f" -f {model}" if save else ""))
+                   + (f" {args.vw_args}" if args.vw_args else "")
+                   + (f" -f {model}" if save else ""))
         out.append(Contender("Vowpal Wabbit" + (" -f" if save else ""), "vw",
                              [sys.executable, "-c", VW_SCRIPT, vw_args],
                              f'vowpalwabbit.Workspace("{vw_args}")', model))
@@ -484,25 +516,28 @@ def package_version(name: str) -> str:
         return "not installed"
 
 
-def report(args, command: str, meta: dict, data: pathlib.Path, cons: list[Contender],
-           inproc: dict | None, parent_rss: int, started: str, elapsed: float) -> list[str]:
+def report_header(args, command: str, meta: dict, data: pathlib.Path, parent_rss: int,
+                  started: str, elapsed: float, load: tuple) -> list[str]:
     from bench_learner import machine, onlinel1_commit
     rows = meta["rows"]
     lines = [
-        "# onlinel1 at real model sizes: synthetic click log, `onlinel1 train` beside Vowpal Wabbit",
+        "# onlinel1 at real model sizes: a synthetic click log, `onlinel1 train` beside "
+        "Vowpal Wabbit",
         "",
         f"* date: {started} (took {elapsed / 60:.1f} min)",
-        f"* machine: {machine()}",
+        f"* machine: {machine()}; load average {load[0]:.2f} at the start, {load[1]:.2f} at "
+        f"the end",
         f"* software: onlinel1 @ {onlinel1_commit()}, numpy {package_version('numpy')}, "
         f"vowpalwabbit {package_version('vowpalwabbit')}",
         f"* command: `{command}`",
         f"* settings: l1 = {args.l1!r}, eta0 = {args.eta0!r} (onlinel1: log loss, constant step, "
-        f"an intercept, train's --batch-size 8192; in process --batch-size {args.batch_size}); "
-        f"Vowpal Wabbit: logistic loss, `-b 26`, the same --l1, its default learning rule "
-        f"(adaptive, normalised, invariant, -l 0.5, power_t 0.5)"
+        f"an intercept; train's --batch-size 8192, in process {args.batch_size}); Vowpal "
+        f"Wabbit: logistic loss, `-b 26`, the same --l1, its default learning rule (adaptive, "
+        f"normalised, invariant, -l 0.5, power_t 0.5)"
         + (f" plus `{args.vw_args}`" if args.vw_args else "")
         + (f"; onlinel1 train also `{args.train_args}`" if args.train_args else ""),
-        f"* repeats: {args.repeats}, the contenders in turn; median (min-max) reported",
+        f"* repeats: {args.repeats}, the contenders (and in process the rules) in turn; "
+        f"median (min-max) reported",
     ]
     if args.note:
         lines.append(f"* note: {args.note}")
@@ -517,27 +552,37 @@ def report(args, command: str, meta: dict, data: pathlib.Path, cons: list[Conten
         f"{meta['positive_rate']:.1%} positive (target {meta['positive_rate_target']:.0%}); "
         f"{meta['bytes'] / 1e6:,.0f} MB of VW text (`{data.name}`, generator v"
         f"{meta['generator_version']}, seed {meta['seed']}, written in "
-        f"{meta['seconds']:.1f} s). Each field j draws its value's rank from a bounded power "
+        f"{meta['seconds']:.1f} s). Field j draws its value's rank from a bounded power "
         f"law over a vocabulary of round(10 * 4e6^(j/29)) values; the hidden model gives "
         f"{meta['active_fraction']:.0%} of the (field, value) pairs a weight uniform in "
-        f"[-{meta['weight_range']}, {meta['weight_range']}] plus a bias of "
+        f"[-{meta['weight_range']}, {meta['weight_range']}], plus a bias of "
         f"{meta['bias']:.3f}. Log loss of the hidden model itself: {meta['bayes_loss']:.4f}; of "
         f"the base rate: {meta['base_rate_loss']:.4f}.",
         "",
         f"Fields (name: vocabulary^exponent -> distinct values seen): {fields_text}.",
         "",
+        f"This script's own process stays small (peak RSS {parent_rss / MIB:.0f} MiB before "
+        f"the first timed child): Linux carries a parent's peak RSS over into the ru_maxrss of "
+        f"a child it vfork/execs, so that is the floor under every peak RSS below.",
+    ]
+    return lines
+
+
+def e2e_report(meta: dict, cons: list[Contender]) -> list[str]:
+    rows = meta["rows"]
+    lines = [
+        "",
         "## End to end: whole processes reading the same file",
         "",
-        "Wall time from start to exit of a child process (interpreter start-up included); "
-        "peak RSS = the child's ru_maxrss (os.wait4). "
-        f"This script's own peak RSS, a floor under each figure: {parent_rss / MIB:.0f} MiB. "
-        "vs VW = examples/s over VW's (without or with its -f, like for like) in the same "
-        "round, median of the rounds. CPU = user + system seconds (VW parses in a second "
-        "thread).",
+        "seconds = wall time of a child process from start to exit (interpreter start-up "
+        "included); peak RSS = the child's ru_maxrss (os.wait4). vs VW = examples/s over VW's "
+        "in the same round (without --save against VW without -f, with against with), median "
+        "of the rounds. CPU = user + system seconds (VW parses in a second thread). other "
+        "cores = cores that processes outside this benchmark kept busy meanwhile (/proc/stat).",
         "",
         "| contender | seconds | examples/s | vs VW | progressive loss | non-zeros "
-        "| peak RSS MiB | RSS with save / without | model MiB | CPU s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| peak RSS MiB | RSS with save / without | model MiB | CPU s | other cores |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     by = {c.name: c for c in cons}
     vw_of = {False: by["Vowpal Wabbit"], True: by["Vowpal Wabbit -f"]}
@@ -559,7 +604,8 @@ def report(args, command: str, meta: dict, data: pathlib.Path, cons: list[Conten
             f"| {spread([r['maxrss'] / MIB for r in c.runs], ',.0f')} "
             f"| {spread(rss_ratio[c.name], '.2f') + 'x' if saving else ''} "
             f"| {spread(model, ',.0f') if model else ''} "
-            f"| {spread([r['cpu'] for r in c.runs], '.1f')} |")
+            f"| {spread([r['cpu'] for r in c.runs], '.1f')} "
+            f"| {spread([r['other'] for r in c.runs], '.2f')} |")
     lines += ["", "Commands:", ""]
     lines += [f"* {c.name}: `{c.display}`" for c in cons]
     full = meta["distinct"] >= 8_000_000
@@ -577,8 +623,6 @@ def report(args, command: str, meta: dict, data: pathlib.Path, cons: list[Conten
         r = median(rss_ratio[f"onlinel1 train {label} --save"])
         lines.append(f"* {label}: peak RSS with --save {r:.2f}x without (target <= 1.15x): "
                      f"{verdict(r <= 1.15)}")
-    if inproc is not None:
-        lines += inprocess_report(args, inproc, cons)
     return lines
 
 
@@ -600,8 +644,9 @@ def inprocess_report(args, res: dict, cons: list[Contender]) -> list[str]:
         f"nearly every feature stays live, as in a real model of this size.",
         "",
         f"| rule | seconds | M feature-updates/s | M feature-updates/s at >= {target / 1e6:g} M "
-        f"live (batches) | live features | non-zeros | bytes/live feature | progressive loss |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"live (batches) | live features | non-zeros | bytes/live feature | progressive loss "
+        f"| other cores |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     rules = []
     for run in res["runs"]:
@@ -618,7 +663,8 @@ def inprocess_report(args, res: dict, cons: list[Contender]) -> list[str]:
         lines.append(
             f"| {RULE_LABEL.get(rule, rule)} | {spread([r['seconds'] for r in runs], '.2f')} "
             f"| {spread(rates, '.2f')} | {wtext} | {last['store_size']:,} | {last['nnz_w']:,} "
-            f"| {last['memory'] / max(last['store_size'], 1):.1f} | {last['loss']:.4f} |")
+            f"| {last['memory'] / max(last['store_size'], 1):.1f} | {last['loss']:.4f} "
+            f"| {spread([r['other'] for r in runs], '.2f')} |")
     lines += ["", "Targets (issue 13):", ""]
     for rule in HEADLINE_RULES:
         if rule not in rate_of:
@@ -689,8 +735,9 @@ def parse_args(argv: list[str] | None):
                         help="mean click probability of the hidden model (default: %(default)s)")
     parser.add_argument("--l1", type=float, default=1e-8,
                         help="L1 penalty of every learner (default: %(default)s)")
-    parser.add_argument("--eta0", type=float, default=0.1,
-                        help="onlinel1's constant step (default: %(default)s)")
+    parser.add_argument("--eta0", type=float, default=0.01,
+                        help="onlinel1's constant step (default: %(default)s; a row moves the "
+                             "margin by about 31 x eta0, so 0.1 overshoots on these rows)")
     parser.add_argument("--rules", default=",".join(ALL_RULES),
                         help="in-process rules, comma-separated, or 'none' (default: %(default)s)")
     parser.add_argument("--parts", default="e2e,inprocess",
@@ -735,13 +782,23 @@ def main(argv: list[str] | None = None) -> int:
     if raw and raw[0] == "_inprocess":
         return inprocess_role(raw[1:])
     args = parse_args(raw)
+    # SIGTERM as an exception, so that the running child is killed and reaped too.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        return bench(args, raw)
+    except ChildFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def bench(args, raw: list[str]) -> int:
     command = shlex.join(["python", "benchmarks/bench_scale.py"] + raw)
     started = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
-    t_start = time.perf_counter()
+    t_start, load0 = time.perf_counter(), os.getloadavg()[0]
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
     logs = pathlib.Path(tempfile.mkdtemp(prefix="logs-", dir=work))
-    print(f"child logs in {logs}", file=sys.stderr)
+    print(f"child logs in {logs} (removed at the end unless a child fails)", file=sys.stderr)
     data, meta = data_file(args, work, logs)
     parent_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     cons = contenders(args, data, work) if "e2e" in args.parts else []
@@ -763,11 +820,15 @@ def main(argv: list[str] | None = None) -> int:
         inproc = json.loads(result.read_text())
     # Every timed child has ended: the report helpers (numpy, scipy) may load now.
     sys.path.insert(0, str(HERE))
-    lines = report(args, command, meta, data, cons, inproc, parent_rss, started,
-                   time.perf_counter() - t_start) if cons else \
-        ["(no end-to-end part)"] + (inprocess_report(args, inproc, cons) if inproc else [])
     from bench_learner import write_report
+    lines = report_header(args, command, meta, data, parent_rss, started,
+                          time.perf_counter() - t_start, (load0, os.getloadavg()[0]))
+    if cons:
+        lines += e2e_report(meta, cons)
+    if inproc is not None:
+        lines += inprocess_report(args, inproc, cons)
     write_report(lines, args.out)
+    shutil.rmtree(logs, ignore_errors=True)         # kept when a child failed
     return 0
 
 
