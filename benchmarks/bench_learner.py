@@ -378,7 +378,8 @@ def bench_synthetic_memory(args) -> list[dict]:
                          seconds=seconds, n=n_rows, nnz=keys.size, store_size=learner.store_size,
                          nnz_w=learner.nnz, memory=learner.memory_bytes,
                          table=learner._kernel.store.table_slots,
-                         cap=learner._kernel.store.cap, n_aux=learner._kernel.store.n_aux))
+                         slot=learner._kernel.store.slot_size,
+                         huge=learner._kernel.store.huge_pages))
         print(f"  {rows[-1]['name']:40s} {seconds:8.3f} s", flush=True)
     return rows
 
@@ -501,19 +502,20 @@ def main(argv=None) -> int:
         syn = bench_synthetic_memory(args)
         report += ["", "## Store memory with many keys", "",
                    f"Rows of 10 distinct random uint64 keys (value 1, random 0/1 label, seed "
-                   f"{args.seed}), every key once; l1 = 0 so nothing is pruned.  Row layout: "
-                   f"8-byte key + 8-byte weight + 8 bytes per state column, rows allocated "
-                   f"with 1.5x growth; plus a uint32 index table of a power-of-two size at "
-                   f"most 70 % full.", "",
+                   f"{args.seed}), every key once; l1 = 0 so nothing is pruned.  One "
+                   f"table of slots (the key's hash, the weight and 8 bytes per state "
+                   f"column), at most 85 % full, growing by a quarter "
+                   f"(docs/algorithms.md, \"The weight store\").", "",
                    "| run | examples/s | M feature-updates/s | stored features | memory_bytes "
-                   "| bytes/live feature | row capacity | table slots (load) |",
-                   "|---|---:|---:|---:|---:|---:|---:|---:|"]
+                   "| bytes/live feature | slot bytes | home slots (load) | huge pages |",
+                   "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
         for r in syn:
             report.append(
                 f"| {r['name']} | {r['n'] / r['seconds']:,.0f} | "
                 f"{r['nnz'] / r['seconds'] / 1e6:.2f} | {r['store_size']:,} | {r['memory']:,} | "
-                f"{r['memory'] / r['store_size']:.1f} | {r['cap']:,} | "
-                f"{r['table']:,} ({r['store_size'] / r['table']:.2f}) |")
+                f"{r['memory'] / r['store_size']:.1f} | {r['slot']} | "
+                f"{r['table']:,} ({r['store_size'] / r['table']:.2f}) | "
+                f"{'yes' if r['huge'] else 'no'} |")
     write_report(report, args.out)
     return 0
 
