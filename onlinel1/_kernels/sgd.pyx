@@ -7,7 +7,7 @@ rule (rules/*.pxi) knows its own state and arithmetic (scikit-learn's
 _sgd_fast / WeightVector split, docs/algorithms.md).  For every example:
 
 1. find the slot of every present feature in the store, once (the slots of
-   the next example are prefetched meanwhile);
+   the example after next are prefetched meanwhile);
 2. the margin p = b + c * sum_i v_i x_i from the weights caught up to now;
 3. the progressive loss and g = dl/dp (clipped like scikit-learn);
 4. the features the step gives a weight get their slots; the rule's step
@@ -516,7 +516,7 @@ cdef int plain_insert_new(SGDKernel k, const uint64_t* keys, const floating* x,
     the example's slots there move with it (after a growth of the table,
     every slot is found again).  Returns -1 when memory runs out
     (the slots made so far hold zeros: the same as absent features)."""
-    cdef Py_ssize_t j, i
+    cdef Py_ssize_t j, i, size
     cdef plain_slot* p
     cdef char* moved_end
     cdef char* q
@@ -534,11 +534,12 @@ cdef int plain_insert_new(SGDKernel k, const uint64_t* keys, const floating* x,
             if moved_end == NULL:
                 rebuilt = True
             elif not rebuilt:
-                # The slots that were in [p, moved_end) are one slot on.
+                # The slots that were in [p, moved_end) are one slot on
+                # (branch-free: which ones is noise to a branch predictor).
+                size = k.store.slot_size
                 for i in range(nnz):
                     q = <char*>slots[i]
-                    if q >= <char*>p and q < moved_end:
-                        slots[i] = <plain_slot*>(q + k.store.slot_size)
+                    slots[i] = <plain_slot*>(q + size * ((q >= <char*>p) & (q < moved_end)))
         slots[j] = p
     if rebuilt:
         for j in range(nnz):
@@ -602,11 +603,11 @@ cdef int plain_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
         if k.store.reserve(nnz) != 0:
             status = E_NOMEM
             break
-        # Prefetch the home slots of the next example, so that its cache
-        # misses overlap this example's work (docs/algorithms.md, "The
-        # weight store").
-        if i + 1 < n_rows:
-            for j in range(r.indptr[i + 1], r.indptr[i + 2]):
+        # Prefetch the home slots of the example after next, so that its
+        # cache misses overlap the work of this one and the next
+        # (docs/algorithms.md, "The weight store").
+        if i + 2 < n_rows:
+            for j in range(r.indptr[i + 2], r.indptr[i + 3]):
                 store_prefetch(k.store, r.keys[j])
         y = r.labels[i]
         if k.loss != LOSS_SQUARED and y == 0.0:
@@ -751,11 +752,11 @@ cdef int plain_learn_f64(SGDKernel k, Rows* r, const double* values, double* out
         if k.store.reserve(nnz) != 0:
             status = E_NOMEM
             break
-        # Prefetch the home slots of the next example, so that its cache
-        # misses overlap this example's work (docs/algorithms.md, "The
-        # weight store").
-        if i + 1 < n_rows:
-            for j in range(r.indptr[i + 1], r.indptr[i + 2]):
+        # Prefetch the home slots of the example after next, so that its
+        # cache misses overlap the work of this one and the next
+        # (docs/algorithms.md, "The weight store").
+        if i + 2 < n_rows:
+            for j in range(r.indptr[i + 2], r.indptr[i + 3]):
                 store_prefetch(k.store, r.keys[j])
         y = r.labels[i]
         if k.loss != LOSS_SQUARED and y == 0.0:
@@ -875,7 +876,7 @@ cdef int subgradient_insert_new(SGDKernel k, const uint64_t* keys, const floatin
     the example's slots there move with it (after a growth of the table,
     every slot is found again).  Returns -1 when memory runs out
     (the slots made so far hold zeros: the same as absent features)."""
-    cdef Py_ssize_t j, i
+    cdef Py_ssize_t j, i, size
     cdef subgradient_slot* p
     cdef char* moved_end
     cdef char* q
@@ -893,11 +894,12 @@ cdef int subgradient_insert_new(SGDKernel k, const uint64_t* keys, const floatin
             if moved_end == NULL:
                 rebuilt = True
             elif not rebuilt:
-                # The slots that were in [p, moved_end) are one slot on.
+                # The slots that were in [p, moved_end) are one slot on
+                # (branch-free: which ones is noise to a branch predictor).
+                size = k.store.slot_size
                 for i in range(nnz):
                     q = <char*>slots[i]
-                    if q >= <char*>p and q < moved_end:
-                        slots[i] = <subgradient_slot*>(q + k.store.slot_size)
+                    slots[i] = <subgradient_slot*>(q + size * ((q >= <char*>p) & (q < moved_end)))
         slots[j] = p
     if rebuilt:
         for j in range(nnz):
@@ -961,11 +963,11 @@ cdef int subgradient_learn_f32(SGDKernel k, Rows* r, const float* values, double
         if k.store.reserve(nnz) != 0:
             status = E_NOMEM
             break
-        # Prefetch the home slots of the next example, so that its cache
-        # misses overlap this example's work (docs/algorithms.md, "The
-        # weight store").
-        if i + 1 < n_rows:
-            for j in range(r.indptr[i + 1], r.indptr[i + 2]):
+        # Prefetch the home slots of the example after next, so that its
+        # cache misses overlap the work of this one and the next
+        # (docs/algorithms.md, "The weight store").
+        if i + 2 < n_rows:
+            for j in range(r.indptr[i + 2], r.indptr[i + 3]):
                 store_prefetch(k.store, r.keys[j])
         y = r.labels[i]
         if k.loss != LOSS_SQUARED and y == 0.0:
@@ -1110,11 +1112,11 @@ cdef int subgradient_learn_f64(SGDKernel k, Rows* r, const double* values, doubl
         if k.store.reserve(nnz) != 0:
             status = E_NOMEM
             break
-        # Prefetch the home slots of the next example, so that its cache
-        # misses overlap this example's work (docs/algorithms.md, "The
-        # weight store").
-        if i + 1 < n_rows:
-            for j in range(r.indptr[i + 1], r.indptr[i + 2]):
+        # Prefetch the home slots of the example after next, so that its
+        # cache misses overlap the work of this one and the next
+        # (docs/algorithms.md, "The weight store").
+        if i + 2 < n_rows:
+            for j in range(r.indptr[i + 2], r.indptr[i + 3]):
                 store_prefetch(k.store, r.keys[j])
         y = r.labels[i]
         if k.loss != LOSS_SQUARED and y == 0.0:
@@ -1234,7 +1236,7 @@ cdef int cumulative_start_insert_new(SGDKernel k, const uint64_t* keys, const fl
     the example's slots there move with it (after a growth of the table,
     every slot is found again).  Returns -1 when memory runs out
     (the slots made so far hold zeros: the same as absent features)."""
-    cdef Py_ssize_t j, i
+    cdef Py_ssize_t j, i, size
     cdef cumulative_start_slot* p
     cdef char* moved_end
     cdef char* q
@@ -1252,11 +1254,12 @@ cdef int cumulative_start_insert_new(SGDKernel k, const uint64_t* keys, const fl
             if moved_end == NULL:
                 rebuilt = True
             elif not rebuilt:
-                # The slots that were in [p, moved_end) are one slot on.
+                # The slots that were in [p, moved_end) are one slot on
+                # (branch-free: which ones is noise to a branch predictor).
+                size = k.store.slot_size
                 for i in range(nnz):
                     q = <char*>slots[i]
-                    if q >= <char*>p and q < moved_end:
-                        slots[i] = <cumulative_start_slot*>(q + k.store.slot_size)
+                    slots[i] = <cumulative_start_slot*>(q + size * ((q >= <char*>p) & (q < moved_end)))
         slots[j] = p
     if rebuilt:
         for j in range(nnz):
@@ -1320,11 +1323,11 @@ cdef int cumulative_start_learn_f32(SGDKernel k, Rows* r, const float* values, d
         if k.store.reserve(nnz) != 0:
             status = E_NOMEM
             break
-        # Prefetch the home slots of the next example, so that its cache
-        # misses overlap this example's work (docs/algorithms.md, "The
-        # weight store").
-        if i + 1 < n_rows:
-            for j in range(r.indptr[i + 1], r.indptr[i + 2]):
+        # Prefetch the home slots of the example after next, so that its
+        # cache misses overlap the work of this one and the next
+        # (docs/algorithms.md, "The weight store").
+        if i + 2 < n_rows:
+            for j in range(r.indptr[i + 2], r.indptr[i + 3]):
                 store_prefetch(k.store, r.keys[j])
         y = r.labels[i]
         if k.loss != LOSS_SQUARED and y == 0.0:
@@ -1469,11 +1472,11 @@ cdef int cumulative_start_learn_f64(SGDKernel k, Rows* r, const double* values, 
         if k.store.reserve(nnz) != 0:
             status = E_NOMEM
             break
-        # Prefetch the home slots of the next example, so that its cache
-        # misses overlap this example's work (docs/algorithms.md, "The
-        # weight store").
-        if i + 1 < n_rows:
-            for j in range(r.indptr[i + 1], r.indptr[i + 2]):
+        # Prefetch the home slots of the example after next, so that its
+        # cache misses overlap the work of this one and the next
+        # (docs/algorithms.md, "The weight store").
+        if i + 2 < n_rows:
+            for j in range(r.indptr[i + 2], r.indptr[i + 3]):
                 store_prefetch(k.store, r.keys[j])
         y = r.labels[i]
         if k.loss != LOSS_SQUARED and y == 0.0:
@@ -1593,7 +1596,7 @@ cdef int cumulative_first_seen_insert_new(SGDKernel k, const uint64_t* keys, con
     the example's slots there move with it (after a growth of the table,
     every slot is found again).  Returns -1 when memory runs out
     (the slots made so far hold zeros: the same as absent features)."""
-    cdef Py_ssize_t j, i
+    cdef Py_ssize_t j, i, size
     cdef cumulative_first_seen_slot* p
     cdef char* moved_end
     cdef char* q
@@ -1611,11 +1614,12 @@ cdef int cumulative_first_seen_insert_new(SGDKernel k, const uint64_t* keys, con
             if moved_end == NULL:
                 rebuilt = True
             elif not rebuilt:
-                # The slots that were in [p, moved_end) are one slot on.
+                # The slots that were in [p, moved_end) are one slot on
+                # (branch-free: which ones is noise to a branch predictor).
+                size = k.store.slot_size
                 for i in range(nnz):
                     q = <char*>slots[i]
-                    if q >= <char*>p and q < moved_end:
-                        slots[i] = <cumulative_first_seen_slot*>(q + k.store.slot_size)
+                    slots[i] = <cumulative_first_seen_slot*>(q + size * ((q >= <char*>p) & (q < moved_end)))
         slots[j] = p
     if rebuilt:
         for j in range(nnz):
@@ -1679,11 +1683,11 @@ cdef int cumulative_first_seen_learn_f32(SGDKernel k, Rows* r, const float* valu
         if k.store.reserve(nnz) != 0:
             status = E_NOMEM
             break
-        # Prefetch the home slots of the next example, so that its cache
-        # misses overlap this example's work (docs/algorithms.md, "The
-        # weight store").
-        if i + 1 < n_rows:
-            for j in range(r.indptr[i + 1], r.indptr[i + 2]):
+        # Prefetch the home slots of the example after next, so that its
+        # cache misses overlap the work of this one and the next
+        # (docs/algorithms.md, "The weight store").
+        if i + 2 < n_rows:
+            for j in range(r.indptr[i + 2], r.indptr[i + 3]):
                 store_prefetch(k.store, r.keys[j])
         y = r.labels[i]
         if k.loss != LOSS_SQUARED and y == 0.0:
@@ -1828,11 +1832,11 @@ cdef int cumulative_first_seen_learn_f64(SGDKernel k, Rows* r, const double* val
         if k.store.reserve(nnz) != 0:
             status = E_NOMEM
             break
-        # Prefetch the home slots of the next example, so that its cache
-        # misses overlap this example's work (docs/algorithms.md, "The
-        # weight store").
-        if i + 1 < n_rows:
-            for j in range(r.indptr[i + 1], r.indptr[i + 2]):
+        # Prefetch the home slots of the example after next, so that its
+        # cache misses overlap the work of this one and the next
+        # (docs/algorithms.md, "The weight store").
+        if i + 2 < n_rows:
+            for j in range(r.indptr[i + 2], r.indptr[i + 3]):
                 store_prefetch(k.store, r.keys[j])
         y = r.labels[i]
         if k.loss != LOSS_SQUARED and y == 0.0:
@@ -1952,7 +1956,7 @@ cdef int fobos_insert_new(SGDKernel k, const uint64_t* keys, const floating* x,
     the example's slots there move with it (after a growth of the table,
     every slot is found again).  Returns -1 when memory runs out
     (the slots made so far hold zeros: the same as absent features)."""
-    cdef Py_ssize_t j, i
+    cdef Py_ssize_t j, i, size
     cdef fobos_slot* p
     cdef char* moved_end
     cdef char* q
@@ -1970,11 +1974,12 @@ cdef int fobos_insert_new(SGDKernel k, const uint64_t* keys, const floating* x,
             if moved_end == NULL:
                 rebuilt = True
             elif not rebuilt:
-                # The slots that were in [p, moved_end) are one slot on.
+                # The slots that were in [p, moved_end) are one slot on
+                # (branch-free: which ones is noise to a branch predictor).
+                size = k.store.slot_size
                 for i in range(nnz):
                     q = <char*>slots[i]
-                    if q >= <char*>p and q < moved_end:
-                        slots[i] = <fobos_slot*>(q + k.store.slot_size)
+                    slots[i] = <fobos_slot*>(q + size * ((q >= <char*>p) & (q < moved_end)))
         slots[j] = p
     if rebuilt:
         for j in range(nnz):
@@ -2038,11 +2043,11 @@ cdef int fobos_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
         if k.store.reserve(nnz) != 0:
             status = E_NOMEM
             break
-        # Prefetch the home slots of the next example, so that its cache
-        # misses overlap this example's work (docs/algorithms.md, "The
-        # weight store").
-        if i + 1 < n_rows:
-            for j in range(r.indptr[i + 1], r.indptr[i + 2]):
+        # Prefetch the home slots of the example after next, so that its
+        # cache misses overlap the work of this one and the next
+        # (docs/algorithms.md, "The weight store").
+        if i + 2 < n_rows:
+            for j in range(r.indptr[i + 2], r.indptr[i + 3]):
                 store_prefetch(k.store, r.keys[j])
         y = r.labels[i]
         if k.loss != LOSS_SQUARED and y == 0.0:
@@ -2187,11 +2192,11 @@ cdef int fobos_learn_f64(SGDKernel k, Rows* r, const double* values, double* out
         if k.store.reserve(nnz) != 0:
             status = E_NOMEM
             break
-        # Prefetch the home slots of the next example, so that its cache
-        # misses overlap this example's work (docs/algorithms.md, "The
-        # weight store").
-        if i + 1 < n_rows:
-            for j in range(r.indptr[i + 1], r.indptr[i + 2]):
+        # Prefetch the home slots of the example after next, so that its
+        # cache misses overlap the work of this one and the next
+        # (docs/algorithms.md, "The weight store").
+        if i + 2 < n_rows:
+            for j in range(r.indptr[i + 2], r.indptr[i + 3]):
                 store_prefetch(k.store, r.keys[j])
         y = r.labels[i]
         if k.loss != LOSS_SQUARED and y == 0.0:
@@ -2311,7 +2316,7 @@ cdef int truncated_insert_new(SGDKernel k, const uint64_t* keys, const floating*
     the example's slots there move with it (after a growth of the table,
     every slot is found again).  Returns -1 when memory runs out
     (the slots made so far hold zeros: the same as absent features)."""
-    cdef Py_ssize_t j, i
+    cdef Py_ssize_t j, i, size
     cdef truncated_slot* p
     cdef char* moved_end
     cdef char* q
@@ -2329,11 +2334,12 @@ cdef int truncated_insert_new(SGDKernel k, const uint64_t* keys, const floating*
             if moved_end == NULL:
                 rebuilt = True
             elif not rebuilt:
-                # The slots that were in [p, moved_end) are one slot on.
+                # The slots that were in [p, moved_end) are one slot on
+                # (branch-free: which ones is noise to a branch predictor).
+                size = k.store.slot_size
                 for i in range(nnz):
                     q = <char*>slots[i]
-                    if q >= <char*>p and q < moved_end:
-                        slots[i] = <truncated_slot*>(q + k.store.slot_size)
+                    slots[i] = <truncated_slot*>(q + size * ((q >= <char*>p) & (q < moved_end)))
         slots[j] = p
     if rebuilt:
         for j in range(nnz):
@@ -2397,11 +2403,11 @@ cdef int truncated_learn_f32(SGDKernel k, Rows* r, const float* values, double* 
         if k.store.reserve(nnz) != 0:
             status = E_NOMEM
             break
-        # Prefetch the home slots of the next example, so that its cache
-        # misses overlap this example's work (docs/algorithms.md, "The
-        # weight store").
-        if i + 1 < n_rows:
-            for j in range(r.indptr[i + 1], r.indptr[i + 2]):
+        # Prefetch the home slots of the example after next, so that its
+        # cache misses overlap the work of this one and the next
+        # (docs/algorithms.md, "The weight store").
+        if i + 2 < n_rows:
+            for j in range(r.indptr[i + 2], r.indptr[i + 3]):
                 store_prefetch(k.store, r.keys[j])
         y = r.labels[i]
         if k.loss != LOSS_SQUARED and y == 0.0:
@@ -2546,11 +2552,11 @@ cdef int truncated_learn_f64(SGDKernel k, Rows* r, const double* values, double*
         if k.store.reserve(nnz) != 0:
             status = E_NOMEM
             break
-        # Prefetch the home slots of the next example, so that its cache
-        # misses overlap this example's work (docs/algorithms.md, "The
-        # weight store").
-        if i + 1 < n_rows:
-            for j in range(r.indptr[i + 1], r.indptr[i + 2]):
+        # Prefetch the home slots of the example after next, so that its
+        # cache misses overlap the work of this one and the next
+        # (docs/algorithms.md, "The weight store").
+        if i + 2 < n_rows:
+            for j in range(r.indptr[i + 2], r.indptr[i + 3]):
                 store_prefetch(k.store, r.keys[j])
         y = r.labels[i]
         if k.loss != LOSS_SQUARED and y == 0.0:
@@ -2670,7 +2676,7 @@ cdef int adagrad_fobos_insert_new(SGDKernel k, const uint64_t* keys, const float
     the example's slots there move with it (after a growth of the table,
     every slot is found again).  Returns -1 when memory runs out
     (the slots made so far hold zeros: the same as absent features)."""
-    cdef Py_ssize_t j, i
+    cdef Py_ssize_t j, i, size
     cdef adagrad_fobos_slot* p
     cdef char* moved_end
     cdef char* q
@@ -2688,11 +2694,12 @@ cdef int adagrad_fobos_insert_new(SGDKernel k, const uint64_t* keys, const float
             if moved_end == NULL:
                 rebuilt = True
             elif not rebuilt:
-                # The slots that were in [p, moved_end) are one slot on.
+                # The slots that were in [p, moved_end) are one slot on
+                # (branch-free: which ones is noise to a branch predictor).
+                size = k.store.slot_size
                 for i in range(nnz):
                     q = <char*>slots[i]
-                    if q >= <char*>p and q < moved_end:
-                        slots[i] = <adagrad_fobos_slot*>(q + k.store.slot_size)
+                    slots[i] = <adagrad_fobos_slot*>(q + size * ((q >= <char*>p) & (q < moved_end)))
         slots[j] = p
     if rebuilt:
         for j in range(nnz):
@@ -2756,11 +2763,11 @@ cdef int adagrad_fobos_learn_f32(SGDKernel k, Rows* r, const float* values, doub
         if k.store.reserve(nnz) != 0:
             status = E_NOMEM
             break
-        # Prefetch the home slots of the next example, so that its cache
-        # misses overlap this example's work (docs/algorithms.md, "The
-        # weight store").
-        if i + 1 < n_rows:
-            for j in range(r.indptr[i + 1], r.indptr[i + 2]):
+        # Prefetch the home slots of the example after next, so that its
+        # cache misses overlap the work of this one and the next
+        # (docs/algorithms.md, "The weight store").
+        if i + 2 < n_rows:
+            for j in range(r.indptr[i + 2], r.indptr[i + 3]):
                 store_prefetch(k.store, r.keys[j])
         y = r.labels[i]
         if k.loss != LOSS_SQUARED and y == 0.0:
@@ -2905,11 +2912,11 @@ cdef int adagrad_fobos_learn_f64(SGDKernel k, Rows* r, const double* values, dou
         if k.store.reserve(nnz) != 0:
             status = E_NOMEM
             break
-        # Prefetch the home slots of the next example, so that its cache
-        # misses overlap this example's work (docs/algorithms.md, "The
-        # weight store").
-        if i + 1 < n_rows:
-            for j in range(r.indptr[i + 1], r.indptr[i + 2]):
+        # Prefetch the home slots of the example after next, so that its
+        # cache misses overlap the work of this one and the next
+        # (docs/algorithms.md, "The weight store").
+        if i + 2 < n_rows:
+            for j in range(r.indptr[i + 2], r.indptr[i + 3]):
                 store_prefetch(k.store, r.keys[j])
         y = r.labels[i]
         if k.loss != LOSS_SQUARED and y == 0.0:
@@ -3029,7 +3036,7 @@ cdef int ftrl_insert_new(SGDKernel k, const uint64_t* keys, const floating* x,
     the example's slots there move with it (after a growth of the table,
     every slot is found again).  Returns -1 when memory runs out
     (the slots made so far hold zeros: the same as absent features)."""
-    cdef Py_ssize_t j, i
+    cdef Py_ssize_t j, i, size
     cdef ftrl_slot* p
     cdef char* moved_end
     cdef char* q
@@ -3047,11 +3054,12 @@ cdef int ftrl_insert_new(SGDKernel k, const uint64_t* keys, const floating* x,
             if moved_end == NULL:
                 rebuilt = True
             elif not rebuilt:
-                # The slots that were in [p, moved_end) are one slot on.
+                # The slots that were in [p, moved_end) are one slot on
+                # (branch-free: which ones is noise to a branch predictor).
+                size = k.store.slot_size
                 for i in range(nnz):
                     q = <char*>slots[i]
-                    if q >= <char*>p and q < moved_end:
-                        slots[i] = <ftrl_slot*>(q + k.store.slot_size)
+                    slots[i] = <ftrl_slot*>(q + size * ((q >= <char*>p) & (q < moved_end)))
         slots[j] = p
     if rebuilt:
         for j in range(nnz):
@@ -3115,11 +3123,11 @@ cdef int ftrl_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
         if k.store.reserve(nnz) != 0:
             status = E_NOMEM
             break
-        # Prefetch the home slots of the next example, so that its cache
-        # misses overlap this example's work (docs/algorithms.md, "The
-        # weight store").
-        if i + 1 < n_rows:
-            for j in range(r.indptr[i + 1], r.indptr[i + 2]):
+        # Prefetch the home slots of the example after next, so that its
+        # cache misses overlap the work of this one and the next
+        # (docs/algorithms.md, "The weight store").
+        if i + 2 < n_rows:
+            for j in range(r.indptr[i + 2], r.indptr[i + 3]):
                 store_prefetch(k.store, r.keys[j])
         y = r.labels[i]
         if k.loss != LOSS_SQUARED and y == 0.0:
@@ -3264,11 +3272,11 @@ cdef int ftrl_learn_f64(SGDKernel k, Rows* r, const double* values, double* out,
         if k.store.reserve(nnz) != 0:
             status = E_NOMEM
             break
-        # Prefetch the home slots of the next example, so that its cache
-        # misses overlap this example's work (docs/algorithms.md, "The
-        # weight store").
-        if i + 1 < n_rows:
-            for j in range(r.indptr[i + 1], r.indptr[i + 2]):
+        # Prefetch the home slots of the example after next, so that its
+        # cache misses overlap the work of this one and the next
+        # (docs/algorithms.md, "The weight store").
+        if i + 2 < n_rows:
+            for j in range(r.indptr[i + 2], r.indptr[i + 3]):
                 store_prefetch(k.store, r.keys[j])
         y = r.labels[i]
         if k.loss != LOSS_SQUARED and y == 0.0:
@@ -3388,7 +3396,7 @@ cdef int spred_insert_new(SGDKernel k, const uint64_t* keys, const floating* x,
     the example's slots there move with it (after a growth of the table,
     every slot is found again).  Returns -1 when memory runs out
     (the slots made so far hold zeros: the same as absent features)."""
-    cdef Py_ssize_t j, i
+    cdef Py_ssize_t j, i, size
     cdef spred_slot* p
     cdef char* moved_end
     cdef char* q
@@ -3406,11 +3414,12 @@ cdef int spred_insert_new(SGDKernel k, const uint64_t* keys, const floating* x,
             if moved_end == NULL:
                 rebuilt = True
             elif not rebuilt:
-                # The slots that were in [p, moved_end) are one slot on.
+                # The slots that were in [p, moved_end) are one slot on
+                # (branch-free: which ones is noise to a branch predictor).
+                size = k.store.slot_size
                 for i in range(nnz):
                     q = <char*>slots[i]
-                    if q >= <char*>p and q < moved_end:
-                        slots[i] = <spred_slot*>(q + k.store.slot_size)
+                    slots[i] = <spred_slot*>(q + size * ((q >= <char*>p) & (q < moved_end)))
         slots[j] = p
     if rebuilt:
         for j in range(nnz):
@@ -3474,11 +3483,11 @@ cdef int spred_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
         if k.store.reserve(nnz) != 0:
             status = E_NOMEM
             break
-        # Prefetch the home slots of the next example, so that its cache
-        # misses overlap this example's work (docs/algorithms.md, "The
-        # weight store").
-        if i + 1 < n_rows:
-            for j in range(r.indptr[i + 1], r.indptr[i + 2]):
+        # Prefetch the home slots of the example after next, so that its
+        # cache misses overlap the work of this one and the next
+        # (docs/algorithms.md, "The weight store").
+        if i + 2 < n_rows:
+            for j in range(r.indptr[i + 2], r.indptr[i + 3]):
                 store_prefetch(k.store, r.keys[j])
         y = r.labels[i]
         if k.loss != LOSS_SQUARED and y == 0.0:
@@ -3623,11 +3632,11 @@ cdef int spred_learn_f64(SGDKernel k, Rows* r, const double* values, double* out
         if k.store.reserve(nnz) != 0:
             status = E_NOMEM
             break
-        # Prefetch the home slots of the next example, so that its cache
-        # misses overlap this example's work (docs/algorithms.md, "The
-        # weight store").
-        if i + 1 < n_rows:
-            for j in range(r.indptr[i + 1], r.indptr[i + 2]):
+        # Prefetch the home slots of the example after next, so that its
+        # cache misses overlap the work of this one and the next
+        # (docs/algorithms.md, "The weight store").
+        if i + 2 < n_rows:
+            for j in range(r.indptr[i + 2], r.indptr[i + 3]):
                 store_prefetch(k.store, r.keys[j])
         y = r.labels[i]
         if k.loss != LOSS_SQUARED and y == 0.0:
