@@ -24,7 +24,9 @@ Layout (docs/algorithms.md, "The weight store"):
 * The load stays at most 85 % (``MAX_LOAD_NUM / MAX_LOAD_DEN``); past it
   the table grows by a quarter, and when pruning brings the load under
   30 % it shrinks back to 80 %, so memory follows the number of live
-  weights.
+  weights.  Tables under ``SMALL_CAPACITY`` slots run a third to a half
+  full (built at 1/3, grown past 1/2, shrunk under 1/10): a small model's
+  memory does not matter, its probes do.
   Growth copies the sorted slots into the new table in one sequential pass.
 * Tables of 4 MiB and more are mapped with ``mmap`` and advised onto
   transparent huge pages (``madvise(MADV_HUGEPAGE)``) where the kernel
@@ -56,12 +58,15 @@ cdef Py_ssize_t MIN_CAPACITY = 16
 # whole (load, shrink) starts at 80 %.  Measured at 5.8 M live features
 # (docs/algorithms.md, "The weight store"): a lookup slows with the load
 # (17 M feature-updates/s at 60 %, 14 M/s at 80 %), memory falls with it.
+# A small table (under SMALL_CAPACITY slots, a few MiB) runs at a third to
+# a half full instead: there the probes, not the memory, are what costs.
 cdef Py_ssize_t MAX_LOAD_NUM = 17       # grow past 85 % load
 cdef Py_ssize_t MAX_LOAD_DEN = 20
 cdef Py_ssize_t TARGET_LOAD_NUM = 4     # tables built whole: 80 %
 cdef Py_ssize_t TARGET_LOAD_DEN = 5
 cdef Py_ssize_t SHRINK_LOAD_NUM = 3     # shrink under 30 %
 cdef Py_ssize_t SHRINK_LOAD_DEN = 10
+cdef Py_ssize_t SMALL_CAPACITY = 1 << 17  # below: grow past 1/2, build at 1/3, shrink under 1/10
 cdef size_t MAP_THRESHOLD = 4 << 20     # bytes: map (huge pages) from here on
 cdef size_t HUGE_PAGE = 2 << 20
 
@@ -69,7 +74,23 @@ cdef size_t HUGE_PAGE = 2 << 20
 cdef inline Py_ssize_t capacity_for(Py_ssize_t n) noexcept nogil:
     """Home slots for ``n`` live features at the target load."""
     cdef Py_ssize_t cap = (n * TARGET_LOAD_DEN + TARGET_LOAD_NUM - 1) // TARGET_LOAD_NUM
+    if 3 * n < SMALL_CAPACITY:
+        cap = 3 * n
+    elif cap < SMALL_CAPACITY:
+        cap = SMALL_CAPACITY
     return cap if cap > MIN_CAPACITY else MIN_CAPACITY
+
+
+cdef inline bint over_max_load(Py_ssize_t n, Py_ssize_t capacity) noexcept nogil:
+    if capacity < SMALL_CAPACITY:
+        return 2 * n > capacity
+    return n * MAX_LOAD_DEN > capacity * MAX_LOAD_NUM
+
+
+cdef inline bint under_shrink_load(Py_ssize_t n, Py_ssize_t capacity) noexcept nogil:
+    if capacity <= SMALL_CAPACITY:
+        return 10 * n < capacity
+    return n * SHRINK_LOAD_DEN < capacity * SHRINK_LOAD_NUM
 
 
 cdef inline Py_ssize_t overflow_for(Py_ssize_t capacity) noexcept nogil:
@@ -145,7 +166,7 @@ cdef class WeightStore:
         unchanged in that case."""
         cdef Py_ssize_t need = self.n + extra
         cdef Py_ssize_t grown
-        if need * MAX_LOAD_DEN <= self.capacity * MAX_LOAD_NUM:
+        if not over_max_load(need, self.capacity):
             return 0
         grown = self.capacity + self.capacity // 4
         if grown < capacity_for(need):
@@ -245,8 +266,7 @@ cdef class WeightStore:
     cdef int shrink_to_fit(self) noexcept nogil:
         """Give memory back once pruning has emptied most of the store."""
         cdef Py_ssize_t overflow = self.total - self.capacity
-        if (self.capacity > MIN_CAPACITY and
-                self.n * SHRINK_LOAD_DEN < self.capacity * SHRINK_LOAD_NUM) or \
+        if (self.capacity > MIN_CAPACITY and under_shrink_load(self.n, self.capacity)) or \
                 overflow > 2 * max(overflow_for(self.capacity), self.n):
             return self._rebuild(capacity_for(self.n))
         return 0
@@ -358,6 +378,9 @@ cdef class WeightStore:
         if not 0 < load <= <double>MAX_LOAD_NUM / MAX_LOAD_DEN:
             raise ValueError(f"load must be in (0, {MAX_LOAD_NUM / MAX_LOAD_DEN}], got {load}")
         cdef Py_ssize_t capacity = max(MIN_CAPACITY, <Py_ssize_t>(self.n / load) + 1)
+        if over_max_load(self.n, capacity):
+            raise ValueError(f"load {load} is over the bound of a table of {capacity} slots "
+                             f"(a half below {SMALL_CAPACITY} slots)")
         if self._rebuild(capacity) != 0:
             raise MemoryError("cannot reallocate the weight store")
 
@@ -506,5 +529,5 @@ cdef class WeightStore:
                     f"a free slot between the home of slot {i} and the slot"
             assert store_find(self, unfmix64(k)) == p, f"slot {i} not found by its key"
         assert used + self.has_zero == self.n, f"{used} used slots (+zero key) for {self.n} keys"
-        assert self.n * MAX_LOAD_DEN <= self.capacity * MAX_LOAD_NUM, "load factor above bound"
+        assert not over_max_load(self.n, self.capacity), "load factor above bound"
         assert self.total >= self.capacity + overflow_for(self.capacity)
