@@ -57,7 +57,7 @@ cdef Py_ssize_t MIN_CAPACITY = 16
 # Past 85 % load the table grows by a quarter (to 68 %); a table built
 # whole (load, shrink) starts at 80 %.  Measured at 5.8 M live features
 # (docs/algorithms.md, "The weight store"): a lookup slows with the load
-# (17 M feature-updates/s at 60 %, 14 M/s at 80 %), memory falls with it.
+# (18 M feature-updates/s at 60 %, 14 M/s at 80 %), memory falls with it.
 # A small table (under SMALL_CAPACITY slots, a few MiB) runs at a third to
 # a half full instead: there the probes, not the memory, are what costs.
 cdef Py_ssize_t MAX_LOAD_NUM = 17       # grow past 85 % load
