@@ -112,10 +112,6 @@ def child_old_train(argv: list[str]) -> int:
     return main(argv)
 
 
-def np_version() -> str:
-    import importlib.metadata
-    return importlib.metadata.version("numpy")
-
 
 def max_rss_mib() -> float:
     import resource
@@ -137,16 +133,9 @@ def child_load_save(model: str, again: str) -> int:
     size = model_file.save(again, learner, names, extra)
     save_s = time.perf_counter() - began
     peak_after_save = max_rss_mib()
-    # What store.load spends in its check that the keys are distinct.
-    import numpy as np
-    keys = np.concatenate(list(learner._kernel.store.column_chunks(-1)))
-    began = time.perf_counter()
-    np.unique(keys)
-    unique_s = time.perf_counter() - began
     print(json.dumps({"load_s": load_s, "save_s": save_s, "size": size,
                       "rows": learner.store_size, "peak_after_load": after_load,
-                      "rss_after_load": held, "peak_after_save": peak_after_save,
-                      "unique_s": unique_s}))
+                      "rss_after_load": held, "peak_after_save": peak_after_save}))
     return 0
 
 
@@ -249,9 +238,6 @@ def main() -> None:
         f"{ls['peak_after_load']:,.0f} MiB |",
         f"| `model_file.save` (streaming, with fsync) | {ls['save_s']:.2f} s | "
         f"{ls['peak_after_save']:,.0f} MiB |",
-        "",
-        f"Of the load, `np.unique` of the keys (the store's check that they are distinct, "
-        f"in `store.load`) alone takes {ls['unique_s']:.2f} s with numpy {np_version()}.",
     ]
     report = "\n".join(lines) + "\n"
     print(report)
