@@ -76,6 +76,40 @@ def rcv1_full():
 
 # ------------------------------------------------------------------ daemons
 
+
+def record_parsing_threads(monkeypatch) -> list[str]:
+    """Spy on ``onlinel1.io.read_batches``: the returned list gets the name
+    of the thread that parsed each batch (read-ahead's, or the caller's)."""
+    import threading
+    import onlinel1.io
+    real, threads = onlinel1.io.read_batches, []
+
+    def spy(*args, **kwargs):
+        batches = real(*args, **kwargs)
+
+        def recorded():
+            for batch in batches:
+                threads.append(threading.current_thread().name)
+                yield batch
+        return recorded()
+
+    monkeypatch.setattr(onlinel1.io, "read_batches", spy)
+    return threads
+
+
+def with_overflowing_row(batch, row: int):
+    """``batch`` with ``row`` made to overflow: its features become ones
+    never seen (its margin is the intercept's), at value 100 and with
+    importance 1e308, so its weight update is infinite."""
+    from onlinel1 import Batch
+    keys, values = batch.keys.copy(), batch.values.copy()
+    lo, hi = batch.indptr[row], batch.indptr[row + 1]
+    keys[lo:hi] += 1000
+    values[lo:hi] = 100.0
+    weights = np.ones(batch.n_rows)
+    weights[row] = 1e308
+    return Batch(batch.indptr, keys, values, batch.labels, weights)
+
 import contextlib
 import socket
 import subprocess

@@ -12,7 +12,7 @@ import onlinel1
 from onlinel1 import Batch, Learner
 from onlinel1.cli import main
 
-from conftest import SAMPLES, load_svmlight, shared_path
+from conftest import SAMPLES, load_svmlight, record_parsing_threads, shared_path
 
 A9A = SAMPLES / "a9a_head2000.svm"
 RCV1 = SAMPLES / "rcv1_small_head300.svm"
@@ -297,21 +297,8 @@ def test_read_ahead_learns_exactly_what_plain_reading_learns(capsys, tmp_path, d
 
 def test_train_parses_in_a_second_thread_unless_told_not_to(capsys, monkeypatch):
     import threading
-    import onlinel1.io
     from onlinel1.io.readahead import THREAD_NAME
-    real = onlinel1.io.read_batches
-    threads = []
-
-    def spy(*args, **kwargs):
-        batches = real(*args, **kwargs)
-
-        def recorded():
-            for batch in batches:
-                threads.append(threading.current_thread().name)
-                yield batch
-        return recorded()
-
-    monkeypatch.setattr(onlinel1.io, "read_batches", spy)
+    threads = record_parsing_threads(monkeypatch)
     code, _, err = run(capsys, "train", A9A, "--batch-size", "100", "--passes", "2")
     assert code == 0, err
     assert threads == [THREAD_NAME] * 40

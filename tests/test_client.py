@@ -26,7 +26,7 @@ from onlinel1.client import (Client, ClientError, DaemonError, DaemonTimeout, Pr
                              ProducerTimeout, encode_csr, encode_rows, rows_to_batch)
 from onlinel1.io import feature_key, read_batches
 
-from conftest import SAMPLES, load_svmlight, wait_for
+from conftest import SAMPLES, load_svmlight, record_parsing_threads, wait_for
 
 A9A = SAMPLES / "a9a_head2000.svm"
 VW = SAMPLES / "vw0002_head60.vw"
@@ -582,20 +582,8 @@ def read_ahead_threads():
 @pytest.mark.parametrize("extra", [[], ["--no-read-ahead"]], ids=["read-ahead", "plain"])
 def test_send_sends_the_same_batches_with_or_without_read_ahead(cli, capsys, fake, extra,
                                                                monkeypatch):
-    import onlinel1.io
     from onlinel1.io.readahead import THREAD_NAME
-    real, threads = onlinel1.io.read_batches, []
-
-    def spy(*args, **kwargs):    # records the thread that parses each batch
-        batches = real(*args, **kwargs)
-
-        def recorded():
-            for batch in batches:
-                threads.append(threading.current_thread().name)
-                yield batch
-        return recorded()
-
-    monkeypatch.setattr(onlinel1.io, "read_batches", spy)
+    threads = record_parsing_threads(monkeypatch)
     code, _, err = run(cli, capsys, "send", A9A, "--connect", fake.train_endpoint,
                        "--batch-size", 150, *extra)
     assert code == 0, err

@@ -15,7 +15,7 @@ import zmq
 
 from onlinel1 import Batch, Learner
 
-from conftest import SAMPLES, load_svmlight, wait_for
+from conftest import SAMPLES, load_svmlight, wait_for, with_overflowing_row
 
 FLAGS = ("--update", "fobos", "--l1", "1e-4", "--eta0", "0.2")
 OPTIONS = dict(update="fobos", l1=1e-4, eta0=0.2)
@@ -290,16 +290,7 @@ def test_an_overflow_past_the_first_slice_names_its_row_of_the_batch(start_daemo
     from onlinel1._kernels.csr import slice_end
     from onlinel1.server.daemon import MAX_SLICES_PER_CALL
     batch, _, _ = a9a
-    part = batch.slice(0, 400)
-    # Row 300 gets features never seen (its margin is the intercept's) at
-    # 100 with importance 1e308: its weight update is infinite.
-    keys, values = part.keys.copy(), part.values.copy()
-    lo, hi = part.indptr[300], part.indptr[301]
-    keys[lo:hi] += 1000
-    values[lo:hi] = 100.0
-    weights = np.ones(part.n_rows)
-    weights[300] = 1e308
-    bad = Batch(part.indptr, keys, values, part.labels, weights)
+    bad = with_overflowing_row(batch.slice(0, 400), 300)
     local = Learner(**OPTIONS)
     with pytest.raises(NumericError) as info:
         local.learn(bad)
@@ -310,7 +301,7 @@ def test_an_overflow_past_the_first_slice_names_its_row_of_the_batch(start_daemo
     config = tmp_path / "slices.toml"
     config.write_text(f"[daemon]\nslice_nnz = {slice_nnz}\n")
     daemon = start_daemon(*FLAGS, "--config", str(config))
-    message = {**csr(bad), "weights": weights.astype("<f8").tobytes()}
+    message = {**csr(bad), "weights": bad.weights.astype("<f8").tobytes()}
     reply = daemon.request_once({"v": 1, "op": "learn", "id": 5, "csr": message})
     assert reply == {"v": 1, "id": 5, "ok": False, "error": {
         "code": "numeric",

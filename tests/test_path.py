@@ -28,7 +28,7 @@ from onlinel1 import Batch, Learner, LearnerOptions, regpath
 from onlinel1.cli import main
 from onlinel1.io import read_batches
 
-from conftest import SAMPLES
+from conftest import SAMPLES, with_overflowing_row
 
 A9A = SAMPLES / "a9a_head2000.svm"
 
@@ -439,16 +439,8 @@ def test_grid_errors_use_the_names_given():
 
 
 def test_a_point_whose_every_step_diverges_raises_diverged_error(a9a_rows):
-    train = a9a_rows.slice(0, 200)
-    # Row 100: features never seen (the margin is the intercept's) at 100
-    # with importance 1e308: every step size overflows there.
-    keys, values = train.keys.copy(), train.values.copy()
-    lo, hi = train.indptr[100], train.indptr[101]
-    keys[lo:hi] += 1000
-    values[lo:hi] = 100.0
-    weights = np.ones(train.n_rows)
-    weights[100] = 1e308
-    train = Batch(train.indptr, keys, values, train.labels, weights)
+    # Row 100 overflows at every step size.
+    train = with_overflowing_row(a9a_rows.slice(0, 200), 100)
     with pytest.raises(regpath.DivergedError) as info:
         regpath.run_path(train, a9a_rows.slice(200, 300), [("fobos", {})], [1e-3],
                          passes=1, seed=None, reference=False,
