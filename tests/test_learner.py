@@ -329,3 +329,30 @@ def test_nnz_counts_the_exported_non_zero_weights(rcv1_sample, update):
     assert learner.nnz == keys.size > 0
     if update in ("cumulative", "fobos", "truncated", "adagrad-fobos", "ftrl"):
         assert learner.nnz < len(set(X.indices.tolist()))   # the count can tell zeros apart
+
+
+@pytest.mark.parametrize("update", ["fobos", "cumulative", "adagrad-fobos", "ftrl"])
+def test_keys_built_to_collide_learn_what_any_other_keys_learn(update):
+    # Every key has the last home slot, so the run of slots passes the
+    # overflow slots and the table grows in the middle of an example (the
+    # kernel must find its slots again).  A rule never looks at key values:
+    # the same rows with the keys renamed 0..n-1 learn the same weights.
+    from test_store import colliding_key
+    rng = np.random.default_rng(11)
+    n_keys, n_rows, per_row = 400, 120, 30
+    names = np.array([colliding_key(0xFFFFF, v) for v in range(n_keys)], dtype=np.uint64)
+    ids = np.concatenate([rng.choice(n_keys, per_row, replace=False) for _ in range(n_rows)])
+    indptr = np.arange(0, n_rows * per_row + 1, per_row)
+    values = rng.normal(size=ids.size)
+    labels = rng.choice([-1.0, 1.0], n_rows)
+    built = Learner(update=update, l1=1e-3, eta0=0.1)
+    plain = Learner(update=update, l1=1e-3, eta0=0.1)
+    built.learn(Batch(indptr, names[ids], values, labels))
+    plain.learn(Batch(indptr, ids.astype(np.uint64) + 1, values, labels))
+    built._kernel.store.check_invariants()
+    keys, weights = built.weights()
+    plain_keys, plain_weights = plain.weights()
+    back = {int(k): i + 1 for i, k in enumerate(names.tolist())}
+    assert dict(zip([back[k] for k in keys.tolist()], weights.tolist())) == \
+        dict(zip(plain_keys.tolist(), plain_weights.tolist()))
+    assert len(keys) > 100
