@@ -24,7 +24,7 @@ its first example touches a weight; a numeric failure in the middle (a
 margin that overflows) stops before that example, leaving the model as it
 was after the previous one.
 """
-from libc.math cimport INFINITY, NAN, copysign, exp, expm1, fabs, isfinite, log1p, pow, sqrt
+from libc.math cimport NAN, copysign, exp, expm1, fabs, isfinite, log1p, pow, sqrt
 from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport free, malloc
 
