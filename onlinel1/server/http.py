@@ -608,6 +608,7 @@ class HttpServer:
         self._stop = threading.Event()
         self._closed = False
         self._connections = 0
+        self._sockets: set[socket.socket] = set()
         self._tasks: set[asyncio.Task] = set()
         self._routes: dict[str, Callable[[str], _Reply]] = {
             "/metrics": self._metrics, "/healthz": self._healthz, "/readyz": self._readyz,
@@ -623,15 +624,9 @@ class HttpServer:
         self.address = tuple(sock.getsockname()[:2])
         self._pool = _Pool(self.workers, self.queue_limit, self.nice)
         self._loop = asyncio.new_event_loop()
-        started = threading.Event()
-        failure: list[BaseException] = []
-        self._thread = threading.Thread(target=self._serve, args=(sock, started, failure),
-                                        name="onlinel1-http", daemon=True)
+        self._thread = threading.Thread(target=self._serve, args=(sock,), name="onlinel1-http",
+                                        daemon=True)
         self._thread.start()
-        started.wait()
-        if failure:
-            self.close()
-            raise OSError(f"cannot serve the HTTP endpoint {self.endpoint}: {failure[0]}")
         self._sampler = threading.Thread(target=self._sample_loop, name="onlinel1-http-sampler",
                                          daemon=True)
         self._sampler.start()
@@ -733,45 +728,60 @@ class HttpServer:
 
     # ----------------------------------------------------------------- HTTP
 
-    def _serve(self, sock: socket.socket, started: threading.Event,
-               failure: list[BaseException]) -> None:
+    def _serve(self, sock: socket.socket) -> None:
         threads.lower_priority({threading.get_native_id()}, self.nice)
         loop = self._loop
         asyncio.set_event_loop(loop)
-        server = None
-        try:
-            server = loop.run_until_complete(
-                asyncio.start_server(self._connection, sock=sock, limit=MAX_HEAD_BYTES))
-        except BaseException as exc:
-            failure.append(exc)
-            sock.close()
-        started.set()
-        if server is None:
-            loop.close()
-            return
+        accepting = loop.create_task(self._accept_forever(sock))
         try:
             loop.run_forever()
         finally:
-            server.close()
-            for task in list(self._tasks):
+            # No more connections; every open one is closed, its handler
+            # cancelled, and a last turn runs the transports' closing
+            # callbacks.  (Connections are accepted here, not by
+            # asyncio.start_server, whose server once closed leaves a
+            # connection accepted in the same turn open.)
+            accepting.cancel()
+            loop.run_until_complete(asyncio.gather(accepting, return_exceptions=True))
+            sock.close()
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
                 task.cancel()
-            if self._tasks:
-                loop.run_until_complete(asyncio.gather(*self._tasks, return_exceptions=True))
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(asyncio.sleep(0))
+            for conn in list(self._sockets):
+                conn.close()
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
 
     def _shutdown(self) -> None:
         self._loop.stop()
 
-    async def _connection(self, reader: asyncio.StreamReader,
-                          writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        self._tasks.add(task)
+    async def _accept_forever(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(sock)
+            except OSError as exc:       # out of descriptors, say: wait, then go on
+                log.warning("HTTP: cannot accept a connection: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            # Registered at once (not in the handler, which a shutdown may
+            # cancel before it starts), so that close() closes it.
+            self._sockets.add(conn)
+            task = loop.create_task(self._connection(conn))
+            self._tasks.add(task)            # the loop keeps only a weak reference
+            task.add_done_callback(self._tasks.discard)
+
+    async def _connection(self, conn: socket.socket) -> None:
+        writer = None
         self._connections += 1
-        # drain() returns once everything is handed to the kernel.
-        writer.transport.set_write_buffer_limits(high=0)
+        refused = self._connections > self.max_connections     # decided on arrival
         try:
-            if self._connections > self.max_connections:
+            reader, writer = await asyncio.open_connection(sock=conn, limit=MAX_HEAD_BYTES)
+            # drain() returns once everything is handed to the kernel.
+            writer.transport.set_write_buffer_limits(high=0)
+            if refused:
                 reply, head = _Reply(503, "too many connections\n"), False
             else:
                 reply, head = await self._answer(reader)
@@ -783,8 +793,11 @@ class HttpServer:
             log.exception("HTTP request failed")
         finally:
             self._connections -= 1
-            self._tasks.discard(task)
-            writer.transport.abort()
+            if writer is not None:
+                writer.transport.abort()      # closes conn, in a callback
+            else:
+                conn.close()
+            self._sockets.discard(conn)
 
     async def _answer(self, reader: asyncio.StreamReader) -> tuple[_Reply | None, bool]:
         try:
