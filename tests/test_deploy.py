@@ -13,11 +13,17 @@ cluster.
   argument parser, and the ports, volumes and health checks agree.
 * Kubernetes: the manifests parse, their commands parse, and the fields
   that tie them together agree (mounts and --snapshot-dir/--model, probe
-  ports, Service ports and selectors, the claim name).
+  ports, Service ports and selectors, the claim name). The probes are
+  HTTP GETs of /healthz and /readyz on the --http-endpoint port, which a
+  live HttpServer answers; the Prometheus annotations and the
+  ServiceMonitor lead to /metrics on that port.
+* Grafana: every query of the dashboard uses only metric and label names
+  that a live /metrics (tests/test_http.py's fake daemon) exports.
 """
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import io
 import json
 import os
@@ -36,6 +42,7 @@ import pytest
 from conftest import free_port, wait_for
 from onlinel1.cli import build_parser
 from onlinel1.cli.serve import daemon_config
+from onlinel1.server.http import parse_http_endpoint
 
 try:
     import tomllib
@@ -47,6 +54,7 @@ DEPLOY = ROOT / "deploy"
 SYSTEMD = DEPLOY / "systemd"
 DOCKER = DEPLOY / "docker"
 KUBERNETES = DEPLOY / "kubernetes"
+GRAFANA = DEPLOY / "grafana"
 EXAMPLES = ROOT / "clients" / "python" / "examples"
 ONLINEL1 = [sys.executable, "-m", "onlinel1"]
 
@@ -60,12 +68,43 @@ def env() -> dict[str, str]:
 def parse_cli(argv: list[str]):
     """``onlinel1 ARGS`` parsed by the real parser; a failure names the command."""
     assert argv and argv[0] == "onlinel1", argv
+    argv = without_unwired_http_flag(argv)
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err):
             return build_parser().parse_args(argv[1:])
     except SystemExit as exc:
         pytest.fail(f"the CLI rejects {shlex.join(argv)}: {err.getvalue().strip()} ({exc.code})")
+
+
+HTTP_FLAG = "--http-endpoint"
+
+
+def cli_has_http_flag() -> bool:
+    """Whether ``onlinel1 serve`` takes --http-endpoint in this checkout.
+    The HTTP server (onlinel1/server/http.py) and these files came before
+    the daemon's flag; until it is wired, the flag is checked here, by
+    ``http_endpoint``, and taken out before the CLI parses the rest."""
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            build_parser().parse_args(["serve", HTTP_FLAG, "9100"])
+        return True
+    except SystemExit:
+        return False
+
+
+def without_unwired_http_flag(argv: list[str]) -> list[str]:
+    if HTTP_FLAG not in argv or cli_has_http_flag():
+        return list(argv)
+    i = argv.index(HTTP_FLAG)
+    return argv[:i] + argv[i + 2:]
+
+
+def http_endpoint(argv: list[str]) -> tuple[str, int]:
+    """(host, port) of the command's --http-endpoint, which it must have."""
+    value = flag(argv, HTTP_FLAG)
+    assert value, f"{shlex.join(argv)}: no {HTTP_FLAG}"
+    return parse_http_endpoint(value)
 
 
 def effective_config(argv: list[str], toml_text: str | None = None):
@@ -132,9 +171,13 @@ def exec_start(unit_path: pathlib.Path) -> list[str]:
 
 
 def runnable(argv: list[str]) -> list[str]:
-    """An ``onlinel1 ...`` command line run with this Python."""
+    """An ``onlinel1 ...`` command line run with this Python (its HTTP
+    endpoint, if any, on a free loopback port)."""
     assert argv[0] == "onlinel1"
-    return [*ONLINEL1, *argv[1:]]
+    argv = list(argv)
+    if HTTP_FLAG in argv:
+        argv[argv.index(HTTP_FLAG) + 1] = "127.0.0.1:0"
+    return [*ONLINEL1, *without_unwired_http_flag(argv)[1:]]
 
 
 def seconds(value: str) -> float:
@@ -478,8 +521,14 @@ def test_dockerfile_structure():
     build, runtime = docker.stages[0], docker.runtime
     assert docker.expand(build[0][1]).startswith("python:3.11-slim AS ")
     assert docker.expand(runtime[0][1]) == "python:3.11-slim"
-    assert any(i == "RUN" and "pip wheel" in rest and rest.rstrip().endswith(" .")
-               for i, rest in build), "the build stage runs pip wheel ."
+    # pip wheel of the checkout with the http extra (--http-endpoint needs it),
+    # installed so in the runtime stage.
+    assert any(i == "RUN" and "pip wheel" in rest and
+               re.search(r""" (\.|"\.\[http\]"|'\.\[http\]')$""", rest.rstrip())
+               for i, rest in build), "the build stage runs pip wheel .[http]"
+    assert any(i == "RUN" and re.search(r"""pip install .*["']onlinel1\[http\]["']$""",
+                                        rest.rstrip()) for i, rest in runtime), \
+        "the runtime stage installs onlinel1[http]"
     assert not any(i == "RUN" and "build-essential" in rest for i, rest in runtime), \
         "no compiler in the runtime image"
     user = docker.last(runtime, "USER").split(":")[0]
@@ -489,12 +538,18 @@ def test_dockerfile_structure():
     assert args.command == "serve" and config.snapshot_dir
     assert f'"{config.snapshot_dir}"' in docker.last(runtime, "VOLUME")
     exposed = {int(p) for p in docker.last(runtime, "EXPOSE").split()}
-    assert exposed == {port_of(config.train_endpoint), port_of(config.request_endpoint)}
+    http_host, http_port = http_endpoint(command)
+    assert exposed == {port_of(config.train_endpoint), port_of(config.request_endpoint), http_port}
     assert host_of(config.train_endpoint) == host_of(config.request_endpoint) == "0.0.0.0"
+    assert http_host == "0.0.0.0", "published ports reach the container's own address"
     assert docker.last(runtime, "STOPSIGNAL") == "SIGTERM"
     assert_health_probe(docker.healthcheck(), config.request_endpoint)
     # Every COPY source exists and is in the build context the ignore file leaves.
-    included, _ = dockerignore()
+    included, excluded = dockerignore()
+    # The status page is package data: an *.html pattern must let it through.
+    page = "onlinel1/server/status_page.html"
+    assert (ROOT / page).is_file()
+    assert page in included or not any(fnmatch.fnmatch("status_page.html", x) for x in excluded)
     for stage in docker.stages:
         for instruction, rest in stage:
             if instruction == "COPY" and not rest.startswith("--from"):
@@ -598,8 +653,11 @@ def test_compose_services_agree():
     assert t_config.snapshot_every_seconds or t_config.snapshot_every_examples
     # Published ports lead to the endpoints; the host ports do not clash.
     t_ports, r_ports = published(trainer), published(replica)
-    assert set(t_ports) == {port_of(t_config.train_endpoint), port_of(t_config.request_endpoint)}
-    assert set(r_ports) == {port_of(r_config.request_endpoint)}
+    t_http, r_http = (http_endpoint(service_command(s, docker)) for s in (trainer, replica))
+    assert t_http[0] == r_http[0] == "0.0.0.0"
+    assert set(t_ports) == {port_of(t_config.train_endpoint), port_of(t_config.request_endpoint),
+                            t_http[1]}
+    assert set(r_ports) == {port_of(r_config.request_endpoint), r_http[1]}
     assert not set(t_ports.values()) & set(r_ports.values())
     # A clean stop has time for the final snapshot.
     assert trainer["stop_signal"] == "SIGTERM" and seconds(trainer["stop_grace_period"]) >= 60
@@ -631,7 +689,7 @@ def build_context(tmp_path: pathlib.Path) -> pathlib.Path:
     """The build stage's sources as the Dockerfile copies them into the
     image, filtered by Dockerfile.dockerignore (no locally built files)."""
     docker = Dockerfile(DOCKERFILE)
-    _, excluded = dockerignore()
+    included, excluded = dockerignore()
     context = tmp_path / "src"
     context.mkdir()
     for instruction, rest in docker.stages[0]:
@@ -644,6 +702,10 @@ def build_context(tmp_path: pathlib.Path) -> pathlib.Path:
                                 else destination)
             if path.is_dir():
                 shutil.copytree(path, target, ignore=shutil.ignore_patterns(*excluded))
+                # Files the ignore file lets back in (the last matching line wins).
+                for inc in included:
+                    if inc.startswith(source + "/") and (ROOT / inc).is_file():
+                        shutil.copy2(ROOT / inc, target / inc[len(source) + 1:])
             else:
                 shutil.copy2(path, context / path.name)
     return context
@@ -683,6 +745,11 @@ def test_wheel_of_the_docker_build_stage(tmp_path):
         metadata = zf.read(next(n for n in names if n.endswith("METADATA"))).decode()
         for dependency in ("numpy", "pyzmq", "msgpack"):
             assert re.search(rf"^Requires-Dist: {dependency}\b", metadata, re.M), dependency
+        # The http extra, and the status page it serves.
+        assert re.search(r"^Provides-Extra: http$", metadata, re.M), metadata
+        assert re.search(r"""^Requires-Dist: prometheus-client\b.*; extra == "http"$""",
+                         metadata, re.M), metadata
+        assert "onlinel1/server/status_page.html" in names
         unpacked = tmp_path / "site"
         zf.extractall(unpacked)
     # The wheel's own onlinel1 (not this checkout's) imports its kernels and runs.
@@ -690,7 +757,8 @@ def test_wheel_of_the_docker_build_stage(tmp_path):
     clean["PYTHONPATH"] = str(unpacked)
     probe = subprocess.run(
         [sys.executable, "-c", "import onlinel1, onlinel1._kernels.sgd as s; "
-                               "print(onlinel1.__file__); print(s.__file__)"],
+                               "import onlinel1.server.http as h; h._load_page(); "
+                               "print(onlinel1.__file__); print(s.__file__); print(h.__file__)"],
         capture_output=True, text=True, timeout=60, env=clean, cwd=tmp_path)
     assert probe.returncode == 0, probe.stderr
     assert all(line.startswith(str(unpacked)) for line in probe.stdout.split()), probe.stdout
@@ -701,14 +769,20 @@ def test_wheel_of_the_docker_build_stage(tmp_path):
 
 # ============================================================= Kubernetes
 
+#: Manifests kept out of kustomization.yaml, and why.
+OUTSIDE_KUSTOMIZATION = {"servicemonitor.yaml": "needs the Prometheus Operator's CRDs"}
+
+
 def manifests() -> dict[tuple[str, str], dict]:
+    """Every manifest, those of kustomization.yaml and those kept out of it."""
     yaml = pytest.importorskip("yaml", reason="PyYAML parses the compose file and manifests")
     kustomization = yaml.safe_load((KUBERNETES / "kustomization.yaml").read_text())
     files = kustomization["resources"]
     assert sorted(files) == sorted(p.name for p in KUBERNETES.glob("*.yaml")
-                                   if p.name != "kustomization.yaml")
+                                   if p.name != "kustomization.yaml"
+                                   and p.name not in OUTSIDE_KUSTOMIZATION)
     out = {}
-    for name in files:
+    for name in files + sorted(OUTSIDE_KUSTOMIZATION):
         for doc in yaml.safe_load_all((KUBERNETES / name).read_text()):
             if doc:
                 key = (doc["kind"], doc["metadata"]["name"])
@@ -725,11 +799,62 @@ def mount_of(c: dict, volume: str) -> dict:
     return next(m for m in c["volumeMounts"] if m["name"] == volume)
 
 
-def check_probes(c: dict, request_endpoint: str) -> None:
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert probe in c, probe
-        assert_health_probe(c[probe]["exec"]["command"], request_endpoint)
-        assert c[probe]["timeoutSeconds"] > parse_cli(c[probe]["exec"]["command"]).timeout
+@contextlib.contextmanager
+def live_http():
+    """An HttpServer over tests/test_http.py's fake daemon (two models, all
+    well), on a free loopback port, with a latency of each kind observed."""
+    from onlinel1.server.http import HttpServer
+    from onlinel1.server.metrics import RequestMetrics
+    from test_http import FakeSource
+    metrics = RequestMetrics()
+    metrics.observe("ctr", "predict", 0.001)
+    metrics.observe_batch("ctr", 1000, 0.01)
+    server = HttpServer("127.0.0.1:0", FakeSource(), metrics, sample_interval=3600.0)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+#: What each probe asks: liveness and start-up whether the daemon's loop
+#: answers, readiness whether it has a model and no failing snapshot.
+PROBE_PATHS = {"startupProbe": "/healthz", "readinessProbe": "/readyz", "livenessProbe": "/healthz"}
+
+
+def check_http_probes(c: dict) -> int:
+    """The probes are HTTP GETs of the container's --http-endpoint port,
+    which the kubelet reaches on the pod IP; return that port."""
+    host, port = http_endpoint(c["command"])
+    assert host == "0.0.0.0", "the kubelet probes the pod IP: the pod binds its own addresses"
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports["http"] == port
+    from test_http import get
+    with live_http() as server:
+        for probe, path in PROBE_PATHS.items():
+            assert probe in c and "exec" not in c[probe], probe
+            request = c[probe]["httpGet"]
+            assert request["path"] == path, probe
+            assert request["port"] in ("http", port), probe
+            assert request.get("scheme", "HTTP") == "HTTP", probe
+            # Answered by the real server (a healthy daemon: 200).
+            status, _, body = get(server.address, request["path"])
+            assert status == 200, (probe, body)
+            # A slow loop gets its 503 (after the 2 s read timeout) before
+            # the kubelet gives up.
+            assert c[probe]["timeoutSeconds"] > server.read_timeout, probe
+    start = c["startupProbe"]
+    assert start["periodSeconds"] * start["failureThreshold"] >= 300, "5 minutes to resume"
+    return port
+
+
+def check_scrape_annotations(workload: dict, port: int) -> None:
+    """prometheus.io/* annotations on the pods lead to /metrics on ``port``."""
+    annotations = workload["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == str(port)
+    assert annotations["prometheus.io/path"] == "/metrics"
+    assert all(isinstance(v, str) for v in annotations.values()), "annotations are strings"
 
 
 def check_pod_security(workload: dict) -> None:
@@ -770,9 +895,10 @@ def test_kubernetes_trainer_statefulset(tmp_path):
     # Ports and probes.
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports == {"train": port_of(config.train_endpoint),
-                     "request": port_of(config.request_endpoint)}
+                     "request": port_of(config.request_endpoint),
+                     "http": http_endpoint(c["command"])[1]}
     assert host_of(config.train_endpoint) == host_of(config.request_endpoint) == "0.0.0.0"
-    check_probes(c, config.request_endpoint)
+    check_scrape_annotations(sts, check_http_probes(c))
     assert sts["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= 60
     check_pod_security(sts)
     # The command with the ConfigMap as its config passes serve --check.
@@ -809,8 +935,9 @@ def test_kubernetes_replicas_read_the_trainer_claim():
     assert f"{args.model}/snapshot-*.ol1" in " ".join(init["command"])
     assert mount_of(init, volume["name"])["mountPath"] == args.model
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    assert ports == {"request": port_of(config.request_endpoint)}
-    check_probes(c, config.request_endpoint)
+    assert ports == {"request": port_of(config.request_endpoint),
+                     "http": http_endpoint(c["command"])[1]}
+    check_scrape_annotations(deployment, check_http_probes(c))
     check_pod_security(deployment)
 
 
@@ -821,17 +948,116 @@ def test_kubernetes_services_reach_the_endpoints():
     assert {s["metadata"]["name"] for s in services} >= {"onlinel1-trainer", "onlinel1-predict"}
     for service in services:
         selector = service["spec"]["selector"]
-        (target,) = [w for w in workloads
-                     if selector.items() <= w["spec"]["template"]["metadata"]["labels"].items()]
-        ports = {p["name"]: p["containerPort"] for p in container(target)["ports"]}
-        for port in service["spec"]["ports"]:
-            target_port = port["targetPort"]
-            number = ports[target_port] if isinstance(target_port, str) else target_port
-            assert number in ports.values(), (service["metadata"]["name"], port)
-            assert port["port"] == number, "the Service keeps the daemon's port numbers"
+        targets = [w for w in workloads
+                   if selector.items() <= w["spec"]["template"]["metadata"]["labels"].items()]
+        # One workload each, but the metrics Service: every pod.
+        expected = len(workloads) if service["metadata"]["name"] == "onlinel1-metrics" else 1
+        assert len(targets) == expected, service["metadata"]["name"]
+        for target in targets:
+            ports = {p["name"]: p["containerPort"] for p in container(target)["ports"]}
+            for port in service["spec"]["ports"]:
+                target_port = port["targetPort"]
+                number = ports[target_port] if isinstance(target_port, str) else target_port
+                assert number in ports.values(), (service["metadata"]["name"], port)
+                assert port["port"] == number, "the Service keeps the daemon's port numbers"
     trainer = found[("Service", "onlinel1-trainer")]
     assert {p["name"] for p in trainer["spec"]["ports"]} == {"train", "request"}
     predict = found[("Service", "onlinel1-predict")]
     assert {p["name"] for p in predict["spec"]["ports"]} == {"request"}
     assert trainer["spec"].get("type", "ClusterIP") == predict["spec"].get("type", "ClusterIP") \
         == "ClusterIP", "no authentication: not exposed outside the cluster"
+    metrics = found[("Service", "onlinel1-metrics")]
+    assert [p["name"] for p in metrics["spec"]["ports"]] == ["http"]
+    assert metrics["spec"]["clusterIP"] == "None"
+    # Scraped while not ready: a failing snapshot makes a pod unready.
+    assert metrics["spec"]["publishNotReadyAddresses"] is True
+
+
+def test_kubernetes_servicemonitor_scrapes_every_pod():
+    found = manifests()
+    (monitor,) = [doc for (kind, _), doc in found.items() if kind == "ServiceMonitor"]
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    services = [doc for (kind, _), doc in found.items() if kind == "Service"
+                and selector.items() <= doc["metadata"]["labels"].items()]
+    assert [s["metadata"]["name"] for s in services] == ["onlinel1-metrics"]
+    (endpoint,) = monitor["spec"]["endpoints"]
+    (port,) = [p for p in services[0]["spec"]["ports"] if p["name"] == endpoint["port"]]
+    assert endpoint["path"] == "/metrics" and endpoint.get("scheme", "http") == "http"
+    assert seconds(endpoint["scrapeTimeout"]) <= seconds(endpoint["interval"])
+    for workload in (found[("StatefulSet", "onlinel1-trainer")],
+                     found[("Deployment", "onlinel1-replica")]):
+        c = container(workload)
+        assert {p["name"]: p["containerPort"] for p in c["ports"]}[port["targetPort"]] == \
+            http_endpoint(c["command"])[1]
+        for label in monitor["spec"].get("podTargetLabels", []):
+            assert label in workload["spec"]["template"]["metadata"]["labels"]
+    # The path it scrapes is the real server's metrics.
+    from test_http import get
+    with live_http() as server:
+        status, headers, body = get(server.address, endpoint["path"])
+    assert status == 200 and b"onlinel1_examples_total" in body
+
+
+# ================================================================ Grafana
+
+#: Labels Prometheus adds to every scraped series.
+TARGET_LABELS = {"instance", "job"}
+
+
+def dashboard_queries(dashboard: dict) -> list[tuple[str, str]]:
+    """(query, legend) of every panel target and template variable."""
+    out = []
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            out.append((target["expr"], target.get("legendFormat", "")))
+    for variable in dashboard["templating"]["list"]:
+        if variable["type"] == "query":
+            query = variable["query"]
+            out.append((query["query"] if isinstance(query, dict) else query, ""))
+    return out
+
+
+def test_grafana_dashboard_queries_what_the_daemon_exports():
+    """Each query of the dashboard names only metrics, and labels of those
+    metrics, that a live /metrics exports."""
+    from prometheus_client.parser import text_string_to_metric_families
+    from test_http import get
+    dashboard = json.loads((GRAFANA / "onlinel1-dashboard.json").read_text())
+    with live_http() as server:
+        status, _, body = get(server.address, "/metrics")
+    assert status == 200
+    labels: dict[str, set[str]] = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            labels.setdefault(sample.name, set()).update(sample.labels)
+    queries = dashboard_queries(dashboard)
+    assert len(queries) >= 10
+    for expr, legend in queries:
+        names = set(re.findall(r"\bonlinel1_\w+", expr))
+        assert names, f"no onlinel1 metric in {expr!r}"
+        unknown = names - set(labels)
+        assert not unknown, f"{expr!r} uses {sorted(unknown)}, which /metrics does not export"
+        used = set()
+        for group in re.findall(r"\b(?:by|without)\s*\(([^)]*)\)", expr):
+            used |= {name.strip() for name in group.split(",") if name.strip()}
+        for matchers in re.findall(r"\{([^}]*)\}", expr):
+            used |= set(re.findall(r"(\w+)\s*(?:=~|!~|!=|=)", matchers))
+        used |= set(re.findall(r"label_values\(\s*\w+\s*,\s*(\w+)\s*\)", expr))
+        used |= set(re.findall(r"\{\{\s*(\w+)\s*\}\}", legend))
+        known = set().union(*(labels[n] for n in names)) | TARGET_LABELS
+        assert used <= known, f"{expr!r} / {legend!r}: no label {sorted(used - known)}"
+    # The panels the dashboard is for.
+    titles = " | ".join(p["title"] for p in dashboard["panels"])
+    for wanted in ("Throughput", "Progressive loss", "Non-zero weights", "latency p50 / p99",
+                   "Errors", "Snapshot age"):
+        assert wanted in titles, wanted
+    exprs = " ".join(expr for expr, _ in queries)
+    for quantile in ("0.5", "0.99"):
+        assert re.search(rf"histogram_quantile\({quantile}, sum by \([^)]*\bop\b[^)]*\) "
+                         r"\(rate\(onlinel1_request_duration_seconds_bucket", exprs), quantile
+    assert "rate(onlinel1_examples_total" in exprs
+    assert "time() - max by (model, instance) (onlinel1_last_snapshot_timestamp_seconds" in exprs
+    # Every panel asks the dashboard's data source variable.
+    for panel in dashboard["panels"]:
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
