@@ -258,7 +258,8 @@ def test_missing_prometheus_client_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "prometheus_client", None)    # import fails
     with pytest.raises(MissingDependency) as info:
         HttpServer("127.0.0.1:0", FakeSource(), RequestMetrics())
-    assert str(info.value) == "--http-endpoint needs prometheus-client: pip install 'onlinel1[http]'"
+    assert str(info.value) == ("--http-endpoint needs prometheus-client: "
+                               "pip install 'onlinel1[http]'")
     assert str(info.value) == MISSING_CLIENT and isinstance(info.value, ImportError)
     # The daemon's side does not need it.
     RequestMetrics().observe("m", "predict", 0.001)
@@ -366,17 +367,20 @@ def test_histograms_count_the_observations(serve):
     assert buckets[0.00005] == 1 and buckets[0.0001] == 1 and buckets[0.0005] == 2
     assert buckets[0.005] == 3 and buckets[10.0] == 3 and buckets[float("inf")] == 4
     count = values(families, "onlinel1_request_duration_seconds_count")
-    assert count == {(("model", "ctr"), ("op", "predict")): 4, (("model", "ctr"), ("op", "stats")): 1}
+    assert count == {(("model", "ctr"), ("op", "predict")): 4,
+                     (("model", "ctr"), ("op", "stats")): 1}
     total = values(families, "onlinel1_request_duration_seconds_sum")
     assert total[(("model", "ctr"), ("op", "predict"))] == pytest.approx(20.00333)
     assert by_model(families, "onlinel1_batch_duration_seconds_count") == {"ctr": 3, "price": 1}
     assert by_model(families, "onlinel1_batch_duration_seconds_sum")["ctr"] == pytest.approx(0.06)
     sizes = {(s.labels["model"], float(s.labels["le"])): s.value
-             for s in families["onlinel1_batch_size_examples"].samples if s.name.endswith("_bucket")}
+             for s in families["onlinel1_batch_size_examples"].samples
+             if s.name.endswith("_bucket")}
     assert sizes[("ctr", 100.0)] == 0 and sizes[("ctr", 1000.0)] == 3 and sizes[("price", 1.0)] == 1
     # Forgetting a model drops its series.
     metrics.forget("price")
-    assert set(by_model(scrape(serve(metrics=metrics)), "onlinel1_batch_duration_seconds_count")) == {"ctr"}
+    families = scrape(serve(metrics=metrics))
+    assert set(by_model(families, "onlinel1_batch_duration_seconds_count")) == {"ctr"}
 
 
 def test_request_metrics_bound_their_series(monkeypatch):

@@ -242,7 +242,8 @@ def test_status_page_draws_the_served_history_and_updates(page_server, tmp_path)
 
     # A second load, later: ctr's snapshots fail, price is gone, a new model appears.
     def later(models):
-        models["ctr"].update(snapshot_failing=True, snapshots_failed=models["ctr"]["snapshots_failed"] + 1)
+        models["ctr"].update(snapshot_failing=True,
+                             snapshots_failed=models["ctr"]["snapshots_failed"] + 1)
         models.pop("price")
         models["fresh"] = real_report("hinge", "ftrl")
     source.change(later)

@@ -283,7 +283,8 @@ class _Collector:
             info.add_metric([], {"version": str(daemon.get("version", "")),
                                  "mode": str(daemon.get("mode", ""))})
             yield info
-            uptime = GaugeMetricFamily("onlinel1_uptime_seconds", "Seconds since the daemon started.")
+            uptime = GaugeMetricFamily("onlinel1_uptime_seconds",
+                                       "Seconds since the daemon started.")
             if _get(daemon, ("uptime_s",)) is not None:
                 uptime.add_metric([], _get(daemon, ("uptime_s",)))
             yield uptime
@@ -557,7 +558,8 @@ class _Pool:
 class _Reply:
     __slots__ = ("status", "body", "content_type", "headers")
 
-    def __init__(self, status: int, body: bytes | str, content_type: str = "text/plain; charset=utf-8",
+    def __init__(self, status: int, body: bytes | str,
+                 content_type: str = "text/plain; charset=utf-8",
                  headers: dict[str, str] | None = None) -> None:
         self.status = status
         self.body = body.encode() if isinstance(body, str) else body
