@@ -672,7 +672,7 @@ def test_status_json_records_snapshots_written_and_failed(serve):
     # ctr started with 2 failures already counted and snapshot 17 written.
     assert [e["kind"] for e in events] == ["written", "failed"]
     assert events[0]["seq"] == 17 and events[0]["size"] == 2_000_000 and events[0]["sample"] == 1
-    assert events[1]["failures"] == 2
+    assert events[1]["failures"] == 2 and events[1]["new"] == 2 and events[1]["before"] is True
 
     def written(models):
         models["ctr"]["last_snapshot"] = dict(models["ctr"]["last_snapshot"], seq=18,
@@ -686,6 +686,7 @@ def test_status_json_records_snapshots_written_and_failed(serve):
     assert [(e["kind"], e["sample"]) for e in events] == [("written", seq_written),
                                                           ("failed", seq_failed)]
     assert events[0]["seq"] == 18 and events[1]["new"] == 1 and events[1]["failures"] == 3
+    assert events[1]["before"] is False
     assert doc["models"]["ctr"]["latest"]["snapshot_failing"] is True
 
 

@@ -395,13 +395,12 @@ class _ModelHistory:
                 self._last_written = key
                 self.events.append((seq, {"kind": "written", **_finite(last)}))
         failed = report.get("snapshots_failed")
+        if isinstance(failed, int) and failed > (self._failed or 0):
+            # Seen at this sample; "before" when they came before the first one.
+            self.events.append((seq, {"kind": "failed", "unix_time": round(unix_time, 3),
+                                      "failures": failed, "new": failed - (self._failed or 0),
+                                      "before": self._failed is None}))
         if isinstance(failed, int):
-            if self._failed is not None and failed > self._failed:
-                self.events.append((seq, {"kind": "failed", "unix_time": round(unix_time, 3),
-                                          "failures": failed, "new": failed - self._failed}))
-            elif self._failed is None and failed > 0:
-                self.events.append((seq, {"kind": "failed", "unix_time": round(unix_time, 3),
-                                          "failures": failed, "new": failed}))
             self._failed = failed
         self.latest = _finite(report)
 
