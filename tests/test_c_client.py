@@ -350,8 +350,8 @@ def test_c_producer_gives_bit_identical_weights_to_onlinel1_send(cbuild, start_d
         assert ca.predict(whole)["predictions"] == cb.predict(whole)["predictions"]
         snap_a, snap_b = ca.snapshot(), cb.snapshot()
     # The weights themselves, from snapshots.
-    model_a = onlinel1.load(tmp_path / "a" / snap_a["file"])
-    model_b = onlinel1.load(tmp_path / "b" / snap_b["file"])
+    model_a = onlinel1.load(tmp_path / "a" / "default" / snap_a["file"])
+    model_b = onlinel1.load(tmp_path / "b" / "default" / snap_b["file"])
     keys_a, w_a = model_a.weights()
     keys_b, w_b = model_b.weights()
     assert keys_a.size > 50
