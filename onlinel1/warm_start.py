@@ -8,8 +8,10 @@ weights continue under the new settings (``Learner.with_options``).
 from __future__ import annotations
 
 import logging
+import pathlib
 from typing import Any, Mapping
 
+from onlinel1 import model_file
 from onlinel1.learner import Learner
 from onlinel1.options import LearnerOptions
 
@@ -44,3 +46,49 @@ def continue_from(learner: Learner, given: Mapping[str, Any], options: LearnerOp
         raise SettingsClash(source, found)
     log.warning("--force-config: the weights of %s continue under %s", source, "; ".join(found))
     return learner.with_options(options)
+
+
+class WarmStartError(ValueError):
+    """A warm start that cannot be made; the message says why."""
+
+
+def load_source(path: pathlib.Path) -> tuple[Learner, dict[int, str], pathlib.Path] | None:
+    """(learner, names, file) of a model file or snapshot, or of the newest
+    valid snapshot of a snapshot directory; None if the directory has none
+    (the damaged ones logged).  ``FileNotFoundError`` and
+    ``model_file.ModelFileError`` pass through."""
+    from onlinel1.server.snapshots import SnapshotDir
+    if path.is_dir():
+        loaded, problems = SnapshotDir(path, 1).load_newest_valid()
+        for problem in problems:
+            log.warning("%s", problem)
+        if loaded is None:
+            return None
+        return loaded.learner, loaded.names, loaded.path
+    learner, names, _ = model_file.load(path)
+    return learner, names, path
+
+
+def load_initial(source: str, given: Mapping[str, Any], options: LearnerOptions,
+                 force: bool) -> tuple[Learner, dict[int, str]]:
+    """The learner of a warm start (``--initial``, Vowpal Wabbit's ``-i``): a
+    model file, a snapshot, or the newest valid snapshot of a directory,
+    checked against the explicitly ``given`` settings."""
+    path = pathlib.Path(source)
+    try:
+        loaded = load_source(path)
+    except FileNotFoundError:
+        raise WarmStartError(f"--initial {source}: no such file or directory") from None
+    except (model_file.ModelFileError, OSError) as exc:
+        raise WarmStartError(f"--initial {source}: {exc}") from None
+    if loaded is None:
+        raise WarmStartError(f"--initial {source}: no valid snapshot in this directory")
+    learner, names, file = loaded
+    try:
+        learner = continue_from(learner, given, options, str(file), force)
+    except SettingsClash as exc:
+        raise WarmStartError(f"--initial: {exc}; drop them, or pass --force-config to carry "
+                             f"its weights over to the new settings") from None
+    log.info("warm start from %s (%d examples, %d non-zero weights)", file,
+             learner.examples_seen, learner.nnz)
+    return learner, names

@@ -16,8 +16,9 @@ from onlinel1 import model_file
 from onlinel1.batch import BatchError
 from onlinel1.cli.common import (CommandError, Formatter, add_data_arguments,
                                  add_learner_arguments, add_read_ahead_argument,
-                                 learner_options, read, read_ahead)
+                                 explicit_learner_values, learner_options, read, read_ahead)
 from onlinel1.learner import Learner, NumericError
+from onlinel1.warm_start import WarmStartError, load_initial
 
 
 # ------------------------------------------------------------------- train
@@ -59,8 +60,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     options = learner_options(args)
     if args.passes < 1:
         raise CommandError(f"--passes must be >= 1, got {args.passes}")
-    learner = Learner(options)
     names: dict[int, str] | None = None if args.no_names else {}
+    if args.initial:
+        try:
+            learner, initial_names = load_initial(args.initial, explicit_learner_values(args, {}),
+                                                  options, args.force_config)
+        except WarmStartError as exc:
+            raise CommandError(str(exc)) from None
+        if names is not None:
+            names.update(initial_names)
+        options = learner.options
+    else:
+        if args.force_config:
+            raise CommandError("--force-config goes with --initial")
+        learner = Learner(options)
     err = sys.stderr
     table = ProgressTable(err, options.classification, not args.quiet)
     totals = [0, 0.0, 0.0, 0]
@@ -216,12 +229,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Learn DATA one example at a time, as the daemon would, printing\n"
                     "progressive validation (each example's loss before the model learns\n"
                     "from it) each time the example count doubles, and a summary at the end.",
-        epilog="example:\n  onlinel1 train a9a.train.svm --update fobos --l1 1e-4 --save a9a.model")
+        epilog="examples:\n  onlinel1 train a9a.train.svm --update fobos --l1 1e-4 --save a9a.model\n"
+               "  onlinel1 train day2.svm --initial a9a.model --save a9a-day2.model")
     add_data_arguments(train)
-    add_learner_arguments(train)
+    # Unset flags stay None, so that --initial can tell the settings given
+    # from the defaults (learner_options fills those in).
+    add_learner_arguments(train, with_defaults=False)
     train.add_argument("--passes", type=int, default=1, metavar="N",
                        help="passes over DATA (default: %(default)s)")
     train.add_argument("--save", metavar="MODEL", help="write the model to this file")
+    train.add_argument("--initial", metavar="MODEL",
+                       help="start from this model file or snapshot instead of from zero (Vowpal "
+                            "Wabbit's -i): its weights, state and settings carry on; a setting "
+                            "given that contradicts it is refused")
+    train.add_argument("--force-config", action="store_true",
+                       help="with --initial: carry its weights over to the settings given even "
+                            "where they differ")
     train.add_argument("--no-names", action="store_true",
                        help="do not keep the names of string features for inspect")
     train.add_argument("--quiet", action="store_true", help="no progress lines")

@@ -10,8 +10,8 @@ from typing import Any
 
 import zmq
 
-from onlinel1.cli.common import (LEARNER_FLAGS, CommandError, Formatter, add_learner_arguments,
-                                 learner_options)
+from onlinel1.cli.common import (CommandError, Formatter, add_learner_arguments,
+                                 explicit_learner_values, learner_options)
 from onlinel1.server import ConfigError, DaemonConfig, read_config_file, startup
 from onlinel1.server.config import LOG_LEVELS
 
@@ -36,17 +36,6 @@ def daemon_config(args: argparse.Namespace, base: dict[str, Any]) -> DaemonConfi
         return DaemonConfig.from_dict(values)
     except ConfigError as exc:
         raise CommandError(str(exc)) from None
-
-
-def explicit_learner_values(args: argparse.Namespace, table: dict[str, Any]) -> dict[str, Any]:
-    """The learner settings the user gave (config file and flags), not defaults."""
-    values = dict(table)
-    for _, field in LEARNER_FLAGS:
-        if getattr(args, field) is not None:
-            values[field] = getattr(args, field)
-    if args.no_intercept:
-        values["fit_intercept"] = False
-    return values
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

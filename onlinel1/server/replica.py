@@ -17,6 +17,7 @@ from onlinel1 import model_file
 from onlinel1.server import layout, protocol
 from onlinel1.server.protocol import ProtocolError
 from onlinel1.server.snapshots import SnapshotDir
+from onlinel1.warm_start import load_source
 
 log = logging.getLogger("onlinel1.daemon")
 
@@ -35,20 +36,6 @@ class TrainingPolicy:
 
     def turn(self, models: Any) -> None:
         """Between turns of the loop: nothing to do for a trainer."""
-
-
-def load_source(path: pathlib.Path) -> tuple[Any, dict[int, str], pathlib.Path] | None:
-    """(learner, names, file) of a model file or of the newest valid snapshot
-    of a directory; None if the directory has none yet (problems logged)."""
-    if path.is_dir():
-        loaded, problems = SnapshotDir(path, 1).load_newest_valid()
-        for problem in problems:
-            log.warning("%s", problem)
-        if loaded is None:
-            return None
-        return loaded.learner, loaded.names, loaded.path
-    learner, names, _ = model_file.load(path)
-    return learner, names, path
 
 
 def source_version(path: pathlib.Path) -> Any:

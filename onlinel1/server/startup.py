@@ -23,9 +23,10 @@ from onlinel1.server import layout
 from onlinel1.server.config import DaemonConfig
 from onlinel1.server.daemon import Daemon
 from onlinel1.server.models import Models
-from onlinel1.server.replica import ReplicaPolicy, load_source
+from onlinel1.server.replica import ReplicaPolicy
 from onlinel1.server.snapshots import SnapshotDir
-from onlinel1.warm_start import SettingsClash, continue_from
+from onlinel1.warm_start import (SettingsClash, WarmStartError, continue_from, load_initial,
+                                 load_source)
 
 log = logging.getLogger("onlinel1.daemon")
 
@@ -34,31 +35,6 @@ REPLICA_WAIT_POLL_S = 1.0
 
 class StartupError(Exception):
     """The daemon cannot start as configured; the message says why."""
-
-
-def load_initial(source: str, given: Mapping[str, Any], options: LearnerOptions,
-                 force: bool) -> tuple[Learner, dict[int, str]]:
-    """The learner of a warm start (``--initial``): a model file, a snapshot,
-    or the newest valid snapshot of a directory, checked against the
-    explicitly ``given`` settings."""
-    path = pathlib.Path(source)
-    try:
-        loaded = load_source(path)
-    except FileNotFoundError:
-        raise StartupError(f"--initial {source}: no such file or directory") from None
-    except (model_file.ModelFileError, OSError) as exc:
-        raise StartupError(f"--initial {source}: {exc}") from None
-    if loaded is None:
-        raise StartupError(f"--initial {source}: no valid snapshot in this directory")
-    learner, names, file = loaded
-    try:
-        learner = continue_from(learner, given, options, str(file), force)
-    except SettingsClash as exc:
-        raise StartupError(f"--initial: {exc}; drop them, or pass --force-config to carry "
-                           f"its weights over to the new settings") from None
-    log.info("warm start from %s (%d examples, %d non-zero weights)", file,
-             learner.examples_seen, learner.nnz)
-    return learner, names
 
 
 def _resume_folder(directory: pathlib.Path, keep: int) -> Any:
@@ -112,7 +88,10 @@ def trainer(config: DaemonConfig, options: LearnerOptions, given: Mapping[str, A
                               producers=loaded.extra.get("snapshot", {}).get("producers", {}))
         log.info("resumed from %s (%d examples)", loaded.path, learner.examples_seen)
     elif initial:
-        learner, names = load_initial(initial, given, options, force)
+        try:
+            learner, names = load_initial(initial, given, options, force)
+        except WarmStartError as exc:
+            raise StartupError(str(exc)) from None
         default = models.make(DEFAULT_MODEL, learner, names=names)
     else:
         default = models.make(DEFAULT_MODEL, Learner(options))

@@ -13,7 +13,7 @@ from typing import Any
 from onlinel1 import model_file
 from onlinel1.server import protocol
 from onlinel1.server.protocol import ProtocolError
-from onlinel1.server.replica import load_source
+from onlinel1.warm_start import load_source
 from onlinel1.server.results import Result
 
 OP = "swap"
