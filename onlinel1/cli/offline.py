@@ -135,9 +135,19 @@ def write_numbers(values: np.ndarray, out: TextIO) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    # --model is the daemon's model name with --connect, a model file without.
     if args.connect:
         from onlinel1.cli.remote import predict_remote
+        if args.model is not None:
+            from onlinel1.names import check_model_name
+            try:
+                check_model_name(args.model)
+            except ValueError as exc:
+                args.parser.error(f"with --connect, --model names one of the daemon's "
+                                  f"models: {exc}")
         return predict_remote(args)
+    if args.model is None:
+        args.parser.error("one of the arguments --model --connect is required")
     learner, _, _ = load_model(args.model)
     out = sys.stdout if args.output in (None, "-") else open(args.output, "w")
     try:
@@ -255,17 +265,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         "predict", formatter_class=Formatter, help="predict a data file with a model",
         description="Write one prediction per example of DATA: the probability of the\n"
                     "positive class for the log loss, the margin b + sum w_i x_i otherwise,\n"
-                    "from a model file (--model) or a running daemon (--connect).",
-        epilog="example:\n  onlinel1 predict --model a9a.model a9a.test.svm > predictions.txt")
-    source = predict.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", metavar="MODEL",
-                        help="a model file written by train --save (or a snapshot)")
-    source.add_argument("--connect", metavar="ENDPOINT",
-                        help="ask a running daemon at its request endpoint instead, "
-                             "e.g. tcp://127.0.0.1:5556")
+                    "from a model file (--model FILE) or a running daemon (--connect),\n"
+                    "whose model --model NAME names (the daemon's 'default' model without\n"
+                    "it).",
+        epilog="examples:\n"
+               "  onlinel1 predict --model a9a.model a9a.test.svm > predictions.txt\n"
+               "  onlinel1 predict --connect tcp://127.0.0.1:5556 a9a.test.svm\n"
+               "  onlinel1 predict --connect tcp://127.0.0.1:5556 --model ctr ctr.test.svm")
+    predict.add_argument("--model", metavar="FILE|NAME",
+                         help="without --connect: a model file written by train --save (or "
+                              "a snapshot); with --connect: the name of one of the daemon's "
+                              "models (default: its 'default' model)")
+    predict.add_argument("--connect", metavar="ENDPOINT",
+                         help="ask a running daemon at its request endpoint instead, "
+                              "e.g. tcp://127.0.0.1:5556")
     add_data_arguments(predict)
     predict.add_argument("--output", metavar="FILE", help="write here instead of stdout")
-    predict.set_defaults(func=cmd_predict)
+    predict.set_defaults(func=cmd_predict, parser=predict)
 
     inspect = sub.add_parser(
         "inspect", formatter_class=Formatter, help="summarise or export a model",
