@@ -545,12 +545,13 @@ class Producer:
         self.send_batch(Batch.from_csr(X, y, weights))
 
     def _send(self, batch: Batch) -> None:
-        message: dict[str, Any] = {"v": PROTOCOL_VERSION, "op": "train",
-                                   "seq": self.seq + 1, "csr": encode_csr(batch)}
-        if self.producer is not None:
-            message["producer"] = self.producer
+        message: dict[str, Any] = {"v": PROTOCOL_VERSION, "op": "train"}
         if self.model is not None:
             message["model"] = self.model
+        message["seq"] = self.seq + 1
+        message["csr"] = encode_csr(batch)
+        if self.producer is not None:
+            message["producer"] = self.producer
         frame = self._packer.pack(message)
         deadline = None if self.send_timeout is None else time.monotonic() + self.send_timeout
         while True:
@@ -828,10 +829,11 @@ class Client:
         model = fields.pop("model", None)
         if model is None and op not in _DAEMON_WIDE_OPS:
             model = self.model
-        if model is not None:
-            fields["model"] = check_model_name(model)
         request_id = next(self._ids)
-        message = {"v": PROTOCOL_VERSION, "op": op, "id": request_id, **fields}
+        message: dict[str, Any] = {"v": PROTOCOL_VERSION, "op": op, "id": request_id}
+        if model is not None:
+            message["model"] = check_model_name(model)
+        message.update(fields)
         frame = self._packer.pack(message)
         deadline = time.monotonic() + self.timeout
         socket = self._socket
