@@ -305,8 +305,9 @@ int ol1_request_json(ol1_client *client, const char *op, char **json);
  * A "model" field (a valid model name) overrides the client's model for
  * this request; without one, the client's model is sent as by
  * ol1_request_json. "v", "op" and "id" are set by the client: giving one
- * is OL1_E_INVALID, and so is text that is not a JSON object (or nested
- * deeper than 64). Nothing is sent then.
+ * is OL1_E_INVALID, and so is text that is not a JSON object (RFC 8259;
+ * string bytes are sent as they are and must be UTF-8), a number longer
+ * than 63 characters, or nesting deeper than 64. Nothing is sent then.
  *
  * Returns as ol1_request_json.
  */
