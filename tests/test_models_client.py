@@ -33,6 +33,8 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from onlinel1 import Batch
 from onlinel1.cli import main
@@ -961,3 +963,35 @@ def test_c_model_calls_leak_nothing_under_valgrind(cbuild, fake, tmp_path):
                                       "stats"]
     assert "model" not in ops[0] and ops[4]["model"] == "x" and "model" not in ops[6]
     assert ops[4]["deep"] == [[["s", 1.5, -3, True, None]]]
+
+
+JSON_KEYS = st.text(max_size=8).filter(lambda k: k not in ("v", "op", "id", "model"))
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(st.characters(blacklist_categories=("Cs",)), max_size=12),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(JSON_KEYS, inner, max_size=4),
+    max_leaves=12)
+
+
+@pytest.fixture(scope="module")
+def module_fake():
+    daemon = FakeDaemon()
+    try:
+        yield daemon
+    finally:
+        daemon.close()
+
+
+@settings(max_examples=60, deadline=None)
+@given(fields=st.dictionaries(JSON_KEYS, JSON_VALUES, max_size=5),
+       ascii_only=st.booleans(), indent=st.sampled_from([None, 0, 2]))
+def test_c_fields_json_reads_what_python_writes(clib, module_fake, fields, ascii_only, indent):
+    """Any JSON object Python writes reaches the daemon as that object."""
+    from test_c_client import S
+    text = json.dumps(fields, ensure_ascii=ascii_only, indent=indent)
+    with clib.connect(module_fake.request_endpoint, None, MS) as c:
+        assert cjson(clib, clib.request_fields_json, c.h, "stats", text)[0] == S["OL1_OK"], \
+            c.error
+    _, msg = module_fake.request()
+    assert msg == {"v": 1, "op": "stats", "id": 1, **fields}
