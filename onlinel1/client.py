@@ -769,9 +769,11 @@ class Client:
         if twice:
             raise ValueError(f"{', '.join(twice)}: given both in learner and as a keyword")
         merged.update(settings)
-        for key in merged:
+        for key, value in merged.items():
             if not isinstance(key, str):
                 raise TypeError(f"learner setting names must be strings, got {key!r}")
+            if isinstance(value, np.generic):      # np.int64(3): a plain 3 on the wire
+                merged[key] = value.item()
         return self.request("create", model=name, learner=merged)
 
     def drop(self, name: str) -> dict[str, Any]:

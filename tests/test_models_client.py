@@ -316,12 +316,15 @@ def test_create_sends_only_the_settings_given(fake):
         assert result["model"] == "ctr" and result["learner"]["update"] == "fobos"
         assert result["learner"]["loss"] == "log"       # the daemon's default
         c.create("plain")
-        c.create("mapped", {"loss": "squared", "fit_intercept": False}, eta0=np.float64(0.5))
+        c.create("mapped", {"loss": "squared", "fit_intercept": np.bool_(False)},
+                 eta0=np.float64(0.5), truncate_every=np.int64(3))
     frames = [fake.request() for _ in range(3)]
     assert frames[0][0] == pack({"v": 1, "op": "create", "id": 1, "model": "ctr",
                                  "learner": {"update": "fobos", "l1": 1e-5}})
     assert frames[1][1]["learner"] == {} and frames[1][1]["model"] == "plain"
-    assert frames[2][1]["learner"] == {"loss": "squared", "fit_intercept": False, "eta0": 0.5}
+    assert frames[2][1]["learner"] == {"loss": "squared", "fit_intercept": False, "eta0": 0.5,
+                                       "truncate_every": 3}
+    assert frames[2][1]["learner"]["fit_intercept"] is False
     fake.nothing_more()
 
 
