@@ -564,6 +564,13 @@ def test_models_drop_and_swap(capsys, fake, tmp_path, monkeypatch):
     code, out, err_ = run(capsys, "models", "drop", "ctr", "--connect", fake.request_endpoint)
     assert (code, out) == (0, "dropped model ctr (77 examples learned)\n"), err_
     assert fake.request()[0] == pack({"v": 1, "op": "drop", "id": 1, "model": "ctr"})
+    fake.reply = lambda m: [ok(m, {"model": "ctr", "examples": 5,
+                                   "final_snapshot": "snapshot-000000000004.ol1"})]
+    code, out, err_ = run(capsys, "models", "drop", "ctr", "--connect", fake.request_endpoint)
+    assert out == "dropped model ctr (5 examples learned; final snapshot " \
+                  "snapshot-000000000004.ol1)\n", err_
+    fake.request()
+    fake.reply = canned
     code, out, err_ = run(capsys, "models", "--connect", fake.request_endpoint, "swap", "ctr",
                           "v2.ol1")
     assert code == 0, err_

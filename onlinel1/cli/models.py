@@ -98,8 +98,10 @@ def cmd_create(args: argparse.Namespace) -> int:
 
 def cmd_drop(args: argparse.Namespace) -> int:
     result = _run(args, lambda c: c.drop(args.name))
+    final = result.get("final_snapshot")
+    kept = f"; final snapshot {final}" if final else ""
     print(f"dropped model {result.get('model', args.name)} "
-          f"({result.get('examples', '?')} examples learned)")
+          f"({result.get('examples', '?')} examples learned{kept})")
     return 0
 
 
