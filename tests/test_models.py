@@ -252,11 +252,15 @@ def test_swap_under_a_prediction_load_never_answers_from_a_mix(start_daemon, str
     expect_old = old.decision_function(probe).tolist()
     expect_new = new.decision_function(probe).tolist()
     assert expect_old != expect_new
-    answers: list[list[float]] = []
+    answers: list[list[float]] = []                 # all threads' answers
+    by_thread: list[list[str]] = [[] for _ in range(3)]
     failures: list[BaseException] = []
     stop = threading.Event()
 
-    def load() -> None:
+    def kind(answer: list[float]) -> str:
+        return "old" if answer == expect_old else "new" if answer == expect_new else "mix"
+
+    def load(mine: list[str]) -> None:
         ctx = zmq.Context.instance()
         sock = ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
@@ -267,13 +271,15 @@ def test_swap_under_a_prediction_load_never_answers_from_a_mix(start_daemon, str
                 sock.send(message)
                 if not sock.poll(10000):
                     raise TimeoutError("no predict reply within 10 s")
-                answers.append(msgpack.unpackb(sock.recv())["result"]["predictions"])
+                answer = msgpack.unpackb(sock.recv())["result"]["predictions"]
+                mine.append(kind(answer))
+                answers.append(answer)
         except BaseException as exc:   # reported by the test below
             failures.append(exc)
         finally:
             sock.close()
 
-    threads = [threading.Thread(target=load) for _ in range(3)]
+    threads = [threading.Thread(target=load, args=(mine,)) for mine in by_thread]
     for t in threads:
         t.start()
     try:
@@ -288,10 +294,14 @@ def test_swap_under_a_prediction_load_never_answers_from_a_mix(start_daemon, str
         for t in threads:
             t.join(30)
     assert not failures, failures
-    kinds = ["old" if a == expect_old else "new" if a == expect_new else "mix" for a in answers]
-    assert "mix" not in kinds and kinds[0] == "old" and kinds[-1] == "new"
-    # Every answer after the first new one is new (the swap is one step).
-    assert "old" not in kinds[kinds.index("new"):]
+    kinds = [kind(a) for a in answers]
+    assert "mix" not in kinds and "old" in kinds and "new" in kinds
+    # Each client's requests are sequential: once one is answered by the
+    # new model, every later one is (the swap is one step).
+    for mine in by_thread:
+        if "new" in mine:
+            assert "old" not in mine[mine.index("new"):], mine
+    assert any(mine[0] == "old" and mine[-1] == "new" for mine in by_thread if mine)
     errors = [ask(daemon, op="swap", model="default", path=str(tmp_path / "missing.ol1")),
               ask(daemon, op="swap", model="default"),
               ask(daemon, op="swap", model="default", path=str(SAMPLES / "a9a_head2000.svm"))]
