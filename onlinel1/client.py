@@ -26,6 +26,19 @@ Two classes, one per socket of the daemon:
           client.predict([{"features": {"price": 0.5}}], top_k=3)
           client.learn([{"label": 1, "features": {"17": 1.0}}])
 
+Named models: a daemon may hold several models, each with a name
+(docs/protocol.md). ``model="ctr"`` on a :class:`Producer` or a
+:class:`Client` sends every message to that model; without it, messages
+carry no ``model`` field and go to the daemon's ``default`` model, exactly
+as before named models. ``Client`` also manages them::
+
+    with Client(timeout=60.0) as client:
+        client.create("ctr", update="fobos", l1=1e-5)   # the other settings: defaults
+        client.predict(batch, model="ctr")               # one call to another model
+        client.list_models()                             # [{"model": "ctr", ...}, ...]
+        client.swap("ctr", "models/ctr-v2.ol1")          # read on the daemon's host
+        client.drop("ctr")
+
 Both encodings of a batch are available: a :class:`~onlinel1.batch.Batch`
 (or a scipy.sparse matrix) is sent columnar (:func:`encode_csr`), a list of
 row maps is sent row-wise (:func:`encode_rows`).
@@ -42,6 +55,7 @@ from __future__ import annotations
 import itertools
 import math
 import numbers
+import os
 import threading
 import time
 from typing import Any, Iterable, Mapping
@@ -51,6 +65,7 @@ import numpy as np
 import zmq
 
 from onlinel1.batch import Batch
+from onlinel1.names import check_model_name
 
 __all__ = ["DEFAULT_REQUEST_ENDPOINT", "DEFAULT_TRAIN_ENDPOINT", "PROTOCOL_VERSION", "Client",
            "ClientError", "DaemonError", "DaemonTimeout", "Producer", "ProducerTimeout",
@@ -66,6 +81,9 @@ DEFAULT_HIGH_WATER_MARK = 64
 _U64_MAX = (1 << 64) - 1
 _CONFIGURED = object()   # "the producer's own setting", as a default argument
 _ROW_FIELDS = frozenset(("label", "importance", "features", "namespaces", "tag"))
+#: Operations about the daemon as a whole, to which the client's ``model``
+#: is not added.
+_DAEMON_WIDE_OPS = frozenset(("list",))
 # Little-endian dtypes of the columnar fields (no copy on a little-endian host).
 _INT64, _UINT64 = np.dtype("<i8"), np.dtype("<u8")
 _FLOAT32, _FLOAT64 = np.dtype("<f4"), np.dtype("<f8")
@@ -350,6 +368,12 @@ def _connect(socket: zmq.Socket, endpoint: str) -> None:
         raise ValueError(f"cannot connect to {endpoint!r}: {exc}") from None
 
 
+def _model(name: str | None) -> str | None:
+    """``name`` checked as a model name (``ValueError`` if it is not one),
+    or None."""
+    return None if name is None else check_model_name(name)
+
+
 def _seconds(value: float | None, what: str) -> float | None:
     if value is None:
         return None
@@ -370,6 +394,11 @@ class Producer:
     into messages of at most ``batch_size`` rows). Every message carries
     the next ``seq`` number (1, 2, ...) and, if given, the ``producer``
     name, which the daemon's ``stats`` reports.
+
+    ``model`` names the daemon's model that learns the batches (a name of
+    :mod:`onlinel1.names`, checked here: ``ValueError``). Without it the
+    messages carry no ``model`` field, and the daemon's ``default`` model
+    learns them.
 
     When ``high_water_mark`` messages are queued (the daemon is slower than
     the producer), sending blocks until there is room: up to
@@ -392,7 +421,8 @@ class Producer:
 
     def __init__(self, endpoint: str = DEFAULT_TRAIN_ENDPOINT, *, batch_size: int = 1000,
                  producer: str | None = None, high_water_mark: int = DEFAULT_HIGH_WATER_MARK,
-                 send_timeout: float | None = None, linger: float | None = None) -> None:
+                 send_timeout: float | None = None, linger: float | None = None,
+                 model: str | None = None) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         if producer is not None and not isinstance(producer, str):
@@ -400,6 +430,8 @@ class Producer:
         if isinstance(high_water_mark, bool) or not isinstance(high_water_mark, int) \
                 or high_water_mark < 1:
             raise ValueError(f"high_water_mark must be an integer >= 1, got {high_water_mark!r}")
+        #: The daemon's model the batches go to (None: the daemon's default).
+        self.model = _model(model)
         self.endpoint = endpoint
         self.batch_size = batch_size
         self.producer = producer
@@ -423,8 +455,9 @@ class Producer:
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
-        return (f"Producer({self.endpoint!r}, producer={self.producer!r}, seq={self.seq}, "
-                f"{state})")
+        model = "" if self.model is None else f"model={self.model!r}, "
+        return (f"Producer({self.endpoint!r}, {model}producer={self.producer!r}, "
+                f"seq={self.seq}, {state})")
 
     def __enter__(self) -> "Producer":
         return self
@@ -512,8 +545,11 @@ class Producer:
         self.send_batch(Batch.from_csr(X, y, weights))
 
     def _send(self, batch: Batch) -> None:
-        message: dict[str, Any] = {"v": PROTOCOL_VERSION, "op": "train",
-                                   "seq": self.seq + 1, "csr": encode_csr(batch)}
+        message: dict[str, Any] = {"v": PROTOCOL_VERSION, "op": "train"}
+        if self.model is not None:
+            message["model"] = self.model
+        message["seq"] = self.seq + 1
+        message["csr"] = encode_csr(batch)
         if self.producer is not None:
             message["producer"] = self.producer
         frame = self._packer.pack(message)
@@ -609,13 +645,30 @@ class Client:
     row-wise)::
 
         client.predict([{"features": {"price": 0.5}, "namespaces": {"u": {"age=30": 1}}}])
+
+    Named models: ``model`` is the daemon's model that every request is
+    for (all but ``list``, which is about the daemon as a whole); each
+    method's ``model=`` argument overrides it for one call. With neither,
+    requests carry no ``model`` field, and the daemon answers for its
+    ``default`` model, as before named models. Names are checked here
+    (:func:`onlinel1.names.check_model_name`): an invalid one is a
+    ``ValueError`` and nothing is sent::
+
+        with Client(model="ctr") as client:
+            client.stats()                    # the stats of "ctr"
+            client.stats(model="default")     # and of the default model
+
+    :meth:`create`, :meth:`drop`, :meth:`list_models` and :meth:`swap`
+    manage the models.
     """
 
     def __init__(self, endpoint: str = DEFAULT_REQUEST_ENDPOINT, *, timeout: float = 5.0,
-                 context: zmq.Context | None = None) -> None:
+                 context: zmq.Context | None = None, model: str | None = None) -> None:
         timeout = _seconds(timeout, "timeout")
         if not timeout:
             raise ValueError("timeout must be > 0 seconds")
+        #: The daemon's model the requests are for (None: the daemon's default).
+        self.model = _model(model)
         self.endpoint = endpoint
         self.timeout = timeout
         self._context = context or zmq.Context.instance()
@@ -625,7 +678,8 @@ class Client:
         self._open_socket()
 
     def __repr__(self) -> str:
-        return f"Client({self.endpoint!r}, timeout={self.timeout})"
+        model = "" if self.model is None else f", model={self.model!r}"
+        return f"Client({self.endpoint!r}, timeout={self.timeout}{model})"
 
     def __enter__(self) -> "Client":
         return self
@@ -657,7 +711,8 @@ class Client:
 
     # -- operations
 
-    def predict(self, examples: Any, output: str = "auto", top_k: int = 0) -> dict[str, Any]:
+    def predict(self, examples: Any, output: str = "auto", top_k: int = 0, *,
+                model: str | None = None) -> dict[str, Any]:
         """``{"predictions": [...]}`` for the examples (plus ``contributions``
         if ``top_k`` > 0); ``output`` is ``"auto"``, ``"probability"`` or
         ``"margin"``."""
@@ -665,33 +720,104 @@ class Client:
         fields["output"] = output
         if top_k:
             fields["top_k"] = int(top_k)
-        return self.request("predict", **fields)
+        return self.request("predict", model=model, **fields)
 
-    def learn(self, examples: Any) -> dict[str, Any]:
+    def learn(self, examples: Any, *, model: str | None = None) -> dict[str, Any]:
         """Acknowledged training: ``{"examples": n, "loss": ..., "t": ...}``
         once the daemon has learned the examples (labels required)."""
-        return self.request("learn", **_examples(examples, training=True))
+        return self.request("learn", model=model, **_examples(examples, training=True))
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self, *, model: str | None = None) -> dict[str, Any]:
         """The daemon's counters (docs/protocol.md, ``stats``)."""
-        return self.request("stats")
+        return self.request("stats", model=model)
 
-    def health(self) -> dict[str, Any]:
+    def health(self, *, model: str | None = None) -> dict[str, Any]:
         """``{"status": "ok", "mode": ..., "uptime_s": ..., "examples": ...}``."""
-        return self.request("health")
+        return self.request("health", model=model)
 
-    def config(self) -> dict[str, Any]:
+    def config(self, *, model: str | None = None) -> dict[str, Any]:
         """The daemon's learner and daemon settings and its version."""
-        return self.request("config")
+        return self.request("config", model=model)
 
-    def snapshot(self, **fields: Any) -> dict[str, Any]:
+    def snapshot(self, *, model: str | None = None, **fields: Any) -> dict[str, Any]:
         """Ask the daemon to write a snapshot of its model now."""
-        return self.request("snapshot", **fields)
+        return self.request("snapshot", model=model, **fields)
+
+    # -- named models
+
+    def create(self, name: str, learner: Mapping[str, Any] | None = None,
+               **settings: Any) -> dict[str, Any]:
+        """Create the model ``name`` on the daemon, with its own learner
+        settings: ``learner`` (a map) and/or keyword arguments, named as the
+        fields of :class:`onlinel1.options.LearnerOptions`; the settings not
+        given take their defaults. Only the settings given are sent; the
+        daemon checks them (``bad_request``). Returns ``{"model": name,
+        "learner": {...every setting...}}``; a name already in use is
+        :class:`DaemonError` ``model_exists``.
+
+        ::
+
+            client.create("ctr", update="fobos", l1=1e-5)
+            client.create("ctr", {"update": "fobos", "l1": 1e-5})
+        """
+        name = check_model_name(name)
+        if learner is not None and not isinstance(learner, Mapping):
+            raise TypeError(f"learner must be a map of learner settings, got "
+                            f"{type(learner).__name__}")
+        merged = dict(learner or {})
+        twice = sorted(set(merged) & set(settings))
+        if twice:
+            raise ValueError(f"{', '.join(twice)}: given both in learner and as a keyword")
+        merged.update(settings)
+        for key, value in merged.items():
+            if not isinstance(key, str):
+                raise TypeError(f"learner setting names must be strings, got {key!r}")
+            if isinstance(value, np.generic):      # np.int64(3): a plain 3 on the wire
+                merged[key] = value.item()
+        return self.request("create", model=name, learner=merged)
+
+    def drop(self, name: str) -> dict[str, Any]:
+        """Remove the model ``name`` from the daemon: ``{"model": name,
+        "examples": t}``; an unknown name is :class:`DaemonError`
+        ``unknown_model``."""
+        return self.request("drop", model=check_model_name(name))
+
+    def list_models(self) -> list[dict[str, Any]]:
+        """The daemon's models, sorted by name: a list of ``{"model": name,
+        "update": rule, "loss": loss, "examples": t, "nnz": n}`` maps."""
+        models = self.request("list").get("models")
+        if not isinstance(models, list):
+            raise ClientError(f"malformed reply from {self.endpoint}: list gave no list "
+                              f"of models")
+        return models
+
+    def swap(self, name: str, path: str | os.PathLike[str]) -> dict[str, Any]:
+        """Replace the weights of the model ``name``, at once, by those of a
+        model file or a snapshot (or a snapshot directory's newest).
+
+        ``path`` is read **by the daemon, on the daemon's host**, not here:
+        a relative path is made absolute against this process's working
+        directory (``os.path.abspath``), which names the right file only
+        when the daemon shares this file system; for a remote daemon give
+        the path as the daemon's host sees it. Returns ``{"model": name,
+        "examples": t, "nnz": n, "path": path}``.
+        """
+        name = check_model_name(name)
+        path = os.fspath(path) if isinstance(path, os.PathLike) else path
+        if not isinstance(path, str):
+            raise TypeError(f"path must be a str or a path, got {type(path).__name__}")
+        if not path:
+            raise ValueError("path must not be empty")
+        return self.request("swap", model=name, path=os.path.abspath(path))
 
     def request(self, op: str, /, **fields: Any) -> dict[str, Any]:
         """Send ``{"v": 1, "op": op, "id": <new>, **fields}`` and return the
         reply's ``result`` (or raise :class:`DaemonError` /
         :class:`DaemonTimeout`).
+
+        A ``model`` field is checked as a model name; ``model=None`` (or no
+        ``model``) means the client's own ``model``, if it has one (not
+        added to ``list``). No ``model`` field is sent otherwise.
 
         ::
 
@@ -702,8 +828,14 @@ class Client:
         reserved = {"v", "op", "id"} & set(fields)
         if reserved:
             raise ValueError(f"{', '.join(sorted(reserved))}: set by the client, not a field")
+        model = fields.pop("model", None)
+        if model is None and op not in _DAEMON_WIDE_OPS:
+            model = self.model
         request_id = next(self._ids)
-        message = {"v": PROTOCOL_VERSION, "op": op, "id": request_id, **fields}
+        message: dict[str, Any] = {"v": PROTOCOL_VERSION, "op": op, "id": request_id}
+        if model is not None:
+            message["model"] = check_model_name(model)
+        message.update(fields)
         frame = self._packer.pack(message)
         deadline = time.monotonic() + self.timeout
         socket = self._socket

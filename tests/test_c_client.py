@@ -41,7 +41,7 @@ from onlinel1 import Batch
 from onlinel1.client import Client
 from onlinel1.io import read_batches
 
-from conftest import SAMPLES, free_port
+from conftest import SAMPLES, free_port, wait_for
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 CDIR = ROOT / "clients" / "c"
@@ -96,7 +96,7 @@ def _status_codes() -> dict[str, int]:
     """OL1_OK, OL1_E_* as the header defines them."""
     text = (CDIR / "onlinel1.h").read_text()
     codes = {m[0]: int(m[1]) for m in re.findall(r"\b(OL1_(?:OK|E_\w+)) = (-?\d+)", text)}
-    assert codes["OL1_OK"] == 0 and len(codes) == 16, codes
+    assert codes["OL1_OK"] == 0 and len(codes) == 18, codes
     return codes
 
 
@@ -350,8 +350,8 @@ def test_c_producer_gives_bit_identical_weights_to_onlinel1_send(cbuild, start_d
         assert ca.predict(whole)["predictions"] == cb.predict(whole)["predictions"]
         snap_a, snap_b = ca.snapshot(), cb.snapshot()
     # The weights themselves, from snapshots.
-    model_a = onlinel1.load(tmp_path / "a" / snap_a["file"])
-    model_b = onlinel1.load(tmp_path / "b" / snap_b["file"])
+    model_a = onlinel1.load(tmp_path / "a" / "default" / snap_a["file"])
+    model_b = onlinel1.load(tmp_path / "b" / "default" / snap_b["file"])
     keys_a, w_a = model_a.weights()
     keys_b, w_b = model_b.weights()
     assert keys_a.size > 50
@@ -679,3 +679,46 @@ def test_examples_leak_nothing_under_valgrind(cbuild, start_daemon):
     assert out.returncode == 1 and "(timeout)" in out.stderr
     out = valgrind([cbuild / "producer", "-t", "300", nobody, A9A])
     assert out.returncode == 1       # the batches could not be delivered
+
+
+# ------------------------------------------------------------ named models
+
+def test_named_models_end_to_end_from_the_c_python_and_cli_clients(cbuild, start_daemon,
+                                                                   tmp_path):
+    """The same rows sent to a named model by the C producer, by the Python
+    Producer and by ``onlinel1 send --model`` give the same weights; the C
+    predictor and the CLI ask that model; ``models`` manages them."""
+    from onlinel1.client import Producer
+    from onlinel1.cli import main
+    daemon = start_daemon()
+    with Client(daemon.request, timeout=WAIT) as client:
+        for name in ("via-c", "via-python", "via-cli"):
+            client.create(name, update="fobos", l1=1e-4)
+        c_produce(cbuild, daemon, A9A, "-m", "via-c", "-b", "500")
+        with Producer(daemon.train, batch_size=500, model="via-python") as producer:
+            for batch in a9a_batches():
+                producer.send_batch(batch)
+        python_send(daemon, A9A, "--model", "via-cli", "--batch-size", "500")
+        for name in ("via-c", "via-python", "via-cli"):
+            wait_for(lambda: client.stats(model=name)["examples"], lambda n: n == N_A9A, WAIT,
+                     f"model {name}")
+        assert client.stats()["examples"] == 0            # default learned nothing
+        whole = a9a_whole()
+        margins = {name: client.predict(whole, output="margin", model=name)["predictions"]
+                   for name in ("via-c", "via-python", "via-cli")}
+        assert margins["via-c"] == margins["via-python"] == margins["via-cli"]
+        assert margins["via-c"] != client.predict(whole, output="margin")["predictions"]
+        out = run([cbuild / "predictor", "-o", "margin", "-m", "via-c", daemon.request],
+                  stdin=open(A9A))
+        assert out.returncode == 0, out.stderr
+        assert floats(out.stdout) == margins["via-c"]
+        # The models command against the real daemon.
+        assert main(["models", "--connect", daemon.request, "drop", "via-cli"]) == 0
+        assert [m["model"] for m in client.list_models()] == ["default", "via-c", "via-python"]
+        saved = tmp_path / "c.ol1"
+        import onlinel1
+        from onlinel1 import model_file
+        model_file.save(saved, onlinel1.Learner(update="fobos", l1=1e-4))
+        assert main(["models", "--connect", daemon.request, "swap", "via-c", str(saved)]) == 0
+        assert client.stats(model="via-c")["nnz"] == 0
+        assert main(["models", "--connect", daemon.request, "drop", "nope"]) == 1

@@ -384,7 +384,7 @@ def test_systemd_units_run_stop_cleanly_and_resume(tmp_path):
         text = log.read()
         assert "sandbox: no_new_privs=on" in text, text
         assert "snapshot-000000000001.ol1 written" in text, text
-        assert (snapshots / "snapshot-000000000001.ol1").is_file()
+        assert (snapshots / "default" / "snapshot-000000000001.ol1").is_file()
 
         # Restarted (Restart=, or an upgrade): it resumes from the snapshot.
         trainer, log = start_unit_command(trainer_argv, tmp_path, "trainer2.log")

@@ -69,7 +69,7 @@ def wait_examples(client: Client, n: int, timeout: float = 30.0) -> dict:
 def snapshot_learner(client: Client, snapshot_dir: pathlib.Path):
     import onlinel1
     result = client.snapshot()
-    return onlinel1.load(snapshot_dir / result["file"])
+    return onlinel1.load(snapshot_dir / "default" / result["file"])
 
 
 def assert_same_weights(daemon_learner, local: Learner) -> None:

@@ -138,18 +138,18 @@ def test_retention_keeps_exactly_k_and_the_final_snapshot_loads(start_daemon, tm
     daemon.wait_stats(lambda s: s["examples"] == 2000)
     for i in range(4):   # on demand: at least 5 snapshots in all, 3 kept
         on_demand = result(daemon.request_once({"v": 1, "op": "snapshot", "id": i}, timeout=30))
-        assert on_demand["examples"] == 2000 and (snaps / on_demand["file"]).exists()
+        assert on_demand["examples"] == 2000 and (snaps / "default" / on_demand["file"]).exists()
         assert on_demand["file"] == snapshot_name(on_demand["seq"])
-        files = snapshot_files(snaps)
+        files = snapshot_files(snaps / "default")
         assert len(files) == min(3, on_demand["seq"]) and files[-1] == on_demand["file"]
     assert on_demand["seq"] >= 5
     daemon.proc.send_signal(signal.SIGTERM)
     assert daemon.proc.wait(30) == 0
-    files = snapshot_files(snaps)
+    files = snapshot_files(snaps / "default")
     assert len(files) == 3 and files[-1] == snapshot_name(on_demand["seq"] + 1)
-    final = onlinel1.load(snaps / files[-1])
+    final = onlinel1.load(snaps / "default" / files[-1])
     assert_same_model(final, offline(batches))
-    _, _, extra = model_file.load(snaps / files[-1])
+    _, _, extra = model_file.load(snaps / "default" / files[-1])
     assert extra["snapshot"]["reason"] == "shutdown"
     assert extra["snapshot"]["producers"] == {"p": 40}
     stats_seen = daemon.log()
@@ -183,11 +183,11 @@ def test_kill_9_at_random_moments_then_resume_and_replay_is_exact(start_daemon, 
         stats = result(restarted.request_once({"v": 1, "op": "stats"}))
         done = stats["producers"].get("p", 0)
         assert stats["examples"] == done * BATCH, (trial, stats)
-        assert not any(name.endswith(".tmp") for name in os.listdir(snaps))
+        assert not any(name.endswith(".tmp") for name in os.listdir(snaps / "default"))
         push(restarted.train, batches[done:], done + 1)
         restarted.wait_stats(lambda s: s["examples"] == 2000)
         reply = result(restarted.request_once({"v": 1, "op": "snapshot"}, timeout=30))
-        assert_same_model(onlinel1.load(snaps / reply["file"]), expected)
+        assert_same_model(onlinel1.load(snaps / "default" / reply["file"]), expected)
         restarted.stop()
 
 
@@ -228,7 +228,7 @@ def test_read_only_replica_follows_the_trainers_snapshots(start_daemon, tmp_path
     replica = start_daemon("--model", str(snaps), "--predict-only")
     probe = {"v": 1, "op": "predict", "csr": csr(whole.slice(1500, 2000))}
     assert result(replica.request_once(probe))["predictions"] == \
-        onlinel1.load(snaps / first["file"]).predict(whole.slice(1500, 2000)).tolist()
+        onlinel1.load(snaps / "default" / first["file"]).predict(whole.slice(1500, 2000)).tolist()
     health = result(replica.request_once({"v": 1, "op": "health"}))
     assert health["mode"] == "predict-only"
     for op in ("learn", "snapshot"):
@@ -241,7 +241,7 @@ def test_read_only_replica_follows_the_trainers_snapshots(start_daemon, tmp_path
     replica.wait_stats(lambda s: s["t"] == 2000)
     assert result(replica.request_once(probe))["predictions"] == \
         result(trainer.request_once(probe))["predictions"] == \
-        onlinel1.load(snaps / second["file"]).predict(whole.slice(1500, 2000)).tolist()
+        onlinel1.load(snaps / "default" / second["file"]).predict(whole.slice(1500, 2000)).tolist()
 
 
 def test_inspect_and_predict_read_snapshots(start_daemon, tmp_path, stream, capsys):
@@ -252,7 +252,7 @@ def test_inspect_and_predict_read_snapshots(start_daemon, tmp_path, stream, caps
     push(daemon.train, batches[:8], 1)
     daemon.wait_stats(lambda s: s["examples"] == 400)
     snap = result(daemon.request_once({"v": 1, "op": "snapshot"}, timeout=30))
-    assert main(["inspect", str(snaps / snap["file"]), "--export", str(tmp_path / "w.json")]) == 0
+    assert main(["inspect", str(snaps / "default" / snap["file"]), "--export", str(tmp_path / "w.json")]) == 0
     out = capsys.readouterr().out
     assert f"snapshot          #{snap['seq']} (request" in out
     assert "producer          p: last batch seq 8" in out

@@ -7,18 +7,21 @@
 #include "onlinel1.h"
 
 #include <errno.h>
+#include <locale.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <msgpack.h>
 #include <zmq.h>
 
 #define DEFAULT_HWM 64
 #define MAX_JSON_DEPTH 64
+#define MAX_MODEL_NAME 64
 
 struct ol1_client {
     void *ctx;               /* a context of our own: ol1_close waits on it alone */
@@ -29,6 +32,7 @@ struct ol1_client {
     int timeout_ms;
     int hwm;
     int sent_any;            /* a training batch was queued */
+    char *model;             /* the "model" of every message, or NULL: none */
     uint64_t next_id;
     char error[512];
 };
@@ -53,6 +57,8 @@ static const struct {
     {OL1_E_READ_ONLY, "read_only", "read_only: this daemon serves predictions only"},
     {OL1_E_INTERNAL, "internal", "internal: a bug in the daemon (the model is unchanged)"},
     {OL1_E_DAEMON, "daemon_error", "the daemon replied with an error code this client does not know"},
+    {OL1_E_UNKNOWN_MODEL, "unknown_model", "unknown_model: the daemon has no model of that name"},
+    {OL1_E_MODEL_EXISTS, "model_exists", "model_exists: the daemon has a model of that name"},
     {OL1_E_TIMEOUT, "timeout", "timeout: no answer from the daemon in time"},
     {OL1_E_CONNECT, "connect", "connect: an endpoint could not be connected or a socket failed"},
     {OL1_E_BAD_REPLY, "bad_reply", "bad_reply: the daemon's reply is not a protocol reply"},
@@ -77,7 +83,7 @@ const char *ol1_status_name(int status) {
 static int daemon_status(const char *code, size_t len) {
     for (size_t i = 0; i < N_STATUS; i++) {
         int s = STATUS[i].status;
-        if (s >= 0 || s < OL1_E_INTERNAL) continue;
+        if (s >= 0 || s <= OL1_E_TIMEOUT || s == OL1_E_DAEMON) continue;
         if (strlen(STATUS[i].name) == len && memcmp(STATUS[i].name, code, len) == 0) return s;
     }
     return OL1_E_DAEMON;
@@ -217,9 +223,49 @@ int ol1_close(ol1_client *c) {
     }
     free(c->request_endpoint);
     free(c->train_endpoint);
+    free(c->model);
     free(c);
     return status;
 }
+
+/* ------------------------------------------------------------ model names */
+
+/* The protocol's model names: 1-64 ASCII letters, digits, '_' and '-',
+   starting with a letter or a digit (onlinel1/names.py). */
+static int valid_model_name(const char *name, size_t n) {
+    if (n < 1 || n > MAX_MODEL_NAME) return 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)name[i];
+        int alnum = (ch >= '0' && ch <= '9') || (ch >= 'A' && ch <= 'Z') ||
+                    (ch >= 'a' && ch <= 'z');
+        if (!alnum && (i == 0 || (ch != '_' && ch != '-'))) return 0;
+    }
+    return 1;
+}
+
+static int bad_model_name(ol1_client *c, const char *name, size_t n) {
+    return fail(c, OL1_E_INVALID,
+                "model name '%.*s' is not valid: 1-64 letters, digits, '_' or '-', starting "
+                "with a letter or a digit", (int)(n > 80 ? 80 : n), name);
+}
+
+int ol1_set_model(ol1_client *c, const char *name) {
+    if (!c) return OL1_E_INVALID;
+    if (!name) {
+        free(c->model);
+        c->model = NULL;
+        return succeed(c);
+    }
+    size_t n = strlen(name);
+    if (!valid_model_name(name, n)) return bad_model_name(c, name, n);
+    char *copy = strdup(name);
+    if (!copy) return fail(c, OL1_E_NOMEM, "out of memory");
+    free(c->model);
+    c->model = copy;
+    return succeed(c);
+}
+
+const char *ol1_model(const ol1_client *c) { return c ? c->model : NULL; }
 
 /* --------------------------------------------------------------- encoding */
 
@@ -256,12 +302,15 @@ static int pack_key(msgpack_packer *pk, const char *key) {
     return msgpack_pack_str(pk, n) || msgpack_pack_str_body(pk, key, n);
 }
 
-/* The map header and "v", "op", "id" (id 0: none). */
-static int pack_header(msgpack_packer *pk, size_t extra_fields, const char *op, uint64_t id) {
-    int bad = msgpack_pack_map(pk, 2 + (id ? 1 : 0) + extra_fields);
+/* The map header and "v", "op", "id" (id 0: none), then "model" unless
+   model is NULL. */
+static int pack_header(msgpack_packer *pk, size_t extra_fields, const char *op, uint64_t id,
+                       const char *model) {
+    int bad = msgpack_pack_map(pk, 2 + (id ? 1 : 0) + (model ? 1 : 0) + extra_fields);
     bad |= pack_key(pk, "v") || msgpack_pack_int(pk, OL1_PROTOCOL_VERSION);
     bad |= pack_key(pk, "op") || pack_key(pk, op);
     if (id) bad |= pack_key(pk, "id") || msgpack_pack_uint64(pk, id);
+    if (model) bad |= pack_key(pk, "model") || pack_key(pk, model);
     return bad;
 }
 
@@ -537,7 +586,7 @@ int ol1_predict(ol1_client *c, const ol1_batch *rows, ol1_output output, double 
     msgpack_packer pk;
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     uint64_t id = c->next_id++;
-    int bad = pack_header(&pk, 2, "predict", id);
+    int bad = pack_header(&pk, 2, "predict", id, c->model);
     bad |= pack_csr(&pk, rows, 0);
     bad |= pack_key(&pk, "output") || pack_key(&pk, OUTPUT[output]);
     if (bad) {
@@ -572,7 +621,7 @@ int ol1_learn(ol1_client *c, const ol1_batch *batch, ol1_learn_result *result) {
     msgpack_packer pk;
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     uint64_t id = c->next_id++;
-    int bad = pack_header(&pk, 1, "learn", id) || pack_csr(&pk, batch, 1);
+    int bad = pack_header(&pk, 1, "learn", id, c->model) || pack_csr(&pk, batch, 1);
     if (bad) {
         msgpack_sbuffer_destroy(&sb);
         return fail(c, OL1_E_NOMEM, "out of memory");
@@ -601,7 +650,7 @@ int ol1_send_batch(ol1_client *c, const ol1_batch *batch, const char *producer, 
     if (reserve(&sb, batch) != 0) return fail(c, OL1_E_NOMEM, "out of memory");
     msgpack_packer pk;
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    int bad = pack_header(&pk, 1 + (producer != NULL) + (seq >= 0), "train", 0);
+    int bad = pack_header(&pk, 1 + (producer != NULL) + (seq >= 0), "train", 0, c->model);
     bad |= pack_csr(&pk, batch, 1);
     if (producer) bad |= pack_key(&pk, "producer") || pack_key(&pk, producer);
     if (seq >= 0) bad |= pack_key(&pk, "seq") || msgpack_pack_int64(&pk, seq);
@@ -763,18 +812,428 @@ static void jb_json(jbuf *j, const msgpack_object *o, int depth) {
     }
 }
 
-int ol1_request_json(ol1_client *c, const char *op, char **json) {
-    if (json) *json = NULL;
-    if (!c) return OL1_E_INVALID;
-    if (!op) return fail(c, OL1_E_INVALID, "op is NULL");
+/* ------------------------------------------------------------ JSON input */
+
+/* A JSON text parsed straight into msgpack (for the fields of
+   ol1_request_fields_json and the learner settings of ol1_create_model). */
+typedef struct jparse {
+    const char *s;
+    size_t pos, len;
+    int oom;
+    char error[96];
+} jparse;
+
+static int jp_fail(jparse *p, const char *what) {
+    if (!p->error[0]) snprintf(p->error, sizeof p->error, "%s at offset %zu", what, p->pos);
+    return -1;
+}
+
+static void jp_space(jparse *p) {
+    while (p->pos < p->len && (p->s[p->pos] == ' ' || p->s[p->pos] == '\t' ||
+                               p->s[p->pos] == '\n' || p->s[p->pos] == '\r'))
+        p->pos++;
+}
+
+static int jp_hex4(jparse *p, unsigned *out) {
+    if (p->len - p->pos < 4) return jp_fail(p, "a short \\u escape");
+    unsigned v = 0;
+    for (int i = 0; i < 4; i++) {
+        char ch = p->s[p->pos++];
+        v <<= 4;
+        if (ch >= '0' && ch <= '9') v |= (unsigned)(ch - '0');
+        else if (ch >= 'a' && ch <= 'f') v |= (unsigned)(ch - 'a' + 10);
+        else if (ch >= 'A' && ch <= 'F') v |= (unsigned)(ch - 'A' + 10);
+        else return jp_fail(p, "a bad \\u escape");
+    }
+    *out = v;
+    return 0;
+}
+
+/* A string (at its opening quote), decoded into the malloc'd *out of *n
+   bytes (NUL-terminated too). */
+static int jp_string(jparse *p, char **out, size_t *n) {
+    *out = NULL;
+    if (p->pos >= p->len || p->s[p->pos] != '"') return jp_fail(p, "a string expected");
+    p->pos++;
+    jbuf b = {0};
+    jb_write(&b, "", 0);
+    for (;;) {
+        if (p->pos >= p->len) {
+            free(b.p);
+            return jp_fail(p, "an unterminated string");
+        }
+        unsigned char ch = (unsigned char)p->s[p->pos];
+        if (ch == '"') {
+            p->pos++;
+            break;
+        }
+        if (ch < 0x20) {
+            free(b.p);
+            return jp_fail(p, "a control character in a string");
+        }
+        if (ch != '\\') {
+            size_t start = p->pos;
+            while (p->pos < p->len && p->s[p->pos] != '"' && p->s[p->pos] != '\\' &&
+                   (unsigned char)p->s[p->pos] >= 0x20)
+                p->pos++;
+            jb_write(&b, p->s + start, p->pos - start);
+            continue;
+        }
+        if (++p->pos >= p->len) continue;    /* unterminated: reported above */
+        char esc = p->s[p->pos++], one[4] = {0};
+        unsigned cp;
+        switch (esc) {
+        case '"': case '\\': case '/': one[0] = esc; break;
+        case 'b': one[0] = '\b'; break;
+        case 'f': one[0] = '\f'; break;
+        case 'n': one[0] = '\n'; break;
+        case 'r': one[0] = '\r'; break;
+        case 't': one[0] = '\t'; break;
+        case 'u':
+            if (jp_hex4(p, &cp) != 0) {
+                free(b.p);
+                return -1;
+            }
+            if (cp >= 0xDC00 && cp <= 0xDFFF) {
+                free(b.p);
+                return jp_fail(p, "a lone low surrogate");
+            }
+            if (cp >= 0xD800 && cp <= 0xDBFF) {
+                unsigned lo;
+                if (p->len - p->pos < 2 || p->s[p->pos] != '\\' || p->s[p->pos + 1] != 'u') {
+                    free(b.p);
+                    return jp_fail(p, "a lone high surrogate");
+                }
+                p->pos += 2;
+                if (jp_hex4(p, &lo) != 0 || lo < 0xDC00 || lo > 0xDFFF) {
+                    free(b.p);
+                    return jp_fail(p, "a bad surrogate pair");
+                }
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+            }
+            {
+                char utf8[4];
+                size_t k;
+                if (cp < 0x80) {
+                    utf8[0] = (char)cp;
+                    k = 1;
+                } else if (cp < 0x800) {
+                    utf8[0] = (char)(0xC0 | (cp >> 6));
+                    utf8[1] = (char)(0x80 | (cp & 0x3F));
+                    k = 2;
+                } else if (cp < 0x10000) {
+                    utf8[0] = (char)(0xE0 | (cp >> 12));
+                    utf8[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+                    utf8[2] = (char)(0x80 | (cp & 0x3F));
+                    k = 3;
+                } else {
+                    utf8[0] = (char)(0xF0 | (cp >> 18));
+                    utf8[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+                    utf8[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+                    utf8[3] = (char)(0x80 | (cp & 0x3F));
+                    k = 4;
+                }
+                jb_write(&b, utf8, k);
+            }
+            continue;
+        default:
+            free(b.p);
+            return jp_fail(p, "a bad escape");
+        }
+        jb_write(&b, one, 1);
+    }
+    if (b.oom) {
+        free(b.p);
+        p->oom = 1;
+        return jp_fail(p, "out of memory");
+    }
+    *out = b.p;
+    *n = b.len;
+    return 0;
+}
+
+static int jp_value(jparse *p, msgpack_packer *pk, int depth);
+
+/* A number, packed as an integer when it has no fraction and no exponent
+   and fits in 64 bits, as a float64 otherwise. */
+static int jp_number(jparse *p, msgpack_packer *pk) {
+    size_t start = p->pos;
+    int integral = 1;
+    if (p->pos < p->len && p->s[p->pos] == '-') p->pos++;
+    if (p->pos < p->len && p->s[p->pos] == '0') {
+        p->pos++;
+    } else if (p->pos < p->len && p->s[p->pos] >= '1' && p->s[p->pos] <= '9') {
+        while (p->pos < p->len && p->s[p->pos] >= '0' && p->s[p->pos] <= '9') p->pos++;
+    } else {
+        return jp_fail(p, "a bad number");
+    }
+    if (p->pos < p->len && p->s[p->pos] == '.') {
+        integral = 0;
+        p->pos++;
+        if (p->pos >= p->len || p->s[p->pos] < '0' || p->s[p->pos] > '9')
+            return jp_fail(p, "a bad number");
+        while (p->pos < p->len && p->s[p->pos] >= '0' && p->s[p->pos] <= '9') p->pos++;
+    }
+    if (p->pos < p->len && (p->s[p->pos] == 'e' || p->s[p->pos] == 'E')) {
+        integral = 0;
+        p->pos++;
+        if (p->pos < p->len && (p->s[p->pos] == '+' || p->s[p->pos] == '-')) p->pos++;
+        if (p->pos >= p->len || p->s[p->pos] < '0' || p->s[p->pos] > '9')
+            return jp_fail(p, "a bad number");
+        while (p->pos < p->len && p->s[p->pos] >= '0' && p->s[p->pos] <= '9') p->pos++;
+    }
+    char text[64];
+    size_t n = p->pos - start;
+    if (n >= sizeof text) {
+        p->pos = start;
+        return jp_fail(p, "a number longer than 63 characters");
+    }
+    memcpy(text, p->s + start, n);
+    text[n] = '\0';
+    if (integral) {
+        errno = 0;
+        char *end;
+        if (text[0] == '-') {
+            long long v = strtoll(text, &end, 10);
+            if (errno == 0 && *end == '\0') return msgpack_pack_int64(pk, (int64_t)v);
+        } else {
+            unsigned long long v = strtoull(text, &end, 10);
+            if (errno == 0 && *end == '\0') return msgpack_pack_uint64(pk, (uint64_t)v);
+        }
+    }
+    /* strtod reads the locale's decimal point: give it that one. */
+    const char *point = localeconv()->decimal_point;
+    if (point && point[0] && point[0] != '.' && !point[1]) {
+        char *dot = strchr(text, '.');
+        if (dot) *dot = point[0];
+    }
+    return msgpack_pack_double(pk, strtod(text, NULL));
+}
+
+/* An array or an object (at its bracket), its elements packed into a
+   buffer of their own first: msgpack wants the count up front. */
+static int jp_container(jparse *p, msgpack_packer *pk, int depth) {
+    int object = p->s[p->pos] == '{';
+    char close = object ? '}' : ']';
+    p->pos++;
+    if (depth >= MAX_JSON_DEPTH) return jp_fail(p, "nesting too deep");
+    msgpack_sbuffer inner;
+    msgpack_sbuffer_init(&inner);
+    msgpack_packer ipk;
+    msgpack_packer_init(&ipk, &inner, msgpack_sbuffer_write);
+    uint32_t count = 0;
+    int rc = 0;
+    jp_space(p);
+    if (p->pos < p->len && p->s[p->pos] == close) {
+        p->pos++;
+    } else {
+        for (;;) {
+            jp_space(p);
+            if (object) {
+                char *key;
+                size_t klen;
+                if (jp_string(p, &key, &klen) != 0) {
+                    rc = -1;
+                    break;
+                }
+                int bad = msgpack_pack_str(&ipk, klen) || msgpack_pack_str_body(&ipk, key, klen);
+                free(key);
+                if (bad) {
+                    p->oom = 1;
+                    rc = jp_fail(p, "out of memory");
+                    break;
+                }
+                jp_space(p);
+                if (p->pos >= p->len || p->s[p->pos] != ':') {
+                    rc = jp_fail(p, "':' expected");
+                    break;
+                }
+                p->pos++;
+            }
+            if (jp_value(p, &ipk, depth + 1) != 0) {
+                rc = -1;
+                break;
+            }
+            count++;
+            jp_space(p);
+            if (p->pos < p->len && p->s[p->pos] == ',') {
+                p->pos++;
+                continue;
+            }
+            if (p->pos < p->len && p->s[p->pos] == close) {
+                p->pos++;
+                break;
+            }
+            rc = jp_fail(p, object ? "',' or '}' expected" : "',' or ']' expected");
+            break;
+        }
+    }
+    if (rc == 0) {
+        int bad = object ? msgpack_pack_map(pk, count) : msgpack_pack_array(pk, count);
+        if (bad || (inner.size && pk->callback(pk->data, inner.data, inner.size) != 0)) {
+            p->oom = 1;
+            rc = jp_fail(p, "out of memory");
+        }
+    }
+    msgpack_sbuffer_destroy(&inner);
+    return rc;
+}
+
+static int jp_literal(jparse *p, const char *word) {
+    size_t n = strlen(word);
+    if (p->len - p->pos < n || memcmp(p->s + p->pos, word, n) != 0)
+        return jp_fail(p, "a JSON value expected");
+    p->pos += n;
+    return 0;
+}
+
+static int jp_value(jparse *p, msgpack_packer *pk, int depth) {
+    jp_space(p);
+    if (p->pos >= p->len) return jp_fail(p, "a JSON value expected");
+    char ch = p->s[p->pos];
+    int bad = 0;
+    switch (ch) {
+    case '{':
+    case '[': return jp_container(p, pk, depth);
+    case '"': {
+        char *text;
+        size_t n;
+        if (jp_string(p, &text, &n) != 0) return -1;
+        bad = msgpack_pack_str(pk, n) || msgpack_pack_str_body(pk, text, n);
+        free(text);
+        break;
+    }
+    case 't':
+        if (jp_literal(p, "true") != 0) return -1;
+        bad = msgpack_pack_true(pk);
+        break;
+    case 'f':
+        if (jp_literal(p, "false") != 0) return -1;
+        bad = msgpack_pack_false(pk);
+        break;
+    case 'n':
+        if (jp_literal(p, "null") != 0) return -1;
+        bad = msgpack_pack_nil(pk);
+        break;
+    default:
+        if (ch == '-' || (ch >= '0' && ch <= '9')) {
+            bad = jp_number(p, pk);
+            if (p->error[0]) return -1;
+            break;
+        }
+        return jp_fail(p, "a JSON value expected");
+    }
+    if (bad) {
+        p->oom = 1;
+        return jp_fail(p, "out of memory");
+    }
+    return 0;
+}
+
+/* The status of a failed parse of `what`. */
+static int jp_status(ol1_client *c, const jparse *p, const char *what) {
+    if (p->oom) return fail(c, OL1_E_NOMEM, "out of memory");
+    return fail(c, OL1_E_INVALID, "%s is not valid JSON: %s", what, p->error);
+}
+
+/* The fields of ol1_request_fields_json: a JSON object whose pairs are
+   packed into `pairs` (count in *n); a "model" string is taken out into
+   the malloc'd *model instead. */
+static int parse_fields(ol1_client *c, const char *text, msgpack_sbuffer *pairs, size_t *n,
+                        char **model) {
+    *n = 0;
+    *model = NULL;
+    jparse p = {.s = text, .len = strlen(text)};
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, pairs, msgpack_sbuffer_write);
+    jp_space(&p);
+    if (p.pos >= p.len) return OL1_OK;             /* "" or spaces: no fields */
+    if (p.s[p.pos] != '{') return fail(c, OL1_E_INVALID, "fields must be a JSON object");
+    p.pos++;
+    jp_space(&p);
+    if (p.pos < p.len && p.s[p.pos] == '}') {
+        p.pos++;
+    } else {
+        for (;;) {
+            char *key;
+            size_t klen;
+            jp_space(&p);
+            if (jp_string(&p, &key, &klen) != 0) return jp_status(c, &p, "fields");
+            static const char *const RESERVED[] = {"v", "op", "id"};
+            for (size_t r = 0; r < 3; r++)
+                if (klen == strlen(RESERVED[r]) && memcmp(key, RESERVED[r], klen) == 0) {
+                    free(key);
+                    return fail(c, OL1_E_INVALID, "fields: '%s' is set by the client, not a "
+                                                  "field", RESERVED[r]);
+                }
+            int is_model = klen == 5 && memcmp(key, "model", 5) == 0;
+            jp_space(&p);
+            if (p.pos >= p.len || p.s[p.pos] != ':') {
+                free(key);
+                jp_fail(&p, "':' expected");
+                return jp_status(c, &p, "fields");
+            }
+            p.pos++;
+            jp_space(&p);
+            if (is_model) {
+                free(key);
+                char *name;
+                size_t nlen;
+                if (p.pos >= p.len || p.s[p.pos] != '"')
+                    return fail(c, OL1_E_INVALID, "fields: 'model' must be a string");
+                if (jp_string(&p, &name, &nlen) != 0) return jp_status(c, &p, "fields");
+                if (*model || strlen(name) != nlen || !valid_model_name(name, nlen)) {
+                    int status = *model ? fail(c, OL1_E_INVALID, "fields: 'model' given twice")
+                                        : bad_model_name(c, name, nlen);
+                    free(name);
+                    return status;
+                }
+                *model = name;
+            } else {
+                int bad = msgpack_pack_str(&pk, klen) || msgpack_pack_str_body(&pk, key, klen);
+                free(key);
+                if (bad) return fail(c, OL1_E_NOMEM, "out of memory");
+                if (jp_value(&p, &pk, 1) != 0) return jp_status(c, &p, "fields");
+                ++*n;
+            }
+            jp_space(&p);
+            if (p.pos < p.len && p.s[p.pos] == ',') {
+                p.pos++;
+                continue;
+            }
+            if (p.pos < p.len && p.s[p.pos] == '}') {
+                p.pos++;
+                break;
+            }
+            jp_fail(&p, "',' or '}' expected");
+            return jp_status(c, &p, "fields");
+        }
+    }
+    jp_space(&p);
+    if (p.pos != p.len) {
+        jp_fail(&p, "text after the object");
+        return jp_status(c, &p, "fields");
+    }
+    return OL1_OK;
+}
+
+/* ------------------------------------------------------- JSON operations */
+
+/* Send {"v", "op", "id", "model"?, <n_pairs packed pairs>} and render the
+   result as JSON into *json. model: the model the request is for, or NULL
+   for the client's (none for "list", which is about the whole daemon). */
+static int json_op(ol1_client *c, const char *op, const char *model,
+                   const msgpack_sbuffer *pairs, size_t n_pairs, char **json) {
     int status = need_request_socket(c);
     if (status != OL1_OK) return status;
+    if (!model && strcmp(op, "list") != 0) model = c->model;
     msgpack_sbuffer sb;
     if (reserve(&sb, NULL) != 0) return fail(c, OL1_E_NOMEM, "out of memory");
     msgpack_packer pk;
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     uint64_t id = c->next_id++;
-    if (pack_header(&pk, 0, op, id)) {
+    if (pack_header(&pk, n_pairs, op, id, model) ||
+        (pairs && pairs->size && msgpack_sbuffer_write(&sb, pairs->data, pairs->size) != 0)) {
         msgpack_sbuffer_destroy(&sb);
         return fail(c, OL1_E_NOMEM, "out of memory");
     }
@@ -794,6 +1253,117 @@ int ol1_request_json(ol1_client *c, const char *op, char **json) {
     return status;
 }
 
+int ol1_request_json(ol1_client *c, const char *op, char **json) {
+    if (json) *json = NULL;
+    if (!c) return OL1_E_INVALID;
+    if (!op) return fail(c, OL1_E_INVALID, "op is NULL");
+    return json_op(c, op, NULL, NULL, 0, json);
+}
+
+int ol1_request_fields_json(ol1_client *c, const char *op, const char *fields, char **json) {
+    if (json) *json = NULL;
+    if (!c) return OL1_E_INVALID;
+    if (!op) return fail(c, OL1_E_INVALID, "op is NULL");
+    msgpack_sbuffer pairs;
+    msgpack_sbuffer_init(&pairs);
+    size_t n = 0;
+    char *model = NULL;
+    int status = fields ? parse_fields(c, fields, &pairs, &n, &model) : OL1_OK;
+    if (status == OL1_OK) status = json_op(c, op, model, &pairs, n, json);
+    free(model);
+    msgpack_sbuffer_destroy(&pairs);
+    return status;
+}
+
+int ol1_list_models(ol1_client *c, char **json) { return ol1_request_json(c, "list", json); }
+
+/* The checks of a call that names a model. */
+static int named(ol1_client *c, const char *name, char **json) {
+    if (json) *json = NULL;
+    if (!c) return OL1_E_INVALID;
+    if (!name) return fail(c, OL1_E_INVALID, "the model name is NULL");
+    size_t n = strlen(name);
+    return valid_model_name(name, n) ? OL1_OK : bad_model_name(c, name, n);
+}
+
+int ol1_create_model(ol1_client *c, const char *name, const char *learner, char **json) {
+    int status = named(c, name, json);
+    if (status != OL1_OK) return status;
+    msgpack_sbuffer pairs;
+    msgpack_sbuffer_init(&pairs);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &pairs, msgpack_sbuffer_write);
+    if (pack_key(&pk, "learner")) {
+        status = fail(c, OL1_E_NOMEM, "out of memory");
+    } else if (!learner) {
+        if (msgpack_pack_map(&pk, 0)) status = fail(c, OL1_E_NOMEM, "out of memory");
+    } else {
+        jparse p = {.s = learner, .len = strlen(learner)};
+        jp_space(&p);
+        if (p.pos >= p.len || p.s[p.pos] != '{') {
+            status = fail(c, OL1_E_INVALID, "learner must be a JSON object of learner settings");
+        } else if (jp_value(&p, &pk, 0) != 0) {
+            status = jp_status(c, &p, "learner");
+        } else {
+            jp_space(&p);
+            if (p.pos != p.len) {
+                jp_fail(&p, "text after the object");
+                status = jp_status(c, &p, "learner");
+            }
+        }
+    }
+    if (status == OL1_OK) status = json_op(c, "create", name, &pairs, 1, json);
+    msgpack_sbuffer_destroy(&pairs);
+    return status;
+}
+
+int ol1_drop_model(ol1_client *c, const char *name, char **json) {
+    int status = named(c, name, json);
+    return status != OL1_OK ? status : json_op(c, "drop", name, NULL, 0, json);
+}
+
+int ol1_swap_model(ol1_client *c, const char *name, const char *path, char **json) {
+    int status = named(c, name, json);
+    if (status != OL1_OK) return status;
+    if (!path || !path[0]) return fail(c, OL1_E_INVALID, "the path is NULL or empty");
+    /* The daemon reads the path on its host: send it absolute. */
+    char *cwd = NULL;
+    if (path[0] != '/') {
+        size_t cap = 256;
+        for (;;) {
+            char *grown = realloc(cwd, cap);
+            if (!grown) {
+                free(cwd);
+                return fail(c, OL1_E_NOMEM, "out of memory");
+            }
+            cwd = grown;
+            if (getcwd(cwd, cap)) break;
+            if (errno != ERANGE) {
+                status = fail(c, OL1_E_INVALID, "cannot make '%s' absolute: %s", path,
+                              strerror(errno));
+                free(cwd);
+                return status;
+            }
+            cap *= 2;
+        }
+    }
+    msgpack_sbuffer pairs;
+    msgpack_sbuffer_init(&pairs);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &pairs, msgpack_sbuffer_write);
+    size_t head = cwd ? strlen(cwd) : 0, tail = strlen(path);
+    int slash = cwd && (head == 0 || cwd[head - 1] != '/');
+    int bad = pack_key(&pk, "path") || msgpack_pack_str(&pk, head + (size_t)slash + tail) ||
+              (head && msgpack_pack_str_body(&pk, cwd, head)) ||
+              (slash && msgpack_pack_str_body(&pk, "/", 1)) ||
+              msgpack_pack_str_body(&pk, path, tail);
+    free(cwd);
+    status = bad ? fail(c, OL1_E_NOMEM, "out of memory")
+                 : json_op(c, "swap", name, &pairs, 1, json);
+    msgpack_sbuffer_destroy(&pairs);
+    return status;
+}
+
 int ol1_stats(ol1_client *c, char **json) { return ol1_request_json(c, "stats", json); }
 
 int ol1_health(ol1_client *c, ol1_health_info *info) {
@@ -805,7 +1375,7 @@ int ol1_health(ol1_client *c, ol1_health_info *info) {
     msgpack_packer pk;
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     uint64_t id = c->next_id++;
-    if (pack_header(&pk, 0, "health", id)) {
+    if (pack_header(&pk, 0, "health", id, c->model)) {
         msgpack_sbuffer_destroy(&sb);
         return fail(c, OL1_E_NOMEM, "out of memory");
     }

@@ -5,7 +5,9 @@
  * binds two endpoints; a client uses either or both:
  *
  *   - the request endpoint (a DEALER socket here, the daemon's ROUTER):
- *     ol1_predict, ol1_learn, ol1_stats, ol1_health, ol1_request_json.
+ *     ol1_predict, ol1_learn, ol1_stats, ol1_health, ol1_request_json,
+ *     ol1_request_fields_json, and for named models ol1_list_models,
+ *     ol1_create_model, ol1_drop_model, ol1_swap_model.
  *     Every request gets exactly one reply, or OL1_E_TIMEOUT.
  *   - the training endpoint (a PUSH socket here, the daemon's PULL):
  *     ol1_send_batch. Fire and forget: no reply; a batch the daemon
@@ -31,11 +33,18 @@
  *         fprintf(stderr, "%s: %s\n", ol1_strerror(rc), ol1_last_error(c));
  *     rc = ol1_close(c);                          // waits for queued batches
  *
+ * Named models: a daemon may hold several models, each with a name. After
+ * ol1_set_model(c, "ctr") every request and training batch of c carries
+ * "model": "ctr"; without it (or after ol1_set_model(c, NULL)) messages
+ * carry no "model" field, exactly as before named models, and the daemon
+ * uses its "default" model.
+ *
  * Conventions, for every function below:
  *
  *   - Functions return OL1_OK (0) or a negative ol1_status code. Daemon
- *     error replies map to OL1_E_MALFORMED ... OL1_E_INTERNAL (one per
- *     protocol error code); OL1_E_DAEMON is a code this client does not
+ *     error replies map to OL1_E_MALFORMED ... OL1_E_INTERNAL and
+ *     OL1_E_UNKNOWN_MODEL, OL1_E_MODEL_EXISTS (one per protocol error
+ *     code); OL1_E_DAEMON is a code this client does not
  *     know (protocol: "new ones may be added"). Client-side failures are
  *     OL1_E_TIMEOUT and below.
  *   - ol1_last_error(client) gives a human-readable detail of the last
@@ -88,6 +97,8 @@ typedef enum ol1_status {
     OL1_E_READ_ONLY = -8,           /* "read_only": a predict-only replica */
     OL1_E_INTERNAL = -9,            /* "internal": a bug in the daemon; model unchanged */
     OL1_E_DAEMON = -10,             /* an error code this client does not know */
+    OL1_E_UNKNOWN_MODEL = -11,      /* "unknown_model": the daemon has no model of that name */
+    OL1_E_MODEL_EXISTS = -12,       /* "model_exists": ol1_create_model of a name in use */
 
     /* Failures on this side. */
     OL1_E_TIMEOUT = -20,            /* no reply (or no room to send) within the timeout */
@@ -194,6 +205,23 @@ int ol1_connect(const char *request_endpoint, const char *train_endpoint, int ti
 int ol1_set_send_hwm(ol1_client *client, int hwm);
 
 /*
+ * Choose the daemon's named model that this client's messages are for:
+ * from this call on, every request (but "list") and every training batch
+ * carries "model": name. NULL goes back to no "model" field at all (the
+ * daemon's "default" model; the messages are then byte for byte those of
+ * a client that never called this). The name is copied.
+ *
+ * A name is 1-64 ASCII letters, digits, '_' and '-', starting with a
+ * letter or a digit. Returns OL1_OK, OL1_E_INVALID (an invalid name: the
+ * model is unchanged, ol1_last_error says why) or OL1_E_NOMEM.
+ */
+int ol1_set_model(ol1_client *client, const char *name);
+
+/* The name set by ol1_set_model, or NULL (none; also for a NULL client).
+   Valid until the next ol1_set_model or ol1_close. */
+const char *ol1_model(const ol1_client *client);
+
+/*
  * Predict: the "predict" operation.
  *
  *   rows         the examples (labels and weights are not sent)
@@ -246,8 +274,9 @@ int ol1_send_batch(ol1_client *client, const ol1_batch *batch, const char *produ
                    int64_t seq);
 
 /*
- * Any operation without fields ("stats", "health", "config", or one the
- * daemon does not know, which is OL1_E_UNKNOWN_OP), its result as JSON.
+ * Any operation without fields ("stats", "health", "config", "list", or one
+ * the daemon does not know, which is OL1_E_UNKNOWN_OP), its result as JSON.
+ * The request carries the client's model (ol1_set_model), except "list".
  *
  *   json  receives a malloc'd, NUL-terminated JSON text of the reply's
  *         "result" map; free it with ol1_free (or free). NULL on failure.
@@ -262,6 +291,64 @@ int ol1_send_batch(ol1_client *client, const ol1_batch *batch, const char *produ
  * Returns as ol1_predict.
  */
 int ol1_request_json(ol1_client *client, const char *op, char **json);
+
+/*
+ * Any operation with fields: as ol1_request_json, and the request also
+ * carries the fields of `fields`, a JSON object text (NULL or "" for none),
+ * converted to msgpack: objects become maps, arrays arrays, strings str,
+ * integers (no fraction, no exponent, within 64 bits) integers, other
+ * numbers float64, true/false/null booleans and nil. For example:
+ *
+ *     ol1_request_fields_json(c, "create",
+ *         "{\"model\": \"ctr\", \"learner\": {\"update\": \"fobos\", \"l1\": 1e-5}}", &json);
+ *
+ * A "model" field (a valid model name) overrides the client's model for
+ * this request; without one, the client's model is sent as by
+ * ol1_request_json. "v", "op" and "id" are set by the client: giving one
+ * is OL1_E_INVALID, and so is text that is not a JSON object (RFC 8259;
+ * string bytes are sent as they are and must be UTF-8), a number longer
+ * than 63 characters, or nesting deeper than 64. Nothing is sent then.
+ *
+ * Returns as ol1_request_json.
+ */
+int ol1_request_fields_json(ol1_client *client, const char *op, const char *fields,
+                            char **json);
+
+/*
+ * Named models. Each returns the daemon's result map as JSON in *json (as
+ * ol1_request_json: free it with ol1_free; json may be NULL). An invalid
+ * name is OL1_E_INVALID, and nothing is sent.
+ *
+ * ol1_list_models: the "list" operation, the daemon's models sorted by
+ *   name: {"models":[{"model":"default","update":"cumulative","loss":"log",
+ *   "examples":100002,"nnz":4012},...]}.
+ *
+ * ol1_create_model: the "create" operation, a new empty model `name` with
+ *   the learner settings of `learner`, a JSON object whose keys are the
+ *   learner options (onlinel1.options.LearnerOptions), e.g.
+ *   "{\"update\": \"fobos\", \"l1\": 1e-5}"; NULL (or "{}") for the
+ *   defaults. Only what is given is sent: the daemon fills in the rest and
+ *   returns {"model": name, "learner": {...every setting...}}. A name in use
+ *   is OL1_E_MODEL_EXISTS; a bad setting OL1_E_BAD_REQUEST.
+ *
+ * ol1_drop_model: the "drop" operation: {"model": name, "examples": t}.
+ *
+ * ol1_swap_model: the "swap" operation: the weights of model `name` are
+ *   replaced, at once, by those of the model file or snapshot `path`,
+ *   which the daemon reads on the daemon's host. A relative path is made
+ *   absolute first, by prefixing this process's working directory (not
+ *   normalised otherwise): right when the daemon runs on this machine; for
+ *   a remote daemon, give the path as its host sees it. Result:
+ *   {"model": name, "examples": t, "nnz": n, "path": path}.
+ *
+ * These do not use or change the client's model (ol1_set_model). Returns
+ * as ol1_request_json, plus OL1_E_UNKNOWN_MODEL (drop, swap: no model of
+ * that name), OL1_E_MODEL_EXISTS (create) and OL1_E_READ_ONLY.
+ */
+int ol1_list_models(ol1_client *client, char **json);
+int ol1_create_model(ol1_client *client, const char *name, const char *learner, char **json);
+int ol1_drop_model(ol1_client *client, const char *name, char **json);
+int ol1_swap_model(ol1_client *client, const char *name, const char *path, char **json);
 
 /*
  * The daemon's counters: ol1_request_json(client, "stats", json). The

@@ -124,6 +124,17 @@ def learner_options(args: argparse.Namespace,
         raise CommandError(message) from None
 
 
+def explicit_learner_values(args: argparse.Namespace, table: dict[str, Any]) -> dict[str, Any]:
+    """The learner settings the user gave (config file and flags), not defaults."""
+    values = dict(table)
+    for _, field in LEARNER_FLAGS:
+        if getattr(args, field) is not None:
+            values[field] = getattr(args, field)
+    if args.no_intercept:
+        values["fit_intercept"] = False
+    return values
+
+
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", metavar="DATA",
                         help="examples in svmlight/libsvm or Vowpal Wabbit text format "

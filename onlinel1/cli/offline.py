@@ -16,8 +16,9 @@ from onlinel1 import model_file
 from onlinel1.batch import BatchError
 from onlinel1.cli.common import (CommandError, Formatter, add_data_arguments,
                                  add_learner_arguments, add_read_ahead_argument,
-                                 learner_options, read, read_ahead)
+                                 explicit_learner_values, learner_options, read, read_ahead)
 from onlinel1.learner import Learner, NumericError
+from onlinel1.warm_start import WarmStartError, load_initial
 
 
 # ------------------------------------------------------------------- train
@@ -59,8 +60,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     options = learner_options(args)
     if args.passes < 1:
         raise CommandError(f"--passes must be >= 1, got {args.passes}")
-    learner = Learner(options)
     names: dict[int, str] | None = None if args.no_names else {}
+    if args.initial:
+        try:
+            learner, initial_names = load_initial(args.initial, explicit_learner_values(args, {}),
+                                                  options, args.force_config)
+        except WarmStartError as exc:
+            raise CommandError(str(exc)) from None
+        if names is not None:
+            names.update(initial_names)
+        options = learner.options
+    else:
+        if args.force_config:
+            raise CommandError("--force-config goes with --initial")
+        learner = Learner(options)
     err = sys.stderr
     table = ProgressTable(err, options.classification, not args.quiet)
     totals = [0, 0.0, 0.0, 0]
@@ -122,9 +135,19 @@ def write_numbers(values: np.ndarray, out: TextIO) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    # --model is the daemon's model name with --connect, a model file without.
     if args.connect:
         from onlinel1.cli.remote import predict_remote
+        if args.model is not None:
+            from onlinel1.names import check_model_name
+            try:
+                check_model_name(args.model)
+            except ValueError as exc:
+                args.parser.error(f"with --connect, --model names one of the daemon's "
+                                  f"models: {exc}")
         return predict_remote(args)
+    if args.model is None:
+        args.parser.error("one of the arguments --model --connect is required")
     learner, _, _ = load_model(args.model)
     out = sys.stdout if args.output in (None, "-") else open(args.output, "w")
     try:
@@ -216,12 +239,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Learn DATA one example at a time, as the daemon would, printing\n"
                     "progressive validation (each example's loss before the model learns\n"
                     "from it) each time the example count doubles, and a summary at the end.",
-        epilog="example:\n  onlinel1 train a9a.train.svm --update fobos --l1 1e-4 --save a9a.model")
+        epilog="examples:\n  onlinel1 train a9a.train.svm --update fobos --l1 1e-4 --save a9a.model\n"
+               "  onlinel1 train day2.svm --initial a9a.model --save a9a-day2.model")
     add_data_arguments(train)
-    add_learner_arguments(train)
+    # Unset flags stay None, so that --initial can tell the settings given
+    # from the defaults (learner_options fills those in).
+    add_learner_arguments(train, with_defaults=False)
     train.add_argument("--passes", type=int, default=1, metavar="N",
                        help="passes over DATA (default: %(default)s)")
     train.add_argument("--save", metavar="MODEL", help="write the model to this file")
+    train.add_argument("--initial", metavar="MODEL",
+                       help="start from this model file or snapshot instead of from zero (Vowpal "
+                            "Wabbit's -i): its weights, state and settings carry on; a setting "
+                            "given that contradicts it is refused")
+    train.add_argument("--force-config", action="store_true",
+                       help="with --initial: carry its weights over to the settings given even "
+                            "where they differ")
     train.add_argument("--no-names", action="store_true",
                        help="do not keep the names of string features for inspect")
     train.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -232,17 +265,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         "predict", formatter_class=Formatter, help="predict a data file with a model",
         description="Write one prediction per example of DATA: the probability of the\n"
                     "positive class for the log loss, the margin b + sum w_i x_i otherwise,\n"
-                    "from a model file (--model) or a running daemon (--connect).",
-        epilog="example:\n  onlinel1 predict --model a9a.model a9a.test.svm > predictions.txt")
-    source = predict.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", metavar="MODEL",
-                        help="a model file written by train --save (or a snapshot)")
-    source.add_argument("--connect", metavar="ENDPOINT",
-                        help="ask a running daemon at its request endpoint instead, "
-                             "e.g. tcp://127.0.0.1:5556")
+                    "from a model file (--model FILE) or a running daemon (--connect),\n"
+                    "whose model --model NAME names (the daemon's 'default' model without\n"
+                    "it).",
+        epilog="examples:\n"
+               "  onlinel1 predict --model a9a.model a9a.test.svm > predictions.txt\n"
+               "  onlinel1 predict --connect tcp://127.0.0.1:5556 a9a.test.svm\n"
+               "  onlinel1 predict --connect tcp://127.0.0.1:5556 --model ctr ctr.test.svm")
+    predict.add_argument("--model", metavar="FILE|NAME",
+                         help="without --connect: a model file written by train --save (or "
+                              "a snapshot); with --connect: the name of one of the daemon's "
+                              "models (default: its 'default' model)")
+    predict.add_argument("--connect", metavar="ENDPOINT",
+                         help="ask a running daemon at its request endpoint instead, "
+                              "e.g. tcp://127.0.0.1:5556")
     add_data_arguments(predict)
     predict.add_argument("--output", metavar="FILE", help="write here instead of stdout")
-    predict.set_defaults(func=cmd_predict)
+    predict.set_defaults(func=cmd_predict, parser=predict)
 
     inspect = sub.add_parser(
         "inspect", formatter_class=Formatter, help="summarise or export a model",

@@ -1,6 +1,9 @@
 """Commands that talk to a running daemon: ``send``, ``predict --connect``,
-``stats``, ``health``.  They are thin: the protocol lives in
-onlinel1/client.py, the reading of data files in onlinel1/io."""
+``stats``, ``health``, ``snapshot`` (and ``models``, in models.py).  They
+are thin: the protocol lives in onlinel1/client.py, the reading of data
+files in onlinel1/io.  Each takes ``--model NAME`` for one of the daemon's
+named models; without it, the messages carry no ``model`` field (the
+daemon's ``default`` model)."""
 from __future__ import annotations
 
 import argparse
@@ -19,6 +22,26 @@ TRAIN_ENDPOINT = "tcp://127.0.0.1:5555"
 REQUEST_ENDPOINT = "tcp://127.0.0.1:5556"
 #: Seconds ``predict --connect`` waits for each batch's reply.
 PREDICT_TIMEOUT = 30.0
+#: What to do next, after an error reply of these codes.
+HINTS = {"unknown_model": "'onlinel1 models list' shows the daemon's models",
+         "model_exists": "drop it first, or swap new weights into it with "
+                         "'onlinel1 models swap'"}
+
+
+def model_name(text: str) -> str:
+    """The ``type`` of a ``--model NAME`` flag: a valid model name (a usage
+    error otherwise, before anything is sent)."""
+    from onlinel1.names import check_model_name
+    try:
+        return check_model_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_model_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--model", metavar="NAME", type=model_name, default=None,
+                        help=f"{what} (default: the daemon's 'default' model; "
+                             f"'onlinel1 models list' shows the others)")
 
 
 def _talk(action: Callable[[], Any]) -> Any:
@@ -27,7 +50,8 @@ def _talk(action: Callable[[], Any]) -> Any:
     try:
         return action()
     except DaemonError as exc:
-        raise CommandError(f"daemon replied {exc.code}: {exc.message}") from None
+        hint = f" ({HINTS[exc.code]})" if exc.code in HINTS else ""
+        raise CommandError(f"daemon replied {exc.code}: {exc.message}{hint}") from None
     except (ClientError, ValueError) as exc:
         raise CommandError(str(exc)) from None
 
@@ -36,11 +60,13 @@ def _client(args: argparse.Namespace, timeout: float) -> Any:
     from onlinel1.client import Client
     if not timeout > 0:
         raise CommandError(f"--timeout must be > 0 seconds, got {timeout}")
-    return _talk(lambda: Client(args.connect, timeout=timeout))
+    model = getattr(args, "model", None)
+    return _talk(lambda: Client(args.connect, timeout=timeout, model=model))
 
 
 def _ask(args: argparse.Namespace, op: str) -> Any:
-    """One request (``stats``, ``health``, ...) on a client of its own."""
+    """One request (``stats``, ``health``, ...) on a client of its own (for
+    ``args.model``, if given)."""
     client = _client(args, args.timeout)
     try:
         return _talk(getattr(client, op))
@@ -95,7 +121,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     producer = _talk(lambda: Producer(args.connect, batch_size=args.batch_size,
                                       producer=args.producer, send_timeout=args.timeout,
-                                      linger=args.timeout))
+                                      linger=args.timeout, model=args.model))
     try:
         try:
             for batch in batches:
@@ -116,8 +142,9 @@ def cmd_send(args: argparse.Namespace) -> int:
         if not producer.closed:
             producer.close(linger=0, flush=False)
     elapsed = time.perf_counter() - start
+    to = args.connect if args.model is None else f"model {args.model} at {args.connect}"
     print(f"sent {producer.examples_sent:,} examples in {producer.seq:,} batches to "
-          f"{args.connect} in {elapsed:.3f} s "
+          f"{to} in {elapsed:.3f} s "
           f"({producer.examples_sent / max(elapsed, 1e-9):,.0f} examples/s)", file=err)
     return 0
 
@@ -125,7 +152,8 @@ def cmd_send(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------- predict
 
 def predict_remote(args: argparse.Namespace) -> int:
-    """``onlinel1 predict --connect ENDPOINT DATA``: the daemon's predictions,
+    """``onlinel1 predict --connect ENDPOINT [--model NAME] DATA``: the
+    daemon's predictions (of its model NAME, else of its default model),
     one per line, written exactly as the offline ``predict`` writes them."""
     from onlinel1.cli.offline import write_numbers
     timeout = getattr(args, "timeout", None) or PREDICT_TIMEOUT
@@ -187,13 +215,17 @@ def cmd_health(args: argparse.Namespace) -> int:
         raise CommandError(f"the daemon at {args.connect} reports status {status!r}")
     details = [f"{key}={_text(health[key])}" for key in ("mode", "uptime_s", "examples")
                if key in health]
+    if args.model is not None:
+        details.insert(0, f"model={args.model}")
     print(" ".join(["ok", args.connect, *details]))
     return 0
 
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
     result = _ask(args, "snapshot")
-    print(f"snapshot {result['seq']} written: {result['file']} ({result['size']} bytes, "
+    model = result.get("model", args.model)
+    of = "" if model is None else f" of model {model}"
+    print(f"snapshot {result['seq']}{of} written: {result['file']} ({result['size']} bytes, "
           f"{result['examples']} examples)")
     return 0
 
@@ -220,7 +252,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                "  onlinel1 serve &\n"
                "  onlinel1 send a9a.train.svm --connect tcp://127.0.0.1:5555 "
                "--producer loader-1\n"
-               "  onlinel1 stats")
+               "  onlinel1 stats\n"
+               "  onlinel1 models create ctr --update fobos --l1 1e-5\n"
+               "  onlinel1 send ctr.train.svm --model ctr")
     add_data_arguments(send)
     send.set_defaults(batch_size=1000)
     send.add_argument("--connect", metavar="ENDPOINT", default=TRAIN_ENDPOINT,
@@ -228,6 +262,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     send.add_argument("--producer", metavar="NAME",
                       help="name this sender; the daemon's stats show the last batch "
                            "number received from each name")
+    add_model_argument(send, "the daemon's model that learns the examples")
     send.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                       help="give up when the daemon has taken nothing for this long "
                            "(default: wait as long as it takes)")
@@ -247,8 +282,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "requests and errors by kind, rejected batches, the last batch number\n"
                     "of each producer. A table by default, the daemon's map with --json.",
         epilog="examples:\n  onlinel1 stats\n"
-               "  onlinel1 stats --connect tcp://10.0.0.7:5556 --json | jq .progressive")
+               "  onlinel1 stats --connect tcp://10.0.0.7:5556 --json | jq .progressive\n"
+               "  onlinel1 stats --model ctr")
     _connection_arguments(stats, 5.0)
+    add_model_argument(stats, "show the counters of the daemon's model of this name")
     stats.add_argument("--json", action="store_true", help="print the stats as JSON")
     stats.set_defaults(func=cmd_stats)
 
@@ -261,6 +298,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog="example:\n  onlinel1 health --connect tcp://127.0.0.1:5556 --timeout 1 "
                "|| restart-daemon")
     _connection_arguments(health, 2.0)
+    add_model_argument(health, "also check that the daemon has a model of this name, and "
+                                "report its examples")
     health.set_defaults(func=cmd_health)
 
     snapshot = sub.add_parser(
@@ -268,6 +307,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Ask a running daemon to write a snapshot of its model to its snapshot\n"
                     "directory, and wait until it is on disk. Prints the file's name and\n"
                     "sequence number. The daemon chooses the path (--snapshot-dir).",
-        epilog="example:\n  onlinel1 snapshot --connect tcp://127.0.0.1:5556 --timeout 60")
+        epilog="examples:\n  onlinel1 snapshot --connect tcp://127.0.0.1:5556 --timeout 60\n"
+               "  onlinel1 snapshot --model ctr")
     _connection_arguments(snapshot, 60.0)
+    add_model_argument(snapshot, "snapshot the daemon's model of this name")
     snapshot.set_defaults(func=cmd_snapshot)

@@ -10,14 +10,10 @@ from typing import Any
 
 import zmq
 
-from onlinel1 import model_file
-from onlinel1.cli.common import (LEARNER_FLAGS, CommandError, Formatter, add_learner_arguments,
-                                 learner_options)
-from onlinel1.learner import Learner
-from onlinel1.options import LearnerOptions
-from onlinel1.server import ConfigError, Daemon, DaemonConfig, read_config_file
+from onlinel1.cli.common import (CommandError, Formatter, add_learner_arguments,
+                                 explicit_learner_values, learner_options)
+from onlinel1.server import ConfigError, DaemonConfig, read_config_file, startup
 from onlinel1.server.config import LOG_LEVELS
-from onlinel1.server.snapshots import SnapshotDir
 
 log = logging.getLogger("onlinel1.daemon")
 
@@ -42,44 +38,6 @@ def daemon_config(args: argparse.Namespace, base: dict[str, Any]) -> DaemonConfi
         raise CommandError(str(exc)) from None
 
 
-def explicit_learner_values(args: argparse.Namespace, table: dict[str, Any]) -> dict[str, Any]:
-    """The learner settings the user gave (config file and flags), not defaults."""
-    values = dict(table)
-    for _, field in LEARNER_FLAGS:
-        if getattr(args, field) is not None:
-            values[field] = getattr(args, field)
-    if args.no_intercept:
-        values["fit_intercept"] = False
-    return values
-
-
-def resume(snapshots: SnapshotDir, given: dict[str, Any], options: LearnerOptions,
-           force: bool) -> tuple[Learner, dict[str, int], dict[int, str]]:
-    """The learner of the newest valid snapshot (and its producers' sequence
-    numbers and feature names), checked against the configuration."""
-    loaded, problems = snapshots.load_newest_valid()
-    for problem in problems:
-        log.warning("%s", problem)
-    if loaded is None:
-        raise CommandError(f"{snapshots.directory}: no snapshot verifies "
-                           f"({len(problems)} damaged); start with --no-resume for a new model")
-    saved = loaded.learner.options
-    clashes = [f"{name}={given[name]!r} (the snapshot has {getattr(saved, name)!r})"
-               for name in sorted(given) if getattr(saved, name) != getattr(options, name)]
-    learner = loaded.learner
-    if clashes and not force:
-        raise CommandError(f"{loaded.path.name} was trained with other settings: "
-                           f"{'; '.join(clashes)}; drop them, or pass --force-config to carry "
-                           f"its weights over to the new settings")
-    if clashes:
-        log.warning("--force-config: the weights of %s continue under %s", loaded.path.name,
-                    "; ".join(clashes))
-        learner = learner.with_options(options)
-    producers = loaded.extra.get("snapshot", {}).get("producers", {})
-    log.info("resumed from %s (%d examples)", loaded.path.name, learner.examples_seen)
-    return learner, producers, loaded.names
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     daemon_table: dict[str, Any] = {}
     learner_table: dict[str, Any] = {}
@@ -92,36 +50,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
     options = learner_options(args, learner_table)
     logging.basicConfig(stream=sys.stderr, level=config.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    producers: dict[str, int] = {}
-    names: dict[int, str] = {}
-    if args.predict_only:
-        if not args.model:
-            raise CommandError("--predict-only needs --model (a snapshot file or directory)")
-        learner, names = load_replica(args.model, wait=not args.check)
-    elif args.model:
-        raise CommandError("--model serves a snapshot read-only: add --predict-only "
-                           "(a trainer resumes from --snapshot-dir)")
-    else:
-        learner = Learner(options)
-        if config.snapshot_dir:
-            snapshots = SnapshotDir(config.snapshot_dir, config.keep)
-            wanted = config.resume if config.resume is not None else bool(snapshots.listing())
-            if wanted:
-                learner, producers, names = resume(
-                    snapshots, explicit_learner_values(args, learner_table), options,
-                    args.force_config)
+    stopping: list[int] = []
+    try:
+        if args.predict_only:
+            if not args.model:
+                raise CommandError("--predict-only needs --model (a snapshot file or directory)")
+            if args.initial:
+                raise CommandError("--initial starts a trainer; a --predict-only replica serves "
+                                   "--model")
+            previous = signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
             try:
-                snapshots.ensure()
-            except OSError as exc:
-                raise CommandError(f"cannot use the snapshot directory: {exc}") from None
-            if not args.check:
-                # Unfinished writes of a crashed run (--check must not touch a
-                # live trainer's directory).
-                snapshots.remove_stale_temporaries()
-        elif config.resume:
-            raise CommandError("--resume needs --snapshot-dir")
-    daemon = Daemon(learner, config, producers=producers, names=names,
-                    replica_of=args.model if args.predict_only else None)
+                daemon = startup.replica(config, args.model, wait=not args.check,
+                                         stopping=lambda: bool(stopping))
+            finally:
+                signal.signal(signal.SIGTERM, previous)
+            if daemon is None:          # SIGTERM while waiting for a first snapshot
+                return 0
+        elif args.model:
+            raise CommandError("--model serves a snapshot read-only: add --predict-only "
+                               "(a trainer resumes from --snapshot-dir, or starts from "
+                               "--initial MODEL)")
+        else:
+            daemon = startup.trainer(config, options, explicit_learner_values(args, learner_table),
+                                     force=args.force_config, initial=args.initial,
+                                     check=args.check)
+    except startup.StartupError as exc:
+        raise CommandError(str(exc)) from None
     try:
         daemon.bind()
     except zmq.ZMQError as exc:
@@ -134,8 +88,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 0
 
     def stop(signum: int, frame: Any) -> None:
-        logging.getLogger("onlinel1.daemon").info(
-            "%s: finishing the batch in hand, then stopping", signal.Signals(signum).name)
+        log.info("%s: finishing the batch in hand, then stopping", signal.Signals(signum).name)
         daemon.request_stop()
 
     signal.signal(signal.SIGTERM, stop)
@@ -145,45 +98,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # passes, which would otherwise stall requests for milliseconds.
     gc.freeze()
     try:
-        daemon.run()
+        ok = daemon.run()
     finally:
         daemon.close()
+    if not ok:
+        log.error("a final snapshot failed: the newest snapshot on disk is older than the model")
+        return 1
     return 0
-
-
-def load_replica(source: str, wait: bool) -> tuple[Learner, dict[int, str]]:
-    """The model a predict-only replica starts with: a model file, or the
-    newest valid snapshot of a directory; with ``wait``, an empty directory
-    is watched until the trainer's first snapshot appears."""
-    import pathlib
-    import time
-    path = pathlib.Path(source)
-    try:
-        if path.is_dir():
-            loaded, problems = SnapshotDir(path, 1).load_newest_valid()
-            if loaded is None and wait and not problems:
-                log.info("waiting for the first snapshot in %s", source)
-                stopping = []
-                previous = signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
-                try:
-                    while loaded is None and not problems and not stopping:
-                        time.sleep(1.0)   # polling the directory for a new file
-                        loaded, problems = SnapshotDir(path, 1).load_newest_valid()
-                finally:
-                    signal.signal(signal.SIGTERM, previous)
-                if stopping:
-                    raise SystemExit(0)
-            for problem in problems:
-                log.warning("%s", problem)
-            if loaded is None:
-                raise CommandError(f"{source}: no valid snapshot to serve")
-            return loaded.learner, loaded.names
-        learner, names, _ = model_file.load(path)
-        return learner, names
-    except FileNotFoundError:
-        raise CommandError(f"{source}: no such file or directory") from None
-    except model_file.ModelFileError as exc:
-        raise CommandError(str(exc)) from None
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -240,6 +161,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     snap.add_argument("--force-config", action="store_true",
                       help="resume even where the learner settings differ from the snapshot's: "
                            "its weights continue under the new settings")
+    snap.add_argument("--initial", metavar="MODEL",
+                      help="start the default model from this model file or snapshot (Vowpal "
+                           "Wabbit's -i) instead of from zero; settings given that contradict "
+                           "it are refused (see --force-config)")
     snap.add_argument("--model", metavar="SNAPSHOT",
                       help="with --predict-only: serve this snapshot file, or the newest "
                            "snapshot of this directory, reloading when a newer one appears")

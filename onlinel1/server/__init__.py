@@ -1,8 +1,15 @@
-"""The daemon: ZeroMQ sockets, the wire protocol, stats and configuration.
+"""The daemon: one module per concern.
 
-``protocol.py`` decodes and encodes messages (docs/protocol.md),
-``daemon.py`` is the event loop, ``stats.py`` its counters and
-``config.py`` its settings and config file.
+``transport.py`` owns the sockets, ``daemon.py`` is the controller (the
+event loop and dispatch), ``commands/`` holds one module per request
+operation, ``trainer.py`` is one named model (learner, counters, snapshot
+schedule), ``models.py`` the set of them, ``scheduler.py`` decides when
+snapshots are written and ``snapshots.py`` writes them, ``layout.py`` is
+the snapshot directory's folder per model, ``replica.py`` the trainer and
+predict-only policies, ``startup.py`` builds a daemon from its settings
+(resume, warm start, replica wait), ``protocol.py`` decodes and encodes
+messages (docs/protocol.md), ``stats.py`` counts, ``config.py`` holds the
+settings and the config file.
 """
 from onlinel1.server.config import ConfigError, DaemonConfig, read_config_file
 from onlinel1.server.daemon import Daemon

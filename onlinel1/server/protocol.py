@@ -19,6 +19,7 @@ import numpy as np
 
 from onlinel1.batch import Batch, BatchError
 from onlinel1.io import feature_key, feature_keys
+from onlinel1.names import DEFAULT_MODEL, check_model_name
 
 VERSION = 1
 
@@ -31,6 +32,8 @@ BAD_BATCH = "bad_batch"
 TOO_LARGE = "too_large"
 NUMERIC = "numeric"
 READ_ONLY = "read_only"
+UNKNOWN_MODEL = "unknown_model"
+MODEL_EXISTS = "model_exists"
 INTERNAL = "internal"
 
 MAX_DEPTH = 100   # deeper is refused (msgpack's C decoder has its own limit)
@@ -187,6 +190,20 @@ def decode_message(frame: Any, max_bytes: int) -> dict:
     return msg
 
 
+def model_name(msg: Mapping[str, Any], required: bool = False) -> str:
+    """The model a message is for: its ``model`` field, ``default`` when
+    absent (unless ``required``)."""
+    name = msg.get("model")
+    if name is None:
+        if required:
+            raise ProtocolError(BAD_REQUEST, f"{msg.get('op')!r} needs a 'model' name")
+        return DEFAULT_MODEL
+    try:
+        return check_model_name(name)
+    except ValueError as exc:
+        raise ProtocolError(BAD_REQUEST, str(exc)) from None
+
+
 # ------------------------------------------------------------------ batches
 
 _CSR_DTYPES = {"indptr": "<i8", "keys": "<u8", "labels": "<f8", "weights": "<f8"}
@@ -330,4 +347,4 @@ def encode_error(request_id: Any, code: str, message: str) -> bytes:
 
 
 __all__ = ["VERSION", "ProtocolError", "decode_message", "decode_batch", "decode_csr",
-           "decode_rows", "encode_result", "encode_error", "feature_key"]
+           "decode_rows", "encode_result", "encode_error", "feature_key", "model_name"]

@@ -2,10 +2,12 @@
  * predictor - read examples on standard input, print the daemon's
  * prediction of each, one per line.
  *
- *   predictor [-o auto|probability|margin] [-b ROWS] [-t MS] REQUEST_ENDPOINT
+ *   predictor [-o auto|probability|margin] [-m MODEL] [-b ROWS] [-t MS] REQUEST_ENDPOINT
  *
  *   -o OUTPUT  what to print (default auto: the probability for the log
  *              loss, the margin otherwise)
+ *   -m MODEL   ask the daemon's named model MODEL (default: none named, the
+ *              daemon's "default" model)
  *   -b ROWS    the most rows asked for in one request (default 1000)
  *   -t MS      the longest wait for one reply (default 30000)
  *
@@ -86,7 +88,8 @@ static int input_waiting(const reader *r) {
 
 static int usage(void) {
     fprintf(stderr,
-            "usage: predictor [-o auto|probability|margin] [-b ROWS] [-t MS] REQUEST_ENDPOINT\n");
+            "usage: predictor [-o auto|probability|margin] [-m MODEL] [-b ROWS] [-t MS] "
+            "REQUEST_ENDPOINT\n");
     return 2;
 }
 
@@ -120,8 +123,9 @@ static int predict_rows(ol1_client *client, rows_buf *rows, ol1_output output, d
 int main(int argc, char **argv) {
     long batch_rows = 1000, timeout_ms = 30000;
     ol1_output output = OL1_OUTPUT_AUTO;
+    const char *model = NULL;
     int opt;
-    while ((opt = getopt(argc, argv, "o:b:t:h")) != -1) {
+    while ((opt = getopt(argc, argv, "o:m:b:t:h")) != -1) {
         char *end;
         switch (opt) {
         case 'o':
@@ -130,6 +134,7 @@ int main(int argc, char **argv) {
             else if (!strcmp(optarg, "margin")) output = OL1_OUTPUT_MARGIN;
             else return usage();
             break;
+        case 'm': model = optarg; break;
         case 'b':
             batch_rows = strtol(optarg, &end, 10);
             if (*end || batch_rows < 1) return usage();
@@ -149,6 +154,11 @@ int main(int argc, char **argv) {
     if (rc != OL1_OK) {
         fprintf(stderr, "predictor: cannot connect to %s: %s\n", endpoint, ol1_strerror(rc));
         return 1;
+    }
+    if (model && (rc = ol1_set_model(client, model)) != OL1_OK) {
+        fprintf(stderr, "predictor: %s\n", ol1_last_error(client));
+        ol1_close(client);
+        return 2;
     }
     rows_buf rows;
     if (rows_init(&rows) != 0) {

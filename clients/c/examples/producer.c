@@ -2,10 +2,12 @@
  * producer - stream an svmlight file to a daemon's training endpoint, in
  * columnar batches (the C equivalent of `onlinel1 send FILE`).
  *
- *   producer [-b ROWS] [-p NAME] [-t MS] TRAIN_ENDPOINT FILE
+ *   producer [-b ROWS] [-p NAME] [-m MODEL] [-t MS] TRAIN_ENDPOINT FILE
  *
  *   -b ROWS  rows per batch (default 1000, as `onlinel1 send`)
  *   -p NAME  the producer name the daemon's stats show with the last seq
+ *   -m MODEL the daemon's named model that learns the batches (default:
+ *            none named, the daemon's "default" model)
  *   -t MS    give up when the daemon takes no batch for this long, and wait
  *            at most this long at the end for the queued batches to leave
  *            (default 60000)
@@ -34,7 +36,8 @@ static double seconds(void) {
 }
 
 static int usage(void) {
-    fprintf(stderr, "usage: producer [-b ROWS] [-p NAME] [-t MS] TRAIN_ENDPOINT FILE\n");
+    fprintf(stderr,
+            "usage: producer [-b ROWS] [-p NAME] [-m MODEL] [-t MS] TRAIN_ENDPOINT FILE\n");
     return 2;
 }
 
@@ -57,9 +60,9 @@ static int send_rows(ol1_client *client, rows_buf *rows, const char *name, int64
 
 int main(int argc, char **argv) {
     long batch_rows = 1000, timeout_ms = 60000;
-    const char *name = NULL;
+    const char *name = NULL, *model = NULL;
     int opt;
-    while ((opt = getopt(argc, argv, "b:p:t:h")) != -1) {
+    while ((opt = getopt(argc, argv, "b:p:m:t:h")) != -1) {
         char *end;
         switch (opt) {
         case 'b':
@@ -67,6 +70,7 @@ int main(int argc, char **argv) {
             if (*end || batch_rows < 1) return usage();
             break;
         case 'p': name = optarg; break;
+        case 'm': model = optarg; break;
         case 't':
             timeout_ms = strtol(optarg, &end, 10);
             if (*end || timeout_ms < 1 || timeout_ms > 0x7fffffff) return usage();
@@ -88,6 +92,12 @@ int main(int argc, char **argv) {
         fprintf(stderr, "producer: cannot connect to %s: %s\n", endpoint, ol1_strerror(rc));
         if (in != stdin) fclose(in);
         return 1;
+    }
+    if (model && (rc = ol1_set_model(client, model)) != OL1_OK) {
+        fprintf(stderr, "producer: %s\n", ol1_last_error(client));
+        ol1_close(client);
+        if (in != stdin) fclose(in);
+        return 2;
     }
     rows_buf rows;
     if (rows_init(&rows) != 0) {

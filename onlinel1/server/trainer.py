@@ -1,0 +1,129 @@
+"""One named model of the daemon: its learner, counters and snapshot schedule.
+
+A trainer learns a checked batch in slices of about ``config.slice_nnz``
+features: between slices the daemon answers the requests that arrived
+(the learning kernel polls the request socket's descriptor every slice and
+stops after the current example when one may be waiting), so a large batch
+never holds a prediction for long, and a batch with no request in the way
+is learned in few calls.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable
+
+from onlinel1._kernels.csr import slice_end
+from onlinel1.batch import Batch
+from onlinel1.errors import BatchError, NumericError, StoreFullError, stopped_message
+from onlinel1.learner import Learner
+from onlinel1.server import protocol
+from onlinel1.server.config import DaemonConfig
+from onlinel1.server.protocol import ProtocolError
+from onlinel1.server.snapshots import BackgroundWriter, SnapshotDir
+from onlinel1.server.stats import Stats
+
+#: A learning call covers at most this many slices (config.slice_nnz each);
+#: the kernel stops sooner, after the slice in which a request arrives.
+MAX_SLICES_PER_CALL = 8
+
+
+@dataclasses.dataclass
+class SnapshotSchedule:
+    """When this model's next snapshot is due, and who waits for it."""
+
+    directory: SnapshotDir
+    writer: BackgroundWriter
+    last_time: float
+    last_t: int
+    wanted: bool = False
+    #: Repliers waiting for the next snapshot, and those of the one being written.
+    waiters: list = dataclasses.field(default_factory=list)
+    writing_for: list = dataclasses.field(default_factory=list)
+    #: Whether the last attempt failed (readiness is degraded until one succeeds).
+    failing: bool = False
+
+
+class Trainer:
+    """A named model: ``learner``, the names of its string features (when
+    kept), its ``stats`` (producers' sequence numbers among them) and its
+    snapshot schedule (None without a snapshot directory)."""
+
+    def __init__(self, name: str, learner: Learner, config: DaemonConfig, *,
+                 names: dict[int, str] | None = None,
+                 producers: dict[str, int] | None = None,
+                 snapshots: SnapshotDir | None = None) -> None:
+        self.name = name
+        self.learner = learner
+        self.config = config
+        self.stats = Stats(config.window_examples)
+        self.stats.producers.update(producers or {})
+        self.names: dict[int, str] | None = dict(names or {}) if config.keep_names or names else None
+        self.schedule = SnapshotSchedule(snapshots, BackgroundWriter(snapshots), time.monotonic(),
+                                         learner.examples_seen) if snapshots else None
+
+    def summary(self) -> str:
+        o = self.learner.options
+        return (f"loss={o.loss} update={o.update} l1={o.l1:g} l2={o.l2:g} eta0={o.eta0:g} "
+                f"schedule={o.schedule} origin={o.origin}")
+
+    def replace(self, learner: Learner, names: dict[int, str] | None) -> None:
+        """Serve ``learner`` from now on (a swap or a replica's reload): one
+        assignment, so every request is answered wholly by the old model or
+        wholly by the new."""
+        self.learner = learner
+        if self.names is not None or names:
+            self.names = dict(names or {})
+        if self.schedule is not None:
+            self.schedule.last_t = -1      # the next periodic snapshot holds the new model
+
+    def report(self) -> dict[str, Any]:
+        """The ``stats`` reply of this model."""
+        out = self.stats.report(self.learner)
+        out["model"] = self.name
+        out["update"] = self.learner.options.update
+        out["snapshot_failing"] = bool(self.schedule and self.schedule.failing)
+        return out
+
+    # ----------------------------------------------------------- learning
+
+    def check(self, batch: Batch, learning: bool) -> None:
+        try:
+            self.learner.check(batch, learning=learning)
+        except BatchError as exc:
+            raise ProtocolError(protocol.BAD_BATCH, str(exc)) from None
+
+    def learn(self, batch: Batch, request_fd: int, serve_between: Callable[[], bool]) -> dict:
+        """Learn a checked batch in slices, calling ``serve_between()``
+        (which answers requests and says whether more may be waiting)
+        between them; return the reply of an acknowledged learn.  A numeric
+        failure raises ``ProtocolError(numeric)``; the examples before it
+        stay learned."""
+        self.stats.batches += 1
+        indptr = batch.indptr
+        n = batch.n_rows
+        slice_nnz = self.config.slice_nnz
+        wake = (request_fd, slice_nnz)
+        budget = MAX_SLICES_PER_CALL * slice_nnz
+        start = 0
+        before = self.learner.progress_sums
+        while start < n:
+            # The largest stop with nnz(start:stop) <= budget (at least one row).
+            stop = slice_end(indptr, start, budget)
+            try:
+                result = self.learner.learn(batch, check=False, rows=(start, stop), wake=wake)
+            except (NumericError, StoreFullError) as exc:
+                self.stats.learned(exc.result)
+                raise ProtocolError(protocol.NUMERIC,
+                                    stopped_message(exc.reason, exc.row, exc.row)) from None
+            self.stats.learned(result)
+            start += result.rows
+            if start < n:
+                more = serve_between()
+                # Requests left over (the per-turn limit) do not signal the
+                # descriptor again: come back after one slice.
+                budget = (1 if more else MAX_SLICES_PER_CALL) * slice_nnz
+        after = self.learner.progress_sums
+        weight = after["weight_sum"] - before["weight_sum"]
+        loss = (after["loss_sum"] - before["loss_sum"]) / weight if weight > 0 else None
+        return {"examples": n, "loss": loss, "t": self.learner.examples_seen}

@@ -1,0 +1,153 @@
+"""The daemon's sockets: binding, polling, receiving and replying.
+
+* ``PULL`` (training endpoint): training batches, fire and forget; absent
+  on a predict-only replica.
+* ``ROUTER`` (request endpoint): requests; every request gets one reply.
+
+Two ZeroMQ contexts, each with its own I/O thread: the training stream on
+one, requests and replies on the other, so a stream of large batches never
+queues a reply; the training one runs at a lower CPU priority
+(``config.training_io_nice``, see threads.py).  A context given by the
+caller carries both sockets.
+
+Other threads (the HTTP endpoint) never touch a socket: they ask the loop
+through ``Transport.wake()``, a pipe the poller watches.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+import zmq
+
+from onlinel1.server import threads
+from onlinel1.server.config import DaemonConfig
+
+log = logging.getLogger("onlinel1.daemon")
+
+
+class Transport:
+    """The request socket, the training socket (if ``training``) and a
+    wake-up pipe, polled together."""
+
+    def __init__(self, config: DaemonConfig, training: bool,
+                 context: zmq.Context | None = None) -> None:
+        self.config = config
+        self._own_contexts = context is None
+        self.context = context or zmq.Context(io_threads=1)
+        self.training_context = (context or zmq.Context(io_threads=1)) if training else None
+        self.with_training = training
+        #: Thread ids whose priority was lowered.
+        self.lowered_threads: list[int] = []
+        self.training: zmq.Socket | None = None
+        self.requests: zmq.Socket | None = None
+        self.request_fd = -1
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._poller: zmq.Poller | None = None
+
+    def bind(self) -> None:
+        """Open and bind the sockets; ``zmq.ZMQError`` if an endpoint cannot
+        be bound (nothing is left open then)."""
+        c = self.config
+        # ZeroMQ drops frames beyond MAXMSGSIZE itself (bounding memory
+        # against absurd sizes); up to that the daemon answers too_large.
+        hard_cap = 4 * c.max_message_bytes
+        training = None
+        if self.with_training:
+            if self._own_contexts:
+                training, started = threads.started_by(
+                    lambda: self.training_context.socket(zmq.PULL))
+                self.lowered_threads = threads.lower_priority(started, c.training_io_nice)
+            else:
+                training = self.training_context.socket(zmq.PULL)
+        requests = self.context.socket(zmq.ROUTER)
+        sockets = [s for s in (training, requests) if s is not None]
+        try:
+            for sock in sockets:
+                sock.setsockopt(zmq.RCVHWM, c.high_water_mark)
+                sock.setsockopt(zmq.SNDHWM, c.high_water_mark)
+                sock.setsockopt(zmq.MAXMSGSIZE, hard_cap)
+                sock.setsockopt(zmq.LINGER, 1000)
+            requests.setsockopt(zmq.ROUTER_MANDATORY, 0)
+            if training is not None:
+                training.bind(c.train_endpoint)
+            requests.bind(c.request_endpoint)
+        except zmq.ZMQError:
+            for sock in sockets:
+                sock.close(linger=0)
+            raise
+        self.training, self.requests = training, requests
+        # Readable when the request socket may have something (ZMQ_FD): the
+        # learning kernel polls it every slice, so a request interrupts a
+        # batch after the current slice.
+        self.request_fd = requests.getsockopt(zmq.FD)
+        poller = zmq.Poller()
+        poller.register(requests, zmq.POLLIN)
+        if training is not None:
+            poller.register(training, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
+        self._poller = poller
+        if self.lowered_threads:
+            log.debug("the training stream's I/O threads %s run at nice %d",
+                      self.lowered_threads, c.training_io_nice)
+
+    def poll(self, timeout_ms: int) -> tuple[bool, bool, bool]:
+        """Wait up to ``timeout_ms``: (requests, training, woken) readiness."""
+        events = dict(self._poller.poll(timeout_ms))
+        woken = self._wake_r in events
+        if woken:
+            try:
+                while os.read(self._wake_r, 4096):
+                    pass
+            except BlockingIOError:
+                pass
+        return self.requests in events, self.training is not None and self.training in events, woken
+
+    def wake(self) -> None:
+        """Make the next (or current) ``poll`` return; safe from any thread."""
+        try:
+            os.write(self._wake_w, b"w")
+        except (BlockingIOError, OSError):   # full (a wake is pending) or closed
+            pass
+
+    def request_waiting(self) -> bool:
+        """Whether the request socket may hold a message (cheaper than a
+        non-blocking recv that raises ``zmq.Again``)."""
+        return bool(self.requests.getsockopt(zmq.EVENTS) & zmq.POLLIN)
+
+    def recv_request(self) -> list[bytes] | None:
+        try:
+            # Requests are small: copying beats zmq.Frame's bookkeeping.
+            return self.requests.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return None
+
+    def recv_training(self) -> zmq.Frame | None:
+        try:
+            return self.training.recv(zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return None
+
+    def reply(self, envelope: list[bytes], reply: bytes) -> None:
+        try:
+            self.requests.send_multipart([*envelope, reply], zmq.NOBLOCK)
+        except zmq.ZMQError as exc:   # the client went away or is not reading
+            log.debug("reply not delivered: %s", exc)
+
+    def close(self) -> None:
+        for sock in (self.training, self.requests):
+            if sock is not None:
+                sock.close()
+        self.training = self.requests = None
+        if self._own_contexts:
+            for ctx in (self.training_context, self.context):
+                if ctx is not None and not ctx.closed:
+                    ctx.term()
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._wake_r = self._wake_w = -1
