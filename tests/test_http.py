@@ -13,8 +13,6 @@ fake ``StatusSource`` whose readings the tests set.
   other scrapes; the bounded pool refuses what it cannot queue.
 * ``/status.json`` keeps the sampled history, answers increments, and
   records snapshots written and failed.
-* ``LoopStatus`` is answered in the loop's thread, once for all waiting
-  reads, times out without a loop, and hands the loop's failure over.
 * ``close()`` joins every thread and frees the port.
 
 Every server binds 127.0.0.1 on a free port; every wait has a deadline.
@@ -34,7 +32,7 @@ import pytest
 
 from conftest import wait_for
 from onlinel1 import Batch, Learner
-from onlinel1.server.http import (MISSING_CLIENT, HttpServer, LoopStatus, MissingDependency,
+from onlinel1.server.http import (MISSING_CLIENT, HttpServer, MissingDependency,
                                   parse_http_endpoint)
 from onlinel1.server.metrics import LATENCY_BUCKETS, RequestMetrics
 from onlinel1.server.stats import Stats
@@ -723,101 +721,6 @@ def test_status_page_is_served_with_a_strict_policy(serve):
     assert not re.search(rb"(src|href)=\"(https?:)?//", body)
     assert b"http://" not in body.replace(b"http://www.w3.org/2000/svg", b"")
     assert b"https://" not in body
-
-
-# ------------------------------------------------------------- LoopStatus
-
-class FakeLoop:
-    """A daemon loop: polls the LoopStatus descriptor (as the daemon's
-    poller would) and answers in its own thread."""
-
-    def __init__(self, status: LoopStatus, compute) -> None:
-        self.status, self.compute = status, compute
-        self.computed_in: list[int] = []
-        self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._run)
-        self.thread.start()
-
-    def _run(self) -> None:
-        import select
-        while not self._stop.is_set():
-            readable, _, _ = select.select([self.status], [], [], 0.05)
-            if readable:
-                self.status.serve(self._compute)
-
-    def _compute(self) -> dict:
-        self.computed_in.append(threading.get_ident())
-        return self.compute()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self.thread.join(WAIT)
-
-
-def test_loop_status_is_answered_by_the_loop(serve):
-    status = LoopStatus()
-    source = FakeSource()
-    loop = FakeLoop(status, lambda: source.read(1.0))
-    try:
-        doc = status.read(WAIT)
-        assert set(doc["models"]) == {"ctr", "price"}
-        assert loop.computed_in == [loop.thread.ident]       # computed in the loop's thread
-        server = serve(status)
-        assert get(server.address, "/healthz")[:3:2] == (200, b"ok\n")
-        assert by_model(scrape(server), "onlinel1_examples_total")["ctr"] == 123_456
-    finally:
-        loop.stop()
-        status.close()
-
-
-def test_loop_status_answers_waiting_reads_with_one_computation():
-    import select
-    status = LoopStatus()
-    answers, computed = [], []
-    readers = [threading.Thread(target=lambda: answers.append(status.read(WAIT)))
-               for _ in range(3)]
-    for r in readers:
-        r.start()
-    try:
-        wait_for(lambda: status._waiting.qsize(), lambda n: n == 3, WAIT, "three waiting reads")
-        assert select.select([status], [], [], 0)[0], "the loop is woken"
-        assert status.serve(lambda: computed.append(1) or {"models": {}}) == 3
-        for r in readers:
-            r.join(WAIT)
-        assert answers == [{"models": {}}] * 3 and computed == [1]
-        # (A reader's wake-up may come after the serve that answered it: one
-        # more turn finds nothing, and the descriptor is quiet.)
-        assert status.serve(lambda: pytest.fail("nothing is waiting")) == 0
-        assert not select.select([status], [], [], 0)[0]
-    finally:
-        status.close()
-
-
-def test_loop_status_times_out_when_the_loop_does_not_answer():
-    status = LoopStatus()
-    try:
-        with pytest.raises(TimeoutError, match="did not answer within 0.05 s"):
-            status.read(0.05)
-        # The late loop drops the read that gave up.
-        assert status.serve(lambda: pytest.fail("no reader is waiting")) == 0
-    finally:
-        status.close()
-
-
-def test_loop_status_hands_a_failure_to_the_reader(serve):
-    status = LoopStatus()
-
-    def broken():
-        raise KeyError("models")
-    loop = FakeLoop(status, broken)
-    try:
-        server = serve(status)
-        code, _, body = get(server.address, "/healthz")
-        assert code == 503 and b"KeyError" in body
-        assert loop.thread.is_alive(), "the loop goes on"
-    finally:
-        loop.stop()
-        status.close()
 
 
 # ------------------------------------------------------------------ close

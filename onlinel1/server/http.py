@@ -17,9 +17,7 @@
 It never touches the model: everything comes from ``source.read(timeout)``,
 which the daemon answers inside its loop (so the numbers of one reading
 agree with each other) and which raises ``TimeoutError`` when the loop
-cannot answer in time.  ``LoopStatus`` is such a source: the loop polls
-its descriptor and calls ``serve(compute)``, which never waits.  The loop
-never waits on HTTP.
+cannot answer in time.  The loop never waits on HTTP.
 
 A slow or hostile client costs one coroutine, not a thread: one asyncio
 loop reads every request head, with a deadline (``header_timeout``) and a
@@ -165,76 +163,6 @@ def _listen(endpoint: str, host: str, port: int) -> socket.socket:
         raise OSError(exc.errno, f"cannot listen on the HTTP endpoint {endpoint}: "
                                  f"{exc.strerror or exc}") from None
     return sock
-
-
-# ----------------------------------------------------------- the source
-
-class LoopStatus:
-    """A ``StatusSource`` that the daemon's loop answers, never waiting.
-
-    ``read(timeout)``, from any thread, queues a request, wakes the loop
-    through ``fileno()`` (register it in the loop's poller; a
-    ``zmq.Poller`` takes a plain descriptor) and waits for the answer.
-    The loop calls ``serve(compute)`` on each turn (and between the slices
-    of a long batch, so that a probe is not held for the whole batch): if
-    reads are waiting, ``compute()`` runs once, in the loop, and its result
-    answers all of them.  A read that timed out is dropped, unanswered.
-    """
-
-    def __init__(self) -> None:
-        self._waiting: queue.SimpleQueue[concurrent.futures.Future] = queue.SimpleQueue()
-        self._wake_read, self._wake_write = socket.socketpair()
-        for end in (self._wake_read, self._wake_write):
-            end.setblocking(False)
-
-    def fileno(self) -> int:
-        """Readable while reads are waiting."""
-        return self._wake_read.fileno()
-
-    def read(self, timeout: float) -> dict:
-        future: concurrent.futures.Future = concurrent.futures.Future()
-        self._waiting.put(future)
-        try:
-            self._wake_write.send(b"\0")
-        except (BlockingIOError, OSError):    # already awake (a full buffer), or closed
-            pass
-        try:
-            return future.result(timeout)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            raise TimeoutError(f"the daemon loop did not answer within {timeout:g} s") from None
-
-    def serve(self, compute: Callable[[], dict]) -> int:
-        """Answer the waiting reads with one ``compute()``; return how many."""
-        try:
-            while self._wake_read.recv(4096):
-                pass
-        except (BlockingIOError, OSError):
-            pass
-        waiting = []
-        while True:
-            try:
-                future = self._waiting.get_nowait()
-            except queue.Empty:
-                break
-            if future.set_running_or_notify_cancel():
-                waiting.append(future)
-        if not waiting:
-            return 0
-        try:
-            status = compute()
-        except Exception as exc:     # a bug: the readers report it; the loop goes on
-            log.exception("computing the status for the HTTP side failed")
-            for future in waiting:
-                future.set_exception(exc)
-            return len(waiting)
-        for future in waiting:
-            future.set_result(status)
-        return len(waiting)
-
-    def close(self) -> None:
-        self._wake_read.close()
-        self._wake_write.close()
 
 
 # ------------------------------------------------------------- readiness
