@@ -35,7 +35,8 @@ from onlinel1 import Batch, Learner
 from onlinel1.server.http import (MISSING_CLIENT, HttpServer, MissingDependency,
                                   parse_http_endpoint)
 from onlinel1.server.metrics import LATENCY_BUCKETS, RequestMetrics
-from onlinel1.server.stats import Stats
+from onlinel1.server.config import DaemonConfig
+from onlinel1.server.trainer import Trainer
 
 pytest.importorskip("prometheus_client", reason="pip install 'onlinel1[http]' (the test extra "
                                                 "has it)")
@@ -48,22 +49,23 @@ VERSION = "onlinel1 0.1.0"
 
 # ------------------------------------------------------------- the fake
 
-def real_report(loss: str = "log", update: str = "fobos") -> dict:
-    """The ``stats`` report of a real model (server/stats.py) after a few
-    examples, with the two keys the daemon adds for the HTTP side."""
-    learner = Learner(loss=loss, update=update, l1=1e-4)
-    stats = Stats(window_examples=2)
+def real_report(loss: str = "log", update: str = "fobos", name: str = "m") -> dict:
+    """The report of a real model after a few examples, as the daemon's
+    status gives it (``Trainer.report``: the ``stats`` report and the keys
+    the HTTP side reads)."""
+    trainer = Trainer(name, Learner(loss=loss, update=update, l1=1e-4),
+                      DaemonConfig(window_examples=2))
     rows = [{1: 1.0, 2: 0.5}, {2: 1.0, 3: 1.0}, {1: 1.0, 4: 2.0}]
-    stats.learned(learner.learn(Batch.from_rows(rows, [1, -1, 1])))
-    stats.batches += 1
-    report = stats.report(learner)
-    report.update(update=update, snapshot_failing=False)
+    trainer.stats.learned(trainer.learner.learn(Batch.from_rows(rows, [1, -1, 1])))
+    trainer.stats.batches += 1
+    report = trainer.report()
+    assert {"update", "snapshot_failing"} <= set(report)
     return report
 
 
 def ctr_report() -> dict:
     """A classification model with requests, errors, producers and a snapshot."""
-    r = real_report("log", "fobos")
+    r = real_report("log", "fobos", "ctr")
     r.update(examples=123_456, batches=124, t=123_456, nnz=4321, store_features=5000,
              store_bytes=163_840, learning_rate=0.05, uptime_s=3600.5, snapshots_failed=2,
              reloads=0)
@@ -81,7 +83,7 @@ def ctr_report() -> dict:
 
 def price_report() -> dict:
     """A regression model (no accuracy), with no snapshot yet."""
-    r = real_report("squared", "cumulative")
+    r = real_report("squared", "cumulative", "price")
     r.update(examples=999, batches=3, nnz=12, snapshots_failed=0, reloads=5)
     r["requests"] = {"predict": 2}
     return r
@@ -97,6 +99,9 @@ class FakeSource:
         self._models = copy.deepcopy(models if models is not None else
                                      {"ctr": ctr_report(), "price": price_report()})
         self.mode = mode
+        #: The daemon's own counters: requests naming no loaded model.
+        self.daemon = {"models": len(self._models), "requests": {"list": 3, "create": 1},
+                       "errors": {"unknown_model": 2}, "rejected": {"unknown_model": 5}}
         self.reads = 0
         self._stuck = False
         self._release = threading.Event()
@@ -105,7 +110,8 @@ class FakeSource:
         with self._lock:
             self.reads += 1
             stuck = self._stuck
-            doc = {"daemon": {"mode": self.mode, "uptime_s": 7200.25, "version": VERSION},
+            doc = {"daemon": {"mode": self.mode, "uptime_s": 7200.25, "version": VERSION,
+                              **copy.deepcopy(self.daemon)},
                    "models": copy.deepcopy(self._models)}
         if stuck:
             # A loop busy for the whole timeout (or until unstick()).
@@ -277,6 +283,11 @@ def test_metrics_equal_the_sources_stats_numbers(serve):
     assert values(families, "onlinel1_daemon_info") == {
         (("mode", "training"), ("version", VERSION)): 1.0}
     assert values(families, "onlinel1_uptime_seconds") == {(): 7200.25}
+    assert values(families, "onlinel1_models") == {(): 2.0}
+    assert values(families, "onlinel1_daemon_requests_total") == {(("op", "create"),): 1,
+                                                                  (("op", "list"),): 3}
+    assert values(families, "onlinel1_daemon_errors_total") == {(("code", "unknown_model"),): 2}
+    assert values(families, "onlinel1_daemon_rejected_total") == {(("code", "unknown_model"),): 5}
     assert values(families, "onlinel1_model_info") == {
         (("model", "ctr"), ("update", "fobos")): 1.0,
         (("model", "price"), ("update", "cumulative")): 1.0}
@@ -642,7 +653,8 @@ def test_status_json_keeps_the_sampled_history(serve):
         assert server.sample() == 2 + i
     doc = status_json(server)
     assert doc["seq"] == 6 and doc["after"] is None and doc["max_samples"] == 4
-    assert doc["daemon"] == {"mode": "training", "uptime_s": 7200.25, "version": VERSION}
+    assert doc["daemon"] == {"mode": "training", "uptime_s": 7200.25, "version": VERSION,
+                             **source.daemon}
     assert doc["loop"]["ok"] is True and set(doc["models"]) == {"ctr", "price"}
     ctr = doc["models"]["ctr"]
     history = ctr["history"]

@@ -259,6 +259,19 @@ MODEL_TABLES: tuple[tuple[str, str, str, str, str], ...] = (
 )
 
 
+#: Counters of the daemon itself (requests that name no loaded model:
+#: model management, an unknown model), from ``{value: n}`` tables of the
+#: status's ``daemon`` part.
+DAEMON_TABLES: tuple[tuple[str, str, str, str], ...] = (
+    ("onlinel1_daemon_requests", "Requests naming no loaded model, by operation.", "requests",
+     "op"),
+    ("onlinel1_daemon_errors", "Error replies to requests naming no loaded model, by error code.",
+     "errors", "code"),
+    ("onlinel1_daemon_rejected", "Training batches naming no loaded model, rejected, by error "
+                                 "code.", "rejected", "code"),
+)
+
+
 class _Collector:
     """One reading of the daemon per scrape, turned into metric families."""
 
@@ -288,7 +301,18 @@ class _Collector:
             if _get(daemon, ("uptime_s",)) is not None:
                 uptime.add_metric([], _get(daemon, ("uptime_s",)))
             yield uptime
+            for metric, help_text, key, label in DAEMON_TABLES:
+                family = CounterMetricFamily(metric, help_text, labels=[label])
+                table = daemon.get(key) if isinstance(daemon.get(key), dict) else {}
+                for value_name in sorted(table):
+                    value = _get(table, (value_name,))
+                    if value is not None:
+                        family.add_metric([str(value_name)], value)
+                yield family
             models = sorted((status.get("models") or {}).items())
+            loaded = GaugeMetricFamily("onlinel1_models", "Models loaded.")
+            loaded.add_metric([], float(len(models)))
+            yield loaded
             model_info = InfoMetricFamily("onlinel1_model", "Each model's update rule.",
                                           labels=["model"])
             for name, report in models:
