@@ -68,7 +68,6 @@ def env() -> dict[str, str]:
 def parse_cli(argv: list[str]):
     """``onlinel1 ARGS`` parsed by the real parser; a failure names the command."""
     assert argv and argv[0] == "onlinel1", argv
-    argv = without_unwired_http_flag(argv)
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err):
@@ -78,26 +77,6 @@ def parse_cli(argv: list[str]):
 
 
 HTTP_FLAG = "--http-endpoint"
-
-
-def cli_has_http_flag() -> bool:
-    """Whether ``onlinel1 serve`` takes --http-endpoint in this checkout.
-    The HTTP server (onlinel1/server/http.py) and these files came before
-    the daemon's flag; until it is wired, the flag is checked here, by
-    ``http_endpoint``, and taken out before the CLI parses the rest."""
-    try:
-        with contextlib.redirect_stderr(io.StringIO()):
-            build_parser().parse_args(["serve", HTTP_FLAG, "9100"])
-        return True
-    except SystemExit:
-        return False
-
-
-def without_unwired_http_flag(argv: list[str]) -> list[str]:
-    if HTTP_FLAG not in argv or cli_has_http_flag():
-        return list(argv)
-    i = argv.index(HTTP_FLAG)
-    return argv[:i] + argv[i + 2:]
 
 
 def http_endpoint(argv: list[str]) -> tuple[str, int]:
@@ -177,7 +156,7 @@ def runnable(argv: list[str]) -> list[str]:
     argv = list(argv)
     if HTTP_FLAG in argv:
         argv[argv.index(HTTP_FLAG) + 1] = "127.0.0.1:0"
-    return [*ONLINEL1, *without_unwired_http_flag(argv)[1:]]
+    return [*ONLINEL1, *argv[1:]]
 
 
 def seconds(value: str) -> float:

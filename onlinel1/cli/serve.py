@@ -14,6 +14,8 @@ from onlinel1.cli.common import (CommandError, Formatter, add_learner_arguments,
                                  explicit_learner_values, learner_options)
 from onlinel1.server import ConfigError, DaemonConfig, read_config_file, startup
 from onlinel1.server.config import LOG_LEVELS
+from onlinel1.server.http import HttpServer, MissingDependency
+from onlinel1.server.metrics import RequestMetrics
 
 log = logging.getLogger("onlinel1.daemon")
 
@@ -24,7 +26,7 @@ DAEMON_FLAGS = (("--train-endpoint", "train_endpoint"), ("--request-endpoint", "
                 ("--snapshot-every-seconds", "snapshot_every_seconds"),
                 ("--snapshot-every-examples", "snapshot_every_examples"), ("--keep", "keep"),
                 ("--resume", "resume"), ("--keep-names", "keep_names"),
-                ("--training-io-nice", "training_io_nice"))
+                ("--training-io-nice", "training_io_nice"), ("--http-endpoint", "http_endpoint"))
 
 
 def daemon_config(args: argparse.Namespace, base: dict[str, Any]) -> DaemonConfig:
@@ -51,6 +53,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(stream=sys.stderr, level=config.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stopping: list[int] = []
+    metrics = RequestMetrics() if config.http_endpoint else None
     try:
         if args.predict_only:
             if not args.model:
@@ -61,7 +64,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             previous = signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
             try:
                 daemon = startup.replica(config, args.model, wait=not args.check,
-                                         stopping=lambda: bool(stopping))
+                                         stopping=lambda: bool(stopping), metrics=metrics)
             finally:
                 signal.signal(signal.SIGTERM, previous)
             if daemon is None:          # SIGTERM while waiting for a first snapshot
@@ -73,7 +76,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         else:
             daemon = startup.trainer(config, options, explicit_learner_values(args, learner_table),
                                      force=args.force_config, initial=args.initial,
-                                     check=args.check)
+                                     check=args.check, metrics=metrics)
     except startup.StartupError as exc:
         raise CommandError(str(exc)) from None
     try:
@@ -81,10 +84,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except zmq.ZMQError as exc:
         raise CommandError(f"cannot bind {config.train_endpoint} / {config.request_endpoint}: "
                            f"{exc}") from None
+    http = None
+    if config.http_endpoint:
+        try:
+            http = HttpServer(config.http_endpoint, daemon.status_source(), metrics)
+            http.start()
+        except (MissingDependency, OSError, ValueError) as exc:
+            daemon.close()
+            raise CommandError(f"--http-endpoint: {exc}") from None
     if args.check:
+        if http is not None:
+            http.close()
         daemon.close()
         print(f"configuration ok: training on {config.train_endpoint}, requests on "
-              f"{config.request_endpoint}", file=sys.stderr)
+              f"{config.request_endpoint}"
+              + (f", HTTP on {config.http_endpoint}" if http is not None else ""),
+              file=sys.stderr)
         return 0
 
     def stop(signum: int, frame: Any) -> None:
@@ -100,6 +115,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         ok = daemon.run()
     finally:
+        if http is not None:
+            http.close()
         daemon.close()
     if not ok:
         log.error("a final snapshot failed: the newest snapshot on disk is older than the model")
@@ -141,6 +158,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"nice value (0-19) of the thread that reads the training stream: "
                         f"when the cores are busy, replies to requests go before it; 0 leaves "
                         f"it at the daemon's priority (default: {d.training_io_nice})")
+    g.add_argument("--http-endpoint", metavar="HOST:PORT",
+                   help="serve /metrics (Prometheus), /healthz, /readyz and a live status page "
+                        "over HTTP here; a bare PORT binds 127.0.0.1 (default: off; needs "
+                        "pip install 'onlinel1[http]')")
     g.add_argument("--check", action="store_true",
                    help="validate the configuration, bind the endpoints, and exit without serving")
     g.add_argument("--keep-names", action="store_const", const=True, default=None,

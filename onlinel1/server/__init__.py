@@ -9,7 +9,10 @@ the snapshot directory's folder per model, ``replica.py`` the trainer and
 predict-only policies, ``startup.py`` builds a daemon from its settings
 (resume, warm start, replica wait), ``protocol.py`` decodes and encodes
 messages (docs/protocol.md), ``stats.py`` counts, ``config.py`` holds the
-settings and the config file.
+settings and the config file, ``http.py`` serves /metrics, the probes and
+the status page (``status_page.html``) from its own threads, reading the
+loop through ``Daemon.ask``, and ``metrics.py`` keeps the latency
+histograms.
 """
 from onlinel1.server.config import ConfigError, DaemonConfig, read_config_file
 from onlinel1.server.daemon import Daemon

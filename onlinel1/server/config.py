@@ -65,6 +65,9 @@ class DaemonConfig:
     resume: bool | None = None
     #: Remember the names of string features sent row-wise (for inspect/export).
     keep_names: bool = False
+    #: HOST:PORT of the HTTP endpoint (/metrics, /healthz, /readyz, the
+    #: status page); None: no HTTP.  A bare PORT means 127.0.0.1.
+    http_endpoint: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("train_endpoint", "request_endpoint"):
@@ -100,6 +103,12 @@ class DaemonConfig:
             raise ConfigError(f"resume must be true or false, got {self.resume!r}")
         if not isinstance(self.keep_names, bool):
             raise ConfigError(f"keep_names must be true or false, got {self.keep_names!r}")
+        if self.http_endpoint is not None:
+            from onlinel1.server.http import parse_http_endpoint
+            try:
+                parse_http_endpoint(self.http_endpoint)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"http_endpoint: {exc}") from None
         if self.snapshot_dir is None and (self.snapshot_every_seconds or self.snapshot_every_examples):
             raise ConfigError("snapshot_every_seconds / snapshot_every_examples need snapshot_dir")
 

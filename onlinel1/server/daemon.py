@@ -211,6 +211,10 @@ class Daemon:
                            **self.own_counters()},
                 "models": {t.name: t.report() for t in self.models}}
 
+    def status_source(self) -> "LoopStatus":
+        """What the HTTP endpoint reads: ``status()``, computed by the loop."""
+        return LoopStatus(self)
+
     # ----------------------------------------------------------- training
 
     def _attributed(self, msg: dict | None) -> Trainer | None:
@@ -355,3 +359,14 @@ class Daemon:
         if self.metrics is not None:
             self.metrics.observe(replier.model or "", replier.op,
                                  time.perf_counter() - replier.started)
+
+
+class LoopStatus:
+    """A ``StatusSource`` (server/http.py) over a running daemon: every read
+    is answered by the loop thread, so it sees one consistent moment."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+
+    def read(self, timeout: float) -> dict[str, Any]:
+        return self.daemon.ask(self.daemon.status, timeout)

@@ -8,7 +8,7 @@ producers' sequence numbers and (with a snapshot directory) its own folder
 from __future__ import annotations
 
 import logging
-from typing import Iterator
+from typing import Any, Iterator
 
 from onlinel1.learner import Learner
 from onlinel1.server import layout, protocol
@@ -24,8 +24,9 @@ MAX_MODELS = 256
 
 
 class Models:
-    def __init__(self, config: DaemonConfig, snapshots: bool = True) -> None:
+    def __init__(self, config: DaemonConfig, snapshots: bool = True, metrics: Any = None) -> None:
         self.config = config
+        self.metrics = metrics
         #: Whether models get snapshot folders (a replica's do not).
         self.snapshots = snapshots and config.snapshot_dir is not None
         self._trainers: dict[str, Trainer] = {}
@@ -57,7 +58,7 @@ class Models:
              producers: dict[str, int] | None = None) -> Trainer:
         """A trainer for ``name`` (not yet added)."""
         return Trainer(name, learner, self.config, names=names, producers=producers,
-                       snapshots=self.snapshot_dir(name))
+                       snapshots=self.snapshot_dir(name), metrics=self.metrics)
 
     def add(self, trainer: Trainer) -> Trainer:
         if trainer.name in self._trainers:
@@ -75,6 +76,8 @@ class Models:
         (``DIR/.dropped/``), never deleted."""
         trainer = self.get(name)
         del self._trainers[name]
+        if self.metrics is not None:
+            self.metrics.forget(name)
         if self.snapshots:
             moved = layout.move_aside(self.config.snapshot_dir, name)
             if moved is not None:

@@ -71,8 +71,9 @@ class SnapshotScheduler:
         s.last_time = time.monotonic()
         s.last_t = trainer.learner.examples_seen
         try:
+            s.directory.ensure()        # recreated if someone removed it
             s.writer.start(trainer.learner, trainer.names, trainer.stats.producers, reason)
-        except OSError as exc:   # fork failed (memory, process limits)
+        except OSError as exc:   # no directory, or fork failed (memory, process limits)
             self._done(trainer, Written(0, pathlib.Path(""), False, 0, 0.0, 0.0, reason,
                                         f"cannot start the writer: {exc}"), s.writing_for)
             s.writing_for = []
@@ -101,6 +102,7 @@ class SnapshotScheduler:
         s = trainer.schedule
         s.last_t = trainer.learner.examples_seen
         try:
+            s.directory.ensure()
             return write_now(s.directory, trainer.learner, trainer.names,
                              trainer.stats.producers, reason)
         except OSError as exc:

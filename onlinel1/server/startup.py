@@ -54,7 +54,7 @@ def trainer(config: DaemonConfig, options: LearnerOptions, given: Mapping[str, A
     or warm-started from ``initial``), and every other model of the
     snapshot directory resumed.  ``check``: create the folders, but move
     and delete nothing (a live trainer may own the directory)."""
-    models = Models(config)
+    models = Models(config, metrics=metrics)
     resumed: dict[str, Any] = {}
     if config.snapshot_dir:
         root = pathlib.Path(config.snapshot_dir)
@@ -120,7 +120,7 @@ def replica(config: DaemonConfig, source: str, *, wait: bool,
     path = pathlib.Path(source)
     if not path.exists():
         raise StartupError(f"{source}: no such file or directory")
-    models = Models(config, snapshots=False)
+    models = Models(config, snapshots=False, metrics=metrics)
     policy = ReplicaPolicy(source, lambda name, learner, names: models.make(
         name, learner, names=names))
     sources = layout.replica_sources(path)

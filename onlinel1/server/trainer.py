@@ -52,8 +52,10 @@ class Trainer:
     def __init__(self, name: str, learner: Learner, config: DaemonConfig, *,
                  names: dict[int, str] | None = None,
                  producers: dict[str, int] | None = None,
-                 snapshots: SnapshotDir | None = None) -> None:
+                 snapshots: SnapshotDir | None = None, metrics: Any = None) -> None:
         self.name = name
+        #: Gets each batch's learning time (``RequestMetrics``), if given.
+        self.metrics = metrics
         self.learner = learner
         self.config = config
         self.stats = Stats(config.window_examples)
@@ -107,15 +109,18 @@ class Trainer:
         budget = MAX_SLICES_PER_CALL * slice_nnz
         start = 0
         before = self.learner.progress_sums
+        learning = 0.0        # seconds spent learning (not answering requests)
         while start < n:
             # The largest stop with nnz(start:stop) <= budget (at least one row).
             stop = slice_end(indptr, start, budget)
+            began = time.perf_counter()
             try:
                 result = self.learner.learn(batch, check=False, rows=(start, stop), wake=wake)
             except (NumericError, StoreFullError) as exc:
                 self.stats.learned(exc.result)
                 raise ProtocolError(protocol.NUMERIC,
                                     stopped_message(exc.reason, exc.row, exc.row)) from None
+            learning += time.perf_counter() - began
             self.stats.learned(result)
             start += result.rows
             if start < n:
@@ -123,6 +128,8 @@ class Trainer:
                 # Requests left over (the per-turn limit) do not signal the
                 # descriptor again: come back after one slice.
                 budget = (1 if more else MAX_SLICES_PER_CALL) * slice_nnz
+        if self.metrics is not None:
+            self.metrics.observe_batch(self.name, n, learning)
         after = self.learner.progress_sums
         weight = after["weight_sum"] - before["weight_sum"]
         loss = (after["loss_sum"] - before["loss_sum"]) / weight if weight > 0 else None
