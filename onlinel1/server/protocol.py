@@ -151,6 +151,10 @@ class _Walker:
         out = {}
         for _ in range(n):
             key = self.value(depth + 1)
+            if type(key) is memoryview:
+                # A bin key: bytes, as msgpack's decoder gives it (a view of a
+                # writable frame, as zmq.Frame.buffer is, cannot be hashed).
+                key = key.tobytes()
             if top and key == "rows":
                 raise _RowsInside()
             try:
@@ -313,7 +317,8 @@ def decode_rows(rows: Any, need_labels: bool, names: dict[int, str] | None = Non
             for (name, positions), key in zip(items, hashed):
                 key_arr[positions] = key
                 if names is not None and int(key) not in names:
-                    names[int(key)] = name if namespace is None else f"{namespace}^{name}"
+                    # The empty namespace is no namespace (io.hashing): no "^".
+                    names[int(key)] = f"{namespace}^{name}" if namespace else name
     try:
         return Batch(np.array(indptr, dtype=np.int64), key_arr, np.array(values, dtype=np.float64),
                      np.array(labels, dtype=np.float64) if need_labels else None,
