@@ -71,3 +71,17 @@ def test_a_feature_of_the_empty_namespace_is_named_without_a_caret():
     protocol.decode_batch(msg, need_labels=True, names=names)
     assert names[feature_key("x")] == "x"
     assert all(feature_key(name) == key for key, name in names.items())
+
+
+# -------------------------------------------------------------- batches
+
+def test_keys_given_as_python_ints_are_exact_above_2_53():
+    """make_corpus.py: numpy reads ``[1, 2**64 - 1]`` as float64, and the key
+    2**64 - 1 became 0 (``[2**53 + 1, 2**63]``: 2**53) without a word."""
+    assert Batch([0, 2], [1, 2**64 - 1], [1.0, 2.0]).keys.tolist() == [1, 2**64 - 1]
+    assert Batch([0, 2], [2**53 + 1, 2**63], [1.0, 2.0]).keys.tolist() == [2**53 + 1, 2**63]
+    assert Batch([0, 2], [1.0, 3.0], [1.0, 2.0]).keys.tolist() == [1, 3]
+    for keys in ([2.0**64], np.array([1.0, 2.0**64])):
+        with pytest.raises(BatchError) as err:
+            Batch([0, len(keys)], keys, [1.0] * len(keys))
+        assert (err.value.field, err.value.reason) == ("keys", "out_of_range")
