@@ -85,3 +85,179 @@ def test_keys_given_as_python_ints_are_exact_above_2_53():
         with pytest.raises(BatchError) as err:
             Batch([0, len(keys)], keys, [1.0] * len(keys))
         assert (err.value.field, err.value.reason) == ("keys", "out_of_range")
+
+
+# ----------------------------------------------------------- model files
+
+def split(data: bytes) -> tuple[dict, bytes]:
+    (length,) = struct.unpack_from("<I", data, 12)
+    return msgpack.unpackb(data[16:16 + length], raw=False), data[16 + length:-32]
+
+
+def join(header, arrays: bytes) -> bytes:
+    import hashlib
+    head = msgpack.packb(header, use_bin_type=True)
+    body = struct.pack("<8sII", b"OL1MODEL", 1, len(head)) + head + arrays
+    return body + hashlib.blake2b(body, digest_size=32).digest()
+
+
+@pytest.mark.parametrize("name, message", [
+    ("clock-t-huge-float.ol1", r"clocks\.t must be an integer"),
+    ("truncate-every-2-63.ol1", "too large to convert"),
+])
+def test_fuzzed_model_files_with_impossible_contents_are_refused(name, message):
+    """fuzz_model_file (structured mode, valid digest): a clock t of
+    -1.55e308 and a truncate_every of 2**63 raised OverflowError from the
+    kernel instead of ModelFileError."""
+    data = read(f"model_file/{name}")
+    with pytest.raises(ModelFileError, match=message):
+        model_file.decode(data)
+
+
+@pytest.mark.parametrize("name", ["fobos-huge-eta0-column-inf.ol1",
+                                  "progress-inf-after-learn.ol1"])
+def test_fuzzed_model_files_that_are_possible_load_learn_and_reload(tmp_path, name):
+    """fuzz_model_file: files a learner can write.  FOBOS with eta0 = 1.6e308
+    (a legal option) leaves a penalty clock column at -inf after one batch;
+    a squared loss of a huge margin makes the progressive loss sum inf.  The
+    loader's checks must not refuse what the writer writes."""
+    learner, names, extra = model_file.decode(read(f"model_file/{name}"))
+    try:
+        learner.learn(PROBE)
+    except NumericError:
+        pass
+    learner.predict(PROBE)
+    model_file.save(tmp_path / "again.ol1", learner, names, extra)
+    again = model_file.load(tmp_path / "again.ol1")[0]
+    assert again.state["keys"].tobytes() == learner.state["keys"].tobytes()
+
+
+@pytest.fixture(scope="module")
+def small_model() -> bytes:
+    names: dict[int, str] = {}
+    batch = next(read_batches(SAMPLES / "vw0002_head60.vw", "vw", batch_size=20, names=names))
+    learner = Learner(loss="squared", update="cumulative", l1=1e-4)
+    learner.learn(batch)
+    return model_file.encode(learner, names, extra={"trained_on": "vw0002_head60.vw"})
+
+
+def _edit(data: bytes, change) -> bytes:
+    header, arrays = split(data)
+    arrays = bytearray(arrays)
+    change(header, arrays)
+    return join(header, bytes(arrays))
+
+
+def _layout(header: dict) -> dict[str, tuple[int, int]]:
+    out, offset = {}, 0
+    for entry in header["arrays"]:
+        size = np.dtype(entry["dtype"]).itemsize * entry["length"]
+        out[entry["name"]] = (offset, size)
+        offset += size
+    return out
+
+
+def _set_f8(name: str, row: int, value: float):
+    def change(header, arrays):
+        offset, _ = _layout(header)[name]
+        arrays[offset + 8 * row:offset + 8 * row + 8] = struct.pack("<d", value)
+    return change
+
+
+def _header(path: tuple, value):
+    def change(header, arrays):
+        node = header
+        for step in path[:-1]:
+            node = node[step]
+        node[path[-1]] = value
+    return change
+
+
+def _entry(name: str, field: str, value):
+    def change(header, arrays):
+        next(e for e in header["arrays"] if e["name"] == name)[field] = value
+    return change
+
+
+def _shorter_column(header, arrays):
+    """column:applied_penalty one entry short, the bytes moved to match."""
+    offset, size = _layout(header)["column:applied_penalty"]
+    del arrays[offset + size - 8:offset + size]
+    _entry("column:applied_penalty", "length",
+           next(e for e in header["arrays"] if e["name"] == "column:applied_penalty")
+           ["length"] - 1)(header, arrays)
+
+
+def _short_offsets(header, arrays):
+    """names:offsets one entry short: the loader indexed past its end."""
+    offset, size = _layout(header)["names:offsets"]
+    del arrays[offset + size - 8:offset + size]
+    _entry("names:offsets", "length", size // 8 - 1)(header, arrays)
+
+
+IMPOSSIBLE = [
+    # (what, edit, message); the comment says what the loader did before.
+    ("clock t of 2**63", _header(("clocks", "t"), 2**63), r"clocks\.t"),         # OverflowError
+    ("clock t of -1", _header(("clocks", "t"), -1), r"clocks\.t"),               # loaded
+    ("clock t a float", _header(("clocks", "t"), 20.5), r"clocks\.t"),           # loaded
+    ("last compaction after t", _header(("clocks", "last_compact_t"), 10**6),
+     "last_compact_t"),                                                        # loaded
+    ("scale 0", _header(("clocks", "scale"), 0.0), r"clocks\.scale"),            # loaded (1)
+    ("scale NaN", _header(("clocks", "scale"), float("nan")), r"clocks\.scale"),  # loaded (1)
+    ("intercept inf", _header(("clocks", "intercept"), float("inf")),
+     "intercept"),                                                             # loaded (1)
+    ("clocks a list", _header(("clocks",), [1, 2]), "clocks must be a map"),   # refused
+    ("a clock missing", lambda h, a: h["clocks"].pop("clock"),
+     "clocks must be a map"),                                                  # refused
+    ("examples a string", _header(("progress", "examples"), "x"),
+     r"progress\.examples"),                                                   # loaded (2)
+    ("more correct than examples", _header(("progress", "correct"), 10**6),
+     "correct"),                                                               # loaded
+    ("negative loss sum", _header(("progress", "loss_sum"), -1.0), "loss_sum"),  # loaded
+    ("options a list", _header(("options",), ["loss"]), "options must be a map"),  # refused
+    ("extra a list", _header(("extra",), [1, 2]), "extra must be a map"),      # loaded (3)
+    ("negative length", _entry("weights", "length", -1), "length"),            # refused
+    ("length a float", _entry("keys", "length", 2.5), "length"),               # refused
+    ("keys of dtype int64", _entry("keys", "dtype", "<i8"), "dtype"),          # loaded
+    ("weights of dtype float32", _entry("weights", "dtype", "<f4"), "dtype"),  # refused
+    ("an object dtype", _entry("names:utf8", "dtype", "O"), "dtype"),          # refused
+    ("an array given twice",
+     lambda h, a: h["arrays"].append(dict(h["arrays"][0], length=0)), "given twice"),  # refused
+    ("NaN weight", _set_f8("weights", 3, float("nan")), "'weights': nan at row 3"),  # loaded
+    ("infinite weight", _set_f8("weights", 0, float("-inf")), "'weights': -inf"),    # loaded
+    ("NaN state", _set_f8("column:applied_penalty", 1, float("nan")),
+     "applied_penalty"),                                                       # loaded
+    ("a column shorter than the keys", _shorter_column, "entries for"),        # refused
+    ("names:offsets one short", _short_offsets, "names:offsets"),              # IndexError
+    ("names without offsets", lambda h, a: h["arrays"].__setitem__(
+        -2, dict(h["arrays"][-2], name="names:other")), "names need"),         # refused
+]
+# (1) and every example that reads the intercept or a weight: NumericError.
+# (2) and the first learn: TypeError.  (3) and the next save: TypeError.
+
+
+@pytest.mark.parametrize("what, change, message", IMPOSSIBLE, ids=[c[0] for c in IMPOSSIBLE])
+def test_a_valid_digest_over_impossible_contents_is_refused(tmp_path, small_model, what,
+                                                            change, message):
+    """What fuzz_model_file's re-digested and structured modes reach behind
+    the checksum: every variant is refused as ModelFileError (before, some
+    raised OverflowError or IndexError, and some loaded a learner that
+    failed on first use or could not be saved again)."""
+    data = _edit(small_model, change)
+    path = tmp_path / "m.ol1"
+    path.write_bytes(data)
+    with pytest.raises(ModelFileError, match=message) as from_file:
+        model_file.load(path)
+    assert "malformed model file" in str(from_file.value)
+    with pytest.raises(ModelFileError, match=message):
+        model_file.decode(data)
+
+
+def test_the_variants_start_from_a_file_that_loads(small_model):
+    learner, names, extra = model_file.decode(small_model)
+    assert learner.state["columns"].keys() == {"applied_penalty", "penalty_origin"}
+    assert names and extra == {"trained_on": "vw0002_head60.vw"}
+    for what, change in (("+inf state", _set_f8("column:applied_penalty", 1, float("inf"))),
+                         ("NaN loss sum", _header(("progress", "loss_sum"), float("nan"))),
+                         ("inf weight sum", _header(("progress", "weight_sum"), float("inf")))):
+        model_file.decode(_edit(small_model, change))    # possible: loaded
