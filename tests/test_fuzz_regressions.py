@@ -261,3 +261,62 @@ def test_the_variants_start_from_a_file_that_loads(small_model):
                          ("NaN loss sum", _header(("progress", "loss_sum"), float("nan"))),
                          ("inf weight sum", _header(("progress", "weight_sum"), float("inf")))):
         model_file.decode(_edit(small_model, change))    # possible: loaded
+
+
+# ------------------------------------------------- the kernels (xfail)
+
+def test_importance_0_with_an_infinite_loss_keeps_the_model_loadable(tmp_path):
+    """fuzz_csr: a squared-loss label of -1.5e308 with importance 0 makes
+    the progressive loss sum NaN (0 * inf, in the kernel); the loader takes
+    that file (the sums are statistics)."""
+    msg = protocol.decode_message(read("csr/importance-0-infinite-loss.msgpack"), 1 << 20)
+    batch = protocol.decode_batch(msg, need_labels=True)
+    learner = Learner(loss="squared", update="subgradient", l1=1e-3, schedule="invscaling")
+    learner.check(batch)
+    learner.learn(batch, check=False)
+    model_file.decode(model_file.encode(learner))
+
+
+@pytest.mark.xfail(strict=True, reason="kernel (onlinel1/_kernels/sgd.pyx.tp): the "
+                   "progressive loss adds importance * loss, and 0 * inf is NaN")
+def test_importance_0_adds_nothing_to_the_progressive_loss():
+    msg = protocol.decode_message(read("csr/importance-0-infinite-loss.msgpack"), 1 << 20)
+    batch = protocol.decode_batch(msg, need_labels=True)
+    learner = Learner(loss="squared", update="subgradient", l1=1e-3)
+    learner.learn(batch)
+    assert not np.isnan(learner.progress_sums["loss_sum"])
+
+
+def _a9a(rows: int, scale: float = 1.0) -> Batch:
+    batch = next(read_batches(SAMPLES / "a9a_head2000.svm", "svmlight", batch_size=rows))
+    return Batch(batch.indptr, batch.keys, batch.values * scale, batch.labels)
+
+
+@pytest.mark.xfail(strict=True, reason="kernels (rules/adagrad_fobos, ftrl, spred): an "
+                   "update that makes a weight infinite is stored; NumericError comes only "
+                   "at the next example that reads it, and the model cannot be saved and "
+                   "loaded again")
+@pytest.mark.parametrize("options, scale", [
+    (dict(update="adagrad-fobos", l1=1e-3, eta0=1e308), 1.0),
+    (dict(update="ftrl", l1=1e-3, loss="squared"), 1e150),
+    (dict(update="spred", l1=1e-3, loss="squared"), 1e150),
+], ids=["adagrad-fobos-eta0-1e308", "ftrl-values-1e150", "spred-values-1e150"])
+def test_learning_leaves_finite_weights(options, scale):
+    """fuzz_request / fuzz_csr (their save-and-load check): values that pass
+    validation, a legal eta0."""
+    learner = Learner(**options)
+    try:
+        learner.learn(_a9a(50, scale))
+    except NumericError:
+        pass
+    assert np.all(np.isfinite(learner.state["weights"]))
+
+
+@pytest.mark.xfail(strict=True, raises=OverflowError,
+                   reason="options (truncated's validate): truncate_every is not bounded, "
+                          "the kernel's int64 overflows")
+def test_truncate_every_beyond_int64_is_an_option_error():
+    """fuzz_model_file found it in a file (now refused there as malformed);
+    LearnerOptions and the daemon's ``create`` take the option too."""
+    with pytest.raises(OptionError):
+        Learner(update="truncated", l1=1e-3, truncate_every=2**63)
