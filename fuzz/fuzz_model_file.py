@@ -26,6 +26,7 @@ same state.  Anything else is a crash.
 """
 from __future__ import annotations
 
+import atexit
 import copy
 import hashlib
 import math
@@ -54,10 +55,29 @@ STAMP = {"written_by": "onlinel1 fuzz", "written_at": "2026-12-01T00:00:00+00:00
 PROBE = Batch(indptr=[0, 3, 5, 5], keys=np.array([1, 7, 2**64 - 1, 0, 123456789], np.uint64),
               values=[1.0, -0.5, 2.0, 1.0, 0.25], labels=[1.0, -1.0, 1.0])
 
-_TMP = tempfile.mkdtemp(prefix="ol1fuzz-model-",
-                        dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
-_PATH = os.path.join(_TMP, "m.ol1")
-_SAVED = os.path.join(_TMP, "saved.ol1")
+
+
+def _scratch() -> str:
+    """The folder of the files written for ``load``: fuzz/run.py's work
+    folder (ONLINEL1_FUZZ_TMP), else one per user in memory (/dev/shm)
+    where there is one.  libFuzzer ends the process without Python's exit
+    handlers, so files are named by process and those of processes gone
+    are removed here."""
+    folder = os.environ.get("ONLINEL1_FUZZ_TMP") or os.path.join(
+        "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir(),
+        f"ol1fuzz-{os.getuid()}")
+    os.makedirs(folder, exist_ok=True)
+    for name in os.listdir(folder):
+        pid = name.split("-")[-1].split(".")[0]
+        if name.startswith("model-") and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            os.unlink(os.path.join(folder, name))
+    return folder
+
+
+_TMP = _scratch()
+_PATH = os.path.join(_TMP, f"model-in-{os.getpid()}.ol1")
+_SAVED = os.path.join(_TMP, f"model-saved-{os.getpid()}.ol1")
+atexit.register(lambda: [os.unlink(p) for p in (_PATH, _SAVED) if os.path.exists(p)])
 
 
 # ------------------------------------------------------------ the files
