@@ -8,10 +8,12 @@ it over, through everything the daemon does with it before a command runs.
   walker forced for every size.  Where both decode, they must give the
   same map.
 * ``protocol.model_name(msg)``.
-* for a map with ``rows`` or ``csr``: ``protocol.decode_batch`` with and
-  without labels, the batch checks of the daemon (``Learner.check``),
-  and for a checked batch ``learn`` (in two slices) and ``predict`` on a
-  tiny learner of one of the rules, then a save and a load of it.
+* for a map with ``rows`` or ``csr``: the daemon's ``predict`` or
+  ``learn`` command itself (on real ``Models``, learning in slices of 4
+  features); ``protocol.decode_batch`` with and without labels, the batch
+  checks of the daemon (``Learner.check``), and for a checked batch
+  ``learn`` (in two slices) and ``predict`` on a tiny learner of one of
+  the rules, then a save and a load of it.
 
 Allowed: a value, ``ProtocolError``, ``BatchError``, ``NumericError``.
 Anything else is a crash.
@@ -30,7 +32,13 @@ with ol1fuzz.instrumented(__name__ == "__main__"):
     from onlinel1.batch import Batch, BatchError
     from onlinel1.io import feature_key
     from onlinel1.server import protocol
+    from onlinel1.server.commands import learn as learn_command
+    from onlinel1.server.commands import predict as predict_command
+    from onlinel1.server.config import DaemonConfig
+    from onlinel1.server.models import Models
     from onlinel1.server.protocol import ProtocolError
+    from onlinel1.server.replica import TrainingPolicy
+    from onlinel1.server.results import Result
 
 #: The daemon's default ``max_message_bytes`` (64 MiB): no fuzz input is near it.
 MAX_BYTES = 64 * 1024 * 1024
@@ -64,6 +72,43 @@ def plain(value, depth: int = 0):
     return value
 
 
+class _Daemon:
+    """The part of ``Daemon`` the ``learn`` and ``predict`` commands use,
+    around real ``Models`` (one ``default`` model of a tiny learner, every
+    batch learned in slices of 4 features) and the training policy."""
+
+    in_batch = False
+
+    def __init__(self, data: bytes) -> None:
+        self.policy = TrainingPolicy()
+        self.models = Models(DaemonConfig(slice_nnz=4, keep_names=True), snapshots=False)
+        self.models.add(self.models.make("default", ol1fuzz.tiny_learner(data)))
+
+    def learn(self, trainer, batch) -> dict:
+        return trainer.learn(batch, -1, lambda: False)
+
+
+def run_commands(msg: dict, data: bytes) -> None:
+    """The daemon's own ``predict`` and ``learn`` (``train`` is learned the
+    same way) on the message: a result or a ``ProtocolError``; anything
+    else the daemon would answer as ``internal``, a bug."""
+    op = msg.get("op", "train")
+    command = {"predict": predict_command, "learn": learn_command,
+               "train": learn_command}.get(op) if isinstance(op, str) else None
+    if command is None:
+        return
+    request_id = msg.get("id")
+    try:
+        result = command.run(_Daemon(data), msg)
+    except ProtocolError as exc:
+        assert exc.code in (protocol.BAD_REQUEST, protocol.BAD_BATCH, protocol.NUMERIC,
+                            protocol.UNKNOWN_MODEL), exc.code
+        protocol.encode_error(request_id, exc.code, exc.message)    # the reply is sent
+        return
+    assert isinstance(result, Result) and isinstance(result.value, dict), result
+    protocol.encode_result(request_id, result.value)
+
+
 def exercise(msg: dict, data: bytes) -> None:
     """Everything the daemon does with a decoded message before a command's
     own work, and the learning of the batch it carries."""
@@ -74,6 +119,7 @@ def exercise(msg: dict, data: bytes) -> None:
         assert exc.code == protocol.BAD_REQUEST, exc.code
     if "rows" not in msg and "csr" not in msg:
         return
+    run_commands(msg, data)
     for need_labels in (True, False):
         names: dict[int, str] = {}
         try:
