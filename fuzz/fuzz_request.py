@@ -150,7 +150,8 @@ def test_one_input(data: bytes) -> None:
     # zmq.Frame whose buffer is a writable memoryview.
     as_daemon = _decode(memoryview(data), protocol.SMALL_MESSAGE)
     walker = _decode(memoryview(bytearray(data)), 0)
-    if as_daemon is not None and walker is not None:
+    # (A top-level "rows" sends both to msgpack's decoder: nothing to compare.)
+    if as_daemon is not None and walker is not None and "rows" not in as_daemon:
         assert plain(as_daemon) == plain(walker), "msgpack and the walker disagree"
     msg = walker if walker is not None else as_daemon    # the walker's: bins are views
     if msg is not None:

@@ -103,6 +103,10 @@ def request_seeds() -> dict[str, bytes]:
         seeds[f"{op}"] = _pack({"v": 1, "op": op, "id": 9, **fields})
     seeds["no-version"] = _pack({"op": "stats"})
     seeds["deep"] = _pack({"v": 1, "op": "stats", "id": [[[[[[[[1]]]]]]]]})
+    deep: list = [1]
+    for _ in range(990):                  # msgpack's decoder takes 1024 levels
+        deep = [deep]
+    seeds["deep-990"] = _pack({"v": 1, "op": "stats", "id": deep})
     return seeds
 
 

@@ -164,6 +164,18 @@ class _Walker:
         return out
 
 
+def _nested_deeper(value: Any, levels: int) -> bool:
+    """Whether ``value`` holds anything more than ``levels`` levels below
+    it (level by level, so no recursion limit applies)."""
+    containers = [value] if type(value) in (dict, list) else []
+    for _ in range(levels):
+        containers = [item for c in containers for item in (c.values() if type(c) is dict else c)
+                      if type(item) in (dict, list)]
+        if not containers:
+            return False
+    return any(containers)
+
+
 def decode_message(frame: Any, max_bytes: int) -> dict:
     """The request map of one frame, or ProtocolError (malformed, too large,
     wrong version)."""
@@ -186,6 +198,13 @@ def decode_message(frame: Any, max_bytes: int) -> dict:
             raise ProtocolError(MALFORMED, f"not valid msgpack ({exc})") from None
     if not isinstance(msg, dict):
         raise ProtocolError(MALFORMED, f"a message must be a msgpack map, got {type(msg).__name__}")
+    # msgpack's decoder nests up to 1024 levels, the walker MAX_DEPTH.  Deeper
+    # values are refused here too: the repr of a value nested ~1000 deep raises
+    # RecursionError, and error messages quote fields (v, op, model, ...).
+    # ``rows`` is left to decode_rows, which quotes no value of it (and the
+    # walk would cost a tenth of decoding a large row-wise batch).
+    if any(_nested_deeper(value, MAX_DEPTH - 1) for key, value in msg.items() if key != "rows"):
+        raise ProtocolError(MALFORMED, f"message nested deeper than {MAX_DEPTH} levels")
     version = msg.get("v")
     if version != VERSION:
         raise ProtocolError(UNSUPPORTED_VERSION,
