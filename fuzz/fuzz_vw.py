@@ -8,7 +8,8 @@ blocks, ``readinto``) and with 3-row batches from 7-byte blocks through
 error.  They must also be the rows of ``reference()``, the grammar of
 docs/formats.md written in Python with ``float()`` (keys hashed by
 ``feature_key``, which tests/test_hashing.py checks against xxhash).  Batches must be well-formed; the first few are then learned by a
-tiny learner, as ``onlinel1 train`` does.
+tiny learner, as ``onlinel1 train`` does, and the model is saved with
+the feature names the reader gave and loaded back.
 
 Allowed: batches, then possibly ``ParseError`` (the reader's documented
 error, naming the line); and ``BatchError``/``NumericError`` from the
@@ -126,9 +127,9 @@ def _bits(x: float) -> tuple:
     return ("nan", math.copysign(1.0, x)) if math.isnan(x) else (x, math.copysign(1.0, x))
 
 
-def same_as_reference(reading: tuple[list, object], data: bytes) -> None:
+def same_as_reference(reading: tuple, data: bytes) -> None:
     """The reader's rows and error line are the reference's, bit for bit."""
-    batches, error = reading
+    batches, error, _ = reading
     got = []
     for batch in batches:
         for i in range(batch.n_rows):
@@ -149,7 +150,7 @@ def test_one_input(data: bytes) -> None:
     ol1fuzz.same_reading(default, small)
     same_as_reference(default, data)
     ol1fuzz.text_feedback(default)
-    ol1fuzz.learn_text(default[0], data)
+    ol1fuzz.learn_text(default, data)
 
 
 if __name__ == "__main__":

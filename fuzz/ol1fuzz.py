@@ -182,9 +182,10 @@ class ReadOnly:
         return self._f.read(n)
 
 
-def read_text(data: bytes, fmt: str, *, small: bool) -> tuple[list, Any]:
-    """``(batches, error)`` of ``read_batches`` over ``data``: every batch
-    yielded, and the ``ParseError`` that ended the stream (or None).  With
+def read_text(data: bytes, fmt: str, *, small: bool) -> tuple[list, Any, dict]:
+    """``(batches, error, names)`` of ``read_batches`` over ``data``: every
+    batch yielded, the ``ParseError`` that ended the stream (or None), the
+    names the reader filled in.  With
     ``small``, 3-row batches from 7-byte blocks through ``read`` only;
     otherwise the defaults through ``readinto``.  Nothing but a
     ``ParseError`` may escape, and the batches must be well-formed."""
@@ -217,15 +218,15 @@ def read_text(data: bytes, fmt: str, *, small: bool) -> tuple[list, Any]:
         assert not names, names
     for key, name in names.items():
         assert feature_key(name) == key, (key, name)
-    return batches, error
+    return batches, error, names
 
 
-def same_reading(a: tuple[list, Any], b: tuple[list, Any]) -> None:
+def same_reading(a: tuple, b: tuple) -> None:
     """Two readings of one input give the same rows (bit for bit) and the
     same error, whatever the batch and block sizes."""
     import numpy as np
     rows = []
-    for batches, _ in (a, b):
+    for batches, _, _ in (a, b):
         if not batches:
             rows.append(None)
             continue
@@ -238,17 +239,18 @@ def same_reading(a: tuple[list, Any], b: tuple[list, Any]) -> None:
         rows.append((keys.tobytes(), values.tobytes(), labels.tobytes(),
                      None if weights is None else weights.tobytes(), lengths.tobytes()))
     assert rows[0] == rows[1], "the rows depend on the batch or block size"
-    errors = [None if e is None else (e.line, str(e)) for _, e in (a, b)]
+    errors = [None if e is None else (e.line, str(e)) for _, e, _ in (a, b)]
     assert errors[0] == errors[1], errors
+    assert a[2] == b[2], "the names depend on the batch or block size"
 
 
-def text_feedback(reading: tuple[list, Any]) -> int:
+def text_feedback(reading: tuple) -> int:
     """A branch per kind of outcome, for libFuzzer's coverage: the parser
     is compiled C that atheris cannot see, so the harness tells it which
     error the parser chose and what the rows held.  Instrumented with
     ``atheris.instrument_func`` when fuzzing."""
     import numpy as np
-    batches, error = reading
+    batches, error, _ = reading
     kind = 0
     if error is not None:
         what = str(error).split(": ", 1)[1]
@@ -296,9 +298,12 @@ def text_feedback(reading: tuple[list, Any]) -> int:
     return kind
 
 
-def learn_text(batches: list, data: bytes) -> None:
-    """``onlinel1 train``'s path: each batch checked, then learned."""
-    from onlinel1 import BatchError, NumericError
+def learn_text(reading: tuple, data: bytes) -> None:
+    """``onlinel1 train --save``'s path: each batch checked, then learned;
+    the model saved with the feature names the reader gave, and loaded
+    back with the same names."""
+    from onlinel1 import BatchError, NumericError, model_file
+    batches, _, names = reading
     learner = tiny_learner(data)
     for batch in batches[:4]:
         try:
@@ -307,4 +312,10 @@ def learn_text(batches: list, data: bytes) -> None:
             assert exc.reason in BatchError.REASONS, exc.reason
         except NumericError as exc:
             assert exc.reason in ("margin", "update"), exc.reason
-    learner.predict(batches[0], check=False) if batches else None
+    if batches:
+        learner.predict(batches[0], check=False)
+    if kernel_left_non_finite(learner):
+        return
+    _, loaded, _ = model_file.decode(model_file.encode(learner, names))
+    stored = set(learner.state["keys"].tolist())
+    assert loaded == {k: v for k, v in names.items() if k in stored}, "names lost in the file"
