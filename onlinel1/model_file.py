@@ -96,8 +96,14 @@ def _slices(array: np.ndarray, chunk_rows: int) -> Callable[[], Iterable[np.ndar
     return lambda: (array[i:i + chunk_rows] for i in range(0, array.size, chunk_rows))
 
 
+#: How feature names are stored in names:utf8: UTF-8, with the bytes of a
+#: data file that are not UTF-8 kept as they are (the readers decode names
+#: with surrogateescape, and onlinel1.io.hashing hashes them so).
+_NAME_ERRORS = "surrogateescape"
+
+
 def _utf8_length(text: str) -> int:
-    return len(text) if text.isascii() else len(text.encode("utf-8"))
+    return len(text) if text.isascii() else len(text.encode("utf-8", _NAME_ERRORS))
 
 
 def _name_arrays(store: Any, names: Mapping[int, str], chunk_rows: int) -> list[_Array]:
@@ -123,7 +129,8 @@ def _name_arrays(store: Any, names: Mapping[int, str], chunk_rows: int) -> list[
 
     def utf8_chunks() -> Iterable[np.ndarray]:
         for i in range(0, known.size, _NAMES_CHUNK):
-            blob = b"".join(names[k].encode("utf-8") for k in known[i:i + _NAMES_CHUNK].tolist())
+            blob = b"".join(names[k].encode("utf-8", _NAME_ERRORS)
+                            for k in known[i:i + _NAMES_CHUNK].tolist())
             yield np.frombuffer(blob, dtype=np.uint8)
 
     return [_Array("names:keys", np.dtype("<u8"), int(known.size), _slices(known, chunk_rows)),
@@ -373,7 +380,7 @@ def _build(data: memoryview, head_len: int, source: str
         if "names:keys" in arrays:
             utf8 = memoryview(arrays["names:utf8"]).cast("B")
             offs = arrays["names:offsets"].tolist()
-            names = {k: str(utf8[offs[i]:offs[i + 1]], "utf-8")
+            names = {k: str(utf8[offs[i]:offs[i + 1]], "utf-8", _NAME_ERRORS)
                      for i, k in enumerate(arrays["names:keys"].tolist())}
         return learner, names, header.get("extra", {})
     except ModelFileError:
