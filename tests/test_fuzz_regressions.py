@@ -17,7 +17,7 @@ import pytest
 
 from conftest import SAMPLES
 from onlinel1 import Batch, BatchError, Learner, NumericError, OptionError, model_file
-from onlinel1.io import feature_key, read_batches
+from onlinel1.io import ParseError, feature_key, read_batches
 from onlinel1.model_file import ModelFileError
 from onlinel1.server import protocol
 from onlinel1.server.protocol import ProtocolError
@@ -151,6 +151,57 @@ def test_keys_given_as_python_ints_are_exact_above_2_53():
         with pytest.raises(BatchError) as err:
             Batch([0, len(keys)], keys, [1.0] * len(keys))
         assert (err.value.field, err.value.reason) == ("keys", "out_of_range")
+
+
+# ------------------------------------------------------ feature names
+
+def test_a_model_with_a_feature_name_that_is_not_utf8_saves_and_loads(tmp_path):
+    """fuzz_vw (save and load with the reader's names): the VW reader names
+    the bytes ``caf\\xe9`` 'caf\\udce9' (surrogateescape, so that the name
+    hashes back to its key) and model_file encoded names as strict UTF-8:
+    ``onlinel1 train data.vw --save m.ol1`` trained, then crashed with
+    UnicodeEncodeError.  Names are now stored with surrogateescape (the
+    file's own bytes) and read back the same."""
+    from onlinel1.cli import main
+    data = FUZZ / "vw/non-utf8-name.vw"
+    names: dict[int, str] = {}
+    batch = next(read_batches(data, "vw", names=names))
+    assert "f^caf\udce9" in names.values()
+    learner = Learner(loss="squared", update="fobos", l1=1e-3)
+    learner.learn(batch)
+    _, loaded, _ = model_file.decode(model_file.encode(learner, names))
+    assert loaded == names and all(feature_key(n) == k for k, n in loaded.items())
+    assert main(["train", str(data), "--loss", "squared", "--quiet",
+                 "--save", str(tmp_path / "m.ol1")]) == 0
+    assert model_file.load(tmp_path / "m.ol1")[1] == names
+
+
+def test_the_names_of_a_malformed_line_are_not_kept():
+    """fuzz_vw (two readings must agree): the parser notes the names of a
+    line's features as it parses them, and the rows before a malformed line
+    took the names of that line too -- so ``names`` held f^a and f^b of the
+    rejected line 4 with 8192-row batches and not with 3-row batches."""
+    readings = []
+    for batch_size in (8192, 3, 1):
+        names: dict[int, str] = {}
+        with pytest.raises(ParseError) as err:
+            for _ in read_batches(FUZZ / "vw/names-of-a-bad-line.vw", "vw", batch_size,
+                                  names=names):
+                pass
+        assert err.value.line == 4
+        readings.append(names)
+    assert readings[0] == readings[1] == readings[2] == {feature_key("color", "f"): "f^color"}
+
+
+@pytest.mark.xfail(strict=True, raises=UnicodeEncodeError,
+                   reason="cli/offline.py export() opens the TSV as strict UTF-8")
+def test_inspect_exports_a_feature_name_that_is_not_utf8(tmp_path):
+    from onlinel1.cli import main
+    data = FUZZ / "vw/non-utf8-name.vw"
+    assert main(["train", str(data), "--loss", "squared", "--quiet",
+                 "--save", str(tmp_path / "m.ol1")]) == 0
+    main(["inspect", str(tmp_path / "m.ol1"), "--export", str(tmp_path / "w.tsv")])
+    assert b"caf\xe9" in (tmp_path / "w.tsv").read_bytes()
 
 
 # ----------------------------------------------------------- model files
