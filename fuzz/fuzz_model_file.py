@@ -20,15 +20,19 @@ The first byte of an input picks the mode, the rest is the payload:
 Every file is loaded with ``model_file.load`` (from a file, as the daemon
 and the CLI do) and with ``model_file.decode`` (from bytes); both must give
 a learner or ``ModelFileError``, the same one.  A loaded learner must then
-work: it is read as ``onlinel1 inspect`` reads it, learns a small batch
+work: ``onlinel1 inspect`` prints it, a daemon's resume takes its extra,
+it learns a small batch
 (``NumericError`` allowed), predicts, and is saved and loaded back to the
 same state.  Anything else is a crash.
 """
 from __future__ import annotations
 
+import argparse
 import atexit
+import contextlib
 import copy
 import hashlib
+import io
 import math
 import os
 import struct
@@ -45,7 +49,10 @@ with ol1fuzz.instrumented(__name__ == "__main__"):
     from onlinel1 import Batch, Learner, NumericError
     from onlinel1 import model_file
     from onlinel1.io import read_batches
+    from onlinel1.cli.offline import cmd_inspect
     from onlinel1.model_file import ModelFileError
+    from onlinel1.server.config import DaemonConfig
+    from onlinel1.server.trainer import Trainer
 
 DIGEST = model_file.DIGEST_SIZE
 PREFIX = struct.Struct("<8sII")
@@ -283,12 +290,23 @@ def check_learner(learner: Any, names: Any, extra: Any) -> None:
     assert isinstance(names, dict) and all(
         isinstance(k, int) and isinstance(v, str) for k, v in names.items())
     assert isinstance(extra, dict), type(extra)
-    # What `onlinel1 inspect` and `stats` read.
+    # What `onlinel1 inspect` reads and prints (the command itself), what
+    # `stats` reads, and what a daemon resuming from a snapshot takes from
+    # its extra (onlinel1/server/startup.py).
     keys, weights = learner.weights()
     assert keys.shape == weights.shape
     learner.progress, learner.nnz, learner.intercept, learner.examples_seen
     learner.learning_rate()
     repr(learner)
+    snapshot = extra.get("snapshot")
+    if not snapshot or {"seq", "reason", "unix_time", "producers"} <= set(snapshot):
+        # (inspect reads all four fields of a snapshot's extra, and fails on a
+        # file that lacks one: test_inspect_reads_a_snapshot_without_every_field,
+        # xfail.  Remove the condition with the fix.)
+        with contextlib.redirect_stdout(io.StringIO()):
+            assert cmd_inspect(argparse.Namespace(model=_PATH, top=5, export=None)) == 0
+    producers = extra.get("snapshot", {}).get("producers", {})
+    Trainer("default", learner, DaemonConfig(), names=names, producers=producers)
     state = learner.state
     for name in ["weights"] + list(state["columns"]):
         column = state["weights"] if name == "weights" else state["columns"][name]
