@@ -277,6 +277,29 @@ def _entry(entry: Any) -> tuple[str, np.dtype, int]:
     return name, np.dtype(dtype), _integer(length, f"array {name!r}: length", 0)
 
 
+def _check_snapshot(snapshot: Any) -> None:
+    """The fields of ``extra.snapshot`` that are there, as
+    docs/snapshot-format.md gives them (a daemon resuming reads
+    ``producers``, ``inspect`` all four)."""
+    if not isinstance(snapshot, dict):
+        raise ValueError(f"extra.snapshot must be a map, got {snapshot!r}")
+    if "seq" in snapshot:
+        _integer(snapshot["seq"], "extra.snapshot.seq", 0)
+    if "reason" in snapshot and not isinstance(snapshot["reason"], str):
+        raise ValueError(f"extra.snapshot.reason must be a string, got {snapshot['reason']!r}")
+    if "unix_time" in snapshot:
+        # A time a clock gives (time.gmtime takes it): 1970 to the year 36812.
+        when = _finite(snapshot["unix_time"], "extra.snapshot.unix_time", non_negative=True)
+        if when > 2**40:
+            raise ValueError(f"extra.snapshot.unix_time must be at most 2**40, got {when!r}")
+    producers = snapshot.get("producers", {})
+    if not isinstance(producers, dict) or not all(
+            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
+            for k, v in producers.items()):
+        raise ValueError(f"extra.snapshot.producers must map names to sequence numbers, "
+                         f"got {producers!r}")
+
+
 def _check_state(header: dict, arrays: dict[str, np.ndarray]) -> None:
     """What the digest cannot vouch for: clocks, counters and arrays that a
     learner could have written (sizes, ranges, finiteness)."""
@@ -303,8 +326,11 @@ def _check_state(header: dict, arrays: dict[str, np.ndarray]) -> None:
     if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns) \
             or len(set(columns)) != len(columns):
         raise ValueError(f"columns must be a list of distinct names, got {columns!r}")
-    if "extra" in header and not isinstance(header["extra"], dict):
-        raise ValueError(f"extra must be a map, got {header['extra']!r}")
+    extra = header.get("extra", {})
+    if not isinstance(extra, dict):
+        raise ValueError(f"extra must be a map, got {extra!r}")
+    if "snapshot" in extra:
+        _check_snapshot(extra["snapshot"])
     # Weights must be finite (an infinite one makes every margin it enters
     # infinite); a rule's state column may saturate at +-inf (AdaGrad's and
     # FTRL's sums of squared gradients do) but NaN is never a state.

@@ -333,6 +333,14 @@ IMPOSSIBLE = [
     ("negative loss sum", _header(("progress", "loss_sum"), -1.0), "loss_sum"),  # loaded
     ("options a list", _header(("options",), ["loss"]), "options must be a map"),  # refused
     ("extra a list", _header(("extra",), [1, 2]), "extra must be a map"),      # loaded (3)
+    ("snapshot extra a list", _header(("extra", "snapshot"), [1]),
+     "extra.snapshot must be a map"),                                          # loaded (4)
+    ("snapshot time 1e300", _header(("extra", "snapshot"), {
+        "seq": 1, "reason": "periodic", "unix_time": 1e300, "producers": {}}),
+     "unix_time"),                                                             # loaded (5)
+    ("snapshot producers a list", _header(("extra", "snapshot"), {
+        "seq": 1, "reason": "periodic", "unix_time": 1.0, "producers": [1]}),
+     "producers"),                                                             # loaded (4)
     ("negative length", _entry("weights", "length", -1), "length"),            # refused
     ("length a float", _entry("keys", "length", 2.5), "length"),               # refused
     ("keys of dtype int64", _entry("keys", "dtype", "<i8"), "dtype"),          # loaded
@@ -351,6 +359,8 @@ IMPOSSIBLE = [
 ]
 # (1) and every example that reads the intercept or a weight: NumericError.
 # (2) and the first learn: TypeError.  (3) and the next save: TypeError.
+# (4) and inspect raised TypeError/AttributeError, a daemon resuming from it
+# AttributeError/TypeError.  (5) and inspect raised OverflowError (gmtime).
 
 
 @pytest.mark.parametrize("what, change, message", IMPOSSIBLE, ids=[c[0] for c in IMPOSSIBLE])
@@ -378,6 +388,25 @@ def test_the_variants_start_from_a_file_that_loads(small_model):
                          ("NaN loss sum", _header(("progress", "loss_sum"), float("nan"))),
                          ("inf weight sum", _header(("progress", "weight_sum"), float("inf")))):
         model_file.decode(_edit(small_model, change))    # possible: loaded
+
+
+def test_a_snapshot_without_every_field_loads(tmp_path):
+    """fuzz_model_file (structured; inspect now run on every loaded file):
+    a snapshot's extra without ``producers``.  The loader takes it (only the
+    fields that are there are checked: tests/test_snapshots.py writes such
+    snapshots), and a daemon resuming from it reads no producers."""
+    learner, names, extra = model_file.decode(read("model_file/snapshot-without-producers.ol1"))
+    assert extra["snapshot"] == {"seq": 3, "reason": "periodic", "unix_time": 1.8e9}
+
+
+@pytest.mark.xfail(strict=True, raises=KeyError,
+                   reason="cli/offline.py cmd_inspect reads extra.snapshot['producers'] "
+                          "(and seq, reason, unix_time) unconditionally")
+def test_inspect_reads_a_snapshot_without_every_field(tmp_path, capsys):
+    from onlinel1.cli import main
+    path = tmp_path / "snapshot.ol1"
+    path.write_bytes(read("model_file/snapshot-without-producers.ol1"))
+    assert main(["inspect", str(path)]) == 0
 
 
 # ------------------------------------------------- the kernels (xfail)
