@@ -311,8 +311,13 @@ def _check_state(header: dict, arrays: dict[str, np.ndarray]) -> None:
     _integer(clocks["last_compact_t"], "clocks.last_compact_t", 0, t)
     for name in ("scale", "clock_scale"):
         _finite(clocks[name], f"clocks.{name}", positive=True)
-    for name in ("intercept", "clock"):
-        _finite(clocks[name], f"clocks.{name}")
+    _finite(clocks["intercept"], "clocks.intercept")
+    # The rule's clock is a running sum, like the state columns it is read
+    # against: it may saturate at +-inf (cumulative L1 with l1 * eta0 beyond
+    # the doubles) but not be NaN.
+    if isinstance(clocks["clock"], bool) or not isinstance(clocks["clock"], (int, float)) \
+            or math.isnan(clocks["clock"]):
+        raise ValueError(f"clocks.clock must be a number, got {clocks['clock']!r}")
     examples = _integer(progress["examples"], "progress.examples", 0)
     _integer(progress["correct"], "progress.correct", 0, examples)
     for name in ("weight_sum", "loss_sum"):

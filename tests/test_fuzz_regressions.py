@@ -232,12 +232,16 @@ def test_fuzzed_model_files_with_impossible_contents_are_refused(name, message):
 
 
 @pytest.mark.parametrize("name", ["fobos-huge-eta0-column-inf.ol1",
-                                  "progress-inf-after-learn.ol1"])
+                                  "progress-inf-after-learn.ol1",
+                                  "cumulative-l1-7e307.ol1"])
 def test_fuzzed_model_files_that_are_possible_load_learn_and_reload(tmp_path, name):
     """fuzz_model_file: files a learner can write.  FOBOS with eta0 = 1.6e308
     (a legal option) leaves a penalty clock column at -inf after one batch;
-    a squared loss of a huge margin makes the progressive loss sum inf.  The
-    loader's checks must not refuse what the writer writes."""
+    a squared loss of a huge margin makes the progressive loss sum inf;
+    cumulative L1 with l1 = 7.4e307 and eta0 = 8.9e307 (legal) makes its
+    clock u inf at the first example.  The loader's checks (each of these
+    was refused by a first version of them) must not refuse what the
+    writer writes."""
     learner, names, extra = model_file.decode(read(f"model_file/{name}"))
     try:
         learner.learn(PROBE)
@@ -323,6 +327,7 @@ IMPOSSIBLE = [
     ("scale NaN", _header(("clocks", "scale"), float("nan")), r"clocks\.scale"),  # loaded (1)
     ("intercept inf", _header(("clocks", "intercept"), float("inf")),
      "intercept"),                                                             # loaded (1)
+    ("clock NaN", _header(("clocks", "clock"), float("nan")), r"clocks\.clock"),  # loaded
     ("clocks a list", _header(("clocks",), [1, 2]), "clocks must be a map"),   # refused
     ("a clock missing", lambda h, a: h["clocks"].pop("clock"),
      "clocks must be a map"),                                                  # refused
@@ -385,6 +390,7 @@ def test_the_variants_start_from_a_file_that_loads(small_model):
     assert learner.state["columns"].keys() == {"applied_penalty", "penalty_origin"}
     assert names and extra == {"trained_on": "vw0002_head60.vw"}
     for what, change in (("+inf state", _set_f8("column:applied_penalty", 1, float("inf"))),
+                         ("+inf clock", _header(("clocks", "clock"), float("inf"))),
                          ("NaN loss sum", _header(("progress", "loss_sum"), float("nan"))),
                          ("inf weight sum", _header(("progress", "weight_sum"), float("inf")))):
         model_file.decode(_edit(small_model, change))    # possible: loaded
