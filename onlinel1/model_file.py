@@ -286,6 +286,34 @@ def decode(data: bytes | memoryview, source: str = "model file"
     return _build(data, head_len, source)
 
 
+#: A header larger than this is not one ``write`` made (it holds options,
+#: clocks and a few array descriptions).
+MAX_HEADER_BYTES = 1 << 20
+
+
+def read_header(path: str | os.PathLike) -> dict[str, Any]:
+    """The header map of the model file at ``path``, read without the
+    arrays and *not verified* (the digest covers the whole file): enough to
+    recognise a file, never to trust its model.  ``ModelFileError`` if it
+    does not start like a model file."""
+    source = str(path)
+    with open(path, "rb", buffering=0) as f:
+        size = os.fstat(f.fileno()).st_size
+        prefix = f.read(_PREFIX.size)
+        head_len = _check_prefix(prefix, size, source)
+        if head_len > MAX_HEADER_BYTES:
+            raise ModelFileError(f"{source}: a header of {head_len} bytes is not one onlinel1 "
+                                 f"writes")
+        raw = f.read(head_len)
+    try:
+        header = msgpack.unpackb(raw, raw=False)
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise ModelFileError(f"{source}: malformed header ({exc})") from None
+    if not isinstance(header, dict):
+        raise ModelFileError(f"{source}: malformed header (not a map)")
+    return header
+
+
 def load(path: str | os.PathLike) -> tuple[Learner, dict[int, str], dict[str, Any]]:
     """``(learner, names, extra)`` from the model file at ``path``.
 

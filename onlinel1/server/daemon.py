@@ -24,6 +24,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import logging
+import os
 import queue
 import time
 from typing import Any, Callable
@@ -102,7 +103,9 @@ class Daemon:
         self.scheduler = SnapshotScheduler(config)
         self.counters = DaemonCounters()
         self.rejections = RateLimitedLog(log)
+        self._held: list[int] = []
         self._stop = False
+        self._snapshots_wanted: str | None = None
         self._in_batch = False
         #: Work that waits for the batch in hand: (run, replier).
         self._deferred: collections.deque[tuple[Callable[[], Any], Replier]] = collections.deque()
@@ -132,8 +135,20 @@ class Daemon:
         self._stop = True
         self.transport.wake()
 
+    def request_snapshots(self, reason: str) -> None:
+        """Snapshot every model soon (SIGUSR1); safe from a signal handler."""
+        self._snapshots_wanted = reason
+        self.transport.wake()
+
+    def hold(self, fd: int) -> None:
+        """Keep ``fd`` (a lock: the snapshot directory's) open until ``close``."""
+        self._held.append(fd)
+
     def close(self) -> None:
         self.transport.close()
+        for fd in self._held:
+            os.close(fd)
+        self._held = []
 
     def uptime(self) -> float:
         return time.monotonic() - self.counters.started
@@ -165,6 +180,11 @@ class Daemon:
                 self._train_one()
             self.policy.turn(self.models)
             if snapshots:
+                if self._snapshots_wanted:
+                    log.info("%s: a snapshot of every model", self._snapshots_wanted)
+                    self._snapshots_wanted = None
+                    for trainer in self.models:
+                        self.scheduler.request(trainer)
                 self.scheduler.turn(list(self.models))
         # Stop taking input; what was acknowledged-in-hand is answered.
         self._run_deferred()
