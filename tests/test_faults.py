@@ -29,12 +29,15 @@ def batches():
     return [whole.slice(i, i + BATCH) for i in range(0, whole.n_rows, BATCH)]
 
 
-def push(endpoint: str, batches, model: str | None = None, first_seq: int = 1) -> None:
+def push(endpoint: str, batches, model: str | None = None, first_seq: int = 1,
+         seqs=None) -> None:
+    """Send ``batches`` from one socket, in order (one connection keeps
+    its order; two do not), numbered from ``first_seq`` or by ``seqs``."""
     sock = zmq.Context.instance().socket(zmq.PUSH)
     sock.setsockopt(zmq.LINGER, 10000)
     sock.connect(endpoint)
     try:
-        for seq, b in enumerate(batches, first_seq):
+        for seq, b in zip(seqs or range(first_seq, first_seq + len(batches)), batches):
             sock.send(msgpack.packb({
                 "v": 1, "producer": "p", "seq": seq,
                 "csr": {"indptr": b.indptr.astype("<i8").tobytes(), "keys": b.keys.tobytes(),
@@ -219,3 +222,88 @@ def test_foreign_files_named_like_snapshots_are_ignored(start_daemon, tmp_path, 
     assert onlinel1.load(folder / snapshot_name(6)).examples_seen == 300
     again = start_daemon("--snapshot-dir", str(snaps), "--keep", "1")
     assert stats(again)["t"] == 300
+
+
+# -------------------------------------------------------------- producers
+
+def test_producer_names_are_bounded_and_repeated_seqs_reported(start_daemon, batches):
+    """Finding 12: producer names were kept forever (40 names of 4 MB made
+    157 MiB stats replies), and a repeated or backwards seq was learned
+    again without notice."""
+    from onlinel1.server.stats import MAX_PRODUCER_NAME, MAX_PRODUCERS
+    d = start_daemon()
+    sock = zmq.Context.instance().socket(zmq.PUSH)
+    sock.setsockopt(zmq.LINGER, 10000)
+    sock.connect(d.train)
+
+    def body(b: Batch) -> dict:
+        return {"indptr": b.indptr.astype("<i8").tobytes(), "keys": b.keys.tobytes(),
+                "values": b.values.astype("<f8").tobytes(),
+                "labels": b.labels.astype("<f8").tobytes()}
+    row = body(batches[0].slice(0, 1))
+    try:
+        sock.send(msgpack.packb({"v": 1, "producer": "x" * (MAX_PRODUCER_NAME + 1), "seq": 1,
+                                 "csr": row}))
+        for i in range(MAX_PRODUCERS + 5):
+            sock.send(msgpack.packb({"v": 1, "producer": f"p{i}", "seq": 1, "csr": row}))
+        for seq in (7, 7, 3):
+            sock.send(msgpack.packb({"v": 1, "producer": "again", "seq": seq,
+                                     "csr": body(batches[0])}))
+    finally:
+        sock.close()
+    s = wait_for(lambda: stats(d), lambda s: s["batches"] == MAX_PRODUCERS + 8, 60.0, "learned")
+    assert s["rejected"] == {"bad_request": 1}
+    assert len(s["producers"]) == MAX_PRODUCERS and s["producers_expired"] == 6
+    assert "p0" not in s["producers"] and s["producers"]["again"] == 3
+    assert s["seq_repeats"] == 2 and s["examples"] == MAX_PRODUCERS + 5 + 300
+    assert "producer 'again' sent seq 7 after 7" in d.log()
+
+
+def test_dedupe_seq_skips_resent_batches(start_daemon, batches):
+    d = start_daemon("--dedupe-seq")
+    # 2 and 3 sent again (a producer's resend after a reconnect), then 4.
+    push(d.train, [batches[i] for i in (0, 1, 2, 1, 2, 3)], seqs=[1, 2, 3, 2, 3, 4])
+    s = wait_for(lambda: stats(d), lambda s: s["examples"] == 400 and s["rejected"], 30.0,
+                 "learned")
+    assert s["rejected"] == {"duplicate": 2} and s["producers"] == {"p": 4}
+    expected = Learner()
+    for b in batches[:4]:
+        expected.learn(b)
+    assert s["nnz"] == expected.nnz and s["t"] == 400
+
+
+# ---------------------------------------------------------- configuration
+
+@pytest.mark.parametrize("flags, message", [
+    (["--slice-nnz-via-config", str(2**60)], "slice_nnz must be an integer from 1 to"),
+    (["--max-message-bytes", str(2**62)], "max_message_bytes must be an integer from 1 to"),
+    (["--high-water-mark", str(2**40)], "high_water_mark must be an integer from 1 to"),
+    (["--snapshot-dir", ""], "snapshot_dir must be a directory path"),
+    (["--train-endpoint", "tcp://127.0.0.1:99999"], "a port from 1 to 65535"),
+    (["--train-endpoint", "tcp://*:0"], "a port from 1 to 65535"),
+    (["--train-endpoint", "inproc://x"], "inproc:// reaches only threads"),
+    (["--train-endpoint", "ipc://"], "needs a path"),
+    (["--snapshot-every-seconds", "inf", "--snapshot-dir", "/tmp/x"], "snapshot_every_seconds"),
+    (["--keep", "0"], "keep must be an integer from 1"),
+])
+def test_every_setting_is_range_checked_before_binding(tmp_path, flags, message):
+    """Finding 13: slice_nnz = 2**60 passed --check then killed the daemon;
+    huge sizes and marks ended in tracebacks; snapshot_dir = "" silently
+    turned snapshots off; port 99999, inproc:// and tcp://*:0 were taken."""
+    if flags[0] == "--slice-nnz-via-config":
+        config = tmp_path / "c.toml"
+        config.write_text(f"[daemon]\nslice_nnz = {flags[1]}\n")
+        flags = ["--config", str(config)]
+    out = subprocess.run([sys.executable, "-m", "onlinel1", "serve", "--check", *flags],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode in (1, 2), out.stderr
+    assert message in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+def test_a_config_file_that_is_not_utf8_is_one_clear_line(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_bytes(b"[daemon]\nlog_level = \"\xff\xfe\"\n")
+    out = subprocess.run([sys.executable, "-m", "onlinel1", "serve", "--check", "--config",
+                          str(config)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "not valid TOML" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -26,7 +26,8 @@ DAEMON_FLAGS = (("--train-endpoint", "train_endpoint"), ("--request-endpoint", "
                 ("--snapshot-every-seconds", "snapshot_every_seconds"),
                 ("--snapshot-every-examples", "snapshot_every_examples"), ("--keep", "keep"),
                 ("--resume", "resume"), ("--keep-names", "keep_names"),
-                ("--training-io-nice", "training_io_nice"), ("--http-endpoint", "http_endpoint"))
+                ("--training-io-nice", "training_io_nice"), ("--http-endpoint", "http_endpoint"),
+                ("--dedupe-seq", "dedupe_seq"))
 
 
 def daemon_config(args: argparse.Namespace, base: dict[str, Any]) -> DaemonConfig:
@@ -192,6 +193,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "pip install 'onlinel1[http]')")
     g.add_argument("--check", action="store_true",
                    help="validate the configuration, bind the endpoints, and exit without serving")
+    g.add_argument("--dedupe-seq", action="store_const", const=True, default=None,
+                   help="skip a training batch whose seq is not above its producer's last one "
+                        "(a resend); without it such batches are learned, counted (stats "
+                        "seq_repeats) and logged")
     g.add_argument("--keep-names", action="store_const", const=True, default=None,
                    help="remember the names of string features sent row-wise, for inspect")
     snap = serve.add_argument_group(

@@ -40,6 +40,7 @@ from onlinel1.server.protocol import ProtocolError
 from onlinel1.server.replica import TrainingPolicy
 from onlinel1.server.results import Deferred, Replier, Result
 from onlinel1.server.scheduler import SnapshotScheduler
+from onlinel1.server.stats import MAX_PRODUCER_NAME
 from onlinel1.server.trainer import MAX_SLICES_PER_CALL, Trainer
 from onlinel1.server.transport import Transport
 
@@ -257,21 +258,41 @@ class Daemon:
                                                          f"messages only, got op {op!r}")
             trainer = self.models.get(protocol.model_name(msg))
             producer, seq = msg.get("producer"), msg.get("seq")
-            if producer is not None and not isinstance(producer, str):
-                raise ProtocolError(protocol.BAD_REQUEST, "producer must be a string")
-            if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int)):
-                raise ProtocolError(protocol.BAD_REQUEST, "seq must be an integer")
+            if producer is not None and (not isinstance(producer, str)
+                                         or len(producer) > MAX_PRODUCER_NAME):
+                raise ProtocolError(protocol.BAD_REQUEST, f"producer must be a string of at "
+                                                          f"most {MAX_PRODUCER_NAME} characters")
+            if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int)
+                                    or not 0 <= seq < 2**63):
+                raise ProtocolError(protocol.BAD_REQUEST, "seq must be an integer from 0 to 2^63-1")
+            if producer is not None and seq is not None:
+                self._check_seq(trainer, producer, seq)
             batch = protocol.decode_batch(msg, need_labels=True, names=trainer.names)
             trainer.check(batch, learning=True)
         except ProtocolError as exc:
             self._reject(exc, self._attributed(msg))
             return
-        if producer is not None and seq is not None:
-            trainer.stats.producers[producer] = seq
         try:
             self.learn(trainer, batch)
         except ProtocolError as exc:   # numeric: the examples before it were learned
             self._reject(exc, trainer)
+            return
+        if producer is not None and seq is not None:
+            trainer.stats.producers.record(producer, seq)
+
+    def _check_seq(self, trainer: Trainer, producer: str, seq: int) -> None:
+        """A ``seq`` not above the producer's last one is a resend (or a
+        restarted producer): counted and logged; skipped with dedupe_seq."""
+        last = trainer.stats.producers.get(producer)
+        if last is None or seq > last:
+            return
+        trainer.stats.seq_repeats += 1
+        skipped = self.config.dedupe_seq
+        self.rejections.warning("seq", f"producer {producer!r} sent seq {seq} after {last}"
+                                       f"{': skipped (dedupe_seq)' if skipped else ''}")
+        if skipped:
+            raise ProtocolError(protocol.DUPLICATE, f"seq {seq} of producer {producer!r} is not "
+                                                   f"above its last one, {last}")
 
     def _reject(self, exc: ProtocolError, trainer: Trainer | None) -> None:
         counters = trainer.stats.rejected if trainer is not None else self.counters.rejected

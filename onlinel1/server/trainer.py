@@ -21,7 +21,7 @@ from onlinel1.server import protocol
 from onlinel1.server.config import DaemonConfig
 from onlinel1.server.protocol import ProtocolError
 from onlinel1.server.snapshots import BackgroundWriter, SnapshotDir
-from onlinel1.server.stats import Stats
+from onlinel1.server.stats import MAX_PRODUCERS, Stats
 
 #: A learning call covers at most this many slices (config.slice_nnz each);
 #: the kernel stops sooner, after the slice in which a request arrives.
@@ -59,7 +59,8 @@ class Trainer:
         self.learner = learner
         self.config = config
         self.stats = Stats(config.window_examples)
-        self.stats.producers.update(producers or {})
+        for producer, seq in list((producers or {}).items())[-MAX_PRODUCERS:]:
+            self.stats.producers.record(producer, seq)
         self.names: dict[int, str] | None = dict(names or {}) if config.keep_names or names else None
         self.schedule = SnapshotSchedule(snapshots, BackgroundWriter(snapshots), time.monotonic(),
                                          learner.examples_seen) if snapshots else None
