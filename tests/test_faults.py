@@ -285,6 +285,7 @@ def test_dedupe_seq_skips_resent_batches(start_daemon, batches):
     (["--train-endpoint", "ipc://"], "needs a path"),
     (["--snapshot-every-seconds", "inf", "--snapshot-dir", "/tmp/x"], "snapshot_every_seconds"),
     (["--keep", "0"], "keep must be an integer from 1"),
+    (["--training-share", "1"], "training_share must be a number from 0.05 to 0.95"),
 ])
 def test_every_setting_is_range_checked_before_binding(tmp_path, flags, message):
     """Finding 13: slice_nnz = 2**60 passed --check then killed the daemon;

@@ -27,7 +27,7 @@ DAEMON_FLAGS = (("--train-endpoint", "train_endpoint"), ("--request-endpoint", "
                 ("--snapshot-every-examples", "snapshot_every_examples"), ("--keep", "keep"),
                 ("--resume", "resume"), ("--keep-names", "keep_names"),
                 ("--training-io-nice", "training_io_nice"), ("--http-endpoint", "http_endpoint"),
-                ("--dedupe-seq", "dedupe_seq"))
+                ("--dedupe-seq", "dedupe_seq"), ("--training-share", "training_share"))
 
 
 def daemon_config(args: argparse.Namespace, base: dict[str, Any]) -> DaemonConfig:
@@ -193,6 +193,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "pip install 'onlinel1[http]')")
     g.add_argument("--check", action="store_true",
                    help="validate the configuration, bind the endpoints, and exit without serving")
+    g.add_argument("--training-share", type=float, metavar="F",
+                   help=f"share of the time training keeps when requests and training both "
+                        f"wait (0.05-0.95): requests are answered for at most (1-F)/F times "
+                        f"the last slice of learning, then learning goes on "
+                        f"(default: {d.training_share})")
     g.add_argument("--dedupe-seq", action="store_const", const=True, default=None,
                    help="skip a training batch whose seq is not above its producer's last one "
                         "(a resend); without it such batches are learned, counted (stats "

@@ -78,6 +78,10 @@ class DaemonConfig:
     #: after each, the learner looks at the request socket and, if a
     #: request is waiting, answers it before going on.
     slice_nnz: int = 8_192
+    #: The share of the loop's time that training keeps when requests and
+    #: training both wait (0.05-0.95): requests are answered for at most
+    #: (1 - F) / F times the time the last training slice took.
+    training_share: float = 0.5
     #: Nice value of the I/O thread that reads the training stream (0-19;
     #: 0 leaves it alone).  Under CPU contention, replies go first.
     training_io_nice: int = 19
@@ -116,6 +120,11 @@ class DaemonConfig:
                 not 0 <= self.snapshot_every_seconds <= MAX_SNAPSHOT_SECONDS:
             raise ConfigError(f"snapshot_every_seconds must be a number from 0 to "
                               f"{MAX_SNAPSHOT_SECONDS}, got {self.snapshot_every_seconds!r}")
+        if isinstance(self.training_share, bool) or \
+                not isinstance(self.training_share, (int, float)) or \
+                not 0.05 <= self.training_share <= 0.95:
+            raise ConfigError(f"training_share must be a number from 0.05 to 0.95, "
+                              f"got {self.training_share!r}")
         if self.snapshot_dir is not None and (not isinstance(self.snapshot_dir, str)
                                               or not self.snapshot_dir.strip()
                                               or "\0" in self.snapshot_dir):

@@ -49,7 +49,8 @@ log = logging.getLogger("onlinel1.daemon")
 __all__ = ["Daemon", "MAX_SLICES_PER_CALL"]
 
 POLL_MS = 100                 # how often the loop looks at the stop flag
-REQUESTS_PER_TURN = 256       # requests answered before training resumes
+REQUESTS_PER_TURN = 256       # requests answered at most before training resumes
+
 #: Operations that change which models exist or what they hold: while a
 #: batch is in hand they wait for its end.
 WAIT_FOR_BATCH = frozenset({"create", "drop", "swap"})
@@ -81,6 +82,9 @@ class DaemonCounters:
         self.requests: collections.Counter[str] = collections.Counter()
         self.errors: collections.Counter[str] = collections.Counter()
         self.rejected: collections.Counter[str] = collections.Counter()
+        #: Seconds the loop spent learning and answering requests.
+        self.learning_s = 0.0
+        self.requests_s = 0.0
 
 
 class Daemon:
@@ -105,6 +109,7 @@ class Daemon:
         self.counters = DaemonCounters()
         self.rejections = RateLimitedLog(log)
         self._held: list[int] = []
+        self._last_train_s = 0.0
         self._stop = False
         self._snapshots_wanted: str | None = None
         self._in_batch = False
@@ -164,7 +169,9 @@ class Daemon:
     def own_counters(self) -> dict[str, Any]:
         c = self.counters
         return {"models": len(self.models), "requests": dict(c.requests),
-                "errors": dict(c.errors), "rejected": dict(c.rejected)}
+                "errors": dict(c.errors), "rejected": dict(c.rejected),
+                "loop": {"learning_s": round(c.learning_s, 6),
+                         "requests_s": round(c.requests_s, 6)}}
 
     # --------------------------------------------------------------- loop
 
@@ -175,10 +182,13 @@ class Daemon:
             requests, training, _ = self.transport.poll(POLL_MS)
             self._serve_asks()
             if requests:
-                self._serve_requests()
+                # With training waiting too, requests get their share of
+                # the time, not more (config.training_share).
+                self._serve_requests(self._request_budget(self._last_train_s)
+                                     if training else None)
             self._run_deferred()
             if training and not self._stop:
-                self._train_one()
+                self._last_train_s = self._train_one()
             self.policy.turn(self.models)
             if snapshots:
                 if self._snapshots_wanted:
@@ -245,10 +255,11 @@ class Daemon:
         name = msg.get("model")
         return self.models.find(name) if isinstance(name, str) else None
 
-    def _train_one(self) -> None:
+    def _train_one(self) -> float:
+        """Take one training message; return the seconds spent learning it."""
         frame = self.transport.recv_training()
         if frame is None:
-            return
+            return 0.0
         msg = None
         try:
             msg = protocol.decode_message(frame.buffer, self.config.max_message_bytes)
@@ -271,14 +282,15 @@ class Daemon:
             trainer.check(batch, learning=True)
         except ProtocolError as exc:
             self._reject(exc, self._attributed(msg))
-            return
+            return 0.0
         try:
             self.learn(trainer, batch)
         except ProtocolError as exc:   # numeric: the examples before it were learned
             self._reject(exc, trainer)
-            return
+            return trainer.learning_s
         if producer is not None and seq is not None:
             trainer.stats.producers.record(producer, seq)
+        return trainer.learning_s
 
     def _check_seq(self, trainer: Trainer, producer: str, seq: int) -> None:
         """A ``seq`` not above the producer's last one is a resend (or a
@@ -310,10 +322,17 @@ class Daemon:
             return trainer.learn(batch, self.transport.request_fd, self._serve_between)
         finally:
             self._in_batch = False
+            self.counters.learning_s += trainer.learning_s
 
-    def _serve_between(self) -> bool:
+    def _request_budget(self, learned_s: float) -> float:
+        """Seconds of requests that keep training at its share after
+        ``learned_s`` seconds of learning: F = learn / (learn + requests)."""
+        f = self.config.training_share
+        return learned_s * (1.0 - f) / f
+
+    def _serve_between(self, learned_s: float) -> bool:
         self._serve_asks()
-        return self._serve_requests()
+        return self._serve_requests(self._request_budget(learned_s))
 
     def defer_learn(self, trainer: Trainer, batch: Any, replier: Replier) -> None:
         self._deferred.append((lambda: self._learn_if_present(trainer, batch), replier))
@@ -331,16 +350,24 @@ class Daemon:
 
     # ----------------------------------------------------------- requests
 
-    def _serve_requests(self) -> bool:
-        """Answer the waiting requests, at most REQUESTS_PER_TURN; return
+    def _serve_requests(self, budget_s: float | None = None) -> bool:
+        """Answer the waiting requests, at most REQUESTS_PER_TURN, and (if
+        ``budget_s``) for at most about that many seconds; at least one is
+        answered if any waits, so requests are never starved.  Return
         whether more may be waiting."""
+        deadline = None if budget_s is None else time.perf_counter() + budget_s
         for _ in range(REQUESTS_PER_TURN):
             if not self.transport.request_waiting():
                 return False
             parts = self.transport.recv_request()
             if parts is None:
                 return False
+            began = time.perf_counter()
             self._serve(parts)
+            now = time.perf_counter()
+            self.counters.requests_s += now - began
+            if deadline is not None and now >= deadline:
+                return self.transport.request_waiting()
         return True
 
     def _serve(self, parts: list) -> None:
