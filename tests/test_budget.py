@@ -366,3 +366,18 @@ def test_training_again_gives_the_rows_of_a_file_written_before_the_budget(tmp_p
     for column in a["columns"]:
         np.testing.assert_array_equal(a["columns"][column], b["columns"][column])
     assert a["clocks"] == b["clocks"] and a["options"] == b["options"]
+
+
+def test_train_and_inspect_report_the_budget(tmp_path, capsys):
+    from conftest import SAMPLES
+    from onlinel1.cli import main
+    path = tmp_path / "m.ol1"
+    assert main(["train", str(SAMPLES / "rcv1_small_head300.svm"), "--update", "fobos",
+                 "--max-features", "500", "--quiet", "--save", str(path)]) == 0
+    learner = model_file.load(path)[0]
+    assert learner.store_size <= 500 and learner.evicted > 1000
+    line = (f"max_features=500 expire_after_examples=0 ({learner.store_size} stored, "
+            f"{learner.evicted} evicted, 0 expired)")
+    assert f"budget            {line}" in capsys.readouterr().err.splitlines()
+    assert main(["inspect", str(path)]) == 0
+    assert f"budget            {line}" in capsys.readouterr().out.splitlines()
