@@ -799,21 +799,35 @@ cdef int plain_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
             y = -1.0
         weight = r.weights[i] if r.weights != NULL else 1.0
 
-        # 1-2. Find every present feature once; the margin.
+        # 1-2. Find every present feature once; the margin.  With expiry,
+        # an expired feature leaves the store before it is read (its own
+        # loop, so that the loop without expiry is as it was).
         acc = 0.0
         max_x = 0.0
-        for j in range(nnz):
-            if fabs(xp[j]) > max_x:
-                max_x = fabs(xp[j])
-            p = <plain_slot*>store_find(k.store, kp[j])
-            if expiring and p != NULL and plain_expired(k, p):
-                p = plain_drop_expired(k, kp, j, slots, p)
-            slots[j] = p
-            if p != NULL:
-                st.wnow[j] = plain_weight(k, p)
-                acc += st.wnow[j] * xp[j]
-            else:
-                st.wnow[j] = 0.0
+        if expiring:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <plain_slot*>store_find(k.store, kp[j])
+                if p != NULL and plain_expired(k, p):
+                    p = plain_drop_expired(k, kp, j, slots, p)
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = plain_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
+        else:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <plain_slot*>store_find(k.store, kp[j])
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = plain_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
         margin = acc * k.scale + k.intercept
         if not isfinite(margin):
             status = E_MARGIN
@@ -972,21 +986,35 @@ cdef int plain_learn_f64(SGDKernel k, Rows* r, const double* values, double* out
             y = -1.0
         weight = r.weights[i] if r.weights != NULL else 1.0
 
-        # 1-2. Find every present feature once; the margin.
+        # 1-2. Find every present feature once; the margin.  With expiry,
+        # an expired feature leaves the store before it is read (its own
+        # loop, so that the loop without expiry is as it was).
         acc = 0.0
         max_x = 0.0
-        for j in range(nnz):
-            if fabs(xp[j]) > max_x:
-                max_x = fabs(xp[j])
-            p = <plain_slot*>store_find(k.store, kp[j])
-            if expiring and p != NULL and plain_expired(k, p):
-                p = plain_drop_expired(k, kp, j, slots, p)
-            slots[j] = p
-            if p != NULL:
-                st.wnow[j] = plain_weight(k, p)
-                acc += st.wnow[j] * xp[j]
-            else:
-                st.wnow[j] = 0.0
+        if expiring:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <plain_slot*>store_find(k.store, kp[j])
+                if p != NULL and plain_expired(k, p):
+                    p = plain_drop_expired(k, kp, j, slots, p)
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = plain_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
+        else:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <plain_slot*>store_find(k.store, kp[j])
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = plain_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
         margin = acc * k.scale + k.intercept
         if not isfinite(margin):
             status = E_MARGIN
@@ -1240,21 +1268,35 @@ cdef int subgradient_learn_f32(SGDKernel k, Rows* r, const float* values, double
             y = -1.0
         weight = r.weights[i] if r.weights != NULL else 1.0
 
-        # 1-2. Find every present feature once; the margin.
+        # 1-2. Find every present feature once; the margin.  With expiry,
+        # an expired feature leaves the store before it is read (its own
+        # loop, so that the loop without expiry is as it was).
         acc = 0.0
         max_x = 0.0
-        for j in range(nnz):
-            if fabs(xp[j]) > max_x:
-                max_x = fabs(xp[j])
-            p = <subgradient_slot*>store_find(k.store, kp[j])
-            if expiring and p != NULL and subgradient_expired(k, p):
-                p = subgradient_drop_expired(k, kp, j, slots, p)
-            slots[j] = p
-            if p != NULL:
-                st.wnow[j] = subgradient_weight(k, p)
-                acc += st.wnow[j] * xp[j]
-            else:
-                st.wnow[j] = 0.0
+        if expiring:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <subgradient_slot*>store_find(k.store, kp[j])
+                if p != NULL and subgradient_expired(k, p):
+                    p = subgradient_drop_expired(k, kp, j, slots, p)
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = subgradient_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
+        else:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <subgradient_slot*>store_find(k.store, kp[j])
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = subgradient_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
         margin = acc * k.scale + k.intercept
         if not isfinite(margin):
             status = E_MARGIN
@@ -1413,21 +1455,35 @@ cdef int subgradient_learn_f64(SGDKernel k, Rows* r, const double* values, doubl
             y = -1.0
         weight = r.weights[i] if r.weights != NULL else 1.0
 
-        # 1-2. Find every present feature once; the margin.
+        # 1-2. Find every present feature once; the margin.  With expiry,
+        # an expired feature leaves the store before it is read (its own
+        # loop, so that the loop without expiry is as it was).
         acc = 0.0
         max_x = 0.0
-        for j in range(nnz):
-            if fabs(xp[j]) > max_x:
-                max_x = fabs(xp[j])
-            p = <subgradient_slot*>store_find(k.store, kp[j])
-            if expiring and p != NULL and subgradient_expired(k, p):
-                p = subgradient_drop_expired(k, kp, j, slots, p)
-            slots[j] = p
-            if p != NULL:
-                st.wnow[j] = subgradient_weight(k, p)
-                acc += st.wnow[j] * xp[j]
-            else:
-                st.wnow[j] = 0.0
+        if expiring:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <subgradient_slot*>store_find(k.store, kp[j])
+                if p != NULL and subgradient_expired(k, p):
+                    p = subgradient_drop_expired(k, kp, j, slots, p)
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = subgradient_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
+        else:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <subgradient_slot*>store_find(k.store, kp[j])
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = subgradient_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
         margin = acc * k.scale + k.intercept
         if not isfinite(margin):
             status = E_MARGIN
@@ -1681,21 +1737,35 @@ cdef int cumulative_start_learn_f32(SGDKernel k, Rows* r, const float* values, d
             y = -1.0
         weight = r.weights[i] if r.weights != NULL else 1.0
 
-        # 1-2. Find every present feature once; the margin.
+        # 1-2. Find every present feature once; the margin.  With expiry,
+        # an expired feature leaves the store before it is read (its own
+        # loop, so that the loop without expiry is as it was).
         acc = 0.0
         max_x = 0.0
-        for j in range(nnz):
-            if fabs(xp[j]) > max_x:
-                max_x = fabs(xp[j])
-            p = <cumulative_start_slot*>store_find(k.store, kp[j])
-            if expiring and p != NULL and cumulative_start_expired(k, p):
-                p = cumulative_start_drop_expired(k, kp, j, slots, p)
-            slots[j] = p
-            if p != NULL:
-                st.wnow[j] = cumulative_start_weight(k, p)
-                acc += st.wnow[j] * xp[j]
-            else:
-                st.wnow[j] = 0.0
+        if expiring:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <cumulative_start_slot*>store_find(k.store, kp[j])
+                if p != NULL and cumulative_start_expired(k, p):
+                    p = cumulative_start_drop_expired(k, kp, j, slots, p)
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = cumulative_start_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
+        else:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <cumulative_start_slot*>store_find(k.store, kp[j])
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = cumulative_start_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
         margin = acc * k.scale + k.intercept
         if not isfinite(margin):
             status = E_MARGIN
@@ -1854,21 +1924,35 @@ cdef int cumulative_start_learn_f64(SGDKernel k, Rows* r, const double* values, 
             y = -1.0
         weight = r.weights[i] if r.weights != NULL else 1.0
 
-        # 1-2. Find every present feature once; the margin.
+        # 1-2. Find every present feature once; the margin.  With expiry,
+        # an expired feature leaves the store before it is read (its own
+        # loop, so that the loop without expiry is as it was).
         acc = 0.0
         max_x = 0.0
-        for j in range(nnz):
-            if fabs(xp[j]) > max_x:
-                max_x = fabs(xp[j])
-            p = <cumulative_start_slot*>store_find(k.store, kp[j])
-            if expiring and p != NULL and cumulative_start_expired(k, p):
-                p = cumulative_start_drop_expired(k, kp, j, slots, p)
-            slots[j] = p
-            if p != NULL:
-                st.wnow[j] = cumulative_start_weight(k, p)
-                acc += st.wnow[j] * xp[j]
-            else:
-                st.wnow[j] = 0.0
+        if expiring:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <cumulative_start_slot*>store_find(k.store, kp[j])
+                if p != NULL and cumulative_start_expired(k, p):
+                    p = cumulative_start_drop_expired(k, kp, j, slots, p)
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = cumulative_start_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
+        else:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <cumulative_start_slot*>store_find(k.store, kp[j])
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = cumulative_start_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
         margin = acc * k.scale + k.intercept
         if not isfinite(margin):
             status = E_MARGIN
@@ -2122,21 +2206,35 @@ cdef int cumulative_first_seen_learn_f32(SGDKernel k, Rows* r, const float* valu
             y = -1.0
         weight = r.weights[i] if r.weights != NULL else 1.0
 
-        # 1-2. Find every present feature once; the margin.
+        # 1-2. Find every present feature once; the margin.  With expiry,
+        # an expired feature leaves the store before it is read (its own
+        # loop, so that the loop without expiry is as it was).
         acc = 0.0
         max_x = 0.0
-        for j in range(nnz):
-            if fabs(xp[j]) > max_x:
-                max_x = fabs(xp[j])
-            p = <cumulative_first_seen_slot*>store_find(k.store, kp[j])
-            if expiring and p != NULL and cumulative_first_seen_expired(k, p):
-                p = cumulative_first_seen_drop_expired(k, kp, j, slots, p)
-            slots[j] = p
-            if p != NULL:
-                st.wnow[j] = cumulative_first_seen_weight(k, p)
-                acc += st.wnow[j] * xp[j]
-            else:
-                st.wnow[j] = 0.0
+        if expiring:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <cumulative_first_seen_slot*>store_find(k.store, kp[j])
+                if p != NULL and cumulative_first_seen_expired(k, p):
+                    p = cumulative_first_seen_drop_expired(k, kp, j, slots, p)
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = cumulative_first_seen_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
+        else:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <cumulative_first_seen_slot*>store_find(k.store, kp[j])
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = cumulative_first_seen_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
         margin = acc * k.scale + k.intercept
         if not isfinite(margin):
             status = E_MARGIN
@@ -2295,21 +2393,35 @@ cdef int cumulative_first_seen_learn_f64(SGDKernel k, Rows* r, const double* val
             y = -1.0
         weight = r.weights[i] if r.weights != NULL else 1.0
 
-        # 1-2. Find every present feature once; the margin.
+        # 1-2. Find every present feature once; the margin.  With expiry,
+        # an expired feature leaves the store before it is read (its own
+        # loop, so that the loop without expiry is as it was).
         acc = 0.0
         max_x = 0.0
-        for j in range(nnz):
-            if fabs(xp[j]) > max_x:
-                max_x = fabs(xp[j])
-            p = <cumulative_first_seen_slot*>store_find(k.store, kp[j])
-            if expiring and p != NULL and cumulative_first_seen_expired(k, p):
-                p = cumulative_first_seen_drop_expired(k, kp, j, slots, p)
-            slots[j] = p
-            if p != NULL:
-                st.wnow[j] = cumulative_first_seen_weight(k, p)
-                acc += st.wnow[j] * xp[j]
-            else:
-                st.wnow[j] = 0.0
+        if expiring:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <cumulative_first_seen_slot*>store_find(k.store, kp[j])
+                if p != NULL and cumulative_first_seen_expired(k, p):
+                    p = cumulative_first_seen_drop_expired(k, kp, j, slots, p)
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = cumulative_first_seen_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
+        else:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <cumulative_first_seen_slot*>store_find(k.store, kp[j])
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = cumulative_first_seen_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
         margin = acc * k.scale + k.intercept
         if not isfinite(margin):
             status = E_MARGIN
@@ -2563,21 +2675,35 @@ cdef int fobos_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
             y = -1.0
         weight = r.weights[i] if r.weights != NULL else 1.0
 
-        # 1-2. Find every present feature once; the margin.
+        # 1-2. Find every present feature once; the margin.  With expiry,
+        # an expired feature leaves the store before it is read (its own
+        # loop, so that the loop without expiry is as it was).
         acc = 0.0
         max_x = 0.0
-        for j in range(nnz):
-            if fabs(xp[j]) > max_x:
-                max_x = fabs(xp[j])
-            p = <fobos_slot*>store_find(k.store, kp[j])
-            if expiring and p != NULL and fobos_expired(k, p):
-                p = fobos_drop_expired(k, kp, j, slots, p)
-            slots[j] = p
-            if p != NULL:
-                st.wnow[j] = fobos_weight(k, p)
-                acc += st.wnow[j] * xp[j]
-            else:
-                st.wnow[j] = 0.0
+        if expiring:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <fobos_slot*>store_find(k.store, kp[j])
+                if p != NULL and fobos_expired(k, p):
+                    p = fobos_drop_expired(k, kp, j, slots, p)
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = fobos_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
+        else:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <fobos_slot*>store_find(k.store, kp[j])
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = fobos_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
         margin = acc * k.scale + k.intercept
         if not isfinite(margin):
             status = E_MARGIN
@@ -2736,21 +2862,35 @@ cdef int fobos_learn_f64(SGDKernel k, Rows* r, const double* values, double* out
             y = -1.0
         weight = r.weights[i] if r.weights != NULL else 1.0
 
-        # 1-2. Find every present feature once; the margin.
+        # 1-2. Find every present feature once; the margin.  With expiry,
+        # an expired feature leaves the store before it is read (its own
+        # loop, so that the loop without expiry is as it was).
         acc = 0.0
         max_x = 0.0
-        for j in range(nnz):
-            if fabs(xp[j]) > max_x:
-                max_x = fabs(xp[j])
-            p = <fobos_slot*>store_find(k.store, kp[j])
-            if expiring and p != NULL and fobos_expired(k, p):
-                p = fobos_drop_expired(k, kp, j, slots, p)
-            slots[j] = p
-            if p != NULL:
-                st.wnow[j] = fobos_weight(k, p)
-                acc += st.wnow[j] * xp[j]
-            else:
-                st.wnow[j] = 0.0
+        if expiring:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <fobos_slot*>store_find(k.store, kp[j])
+                if p != NULL and fobos_expired(k, p):
+                    p = fobos_drop_expired(k, kp, j, slots, p)
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = fobos_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
+        else:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <fobos_slot*>store_find(k.store, kp[j])
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = fobos_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
         margin = acc * k.scale + k.intercept
         if not isfinite(margin):
             status = E_MARGIN
@@ -3004,21 +3144,35 @@ cdef int truncated_learn_f32(SGDKernel k, Rows* r, const float* values, double* 
             y = -1.0
         weight = r.weights[i] if r.weights != NULL else 1.0
 
-        # 1-2. Find every present feature once; the margin.
+        # 1-2. Find every present feature once; the margin.  With expiry,
+        # an expired feature leaves the store before it is read (its own
+        # loop, so that the loop without expiry is as it was).
         acc = 0.0
         max_x = 0.0
-        for j in range(nnz):
-            if fabs(xp[j]) > max_x:
-                max_x = fabs(xp[j])
-            p = <truncated_slot*>store_find(k.store, kp[j])
-            if expiring and p != NULL and truncated_expired(k, p):
-                p = truncated_drop_expired(k, kp, j, slots, p)
-            slots[j] = p
-            if p != NULL:
-                st.wnow[j] = truncated_weight(k, p)
-                acc += st.wnow[j] * xp[j]
-            else:
-                st.wnow[j] = 0.0
+        if expiring:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <truncated_slot*>store_find(k.store, kp[j])
+                if p != NULL and truncated_expired(k, p):
+                    p = truncated_drop_expired(k, kp, j, slots, p)
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = truncated_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
+        else:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <truncated_slot*>store_find(k.store, kp[j])
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = truncated_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
         margin = acc * k.scale + k.intercept
         if not isfinite(margin):
             status = E_MARGIN
@@ -3177,21 +3331,35 @@ cdef int truncated_learn_f64(SGDKernel k, Rows* r, const double* values, double*
             y = -1.0
         weight = r.weights[i] if r.weights != NULL else 1.0
 
-        # 1-2. Find every present feature once; the margin.
+        # 1-2. Find every present feature once; the margin.  With expiry,
+        # an expired feature leaves the store before it is read (its own
+        # loop, so that the loop without expiry is as it was).
         acc = 0.0
         max_x = 0.0
-        for j in range(nnz):
-            if fabs(xp[j]) > max_x:
-                max_x = fabs(xp[j])
-            p = <truncated_slot*>store_find(k.store, kp[j])
-            if expiring and p != NULL and truncated_expired(k, p):
-                p = truncated_drop_expired(k, kp, j, slots, p)
-            slots[j] = p
-            if p != NULL:
-                st.wnow[j] = truncated_weight(k, p)
-                acc += st.wnow[j] * xp[j]
-            else:
-                st.wnow[j] = 0.0
+        if expiring:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <truncated_slot*>store_find(k.store, kp[j])
+                if p != NULL and truncated_expired(k, p):
+                    p = truncated_drop_expired(k, kp, j, slots, p)
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = truncated_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
+        else:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <truncated_slot*>store_find(k.store, kp[j])
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = truncated_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
         margin = acc * k.scale + k.intercept
         if not isfinite(margin):
             status = E_MARGIN
@@ -3445,21 +3613,35 @@ cdef int adagrad_fobos_learn_f32(SGDKernel k, Rows* r, const float* values, doub
             y = -1.0
         weight = r.weights[i] if r.weights != NULL else 1.0
 
-        # 1-2. Find every present feature once; the margin.
+        # 1-2. Find every present feature once; the margin.  With expiry,
+        # an expired feature leaves the store before it is read (its own
+        # loop, so that the loop without expiry is as it was).
         acc = 0.0
         max_x = 0.0
-        for j in range(nnz):
-            if fabs(xp[j]) > max_x:
-                max_x = fabs(xp[j])
-            p = <adagrad_fobos_slot*>store_find(k.store, kp[j])
-            if expiring and p != NULL and adagrad_fobos_expired(k, p):
-                p = adagrad_fobos_drop_expired(k, kp, j, slots, p)
-            slots[j] = p
-            if p != NULL:
-                st.wnow[j] = adagrad_fobos_weight(k, p)
-                acc += st.wnow[j] * xp[j]
-            else:
-                st.wnow[j] = 0.0
+        if expiring:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <adagrad_fobos_slot*>store_find(k.store, kp[j])
+                if p != NULL and adagrad_fobos_expired(k, p):
+                    p = adagrad_fobos_drop_expired(k, kp, j, slots, p)
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = adagrad_fobos_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
+        else:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <adagrad_fobos_slot*>store_find(k.store, kp[j])
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = adagrad_fobos_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
         margin = acc * k.scale + k.intercept
         if not isfinite(margin):
             status = E_MARGIN
@@ -3618,21 +3800,35 @@ cdef int adagrad_fobos_learn_f64(SGDKernel k, Rows* r, const double* values, dou
             y = -1.0
         weight = r.weights[i] if r.weights != NULL else 1.0
 
-        # 1-2. Find every present feature once; the margin.
+        # 1-2. Find every present feature once; the margin.  With expiry,
+        # an expired feature leaves the store before it is read (its own
+        # loop, so that the loop without expiry is as it was).
         acc = 0.0
         max_x = 0.0
-        for j in range(nnz):
-            if fabs(xp[j]) > max_x:
-                max_x = fabs(xp[j])
-            p = <adagrad_fobos_slot*>store_find(k.store, kp[j])
-            if expiring and p != NULL and adagrad_fobos_expired(k, p):
-                p = adagrad_fobos_drop_expired(k, kp, j, slots, p)
-            slots[j] = p
-            if p != NULL:
-                st.wnow[j] = adagrad_fobos_weight(k, p)
-                acc += st.wnow[j] * xp[j]
-            else:
-                st.wnow[j] = 0.0
+        if expiring:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <adagrad_fobos_slot*>store_find(k.store, kp[j])
+                if p != NULL and adagrad_fobos_expired(k, p):
+                    p = adagrad_fobos_drop_expired(k, kp, j, slots, p)
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = adagrad_fobos_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
+        else:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <adagrad_fobos_slot*>store_find(k.store, kp[j])
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = adagrad_fobos_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
         margin = acc * k.scale + k.intercept
         if not isfinite(margin):
             status = E_MARGIN
@@ -3886,21 +4082,35 @@ cdef int ftrl_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
             y = -1.0
         weight = r.weights[i] if r.weights != NULL else 1.0
 
-        # 1-2. Find every present feature once; the margin.
+        # 1-2. Find every present feature once; the margin.  With expiry,
+        # an expired feature leaves the store before it is read (its own
+        # loop, so that the loop without expiry is as it was).
         acc = 0.0
         max_x = 0.0
-        for j in range(nnz):
-            if fabs(xp[j]) > max_x:
-                max_x = fabs(xp[j])
-            p = <ftrl_slot*>store_find(k.store, kp[j])
-            if expiring and p != NULL and ftrl_expired(k, p):
-                p = ftrl_drop_expired(k, kp, j, slots, p)
-            slots[j] = p
-            if p != NULL:
-                st.wnow[j] = ftrl_weight(k, p)
-                acc += st.wnow[j] * xp[j]
-            else:
-                st.wnow[j] = 0.0
+        if expiring:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <ftrl_slot*>store_find(k.store, kp[j])
+                if p != NULL and ftrl_expired(k, p):
+                    p = ftrl_drop_expired(k, kp, j, slots, p)
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = ftrl_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
+        else:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <ftrl_slot*>store_find(k.store, kp[j])
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = ftrl_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
         margin = acc * k.scale + k.intercept
         if not isfinite(margin):
             status = E_MARGIN
@@ -4059,21 +4269,35 @@ cdef int ftrl_learn_f64(SGDKernel k, Rows* r, const double* values, double* out,
             y = -1.0
         weight = r.weights[i] if r.weights != NULL else 1.0
 
-        # 1-2. Find every present feature once; the margin.
+        # 1-2. Find every present feature once; the margin.  With expiry,
+        # an expired feature leaves the store before it is read (its own
+        # loop, so that the loop without expiry is as it was).
         acc = 0.0
         max_x = 0.0
-        for j in range(nnz):
-            if fabs(xp[j]) > max_x:
-                max_x = fabs(xp[j])
-            p = <ftrl_slot*>store_find(k.store, kp[j])
-            if expiring and p != NULL and ftrl_expired(k, p):
-                p = ftrl_drop_expired(k, kp, j, slots, p)
-            slots[j] = p
-            if p != NULL:
-                st.wnow[j] = ftrl_weight(k, p)
-                acc += st.wnow[j] * xp[j]
-            else:
-                st.wnow[j] = 0.0
+        if expiring:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <ftrl_slot*>store_find(k.store, kp[j])
+                if p != NULL and ftrl_expired(k, p):
+                    p = ftrl_drop_expired(k, kp, j, slots, p)
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = ftrl_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
+        else:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <ftrl_slot*>store_find(k.store, kp[j])
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = ftrl_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
         margin = acc * k.scale + k.intercept
         if not isfinite(margin):
             status = E_MARGIN
@@ -4327,21 +4551,35 @@ cdef int spred_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
             y = -1.0
         weight = r.weights[i] if r.weights != NULL else 1.0
 
-        # 1-2. Find every present feature once; the margin.
+        # 1-2. Find every present feature once; the margin.  With expiry,
+        # an expired feature leaves the store before it is read (its own
+        # loop, so that the loop without expiry is as it was).
         acc = 0.0
         max_x = 0.0
-        for j in range(nnz):
-            if fabs(xp[j]) > max_x:
-                max_x = fabs(xp[j])
-            p = <spred_slot*>store_find(k.store, kp[j])
-            if expiring and p != NULL and spred_expired(k, p):
-                p = spred_drop_expired(k, kp, j, slots, p)
-            slots[j] = p
-            if p != NULL:
-                st.wnow[j] = spred_weight(k, p)
-                acc += st.wnow[j] * xp[j]
-            else:
-                st.wnow[j] = 0.0
+        if expiring:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <spred_slot*>store_find(k.store, kp[j])
+                if p != NULL and spred_expired(k, p):
+                    p = spred_drop_expired(k, kp, j, slots, p)
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = spred_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
+        else:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <spred_slot*>store_find(k.store, kp[j])
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = spred_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
         margin = acc * k.scale + k.intercept
         if not isfinite(margin):
             status = E_MARGIN
@@ -4500,21 +4738,35 @@ cdef int spred_learn_f64(SGDKernel k, Rows* r, const double* values, double* out
             y = -1.0
         weight = r.weights[i] if r.weights != NULL else 1.0
 
-        # 1-2. Find every present feature once; the margin.
+        # 1-2. Find every present feature once; the margin.  With expiry,
+        # an expired feature leaves the store before it is read (its own
+        # loop, so that the loop without expiry is as it was).
         acc = 0.0
         max_x = 0.0
-        for j in range(nnz):
-            if fabs(xp[j]) > max_x:
-                max_x = fabs(xp[j])
-            p = <spred_slot*>store_find(k.store, kp[j])
-            if expiring and p != NULL and spred_expired(k, p):
-                p = spred_drop_expired(k, kp, j, slots, p)
-            slots[j] = p
-            if p != NULL:
-                st.wnow[j] = spred_weight(k, p)
-                acc += st.wnow[j] * xp[j]
-            else:
-                st.wnow[j] = 0.0
+        if expiring:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <spred_slot*>store_find(k.store, kp[j])
+                if p != NULL and spred_expired(k, p):
+                    p = spred_drop_expired(k, kp, j, slots, p)
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = spred_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
+        else:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <spred_slot*>store_find(k.store, kp[j])
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = spred_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
         margin = acc * k.scale + k.intercept
         if not isfinite(margin):
             status = E_MARGIN
