@@ -381,3 +381,18 @@ def test_train_and_inspect_report_the_budget(tmp_path, capsys):
     assert f"budget            {line}" in capsys.readouterr().err.splitlines()
     assert main(["inspect", str(path)]) == 0
     assert f"budget            {line}" in capsys.readouterr().out.splitlines()
+
+
+def test_a_warm_start_onto_a_smaller_budget_evicts_at_once():
+    # with_options (serve --force-config, train --initial): every feature
+    # counts as updated by the last example; too many are evicted at once,
+    # in hash order, down to the low-water mark.
+    from reference_budget import fmix64
+    big = Learner(update="plain", l1=0.0)
+    big.learn(fresh_rows(100, 10))
+    small = big.with_options(LearnerOptions(update="fobos", l1=1e-4, max_features=400))
+    assert small.store_size == 400 - 400 // 8 and small.evicted == 1000 - 350
+    assert stored_keys(small) == set(sorted(range(1, 1001), key=fmix64)[650:])
+    np.testing.assert_array_equal(small.weights_of(sorted(stored_keys(small))),
+                                  big.weights_of(sorted(stored_keys(small))))
+    assert set(small.state["columns"]["last_update"].tolist()) == {100.0}
