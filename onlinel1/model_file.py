@@ -41,8 +41,7 @@ import msgpack
 import numpy as np
 
 import onlinel1
-from onlinel1._kernels.sgd import STATE_COLUMNS
-from onlinel1.learner import STATE_FORMAT, STATE_VERSION, Learner
+from onlinel1.learner import STATE_FORMAT, STATE_VERSION, Learner, state_columns
 
 MAGIC = b"OL1MODEL"
 FORMAT_VERSION = 1
@@ -70,10 +69,10 @@ def state_header(learner: Learner) -> dict[str, Any]:
     progress counters, the names of the state columns), without copying
     the store."""
     o = learner.options
-    return {"options": o.to_dict(),
+    return {"options": o.to_state_dict(),
             "clocks": learner._kernel.get_clocks(),
             "progress": learner.progress_sums,
-            "columns": list(STATE_COLUMNS[(o.update, o.origin)])}
+            "columns": list(state_columns(o))}
 
 
 def _stamp() -> dict[str, str]:
