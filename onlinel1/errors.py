@@ -37,14 +37,16 @@ class BatchError(ValueError):
     * ``"negative"``: an importance weight below 0;
     * ``"label_out_of_range"``: a label other than -1/+1 (or 0/1) for a
       classification loss;
-    * ``"missing"``: the labels of a batch to learn from.
+    * ``"missing"``: the labels of a batch to learn from;
+    * ``"max_features"``: a row with more distinct keys than the learner's
+      memory budget ``max_features`` (one example must fit in it whole).
 
     The message starts with the field's name (``"labels: ..."``) and names
     the row where there is one.
     """
 
     REASONS = ("not_array", "shape", "dtype", "out_of_range", "start", "decreasing",
-               "not_finite", "negative", "label_out_of_range", "missing")
+               "not_finite", "negative", "label_out_of_range", "missing", "max_features")
 
     def __init__(self, message: str, *, field: str | None = None, row: int | None = None,
                  reason: str | None = None) -> None:

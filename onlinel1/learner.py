@@ -30,6 +30,17 @@ __all__ = ["Learner", "BatchError", "NumericError", "StoreFullError"]
 
 STATE_FORMAT = "onlinel1.learner"
 STATE_VERSION = 1
+#: The state column of the clock of each feature's last update, kept with
+#: a memory budget or expiry (docs/algorithms.md, "The memory budget").
+CLOCK_COLUMN = "last_update"
+
+
+def state_columns(options: LearnerOptions) -> tuple[str, ...]:
+    """The names of the per-feature state columns of a learner with
+    ``options``: its rule's (``STATE_COLUMNS``), then the clock column if
+    a memory budget or expiry is on."""
+    columns = STATE_COLUMNS[(options.update, options.origin)]
+    return columns + (CLOCK_COLUMN,) if options.budgeted else columns
 
 
 class Learner:
@@ -47,6 +58,7 @@ class Learner:
         self.options = options if options is not None else LearnerOptions(**kwargs)
         self._kernel = SGDKernel(self.options)
         self._progress = {"examples": 0, "weight_sum": 0.0, "loss_sum": 0.0, "correct": 0}
+        self._dropped = (0, 0)
 
     def __repr__(self) -> str:
         o = self.options
@@ -67,7 +79,22 @@ class Learner:
         batch.check_finite()
         if learning and self.options.classification:
             batch.check_binary_labels()
+        if learning and self.options.max_features > 0:
+            self._check_budget(batch)
         return batch
+
+    def _check_budget(self, batch: Batch) -> None:
+        """Refuse a batch with a row of more distinct keys than
+        ``max_features``: that example alone would not fit the budget."""
+        n_max = self.options.max_features
+        indptr = np.asarray(batch.indptr)
+        for row in np.flatnonzero(np.diff(indptr) > n_max).tolist():
+            distinct = np.unique(batch.keys[indptr[row]:indptr[row + 1]]).size
+            if distinct > n_max:
+                raise BatchError(f"keys: row {row} has {distinct} distinct features, more "
+                                 f"than max_features={n_max} (the memory budget must hold "
+                                 f"one example whole)", field="keys", row=int(row),
+                                 reason="max_features")
 
     def learn(self, batch: Batch, *, check: bool = True,
               rows: tuple[int, int] | None = None,
@@ -96,6 +123,7 @@ class Learner:
         if check:
             self.check(batch, learning=True)
         start, stop = rows if rows is not None else (0, batch.n_rows)
+        self._dropped = (self._kernel.evicted, self._kernel.expired)
         try:
             wake_fd, wake_every = wake if wake is not None else (-1, 1)
             loss_sum, weight_sum, correct, learned = self._kernel.learn(
@@ -115,8 +143,10 @@ class Learner:
         p["loss_sum"] += loss_sum
         p["weight_sum"] += weight_sum
         p["correct"] += correct
+        evicted, expired = self._dropped
         return LearnResult(examples, loss_sum, weight_sum,
-                           correct if self.options.classification else None)
+                           correct if self.options.classification else None,
+                           self._kernel.evicted - evicted, self._kernel.expired - expired)
 
     def predict(self, batch: Batch, *, check: bool = True) -> np.ndarray:
         """Probabilities of the positive class for the log loss, margins
@@ -170,6 +200,18 @@ class Learner:
         return self._kernel.store.memory_bytes
 
     @property
+    def evicted(self) -> int:
+        """Features the memory budget (``max_features``) has evicted, over
+        the model's whole life (docs/algorithms.md, "The memory budget")."""
+        return self._kernel.evicted
+
+    @property
+    def expired(self) -> int:
+        """Features dropped because they had not been updated for
+        ``expire_after_examples`` examples, over the model's whole life."""
+        return self._kernel.expired
+
+    @property
     def examples_seen(self) -> int:
         return self._kernel.t
 
@@ -209,11 +251,11 @@ class Learner:
         per-feature array (copies).  ``Learner.from_state`` restores it
         bit-exactly."""
         keys, w, aux = self._kernel.store.export()
-        columns = STATE_COLUMNS[(self.options.update, self.options.origin)]
+        columns = state_columns(self.options)
         return {
             "format": STATE_FORMAT,
             "version": STATE_VERSION,
-            "options": self.options.to_dict(),
+            "options": self.options.to_state_dict(),
             "clocks": self._kernel.get_clocks(),
             "progress": dict(self._progress),
             "keys": keys,
@@ -224,15 +266,20 @@ class Learner:
     def with_options(self, options: LearnerOptions) -> "Learner":
         """A learner with other options that starts from this one's weights,
         intercept, example count and progress (its rule's per-feature state
-        starts afresh: a new penalty clock at 0)."""
+        starts afresh: a new penalty clock at 0; with a memory budget or
+        expiry, every feature counts as updated by the last example, and
+        the budget's eviction runs at once if there are too many)."""
         new = Learner(options)
         keys, weights = self.weights()
         stored, columns = RULES[options.update].from_weights(weights, options)
+        if options.budgeted:
+            columns = list(columns) + [np.full(keys.size, float(self._kernel.t))]
         new._kernel.store.load(keys, stored, columns)
         new._kernel.set_clocks({"t": self._kernel.t, "scale": 1.0, "intercept": self.intercept,
                                 "clock": 0.0, "clock_scale": 1.0,
                                 "last_compact_t": self._kernel.t})
         new._progress = dict(self._progress)
+        new._kernel.enforce_budget()
         return new
 
     @classmethod
@@ -244,7 +291,7 @@ class Learner:
             raise ValueError(f"state: unsupported version {state.get('version')!r} "
                              f"(this build reads version {STATE_VERSION})")
         learner = cls(LearnerOptions.from_dict(state["options"]))
-        columns = STATE_COLUMNS[(learner.options.update, learner.options.origin)]
+        columns = state_columns(learner.options)
         given = state["columns"]
         if set(given) != set(columns):
             raise ValueError(f"state: columns {sorted(given)} do not match the rule's "

@@ -42,8 +42,7 @@ import msgpack
 import numpy as np
 
 import onlinel1
-from onlinel1._kernels.sgd import STATE_COLUMNS
-from onlinel1.learner import STATE_FORMAT, STATE_VERSION, Learner
+from onlinel1.learner import STATE_FORMAT, STATE_VERSION, Learner, state_columns
 
 MAGIC = b"OL1MODEL"
 FORMAT_VERSION = 1
@@ -71,10 +70,10 @@ def state_header(learner: Learner) -> dict[str, Any]:
     progress counters, the names of the state columns), without copying
     the store."""
     o = learner.options
-    return {"options": o.to_dict(),
+    return {"options": o.to_state_dict(),
             "clocks": learner._kernel.get_clocks(),
             "progress": learner.progress_sums,
-            "columns": list(STATE_COLUMNS[(o.update, o.origin)])}
+            "columns": list(state_columns(o))}
 
 
 def _stamp() -> dict[str, str]:
@@ -435,6 +434,34 @@ def decode(data: bytes | memoryview, source: str = "model file"
     if digest.digest() != bytes(data[end:]):
         raise _mismatch(source)
     return _build(data, head_len, source)
+
+
+#: A header larger than this is not one ``write`` made (it holds options,
+#: clocks and a few array descriptions).
+MAX_HEADER_BYTES = 1 << 20
+
+
+def read_header(path: str | os.PathLike) -> dict[str, Any]:
+    """The header map of the model file at ``path``, read without the
+    arrays and *not verified* (the digest covers the whole file): enough to
+    recognise a file, never to trust its model.  ``ModelFileError`` if it
+    does not start like a model file."""
+    source = str(path)
+    with open(path, "rb", buffering=0) as f:
+        size = os.fstat(f.fileno()).st_size
+        prefix = f.read(_PREFIX.size)
+        head_len = _check_prefix(prefix, size, source)
+        if head_len > MAX_HEADER_BYTES:
+            raise ModelFileError(f"{source}: a header of {head_len} bytes is not one onlinel1 "
+                                 f"writes")
+        raw = f.read(head_len)
+    try:
+        header = msgpack.unpackb(raw, raw=False)
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise ModelFileError(f"{source}: malformed header ({exc})") from None
+    if not isinstance(header, dict):
+        raise ModelFileError(f"{source}: malformed header (not a map)")
+    return header
 
 
 def load(path: str | os.PathLike) -> tuple[Learner, dict[int, str], dict[str, Any]]:

@@ -20,6 +20,9 @@ LOSSES = ("log", "squared", "hinge")
 UPDATES = tuple(RULES)
 SCHEDULES = tuple(_SCHEDULES)
 
+#: The settings of the memory budget (docs/algorithms.md, "The memory budget").
+BUDGET_FIELDS = ("max_features", "expire_after_examples")
+
 #: Running sums (penalty clocks) are rebased when they pass this value.
 DEFAULT_REBASE_AT = float(2**20)
 
@@ -35,6 +38,17 @@ def _number(name: str, value: Any) -> float:
     value = float(value)
     if not math.isfinite(value):
         raise _bad(name, "not_finite", f"must be finite, got {value!r}")
+    return value
+
+
+def _count(name: str, value: Any) -> int:
+    """An integer >= 0 (0: off); an integral float is taken as its int."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _bad(name, "type", f"must be an integer >= 0 (0: off), got {value!r}")
+    if value < 0:
+        raise _bad(name, "range", f"must be an integer >= 0 (0: off), got {value!r}")
     return value
 
 
@@ -66,6 +80,10 @@ class LearnerOptions:
     ftrl_beta: beta of ``ftrl`` (its alpha is eta0).
     spred_init, spred_threshold: the start (a, b) = (spred_init, 0) of a new
         feature under ``spred``, and the |w| at or below which it is zero.
+    max_features: the memory budget, the most features the model holds (0:
+        no bound); past it the least recently updated are evicted.
+    expire_after_examples: a feature not updated for this many examples is
+        dropped (0: never).
 
     docs/algorithms.md has the exact update of every rule.
     """
@@ -88,6 +106,8 @@ class LearnerOptions:
     spred_init: float = 1.0
     spred_threshold: float = 1e-6
     rebase_at: float = DEFAULT_REBASE_AT
+    max_features: int = 0
+    expire_after_examples: int = 0
 
     def __post_init__(self) -> None:
         _choice("loss", self.loss, LOSSES)
@@ -114,6 +134,8 @@ class LearnerOptions:
             raise _bad("truncate_every", kind,
                        f"must be an integer >= 1, got {self.truncate_every!r}")
         object.__setattr__(self, "truncate_every", every)
+        for name in ("max_features", "expire_after_examples"):
+            object.__setattr__(self, name, _count(name, getattr(self, name)))
         if self.adagrad_delta <= 0:
             raise _bad("adagrad_delta", "range", f"must be > 0, got {self.adagrad_delta!r}")
         if self.ftrl_beta < 0:
@@ -146,8 +168,24 @@ class LearnerOptions:
     def classification(self) -> bool:
         return self.loss != "squared"
 
+    @property
+    def budgeted(self) -> bool:
+        """Whether a memory budget or expiry is on (then every stored
+        feature keeps the clock of its last update)."""
+        return self.max_features > 0 or self.expire_after_examples > 0
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def to_state_dict(self) -> dict[str, Any]:
+        """``to_dict`` for model files and states: the budget's settings
+        only where they are on, so that a model without one writes the
+        header files had before the budget existed."""
+        values = self.to_dict()
+        for name in BUDGET_FIELDS:
+            if not values[name]:
+                del values[name]
+        return values
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "LearnerOptions":

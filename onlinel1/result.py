@@ -29,6 +29,11 @@ class LearnResult:
     learning them (the sign of the margin matched the label); ``None``
     for a loss that is not a classification loss (``squared``).
 
+    ``evicted``: features the memory budget evicted during the call
+    (``max_features``); ``expired``: features dropped because they had not
+    been updated for ``expire_after_examples`` examples (both 0 without a
+    budget or expiry; docs/algorithms.md, "The memory budget").
+
     ``loss`` is the importance-weighted mean ``loss_sum / weight_sum``
     (nan when ``weight_sum`` is 0, e.g. no rows); ``accuracy`` is
     ``correct / rows``, unweighted (nan when there are no rows or
@@ -40,6 +45,8 @@ class LearnResult:
     loss_sum: float
     weight_sum: float
     correct: int | None
+    evicted: int = 0
+    expired: int = 0
 
     @property
     def loss(self) -> float:

@@ -181,3 +181,31 @@ def test_status_page_shows_the_live_daemon_and_moves_on_while_it_learns(http_dae
     drawn = second.models["default"]
     assert int(drawn["charts"]["nnz"]["data-samples"]) > drawn_first
     assert float(drawn["series"][("nnz", "nnz")]["data-last"]) == stats(d)["nnz"]
+
+
+def test_a_daemon_model_stays_within_its_memory_budget(start_daemon, tmp_path):
+    """serve --max-features N over a stream of keys that never repeat: the
+    store never holds more than N features, the evictions are counted in
+    stats and /metrics, and a model created with its own budget keeps it."""
+    import numpy as np
+    port = free_port()
+    d = start_daemon("--max-features", "5000", "--origin", "first-seen",
+                     "--http-endpoint", f"127.0.0.1:{port}")
+    assert d.request_once({"v": 1, "op": "create", "model": "small",
+                           "learner": {"max_features": 1000, "origin": "first-seen"}})["ok"]
+    rng = np.random.default_rng(7)
+    fresh = iter(range(1, 10**9))
+    for model, n_batches in ((None, 30), ("small", 30)):
+        batches = []
+        for _ in range(n_batches):
+            rows = 50
+            keys = np.array([next(fresh) for _ in range(rows * 10)], dtype=np.uint64)
+            batches.append(Batch(np.arange(0, rows * 10 + 1, 10), keys, np.ones(rows * 10),
+                                 rng.choice([-1.0, 1.0], rows)))
+        push(d.train, batches, model=model)
+    for model, cap in ((None, 5000), ("small", 1000)):
+        s = wait_for(lambda: stats(d, model), lambda s: s["examples"] == 1500, 30.0, "learned")
+        assert s["store_features"] <= cap and s["max_features"] == cap
+        assert s["evicted"] >= 15000 - cap
+    m = samples(get(f"http://127.0.0.1:{port}/metrics")[1])
+    assert m[("onlinel1_evicted_total", (("model", "small"),))] == stats(d, "small")["evicted"]

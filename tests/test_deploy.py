@@ -1040,3 +1040,53 @@ def test_grafana_dashboard_queries_what_the_daemon_exports():
     # Every panel asks the dashboard's data source variable.
     for panel in dashboard["panels"]:
         assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
+
+
+def syscall_group(name: str) -> set[str]:
+    """The system calls of a systemd group (``@resources``), nested groups
+    expanded, as ``systemd-analyze syscall-filter`` lists them."""
+    proc = systemd_analyze("syscall-filter", name)
+    assert proc.returncode == 0, proc.stderr
+    calls: set[str] = set()
+    for line in proc.stdout.splitlines()[1:]:
+        item = line.strip()
+        if not item or item.startswith("#"):
+            continue
+        calls |= syscall_group(item) if item.startswith("@") else {item}
+    return calls
+
+
+def allowed_syscalls(unit_text: str) -> tuple[str, set[str]]:
+    """("allow" or "deny", the set) of the unit's SystemCallFilter= lines,
+    combined as systemd.exec(5) says: the first line sets the default (an
+    allow list: everything else is refused), each later line adds to or
+    removes from that set."""
+    mode, chosen = None, set()
+    for line in unit_text.splitlines():
+        if not line.startswith("SystemCallFilter="):
+            continue
+        value = line[len("SystemCallFilter="):].strip()
+        deny = value.startswith("~")
+        items: set[str] = set()
+        for item in value.lstrip("~").split():
+            items |= syscall_group(item) if item.startswith("@") else {item}
+        if mode is None:
+            mode, chosen = ("deny" if deny else "allow"), items
+        elif (mode == "allow") == deny:
+            chosen -= items
+        else:
+            chosen |= items
+    return mode, chosen
+
+
+@needs_systemd_analyze
+@pytest.mark.parametrize("name", UNITS)
+def test_systemd_unit_allows_lowering_a_threads_priority(name):
+    """Finding 14: ``SystemCallFilter=~@resources`` blocked setpriority, so
+    --training-io-nice was silently off under systemd."""
+    mode, chosen = allowed_syscalls((SYSTEMD / name).read_text())
+    assert mode == "allow"
+    assert "setpriority" in chosen
+    # The rest of @resources (scheduling policy, rlimits, memory policy) stays refused.
+    assert not chosen & (syscall_group("@resources") - {"setpriority"})
+    assert not chosen & syscall_group("@privileged")

@@ -533,20 +533,20 @@ def test_models_create_sends_only_the_flags_given(capsys, fake):
 
 def test_models_create_takes_every_learner_flag_even_new_ones(capsys, fake, monkeypatch):
     """create uses common.add_learner_arguments: a flag added there later
-    (say --max-features) is sent too, with no change to models.py."""
+    (say --made-up-flag) is sent too, with no change to models.py."""
     from onlinel1.cli import common, models
     original = models.add_learner_arguments
 
     def with_a_new_flag(parser, with_defaults=True):
         original(parser, with_defaults)
-        parser.add_argument("--max-features", dest="max_features", type=int,
+        parser.add_argument("--made-up-flag", dest="made_up_flag", type=int,
                             default=1000 if with_defaults else None)
 
     monkeypatch.setattr(models, "add_learner_arguments", with_a_new_flag)
     code, _, err_ = run(capsys, "models", "create", "big", "--connect", fake.request_endpoint,
-                        "--max-features", "5000", "--eta0", "0.3")
+                        "--made-up-flag", "5000", "--eta0", "0.3")
     assert code == 0, err_
-    assert fake.request()[1]["learner"] == {"max_features": 5000, "eta0": 0.3}
+    assert fake.request()[1]["learner"] == {"made_up_flag": 5000, "eta0": 0.3}
     # Every flag of the learner group is taken into account.
     from onlinel1.cli import build_parser
     parser = build_parser()

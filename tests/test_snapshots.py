@@ -14,7 +14,7 @@ import zmq
 
 import onlinel1
 from onlinel1 import Batch, Learner, model_file
-from onlinel1.server.snapshots import SnapshotDir, snapshot_name
+from onlinel1.server.snapshots import SnapshotDir, snapshot_extra, snapshot_name
 
 from conftest import SAMPLES, load_svmlight
 
@@ -76,23 +76,33 @@ def snapshot_files(directory) -> list[str]:
 def test_damaged_snapshots_are_detected_and_skipped(tmp_path, stream):
     whole, _ = stream
     good = offline([whole.slice(0, 500)])
-    model_file.save(tmp_path / snapshot_name(1), good, extra={"snapshot": {"producers": {}}})
-    data = (tmp_path / snapshot_name(1)).read_bytes()
-    flipped = bytearray(data)
-    flipped[len(data) // 3] ^= 0x40
-    version = bytearray(data)
+
+    def snapshot_bytes(seq: int) -> bytes:
+        path = tmp_path / "made" / snapshot_name(seq)
+        path.parent.mkdir(exist_ok=True)
+        model_file.save(path, good, extra=snapshot_extra(seq, {}, "periodic"))
+        return path.read_bytes()
+    (tmp_path / snapshot_name(1)).write_bytes(snapshot_bytes(1))
+    truncated = snapshot_bytes(2)[: len(snapshot_bytes(2)) // 2]
+    flipped = bytearray(snapshot_bytes(3))
+    flipped[-100] ^= 0x40                                   # in the arrays, past the header
+    version = bytearray(snapshot_bytes(4))
     struct.pack_into("<I", version, 8, 7)
-    damaged = {2: data[: len(data) // 2], 3: bytes(flipped), 4: bytes(version), 5: b""}
+    damaged = {2: truncated, 3: bytes(flipped), 4: bytes(version), 5: b""}
     for seq, content in damaged.items():
         (tmp_path / snapshot_name(seq)).write_bytes(content)
-    (tmp_path / ".snapshot-000000000006.ol1.abc.tmp").write_bytes(data)   # an unfinished write
-    loaded, problems = SnapshotDir(tmp_path, 3).load_newest_valid()
+    (tmp_path / ".snapshot-000000000006.ol1.abc.tmp").write_bytes(snapshot_bytes(6))  # unfinished
+    directory = SnapshotDir(tmp_path, 3)
+    loaded, problems = directory.load_newest_valid()
     assert loaded.seq == 1
     assert_same_model(loaded.learner, good)
-    assert len(problems) == 4
-    assert "snapshot-000000000005.ol1: not an onlinel1 model file" in problems[0]
-    assert "model format version 7 is not supported" in problems[1]
-    assert "checksum mismatch" in problems[2] and "checksum mismatch" in problems[3]
+    # The two whose header says they are snapshots 2 and 3 are damaged
+    # snapshots; the empty file and the one of another format version are
+    # not files this daemon wrote: ignored (and logged), never pruned.
+    assert len(problems) == 2
+    assert all("checksum mismatch" in p or "truncated" in p for p in problems), problems
+    assert [seq for seq, _ in directory.listing()] == [1, 2, 3]
+    assert directory.next_seq() == 6          # past the foreign 4 and 5, never over them
 
 
 def test_the_forked_writer_streams_the_old_encoders_bytes_and_they_load_bit_identically(

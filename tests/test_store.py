@@ -482,6 +482,11 @@ def test_load_rebuilds_table():
     assert_matches(store, {5: [1.0]}, 0)
 
 
+#: The zero key's slot beside the table: 5 words (its hash, the weight, up
+#: to 3 state values: 2 of the rule's and the clock of a memory budget).
+ZERO_SLOT = 40
+
+
 def test_memory_bytes_counts_slots():
     for n_aux in (0, 1, 2):
         store = WeightStore(n_aux)
@@ -489,7 +494,7 @@ def test_memory_bytes_counts_slots():
             store.set(k, 1.0)
         assert store.slot_size == 8 * (2 + n_aux)
         # The table (small: calloc'd exactly) and the zero key's slot.
-        assert store.memory_bytes == total_slots(store.table_slots) * store.slot_size + 32
+        assert store.memory_bytes == total_slots(store.table_slots) * store.slot_size + ZERO_SLOT
         assert not store.huge_pages
 
 
@@ -498,9 +503,9 @@ def test_large_table_is_mapped_for_huge_pages():
     store.load(np.arange(1, 300_001, dtype=np.uint64), np.ones(300_000), [np.zeros(300_000)])
     # 375k home slots of 24 bytes: past the 4 MiB threshold, rounded to 2 MiB.
     assert store.huge_pages
-    assert store.memory_bytes - 32 >= store.table_slots * 24
-    assert (store.memory_bytes - 32) % (2 << 20) == 0
-    assert store.memory_bytes - 32 - store.table_slots * 24 < 2 << 20
+    assert store.memory_bytes - ZERO_SLOT >= store.table_slots * 24
+    assert (store.memory_bytes - ZERO_SLOT) % (2 << 20) == 0
+    assert store.memory_bytes - ZERO_SLOT - store.table_slots * 24 < 2 << 20
     store.check_invariants()
     assert store.get(300_000) == (1.0, 0.0) and store.get(300_001) is None
 
@@ -612,7 +617,7 @@ def test_millions_of_operations_against_dict():
     n = len(model)
     assert store.table_slots == table_size_for(n) < slots_before // 16
     assert store.memory_bytes < mem_before // 16
-    assert store.memory_bytes == total_slots(store.table_slots) * (8 + 8 * 3) + 32
+    assert store.memory_bytes == total_slots(store.table_slots) * (8 + 8 * 3) + ZERO_SLOT
 
     # The shrunk store keeps working: churn on a smaller key range, grow again.
     churn(800_000, 0.6, 60_000)

@@ -15,6 +15,12 @@ _sgd_fast / WeightVector split, docs/algorithms.md).  For every example:
 5. pruning: a weight that is exactly zero, and whose state is that of an
    absent feature, leaves the store.
 
+With a memory budget (``max_features``) or expiry (``expire_after_examples``)
+every slot also keeps the example count of its feature's last update, after
+the rule's state; step 4 first makes room within the budget, evicting the
+least recently updated features, and a feature found expired is dropped
+before it is read (docs/algorithms.md, "The memory budget").
+
 Every per-example maintenance step (resetting the L2 scale, rebasing the
 clocks) is triggered by the stream alone, never by batch boundaries, so any
 cut of a stream into batches gives bit-identical weights.
@@ -55,6 +61,7 @@ cdef enum:
     E_NOMEM = 1
     E_MARGIN = 2
     E_UPDATE = 3
+    E_BUDGET = 4      # an example with more distinct features than max_features
 
 LOSSES = {"log": LOSS_LOG, "squared": LOSS_SQUARED, "hinge": LOSS_HINGE}
 SCHEDULES = {"constant": SCHEDULE_CONSTANT, "invscaling": SCHEDULE_INVSCALING,
@@ -165,6 +172,14 @@ cdef class SGDKernel:
     cdef public double clock
     cdef public double clock_scale
     cdef public long long last_compact_t
+    # The memory budget and expiry (docs/algorithms.md, "The memory
+    # budget"): 0 is off.  clocked: the slots keep the clock of the last
+    # update.  evicted, expired: features dropped so far.  evict_floor: a
+    # lower bound of the clocks of the stored features (speed only).
+    cdef readonly long long max_features, expire_after
+    cdef readonly bint clocked
+    cdef public long long evicted, expired
+    cdef double evict_floor
 
     def __init__(self, options):
         """A kernel for ``options`` (an ``onlinel1.options.LearnerOptions``)."""
@@ -180,7 +195,13 @@ cdef class SGDKernel:
         self.truncate_every, self.truncate_theta = options.truncate_every, options.truncate_theta
         self.adagrad_delta, self.ftrl_beta = options.adagrad_delta, options.ftrl_beta
         self.spred_init, self.spred_threshold = options.spred_init, options.spred_threshold
-        self.store = WeightStore(len(spec.state[options.origin]))
+        self.max_features = options.max_features
+        self.expire_after = options.expire_after_examples
+        self.clocked = self.max_features > 0 or self.expire_after > 0
+        self.evicted = 0
+        self.expired = 0
+        self.evict_floor = 0.0
+        self.store = WeightStore(len(spec.state[options.origin]), self.clocked)
         self.t = 0
         self.scale = 1.0
         self.intercept = 0.0
@@ -195,6 +216,7 @@ cdef class SGDKernel:
             self.ops.weight = plain_weight_of
             self.ops.compact = plain_compact
             self.ops.decays_while_absent = plain_DECAYS_WHILE_ABSENT
+            slot_bytes = sizeof(plain_slot)
         elif self.kernel == "subgradient":
             self.ops.learn_f32 = subgradient_learn_f32
             self.ops.learn_f64 = subgradient_learn_f64
@@ -203,6 +225,7 @@ cdef class SGDKernel:
             self.ops.weight = subgradient_weight_of
             self.ops.compact = subgradient_compact
             self.ops.decays_while_absent = subgradient_DECAYS_WHILE_ABSENT
+            slot_bytes = sizeof(subgradient_slot)
         elif self.kernel == "cumulative_start":
             self.ops.learn_f32 = cumulative_start_learn_f32
             self.ops.learn_f64 = cumulative_start_learn_f64
@@ -211,6 +234,7 @@ cdef class SGDKernel:
             self.ops.weight = cumulative_start_weight_of
             self.ops.compact = cumulative_start_compact
             self.ops.decays_while_absent = cumulative_start_DECAYS_WHILE_ABSENT
+            slot_bytes = sizeof(cumulative_start_slot)
         elif self.kernel == "cumulative_first_seen":
             self.ops.learn_f32 = cumulative_first_seen_learn_f32
             self.ops.learn_f64 = cumulative_first_seen_learn_f64
@@ -219,6 +243,7 @@ cdef class SGDKernel:
             self.ops.weight = cumulative_first_seen_weight_of
             self.ops.compact = cumulative_first_seen_compact
             self.ops.decays_while_absent = cumulative_first_seen_DECAYS_WHILE_ABSENT
+            slot_bytes = sizeof(cumulative_first_seen_slot)
         elif self.kernel == "fobos":
             self.ops.learn_f32 = fobos_learn_f32
             self.ops.learn_f64 = fobos_learn_f64
@@ -227,6 +252,7 @@ cdef class SGDKernel:
             self.ops.weight = fobos_weight_of
             self.ops.compact = fobos_compact
             self.ops.decays_while_absent = fobos_DECAYS_WHILE_ABSENT
+            slot_bytes = sizeof(fobos_slot)
         elif self.kernel == "truncated":
             self.ops.learn_f32 = truncated_learn_f32
             self.ops.learn_f64 = truncated_learn_f64
@@ -235,6 +261,7 @@ cdef class SGDKernel:
             self.ops.weight = truncated_weight_of
             self.ops.compact = truncated_compact
             self.ops.decays_while_absent = truncated_DECAYS_WHILE_ABSENT
+            slot_bytes = sizeof(truncated_slot)
         elif self.kernel == "adagrad_fobos":
             self.ops.learn_f32 = adagrad_fobos_learn_f32
             self.ops.learn_f64 = adagrad_fobos_learn_f64
@@ -243,6 +270,7 @@ cdef class SGDKernel:
             self.ops.weight = adagrad_fobos_weight_of
             self.ops.compact = adagrad_fobos_compact
             self.ops.decays_while_absent = adagrad_fobos_DECAYS_WHILE_ABSENT
+            slot_bytes = sizeof(adagrad_fobos_slot)
         elif self.kernel == "ftrl":
             self.ops.learn_f32 = ftrl_learn_f32
             self.ops.learn_f64 = ftrl_learn_f64
@@ -251,6 +279,7 @@ cdef class SGDKernel:
             self.ops.weight = ftrl_weight_of
             self.ops.compact = ftrl_compact
             self.ops.decays_while_absent = ftrl_DECAYS_WHILE_ABSENT
+            slot_bytes = sizeof(ftrl_slot)
         elif self.kernel == "spred":
             self.ops.learn_f32 = spred_learn_f32
             self.ops.learn_f64 = spred_learn_f64
@@ -259,8 +288,11 @@ cdef class SGDKernel:
             self.ops.weight = spred_weight_of
             self.ops.compact = spred_compact
             self.ops.decays_while_absent = spred_DECAYS_WHILE_ABSENT
+            slot_bytes = sizeof(spred_slot)
         else:
             raise ValueError(f"no kernel {self.kernel!r}")
+        # The clock sits right after the rule's slot (<kernel>_clock).
+        assert self.store.slot_size == slot_bytes + 8 * self.clocked
 
     # ------------------------------------------------------------- learning
 
@@ -331,6 +363,12 @@ cdef class SGDKernel:
         if status == E_NOMEM:
             raise StoreFullError(None, failed_at, progress, row=start + failed_at,
                                  reason="store_full")
+        if status == E_BUDGET:
+            raise StoreFullError(
+                f"example {start + failed_at} of the batch has more distinct features than "
+                f"max_features={self.max_features}; it and the rest of the batch were not "
+                f"learned, the {failed_at} before it were", failed_at, progress,
+                row=start + failed_at, reason="max_features")
         if status == E_MARGIN or status == E_UPDATE:
             raise NumericError(None, failed_at, progress, row=start + failed_at,
                                reason="margin" if status == E_MARGIN else "update")
@@ -414,8 +452,11 @@ cdef class SGDKernel:
 
     def _compact_if_due(self):
         # Weights that decayed to zero while their feature was absent leave
-        # the store here; amortised O(1) per example.
-        if self.ops.decays_while_absent and \
+        # the store here; amortised O(1) per example.  With a budget or
+        # expiry the loop does it, after the example that makes it due (so
+        # that the store's contents, which the budget counts, never depend
+        # on where batches end).
+        if not self.clocked and self.ops.decays_while_absent and \
                 self.t - self.last_compact_t >= max(self.store.n, 4096):
             self.compact()
         else:
@@ -423,10 +464,30 @@ cdef class SGDKernel:
 
     # ---------------------------------------------------------------- state
 
+    def enforce_budget(self):
+        """Evict the least recently updated features down to the budget's
+        low-water mark if the store holds more than ``max_features`` (after
+        a warm start from another model's weights)."""
+        cdef Py_ssize_t n_exp = 0, removed
+        cdef Py_ssize_t target = budget_low_water(self.max_features)
+        if self.max_features <= 0 or self.store.n <= self.max_features:
+            return
+        removed = self.store.evict_oldest(self.store.n - target, <double>(self.t + 1),
+                                          expired_upto(self), &self.evict_floor, &n_exp)
+        if removed < 0:
+            raise MemoryError("cannot evict: out of memory")
+        self.expired += n_exp
+        self.evicted += removed - n_exp
+
     def get_clocks(self):
-        return {"t": self.t, "scale": self.scale, "intercept": self.intercept,
-                "clock": self.clock, "clock_scale": self.clock_scale,
-                "last_compact_t": self.last_compact_t}
+        clocks = {"t": self.t, "scale": self.scale, "intercept": self.intercept,
+                  "clock": self.clock, "clock_scale": self.clock_scale,
+                  "last_compact_t": self.last_compact_t}
+        if self.clocked:
+            # Only then: a model without a budget keeps version 1's header.
+            clocks["evicted"] = self.evicted
+            clocks["expired"] = self.expired
+        return clocks
 
     def set_clocks(self, clocks):
         self.t = clocks["t"]
@@ -435,6 +496,9 @@ cdef class SGDKernel:
         self.clock = clocks["clock"]
         self.clock_scale = clocks["clock_scale"]
         self.last_compact_t = clocks["last_compact_t"]
+        self.evicted = clocks.get("evicted", 0)
+        self.expired = clocks.get("expired", 0)
+        self.evict_floor = 0.0
 
 
 # ------------------------------------------------------------ helpers
@@ -485,6 +549,91 @@ cdef void group_slots(void** slots, Py_ssize_t nnz, Step* st, const floating* x)
             st.gsum[table[i]] += st.gs * x[j]
 
 
+# ------------------------------------------------------------ the memory budget
+# docs/algorithms.md, "The memory budget".
+
+cdef inline Py_ssize_t budget_low_water(long long n) noexcept nogil:
+    """The store's size after an eviction round: the budget less 1/8 of
+    it (at least 1), so that a round is due once per n/8 new features."""
+    cdef long long step = n // 8
+    return <Py_ssize_t>(n - (step if step > 1 else 1))
+
+
+cdef inline double expired_upto(SGDKernel k) noexcept nogil:
+    """The clocks of the expired features are at most this (-1: none)."""
+    return <double>(k.t - k.expire_after) if k.expire_after > 0 else -1.0
+
+
+cdef int make_room(SGDKernel k, const uint64_t* keys, const floating* x, Py_ssize_t nnz,
+                   void** slots, Step* st) noexcept nogil:
+    """Before the example's new features get their slots: if they would
+    take the store past max_features, evict the least recently updated
+    features that are not in the example (their clocks are below the
+    example's, which the loop has set) down to the low-water mark, then
+    find the example's slots again (removals move slots).  Returns OK,
+    E_BUDGET (the example alone has more than max_features distinct
+    features) or E_NOMEM."""
+    cdef Py_ssize_t j, i, m = 0, present = 0, target, removed, n_exp = 0
+    cdef Py_ssize_t size, mask
+    cdef Py_ssize_t* table = st.table
+    cdef signed char* counted = st.sgn
+    cdef long long n_max = k.max_features
+    for j in range(nnz):
+        if slots[j] == NULL and x[j] != 0.0:
+            m += 1
+    if m == 0 or k.store.n + m <= n_max:
+        return OK
+    # Repeated keys: count each feature once (a new one if any of its
+    # values is not 0, as insert_new does).
+    m = 0
+    size = group_table_size(nnz)
+    mask = size - 1
+    for i in range(size):
+        table[i] = -1
+    for j in range(nnz):
+        i = <Py_ssize_t>(fmix64(keys[j]) & <uint64_t>mask)
+        while table[i] >= 0 and keys[table[i]] != keys[j]:
+            i = (i + 1) & mask
+        if table[i] < 0:
+            table[i] = j
+            counted[j] = 0
+            if slots[j] != NULL:
+                present += 1
+        if slots[j] == NULL and x[j] != 0.0 and not counted[table[i]]:
+            counted[table[i]] = 1
+            m += 1
+    if k.store.n + m <= n_max:
+        return OK
+    if present + m > n_max:
+        return E_BUDGET
+    target = budget_low_water(n_max)
+    if target > n_max - m:
+        target = n_max - m
+    if target < present:
+        target = present
+    removed = k.store.evict_oldest(k.store.n - target, <double>(k.t + 1), expired_upto(k),
+                                   &k.evict_floor, &n_exp)
+    if removed < 0:
+        return E_NOMEM
+    k.expired += n_exp
+    k.evicted += removed - n_exp
+    for j in range(nnz):
+        if slots[j] != NULL:
+            slots[j] = <void*>store_find(k.store, keys[j])
+    return OK
+
+
+cdef inline Py_ssize_t sweep_period(SGDKernel k) noexcept nogil:
+    """Examples between two sweeps of the store with a budget or expiry:
+    at least 4096 and, as the compaction, the store's size, but no more
+    than the expiry (amortised O(1) slot visits per example, or per new
+    feature with expiry)."""
+    cdef Py_ssize_t period = k.store.n
+    if k.expire_after > 0 and k.expire_after < period:
+        period = <Py_ssize_t>k.expire_after
+    return period if period > 4096 else 4096
+
+
 # ------------------------------------------------------------ the rules
 include "rules/plain.pxi"
 include "rules/subgradient.pxi"
@@ -506,6 +655,32 @@ STATE_COLUMNS = {(name, origin): spec.state[origin] for name, spec in RULES.item
 # ------------------------------------------------------------ one loop per kernel
 
 # ---- plain
+
+cdef inline double* plain_clock(void* p) noexcept nogil:
+    """The clock of the feature's last update: the slot's word after the
+    rule's state (only where the kernel is clocked)."""
+    return <double*>(<char*>p + sizeof(plain_slot))
+
+
+cdef inline bint plain_expired(SGDKernel k, void* p) noexcept nogil:
+    """Whether the feature in ``p`` was last updated expire_after or more
+    examples ago: it reads as absent, and leaves the store when found."""
+    return k.expire_after > 0 and <double>k.t - plain_clock(p)[0] >= <double>k.expire_after
+
+
+cdef plain_slot* plain_drop_expired(SGDKernel k, const uint64_t* keys, Py_ssize_t j,
+                                    plain_slot** slots, plain_slot* p) noexcept nogil:
+    """Remove the expired slot ``p`` of feature j (it is then a feature
+    never seen) and find the slots of the features before it again (the
+    removal may have moved them).  Returns NULL."""
+    cdef Py_ssize_t i
+    k.store.remove(<char*>p)
+    k.expired += 1
+    for i in range(j):
+        if slots[i] != NULL:
+            slots[i] = <plain_slot*>store_find(k.store, keys[i])
+    return NULL
+
 
 cdef int plain_insert_new(SGDKernel k, const uint64_t* keys, const floating* x,
                           Py_ssize_t nnz, plain_slot** slots) noexcept nogil:
@@ -530,6 +705,8 @@ cdef int plain_insert_new(SGDKernel k, const uint64_t* keys, const floating* x,
             if p == NULL:
                 return -1
             plain_init(k, p)
+            if k.clocked:
+                plain_clock(p)[0] = <double>(k.t + 1)
             moved_end = k.store.shifted_end
             if moved_end == NULL:
                 rebuilt = True
@@ -549,6 +726,8 @@ cdef int plain_insert_new(SGDKernel k, const uint64_t* keys, const floating* x,
 
 
 cdef double plain_weight_of(SGDKernel k, char* p) noexcept nogil:
+    if plain_expired(k, p):
+        return 0.0
     return plain_weight(k, <plain_slot*>p)
 
 
@@ -557,7 +736,10 @@ cdef void plain_compact(SGDKernel k) noexcept nogil:
     cdef char* p = k.store.next_live(&cursor)
     cdef bint gone
     while p != NULL:
-        if plain_DECAYS_WHILE_ABSENT:
+        if plain_expired(k, p):
+            gone = True
+            k.expired += 1
+        elif plain_DECAYS_WHILE_ABSENT:
             gone = plain_weight(k, <plain_slot*>p) == 0.0
         else:
             gone = plain_prunable(k, <plain_slot*>p)
@@ -582,7 +764,10 @@ cdef int plain_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
     cdef plain_slot* p
     cdef double y, weight, margin, acc, g, max_x, loss_sum = 0.0
     cdef double weight_sum = 0.0, n_correct = 0.0
+    cdef double now
     cdef int status = OK
+    cdef bint expiring = k.expire_after > 0
+    cdef bint sweeping = k.clocked and (expiring or plain_DECAYS_WHILE_ABSENT)
     st.wnow = <double*>malloc((max_nnz + 1) * sizeof(double))
     st.sgn = <signed char*>malloc(max_nnz + 1)
     st.first = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
@@ -614,19 +799,35 @@ cdef int plain_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
             y = -1.0
         weight = r.weights[i] if r.weights != NULL else 1.0
 
-        # 1-2. Find every present feature once; the margin.
+        # 1-2. Find every present feature once; the margin.  With expiry,
+        # an expired feature leaves the store before it is read (its own
+        # loop, so that the loop without expiry is as it was).
         acc = 0.0
         max_x = 0.0
-        for j in range(nnz):
-            if fabs(xp[j]) > max_x:
-                max_x = fabs(xp[j])
-            p = <plain_slot*>store_find(k.store, kp[j])
-            slots[j] = p
-            if p != NULL:
-                st.wnow[j] = plain_weight(k, p)
-                acc += st.wnow[j] * xp[j]
-            else:
-                st.wnow[j] = 0.0
+        if expiring:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <plain_slot*>store_find(k.store, kp[j])
+                if p != NULL and plain_expired(k, p):
+                    p = plain_drop_expired(k, kp, j, slots, p)
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = plain_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
+        else:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <plain_slot*>store_find(k.store, kp[j])
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = plain_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
         margin = acc * k.scale + k.intercept
         if not isfinite(margin):
             status = E_MARGIN
@@ -649,9 +850,21 @@ cdef int plain_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
 
         # 4. The rule's step, after the features it gives a weight have
         # their slots (every rule steps only features with a gradient).
-        if st.gs != 0.0 and plain_insert_new(k, kp, xp, nnz, slots) != 0:
-            status = E_NOMEM
-            break
+        # With a budget, the example's features are updated now (their
+        # clocks), and room is made for the new ones first.
+        if k.clocked:
+            now = <double>(k.t + 1)
+            for j in range(nnz):
+                if slots[j] != NULL:
+                    plain_clock(slots[j])[0] = now
+        if st.gs != 0.0:
+            if k.max_features > 0:
+                status = make_room(k, kp, xp, nnz, <void**>slots, &st)
+                if status != OK:
+                    break
+            if plain_insert_new(k, kp, xp, nnz, slots) != 0:
+                status = E_NOMEM
+                break
         plain_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
@@ -671,6 +884,12 @@ cdef int plain_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
             p = <plain_slot*>store_find(k.store, cand[j])
             if p != NULL and plain_prunable(k, p):
                 k.store.remove(<char*>p)
+
+        # With a budget or expiry, the periodic sweep (expired features,
+        # weights that decayed to zero) is due after a count of examples.
+        if sweeping and k.t - k.last_compact_t >= sweep_period(k):
+            plain_compact(k)
+            k.last_compact_t = k.t
 
         # 6. Every wake_every features, stop early if wake_fd is readable
         # (the daemon's request socket has something: it answers, then
@@ -697,6 +916,7 @@ cdef void plain_margins_f32(SGDKernel k, const int64_t* indptr, Py_ssize_t n_row
     cdef Py_ssize_t i, j
     cdef plain_slot* p
     cdef double acc, e
+    cdef bint expiring = k.expire_after > 0
     for i in range(n_rows):
         if i + 1 < n_rows:
             for j in range(indptr[i + 1], indptr[i + 2]):
@@ -704,7 +924,7 @@ cdef void plain_margins_f32(SGDKernel k, const int64_t* indptr, Py_ssize_t n_row
         acc = 0.0
         for j in range(indptr[i], indptr[i + 1]):
             p = <plain_slot*>store_find(k.store, keys[j])
-            if p != NULL:
+            if p != NULL and not (expiring and plain_expired(k, p)):
                 acc += plain_weight(k, p) * values[j]
         acc = acc * k.scale + k.intercept
         if probability:
@@ -731,7 +951,10 @@ cdef int plain_learn_f64(SGDKernel k, Rows* r, const double* values, double* out
     cdef plain_slot* p
     cdef double y, weight, margin, acc, g, max_x, loss_sum = 0.0
     cdef double weight_sum = 0.0, n_correct = 0.0
+    cdef double now
     cdef int status = OK
+    cdef bint expiring = k.expire_after > 0
+    cdef bint sweeping = k.clocked and (expiring or plain_DECAYS_WHILE_ABSENT)
     st.wnow = <double*>malloc((max_nnz + 1) * sizeof(double))
     st.sgn = <signed char*>malloc(max_nnz + 1)
     st.first = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
@@ -763,19 +986,35 @@ cdef int plain_learn_f64(SGDKernel k, Rows* r, const double* values, double* out
             y = -1.0
         weight = r.weights[i] if r.weights != NULL else 1.0
 
-        # 1-2. Find every present feature once; the margin.
+        # 1-2. Find every present feature once; the margin.  With expiry,
+        # an expired feature leaves the store before it is read (its own
+        # loop, so that the loop without expiry is as it was).
         acc = 0.0
         max_x = 0.0
-        for j in range(nnz):
-            if fabs(xp[j]) > max_x:
-                max_x = fabs(xp[j])
-            p = <plain_slot*>store_find(k.store, kp[j])
-            slots[j] = p
-            if p != NULL:
-                st.wnow[j] = plain_weight(k, p)
-                acc += st.wnow[j] * xp[j]
-            else:
-                st.wnow[j] = 0.0
+        if expiring:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <plain_slot*>store_find(k.store, kp[j])
+                if p != NULL and plain_expired(k, p):
+                    p = plain_drop_expired(k, kp, j, slots, p)
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = plain_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
+        else:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <plain_slot*>store_find(k.store, kp[j])
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = plain_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
         margin = acc * k.scale + k.intercept
         if not isfinite(margin):
             status = E_MARGIN
@@ -798,9 +1037,21 @@ cdef int plain_learn_f64(SGDKernel k, Rows* r, const double* values, double* out
 
         # 4. The rule's step, after the features it gives a weight have
         # their slots (every rule steps only features with a gradient).
-        if st.gs != 0.0 and plain_insert_new(k, kp, xp, nnz, slots) != 0:
-            status = E_NOMEM
-            break
+        # With a budget, the example's features are updated now (their
+        # clocks), and room is made for the new ones first.
+        if k.clocked:
+            now = <double>(k.t + 1)
+            for j in range(nnz):
+                if slots[j] != NULL:
+                    plain_clock(slots[j])[0] = now
+        if st.gs != 0.0:
+            if k.max_features > 0:
+                status = make_room(k, kp, xp, nnz, <void**>slots, &st)
+                if status != OK:
+                    break
+            if plain_insert_new(k, kp, xp, nnz, slots) != 0:
+                status = E_NOMEM
+                break
         plain_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
@@ -820,6 +1071,12 @@ cdef int plain_learn_f64(SGDKernel k, Rows* r, const double* values, double* out
             p = <plain_slot*>store_find(k.store, cand[j])
             if p != NULL and plain_prunable(k, p):
                 k.store.remove(<char*>p)
+
+        # With a budget or expiry, the periodic sweep (expired features,
+        # weights that decayed to zero) is due after a count of examples.
+        if sweeping and k.t - k.last_compact_t >= sweep_period(k):
+            plain_compact(k)
+            k.last_compact_t = k.t
 
         # 6. Every wake_every features, stop early if wake_fd is readable
         # (the daemon's request socket has something: it answers, then
@@ -846,6 +1103,7 @@ cdef void plain_margins_f64(SGDKernel k, const int64_t* indptr, Py_ssize_t n_row
     cdef Py_ssize_t i, j
     cdef plain_slot* p
     cdef double acc, e
+    cdef bint expiring = k.expire_after > 0
     for i in range(n_rows):
         if i + 1 < n_rows:
             for j in range(indptr[i + 1], indptr[i + 2]):
@@ -853,7 +1111,7 @@ cdef void plain_margins_f64(SGDKernel k, const int64_t* indptr, Py_ssize_t n_row
         acc = 0.0
         for j in range(indptr[i], indptr[i + 1]):
             p = <plain_slot*>store_find(k.store, keys[j])
-            if p != NULL:
+            if p != NULL and not (expiring and plain_expired(k, p)):
                 acc += plain_weight(k, p) * values[j]
         acc = acc * k.scale + k.intercept
         if probability:
@@ -866,6 +1124,32 @@ cdef void plain_margins_f64(SGDKernel k, const int64_t* indptr, Py_ssize_t n_row
         out[i] = acc
 
 # ---- subgradient
+
+cdef inline double* subgradient_clock(void* p) noexcept nogil:
+    """The clock of the feature's last update: the slot's word after the
+    rule's state (only where the kernel is clocked)."""
+    return <double*>(<char*>p + sizeof(subgradient_slot))
+
+
+cdef inline bint subgradient_expired(SGDKernel k, void* p) noexcept nogil:
+    """Whether the feature in ``p`` was last updated expire_after or more
+    examples ago: it reads as absent, and leaves the store when found."""
+    return k.expire_after > 0 and <double>k.t - subgradient_clock(p)[0] >= <double>k.expire_after
+
+
+cdef subgradient_slot* subgradient_drop_expired(SGDKernel k, const uint64_t* keys, Py_ssize_t j,
+                                    subgradient_slot** slots, subgradient_slot* p) noexcept nogil:
+    """Remove the expired slot ``p`` of feature j (it is then a feature
+    never seen) and find the slots of the features before it again (the
+    removal may have moved them).  Returns NULL."""
+    cdef Py_ssize_t i
+    k.store.remove(<char*>p)
+    k.expired += 1
+    for i in range(j):
+        if slots[i] != NULL:
+            slots[i] = <subgradient_slot*>store_find(k.store, keys[i])
+    return NULL
+
 
 cdef int subgradient_insert_new(SGDKernel k, const uint64_t* keys, const floating* x,
                           Py_ssize_t nnz, subgradient_slot** slots) noexcept nogil:
@@ -890,6 +1174,8 @@ cdef int subgradient_insert_new(SGDKernel k, const uint64_t* keys, const floatin
             if p == NULL:
                 return -1
             subgradient_init(k, p)
+            if k.clocked:
+                subgradient_clock(p)[0] = <double>(k.t + 1)
             moved_end = k.store.shifted_end
             if moved_end == NULL:
                 rebuilt = True
@@ -909,6 +1195,8 @@ cdef int subgradient_insert_new(SGDKernel k, const uint64_t* keys, const floatin
 
 
 cdef double subgradient_weight_of(SGDKernel k, char* p) noexcept nogil:
+    if subgradient_expired(k, p):
+        return 0.0
     return subgradient_weight(k, <subgradient_slot*>p)
 
 
@@ -917,7 +1205,10 @@ cdef void subgradient_compact(SGDKernel k) noexcept nogil:
     cdef char* p = k.store.next_live(&cursor)
     cdef bint gone
     while p != NULL:
-        if subgradient_DECAYS_WHILE_ABSENT:
+        if subgradient_expired(k, p):
+            gone = True
+            k.expired += 1
+        elif subgradient_DECAYS_WHILE_ABSENT:
             gone = subgradient_weight(k, <subgradient_slot*>p) == 0.0
         else:
             gone = subgradient_prunable(k, <subgradient_slot*>p)
@@ -942,7 +1233,10 @@ cdef int subgradient_learn_f32(SGDKernel k, Rows* r, const float* values, double
     cdef subgradient_slot* p
     cdef double y, weight, margin, acc, g, max_x, loss_sum = 0.0
     cdef double weight_sum = 0.0, n_correct = 0.0
+    cdef double now
     cdef int status = OK
+    cdef bint expiring = k.expire_after > 0
+    cdef bint sweeping = k.clocked and (expiring or subgradient_DECAYS_WHILE_ABSENT)
     st.wnow = <double*>malloc((max_nnz + 1) * sizeof(double))
     st.sgn = <signed char*>malloc(max_nnz + 1)
     st.first = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
@@ -974,19 +1268,35 @@ cdef int subgradient_learn_f32(SGDKernel k, Rows* r, const float* values, double
             y = -1.0
         weight = r.weights[i] if r.weights != NULL else 1.0
 
-        # 1-2. Find every present feature once; the margin.
+        # 1-2. Find every present feature once; the margin.  With expiry,
+        # an expired feature leaves the store before it is read (its own
+        # loop, so that the loop without expiry is as it was).
         acc = 0.0
         max_x = 0.0
-        for j in range(nnz):
-            if fabs(xp[j]) > max_x:
-                max_x = fabs(xp[j])
-            p = <subgradient_slot*>store_find(k.store, kp[j])
-            slots[j] = p
-            if p != NULL:
-                st.wnow[j] = subgradient_weight(k, p)
-                acc += st.wnow[j] * xp[j]
-            else:
-                st.wnow[j] = 0.0
+        if expiring:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <subgradient_slot*>store_find(k.store, kp[j])
+                if p != NULL and subgradient_expired(k, p):
+                    p = subgradient_drop_expired(k, kp, j, slots, p)
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = subgradient_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
+        else:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <subgradient_slot*>store_find(k.store, kp[j])
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = subgradient_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
         margin = acc * k.scale + k.intercept
         if not isfinite(margin):
             status = E_MARGIN
@@ -1009,9 +1319,21 @@ cdef int subgradient_learn_f32(SGDKernel k, Rows* r, const float* values, double
 
         # 4. The rule's step, after the features it gives a weight have
         # their slots (every rule steps only features with a gradient).
-        if st.gs != 0.0 and subgradient_insert_new(k, kp, xp, nnz, slots) != 0:
-            status = E_NOMEM
-            break
+        # With a budget, the example's features are updated now (their
+        # clocks), and room is made for the new ones first.
+        if k.clocked:
+            now = <double>(k.t + 1)
+            for j in range(nnz):
+                if slots[j] != NULL:
+                    subgradient_clock(slots[j])[0] = now
+        if st.gs != 0.0:
+            if k.max_features > 0:
+                status = make_room(k, kp, xp, nnz, <void**>slots, &st)
+                if status != OK:
+                    break
+            if subgradient_insert_new(k, kp, xp, nnz, slots) != 0:
+                status = E_NOMEM
+                break
         subgradient_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
@@ -1031,6 +1353,12 @@ cdef int subgradient_learn_f32(SGDKernel k, Rows* r, const float* values, double
             p = <subgradient_slot*>store_find(k.store, cand[j])
             if p != NULL and subgradient_prunable(k, p):
                 k.store.remove(<char*>p)
+
+        # With a budget or expiry, the periodic sweep (expired features,
+        # weights that decayed to zero) is due after a count of examples.
+        if sweeping and k.t - k.last_compact_t >= sweep_period(k):
+            subgradient_compact(k)
+            k.last_compact_t = k.t
 
         # 6. Every wake_every features, stop early if wake_fd is readable
         # (the daemon's request socket has something: it answers, then
@@ -1057,6 +1385,7 @@ cdef void subgradient_margins_f32(SGDKernel k, const int64_t* indptr, Py_ssize_t
     cdef Py_ssize_t i, j
     cdef subgradient_slot* p
     cdef double acc, e
+    cdef bint expiring = k.expire_after > 0
     for i in range(n_rows):
         if i + 1 < n_rows:
             for j in range(indptr[i + 1], indptr[i + 2]):
@@ -1064,7 +1393,7 @@ cdef void subgradient_margins_f32(SGDKernel k, const int64_t* indptr, Py_ssize_t
         acc = 0.0
         for j in range(indptr[i], indptr[i + 1]):
             p = <subgradient_slot*>store_find(k.store, keys[j])
-            if p != NULL:
+            if p != NULL and not (expiring and subgradient_expired(k, p)):
                 acc += subgradient_weight(k, p) * values[j]
         acc = acc * k.scale + k.intercept
         if probability:
@@ -1091,7 +1420,10 @@ cdef int subgradient_learn_f64(SGDKernel k, Rows* r, const double* values, doubl
     cdef subgradient_slot* p
     cdef double y, weight, margin, acc, g, max_x, loss_sum = 0.0
     cdef double weight_sum = 0.0, n_correct = 0.0
+    cdef double now
     cdef int status = OK
+    cdef bint expiring = k.expire_after > 0
+    cdef bint sweeping = k.clocked and (expiring or subgradient_DECAYS_WHILE_ABSENT)
     st.wnow = <double*>malloc((max_nnz + 1) * sizeof(double))
     st.sgn = <signed char*>malloc(max_nnz + 1)
     st.first = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
@@ -1123,19 +1455,35 @@ cdef int subgradient_learn_f64(SGDKernel k, Rows* r, const double* values, doubl
             y = -1.0
         weight = r.weights[i] if r.weights != NULL else 1.0
 
-        # 1-2. Find every present feature once; the margin.
+        # 1-2. Find every present feature once; the margin.  With expiry,
+        # an expired feature leaves the store before it is read (its own
+        # loop, so that the loop without expiry is as it was).
         acc = 0.0
         max_x = 0.0
-        for j in range(nnz):
-            if fabs(xp[j]) > max_x:
-                max_x = fabs(xp[j])
-            p = <subgradient_slot*>store_find(k.store, kp[j])
-            slots[j] = p
-            if p != NULL:
-                st.wnow[j] = subgradient_weight(k, p)
-                acc += st.wnow[j] * xp[j]
-            else:
-                st.wnow[j] = 0.0
+        if expiring:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <subgradient_slot*>store_find(k.store, kp[j])
+                if p != NULL and subgradient_expired(k, p):
+                    p = subgradient_drop_expired(k, kp, j, slots, p)
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = subgradient_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
+        else:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <subgradient_slot*>store_find(k.store, kp[j])
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = subgradient_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
         margin = acc * k.scale + k.intercept
         if not isfinite(margin):
             status = E_MARGIN
@@ -1158,9 +1506,21 @@ cdef int subgradient_learn_f64(SGDKernel k, Rows* r, const double* values, doubl
 
         # 4. The rule's step, after the features it gives a weight have
         # their slots (every rule steps only features with a gradient).
-        if st.gs != 0.0 and subgradient_insert_new(k, kp, xp, nnz, slots) != 0:
-            status = E_NOMEM
-            break
+        # With a budget, the example's features are updated now (their
+        # clocks), and room is made for the new ones first.
+        if k.clocked:
+            now = <double>(k.t + 1)
+            for j in range(nnz):
+                if slots[j] != NULL:
+                    subgradient_clock(slots[j])[0] = now
+        if st.gs != 0.0:
+            if k.max_features > 0:
+                status = make_room(k, kp, xp, nnz, <void**>slots, &st)
+                if status != OK:
+                    break
+            if subgradient_insert_new(k, kp, xp, nnz, slots) != 0:
+                status = E_NOMEM
+                break
         subgradient_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
@@ -1180,6 +1540,12 @@ cdef int subgradient_learn_f64(SGDKernel k, Rows* r, const double* values, doubl
             p = <subgradient_slot*>store_find(k.store, cand[j])
             if p != NULL and subgradient_prunable(k, p):
                 k.store.remove(<char*>p)
+
+        # With a budget or expiry, the periodic sweep (expired features,
+        # weights that decayed to zero) is due after a count of examples.
+        if sweeping and k.t - k.last_compact_t >= sweep_period(k):
+            subgradient_compact(k)
+            k.last_compact_t = k.t
 
         # 6. Every wake_every features, stop early if wake_fd is readable
         # (the daemon's request socket has something: it answers, then
@@ -1206,6 +1572,7 @@ cdef void subgradient_margins_f64(SGDKernel k, const int64_t* indptr, Py_ssize_t
     cdef Py_ssize_t i, j
     cdef subgradient_slot* p
     cdef double acc, e
+    cdef bint expiring = k.expire_after > 0
     for i in range(n_rows):
         if i + 1 < n_rows:
             for j in range(indptr[i + 1], indptr[i + 2]):
@@ -1213,7 +1580,7 @@ cdef void subgradient_margins_f64(SGDKernel k, const int64_t* indptr, Py_ssize_t
         acc = 0.0
         for j in range(indptr[i], indptr[i + 1]):
             p = <subgradient_slot*>store_find(k.store, keys[j])
-            if p != NULL:
+            if p != NULL and not (expiring and subgradient_expired(k, p)):
                 acc += subgradient_weight(k, p) * values[j]
         acc = acc * k.scale + k.intercept
         if probability:
@@ -1226,6 +1593,32 @@ cdef void subgradient_margins_f64(SGDKernel k, const int64_t* indptr, Py_ssize_t
         out[i] = acc
 
 # ---- cumulative_start
+
+cdef inline double* cumulative_start_clock(void* p) noexcept nogil:
+    """The clock of the feature's last update: the slot's word after the
+    rule's state (only where the kernel is clocked)."""
+    return <double*>(<char*>p + sizeof(cumulative_start_slot))
+
+
+cdef inline bint cumulative_start_expired(SGDKernel k, void* p) noexcept nogil:
+    """Whether the feature in ``p`` was last updated expire_after or more
+    examples ago: it reads as absent, and leaves the store when found."""
+    return k.expire_after > 0 and <double>k.t - cumulative_start_clock(p)[0] >= <double>k.expire_after
+
+
+cdef cumulative_start_slot* cumulative_start_drop_expired(SGDKernel k, const uint64_t* keys, Py_ssize_t j,
+                                    cumulative_start_slot** slots, cumulative_start_slot* p) noexcept nogil:
+    """Remove the expired slot ``p`` of feature j (it is then a feature
+    never seen) and find the slots of the features before it again (the
+    removal may have moved them).  Returns NULL."""
+    cdef Py_ssize_t i
+    k.store.remove(<char*>p)
+    k.expired += 1
+    for i in range(j):
+        if slots[i] != NULL:
+            slots[i] = <cumulative_start_slot*>store_find(k.store, keys[i])
+    return NULL
+
 
 cdef int cumulative_start_insert_new(SGDKernel k, const uint64_t* keys, const floating* x,
                           Py_ssize_t nnz, cumulative_start_slot** slots) noexcept nogil:
@@ -1250,6 +1643,8 @@ cdef int cumulative_start_insert_new(SGDKernel k, const uint64_t* keys, const fl
             if p == NULL:
                 return -1
             cumulative_start_init(k, p)
+            if k.clocked:
+                cumulative_start_clock(p)[0] = <double>(k.t + 1)
             moved_end = k.store.shifted_end
             if moved_end == NULL:
                 rebuilt = True
@@ -1269,6 +1664,8 @@ cdef int cumulative_start_insert_new(SGDKernel k, const uint64_t* keys, const fl
 
 
 cdef double cumulative_start_weight_of(SGDKernel k, char* p) noexcept nogil:
+    if cumulative_start_expired(k, p):
+        return 0.0
     return cumulative_start_weight(k, <cumulative_start_slot*>p)
 
 
@@ -1277,7 +1674,10 @@ cdef void cumulative_start_compact(SGDKernel k) noexcept nogil:
     cdef char* p = k.store.next_live(&cursor)
     cdef bint gone
     while p != NULL:
-        if cumulative_start_DECAYS_WHILE_ABSENT:
+        if cumulative_start_expired(k, p):
+            gone = True
+            k.expired += 1
+        elif cumulative_start_DECAYS_WHILE_ABSENT:
             gone = cumulative_start_weight(k, <cumulative_start_slot*>p) == 0.0
         else:
             gone = cumulative_start_prunable(k, <cumulative_start_slot*>p)
@@ -1302,7 +1702,10 @@ cdef int cumulative_start_learn_f32(SGDKernel k, Rows* r, const float* values, d
     cdef cumulative_start_slot* p
     cdef double y, weight, margin, acc, g, max_x, loss_sum = 0.0
     cdef double weight_sum = 0.0, n_correct = 0.0
+    cdef double now
     cdef int status = OK
+    cdef bint expiring = k.expire_after > 0
+    cdef bint sweeping = k.clocked and (expiring or cumulative_start_DECAYS_WHILE_ABSENT)
     st.wnow = <double*>malloc((max_nnz + 1) * sizeof(double))
     st.sgn = <signed char*>malloc(max_nnz + 1)
     st.first = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
@@ -1334,19 +1737,35 @@ cdef int cumulative_start_learn_f32(SGDKernel k, Rows* r, const float* values, d
             y = -1.0
         weight = r.weights[i] if r.weights != NULL else 1.0
 
-        # 1-2. Find every present feature once; the margin.
+        # 1-2. Find every present feature once; the margin.  With expiry,
+        # an expired feature leaves the store before it is read (its own
+        # loop, so that the loop without expiry is as it was).
         acc = 0.0
         max_x = 0.0
-        for j in range(nnz):
-            if fabs(xp[j]) > max_x:
-                max_x = fabs(xp[j])
-            p = <cumulative_start_slot*>store_find(k.store, kp[j])
-            slots[j] = p
-            if p != NULL:
-                st.wnow[j] = cumulative_start_weight(k, p)
-                acc += st.wnow[j] * xp[j]
-            else:
-                st.wnow[j] = 0.0
+        if expiring:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <cumulative_start_slot*>store_find(k.store, kp[j])
+                if p != NULL and cumulative_start_expired(k, p):
+                    p = cumulative_start_drop_expired(k, kp, j, slots, p)
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = cumulative_start_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
+        else:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <cumulative_start_slot*>store_find(k.store, kp[j])
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = cumulative_start_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
         margin = acc * k.scale + k.intercept
         if not isfinite(margin):
             status = E_MARGIN
@@ -1369,9 +1788,21 @@ cdef int cumulative_start_learn_f32(SGDKernel k, Rows* r, const float* values, d
 
         # 4. The rule's step, after the features it gives a weight have
         # their slots (every rule steps only features with a gradient).
-        if st.gs != 0.0 and cumulative_start_insert_new(k, kp, xp, nnz, slots) != 0:
-            status = E_NOMEM
-            break
+        # With a budget, the example's features are updated now (their
+        # clocks), and room is made for the new ones first.
+        if k.clocked:
+            now = <double>(k.t + 1)
+            for j in range(nnz):
+                if slots[j] != NULL:
+                    cumulative_start_clock(slots[j])[0] = now
+        if st.gs != 0.0:
+            if k.max_features > 0:
+                status = make_room(k, kp, xp, nnz, <void**>slots, &st)
+                if status != OK:
+                    break
+            if cumulative_start_insert_new(k, kp, xp, nnz, slots) != 0:
+                status = E_NOMEM
+                break
         cumulative_start_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
@@ -1391,6 +1822,12 @@ cdef int cumulative_start_learn_f32(SGDKernel k, Rows* r, const float* values, d
             p = <cumulative_start_slot*>store_find(k.store, cand[j])
             if p != NULL and cumulative_start_prunable(k, p):
                 k.store.remove(<char*>p)
+
+        # With a budget or expiry, the periodic sweep (expired features,
+        # weights that decayed to zero) is due after a count of examples.
+        if sweeping and k.t - k.last_compact_t >= sweep_period(k):
+            cumulative_start_compact(k)
+            k.last_compact_t = k.t
 
         # 6. Every wake_every features, stop early if wake_fd is readable
         # (the daemon's request socket has something: it answers, then
@@ -1417,6 +1854,7 @@ cdef void cumulative_start_margins_f32(SGDKernel k, const int64_t* indptr, Py_ss
     cdef Py_ssize_t i, j
     cdef cumulative_start_slot* p
     cdef double acc, e
+    cdef bint expiring = k.expire_after > 0
     for i in range(n_rows):
         if i + 1 < n_rows:
             for j in range(indptr[i + 1], indptr[i + 2]):
@@ -1424,7 +1862,7 @@ cdef void cumulative_start_margins_f32(SGDKernel k, const int64_t* indptr, Py_ss
         acc = 0.0
         for j in range(indptr[i], indptr[i + 1]):
             p = <cumulative_start_slot*>store_find(k.store, keys[j])
-            if p != NULL:
+            if p != NULL and not (expiring and cumulative_start_expired(k, p)):
                 acc += cumulative_start_weight(k, p) * values[j]
         acc = acc * k.scale + k.intercept
         if probability:
@@ -1451,7 +1889,10 @@ cdef int cumulative_start_learn_f64(SGDKernel k, Rows* r, const double* values, 
     cdef cumulative_start_slot* p
     cdef double y, weight, margin, acc, g, max_x, loss_sum = 0.0
     cdef double weight_sum = 0.0, n_correct = 0.0
+    cdef double now
     cdef int status = OK
+    cdef bint expiring = k.expire_after > 0
+    cdef bint sweeping = k.clocked and (expiring or cumulative_start_DECAYS_WHILE_ABSENT)
     st.wnow = <double*>malloc((max_nnz + 1) * sizeof(double))
     st.sgn = <signed char*>malloc(max_nnz + 1)
     st.first = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
@@ -1483,19 +1924,35 @@ cdef int cumulative_start_learn_f64(SGDKernel k, Rows* r, const double* values, 
             y = -1.0
         weight = r.weights[i] if r.weights != NULL else 1.0
 
-        # 1-2. Find every present feature once; the margin.
+        # 1-2. Find every present feature once; the margin.  With expiry,
+        # an expired feature leaves the store before it is read (its own
+        # loop, so that the loop without expiry is as it was).
         acc = 0.0
         max_x = 0.0
-        for j in range(nnz):
-            if fabs(xp[j]) > max_x:
-                max_x = fabs(xp[j])
-            p = <cumulative_start_slot*>store_find(k.store, kp[j])
-            slots[j] = p
-            if p != NULL:
-                st.wnow[j] = cumulative_start_weight(k, p)
-                acc += st.wnow[j] * xp[j]
-            else:
-                st.wnow[j] = 0.0
+        if expiring:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <cumulative_start_slot*>store_find(k.store, kp[j])
+                if p != NULL and cumulative_start_expired(k, p):
+                    p = cumulative_start_drop_expired(k, kp, j, slots, p)
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = cumulative_start_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
+        else:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <cumulative_start_slot*>store_find(k.store, kp[j])
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = cumulative_start_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
         margin = acc * k.scale + k.intercept
         if not isfinite(margin):
             status = E_MARGIN
@@ -1518,9 +1975,21 @@ cdef int cumulative_start_learn_f64(SGDKernel k, Rows* r, const double* values, 
 
         # 4. The rule's step, after the features it gives a weight have
         # their slots (every rule steps only features with a gradient).
-        if st.gs != 0.0 and cumulative_start_insert_new(k, kp, xp, nnz, slots) != 0:
-            status = E_NOMEM
-            break
+        # With a budget, the example's features are updated now (their
+        # clocks), and room is made for the new ones first.
+        if k.clocked:
+            now = <double>(k.t + 1)
+            for j in range(nnz):
+                if slots[j] != NULL:
+                    cumulative_start_clock(slots[j])[0] = now
+        if st.gs != 0.0:
+            if k.max_features > 0:
+                status = make_room(k, kp, xp, nnz, <void**>slots, &st)
+                if status != OK:
+                    break
+            if cumulative_start_insert_new(k, kp, xp, nnz, slots) != 0:
+                status = E_NOMEM
+                break
         cumulative_start_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
@@ -1540,6 +2009,12 @@ cdef int cumulative_start_learn_f64(SGDKernel k, Rows* r, const double* values, 
             p = <cumulative_start_slot*>store_find(k.store, cand[j])
             if p != NULL and cumulative_start_prunable(k, p):
                 k.store.remove(<char*>p)
+
+        # With a budget or expiry, the periodic sweep (expired features,
+        # weights that decayed to zero) is due after a count of examples.
+        if sweeping and k.t - k.last_compact_t >= sweep_period(k):
+            cumulative_start_compact(k)
+            k.last_compact_t = k.t
 
         # 6. Every wake_every features, stop early if wake_fd is readable
         # (the daemon's request socket has something: it answers, then
@@ -1566,6 +2041,7 @@ cdef void cumulative_start_margins_f64(SGDKernel k, const int64_t* indptr, Py_ss
     cdef Py_ssize_t i, j
     cdef cumulative_start_slot* p
     cdef double acc, e
+    cdef bint expiring = k.expire_after > 0
     for i in range(n_rows):
         if i + 1 < n_rows:
             for j in range(indptr[i + 1], indptr[i + 2]):
@@ -1573,7 +2049,7 @@ cdef void cumulative_start_margins_f64(SGDKernel k, const int64_t* indptr, Py_ss
         acc = 0.0
         for j in range(indptr[i], indptr[i + 1]):
             p = <cumulative_start_slot*>store_find(k.store, keys[j])
-            if p != NULL:
+            if p != NULL and not (expiring and cumulative_start_expired(k, p)):
                 acc += cumulative_start_weight(k, p) * values[j]
         acc = acc * k.scale + k.intercept
         if probability:
@@ -1586,6 +2062,32 @@ cdef void cumulative_start_margins_f64(SGDKernel k, const int64_t* indptr, Py_ss
         out[i] = acc
 
 # ---- cumulative_first_seen
+
+cdef inline double* cumulative_first_seen_clock(void* p) noexcept nogil:
+    """The clock of the feature's last update: the slot's word after the
+    rule's state (only where the kernel is clocked)."""
+    return <double*>(<char*>p + sizeof(cumulative_first_seen_slot))
+
+
+cdef inline bint cumulative_first_seen_expired(SGDKernel k, void* p) noexcept nogil:
+    """Whether the feature in ``p`` was last updated expire_after or more
+    examples ago: it reads as absent, and leaves the store when found."""
+    return k.expire_after > 0 and <double>k.t - cumulative_first_seen_clock(p)[0] >= <double>k.expire_after
+
+
+cdef cumulative_first_seen_slot* cumulative_first_seen_drop_expired(SGDKernel k, const uint64_t* keys, Py_ssize_t j,
+                                    cumulative_first_seen_slot** slots, cumulative_first_seen_slot* p) noexcept nogil:
+    """Remove the expired slot ``p`` of feature j (it is then a feature
+    never seen) and find the slots of the features before it again (the
+    removal may have moved them).  Returns NULL."""
+    cdef Py_ssize_t i
+    k.store.remove(<char*>p)
+    k.expired += 1
+    for i in range(j):
+        if slots[i] != NULL:
+            slots[i] = <cumulative_first_seen_slot*>store_find(k.store, keys[i])
+    return NULL
+
 
 cdef int cumulative_first_seen_insert_new(SGDKernel k, const uint64_t* keys, const floating* x,
                           Py_ssize_t nnz, cumulative_first_seen_slot** slots) noexcept nogil:
@@ -1610,6 +2112,8 @@ cdef int cumulative_first_seen_insert_new(SGDKernel k, const uint64_t* keys, con
             if p == NULL:
                 return -1
             cumulative_first_seen_init(k, p)
+            if k.clocked:
+                cumulative_first_seen_clock(p)[0] = <double>(k.t + 1)
             moved_end = k.store.shifted_end
             if moved_end == NULL:
                 rebuilt = True
@@ -1629,6 +2133,8 @@ cdef int cumulative_first_seen_insert_new(SGDKernel k, const uint64_t* keys, con
 
 
 cdef double cumulative_first_seen_weight_of(SGDKernel k, char* p) noexcept nogil:
+    if cumulative_first_seen_expired(k, p):
+        return 0.0
     return cumulative_first_seen_weight(k, <cumulative_first_seen_slot*>p)
 
 
@@ -1637,7 +2143,10 @@ cdef void cumulative_first_seen_compact(SGDKernel k) noexcept nogil:
     cdef char* p = k.store.next_live(&cursor)
     cdef bint gone
     while p != NULL:
-        if cumulative_first_seen_DECAYS_WHILE_ABSENT:
+        if cumulative_first_seen_expired(k, p):
+            gone = True
+            k.expired += 1
+        elif cumulative_first_seen_DECAYS_WHILE_ABSENT:
             gone = cumulative_first_seen_weight(k, <cumulative_first_seen_slot*>p) == 0.0
         else:
             gone = cumulative_first_seen_prunable(k, <cumulative_first_seen_slot*>p)
@@ -1662,7 +2171,10 @@ cdef int cumulative_first_seen_learn_f32(SGDKernel k, Rows* r, const float* valu
     cdef cumulative_first_seen_slot* p
     cdef double y, weight, margin, acc, g, max_x, loss_sum = 0.0
     cdef double weight_sum = 0.0, n_correct = 0.0
+    cdef double now
     cdef int status = OK
+    cdef bint expiring = k.expire_after > 0
+    cdef bint sweeping = k.clocked and (expiring or cumulative_first_seen_DECAYS_WHILE_ABSENT)
     st.wnow = <double*>malloc((max_nnz + 1) * sizeof(double))
     st.sgn = <signed char*>malloc(max_nnz + 1)
     st.first = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
@@ -1694,19 +2206,35 @@ cdef int cumulative_first_seen_learn_f32(SGDKernel k, Rows* r, const float* valu
             y = -1.0
         weight = r.weights[i] if r.weights != NULL else 1.0
 
-        # 1-2. Find every present feature once; the margin.
+        # 1-2. Find every present feature once; the margin.  With expiry,
+        # an expired feature leaves the store before it is read (its own
+        # loop, so that the loop without expiry is as it was).
         acc = 0.0
         max_x = 0.0
-        for j in range(nnz):
-            if fabs(xp[j]) > max_x:
-                max_x = fabs(xp[j])
-            p = <cumulative_first_seen_slot*>store_find(k.store, kp[j])
-            slots[j] = p
-            if p != NULL:
-                st.wnow[j] = cumulative_first_seen_weight(k, p)
-                acc += st.wnow[j] * xp[j]
-            else:
-                st.wnow[j] = 0.0
+        if expiring:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <cumulative_first_seen_slot*>store_find(k.store, kp[j])
+                if p != NULL and cumulative_first_seen_expired(k, p):
+                    p = cumulative_first_seen_drop_expired(k, kp, j, slots, p)
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = cumulative_first_seen_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
+        else:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <cumulative_first_seen_slot*>store_find(k.store, kp[j])
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = cumulative_first_seen_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
         margin = acc * k.scale + k.intercept
         if not isfinite(margin):
             status = E_MARGIN
@@ -1729,9 +2257,21 @@ cdef int cumulative_first_seen_learn_f32(SGDKernel k, Rows* r, const float* valu
 
         # 4. The rule's step, after the features it gives a weight have
         # their slots (every rule steps only features with a gradient).
-        if st.gs != 0.0 and cumulative_first_seen_insert_new(k, kp, xp, nnz, slots) != 0:
-            status = E_NOMEM
-            break
+        # With a budget, the example's features are updated now (their
+        # clocks), and room is made for the new ones first.
+        if k.clocked:
+            now = <double>(k.t + 1)
+            for j in range(nnz):
+                if slots[j] != NULL:
+                    cumulative_first_seen_clock(slots[j])[0] = now
+        if st.gs != 0.0:
+            if k.max_features > 0:
+                status = make_room(k, kp, xp, nnz, <void**>slots, &st)
+                if status != OK:
+                    break
+            if cumulative_first_seen_insert_new(k, kp, xp, nnz, slots) != 0:
+                status = E_NOMEM
+                break
         cumulative_first_seen_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
@@ -1751,6 +2291,12 @@ cdef int cumulative_first_seen_learn_f32(SGDKernel k, Rows* r, const float* valu
             p = <cumulative_first_seen_slot*>store_find(k.store, cand[j])
             if p != NULL and cumulative_first_seen_prunable(k, p):
                 k.store.remove(<char*>p)
+
+        # With a budget or expiry, the periodic sweep (expired features,
+        # weights that decayed to zero) is due after a count of examples.
+        if sweeping and k.t - k.last_compact_t >= sweep_period(k):
+            cumulative_first_seen_compact(k)
+            k.last_compact_t = k.t
 
         # 6. Every wake_every features, stop early if wake_fd is readable
         # (the daemon's request socket has something: it answers, then
@@ -1777,6 +2323,7 @@ cdef void cumulative_first_seen_margins_f32(SGDKernel k, const int64_t* indptr, 
     cdef Py_ssize_t i, j
     cdef cumulative_first_seen_slot* p
     cdef double acc, e
+    cdef bint expiring = k.expire_after > 0
     for i in range(n_rows):
         if i + 1 < n_rows:
             for j in range(indptr[i + 1], indptr[i + 2]):
@@ -1784,7 +2331,7 @@ cdef void cumulative_first_seen_margins_f32(SGDKernel k, const int64_t* indptr, 
         acc = 0.0
         for j in range(indptr[i], indptr[i + 1]):
             p = <cumulative_first_seen_slot*>store_find(k.store, keys[j])
-            if p != NULL:
+            if p != NULL and not (expiring and cumulative_first_seen_expired(k, p)):
                 acc += cumulative_first_seen_weight(k, p) * values[j]
         acc = acc * k.scale + k.intercept
         if probability:
@@ -1811,7 +2358,10 @@ cdef int cumulative_first_seen_learn_f64(SGDKernel k, Rows* r, const double* val
     cdef cumulative_first_seen_slot* p
     cdef double y, weight, margin, acc, g, max_x, loss_sum = 0.0
     cdef double weight_sum = 0.0, n_correct = 0.0
+    cdef double now
     cdef int status = OK
+    cdef bint expiring = k.expire_after > 0
+    cdef bint sweeping = k.clocked and (expiring or cumulative_first_seen_DECAYS_WHILE_ABSENT)
     st.wnow = <double*>malloc((max_nnz + 1) * sizeof(double))
     st.sgn = <signed char*>malloc(max_nnz + 1)
     st.first = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
@@ -1843,19 +2393,35 @@ cdef int cumulative_first_seen_learn_f64(SGDKernel k, Rows* r, const double* val
             y = -1.0
         weight = r.weights[i] if r.weights != NULL else 1.0
 
-        # 1-2. Find every present feature once; the margin.
+        # 1-2. Find every present feature once; the margin.  With expiry,
+        # an expired feature leaves the store before it is read (its own
+        # loop, so that the loop without expiry is as it was).
         acc = 0.0
         max_x = 0.0
-        for j in range(nnz):
-            if fabs(xp[j]) > max_x:
-                max_x = fabs(xp[j])
-            p = <cumulative_first_seen_slot*>store_find(k.store, kp[j])
-            slots[j] = p
-            if p != NULL:
-                st.wnow[j] = cumulative_first_seen_weight(k, p)
-                acc += st.wnow[j] * xp[j]
-            else:
-                st.wnow[j] = 0.0
+        if expiring:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <cumulative_first_seen_slot*>store_find(k.store, kp[j])
+                if p != NULL and cumulative_first_seen_expired(k, p):
+                    p = cumulative_first_seen_drop_expired(k, kp, j, slots, p)
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = cumulative_first_seen_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
+        else:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <cumulative_first_seen_slot*>store_find(k.store, kp[j])
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = cumulative_first_seen_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
         margin = acc * k.scale + k.intercept
         if not isfinite(margin):
             status = E_MARGIN
@@ -1878,9 +2444,21 @@ cdef int cumulative_first_seen_learn_f64(SGDKernel k, Rows* r, const double* val
 
         # 4. The rule's step, after the features it gives a weight have
         # their slots (every rule steps only features with a gradient).
-        if st.gs != 0.0 and cumulative_first_seen_insert_new(k, kp, xp, nnz, slots) != 0:
-            status = E_NOMEM
-            break
+        # With a budget, the example's features are updated now (their
+        # clocks), and room is made for the new ones first.
+        if k.clocked:
+            now = <double>(k.t + 1)
+            for j in range(nnz):
+                if slots[j] != NULL:
+                    cumulative_first_seen_clock(slots[j])[0] = now
+        if st.gs != 0.0:
+            if k.max_features > 0:
+                status = make_room(k, kp, xp, nnz, <void**>slots, &st)
+                if status != OK:
+                    break
+            if cumulative_first_seen_insert_new(k, kp, xp, nnz, slots) != 0:
+                status = E_NOMEM
+                break
         cumulative_first_seen_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
@@ -1900,6 +2478,12 @@ cdef int cumulative_first_seen_learn_f64(SGDKernel k, Rows* r, const double* val
             p = <cumulative_first_seen_slot*>store_find(k.store, cand[j])
             if p != NULL and cumulative_first_seen_prunable(k, p):
                 k.store.remove(<char*>p)
+
+        # With a budget or expiry, the periodic sweep (expired features,
+        # weights that decayed to zero) is due after a count of examples.
+        if sweeping and k.t - k.last_compact_t >= sweep_period(k):
+            cumulative_first_seen_compact(k)
+            k.last_compact_t = k.t
 
         # 6. Every wake_every features, stop early if wake_fd is readable
         # (the daemon's request socket has something: it answers, then
@@ -1926,6 +2510,7 @@ cdef void cumulative_first_seen_margins_f64(SGDKernel k, const int64_t* indptr, 
     cdef Py_ssize_t i, j
     cdef cumulative_first_seen_slot* p
     cdef double acc, e
+    cdef bint expiring = k.expire_after > 0
     for i in range(n_rows):
         if i + 1 < n_rows:
             for j in range(indptr[i + 1], indptr[i + 2]):
@@ -1933,7 +2518,7 @@ cdef void cumulative_first_seen_margins_f64(SGDKernel k, const int64_t* indptr, 
         acc = 0.0
         for j in range(indptr[i], indptr[i + 1]):
             p = <cumulative_first_seen_slot*>store_find(k.store, keys[j])
-            if p != NULL:
+            if p != NULL and not (expiring and cumulative_first_seen_expired(k, p)):
                 acc += cumulative_first_seen_weight(k, p) * values[j]
         acc = acc * k.scale + k.intercept
         if probability:
@@ -1946,6 +2531,32 @@ cdef void cumulative_first_seen_margins_f64(SGDKernel k, const int64_t* indptr, 
         out[i] = acc
 
 # ---- fobos
+
+cdef inline double* fobos_clock(void* p) noexcept nogil:
+    """The clock of the feature's last update: the slot's word after the
+    rule's state (only where the kernel is clocked)."""
+    return <double*>(<char*>p + sizeof(fobos_slot))
+
+
+cdef inline bint fobos_expired(SGDKernel k, void* p) noexcept nogil:
+    """Whether the feature in ``p`` was last updated expire_after or more
+    examples ago: it reads as absent, and leaves the store when found."""
+    return k.expire_after > 0 and <double>k.t - fobos_clock(p)[0] >= <double>k.expire_after
+
+
+cdef fobos_slot* fobos_drop_expired(SGDKernel k, const uint64_t* keys, Py_ssize_t j,
+                                    fobos_slot** slots, fobos_slot* p) noexcept nogil:
+    """Remove the expired slot ``p`` of feature j (it is then a feature
+    never seen) and find the slots of the features before it again (the
+    removal may have moved them).  Returns NULL."""
+    cdef Py_ssize_t i
+    k.store.remove(<char*>p)
+    k.expired += 1
+    for i in range(j):
+        if slots[i] != NULL:
+            slots[i] = <fobos_slot*>store_find(k.store, keys[i])
+    return NULL
+
 
 cdef int fobos_insert_new(SGDKernel k, const uint64_t* keys, const floating* x,
                           Py_ssize_t nnz, fobos_slot** slots) noexcept nogil:
@@ -1970,6 +2581,8 @@ cdef int fobos_insert_new(SGDKernel k, const uint64_t* keys, const floating* x,
             if p == NULL:
                 return -1
             fobos_init(k, p)
+            if k.clocked:
+                fobos_clock(p)[0] = <double>(k.t + 1)
             moved_end = k.store.shifted_end
             if moved_end == NULL:
                 rebuilt = True
@@ -1989,6 +2602,8 @@ cdef int fobos_insert_new(SGDKernel k, const uint64_t* keys, const floating* x,
 
 
 cdef double fobos_weight_of(SGDKernel k, char* p) noexcept nogil:
+    if fobos_expired(k, p):
+        return 0.0
     return fobos_weight(k, <fobos_slot*>p)
 
 
@@ -1997,7 +2612,10 @@ cdef void fobos_compact(SGDKernel k) noexcept nogil:
     cdef char* p = k.store.next_live(&cursor)
     cdef bint gone
     while p != NULL:
-        if fobos_DECAYS_WHILE_ABSENT:
+        if fobos_expired(k, p):
+            gone = True
+            k.expired += 1
+        elif fobos_DECAYS_WHILE_ABSENT:
             gone = fobos_weight(k, <fobos_slot*>p) == 0.0
         else:
             gone = fobos_prunable(k, <fobos_slot*>p)
@@ -2022,7 +2640,10 @@ cdef int fobos_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
     cdef fobos_slot* p
     cdef double y, weight, margin, acc, g, max_x, loss_sum = 0.0
     cdef double weight_sum = 0.0, n_correct = 0.0
+    cdef double now
     cdef int status = OK
+    cdef bint expiring = k.expire_after > 0
+    cdef bint sweeping = k.clocked and (expiring or fobos_DECAYS_WHILE_ABSENT)
     st.wnow = <double*>malloc((max_nnz + 1) * sizeof(double))
     st.sgn = <signed char*>malloc(max_nnz + 1)
     st.first = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
@@ -2054,19 +2675,35 @@ cdef int fobos_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
             y = -1.0
         weight = r.weights[i] if r.weights != NULL else 1.0
 
-        # 1-2. Find every present feature once; the margin.
+        # 1-2. Find every present feature once; the margin.  With expiry,
+        # an expired feature leaves the store before it is read (its own
+        # loop, so that the loop without expiry is as it was).
         acc = 0.0
         max_x = 0.0
-        for j in range(nnz):
-            if fabs(xp[j]) > max_x:
-                max_x = fabs(xp[j])
-            p = <fobos_slot*>store_find(k.store, kp[j])
-            slots[j] = p
-            if p != NULL:
-                st.wnow[j] = fobos_weight(k, p)
-                acc += st.wnow[j] * xp[j]
-            else:
-                st.wnow[j] = 0.0
+        if expiring:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <fobos_slot*>store_find(k.store, kp[j])
+                if p != NULL and fobos_expired(k, p):
+                    p = fobos_drop_expired(k, kp, j, slots, p)
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = fobos_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
+        else:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <fobos_slot*>store_find(k.store, kp[j])
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = fobos_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
         margin = acc * k.scale + k.intercept
         if not isfinite(margin):
             status = E_MARGIN
@@ -2089,9 +2726,21 @@ cdef int fobos_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
 
         # 4. The rule's step, after the features it gives a weight have
         # their slots (every rule steps only features with a gradient).
-        if st.gs != 0.0 and fobos_insert_new(k, kp, xp, nnz, slots) != 0:
-            status = E_NOMEM
-            break
+        # With a budget, the example's features are updated now (their
+        # clocks), and room is made for the new ones first.
+        if k.clocked:
+            now = <double>(k.t + 1)
+            for j in range(nnz):
+                if slots[j] != NULL:
+                    fobos_clock(slots[j])[0] = now
+        if st.gs != 0.0:
+            if k.max_features > 0:
+                status = make_room(k, kp, xp, nnz, <void**>slots, &st)
+                if status != OK:
+                    break
+            if fobos_insert_new(k, kp, xp, nnz, slots) != 0:
+                status = E_NOMEM
+                break
         fobos_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
@@ -2111,6 +2760,12 @@ cdef int fobos_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
             p = <fobos_slot*>store_find(k.store, cand[j])
             if p != NULL and fobos_prunable(k, p):
                 k.store.remove(<char*>p)
+
+        # With a budget or expiry, the periodic sweep (expired features,
+        # weights that decayed to zero) is due after a count of examples.
+        if sweeping and k.t - k.last_compact_t >= sweep_period(k):
+            fobos_compact(k)
+            k.last_compact_t = k.t
 
         # 6. Every wake_every features, stop early if wake_fd is readable
         # (the daemon's request socket has something: it answers, then
@@ -2137,6 +2792,7 @@ cdef void fobos_margins_f32(SGDKernel k, const int64_t* indptr, Py_ssize_t n_row
     cdef Py_ssize_t i, j
     cdef fobos_slot* p
     cdef double acc, e
+    cdef bint expiring = k.expire_after > 0
     for i in range(n_rows):
         if i + 1 < n_rows:
             for j in range(indptr[i + 1], indptr[i + 2]):
@@ -2144,7 +2800,7 @@ cdef void fobos_margins_f32(SGDKernel k, const int64_t* indptr, Py_ssize_t n_row
         acc = 0.0
         for j in range(indptr[i], indptr[i + 1]):
             p = <fobos_slot*>store_find(k.store, keys[j])
-            if p != NULL:
+            if p != NULL and not (expiring and fobos_expired(k, p)):
                 acc += fobos_weight(k, p) * values[j]
         acc = acc * k.scale + k.intercept
         if probability:
@@ -2171,7 +2827,10 @@ cdef int fobos_learn_f64(SGDKernel k, Rows* r, const double* values, double* out
     cdef fobos_slot* p
     cdef double y, weight, margin, acc, g, max_x, loss_sum = 0.0
     cdef double weight_sum = 0.0, n_correct = 0.0
+    cdef double now
     cdef int status = OK
+    cdef bint expiring = k.expire_after > 0
+    cdef bint sweeping = k.clocked and (expiring or fobos_DECAYS_WHILE_ABSENT)
     st.wnow = <double*>malloc((max_nnz + 1) * sizeof(double))
     st.sgn = <signed char*>malloc(max_nnz + 1)
     st.first = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
@@ -2203,19 +2862,35 @@ cdef int fobos_learn_f64(SGDKernel k, Rows* r, const double* values, double* out
             y = -1.0
         weight = r.weights[i] if r.weights != NULL else 1.0
 
-        # 1-2. Find every present feature once; the margin.
+        # 1-2. Find every present feature once; the margin.  With expiry,
+        # an expired feature leaves the store before it is read (its own
+        # loop, so that the loop without expiry is as it was).
         acc = 0.0
         max_x = 0.0
-        for j in range(nnz):
-            if fabs(xp[j]) > max_x:
-                max_x = fabs(xp[j])
-            p = <fobos_slot*>store_find(k.store, kp[j])
-            slots[j] = p
-            if p != NULL:
-                st.wnow[j] = fobos_weight(k, p)
-                acc += st.wnow[j] * xp[j]
-            else:
-                st.wnow[j] = 0.0
+        if expiring:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <fobos_slot*>store_find(k.store, kp[j])
+                if p != NULL and fobos_expired(k, p):
+                    p = fobos_drop_expired(k, kp, j, slots, p)
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = fobos_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
+        else:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <fobos_slot*>store_find(k.store, kp[j])
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = fobos_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
         margin = acc * k.scale + k.intercept
         if not isfinite(margin):
             status = E_MARGIN
@@ -2238,9 +2913,21 @@ cdef int fobos_learn_f64(SGDKernel k, Rows* r, const double* values, double* out
 
         # 4. The rule's step, after the features it gives a weight have
         # their slots (every rule steps only features with a gradient).
-        if st.gs != 0.0 and fobos_insert_new(k, kp, xp, nnz, slots) != 0:
-            status = E_NOMEM
-            break
+        # With a budget, the example's features are updated now (their
+        # clocks), and room is made for the new ones first.
+        if k.clocked:
+            now = <double>(k.t + 1)
+            for j in range(nnz):
+                if slots[j] != NULL:
+                    fobos_clock(slots[j])[0] = now
+        if st.gs != 0.0:
+            if k.max_features > 0:
+                status = make_room(k, kp, xp, nnz, <void**>slots, &st)
+                if status != OK:
+                    break
+            if fobos_insert_new(k, kp, xp, nnz, slots) != 0:
+                status = E_NOMEM
+                break
         fobos_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
@@ -2260,6 +2947,12 @@ cdef int fobos_learn_f64(SGDKernel k, Rows* r, const double* values, double* out
             p = <fobos_slot*>store_find(k.store, cand[j])
             if p != NULL and fobos_prunable(k, p):
                 k.store.remove(<char*>p)
+
+        # With a budget or expiry, the periodic sweep (expired features,
+        # weights that decayed to zero) is due after a count of examples.
+        if sweeping and k.t - k.last_compact_t >= sweep_period(k):
+            fobos_compact(k)
+            k.last_compact_t = k.t
 
         # 6. Every wake_every features, stop early if wake_fd is readable
         # (the daemon's request socket has something: it answers, then
@@ -2286,6 +2979,7 @@ cdef void fobos_margins_f64(SGDKernel k, const int64_t* indptr, Py_ssize_t n_row
     cdef Py_ssize_t i, j
     cdef fobos_slot* p
     cdef double acc, e
+    cdef bint expiring = k.expire_after > 0
     for i in range(n_rows):
         if i + 1 < n_rows:
             for j in range(indptr[i + 1], indptr[i + 2]):
@@ -2293,7 +2987,7 @@ cdef void fobos_margins_f64(SGDKernel k, const int64_t* indptr, Py_ssize_t n_row
         acc = 0.0
         for j in range(indptr[i], indptr[i + 1]):
             p = <fobos_slot*>store_find(k.store, keys[j])
-            if p != NULL:
+            if p != NULL and not (expiring and fobos_expired(k, p)):
                 acc += fobos_weight(k, p) * values[j]
         acc = acc * k.scale + k.intercept
         if probability:
@@ -2306,6 +3000,32 @@ cdef void fobos_margins_f64(SGDKernel k, const int64_t* indptr, Py_ssize_t n_row
         out[i] = acc
 
 # ---- truncated
+
+cdef inline double* truncated_clock(void* p) noexcept nogil:
+    """The clock of the feature's last update: the slot's word after the
+    rule's state (only where the kernel is clocked)."""
+    return <double*>(<char*>p + sizeof(truncated_slot))
+
+
+cdef inline bint truncated_expired(SGDKernel k, void* p) noexcept nogil:
+    """Whether the feature in ``p`` was last updated expire_after or more
+    examples ago: it reads as absent, and leaves the store when found."""
+    return k.expire_after > 0 and <double>k.t - truncated_clock(p)[0] >= <double>k.expire_after
+
+
+cdef truncated_slot* truncated_drop_expired(SGDKernel k, const uint64_t* keys, Py_ssize_t j,
+                                    truncated_slot** slots, truncated_slot* p) noexcept nogil:
+    """Remove the expired slot ``p`` of feature j (it is then a feature
+    never seen) and find the slots of the features before it again (the
+    removal may have moved them).  Returns NULL."""
+    cdef Py_ssize_t i
+    k.store.remove(<char*>p)
+    k.expired += 1
+    for i in range(j):
+        if slots[i] != NULL:
+            slots[i] = <truncated_slot*>store_find(k.store, keys[i])
+    return NULL
+
 
 cdef int truncated_insert_new(SGDKernel k, const uint64_t* keys, const floating* x,
                           Py_ssize_t nnz, truncated_slot** slots) noexcept nogil:
@@ -2330,6 +3050,8 @@ cdef int truncated_insert_new(SGDKernel k, const uint64_t* keys, const floating*
             if p == NULL:
                 return -1
             truncated_init(k, p)
+            if k.clocked:
+                truncated_clock(p)[0] = <double>(k.t + 1)
             moved_end = k.store.shifted_end
             if moved_end == NULL:
                 rebuilt = True
@@ -2349,6 +3071,8 @@ cdef int truncated_insert_new(SGDKernel k, const uint64_t* keys, const floating*
 
 
 cdef double truncated_weight_of(SGDKernel k, char* p) noexcept nogil:
+    if truncated_expired(k, p):
+        return 0.0
     return truncated_weight(k, <truncated_slot*>p)
 
 
@@ -2357,7 +3081,10 @@ cdef void truncated_compact(SGDKernel k) noexcept nogil:
     cdef char* p = k.store.next_live(&cursor)
     cdef bint gone
     while p != NULL:
-        if truncated_DECAYS_WHILE_ABSENT:
+        if truncated_expired(k, p):
+            gone = True
+            k.expired += 1
+        elif truncated_DECAYS_WHILE_ABSENT:
             gone = truncated_weight(k, <truncated_slot*>p) == 0.0
         else:
             gone = truncated_prunable(k, <truncated_slot*>p)
@@ -2382,7 +3109,10 @@ cdef int truncated_learn_f32(SGDKernel k, Rows* r, const float* values, double* 
     cdef truncated_slot* p
     cdef double y, weight, margin, acc, g, max_x, loss_sum = 0.0
     cdef double weight_sum = 0.0, n_correct = 0.0
+    cdef double now
     cdef int status = OK
+    cdef bint expiring = k.expire_after > 0
+    cdef bint sweeping = k.clocked and (expiring or truncated_DECAYS_WHILE_ABSENT)
     st.wnow = <double*>malloc((max_nnz + 1) * sizeof(double))
     st.sgn = <signed char*>malloc(max_nnz + 1)
     st.first = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
@@ -2414,19 +3144,35 @@ cdef int truncated_learn_f32(SGDKernel k, Rows* r, const float* values, double* 
             y = -1.0
         weight = r.weights[i] if r.weights != NULL else 1.0
 
-        # 1-2. Find every present feature once; the margin.
+        # 1-2. Find every present feature once; the margin.  With expiry,
+        # an expired feature leaves the store before it is read (its own
+        # loop, so that the loop without expiry is as it was).
         acc = 0.0
         max_x = 0.0
-        for j in range(nnz):
-            if fabs(xp[j]) > max_x:
-                max_x = fabs(xp[j])
-            p = <truncated_slot*>store_find(k.store, kp[j])
-            slots[j] = p
-            if p != NULL:
-                st.wnow[j] = truncated_weight(k, p)
-                acc += st.wnow[j] * xp[j]
-            else:
-                st.wnow[j] = 0.0
+        if expiring:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <truncated_slot*>store_find(k.store, kp[j])
+                if p != NULL and truncated_expired(k, p):
+                    p = truncated_drop_expired(k, kp, j, slots, p)
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = truncated_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
+        else:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <truncated_slot*>store_find(k.store, kp[j])
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = truncated_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
         margin = acc * k.scale + k.intercept
         if not isfinite(margin):
             status = E_MARGIN
@@ -2449,9 +3195,21 @@ cdef int truncated_learn_f32(SGDKernel k, Rows* r, const float* values, double* 
 
         # 4. The rule's step, after the features it gives a weight have
         # their slots (every rule steps only features with a gradient).
-        if st.gs != 0.0 and truncated_insert_new(k, kp, xp, nnz, slots) != 0:
-            status = E_NOMEM
-            break
+        # With a budget, the example's features are updated now (their
+        # clocks), and room is made for the new ones first.
+        if k.clocked:
+            now = <double>(k.t + 1)
+            for j in range(nnz):
+                if slots[j] != NULL:
+                    truncated_clock(slots[j])[0] = now
+        if st.gs != 0.0:
+            if k.max_features > 0:
+                status = make_room(k, kp, xp, nnz, <void**>slots, &st)
+                if status != OK:
+                    break
+            if truncated_insert_new(k, kp, xp, nnz, slots) != 0:
+                status = E_NOMEM
+                break
         truncated_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
@@ -2471,6 +3229,12 @@ cdef int truncated_learn_f32(SGDKernel k, Rows* r, const float* values, double* 
             p = <truncated_slot*>store_find(k.store, cand[j])
             if p != NULL and truncated_prunable(k, p):
                 k.store.remove(<char*>p)
+
+        # With a budget or expiry, the periodic sweep (expired features,
+        # weights that decayed to zero) is due after a count of examples.
+        if sweeping and k.t - k.last_compact_t >= sweep_period(k):
+            truncated_compact(k)
+            k.last_compact_t = k.t
 
         # 6. Every wake_every features, stop early if wake_fd is readable
         # (the daemon's request socket has something: it answers, then
@@ -2497,6 +3261,7 @@ cdef void truncated_margins_f32(SGDKernel k, const int64_t* indptr, Py_ssize_t n
     cdef Py_ssize_t i, j
     cdef truncated_slot* p
     cdef double acc, e
+    cdef bint expiring = k.expire_after > 0
     for i in range(n_rows):
         if i + 1 < n_rows:
             for j in range(indptr[i + 1], indptr[i + 2]):
@@ -2504,7 +3269,7 @@ cdef void truncated_margins_f32(SGDKernel k, const int64_t* indptr, Py_ssize_t n
         acc = 0.0
         for j in range(indptr[i], indptr[i + 1]):
             p = <truncated_slot*>store_find(k.store, keys[j])
-            if p != NULL:
+            if p != NULL and not (expiring and truncated_expired(k, p)):
                 acc += truncated_weight(k, p) * values[j]
         acc = acc * k.scale + k.intercept
         if probability:
@@ -2531,7 +3296,10 @@ cdef int truncated_learn_f64(SGDKernel k, Rows* r, const double* values, double*
     cdef truncated_slot* p
     cdef double y, weight, margin, acc, g, max_x, loss_sum = 0.0
     cdef double weight_sum = 0.0, n_correct = 0.0
+    cdef double now
     cdef int status = OK
+    cdef bint expiring = k.expire_after > 0
+    cdef bint sweeping = k.clocked and (expiring or truncated_DECAYS_WHILE_ABSENT)
     st.wnow = <double*>malloc((max_nnz + 1) * sizeof(double))
     st.sgn = <signed char*>malloc(max_nnz + 1)
     st.first = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
@@ -2563,19 +3331,35 @@ cdef int truncated_learn_f64(SGDKernel k, Rows* r, const double* values, double*
             y = -1.0
         weight = r.weights[i] if r.weights != NULL else 1.0
 
-        # 1-2. Find every present feature once; the margin.
+        # 1-2. Find every present feature once; the margin.  With expiry,
+        # an expired feature leaves the store before it is read (its own
+        # loop, so that the loop without expiry is as it was).
         acc = 0.0
         max_x = 0.0
-        for j in range(nnz):
-            if fabs(xp[j]) > max_x:
-                max_x = fabs(xp[j])
-            p = <truncated_slot*>store_find(k.store, kp[j])
-            slots[j] = p
-            if p != NULL:
-                st.wnow[j] = truncated_weight(k, p)
-                acc += st.wnow[j] * xp[j]
-            else:
-                st.wnow[j] = 0.0
+        if expiring:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <truncated_slot*>store_find(k.store, kp[j])
+                if p != NULL and truncated_expired(k, p):
+                    p = truncated_drop_expired(k, kp, j, slots, p)
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = truncated_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
+        else:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <truncated_slot*>store_find(k.store, kp[j])
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = truncated_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
         margin = acc * k.scale + k.intercept
         if not isfinite(margin):
             status = E_MARGIN
@@ -2598,9 +3382,21 @@ cdef int truncated_learn_f64(SGDKernel k, Rows* r, const double* values, double*
 
         # 4. The rule's step, after the features it gives a weight have
         # their slots (every rule steps only features with a gradient).
-        if st.gs != 0.0 and truncated_insert_new(k, kp, xp, nnz, slots) != 0:
-            status = E_NOMEM
-            break
+        # With a budget, the example's features are updated now (their
+        # clocks), and room is made for the new ones first.
+        if k.clocked:
+            now = <double>(k.t + 1)
+            for j in range(nnz):
+                if slots[j] != NULL:
+                    truncated_clock(slots[j])[0] = now
+        if st.gs != 0.0:
+            if k.max_features > 0:
+                status = make_room(k, kp, xp, nnz, <void**>slots, &st)
+                if status != OK:
+                    break
+            if truncated_insert_new(k, kp, xp, nnz, slots) != 0:
+                status = E_NOMEM
+                break
         truncated_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
@@ -2620,6 +3416,12 @@ cdef int truncated_learn_f64(SGDKernel k, Rows* r, const double* values, double*
             p = <truncated_slot*>store_find(k.store, cand[j])
             if p != NULL and truncated_prunable(k, p):
                 k.store.remove(<char*>p)
+
+        # With a budget or expiry, the periodic sweep (expired features,
+        # weights that decayed to zero) is due after a count of examples.
+        if sweeping and k.t - k.last_compact_t >= sweep_period(k):
+            truncated_compact(k)
+            k.last_compact_t = k.t
 
         # 6. Every wake_every features, stop early if wake_fd is readable
         # (the daemon's request socket has something: it answers, then
@@ -2646,6 +3448,7 @@ cdef void truncated_margins_f64(SGDKernel k, const int64_t* indptr, Py_ssize_t n
     cdef Py_ssize_t i, j
     cdef truncated_slot* p
     cdef double acc, e
+    cdef bint expiring = k.expire_after > 0
     for i in range(n_rows):
         if i + 1 < n_rows:
             for j in range(indptr[i + 1], indptr[i + 2]):
@@ -2653,7 +3456,7 @@ cdef void truncated_margins_f64(SGDKernel k, const int64_t* indptr, Py_ssize_t n
         acc = 0.0
         for j in range(indptr[i], indptr[i + 1]):
             p = <truncated_slot*>store_find(k.store, keys[j])
-            if p != NULL:
+            if p != NULL and not (expiring and truncated_expired(k, p)):
                 acc += truncated_weight(k, p) * values[j]
         acc = acc * k.scale + k.intercept
         if probability:
@@ -2666,6 +3469,32 @@ cdef void truncated_margins_f64(SGDKernel k, const int64_t* indptr, Py_ssize_t n
         out[i] = acc
 
 # ---- adagrad_fobos
+
+cdef inline double* adagrad_fobos_clock(void* p) noexcept nogil:
+    """The clock of the feature's last update: the slot's word after the
+    rule's state (only where the kernel is clocked)."""
+    return <double*>(<char*>p + sizeof(adagrad_fobos_slot))
+
+
+cdef inline bint adagrad_fobos_expired(SGDKernel k, void* p) noexcept nogil:
+    """Whether the feature in ``p`` was last updated expire_after or more
+    examples ago: it reads as absent, and leaves the store when found."""
+    return k.expire_after > 0 and <double>k.t - adagrad_fobos_clock(p)[0] >= <double>k.expire_after
+
+
+cdef adagrad_fobos_slot* adagrad_fobos_drop_expired(SGDKernel k, const uint64_t* keys, Py_ssize_t j,
+                                    adagrad_fobos_slot** slots, adagrad_fobos_slot* p) noexcept nogil:
+    """Remove the expired slot ``p`` of feature j (it is then a feature
+    never seen) and find the slots of the features before it again (the
+    removal may have moved them).  Returns NULL."""
+    cdef Py_ssize_t i
+    k.store.remove(<char*>p)
+    k.expired += 1
+    for i in range(j):
+        if slots[i] != NULL:
+            slots[i] = <adagrad_fobos_slot*>store_find(k.store, keys[i])
+    return NULL
+
 
 cdef int adagrad_fobos_insert_new(SGDKernel k, const uint64_t* keys, const floating* x,
                           Py_ssize_t nnz, adagrad_fobos_slot** slots) noexcept nogil:
@@ -2690,6 +3519,8 @@ cdef int adagrad_fobos_insert_new(SGDKernel k, const uint64_t* keys, const float
             if p == NULL:
                 return -1
             adagrad_fobos_init(k, p)
+            if k.clocked:
+                adagrad_fobos_clock(p)[0] = <double>(k.t + 1)
             moved_end = k.store.shifted_end
             if moved_end == NULL:
                 rebuilt = True
@@ -2709,6 +3540,8 @@ cdef int adagrad_fobos_insert_new(SGDKernel k, const uint64_t* keys, const float
 
 
 cdef double adagrad_fobos_weight_of(SGDKernel k, char* p) noexcept nogil:
+    if adagrad_fobos_expired(k, p):
+        return 0.0
     return adagrad_fobos_weight(k, <adagrad_fobos_slot*>p)
 
 
@@ -2717,7 +3550,10 @@ cdef void adagrad_fobos_compact(SGDKernel k) noexcept nogil:
     cdef char* p = k.store.next_live(&cursor)
     cdef bint gone
     while p != NULL:
-        if adagrad_fobos_DECAYS_WHILE_ABSENT:
+        if adagrad_fobos_expired(k, p):
+            gone = True
+            k.expired += 1
+        elif adagrad_fobos_DECAYS_WHILE_ABSENT:
             gone = adagrad_fobos_weight(k, <adagrad_fobos_slot*>p) == 0.0
         else:
             gone = adagrad_fobos_prunable(k, <adagrad_fobos_slot*>p)
@@ -2742,7 +3578,10 @@ cdef int adagrad_fobos_learn_f32(SGDKernel k, Rows* r, const float* values, doub
     cdef adagrad_fobos_slot* p
     cdef double y, weight, margin, acc, g, max_x, loss_sum = 0.0
     cdef double weight_sum = 0.0, n_correct = 0.0
+    cdef double now
     cdef int status = OK
+    cdef bint expiring = k.expire_after > 0
+    cdef bint sweeping = k.clocked and (expiring or adagrad_fobos_DECAYS_WHILE_ABSENT)
     st.wnow = <double*>malloc((max_nnz + 1) * sizeof(double))
     st.sgn = <signed char*>malloc(max_nnz + 1)
     st.first = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
@@ -2774,19 +3613,35 @@ cdef int adagrad_fobos_learn_f32(SGDKernel k, Rows* r, const float* values, doub
             y = -1.0
         weight = r.weights[i] if r.weights != NULL else 1.0
 
-        # 1-2. Find every present feature once; the margin.
+        # 1-2. Find every present feature once; the margin.  With expiry,
+        # an expired feature leaves the store before it is read (its own
+        # loop, so that the loop without expiry is as it was).
         acc = 0.0
         max_x = 0.0
-        for j in range(nnz):
-            if fabs(xp[j]) > max_x:
-                max_x = fabs(xp[j])
-            p = <adagrad_fobos_slot*>store_find(k.store, kp[j])
-            slots[j] = p
-            if p != NULL:
-                st.wnow[j] = adagrad_fobos_weight(k, p)
-                acc += st.wnow[j] * xp[j]
-            else:
-                st.wnow[j] = 0.0
+        if expiring:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <adagrad_fobos_slot*>store_find(k.store, kp[j])
+                if p != NULL and adagrad_fobos_expired(k, p):
+                    p = adagrad_fobos_drop_expired(k, kp, j, slots, p)
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = adagrad_fobos_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
+        else:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <adagrad_fobos_slot*>store_find(k.store, kp[j])
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = adagrad_fobos_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
         margin = acc * k.scale + k.intercept
         if not isfinite(margin):
             status = E_MARGIN
@@ -2809,9 +3664,21 @@ cdef int adagrad_fobos_learn_f32(SGDKernel k, Rows* r, const float* values, doub
 
         # 4. The rule's step, after the features it gives a weight have
         # their slots (every rule steps only features with a gradient).
-        if st.gs != 0.0 and adagrad_fobos_insert_new(k, kp, xp, nnz, slots) != 0:
-            status = E_NOMEM
-            break
+        # With a budget, the example's features are updated now (their
+        # clocks), and room is made for the new ones first.
+        if k.clocked:
+            now = <double>(k.t + 1)
+            for j in range(nnz):
+                if slots[j] != NULL:
+                    adagrad_fobos_clock(slots[j])[0] = now
+        if st.gs != 0.0:
+            if k.max_features > 0:
+                status = make_room(k, kp, xp, nnz, <void**>slots, &st)
+                if status != OK:
+                    break
+            if adagrad_fobos_insert_new(k, kp, xp, nnz, slots) != 0:
+                status = E_NOMEM
+                break
         adagrad_fobos_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
@@ -2831,6 +3698,12 @@ cdef int adagrad_fobos_learn_f32(SGDKernel k, Rows* r, const float* values, doub
             p = <adagrad_fobos_slot*>store_find(k.store, cand[j])
             if p != NULL and adagrad_fobos_prunable(k, p):
                 k.store.remove(<char*>p)
+
+        # With a budget or expiry, the periodic sweep (expired features,
+        # weights that decayed to zero) is due after a count of examples.
+        if sweeping and k.t - k.last_compact_t >= sweep_period(k):
+            adagrad_fobos_compact(k)
+            k.last_compact_t = k.t
 
         # 6. Every wake_every features, stop early if wake_fd is readable
         # (the daemon's request socket has something: it answers, then
@@ -2857,6 +3730,7 @@ cdef void adagrad_fobos_margins_f32(SGDKernel k, const int64_t* indptr, Py_ssize
     cdef Py_ssize_t i, j
     cdef adagrad_fobos_slot* p
     cdef double acc, e
+    cdef bint expiring = k.expire_after > 0
     for i in range(n_rows):
         if i + 1 < n_rows:
             for j in range(indptr[i + 1], indptr[i + 2]):
@@ -2864,7 +3738,7 @@ cdef void adagrad_fobos_margins_f32(SGDKernel k, const int64_t* indptr, Py_ssize
         acc = 0.0
         for j in range(indptr[i], indptr[i + 1]):
             p = <adagrad_fobos_slot*>store_find(k.store, keys[j])
-            if p != NULL:
+            if p != NULL and not (expiring and adagrad_fobos_expired(k, p)):
                 acc += adagrad_fobos_weight(k, p) * values[j]
         acc = acc * k.scale + k.intercept
         if probability:
@@ -2891,7 +3765,10 @@ cdef int adagrad_fobos_learn_f64(SGDKernel k, Rows* r, const double* values, dou
     cdef adagrad_fobos_slot* p
     cdef double y, weight, margin, acc, g, max_x, loss_sum = 0.0
     cdef double weight_sum = 0.0, n_correct = 0.0
+    cdef double now
     cdef int status = OK
+    cdef bint expiring = k.expire_after > 0
+    cdef bint sweeping = k.clocked and (expiring or adagrad_fobos_DECAYS_WHILE_ABSENT)
     st.wnow = <double*>malloc((max_nnz + 1) * sizeof(double))
     st.sgn = <signed char*>malloc(max_nnz + 1)
     st.first = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
@@ -2923,19 +3800,35 @@ cdef int adagrad_fobos_learn_f64(SGDKernel k, Rows* r, const double* values, dou
             y = -1.0
         weight = r.weights[i] if r.weights != NULL else 1.0
 
-        # 1-2. Find every present feature once; the margin.
+        # 1-2. Find every present feature once; the margin.  With expiry,
+        # an expired feature leaves the store before it is read (its own
+        # loop, so that the loop without expiry is as it was).
         acc = 0.0
         max_x = 0.0
-        for j in range(nnz):
-            if fabs(xp[j]) > max_x:
-                max_x = fabs(xp[j])
-            p = <adagrad_fobos_slot*>store_find(k.store, kp[j])
-            slots[j] = p
-            if p != NULL:
-                st.wnow[j] = adagrad_fobos_weight(k, p)
-                acc += st.wnow[j] * xp[j]
-            else:
-                st.wnow[j] = 0.0
+        if expiring:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <adagrad_fobos_slot*>store_find(k.store, kp[j])
+                if p != NULL and adagrad_fobos_expired(k, p):
+                    p = adagrad_fobos_drop_expired(k, kp, j, slots, p)
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = adagrad_fobos_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
+        else:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <adagrad_fobos_slot*>store_find(k.store, kp[j])
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = adagrad_fobos_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
         margin = acc * k.scale + k.intercept
         if not isfinite(margin):
             status = E_MARGIN
@@ -2958,9 +3851,21 @@ cdef int adagrad_fobos_learn_f64(SGDKernel k, Rows* r, const double* values, dou
 
         # 4. The rule's step, after the features it gives a weight have
         # their slots (every rule steps only features with a gradient).
-        if st.gs != 0.0 and adagrad_fobos_insert_new(k, kp, xp, nnz, slots) != 0:
-            status = E_NOMEM
-            break
+        # With a budget, the example's features are updated now (their
+        # clocks), and room is made for the new ones first.
+        if k.clocked:
+            now = <double>(k.t + 1)
+            for j in range(nnz):
+                if slots[j] != NULL:
+                    adagrad_fobos_clock(slots[j])[0] = now
+        if st.gs != 0.0:
+            if k.max_features > 0:
+                status = make_room(k, kp, xp, nnz, <void**>slots, &st)
+                if status != OK:
+                    break
+            if adagrad_fobos_insert_new(k, kp, xp, nnz, slots) != 0:
+                status = E_NOMEM
+                break
         adagrad_fobos_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
@@ -2980,6 +3885,12 @@ cdef int adagrad_fobos_learn_f64(SGDKernel k, Rows* r, const double* values, dou
             p = <adagrad_fobos_slot*>store_find(k.store, cand[j])
             if p != NULL and adagrad_fobos_prunable(k, p):
                 k.store.remove(<char*>p)
+
+        # With a budget or expiry, the periodic sweep (expired features,
+        # weights that decayed to zero) is due after a count of examples.
+        if sweeping and k.t - k.last_compact_t >= sweep_period(k):
+            adagrad_fobos_compact(k)
+            k.last_compact_t = k.t
 
         # 6. Every wake_every features, stop early if wake_fd is readable
         # (the daemon's request socket has something: it answers, then
@@ -3006,6 +3917,7 @@ cdef void adagrad_fobos_margins_f64(SGDKernel k, const int64_t* indptr, Py_ssize
     cdef Py_ssize_t i, j
     cdef adagrad_fobos_slot* p
     cdef double acc, e
+    cdef bint expiring = k.expire_after > 0
     for i in range(n_rows):
         if i + 1 < n_rows:
             for j in range(indptr[i + 1], indptr[i + 2]):
@@ -3013,7 +3925,7 @@ cdef void adagrad_fobos_margins_f64(SGDKernel k, const int64_t* indptr, Py_ssize
         acc = 0.0
         for j in range(indptr[i], indptr[i + 1]):
             p = <adagrad_fobos_slot*>store_find(k.store, keys[j])
-            if p != NULL:
+            if p != NULL and not (expiring and adagrad_fobos_expired(k, p)):
                 acc += adagrad_fobos_weight(k, p) * values[j]
         acc = acc * k.scale + k.intercept
         if probability:
@@ -3026,6 +3938,32 @@ cdef void adagrad_fobos_margins_f64(SGDKernel k, const int64_t* indptr, Py_ssize
         out[i] = acc
 
 # ---- ftrl
+
+cdef inline double* ftrl_clock(void* p) noexcept nogil:
+    """The clock of the feature's last update: the slot's word after the
+    rule's state (only where the kernel is clocked)."""
+    return <double*>(<char*>p + sizeof(ftrl_slot))
+
+
+cdef inline bint ftrl_expired(SGDKernel k, void* p) noexcept nogil:
+    """Whether the feature in ``p`` was last updated expire_after or more
+    examples ago: it reads as absent, and leaves the store when found."""
+    return k.expire_after > 0 and <double>k.t - ftrl_clock(p)[0] >= <double>k.expire_after
+
+
+cdef ftrl_slot* ftrl_drop_expired(SGDKernel k, const uint64_t* keys, Py_ssize_t j,
+                                    ftrl_slot** slots, ftrl_slot* p) noexcept nogil:
+    """Remove the expired slot ``p`` of feature j (it is then a feature
+    never seen) and find the slots of the features before it again (the
+    removal may have moved them).  Returns NULL."""
+    cdef Py_ssize_t i
+    k.store.remove(<char*>p)
+    k.expired += 1
+    for i in range(j):
+        if slots[i] != NULL:
+            slots[i] = <ftrl_slot*>store_find(k.store, keys[i])
+    return NULL
+
 
 cdef int ftrl_insert_new(SGDKernel k, const uint64_t* keys, const floating* x,
                           Py_ssize_t nnz, ftrl_slot** slots) noexcept nogil:
@@ -3050,6 +3988,8 @@ cdef int ftrl_insert_new(SGDKernel k, const uint64_t* keys, const floating* x,
             if p == NULL:
                 return -1
             ftrl_init(k, p)
+            if k.clocked:
+                ftrl_clock(p)[0] = <double>(k.t + 1)
             moved_end = k.store.shifted_end
             if moved_end == NULL:
                 rebuilt = True
@@ -3069,6 +4009,8 @@ cdef int ftrl_insert_new(SGDKernel k, const uint64_t* keys, const floating* x,
 
 
 cdef double ftrl_weight_of(SGDKernel k, char* p) noexcept nogil:
+    if ftrl_expired(k, p):
+        return 0.0
     return ftrl_weight(k, <ftrl_slot*>p)
 
 
@@ -3077,7 +4019,10 @@ cdef void ftrl_compact(SGDKernel k) noexcept nogil:
     cdef char* p = k.store.next_live(&cursor)
     cdef bint gone
     while p != NULL:
-        if ftrl_DECAYS_WHILE_ABSENT:
+        if ftrl_expired(k, p):
+            gone = True
+            k.expired += 1
+        elif ftrl_DECAYS_WHILE_ABSENT:
             gone = ftrl_weight(k, <ftrl_slot*>p) == 0.0
         else:
             gone = ftrl_prunable(k, <ftrl_slot*>p)
@@ -3102,7 +4047,10 @@ cdef int ftrl_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
     cdef ftrl_slot* p
     cdef double y, weight, margin, acc, g, max_x, loss_sum = 0.0
     cdef double weight_sum = 0.0, n_correct = 0.0
+    cdef double now
     cdef int status = OK
+    cdef bint expiring = k.expire_after > 0
+    cdef bint sweeping = k.clocked and (expiring or ftrl_DECAYS_WHILE_ABSENT)
     st.wnow = <double*>malloc((max_nnz + 1) * sizeof(double))
     st.sgn = <signed char*>malloc(max_nnz + 1)
     st.first = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
@@ -3134,19 +4082,35 @@ cdef int ftrl_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
             y = -1.0
         weight = r.weights[i] if r.weights != NULL else 1.0
 
-        # 1-2. Find every present feature once; the margin.
+        # 1-2. Find every present feature once; the margin.  With expiry,
+        # an expired feature leaves the store before it is read (its own
+        # loop, so that the loop without expiry is as it was).
         acc = 0.0
         max_x = 0.0
-        for j in range(nnz):
-            if fabs(xp[j]) > max_x:
-                max_x = fabs(xp[j])
-            p = <ftrl_slot*>store_find(k.store, kp[j])
-            slots[j] = p
-            if p != NULL:
-                st.wnow[j] = ftrl_weight(k, p)
-                acc += st.wnow[j] * xp[j]
-            else:
-                st.wnow[j] = 0.0
+        if expiring:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <ftrl_slot*>store_find(k.store, kp[j])
+                if p != NULL and ftrl_expired(k, p):
+                    p = ftrl_drop_expired(k, kp, j, slots, p)
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = ftrl_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
+        else:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <ftrl_slot*>store_find(k.store, kp[j])
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = ftrl_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
         margin = acc * k.scale + k.intercept
         if not isfinite(margin):
             status = E_MARGIN
@@ -3169,9 +4133,21 @@ cdef int ftrl_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
 
         # 4. The rule's step, after the features it gives a weight have
         # their slots (every rule steps only features with a gradient).
-        if st.gs != 0.0 and ftrl_insert_new(k, kp, xp, nnz, slots) != 0:
-            status = E_NOMEM
-            break
+        # With a budget, the example's features are updated now (their
+        # clocks), and room is made for the new ones first.
+        if k.clocked:
+            now = <double>(k.t + 1)
+            for j in range(nnz):
+                if slots[j] != NULL:
+                    ftrl_clock(slots[j])[0] = now
+        if st.gs != 0.0:
+            if k.max_features > 0:
+                status = make_room(k, kp, xp, nnz, <void**>slots, &st)
+                if status != OK:
+                    break
+            if ftrl_insert_new(k, kp, xp, nnz, slots) != 0:
+                status = E_NOMEM
+                break
         ftrl_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
@@ -3191,6 +4167,12 @@ cdef int ftrl_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
             p = <ftrl_slot*>store_find(k.store, cand[j])
             if p != NULL and ftrl_prunable(k, p):
                 k.store.remove(<char*>p)
+
+        # With a budget or expiry, the periodic sweep (expired features,
+        # weights that decayed to zero) is due after a count of examples.
+        if sweeping and k.t - k.last_compact_t >= sweep_period(k):
+            ftrl_compact(k)
+            k.last_compact_t = k.t
 
         # 6. Every wake_every features, stop early if wake_fd is readable
         # (the daemon's request socket has something: it answers, then
@@ -3217,6 +4199,7 @@ cdef void ftrl_margins_f32(SGDKernel k, const int64_t* indptr, Py_ssize_t n_rows
     cdef Py_ssize_t i, j
     cdef ftrl_slot* p
     cdef double acc, e
+    cdef bint expiring = k.expire_after > 0
     for i in range(n_rows):
         if i + 1 < n_rows:
             for j in range(indptr[i + 1], indptr[i + 2]):
@@ -3224,7 +4207,7 @@ cdef void ftrl_margins_f32(SGDKernel k, const int64_t* indptr, Py_ssize_t n_rows
         acc = 0.0
         for j in range(indptr[i], indptr[i + 1]):
             p = <ftrl_slot*>store_find(k.store, keys[j])
-            if p != NULL:
+            if p != NULL and not (expiring and ftrl_expired(k, p)):
                 acc += ftrl_weight(k, p) * values[j]
         acc = acc * k.scale + k.intercept
         if probability:
@@ -3251,7 +4234,10 @@ cdef int ftrl_learn_f64(SGDKernel k, Rows* r, const double* values, double* out,
     cdef ftrl_slot* p
     cdef double y, weight, margin, acc, g, max_x, loss_sum = 0.0
     cdef double weight_sum = 0.0, n_correct = 0.0
+    cdef double now
     cdef int status = OK
+    cdef bint expiring = k.expire_after > 0
+    cdef bint sweeping = k.clocked and (expiring or ftrl_DECAYS_WHILE_ABSENT)
     st.wnow = <double*>malloc((max_nnz + 1) * sizeof(double))
     st.sgn = <signed char*>malloc(max_nnz + 1)
     st.first = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
@@ -3283,19 +4269,35 @@ cdef int ftrl_learn_f64(SGDKernel k, Rows* r, const double* values, double* out,
             y = -1.0
         weight = r.weights[i] if r.weights != NULL else 1.0
 
-        # 1-2. Find every present feature once; the margin.
+        # 1-2. Find every present feature once; the margin.  With expiry,
+        # an expired feature leaves the store before it is read (its own
+        # loop, so that the loop without expiry is as it was).
         acc = 0.0
         max_x = 0.0
-        for j in range(nnz):
-            if fabs(xp[j]) > max_x:
-                max_x = fabs(xp[j])
-            p = <ftrl_slot*>store_find(k.store, kp[j])
-            slots[j] = p
-            if p != NULL:
-                st.wnow[j] = ftrl_weight(k, p)
-                acc += st.wnow[j] * xp[j]
-            else:
-                st.wnow[j] = 0.0
+        if expiring:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <ftrl_slot*>store_find(k.store, kp[j])
+                if p != NULL and ftrl_expired(k, p):
+                    p = ftrl_drop_expired(k, kp, j, slots, p)
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = ftrl_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
+        else:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <ftrl_slot*>store_find(k.store, kp[j])
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = ftrl_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
         margin = acc * k.scale + k.intercept
         if not isfinite(margin):
             status = E_MARGIN
@@ -3318,9 +4320,21 @@ cdef int ftrl_learn_f64(SGDKernel k, Rows* r, const double* values, double* out,
 
         # 4. The rule's step, after the features it gives a weight have
         # their slots (every rule steps only features with a gradient).
-        if st.gs != 0.0 and ftrl_insert_new(k, kp, xp, nnz, slots) != 0:
-            status = E_NOMEM
-            break
+        # With a budget, the example's features are updated now (their
+        # clocks), and room is made for the new ones first.
+        if k.clocked:
+            now = <double>(k.t + 1)
+            for j in range(nnz):
+                if slots[j] != NULL:
+                    ftrl_clock(slots[j])[0] = now
+        if st.gs != 0.0:
+            if k.max_features > 0:
+                status = make_room(k, kp, xp, nnz, <void**>slots, &st)
+                if status != OK:
+                    break
+            if ftrl_insert_new(k, kp, xp, nnz, slots) != 0:
+                status = E_NOMEM
+                break
         ftrl_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
@@ -3340,6 +4354,12 @@ cdef int ftrl_learn_f64(SGDKernel k, Rows* r, const double* values, double* out,
             p = <ftrl_slot*>store_find(k.store, cand[j])
             if p != NULL and ftrl_prunable(k, p):
                 k.store.remove(<char*>p)
+
+        # With a budget or expiry, the periodic sweep (expired features,
+        # weights that decayed to zero) is due after a count of examples.
+        if sweeping and k.t - k.last_compact_t >= sweep_period(k):
+            ftrl_compact(k)
+            k.last_compact_t = k.t
 
         # 6. Every wake_every features, stop early if wake_fd is readable
         # (the daemon's request socket has something: it answers, then
@@ -3366,6 +4386,7 @@ cdef void ftrl_margins_f64(SGDKernel k, const int64_t* indptr, Py_ssize_t n_rows
     cdef Py_ssize_t i, j
     cdef ftrl_slot* p
     cdef double acc, e
+    cdef bint expiring = k.expire_after > 0
     for i in range(n_rows):
         if i + 1 < n_rows:
             for j in range(indptr[i + 1], indptr[i + 2]):
@@ -3373,7 +4394,7 @@ cdef void ftrl_margins_f64(SGDKernel k, const int64_t* indptr, Py_ssize_t n_rows
         acc = 0.0
         for j in range(indptr[i], indptr[i + 1]):
             p = <ftrl_slot*>store_find(k.store, keys[j])
-            if p != NULL:
+            if p != NULL and not (expiring and ftrl_expired(k, p)):
                 acc += ftrl_weight(k, p) * values[j]
         acc = acc * k.scale + k.intercept
         if probability:
@@ -3386,6 +4407,32 @@ cdef void ftrl_margins_f64(SGDKernel k, const int64_t* indptr, Py_ssize_t n_rows
         out[i] = acc
 
 # ---- spred
+
+cdef inline double* spred_clock(void* p) noexcept nogil:
+    """The clock of the feature's last update: the slot's word after the
+    rule's state (only where the kernel is clocked)."""
+    return <double*>(<char*>p + sizeof(spred_slot))
+
+
+cdef inline bint spred_expired(SGDKernel k, void* p) noexcept nogil:
+    """Whether the feature in ``p`` was last updated expire_after or more
+    examples ago: it reads as absent, and leaves the store when found."""
+    return k.expire_after > 0 and <double>k.t - spred_clock(p)[0] >= <double>k.expire_after
+
+
+cdef spred_slot* spred_drop_expired(SGDKernel k, const uint64_t* keys, Py_ssize_t j,
+                                    spred_slot** slots, spred_slot* p) noexcept nogil:
+    """Remove the expired slot ``p`` of feature j (it is then a feature
+    never seen) and find the slots of the features before it again (the
+    removal may have moved them).  Returns NULL."""
+    cdef Py_ssize_t i
+    k.store.remove(<char*>p)
+    k.expired += 1
+    for i in range(j):
+        if slots[i] != NULL:
+            slots[i] = <spred_slot*>store_find(k.store, keys[i])
+    return NULL
+
 
 cdef int spred_insert_new(SGDKernel k, const uint64_t* keys, const floating* x,
                           Py_ssize_t nnz, spred_slot** slots) noexcept nogil:
@@ -3410,6 +4457,8 @@ cdef int spred_insert_new(SGDKernel k, const uint64_t* keys, const floating* x,
             if p == NULL:
                 return -1
             spred_init(k, p)
+            if k.clocked:
+                spred_clock(p)[0] = <double>(k.t + 1)
             moved_end = k.store.shifted_end
             if moved_end == NULL:
                 rebuilt = True
@@ -3429,6 +4478,8 @@ cdef int spred_insert_new(SGDKernel k, const uint64_t* keys, const floating* x,
 
 
 cdef double spred_weight_of(SGDKernel k, char* p) noexcept nogil:
+    if spred_expired(k, p):
+        return 0.0
     return spred_weight(k, <spred_slot*>p)
 
 
@@ -3437,7 +4488,10 @@ cdef void spred_compact(SGDKernel k) noexcept nogil:
     cdef char* p = k.store.next_live(&cursor)
     cdef bint gone
     while p != NULL:
-        if spred_DECAYS_WHILE_ABSENT:
+        if spred_expired(k, p):
+            gone = True
+            k.expired += 1
+        elif spred_DECAYS_WHILE_ABSENT:
             gone = spred_weight(k, <spred_slot*>p) == 0.0
         else:
             gone = spred_prunable(k, <spred_slot*>p)
@@ -3462,7 +4516,10 @@ cdef int spred_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
     cdef spred_slot* p
     cdef double y, weight, margin, acc, g, max_x, loss_sum = 0.0
     cdef double weight_sum = 0.0, n_correct = 0.0
+    cdef double now
     cdef int status = OK
+    cdef bint expiring = k.expire_after > 0
+    cdef bint sweeping = k.clocked and (expiring or spred_DECAYS_WHILE_ABSENT)
     st.wnow = <double*>malloc((max_nnz + 1) * sizeof(double))
     st.sgn = <signed char*>malloc(max_nnz + 1)
     st.first = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
@@ -3494,19 +4551,35 @@ cdef int spred_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
             y = -1.0
         weight = r.weights[i] if r.weights != NULL else 1.0
 
-        # 1-2. Find every present feature once; the margin.
+        # 1-2. Find every present feature once; the margin.  With expiry,
+        # an expired feature leaves the store before it is read (its own
+        # loop, so that the loop without expiry is as it was).
         acc = 0.0
         max_x = 0.0
-        for j in range(nnz):
-            if fabs(xp[j]) > max_x:
-                max_x = fabs(xp[j])
-            p = <spred_slot*>store_find(k.store, kp[j])
-            slots[j] = p
-            if p != NULL:
-                st.wnow[j] = spred_weight(k, p)
-                acc += st.wnow[j] * xp[j]
-            else:
-                st.wnow[j] = 0.0
+        if expiring:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <spred_slot*>store_find(k.store, kp[j])
+                if p != NULL and spred_expired(k, p):
+                    p = spred_drop_expired(k, kp, j, slots, p)
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = spred_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
+        else:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <spred_slot*>store_find(k.store, kp[j])
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = spred_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
         margin = acc * k.scale + k.intercept
         if not isfinite(margin):
             status = E_MARGIN
@@ -3529,9 +4602,21 @@ cdef int spred_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
 
         # 4. The rule's step, after the features it gives a weight have
         # their slots (every rule steps only features with a gradient).
-        if st.gs != 0.0 and spred_insert_new(k, kp, xp, nnz, slots) != 0:
-            status = E_NOMEM
-            break
+        # With a budget, the example's features are updated now (their
+        # clocks), and room is made for the new ones first.
+        if k.clocked:
+            now = <double>(k.t + 1)
+            for j in range(nnz):
+                if slots[j] != NULL:
+                    spred_clock(slots[j])[0] = now
+        if st.gs != 0.0:
+            if k.max_features > 0:
+                status = make_room(k, kp, xp, nnz, <void**>slots, &st)
+                if status != OK:
+                    break
+            if spred_insert_new(k, kp, xp, nnz, slots) != 0:
+                status = E_NOMEM
+                break
         spred_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
@@ -3551,6 +4636,12 @@ cdef int spred_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
             p = <spred_slot*>store_find(k.store, cand[j])
             if p != NULL and spred_prunable(k, p):
                 k.store.remove(<char*>p)
+
+        # With a budget or expiry, the periodic sweep (expired features,
+        # weights that decayed to zero) is due after a count of examples.
+        if sweeping and k.t - k.last_compact_t >= sweep_period(k):
+            spred_compact(k)
+            k.last_compact_t = k.t
 
         # 6. Every wake_every features, stop early if wake_fd is readable
         # (the daemon's request socket has something: it answers, then
@@ -3577,6 +4668,7 @@ cdef void spred_margins_f32(SGDKernel k, const int64_t* indptr, Py_ssize_t n_row
     cdef Py_ssize_t i, j
     cdef spred_slot* p
     cdef double acc, e
+    cdef bint expiring = k.expire_after > 0
     for i in range(n_rows):
         if i + 1 < n_rows:
             for j in range(indptr[i + 1], indptr[i + 2]):
@@ -3584,7 +4676,7 @@ cdef void spred_margins_f32(SGDKernel k, const int64_t* indptr, Py_ssize_t n_row
         acc = 0.0
         for j in range(indptr[i], indptr[i + 1]):
             p = <spred_slot*>store_find(k.store, keys[j])
-            if p != NULL:
+            if p != NULL and not (expiring and spred_expired(k, p)):
                 acc += spred_weight(k, p) * values[j]
         acc = acc * k.scale + k.intercept
         if probability:
@@ -3611,7 +4703,10 @@ cdef int spred_learn_f64(SGDKernel k, Rows* r, const double* values, double* out
     cdef spred_slot* p
     cdef double y, weight, margin, acc, g, max_x, loss_sum = 0.0
     cdef double weight_sum = 0.0, n_correct = 0.0
+    cdef double now
     cdef int status = OK
+    cdef bint expiring = k.expire_after > 0
+    cdef bint sweeping = k.clocked and (expiring or spred_DECAYS_WHILE_ABSENT)
     st.wnow = <double*>malloc((max_nnz + 1) * sizeof(double))
     st.sgn = <signed char*>malloc(max_nnz + 1)
     st.first = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
@@ -3643,19 +4738,35 @@ cdef int spred_learn_f64(SGDKernel k, Rows* r, const double* values, double* out
             y = -1.0
         weight = r.weights[i] if r.weights != NULL else 1.0
 
-        # 1-2. Find every present feature once; the margin.
+        # 1-2. Find every present feature once; the margin.  With expiry,
+        # an expired feature leaves the store before it is read (its own
+        # loop, so that the loop without expiry is as it was).
         acc = 0.0
         max_x = 0.0
-        for j in range(nnz):
-            if fabs(xp[j]) > max_x:
-                max_x = fabs(xp[j])
-            p = <spred_slot*>store_find(k.store, kp[j])
-            slots[j] = p
-            if p != NULL:
-                st.wnow[j] = spred_weight(k, p)
-                acc += st.wnow[j] * xp[j]
-            else:
-                st.wnow[j] = 0.0
+        if expiring:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <spred_slot*>store_find(k.store, kp[j])
+                if p != NULL and spred_expired(k, p):
+                    p = spred_drop_expired(k, kp, j, slots, p)
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = spred_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
+        else:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <spred_slot*>store_find(k.store, kp[j])
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = spred_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
         margin = acc * k.scale + k.intercept
         if not isfinite(margin):
             status = E_MARGIN
@@ -3678,9 +4789,21 @@ cdef int spred_learn_f64(SGDKernel k, Rows* r, const double* values, double* out
 
         # 4. The rule's step, after the features it gives a weight have
         # their slots (every rule steps only features with a gradient).
-        if st.gs != 0.0 and spred_insert_new(k, kp, xp, nnz, slots) != 0:
-            status = E_NOMEM
-            break
+        # With a budget, the example's features are updated now (their
+        # clocks), and room is made for the new ones first.
+        if k.clocked:
+            now = <double>(k.t + 1)
+            for j in range(nnz):
+                if slots[j] != NULL:
+                    spred_clock(slots[j])[0] = now
+        if st.gs != 0.0:
+            if k.max_features > 0:
+                status = make_room(k, kp, xp, nnz, <void**>slots, &st)
+                if status != OK:
+                    break
+            if spred_insert_new(k, kp, xp, nnz, slots) != 0:
+                status = E_NOMEM
+                break
         spred_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
@@ -3700,6 +4823,12 @@ cdef int spred_learn_f64(SGDKernel k, Rows* r, const double* values, double* out
             p = <spred_slot*>store_find(k.store, cand[j])
             if p != NULL and spred_prunable(k, p):
                 k.store.remove(<char*>p)
+
+        # With a budget or expiry, the periodic sweep (expired features,
+        # weights that decayed to zero) is due after a count of examples.
+        if sweeping and k.t - k.last_compact_t >= sweep_period(k):
+            spred_compact(k)
+            k.last_compact_t = k.t
 
         # 6. Every wake_every features, stop early if wake_fd is readable
         # (the daemon's request socket has something: it answers, then
@@ -3726,6 +4855,7 @@ cdef void spred_margins_f64(SGDKernel k, const int64_t* indptr, Py_ssize_t n_row
     cdef Py_ssize_t i, j
     cdef spred_slot* p
     cdef double acc, e
+    cdef bint expiring = k.expire_after > 0
     for i in range(n_rows):
         if i + 1 < n_rows:
             for j in range(indptr[i + 1], indptr[i + 2]):
@@ -3733,7 +4863,7 @@ cdef void spred_margins_f64(SGDKernel k, const int64_t* indptr, Py_ssize_t n_row
         acc = 0.0
         for j in range(indptr[i], indptr[i + 1]):
             p = <spred_slot*>store_find(k.store, keys[j])
-            if p != NULL:
+            if p != NULL and not (expiring and spred_expired(k, p)):
                 acc += spred_weight(k, p) * values[j]
         acc = acc * k.scale + k.intercept
         if probability:

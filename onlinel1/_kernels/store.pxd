@@ -5,7 +5,9 @@
 from libc.stdint cimport uint64_t
 
 cdef enum:
-    STORE_MAX_AUX = 2
+    # The rule's state values (at most 2) and, with a memory budget or
+    # expiry, the clock of the feature's last update.
+    STORE_MAX_AUX = 3
 
 cdef extern from *:
     """
@@ -29,6 +31,10 @@ cdef class WeightStore:
     cdef Py_ssize_t total
     cdef readonly Py_ssize_t slot_size
     cdef readonly int n_aux
+    # With a memory budget or expiry (docs/algorithms.md, "The memory
+    # budget"): the slot's last word is the example count of the feature's
+    # last update, and clock_word is its index (0: no clock).
+    cdef readonly int clock_word
     cdef readonly Py_ssize_t n        # live features, the zero key included
     cdef bint has_zero
     cdef double zero_slot[2 + STORE_MAX_AUX]
@@ -43,6 +49,8 @@ cdef class WeightStore:
     cdef char* insert_new(self, uint64_t key) noexcept nogil
     cdef void remove(self, char* slot) noexcept nogil
     cdef char* next_live(self, Py_ssize_t* cursor) noexcept nogil
+    cdef Py_ssize_t evict_oldest(self, Py_ssize_t count, double newest, double expired_upto,
+                                 double* floor, Py_ssize_t* n_expired) noexcept nogil
     cdef int shrink_to_fit(self) noexcept nogil
     cdef int _rebuild(self, Py_ssize_t capacity) noexcept nogil
     cdef int _rebuild_into(self, Py_ssize_t capacity, Py_ssize_t overflow) noexcept nogil

@@ -39,7 +39,7 @@ memory) are reported by return codes and turned into Python exceptions by
 the caller.  Slot addresses stay valid until the next ``reserve`` (which
 may grow the table), ``insert_new`` or ``remove`` (which shift slots).
 """
-from libc.stdint cimport uint64_t
+from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy, memmove, memset
 
@@ -69,6 +69,8 @@ cdef Py_ssize_t SHRINK_LOAD_DEN = 10
 cdef Py_ssize_t SMALL_CAPACITY = 1 << 17  # below: grow past 1/2, build at 1/3, shrink under 1/10
 cdef size_t MAP_THRESHOLD = 4 << 20     # bytes: map (huge pages) from here on
 cdef size_t HUGE_PAGE = 2 << 20
+# evict_oldest's histogram of clocks: at most this many buckets (4 MiB).
+cdef int64_t EVICT_BUCKETS = 1 << 20
 
 
 cdef inline Py_ssize_t capacity_for(Py_ssize_t n) noexcept nogil:
@@ -134,16 +136,20 @@ cdef class WeightStore:
     """Open-addressing hash table from uint64 keys to (weight, state) slots.
 
     ``WeightStore(n_aux)`` holds a weight and ``n_aux`` (0 to 2) extra
-    float64 state values per key.  The Python methods (``get``, ``set``,
+    float64 state values per key.  ``WeightStore(n_aux, clocked=True)``
+    adds one more, last: the clock of the feature's last update (an
+    example count, for the memory budget and expiry; ``evict_oldest``),
+    which the Python methods treat as state column ``n_aux + 1``.  The Python methods (``get``, ``set``,
     ``delete``, ``export``, ``column_chunks``, ``load``) are for tests,
     state and inspection; the kernels use the ``cdef`` functions directly.
     """
 
-    def __cinit__(self, int n_aux=0):
-        if n_aux < 0 or n_aux > STORE_MAX_AUX:
-            raise ValueError(f"n_aux must be between 0 and {STORE_MAX_AUX}, got {n_aux}")
-        self.n_aux = n_aux
-        self.slot_size = 8 * (2 + n_aux)
+    def __cinit__(self, int n_aux=0, bint clocked=False):
+        if n_aux < 0 or n_aux > STORE_MAX_AUX - 1:    # the last word is the clock's
+            raise ValueError(f"n_aux must be between 0 and {STORE_MAX_AUX - 1}, got {n_aux}")
+        self.n_aux = n_aux + clocked
+        self.clock_word = 1 + self.n_aux if clocked else 0
+        self.slot_size = 8 * (2 + self.n_aux)
         self.n = 0
         self.has_zero = False
         memset(self.zero_slot, 0, sizeof(self.zero_slot))
@@ -262,6 +268,87 @@ cdef class WeightStore:
                 return <char*>self.zero_slot
         cursor[0] = self.total + 1
         return NULL
+
+    cdef Py_ssize_t evict_oldest(self, Py_ssize_t count, double newest, double expired_upto,
+                                 double* floor, Py_ssize_t* n_expired) noexcept nogil:
+        """Remove the ``count`` slots that come first in the order (clock,
+        hash) among those whose clock is below ``newest`` (the features of
+        the example being learned have clock ``newest`` and stay); return
+        how many were removed (``count``, fewer only if there are not that
+        many), or -1 when memory runs out (nothing removed).
+        ``n_expired`` counts the removed whose clock is at most
+        ``expired_upto``.  ``floor`` is a lower bound of the clocks below
+        ``newest`` (0 is always one); it is raised to the clock of the last
+        slot removed.  docs/algorithms.md, "The memory budget".
+
+        A counting selection: a histogram of the clocks in [lo, hi] (at
+        most EVICT_BUCKETS buckets) finds the bucket of the count-th
+        smallest clock, and is narrowed to it until a bucket is one clock
+        value c (one pass when the clocks span at most EVICT_BUCKETS
+        examples).  Then one pass removes every slot with a clock below c
+        and, walking in ascending hash (the table's order, the zero key
+        first), the first ones with clock c."""
+        cdef int cw = self.clock_word
+        cdef Py_ssize_t size = self.slot_size
+        cdef int64_t lo, hi, span, width, c, nb, b, i
+        cdef Py_ssize_t need = count, cum, removed = 0, taken = 0, expired = 0
+        cdef uint32_t* hist
+        cdef char* p
+        cdef double* zero = self.zero_slot
+        if count <= 0 or cw == 0:
+            return 0
+        lo = <int64_t>floor[0]
+        hi = <int64_t>newest - 1
+        while hi > lo:
+            span = hi - lo + 1
+            width = (span + EVICT_BUCKETS - 1) // EVICT_BUCKETS
+            nb = (span + width - 1) // width
+            hist = <uint32_t*>calloc(nb, sizeof(uint32_t))
+            if hist == NULL:
+                return -1
+            if self.has_zero:
+                c = <int64_t>zero[cw]
+                if lo <= c <= hi:
+                    hist[(c - lo) // width] += 1
+            for i in range(self.total):
+                p = self.slots + i * size
+                if slot_hash(p) != 0:
+                    c = <int64_t>(<double*>p)[cw]
+                    if lo <= c <= hi:
+                        hist[(c - lo) // width] += 1
+            cum = 0
+            b = 0
+            while b < nb - 1 and cum + hist[b] < need:
+                cum += hist[b]
+                b += 1
+            free(hist)
+            need -= cum
+            lo = lo + b * width
+            if lo + width - 1 < hi:
+                hi = lo + width - 1
+        # Remove every clock below lo, and the first `need` at lo.
+        if self.has_zero and removed < count:
+            c = <int64_t>zero[cw]
+            if c < lo or (c == lo and taken < need):
+                taken += c == lo
+                expired += zero[cw] <= expired_upto
+                self.remove(<char*>zero)
+                removed += 1
+        i = 0
+        while i < self.total and removed < count:
+            p = self.slots + i * size
+            if slot_hash(p) != 0:
+                c = <int64_t>(<double*>p)[cw]
+                if c < lo or (c == lo and taken < need):
+                    taken += c == lo
+                    expired += (<double*>p)[cw] <= expired_upto
+                    self.remove(p)      # the next slot may move into this one
+                    removed += 1
+                    continue
+            i += 1
+        floor[0] = <double>lo
+        n_expired[0] = expired
+        return removed
 
     cdef int shrink_to_fit(self) noexcept nogil:
         """Give memory back once pruning has emptied most of the store."""
@@ -437,6 +524,7 @@ cdef class WeightStore:
         cdef const double[::1] wv = np.ascontiguousarray(weights, dtype=np.float64)
         cdef const double[::1] av0
         cdef const double[::1] av1
+        cdef const double[::1] av2
         cdef Py_ssize_t n = kv.shape[0], i, j, pos, last
         cdef double* p
         cdef int n_aux = self.n_aux
@@ -463,6 +551,7 @@ cdef class WeightStore:
                 raise ValueError("keys are not unique")
         av0 = cols[0] if n_aux > 0 else wv
         av1 = cols[1] if n_aux > 1 else wv
+        av2 = cols[2] if n_aux > 2 else wv
         table_free(self.slots, self.alloc_bytes, self.mapped)
         self.slots = NULL
         self.capacity = 0
@@ -493,6 +582,8 @@ cdef class WeightStore:
                     p[2] = av0[j]
                 if n_aux > 1:
                     p[3] = av1[j]
+                if n_aux > 2:
+                    p[4] = av2[j]
                 self.n += 1
         if self.n != n:
             # Only with a pathological run past the overflow slots: insert
@@ -507,6 +598,8 @@ cdef class WeightStore:
                     p[2] = av0[j]
                 if n_aux > 1:
                     p[3] = av1[j]
+                if n_aux > 2:
+                    p[4] = av2[j]
 
     def check_invariants(self):
         """Raise AssertionError if the table is inconsistent (tests)."""

@@ -39,7 +39,8 @@ LEARNER_FLAGS = (("--loss", "loss"), ("--update", "update"), ("--l1", "l1"), ("-
                  ("--origin", "origin"), ("--truncate-every", "truncate_every"),
                  ("--truncate-theta", "truncate_theta"), ("--adagrad-delta", "adagrad_delta"),
                  ("--ftrl-beta", "ftrl_beta"), ("--spred-init", "spred_init"),
-                 ("--spred-threshold", "spred_threshold"))
+                 ("--spred-threshold", "spred_threshold"), ("--max-features", "max_features"),
+                 ("--expire-after-examples", "expire_after_examples"))
 #: The flag of each LearnerOptions field that has one.
 FLAG_OF = {field: flag for flag, field in LEARNER_FLAGS}
 
@@ -99,6 +100,14 @@ def add_learner_arguments(parser: argparse.ArgumentParser, with_defaults: bool =
     g.add_argument("--spred-threshold", type=float, default=default(d.spred_threshold),
                    metavar="X", help=f"spred: |w| <= X is an exact zero (default: "
                                      f"{d.spred_threshold:g})")
+    g.add_argument("--max-features", type=int, default=default(d.max_features), metavar="N",
+                   help="memory budget: hold at most N features, evicting the least recently "
+                        "updated (1/8 of N at a time) when new ones would pass it; 0: no "
+                        "bound (default: 0)")
+    g.add_argument("--expire-after-examples", type=int,
+                   default=default(d.expire_after_examples), metavar="M",
+                   help="drop a feature not updated for M examples (it comes back as a new "
+                        "one); 0: never (default: 0)")
     g.add_argument("--no-intercept", action="store_const", const=True,
                    default=False if with_defaults else None,
                    help="do not learn a bias term")

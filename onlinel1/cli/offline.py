@@ -104,8 +104,10 @@ def cmd_train(args: argparse.Namespace) -> int:
              ("progressive loss", f"{summary['loss']:.6f}")]
     if options.classification:
         lines.append(("accuracy", f"{summary['accuracy']:.4f}"))
-    lines += [("non-zero weights", f"{learner.nnz}"),
-              ("time", f"{elapsed:.3f} s ({summary['examples'] / max(elapsed, 1e-9):,.0f} "
+    lines += [("non-zero weights", f"{learner.nnz}")]
+    if options.budgeted:
+        lines.append(("budget", budget_line(learner)))
+    lines += [("time", f"{elapsed:.3f} s ({summary['examples'] / max(elapsed, 1e-9):,.0f} "
                        f"examples/s)")]
     if args.save:
         size = model_file.save(args.save, learner, names, extra={"trained_on": args.data})
@@ -161,6 +163,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------- inspect
 
+def budget_line(learner: Learner) -> str:
+    """The memory budget of a learner and what it dropped (docs/algorithms.md,
+    "The memory budget")."""
+    o = learner.options
+    return (f"max_features={o.max_features} expire_after_examples={o.expire_after_examples} "
+            f"({learner.store_size} stored, {learner.evicted} evicted, "
+            f"{learner.expired} expired)")
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     learner, names, extra = load_model(args.model)
     keys, weights = learner.weights()
@@ -176,6 +187,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if "accuracy" in progress:
         print(f"accuracy          {progress['accuracy']:.4f}", file=out)
     print(f"non-zero weights  {keys.size}", file=out)
+    if o.budgeted:
+        print(f"budget            {budget_line(learner)}", file=out)
     print(f"intercept         {learner.intercept!r}", file=out)
     if extra.get("trained_on"):
         print(f"trained on        {extra['trained_on']}", file=out)

@@ -212,7 +212,9 @@ def cmd_health(args: argparse.Namespace) -> int:
     health = _ask(args, "health")
     status = health.get("status")
     if status != "ok":
-        raise CommandError(f"the daemon at {args.connect} reports status {status!r}")
+        problems = "; ".join(health.get("problems") or [])
+        raise CommandError(f"the daemon at {args.connect} reports status {status!r}"
+                           + (f": {problems}" if problems else ""))
     details = [f"{key}={_text(health[key])}" for key in ("mode", "uptime_s", "examples")
                if key in health]
     if args.model is not None:

@@ -26,7 +26,8 @@ DAEMON_FLAGS = (("--train-endpoint", "train_endpoint"), ("--request-endpoint", "
                 ("--snapshot-every-seconds", "snapshot_every_seconds"),
                 ("--snapshot-every-examples", "snapshot_every_examples"), ("--keep", "keep"),
                 ("--resume", "resume"), ("--keep-names", "keep_names"),
-                ("--training-io-nice", "training_io_nice"), ("--http-endpoint", "http_endpoint"))
+                ("--training-io-nice", "training_io_nice"), ("--http-endpoint", "http_endpoint"),
+                ("--dedupe-seq", "dedupe_seq"), ("--training-share", "training_share"))
 
 
 def daemon_config(args: argparse.Namespace, base: dict[str, Any]) -> DaemonConfig:
@@ -106,8 +107,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log.info("%s: finishing the batch in hand, then stopping", signal.Signals(signum).name)
         daemon.request_stop()
 
+    def snapshot_all(signum: int, frame: Any) -> None:
+        daemon.request_snapshots(signal.Signals(signum).name)
+
+    def reload(signum: int, frame: Any) -> None:
+        reload_log_level(args.config)
+
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGUSR1, snapshot_all)
+    signal.signal(signal.SIGHUP, reload)
     # Everything allocated so far (modules, the model's Python objects) lives
     # as long as the daemon: keep it out of the garbage collector's full
     # passes, which would otherwise stall requests for milliseconds.
@@ -124,6 +133,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def reload_log_level(config_file: str | None) -> None:
+    """SIGHUP: re-read the config file's log level (the one setting that is
+    safe to change in a running daemon); log what happened, never stop."""
+    if not config_file:
+        log.info("SIGHUP: nothing to reload (no --config); logs go to standard error, so "
+                 "there is no file to reopen")
+        return
+    try:
+        table, _ = read_config_file(config_file)
+        level = DaemonConfig.from_dict({"log_level": table.get("log_level", "info")}).log_level
+    except ConfigError as exc:
+        log.error("SIGHUP: %s; nothing changed", exc)
+        return
+    logging.getLogger().setLevel(level.upper())
+    log.warning("SIGHUP: log level %s from %s; other settings take effect at the next start",
+                level, config_file)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     d = DaemonConfig()
     serve = sub.add_parser(
@@ -132,7 +159,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "(PULL); clients send predict, learn, stats, health and config requests to\n"
                     "the request endpoint (ROUTER). Both speak msgpack over ZeroMQ\n"
                     "(docs/protocol.md). On SIGTERM or SIGINT the daemon stops taking input,\n"
-                    "finishes the batch in hand and exits 0.\n\n"
+                    "finishes the batch in hand, writes the final snapshots and exits 0 (1 if\n"
+                    "a final snapshot failed). SIGUSR1 takes a snapshot of every model; SIGHUP\n"
+                    "re-reads the config file's log level.\n\n"
                     "Settings come from the built-in defaults, then --config FILE (TOML with\n"
                     "[daemon] and [learner] tables), then the flags given here.",
         epilog="examples:\n"
@@ -164,6 +193,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "pip install 'onlinel1[http]')")
     g.add_argument("--check", action="store_true",
                    help="validate the configuration, bind the endpoints, and exit without serving")
+    g.add_argument("--training-share", type=float, metavar="F",
+                   help=f"share of the time training keeps when requests and training both "
+                        f"wait (0.05-0.95): requests are answered for at most (1-F)/F times "
+                        f"the last slice of learning, then learning goes on "
+                        f"(default: {d.training_share})")
+    g.add_argument("--dedupe-seq", action="store_const", const=True, default=None,
+                   help="skip a training batch whose seq is not above its producer's last one "
+                        "(a resend); without it such batches are learned, counted (stats "
+                        "seq_repeats) and logged")
     g.add_argument("--keep-names", action="store_const", const=True, default=None,
                    help="remember the names of string features sent row-wise, for inspect")
     snap = serve.add_argument_group(

@@ -26,11 +26,39 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
-ENDPOINT_SCHEMES = ("tcp://", "ipc://", "inproc://")
+ENDPOINT_SCHEMES = ("tcp://", "ipc://")
+#: Integer settings and their ranges: every value outside is refused before
+#: anything is bound (ZeroMQ's socket options are C ints; a slice is an
+#: int64 count of features).
+LIMITS = {"max_message_bytes": (1, 1 << 30), "high_water_mark": (1, 1 << 20),
+          "window_examples": (1, 1 << 40), "slice_nnz": (1, 1 << 30), "keep": (1, 100_000),
+          "training_io_nice": (0, 19), "snapshot_every_examples": (0, 1 << 62)}
+MAX_SNAPSHOT_SECONDS = 365 * 24 * 3600
 
 
 class ConfigError(ValueError):
     """A setting that cannot be used; the message names it."""
+
+
+def check_endpoint(name: str, value: object) -> str:
+    """``value`` if it is an endpoint the daemon can bind and clients can
+    reach: ``tcp://HOST:PORT`` (HOST a name, an address, ``[v6]`` or ``*``;
+    PORT 1-65535) or ``ipc://PATH``; else ``ConfigError`` naming ``name``."""
+    example = "such as tcp://127.0.0.1:5555 or ipc:///run/onlinel1/train.sock"
+    if not isinstance(value, str) or not value.startswith(ENDPOINT_SCHEMES):
+        why = ("inproc:// reaches only threads of the daemon itself"
+               if isinstance(value, str) and value.startswith("inproc://") else "")
+        raise ConfigError(f"{name} must be a ZeroMQ endpoint {example}, got {value!r}"
+                          + (f" ({why})" if why else ""))
+    if value.startswith("ipc://"):
+        if len(value) == len("ipc://") or "\0" in value:
+            raise ConfigError(f"{name}: an ipc:// endpoint needs a path, got {value!r}")
+        return value
+    host, sep, port = value[len("tcp://"):].rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ConfigError(f"{name} must be tcp://HOST:PORT with a port from 1 to 65535 (a "
+                          f"fixed one: producers and clients must know it), got {value!r}")
+    return value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +78,10 @@ class DaemonConfig:
     #: after each, the learner looks at the request socket and, if a
     #: request is waiting, answers it before going on.
     slice_nnz: int = 8_192
+    #: The share of the loop's time that training keeps when requests and
+    #: training both wait (0.05-0.95): requests are answered for at most
+    #: (1 - F) / F times the time the last training slice took.
+    training_share: float = 0.5
     #: Nice value of the I/O thread that reads the training stream (0-19;
     #: 0 leaves it alone).  Under CPU contention, replies go first.
     training_io_nice: int = 19
@@ -65,44 +97,45 @@ class DaemonConfig:
     resume: bool | None = None
     #: Remember the names of string features sent row-wise (for inspect/export).
     keep_names: bool = False
+    #: Skip a batch whose ``seq`` is not above its producer's last one (a
+    #: resend); without it such a batch is learned, counted and logged.
+    dedupe_seq: bool = False
     #: HOST:PORT of the HTTP endpoint (/metrics, /healthz, /readyz, the
     #: status page); None: no HTTP.  A bare PORT means 127.0.0.1.
     http_endpoint: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("train_endpoint", "request_endpoint"):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not value.startswith(ENDPOINT_SCHEMES):
-                raise ConfigError(f"{name} must be a ZeroMQ endpoint such as "
-                                  f"tcp://127.0.0.1:5555 or ipc:///tmp/onlinel1.sock, got {value!r}")
+            check_endpoint(name, getattr(self, name))
         if self.train_endpoint == self.request_endpoint:
             raise ConfigError("train_endpoint and request_endpoint must differ")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
-        for name in ("max_message_bytes", "high_water_mark", "window_examples", "slice_nnz",
-                     "keep"):
+        for name, (low, high) in LIMITS.items():
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        if isinstance(self.training_io_nice, bool) or not isinstance(self.training_io_nice, int) \
-                or not 0 <= self.training_io_nice <= 19:
-            raise ConfigError(f"training_io_nice must be an integer from 0 to 19, "
-                              f"got {self.training_io_nice!r}")
-        if isinstance(self.snapshot_every_examples, bool) or \
-                not isinstance(self.snapshot_every_examples, int) or self.snapshot_every_examples < 0:
-            raise ConfigError(f"snapshot_every_examples must be an integer >= 0, "
-                              f"got {self.snapshot_every_examples!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ConfigError(f"{name} must be an integer from {low} to {high}, got {value!r}")
         if isinstance(self.snapshot_every_seconds, bool) or \
                 not isinstance(self.snapshot_every_seconds, (int, float)) or \
-                not 0 <= self.snapshot_every_seconds < float("inf"):
-            raise ConfigError(f"snapshot_every_seconds must be a number >= 0, "
-                              f"got {self.snapshot_every_seconds!r}")
-        if self.snapshot_dir is not None and not isinstance(self.snapshot_dir, str):
-            raise ConfigError(f"snapshot_dir must be a path, got {self.snapshot_dir!r}")
-        if self.resume not in (None, True, False):
-            raise ConfigError(f"resume must be true or false, got {self.resume!r}")
-        if not isinstance(self.keep_names, bool):
-            raise ConfigError(f"keep_names must be true or false, got {self.keep_names!r}")
+                not 0 <= self.snapshot_every_seconds <= MAX_SNAPSHOT_SECONDS:
+            raise ConfigError(f"snapshot_every_seconds must be a number from 0 to "
+                              f"{MAX_SNAPSHOT_SECONDS}, got {self.snapshot_every_seconds!r}")
+        if isinstance(self.training_share, bool) or \
+                not isinstance(self.training_share, (int, float)) or \
+                not 0.05 <= self.training_share <= 0.95:
+            raise ConfigError(f"training_share must be a number from 0.05 to 0.95, "
+                              f"got {self.training_share!r}")
+        if self.snapshot_dir is not None and (not isinstance(self.snapshot_dir, str)
+                                              or not self.snapshot_dir.strip()
+                                              or "\0" in self.snapshot_dir):
+            raise ConfigError(f"snapshot_dir must be a directory path (leave it out for no "
+                              f"snapshots), got {self.snapshot_dir!r}")
+        for name in ("resume",):
+            if getattr(self, name) not in (None, True, False):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        for name in ("keep_names", "dedupe_seq"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.http_endpoint is not None:
             from onlinel1.server.http import parse_http_endpoint
             try:
@@ -132,8 +165,10 @@ def read_config_file(path: str | pathlib.Path) -> tuple[dict[str, Any], dict[str
             data = tomllib.load(f)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc.strerror})") from None
     unknown = sorted(set(data) - {"daemon", "learner"})
     if unknown:
         raise ConfigError(f"{path}: unknown table(s) {', '.join(unknown)} "

@@ -24,6 +24,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import logging
+import os
 import queue
 import time
 from typing import Any, Callable
@@ -39,6 +40,7 @@ from onlinel1.server.protocol import ProtocolError
 from onlinel1.server.replica import TrainingPolicy
 from onlinel1.server.results import Deferred, Replier, Result
 from onlinel1.server.scheduler import SnapshotScheduler
+from onlinel1.server.stats import MAX_PRODUCER_NAME
 from onlinel1.server.trainer import MAX_SLICES_PER_CALL, Trainer
 from onlinel1.server.transport import Transport
 
@@ -47,7 +49,8 @@ log = logging.getLogger("onlinel1.daemon")
 __all__ = ["Daemon", "MAX_SLICES_PER_CALL"]
 
 POLL_MS = 100                 # how often the loop looks at the stop flag
-REQUESTS_PER_TURN = 256       # requests answered before training resumes
+REQUESTS_PER_TURN = 256       # requests answered at most before training resumes
+
 #: Operations that change which models exist or what they hold: while a
 #: batch is in hand they wait for its end.
 WAIT_FOR_BATCH = frozenset({"create", "drop", "swap"})
@@ -79,6 +82,9 @@ class DaemonCounters:
         self.requests: collections.Counter[str] = collections.Counter()
         self.errors: collections.Counter[str] = collections.Counter()
         self.rejected: collections.Counter[str] = collections.Counter()
+        #: Seconds the loop spent learning and answering requests.
+        self.learning_s = 0.0
+        self.requests_s = 0.0
 
 
 class Daemon:
@@ -102,7 +108,10 @@ class Daemon:
         self.scheduler = SnapshotScheduler(config)
         self.counters = DaemonCounters()
         self.rejections = RateLimitedLog(log)
+        self._held: list[int] = []
+        self._last_train_s = 0.0
         self._stop = False
+        self._snapshots_wanted: str | None = None
         self._in_batch = False
         #: Work that waits for the batch in hand: (run, replier).
         self._deferred: collections.deque[tuple[Callable[[], Any], Replier]] = collections.deque()
@@ -132,8 +141,20 @@ class Daemon:
         self._stop = True
         self.transport.wake()
 
+    def request_snapshots(self, reason: str) -> None:
+        """Snapshot every model soon (SIGUSR1); safe from a signal handler."""
+        self._snapshots_wanted = reason
+        self.transport.wake()
+
+    def hold(self, fd: int) -> None:
+        """Keep ``fd`` (a lock: the snapshot directory's) open until ``close``."""
+        self._held.append(fd)
+
     def close(self) -> None:
         self.transport.close()
+        for fd in self._held:
+            os.close(fd)
+        self._held = []
 
     def uptime(self) -> float:
         return time.monotonic() - self.counters.started
@@ -148,7 +169,9 @@ class Daemon:
     def own_counters(self) -> dict[str, Any]:
         c = self.counters
         return {"models": len(self.models), "requests": dict(c.requests),
-                "errors": dict(c.errors), "rejected": dict(c.rejected)}
+                "errors": dict(c.errors), "rejected": dict(c.rejected),
+                "loop": {"learning_s": round(c.learning_s, 6),
+                         "requests_s": round(c.requests_s, 6)}}
 
     # --------------------------------------------------------------- loop
 
@@ -159,12 +182,20 @@ class Daemon:
             requests, training, _ = self.transport.poll(POLL_MS)
             self._serve_asks()
             if requests:
-                self._serve_requests()
+                # With training waiting too, requests get their share of
+                # the time, not more (config.training_share).
+                self._serve_requests(self._request_budget(self._last_train_s)
+                                     if training else None)
             self._run_deferred()
             if training and not self._stop:
-                self._train_one()
+                self._last_train_s = self._train_one()
             self.policy.turn(self.models)
             if snapshots:
+                if self._snapshots_wanted:
+                    log.info("%s: a snapshot of every model", self._snapshots_wanted)
+                    self._snapshots_wanted = None
+                    for trainer in self.models:
+                        self.scheduler.request(trainer)
                 self.scheduler.turn(list(self.models))
         # Stop taking input; what was acknowledged-in-hand is answered.
         self._run_deferred()
@@ -224,10 +255,11 @@ class Daemon:
         name = msg.get("model")
         return self.models.find(name) if isinstance(name, str) else None
 
-    def _train_one(self) -> None:
+    def _train_one(self) -> float:
+        """Take one training message; return the seconds spent learning it."""
         frame = self.transport.recv_training()
         if frame is None:
-            return
+            return 0.0
         msg = None
         try:
             msg = protocol.decode_message(frame.buffer, self.config.max_message_bytes)
@@ -237,21 +269,42 @@ class Daemon:
                                                          f"messages only, got op {op!r}")
             trainer = self.models.get(protocol.model_name(msg))
             producer, seq = msg.get("producer"), msg.get("seq")
-            if producer is not None and not isinstance(producer, str):
-                raise ProtocolError(protocol.BAD_REQUEST, "producer must be a string")
-            if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int)):
-                raise ProtocolError(protocol.BAD_REQUEST, "seq must be an integer")
+            if producer is not None and (not isinstance(producer, str)
+                                         or len(producer) > MAX_PRODUCER_NAME):
+                raise ProtocolError(protocol.BAD_REQUEST, f"producer must be a string of at "
+                                                          f"most {MAX_PRODUCER_NAME} characters")
+            if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int)
+                                    or not 0 <= seq < 2**63):
+                raise ProtocolError(protocol.BAD_REQUEST, "seq must be an integer from 0 to 2^63-1")
+            if producer is not None and seq is not None:
+                self._check_seq(trainer, producer, seq)
             batch = protocol.decode_batch(msg, need_labels=True, names=trainer.names)
             trainer.check(batch, learning=True)
         except ProtocolError as exc:
             self._reject(exc, self._attributed(msg))
-            return
-        if producer is not None and seq is not None:
-            trainer.stats.producers[producer] = seq
+            return 0.0
         try:
             self.learn(trainer, batch)
         except ProtocolError as exc:   # numeric: the examples before it were learned
             self._reject(exc, trainer)
+            return trainer.learning_s
+        if producer is not None and seq is not None:
+            trainer.stats.producers.record(producer, seq)
+        return trainer.learning_s
+
+    def _check_seq(self, trainer: Trainer, producer: str, seq: int) -> None:
+        """A ``seq`` not above the producer's last one is a resend (or a
+        restarted producer): counted and logged; skipped with dedupe_seq."""
+        last = trainer.stats.producers.get(producer)
+        if last is None or seq > last:
+            return
+        trainer.stats.seq_repeats += 1
+        skipped = self.config.dedupe_seq
+        self.rejections.warning("seq", f"producer {producer!r} sent seq {seq} after {last}"
+                                       f"{': skipped (dedupe_seq)' if skipped else ''}")
+        if skipped:
+            raise ProtocolError(protocol.DUPLICATE, f"seq {seq} of producer {producer!r} is not "
+                                                   f"above its last one, {last}")
 
     def _reject(self, exc: ProtocolError, trainer: Trainer | None) -> None:
         counters = trainer.stats.rejected if trainer is not None else self.counters.rejected
@@ -269,10 +322,17 @@ class Daemon:
             return trainer.learn(batch, self.transport.request_fd, self._serve_between)
         finally:
             self._in_batch = False
+            self.counters.learning_s += trainer.learning_s
 
-    def _serve_between(self) -> bool:
+    def _request_budget(self, learned_s: float) -> float:
+        """Seconds of requests that keep training at its share after
+        ``learned_s`` seconds of learning: F = learn / (learn + requests)."""
+        f = self.config.training_share
+        return learned_s * (1.0 - f) / f
+
+    def _serve_between(self, learned_s: float) -> bool:
         self._serve_asks()
-        return self._serve_requests()
+        return self._serve_requests(self._request_budget(learned_s))
 
     def defer_learn(self, trainer: Trainer, batch: Any, replier: Replier) -> None:
         self._deferred.append((lambda: self._learn_if_present(trainer, batch), replier))
@@ -290,16 +350,24 @@ class Daemon:
 
     # ----------------------------------------------------------- requests
 
-    def _serve_requests(self) -> bool:
-        """Answer the waiting requests, at most REQUESTS_PER_TURN; return
+    def _serve_requests(self, budget_s: float | None = None) -> bool:
+        """Answer the waiting requests, at most REQUESTS_PER_TURN, and (if
+        ``budget_s``) for at most about that many seconds; at least one is
+        answered if any waits, so requests are never starved.  Return
         whether more may be waiting."""
+        deadline = None if budget_s is None else time.perf_counter() + budget_s
         for _ in range(REQUESTS_PER_TURN):
             if not self.transport.request_waiting():
                 return False
             parts = self.transport.recv_request()
             if parts is None:
                 return False
+            began = time.perf_counter()
             self._serve(parts)
+            now = time.perf_counter()
+            self.counters.requests_s += now - began
+            if deadline is not None and now >= deadline:
+                return self.transport.request_waiting()
         return True
 
     def _serve(self, parts: list) -> None:

@@ -12,6 +12,7 @@ and a trainer moves them into ``DIR/default/`` when it starts.
 """
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import pathlib
@@ -23,6 +24,38 @@ from onlinel1.server.snapshots import PATTERN, SnapshotDir
 log = logging.getLogger("onlinel1.daemon")
 
 DROPPED = ".dropped"
+LOCK = ".lock"
+
+
+class DirectoryInUse(OSError):
+    """Another live process holds the snapshot directory's lock."""
+
+
+def lock(root: str | os.PathLike) -> int:
+    """Take the exclusive lock of ``root`` (``flock`` on ``root/.lock``,
+    created if need be) and return its descriptor, to keep open as long as
+    the daemon runs: the kernel drops the lock when the process ends, so a
+    crash never leaves a stale one.  ``DirectoryInUse`` names the holder."""
+    root = pathlib.Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        try:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+        finally:
+            os.close(fd)
+        raise DirectoryInUse(f"{root} is in use by another onlinel1 trainer (pid {holder}): two "
+                             f"trainers on one snapshot directory would prune each other's "
+                             f"snapshots; stop it, or give this one another --snapshot-dir")
+    except OSError:
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 def model_dir(root: str | os.PathLike, name: str) -> pathlib.Path:

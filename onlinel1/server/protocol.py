@@ -34,6 +34,7 @@ NUMERIC = "numeric"
 READ_ONLY = "read_only"
 UNKNOWN_MODEL = "unknown_model"
 MODEL_EXISTS = "model_exists"
+DUPLICATE = "duplicate"
 INTERNAL = "internal"
 
 MAX_DEPTH = 100   # deeper is refused (msgpack's C decoder has its own limit)

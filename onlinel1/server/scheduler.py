@@ -30,10 +30,12 @@ class SnapshotScheduler:
         self.busy: Trainer | None = None
         self._turn = 0
 
-    def request(self, trainer: Trainer, replier: Replier) -> None:
-        """Write ``trainer``'s next snapshot soon; answer ``replier`` when done."""
+    def request(self, trainer: Trainer, replier: Replier | None = None) -> None:
+        """Write ``trainer``'s next snapshot soon; answer ``replier`` (if
+        any) when done."""
         trainer.schedule.wanted = True
-        trainer.schedule.waiters.append(replier)
+        if replier is not None:
+            trainer.schedule.waiters.append(replier)
 
     def _due(self, trainer: Trainer) -> bool:
         s, c = trainer.schedule, self.config

@@ -22,6 +22,7 @@ import logging
 import os
 import pathlib
 import re
+import stat
 import time
 from typing import Any, Mapping
 
@@ -30,11 +31,36 @@ from onlinel1.learner import Learner
 
 log = logging.getLogger("onlinel1.snapshots")
 
-PATTERN = re.compile(r"^snapshot-(\d{12})\.ol1$")
+#: What a snapshot's name looks like (the sequence is zero-padded to 12
+#: digits, and grows wider past 10^12).  A name alone proves nothing: see
+#: ``SnapshotDir.listing``.
+PATTERN = re.compile(r"^snapshot-(\d{12,})\.ol1$")
 
 
 def snapshot_name(seq: int) -> str:
     return f"snapshot-{seq:012d}.ol1"
+
+
+def recorded_seq(path: pathlib.Path) -> int | None:
+    """The sequence number a snapshot file records about itself, or None if
+    it is not a snapshot this daemon writes (not a model file, or no
+    snapshot record)."""
+    try:
+        header = model_file.read_header(path)
+    except (model_file.ModelFileError, OSError):
+        return None
+    record = header.get("extra", {})
+    record = record.get("snapshot") if isinstance(record, dict) else None
+    seq = record.get("seq") if isinstance(record, dict) else None
+    return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
+
+
+#: (path, inode, size, mtime) -> the sequence the file records (None:
+#: foreign), so that a listing reads each file's header once; and the
+#: foreign names already reported.  Both are bounded.
+_RECOGNISED: dict[tuple, int | None] = {}
+_REPORTED: set[str] = set()
+_CACHE_LIMIT = 4096
 
 
 @dataclasses.dataclass
@@ -60,19 +86,55 @@ class SnapshotDir:
         self.directory.mkdir(parents=True, exist_ok=True)
 
     def listing(self) -> list[tuple[int, pathlib.Path]]:
-        """(sequence, path) of every snapshot file, oldest first."""
+        """(sequence, path) of every snapshot of this directory, oldest first.
+
+        Only the daemon's own files count: a regular file named
+        ``snapshot-<seq>.ol1`` (canonical width) whose header records that
+        same ``seq``.  Anything else named like a snapshot (a directory, a
+        file of other contents, a renamed copy) is foreign: reported once,
+        never listed, pruned or resumed from."""
         if not self.directory.is_dir():
             return []
         found = []
         for entry in self.directory.iterdir():
             match = PATTERN.match(entry.name)
-            if match and entry.is_file():
-                found.append((int(match.group(1)), entry))
+            if not match:
+                continue
+            seq = int(match.group(1))
+            recorded = None
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if snapshot_name(seq) == entry.name and stat.S_ISREG(st.st_mode):
+                key = (str(entry), st.st_ino, st.st_size, st.st_mtime_ns)
+                if key not in _RECOGNISED:
+                    if len(_RECOGNISED) >= _CACHE_LIMIT:
+                        _RECOGNISED.clear()
+                    _RECOGNISED[key] = recorded_seq(entry)
+                recorded = _RECOGNISED[key]
+            if recorded == seq:
+                found.append((seq, entry))
+            elif str(entry) not in _REPORTED:
+                if len(_REPORTED) >= _CACHE_LIMIT:
+                    _REPORTED.clear()
+                _REPORTED.add(str(entry))
+                log.warning("%s: %s is named like a snapshot but is not one this daemon wrote "
+                            "(%s); it is ignored: never resumed from, pruned or overwritten",
+                            self.directory, entry.name,
+                            "not a regular file" if not stat.S_ISREG(st.st_mode) else
+                            "its contents record no snapshot" if recorded is None else
+                            f"it records snapshot {recorded}")
         return sorted(found)
 
     def next_seq(self) -> int:
+        """One past the newest snapshot; a name taken by anything (a foreign
+        file or directory) is skipped, never overwritten."""
         listing = self.listing()
-        return listing[-1][0] + 1 if listing else 1
+        seq = listing[-1][0] + 1 if listing else 1
+        while os.path.lexists(self.directory / snapshot_name(seq)):
+            seq += 1
+        return seq
 
     def load_newest_valid(self) -> tuple[Loaded | None, list[str]]:
         """The newest snapshot that verifies, and a message for each newer

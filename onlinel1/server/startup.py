@@ -11,6 +11,7 @@ yet.  Every refusal is a ``StartupError`` whose message says what to do.
 from __future__ import annotations
 
 import logging
+import os
 import pathlib
 import time
 from typing import Any, Callable, Mapping
@@ -54,6 +55,26 @@ def trainer(config: DaemonConfig, options: LearnerOptions, given: Mapping[str, A
     or warm-started from ``initial``), and every other model of the
     snapshot directory resumed.  ``check``: create the folders, but move
     and delete nothing (a live trainer may own the directory)."""
+    locked = -1
+    if config.snapshot_dir and not check:
+        # Before anything in the directory is read, moved or deleted.
+        try:
+            locked = layout.lock(config.snapshot_dir)
+        except OSError as exc:
+            raise StartupError(f"cannot use the snapshot directory: {exc}") from None
+    try:
+        daemon = _trainer(config, options, given, force, initial, check, metrics)
+    except BaseException:
+        if locked >= 0:
+            os.close(locked)
+        raise
+    if locked >= 0:
+        daemon.hold(locked)
+    return daemon
+
+
+def _trainer(config: DaemonConfig, options: LearnerOptions, given: Mapping[str, Any],
+             force: bool, initial: str | None, check: bool, metrics: Any) -> Daemon:
     models = Models(config, metrics=metrics)
     resumed: dict[str, Any] = {}
     if config.snapshot_dir:

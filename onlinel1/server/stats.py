@@ -9,6 +9,28 @@ from onlinel1.learner import Learner
 from onlinel1.result import LearnResult
 
 
+#: A producer's name is at most this long (characters).
+MAX_PRODUCER_NAME = 256
+#: Producers a model tracks at most; past it the one idle longest is forgotten.
+MAX_PRODUCERS = 1024
+
+
+class Producers(collections.OrderedDict):
+    """Each producer's last ``seq``, the least recently updated first; at
+    most ``MAX_PRODUCERS`` (the oldest idle one expires, and is counted)."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.expired = 0
+
+    def record(self, producer: str, seq: int) -> None:
+        self[producer] = seq
+        self.move_to_end(producer)
+        while len(self) > MAX_PRODUCERS:
+            self.popitem(last=False)
+            self.expired += 1
+
+
 class Stats:
     """Examples, batches, requests and errors by kind, and the progressive
     loss over the whole run and over a recent window of examples."""
@@ -19,7 +41,9 @@ class Stats:
         self.requests: collections.Counter[str] = collections.Counter()
         self.errors: collections.Counter[str] = collections.Counter()
         self.rejected: collections.Counter[str] = collections.Counter()
-        self.producers: dict[str, int] = {}
+        self.producers = Producers()
+        #: Batches whose seq was not above their producer's last one.
+        self.seq_repeats = 0
         self.last_snapshot: dict[str, Any] | None = None
         self.snapshots_failed = 0
         self.reloads = 0
@@ -68,11 +92,16 @@ class Stats:
             "nnz": learner.nnz,
             "store_features": learner.store_size,
             "store_bytes": learner.memory_bytes,
+            "max_features": learner.options.max_features,
+            "evicted": learner.evicted,
+            "expired": learner.expired,
             "learning_rate": learner.learning_rate(),
             "requests": dict(self.requests),
             "errors": dict(self.errors),
             "rejected": dict(self.rejected),
             "producers": dict(self.producers),
+            "producers_expired": self.producers.expired,
+            "seq_repeats": self.seq_repeats,
             "last_snapshot": self.last_snapshot,
             "snapshots_failed": self.snapshots_failed,
             "reloads": self.reloads,

@@ -21,7 +21,7 @@ from onlinel1.server import protocol
 from onlinel1.server.config import DaemonConfig
 from onlinel1.server.protocol import ProtocolError
 from onlinel1.server.snapshots import BackgroundWriter, SnapshotDir
-from onlinel1.server.stats import Stats
+from onlinel1.server.stats import MAX_PRODUCERS, Stats
 
 #: A learning call covers at most this many slices (config.slice_nnz each);
 #: the kernel stops sooner, after the slice in which a request arrives.
@@ -56,10 +56,13 @@ class Trainer:
         self.name = name
         #: Gets each batch's learning time (``RequestMetrics``), if given.
         self.metrics = metrics
+        #: Seconds the last batch took to learn (requests in between not counted).
+        self.learning_s = 0.0
         self.learner = learner
         self.config = config
         self.stats = Stats(config.window_examples)
-        self.stats.producers.update(producers or {})
+        for producer, seq in list((producers or {}).items())[-MAX_PRODUCERS:]:
+            self.stats.producers.record(producer, seq)
         self.names: dict[int, str] | None = dict(names or {}) if config.keep_names or names else None
         self.schedule = SnapshotSchedule(snapshots, BackgroundWriter(snapshots), time.monotonic(),
                                          learner.examples_seen) if snapshots else None
@@ -95,10 +98,12 @@ class Trainer:
         except BatchError as exc:
             raise ProtocolError(protocol.BAD_BATCH, str(exc)) from None
 
-    def learn(self, batch: Batch, request_fd: int, serve_between: Callable[[], bool]) -> dict:
-        """Learn a checked batch in slices, calling ``serve_between()``
-        (which answers requests and says whether more may be waiting)
-        between them; return the reply of an acknowledged learn.  A numeric
+    def learn(self, batch: Batch, request_fd: int,
+              serve_between: Callable[[float], bool]) -> dict:
+        """Learn a checked batch in slices, calling ``serve_between(s)``
+        between them, ``s`` the seconds the slice took (it answers requests
+        and says whether more may be waiting); return the reply of an
+        acknowledged learn.  A numeric
         failure raises ``ProtocolError(numeric)``; the examples before it
         stay learned."""
         self.stats.batches += 1
@@ -110,6 +115,7 @@ class Trainer:
         start = 0
         before = self.learner.progress_sums
         learning = 0.0        # seconds spent learning (not answering requests)
+        self.learning_s = 0.0
         while start < n:
             # The largest stop with nnz(start:stop) <= budget (at least one row).
             stop = slice_end(indptr, start, budget)
@@ -120,11 +126,13 @@ class Trainer:
                 self.stats.learned(exc.result)
                 raise ProtocolError(protocol.NUMERIC,
                                     stopped_message(exc.reason, exc.row, exc.row)) from None
-            learning += time.perf_counter() - began
+            took = time.perf_counter() - began
+            learning += took
+            self.learning_s = learning
             self.stats.learned(result)
             start += result.rows
             if start < n:
-                more = serve_between()
+                more = serve_between(took)
                 # Requests left over (the per-turn limit) do not signal the
                 # descriptor again: come back after one slice.
                 budget = (1 if more else MAX_SLICES_PER_CALL) * slice_nnz

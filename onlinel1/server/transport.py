@@ -15,8 +15,10 @@ through ``Transport.wake()``, a pipe the poller watches.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import socket
 
 import zmq
 
@@ -51,6 +53,9 @@ class Transport:
         """Open and bind the sockets; ``zmq.ZMQError`` if an endpoint cannot
         be bound (nothing is left open then)."""
         c = self.config
+        for endpoint in (c.train_endpoint if self.with_training else None, c.request_endpoint):
+            if endpoint and endpoint.startswith("ipc://"):
+                refuse_live_ipc(endpoint)
         # ZeroMQ drops frames beyond MAXMSGSIZE itself (bounding memory
         # against absurd sizes); up to that the daemon answers too_large.
         hard_cap = 4 * c.max_message_bytes
@@ -151,3 +156,24 @@ class Transport:
             except OSError:
                 pass
         self._wake_r = self._wake_w = -1
+
+
+def refuse_live_ipc(endpoint: str) -> None:
+    """``zmq.ZMQError(EADDRINUSE)`` if a live process listens on the
+    ``ipc://`` endpoint: ZeroMQ's bind would silently unlink its socket
+    file and take the endpoint over.  A stale file (nobody listening) is
+    left for ZeroMQ to replace."""
+    path = endpoint[len("ipc://"):]
+    if not path or path.startswith("@") or not os.path.exists(path):
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(path)
+    except OSError:
+        return                      # nobody there
+    finally:
+        probe.close()
+    raise zmq.ZMQError(errno.EADDRINUSE,
+                       f"{endpoint} is in use by a live process (another daemon?); "
+                       f"refusing to take it over")
