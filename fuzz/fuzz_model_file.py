@@ -10,8 +10,8 @@ The first byte of an input picks the mode, the rest is the payload:
   reaches the checks behind the checksum (the header, the array layout,
   sizes, clocks, dtypes, finiteness).
 * ``2`` structured: the payload drives an ``atheris.FuzzedDataProvider``
-  that takes one of the base files (``BASES``: tests/data/v1_*.ol1 and one
-  small model per rule, built here deterministically), decodes its header,
+  that takes one of the base files (``BASES``: tests/data/v1_*.ol1 and
+  small models of the rules, built here deterministically), decodes its header,
   applies a few edits -- a header value replaced by a nasty one (2**63, -1,
   NaN, inf, the wrong type), a key dropped or added, an array entry's
   length or dtype changed, an array element set to NaN/inf/a duplicate key,
@@ -21,9 +21,9 @@ Every file is loaded with ``model_file.load`` (from a file, as the daemon
 and the CLI do) and with ``model_file.decode`` (from bytes); both must give
 a learner or ``ModelFileError``, the same one.  A loaded learner must then
 work: ``onlinel1 inspect`` prints it, a daemon's resume takes its extra,
-it learns a small batch
-(``NumericError`` allowed), predicts, and is saved and loaded back to the
-same state.  Anything else is a crash.
+it learns a small batch (``NumericError``, or ``BatchError`` for a row
+wider than a memory budget, allowed), predicts, and is saved and loaded
+back to the same state.  Anything else is a crash.
 """
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ import numpy as np
 import ol1fuzz
 
 with ol1fuzz.instrumented(__name__ == "__main__"):
-    from onlinel1 import Batch, Learner, NumericError
+    from onlinel1 import Batch, BatchError, Learner, NumericError
     from onlinel1 import model_file
     from onlinel1.io import read_batches
     from onlinel1.cli.offline import cmd_inspect
@@ -114,11 +114,13 @@ def redigest(data: bytes) -> bytes:
 def _base_models() -> list[bytes]:
     """The base files of the structured mode, always the same bytes: the
     v1 files of tests/data, then a small model of every rule (20 rows of
-    a9a; a VW one with feature names)."""
+    a9a; some with expiry, one with a memory budget that evicted; a VW one
+    with feature names)."""
     out = [(ol1fuzz.SAMPLES / name).read_bytes()
            for name in ("v1_a9a_fobos.ol1", "v1_vw0002_cumulative.ol1")]
     a9a = next(read_batches(ol1fuzz.SAMPLES / "a9a_head2000.svm", "svmlight", batch_size=20))
-    for config in ol1fuzz.learner_configs()[::3]:
+    for config in ol1fuzz.learner_configs()[::3] + [
+            dict(update="fobos", l1=1e-3, max_features=30, expire_after_examples=15)]:
         learner = Learner(**config)
         learner.learn(a9a)
         out.append(model_file.encode(learner, extra={"trained_on": "a9a_head2000.svm"}))
@@ -325,6 +327,8 @@ def check_learner(learner: Any, names: Any, extra: Any) -> None:
         learner.learn(PROBE)
     except NumericError as exc:
         assert exc.reason in ("margin", "update"), exc.reason
+    except BatchError as exc:              # a row wider than the memory budget
+        assert exc.reason == "max_features", exc.reason
     assert learner.predict(PROBE).shape == (3,)
     learner.decision_function(PROBE)
     if not ol1fuzz.kernel_left_non_finite(learner):

@@ -64,7 +64,8 @@ def choice(data: bytes, n: int) -> int:
 
 def learner_configs() -> list[dict[str, Any]]:
     """One valid option set per (update rule, loss), origins alternating,
-    some with the schedules that read the clock ``t``."""
+    some with the schedules that read the clock ``t``, some with a memory
+    budget of 4 features or expiry after 2 examples."""
     from onlinel1 import OptionError
     from onlinel1._kernels.sgd import RULES
     from onlinel1.options import LearnerOptions
@@ -80,6 +81,10 @@ def learner_configs() -> list[dict[str, Any]]:
                 kw.update(truncate_every=2, truncate_theta=1.0)
             if update == "fobos" and loss == "hinge":
                 kw.update(l2=1e-3, schedule="exponential", decay_rate=0.5, decay_steps=2.0)
+            if j == 2 and i % 2 == 0:          # the memory budget, evicting at once
+                kw.update(max_features=4)
+            if j == 0 and i % 3 == 1:          # expiry after 2 examples
+                kw.update(expire_after_examples=2)
             try:
                 LearnerOptions(**kw)
             except OptionError:    # the registry changed: skip, never guess

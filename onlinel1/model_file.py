@@ -42,7 +42,7 @@ import msgpack
 import numpy as np
 
 import onlinel1
-from onlinel1.learner import STATE_FORMAT, STATE_VERSION, Learner, state_columns
+from onlinel1.learner import CLOCK_COLUMN, STATE_FORMAT, STATE_VERSION, Learner, state_columns
 
 MAGIC = b"OL1MODEL"
 FORMAT_VERSION = 1
@@ -237,6 +237,8 @@ def _mismatch(source: str) -> ModelFileError:
 _ARRAY_KINDS = {"keys": "u8", "weights": "f8", "names:keys": "u8", "names:offsets": "u8",
                 "names:utf8": "u1"}
 _CLOCKS = ("t", "scale", "intercept", "clock", "clock_scale", "last_compact_t")
+#: The clocks a model with a memory budget or expiry adds (docs/model-format.md).
+_BUDGET_CLOCKS = ("evicted", "expired")
 _PROGRESS = ("examples", "weight_sum", "loss_sum", "correct")
 #: The largest example count a file may give: the kernel counts on in an
 #: int64, and this leaves it room to (no stream is 2**62 examples long).
@@ -303,10 +305,14 @@ def _check_state(header: dict, arrays: dict[str, np.ndarray]) -> None:
     """What the digest cannot vouch for: clocks, counters and arrays that a
     learner could have written (sizes, ranges, finiteness)."""
     clocks, progress = header["clocks"], header["progress"]
-    for what, given, wanted in (("clocks", clocks, _CLOCKS), ("progress", progress, _PROGRESS)):
+    budgeted = isinstance(clocks, dict) and any(name in clocks for name in _BUDGET_CLOCKS)
+    for what, given, wanted in (("clocks", clocks, _CLOCKS + _BUDGET_CLOCKS * budgeted),
+                                ("progress", progress, _PROGRESS)):
         if not isinstance(given, dict) or sorted(given) != sorted(wanted):
             raise ValueError(f"{what} must be a map of {', '.join(wanted)}, got {given!r}")
     t = _integer(clocks["t"], "clocks.t", 0)
+    for name in _BUDGET_CLOCKS * budgeted:
+        _integer(clocks[name], f"clocks.{name}", 0)
     _integer(clocks["last_compact_t"], "clocks.last_compact_t", 0, t)
     for name in ("scale", "clock_scale"):
         _finite(clocks[name], f"clocks.{name}", positive=True)
@@ -349,6 +355,16 @@ def _check_state(header: dict, arrays: dict[str, np.ndarray]) -> None:
             if not good.all():
                 row = start + int(np.argmin(good))
                 raise ValueError(f"array {name!r}: {array[row]} at row {row}")
+    if f"column:{CLOCK_COLUMN}" in arrays:
+        # The example count of each feature's last update: 0 to t, whole.
+        clock = arrays[f"column:{CLOCK_COLUMN}"]
+        for start in range(0, n, _CHECK_ROWS):
+            part = clock[start:start + _CHECK_ROWS]
+            good = (part >= 0) & (part <= t) & (part == np.floor(part))
+            if not good.all():
+                row = start + int(np.argmin(good))
+                raise ValueError(f"array 'column:{CLOCK_COLUMN}': {part[row - start]} at row "
+                                 f"{row} (an example count from 0 to t = {t})")
     named = [name for name in ("names:keys", "names:offsets", "names:utf8") if name in arrays]
     if named:
         if len(named) != 3:

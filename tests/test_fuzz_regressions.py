@@ -385,6 +385,32 @@ def test_a_valid_digest_over_impossible_contents_is_refused(tmp_path, small_mode
         model_file.decode(data)
 
 
+@pytest.fixture(scope="module")
+def budget_model() -> bytes:
+    learner = Learner(update="fobos", l1=1e-3, max_features=30, expire_after_examples=15)
+    learner.learn(_a9a(20))
+    return model_file.encode(learner)
+
+
+IMPOSSIBLE_WITH_A_BUDGET = [
+    ("evicted negative", _header(("clocks", "evicted"), -1), r"clocks\.evicted"),
+    ("expired missing", lambda h, a: h["clocks"].pop("expired"), "clocks must be a map"),
+    ("last update after t", _set_f8("column:last_update", 2, 1e6), "last_update"),
+    ("last update negative", _set_f8("column:last_update", 0, -1.0), "last_update"),
+    ("last update not whole", _set_f8("column:last_update", 1, 2.5), "last_update"),
+]
+
+
+@pytest.mark.parametrize("what, change, message", IMPOSSIBLE_WITH_A_BUDGET,
+                         ids=[c[0] for c in IMPOSSIBLE_WITH_A_BUDGET])
+def test_a_budget_model_with_impossible_clocks_is_refused(budget_model, what, change, message):
+    """docs/model-format.md, "The memory budget": the clocks evicted and
+    expired, and last_update, the example count of a feature's last update."""
+    model_file.decode(budget_model)
+    with pytest.raises(ModelFileError, match=message):
+        model_file.decode(_edit(budget_model, change))
+
+
 def test_the_variants_start_from_a_file_that_loads(small_model):
     learner, names, extra = model_file.decode(small_model)
     assert learner.state["columns"].keys() == {"applied_penalty", "penalty_origin"}
