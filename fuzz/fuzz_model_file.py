@@ -17,8 +17,11 @@ The first byte of an input picks the mode, the rest is the payload:
   length or dtype changed, an array element set to NaN/inf/a duplicate key,
   bytes cut or added -- and writes the file back with a correct digest.
 
-Every file is loaded with ``model_file.load`` (from a file, as the daemon
-and the CLI do) and with ``model_file.decode`` (from bytes); both must give
+Every file's header is read unverified (``model_file.read_header``, and
+``snapshots.recorded_seq`` as the daemon recognises its snapshots): a map
+or ``ModelFileError``, a sequence number or None.  Every file is loaded
+with ``model_file.load`` (from a file, as the daemon and the CLI do) and
+with ``model_file.decode`` (from bytes); both must give
 a learner or ``ModelFileError``, the same one.  A loaded learner must then
 work: ``onlinel1 inspect`` prints it, a daemon's resume takes its extra,
 it learns a small batch (``NumericError``, or ``BatchError`` for a row
@@ -35,6 +38,7 @@ import hashlib
 import io
 import math
 import os
+import pathlib
 import struct
 import sys
 import tempfile
@@ -52,6 +56,7 @@ with ol1fuzz.instrumented(__name__ == "__main__"):
     from onlinel1.cli.offline import cmd_inspect
     from onlinel1.model_file import ModelFileError
     from onlinel1.server.config import DaemonConfig
+    from onlinel1.server.snapshots import recorded_seq
     from onlinel1.server.trainer import Trainer
 
 DIGEST = model_file.DIGEST_SIZE
@@ -267,6 +272,13 @@ def _load_both(data: bytes):
     """The outcome of ``load`` (from a file) and of ``decode``; they must agree."""
     with open(_PATH, "wb") as f:
         f.write(data)
+    # How the daemon recognises its snapshots: the header, unverified.
+    try:
+        assert isinstance(model_file.read_header(_PATH), dict)
+    except ModelFileError:
+        pass
+    seq = recorded_seq(pathlib.Path(_PATH))
+    assert seq is None or (isinstance(seq, int) and not isinstance(seq, bool)), seq
     outcomes = []
     for load in (lambda: model_file.load(_PATH), lambda: model_file.decode(data, _PATH)):
         try:
