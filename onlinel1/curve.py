@@ -105,6 +105,8 @@ def check_private(path: str) -> None:
     """Refuse a secret key file that anyone but its owner may read or write."""
     try:
         mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise KeyFileError(f"{path}: no such key file") from None
     except OSError as exc:
         raise KeyFileError(f"{path}: cannot read the secret key file: {exc.strerror}") from None
     if not stat.S_ISREG(mode):

@@ -389,7 +389,6 @@ def redacted(settings: dict[str, Any]) -> dict[str, Any]:
 
     >>> redacted({"snapshot_dir": "/var/lib/x", "keep": 5, "curve_allow": None,
     ...           "train_endpoint": "ipc:///run/t.sock", "request_endpoint": "tcp://*:1"})
-    ... # doctest: +NORMALIZE_WHITESPACE
     {'snapshot_dir': '<redacted>', 'keep': 5, 'curve_allow': None,
      'train_endpoint': 'ipc://<redacted>', 'request_endpoint': 'tcp://*:1'}
     """
