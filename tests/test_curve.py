@@ -460,7 +460,7 @@ def test_unknown_key_is_refused_learns_nothing_is_counted_and_logged(start_daemo
         assert stats["examples"] == 0
         push.close(linger=0)
     finally:
-        ctx.term()
+        ctx.destroy(linger=0)     # closes what a failed assertion left open
     refused_before = stats["daemon"]["auth_refused"]
     # A stranger's client: no answer, and one more refusal.
     with Client(daemon.request, timeout=0.5, **keys.client("stranger")) as stranger:
@@ -513,7 +513,7 @@ def test_a_client_without_curve_gets_nothing(start_daemon, keys, mechanism):
                 assert sock.poll(0) == 0        # no reply came, nor can one
             sock.close(linger=0)
     finally:
-        ctx.term()
+        ctx.destroy(linger=0)     # closes what a failed assertion left open
     with Client(daemon.request, timeout=0.3) as plain, pytest.raises(DaemonTimeout):
         plain.health()
     out = run_cli("health", "--connect", daemon.request, "--timeout", "0.3")
