@@ -385,6 +385,14 @@ def test_curve_daemon_learns_from_allowed_producers_bit_identical_to_insecure(
     wait_examples(secured, 2 * N_A9A, keys)
     snap = run_cli("snapshot", "--connect", secured.request, *flags)
     assert snap.returncode == 0 and " written: " in snap.stdout, snap.stderr
+    # A predict-only replica of that snapshot, CURVE on its request socket alone.
+    replica = start_curve_daemon(start_daemon, keys, "--predict-only", "--model",
+                                 str(tmp_path / "s"))
+    with Client(replica.request, timeout=WAIT, **keys.client()) as r, \
+            Client(secured.request, timeout=WAIT, **keys.client()) as a:
+        assert r.health()["mode"] == "predict-only"
+        assert r.predict(whole)["predictions"] == a.predict(whole)["predictions"]
+    assert "CURVE on the request socket: 1 client key(s) admitted" in replica.log()
 
 
 def c_set_curve(lib, c, secret, server) -> int:  # noqa: F811

@@ -110,8 +110,9 @@ class Transport:
         self.training, self.requests = training, requests
         self.keys = keys
         if keys is not None:
-            log.info("CURVE on both sockets: %d client key(s) admitted, from %s", len(keys.allowed),
-                     c.curve_allow)
+            log.info("CURVE on the %s: %d client key(s) admitted, from %s",
+                     "training and request sockets" if training is not None else "request socket",
+                     len(keys.allowed), c.curve_allow)
         # Readable when the request socket may have something (ZMQ_FD): the
         # learning kernel polls it every slice, so a request interrupts a
         # batch after the current slice.
