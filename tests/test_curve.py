@@ -243,7 +243,7 @@ def test_key_files_that_cannot_be_used_are_refused_by_name(keys, tmp_path):
 ])
 def test_loopback_rule(endpoint, local):
     assert auth.is_local_endpoint(endpoint) is local
-    if endpoint.startswith("tcp://"):
+    if endpoint.startswith("tcp://") and endpoint.rpartition(":")[2].isdigit():
         if local:
             DaemonConfig(train_endpoint=endpoint)
         else:

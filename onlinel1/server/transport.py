@@ -204,6 +204,7 @@ class Transport:
             handler.stop()
         self._zap = []
 
+
 def refuse_live_ipc(endpoint: str) -> None:
     """``zmq.ZMQError(EADDRINUSE)`` if a live process listens on the
     ``ipc://`` endpoint: ZeroMQ's bind would silently unlink its socket
