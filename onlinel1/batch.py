@@ -42,6 +42,22 @@ def _array(name: str, data: Any, dtype: Any) -> np.ndarray:
                 raise BatchError(f"{name}: must hold integers", field=name, reason="dtype")
         if np.dtype(dtype).kind == "u" and arr.dtype.kind in "if" and np.any(arr < 0):
             raise BatchError(f"{name}: must be non-negative", field=name, reason="out_of_range")
+        if arr.dtype.kind == "f":
+            # A float beyond the integer type would wrap (2.0**64 -> key 0).  And
+            # numpy reads Python ints that mix values above 2**63 with smaller
+            # ones as float64, rounding those above 2**53: then take the given
+            # numbers themselves (integers, as checked above), exactly.
+            info = np.iinfo(dtype)
+            if isinstance(data, np.ndarray):
+                # float(max) rounds up to 2**64 (2**63): the first float beyond.
+                bad = np.any(arr >= float(info.max)) or np.any(arr < info.min)
+            else:
+                arr = [int(x) for x in np.asarray(data, dtype=object).ravel()]
+                bad = max(arr) > info.max or min(arr) < info.min
+            if bad:
+                raise BatchError(f"{name}: must be in [{info.min}, {info.max}]", field=name,
+                                 reason="out_of_range")
+            return np.ascontiguousarray(np.array(arr, dtype=dtype))
     return np.ascontiguousarray(arr, dtype=dtype)
 
 

@@ -31,6 +31,7 @@ import datetime
 import functools
 import hashlib
 import io
+import math
 import os
 import pathlib
 import struct
@@ -41,7 +42,7 @@ import msgpack
 import numpy as np
 
 import onlinel1
-from onlinel1.learner import STATE_FORMAT, STATE_VERSION, Learner, state_columns
+from onlinel1.learner import CLOCK_COLUMN, STATE_FORMAT, STATE_VERSION, Learner, state_columns
 
 MAGIC = b"OL1MODEL"
 FORMAT_VERSION = 1
@@ -94,8 +95,14 @@ def _slices(array: np.ndarray, chunk_rows: int) -> Callable[[], Iterable[np.ndar
     return lambda: (array[i:i + chunk_rows] for i in range(0, array.size, chunk_rows))
 
 
+#: How feature names are stored in names:utf8: UTF-8, with the bytes of a
+#: data file that are not UTF-8 kept as they are (the readers decode names
+#: with surrogateescape, and onlinel1.io.hashing hashes them so).
+_NAME_ERRORS = "surrogateescape"
+
+
 def _utf8_length(text: str) -> int:
-    return len(text) if text.isascii() else len(text.encode("utf-8"))
+    return len(text) if text.isascii() else len(text.encode("utf-8", _NAME_ERRORS))
 
 
 def _name_arrays(store: Any, names: Mapping[int, str], chunk_rows: int) -> list[_Array]:
@@ -121,7 +128,8 @@ def _name_arrays(store: Any, names: Mapping[int, str], chunk_rows: int) -> list[
 
     def utf8_chunks() -> Iterable[np.ndarray]:
         for i in range(0, known.size, _NAMES_CHUNK):
-            blob = b"".join(names[k].encode("utf-8") for k in known[i:i + _NAMES_CHUNK].tolist())
+            blob = b"".join(names[k].encode("utf-8", _NAME_ERRORS)
+                            for k in known[i:i + _NAMES_CHUNK].tolist())
             yield np.frombuffer(blob, dtype=np.uint8)
 
     return [_Array("names:keys", np.dtype("<u8"), int(known.size), _slices(known, chunk_rows)),
@@ -224,28 +232,183 @@ def _mismatch(source: str) -> ModelFileError:
     return ModelFileError(f"{source}: checksum mismatch: the file is corrupt or truncated")
 
 
+#: The dtype each array of the format must have (either byte order: a
+#: reader honours the one the header gives).
+_ARRAY_KINDS = {"keys": "u8", "weights": "f8", "names:keys": "u8", "names:offsets": "u8",
+                "names:utf8": "u1"}
+_CLOCKS = ("t", "scale", "intercept", "clock", "clock_scale", "last_compact_t")
+#: The clocks a model with a memory budget or expiry adds (docs/model-format.md).
+_BUDGET_CLOCKS = ("evicted", "expired")
+_PROGRESS = ("examples", "weight_sum", "loss_sum", "correct")
+#: The largest example count a file may give: the kernel counts on in an
+#: int64, and this leaves it room to (no stream is 2**62 examples long).
+_MAX_COUNT = 2**62
+#: Rows of an array checked for finiteness at a time.
+_CHECK_ROWS = 1 << 16
+
+
+def _integer(value: Any, what: str, low: int, high: int = _MAX_COUNT) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{what} must be an integer in [{low}, {high}], got {value!r}")
+    return value
+
+
+def _finite(value: Any, what: str, positive: bool = False, non_negative: bool = False) -> float:
+    """``value``, a finite number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value):
+        raise ValueError(f"{what} must be a finite number, got {value!r}")
+    if (positive and not value > 0) or (non_negative and not value >= 0):
+        raise ValueError(f"{what} must be {'> 0' if positive else '>= 0'}, got {value!r}")
+    return value
+
+
+def _entry(entry: Any) -> tuple[str, np.dtype, int]:
+    """``(name, dtype, length)`` of one ``arrays`` entry of a header."""
+    if not isinstance(entry, dict):
+        raise ValueError(f"an arrays entry must be a map, got {entry!r}")
+    name, dtype, length = entry.get("name"), entry.get("dtype"), entry.get("length")
+    if not isinstance(name, str):
+        raise ValueError(f"an array name must be a string, got {name!r}")
+    kind = _ARRAY_KINDS.get(name, "f8" if name.startswith("column:") else None)
+    allowed = {"u8": ("<u8", ">u8"), "f8": ("<f8", ">f8"), "u1": ("|u1",),
+               None: ("<u8", ">u8", "<f8", ">f8", "|u1")}[kind]
+    if dtype not in allowed:
+        raise ValueError(f"array {name!r} must have dtype {' or '.join(allowed)}, got {dtype!r}")
+    return name, np.dtype(dtype), _integer(length, f"array {name!r}: length", 0)
+
+
+def _check_snapshot(snapshot: Any) -> None:
+    """The fields of ``extra.snapshot`` that are there, as
+    docs/snapshot-format.md gives them (a daemon resuming reads
+    ``producers``, ``inspect`` all four)."""
+    if not isinstance(snapshot, dict):
+        raise ValueError(f"extra.snapshot must be a map, got {snapshot!r}")
+    if "seq" in snapshot:
+        _integer(snapshot["seq"], "extra.snapshot.seq", 0)
+    if "reason" in snapshot and not isinstance(snapshot["reason"], str):
+        raise ValueError(f"extra.snapshot.reason must be a string, got {snapshot['reason']!r}")
+    if "unix_time" in snapshot:
+        # A time a clock gives (time.gmtime takes it): 1970 to the year 36812.
+        when = _finite(snapshot["unix_time"], "extra.snapshot.unix_time", non_negative=True)
+        if when > 2**40:
+            raise ValueError(f"extra.snapshot.unix_time must be at most 2**40, got {when!r}")
+    producers = snapshot.get("producers", {})
+    if not isinstance(producers, dict) or not all(
+            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
+            for k, v in producers.items()):
+        raise ValueError(f"extra.snapshot.producers must map names to sequence numbers, "
+                         f"got {producers!r}")
+
+
+def _check_state(header: dict, arrays: dict[str, np.ndarray]) -> None:
+    """What the digest cannot vouch for: clocks, counters and arrays that a
+    learner could have written (sizes, ranges, finiteness)."""
+    clocks, progress = header["clocks"], header["progress"]
+    budgeted = isinstance(clocks, dict) and any(name in clocks for name in _BUDGET_CLOCKS)
+    for what, given, wanted in (("clocks", clocks, _CLOCKS + _BUDGET_CLOCKS * budgeted),
+                                ("progress", progress, _PROGRESS)):
+        if not isinstance(given, dict) or sorted(given) != sorted(wanted):
+            raise ValueError(f"{what} must be a map of {', '.join(wanted)}, got {given!r}")
+    t = _integer(clocks["t"], "clocks.t", 0)
+    for name in _BUDGET_CLOCKS * budgeted:
+        _integer(clocks[name], f"clocks.{name}", 0)
+    _integer(clocks["last_compact_t"], "clocks.last_compact_t", 0, t)
+    for name in ("scale", "clock_scale"):
+        _finite(clocks[name], f"clocks.{name}", positive=True)
+    _finite(clocks["intercept"], "clocks.intercept")
+    # The rule's clock is a running sum, like the state columns it is read
+    # against: it may saturate at +-inf (cumulative L1 with l1 * eta0 beyond
+    # the doubles) but not be NaN.
+    if isinstance(clocks["clock"], bool) or not isinstance(clocks["clock"], (int, float)) \
+            or math.isnan(clocks["clock"]):
+        raise ValueError(f"clocks.clock must be a number, got {clocks['clock']!r}")
+    examples = _integer(progress["examples"], "progress.examples", 0)
+    _integer(progress["correct"], "progress.correct", 0, examples)
+    for name in ("weight_sum", "loss_sum"):
+        # Statistics that learning never reads, so not checked for finiteness:
+        # the kernels' sums overflow to inf (a squared loss of 1e300), and reach
+        # NaN (importance 0 times an infinite loss).  A negative sum is impossible.
+        value = progress[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ValueError(f"progress.{name} must be a number >= 0, got {value!r}")
+    columns = header["columns"]
+    if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns) \
+            or len(set(columns)) != len(columns):
+        raise ValueError(f"columns must be a list of distinct names, got {columns!r}")
+    extra = header.get("extra", {})
+    if not isinstance(extra, dict):
+        raise ValueError(f"extra must be a map, got {extra!r}")
+    if "snapshot" in extra:
+        _check_snapshot(extra["snapshot"])
+    # Weights must be finite (an infinite one makes every margin it enters
+    # infinite); a rule's state column may saturate at +-inf (AdaGrad's and
+    # FTRL's sums of squared gradients do) but NaN is never a state.
+    n = arrays["keys"].size
+    for name in ["weights"] + [f"column:{c}" for c in columns]:
+        array = arrays[name]
+        if array.size != n:
+            raise ValueError(f"array {name!r} has {array.size} entries for {n} keys")
+        test = np.isfinite if name == "weights" else lambda part: ~np.isnan(part)
+        for start in range(0, n, _CHECK_ROWS):    # a chunk at a time: little memory
+            good = test(array[start:start + _CHECK_ROWS])
+            if not good.all():
+                row = start + int(np.argmin(good))
+                raise ValueError(f"array {name!r}: {array[row]} at row {row}")
+    if f"column:{CLOCK_COLUMN}" in arrays:
+        # The example count of each feature's last update: 0 to t, whole.
+        clock = arrays[f"column:{CLOCK_COLUMN}"]
+        for start in range(0, n, _CHECK_ROWS):
+            part = clock[start:start + _CHECK_ROWS]
+            good = (part >= 0) & (part <= t) & (part == np.floor(part))
+            if not good.all():
+                row = start + int(np.argmin(good))
+                raise ValueError(f"array 'column:{CLOCK_COLUMN}': {part[row - start]} at row "
+                                 f"{row} (an example count from 0 to t = {t})")
+    named = [name for name in ("names:keys", "names:offsets", "names:utf8") if name in arrays]
+    if named:
+        if len(named) != 3:
+            raise ValueError(f"names need names:keys, names:offsets and names:utf8, "
+                             f"got only {', '.join(named)}")
+        offsets = arrays["names:offsets"]
+        if offsets.size != arrays["names:keys"].size + 1 or offsets[0] != 0 \
+                or np.any(offsets[1:] < offsets[:-1]) or offsets[-1] != arrays["names:utf8"].size:
+            raise ValueError("names:offsets must be len(names:keys) + 1 non-decreasing offsets "
+                             "from 0 to the end of names:utf8")
+
+
 def _build(data: memoryview, head_len: int, source: str
            ) -> tuple[Learner, dict[int, str], dict[str, Any]]:
     """The learner of a whole file whose digest has been verified.  Arrays
     in native byte order are views of ``data`` (``store.load`` copies them
-    into the store); none of them outlives this call."""
+    into the store); none of them outlives this call.
+
+    The digest only says the file is as it was written; what was written is
+    checked too (``_entry``, ``_check_state``: sizes, dtypes, clocks,
+    finiteness), so a file no learner could have written is refused here
+    instead of loading a learner that fails on first use."""
     body = data[:-DIGEST_SIZE]
     try:
         header = msgpack.unpackb(body[_PREFIX.size:_PREFIX.size + head_len], raw=False)
+        if not isinstance(header, dict) or not isinstance(header.get("arrays"), list):
+            raise ValueError("the header must be a map with a list of arrays")
         offset = _PREFIX.size + head_len
         arrays = {}
         for entry in header["arrays"]:
-            dtype = np.dtype(entry["dtype"])
-            size = entry["length"] * dtype.itemsize
+            name, dtype, length = _entry(entry)
+            if name in arrays:
+                raise ValueError(f"array {name!r} is given twice")
+            size = length * dtype.itemsize
             if offset + size > len(body):
-                raise ModelFileError(f"{source}: array {entry['name']!r} runs past the end")
+                raise ModelFileError(f"{source}: array {name!r} runs past the end")
             array = np.frombuffer(body[offset:offset + size], dtype=dtype)
             if not dtype.isnative:   # a big-endian machine: convert (a copy)
                 array = array.astype(dtype.newbyteorder("="))
-            arrays[entry["name"]] = array
+            arrays[name] = array
             offset += size
         if offset != len(body):
             raise ModelFileError(f"{source}: {len(body) - offset} unexpected bytes after the arrays")
+        _check_state(header, arrays)
         state = {
             "format": header["state_format"],
             "version": header["state_version"],
@@ -256,18 +419,22 @@ def _build(data: memoryview, head_len: int, source: str
             "weights": arrays["weights"],
             "columns": {c: arrays[f"column:{c}"] for c in header["columns"]},
         }
+        if not isinstance(state["options"], dict):
+            raise ValueError(f"options must be a map, got {state['options']!r}")
         learner = Learner.from_state(state)
         names: dict[int, str] = {}
         if "names:keys" in arrays:
             utf8 = memoryview(arrays["names:utf8"]).cast("B")
             offs = arrays["names:offsets"].tolist()
-            names = {k: str(utf8[offs[i]:offs[i + 1]], "utf-8")
+            names = {k: str(utf8[offs[i]:offs[i + 1]], "utf-8", _NAME_ERRORS)
                      for i, k in enumerate(arrays["names:keys"].tolist())}
         return learner, names, header.get("extra", {})
     except ModelFileError:
         raise
-    except (KeyError, TypeError, ValueError, msgpack.UnpackException) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError, msgpack.UnpackException) as exc:
         # The digest matched, so this is a file written wrongly, not a torn one.
+        # OverflowError: a number too large for the kernel's C types (an option
+        # such as truncate_every = 2**64 - 1, which LearnerOptions lets through).
         raise ModelFileError(f"{source}: malformed model file ({exc})") from None
 
 

@@ -138,7 +138,7 @@ def _batches(source: Any, fmt: str, batch_size: int, names: MutableMapping[int, 
             start = parser.parse(buf, start, stop, at_end, batch_size)
             if parser.error:
                 if parser.n_rows:
-                    yield _take(parser, names)
+                    yield _take(parser, names, failed=True)
                 token = _quote(bytes(buf[parser.error_start:parser.error_stop]))
                 what = ERRORS[parser.error].format(token=token)
                 raise ParseError(f"{display}:{parser.error_line}: {what}", display,
@@ -168,13 +168,18 @@ def _batches(source: Any, fmt: str, batch_size: int, names: MutableMapping[int, 
             f.close()
 
 
-def _take(parser: Parser, names: MutableMapping[int, str] | None) -> Batch:
+def _take(parser: Parser, names: MutableMapping[int, str] | None,
+          failed: bool = False) -> Batch:
+    """The rows parsed so far; ``failed``: the rows before a malformed line,
+    whose features were noted too (named only if they are in these rows,
+    so that ``names`` does not depend on the batch size)."""
     indptr, keys, values, labels, weights = parser.take_batch()
     if names is not None:
         # Only keys the parser has never reported before cost Python work.
         new_keys, text, offsets = parser.take_names()
         bounds = offsets.tolist()
+        kept = np.isin(new_keys, keys).tolist() if failed else None
         for i, key in enumerate(new_keys.tolist()):
-            if key not in names:
+            if key not in names and (kept is None or kept[i]):
                 names[key] = text[bounds[i]:bounds[i + 1]].decode("utf-8", "surrogateescape")
     return Batch(indptr, keys, values, labels, weights)

@@ -152,6 +152,10 @@ class _Walker:
         out = {}
         for _ in range(n):
             key = self.value(depth + 1)
+            if type(key) is memoryview:
+                # A bin key: bytes, as msgpack's decoder gives it (a view of a
+                # writable frame, as zmq.Frame.buffer is, cannot be hashed).
+                key = key.tobytes()
             if top and key == "rows":
                 raise _RowsInside()
             try:
@@ -159,6 +163,18 @@ class _Walker:
             except TypeError:
                 raise ProtocolError(MALFORMED, "a map key is not hashable") from None
         return out
+
+
+def _nested_deeper(value: Any, levels: int) -> bool:
+    """Whether ``value`` holds anything more than ``levels`` levels below
+    it (level by level, so no recursion limit applies)."""
+    containers = [value] if type(value) in (dict, list) else []
+    for _ in range(levels):
+        containers = [item for c in containers for item in (c.values() if type(c) is dict else c)
+                      if type(item) in (dict, list)]
+        if not containers:
+            return False
+    return any(containers)
 
 
 def decode_message(frame: Any, max_bytes: int) -> dict:
@@ -183,6 +199,13 @@ def decode_message(frame: Any, max_bytes: int) -> dict:
             raise ProtocolError(MALFORMED, f"not valid msgpack ({exc})") from None
     if not isinstance(msg, dict):
         raise ProtocolError(MALFORMED, f"a message must be a msgpack map, got {type(msg).__name__}")
+    # msgpack's decoder nests up to 1024 levels, the walker MAX_DEPTH.  Deeper
+    # values are refused here too: the repr of a value nested ~1000 deep raises
+    # RecursionError, and error messages quote fields (v, op, model, ...).
+    # ``rows`` is left to decode_rows, which quotes no value of it (and the
+    # walk would cost a tenth of decoding a large row-wise batch).
+    if any(_nested_deeper(value, MAX_DEPTH - 1) for key, value in msg.items() if key != "rows"):
+        raise ProtocolError(MALFORMED, f"message nested deeper than {MAX_DEPTH} levels")
     version = msg.get("v")
     if version != VERSION:
         raise ProtocolError(UNSUPPORTED_VERSION,
@@ -314,7 +337,8 @@ def decode_rows(rows: Any, need_labels: bool, names: dict[int, str] | None = Non
             for (name, positions), key in zip(items, hashed):
                 key_arr[positions] = key
                 if names is not None and int(key) not in names:
-                    names[int(key)] = name if namespace is None else f"{namespace}^{name}"
+                    # The empty namespace is no namespace (io.hashing): no "^".
+                    names[int(key)] = f"{namespace}^{name}" if namespace else name
     try:
         return Batch(np.array(indptr, dtype=np.int64), key_arr, np.array(values, dtype=np.float64),
                      np.array(labels, dtype=np.float64) if need_labels else None,
