@@ -169,9 +169,13 @@ class FakeDaemon:
             pytest.fail("the fake daemon received no training message")
 
     def nothing_more(self) -> None:
-        """No further message arrives (within QUIET seconds)."""
-        time.sleep(QUIET)
-        assert self.requests.empty() and self.trained.empty(), "a message was sent"
+        """No further message arrives (within QUIET seconds on each queue)."""
+        for received in (self.requests, self.trained):
+            try:
+                message = received.get(timeout=QUIET)
+            except queue.Empty:
+                continue
+            pytest.fail(f"a message was sent: {message!r}")
 
     def close(self) -> None:
         self._stop.set()
