@@ -48,6 +48,18 @@ Errors: :class:`DaemonError` (the daemon replied with an error code),
 the next call works), :class:`ProducerTimeout` (the daemon did not take a
 batch in time). All are :class:`ClientError`.
 
+CURVE: a daemon started with ``--curve-secret-key`` and ``--curve-allow``
+speaks only CURVE (encrypted, and open only to the public keys it allows).
+Both classes take ``curve_secret_key=`` (this client's secret key file,
+``PATH.key`` of ``onlinel1 keygen PATH``, mode 0600) and
+``curve_server_key=`` (the daemon's public key file, its ``.pub``)::
+
+    Client("tcp://10.0.0.7:5556", curve_secret_key="loader-1.key",
+           curve_server_key="server.pub")
+
+A daemon that refuses the key (or whose public key is not the one given)
+never answers: calls time out as with a daemon that is down.
+
 Neither class is thread-safe: use one per thread.
 """
 from __future__ import annotations
@@ -64,6 +76,7 @@ import msgpack
 import numpy as np
 import zmq
 
+from onlinel1 import curve as _curve
 from onlinel1.batch import Batch
 from onlinel1.names import check_model_name
 
@@ -410,6 +423,9 @@ class Producer:
     ``linger`` seconds if given (then :class:`ProducerTimeout`), as long as
     it takes otherwise.
 
+    ``curve_secret_key`` and ``curve_server_key``: as for :class:`Client`
+    (a daemon that refuses the key takes nothing: the batches stay queued).
+
     ::
 
         with Producer("tcp://127.0.0.1:5555", batch_size=1000, producer="etl") as p:
@@ -422,7 +438,9 @@ class Producer:
     def __init__(self, endpoint: str = DEFAULT_TRAIN_ENDPOINT, *, batch_size: int = 1000,
                  producer: str | None = None, high_water_mark: int = DEFAULT_HIGH_WATER_MARK,
                  send_timeout: float | None = None, linger: float | None = None,
-                 model: str | None = None) -> None:
+                 model: str | None = None,
+                 curve_secret_key: str | os.PathLike[str] | None = None,
+                 curve_server_key: str | os.PathLike[str] | None = None) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         if producer is not None and not isinstance(producer, str):
@@ -437,6 +455,9 @@ class Producer:
         self.producer = producer
         self.send_timeout = _seconds(send_timeout, "send_timeout")
         self.linger = _seconds(linger, "linger")
+        options = _curve.client_options(curve_secret_key, curve_server_key)
+        #: Whether this producer speaks CURVE.
+        self.curve = options is not None
         #: The ``seq`` of the last message sent (0 before the first).
         self.seq = 0
         self.examples_sent = 0
@@ -446,6 +467,7 @@ class Producer:
         self._context = zmq.Context()
         self._socket = self._context.socket(zmq.PUSH)
         self._socket.setsockopt(zmq.SNDHWM, high_water_mark)
+        _curve.apply_client_options(self._socket, options)
         try:
             _connect(self._socket, endpoint)
         except ValueError:
@@ -660,13 +682,24 @@ class Client:
 
     :meth:`create`, :meth:`drop`, :meth:`list_models` and :meth:`swap`
     manage the models.
+
+    ``curve_secret_key`` and ``curve_server_key`` (paths, both or neither)
+    make the socket a CURVE client of a daemon that uses CURVE: this
+    client's secret key file (``onlinel1 keygen``'s ``PATH.key``) and the
+    daemon's public key file. A key file that cannot be used is a
+    ``ValueError`` (:class:`onlinel1.curve.KeyFileError`) here; a key the
+    daemon refuses shows as :class:`DaemonTimeout`.
     """
 
     def __init__(self, endpoint: str = DEFAULT_REQUEST_ENDPOINT, *, timeout: float = 5.0,
-                 context: zmq.Context | None = None, model: str | None = None) -> None:
+                 context: zmq.Context | None = None, model: str | None = None,
+                 curve_secret_key: str | os.PathLike[str] | None = None,
+                 curve_server_key: str | os.PathLike[str] | None = None) -> None:
         timeout = _seconds(timeout, "timeout")
         if not timeout:
             raise ValueError("timeout must be > 0 seconds")
+        #: CURVE socket options (None: CURVE off); a bad key file is a ValueError.
+        self._curve = _curve.client_options(curve_secret_key, curve_server_key)
         #: The daemon's model the requests are for (None: the daemon's default).
         self.model = _model(model)
         self.endpoint = endpoint
@@ -677,9 +710,15 @@ class Client:
         self._socket: zmq.Socket | None = None
         self._open_socket()
 
+    @property
+    def curve(self) -> bool:
+        """Whether this client speaks CURVE."""
+        return self._curve is not None
+
     def __repr__(self) -> str:
         model = "" if self.model is None else f", model={self.model!r}"
-        return f"Client({self.endpoint!r}, timeout={self.timeout}{model})"
+        secured = ", curve" if self._curve is not None else ""
+        return f"Client({self.endpoint!r}, timeout={self.timeout}{model}{secured})"
 
     def __enter__(self) -> "Client":
         return self
@@ -700,6 +739,7 @@ class Client:
     def _open_socket(self) -> None:
         socket = self._context.socket(zmq.DEALER)
         socket.setsockopt(zmq.LINGER, 0)
+        _curve.apply_client_options(socket, self._curve)
         _connect(socket, self.endpoint)
         self._socket = socket
 

@@ -123,12 +123,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports (two calls of ``free_port`` may give the
+    same one: the kernel reuses a port released a moment ago)."""
+    ports: list[int] = []
+    while len(ports) < n:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
 class DaemonProcess:
     """An ``onlinel1 serve`` subprocess on free loopback ports."""
 
     def __init__(self, *flags: str, log_path=None) -> None:
-        self.train = f"tcp://127.0.0.1:{free_port()}"
-        self.request = f"tcp://127.0.0.1:{free_port()}"
+        train, request = free_ports(2)
+        self.train = f"tcp://127.0.0.1:{train}"
+        self.request = f"tcp://127.0.0.1:{request}"
         self.log_path = log_path
         self._log = open(log_path, "w+") if log_path else subprocess.DEVNULL
         self.proc = subprocess.Popen(

@@ -669,7 +669,8 @@ def test_health(cli, capsys, fake):
                          "--timeout", 0.25)
     assert time.monotonic() - start < 3.0
     assert (code, out) == (1, "")
-    assert err == f"onlinel1: error: no answer from {fake.request_endpoint} within 0.25 s\n"
+    assert err == (f"onlinel1: error: no answer from {fake.request_endpoint} within 0.25 s "
+                   f"(if the daemon uses CURVE, give --curve-secret-key and --curve-server-key)\n")
 
 
 def test_health_default_endpoint_and_timeout(cli, capsys):

@@ -1090,3 +1090,176 @@ def test_systemd_unit_allows_lowering_a_threads_priority(name):
     # The rest of @resources (scheduling policy, rlimits, memory policy) stays refused.
     assert not chosen & (syscall_group("@resources") - {"setpriority"})
     assert not chosen & syscall_group("@privileged")
+
+
+# ====================================================== the loopback rule
+
+def serve_commands() -> dict[str, list[str]]:
+    """Every ``onlinel1 serve`` command the deploy files run, by where."""
+    docker = Dockerfile(DOCKERFILE)
+    commands = {"Dockerfile": docker.command()}
+    for name, service in compose()["services"].items():
+        argv = service_command(service, docker)
+        if argv[1:2] == ["serve"]:
+            commands[f"compose {name}"] = argv
+    found = manifests()
+    for kind, name in (("StatefulSet", "onlinel1-trainer"), ("Deployment", "onlinel1-replica")):
+        commands[f"{kind} {name}"] = container(found[(kind, name)])["command"]
+    commands["onlinel1.service"] = exec_start(SYSTEMD / "onlinel1.service")
+    commands["onlinel1-replica.service"] = exec_start(SYSTEMD / "onlinel1-replica.service")
+    return commands
+
+
+def test_deploy_commands_follow_the_loopback_rule():
+    """A command that binds off loopback says --insecure (the container or
+    pod is the boundary; the comments say how to turn CURVE on), and
+    without it the daemon would refuse it; the systemd units stay on
+    loopback and need none."""
+    from onlinel1.cli.common import CommandError
+    from onlinel1.server.auth import exposures
+    toml = (SYSTEMD / "onlinel1.toml").read_text()
+    for where, argv in serve_commands().items():
+        _, config = effective_config(argv, toml if "--config" in argv and "service" in where
+                                     else None)
+        zmq_open, http_open = exposures(config)
+        assert config.insecure == bool(zmq_open or http_open), where
+        if config.insecure:
+            without = [a for a in argv if a != "--insecure"]
+            with pytest.raises(CommandError, match="not on loopback.*--insecure"):
+                effective_config(without)
+
+
+# ============================================== Kubernetes with CURVE
+
+KUBERNETES_CURVE = DEPLOY / "kubernetes-curve"
+
+
+def json_patch(doc: dict, ops: list[dict]) -> dict:
+    """``doc`` with the ``add`` operations of an RFC 6902 patch applied
+    (the only operation the overlay uses)."""
+    import copy
+    doc = copy.deepcopy(doc)
+    for op in ops:
+        assert op["op"] == "add", op
+        *parents, last = [t.replace("~1", "/").replace("~0", "~") for t in op["path"].split("/")[1:]]
+        node = doc
+        for token in parents:
+            node = node[int(token)] if isinstance(node, list) else node[token]
+        if isinstance(node, list):
+            node.insert(len(node) if last == "-" else int(last), copy.deepcopy(op["value"]))
+        else:
+            assert last not in node, f"{op['path']} exists: add would replace it"
+            node[last] = copy.deepcopy(op["value"])
+    return doc
+
+
+def curve_workloads() -> dict[str, dict]:
+    """The trainer and replica workloads as deploy/kubernetes-curve patches them."""
+    yaml = pytest.importorskip("yaml", reason="PyYAML parses the manifests")
+    kustomization = yaml.safe_load((KUBERNETES_CURVE / "kustomization.yaml").read_text())
+    assert kustomization["resources"] == ["../kubernetes"]
+    found = manifests()
+    out = {}
+    for patch in kustomization["patches"]:
+        target = patch["target"]
+        ops = yaml.safe_load((KUBERNETES_CURVE / patch["path"]).read_text())
+        out[target["name"]] = json_patch(found[(target["kind"], target["name"])], ops)
+    assert set(out) == {"onlinel1-trainer", "onlinel1-replica"}
+    return out
+
+
+def under(path: str, mount: str) -> bool:
+    return path == mount or path.startswith(mount.rstrip("/") + "/")
+
+
+def curve_layout(workload: dict) -> dict:
+    """Where the CURVE keys come from in a patched workload, checked."""
+    pod = workload["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    c = container(workload)
+    args = parse_cli(c["command"])
+    assert args.curve_secret_key and args.curve_allow and args.insecure
+    key_mount = next(m for m in c["volumeMounts"] if under(args.curve_secret_key, m["mountPath"]))
+    assert key_mount.get("readOnly") is True
+    assert volumes[key_mount["name"]]["emptyDir"]["medium"] == "Memory"
+    allow_mount = next(m for m in c["volumeMounts"] if m["mountPath"] == args.curve_allow)
+    assert "configMap" in volumes[allow_mount["name"]] and allow_mount["readOnly"] is True
+    # The init container copies the Secret's key into the emptyDir, mode 0600.
+    (init,) = [i for i in pod["initContainers"]
+               if any(m["name"] == key_mount["name"] for m in i["volumeMounts"])]
+    script = init["command"][-1]
+    match = re.fullmatch(r"install -m 0600 (\S+) (\S+)", script)
+    assert match and init["command"][:2] == ["sh", "-c"], script
+    source, destination = match.groups()
+    assert destination == args.curve_secret_key
+    secret_mount = next(m for m in init["volumeMounts"] if under(source, m["mountPath"]))
+    secret = volumes[secret_mount["name"]]["secret"]
+    assert secret["secretName"] == "onlinel1-curve" and secret_mount["readOnly"] is True
+    assert secret["defaultMode"] & 0o077 == 0
+    # Probes, ports and pod security as in the plain manifests.
+    check_http_probes(c)
+    check_pod_security(workload)
+    return {"args": args, "script": script, "source": source, "secret_mount": secret_mount,
+            "key_mount": key_mount, "allow": args.curve_allow}
+
+
+def test_kubernetes_curve_overlay(tmp_path):
+    from onlinel1 import curve
+    workloads = curve_workloads()
+    layouts = {name: curve_layout(w) for name, w in workloads.items()}
+    assert len({layout["args"].curve_allow for layout in layouts.values()}) == 1
+    if shutil.which("kubectl"):        # kustomize itself renders the same commands and volumes
+        proc = subprocess.run(["kubectl", "kustomize", str(KUBERNETES_CURVE)], capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        import yaml
+        rendered = {d["metadata"]["name"]: d for d in yaml.safe_load_all(proc.stdout) if d}
+        for name, workload in workloads.items():
+            mine, theirs = workload["spec"]["template"]["spec"], \
+                rendered[name]["spec"]["template"]["spec"]
+            for key in ("containers", "initContainers", "volumes"):
+                assert mine[key] == theirs[key], (name, key)
+    # Run the trainer's part for real: the init container's copy of a
+    # group-readable key (a Secret under fsGroup), then serve --check.
+    layout = layouts["onlinel1-trainer"]
+    secret_dir, key_dir, allow_dir = (tmp_path / n for n in ("secret", "key", "allow"))
+    for d in (secret_dir, key_dir, allow_dir):
+        d.mkdir()
+    curve.generate(tmp_path / "server")
+    curve.generate(allow_dir / "loader-1")
+    (allow_dir / "loader-1.key").unlink()
+    source = secret_dir / pathlib.PurePosixPath(layout["source"]).name
+    source.write_bytes((tmp_path / "server.key").read_bytes())
+    source.chmod(0o440)
+    destination = key_dir / pathlib.PurePosixPath(layout["args"].curve_secret_key).name
+    script = layout["script"].replace(layout["source"], str(source)).replace(
+        layout["args"].curve_secret_key, str(destination))
+    subprocess.run(["sh", "-c", script], check=True, timeout=60)
+    assert stat_mode(destination) == 0o600 and destination.read_bytes() == source.read_bytes()
+    sts = workloads["onlinel1-trainer"]
+    c = container(sts)
+    found = manifests()
+    config_volume = next(v for v in sts["spec"]["template"]["spec"]["volumes"]
+                         if v["name"] == mount_of(c, "config")["name"])
+    toml_text = found[("ConfigMap", config_volume["configMap"]["name"])]["data"][
+        pathlib.PurePosixPath(parse_cli(c["command"]).config).name]
+    config_file, train, request = local_config(tmp_path, toml_text)
+    argv = localize(c["command"], config_file, tmp_path / "snapshots")
+    for flag_name, value in (("--train-endpoint", train), ("--request-endpoint", request),
+                             ("--curve-secret-key", str(destination)),
+                             ("--curve-allow", str(allow_dir))):
+        argv[argv.index(flag_name) + 1] = value
+    proc = subprocess.run(runnable(argv + ["--check"]), capture_output=True, text=True,
+                          timeout=60, env=env())
+    assert proc.returncode == 0, proc.stderr
+    assert "CURVE on the training and request sockets: 1 client key(s) admitted" in proc.stderr
+    # The Secret's file as mounted (group-readable) would have been refused.
+    argv[argv.index("--curve-secret-key") + 1] = str(source)
+    proc = subprocess.run(runnable(argv + ["--check"]), capture_output=True, text=True,
+                          timeout=60, env=env())
+    assert proc.returncode == 1 and "chmod 600" in proc.stderr
+
+
+def stat_mode(path: pathlib.Path) -> int:
+    import stat
+    return stat.S_IMODE(path.stat().st_mode)

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -33,6 +34,8 @@ struct ol1_client {
     int hwm;
     int sent_any;            /* a training batch was queued */
     char *model;             /* the "model" of every message, or NULL: none */
+    int curve;               /* the sockets are CURVE clients (ol1_set_curve) */
+    uint8_t curve_public[32], curve_secret[32], curve_server[32];
     uint64_t next_id;
     char error[512];
 };
@@ -131,6 +134,13 @@ static void *open_socket(ol1_client *c, int type, const char *endpoint, int ling
     }
     zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger);
     if (hwm > 0) zmq_setsockopt(s, ZMQ_SNDHWM, &hwm, sizeof hwm);
+    if (c->curve && (zmq_setsockopt(s, ZMQ_CURVE_SERVERKEY, c->curve_server, 32) != 0 ||
+                     zmq_setsockopt(s, ZMQ_CURVE_PUBLICKEY, c->curve_public, 32) != 0 ||
+                     zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, c->curve_secret, 32) != 0)) {
+        *status = fail(c, OL1_E_CONNECT, "cannot make a CURVE socket: %s", zmq_strerror(errno));
+        zmq_close(s);
+        return NULL;
+    }
     if (zmq_connect(s, endpoint) != 0) {
         *status = fail(c, OL1_E_CONNECT, "cannot connect to '%s': %s", endpoint,
                        zmq_strerror(errno));
@@ -224,8 +234,152 @@ int ol1_close(ol1_client *c) {
     free(c->request_endpoint);
     free(c->train_endpoint);
     free(c->model);
+    /* The secret key does not outlive the client in freed memory. */
+    volatile uint8_t *secret = c->curve_secret;
+    for (size_t i = 0; i < sizeof c->curve_secret; i++) secret[i] = 0;
     free(c);
     return status;
+}
+
+/* ------------------------------------------------------------------ CURVE */
+
+#define Z85_KEY_LEN 40
+#define MAX_KEY_FILE (64 * 1024)
+
+/* Read a ZeroMQ certificate file (the format of onlinel1 keygen, pyzmq's
+   zmq.auth and czmq's zcert): the Z85 values of its "public-key = ..." and
+   "secret-key = ..." lines, decoded, into public_key / secret_key (either
+   may be NULL: not wanted). *have_public, *have_secret say which were
+   there. With is_private, the file must be a regular file that neither its
+   group nor others may access. OL1_OK or OL1_E_INVALID with the reason. */
+static int read_certificate(ol1_client *c, const char *path, int is_private, uint8_t *public_key,
+                            int *have_public, uint8_t *secret_key, int *have_secret) {
+    *have_public = *have_secret = 0;
+    FILE *f = fopen(path, "r");
+    if (!f) return fail(c, OL1_E_INVALID, "%s: cannot open the key file: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(f);
+        return fail(c, OL1_E_INVALID, "%s: not a regular file", path);
+    }
+    if (is_private && (st.st_mode & 077)) {
+        fclose(f);
+        return fail(c, OL1_E_INVALID,
+                    "%s: the secret key file is accessible by group or others (mode %04o); "
+                    "make it private: chmod 600 %s", path, (unsigned)(st.st_mode & 07777), path);
+    }
+    char line[512];
+    long total = 0;
+    int status = OL1_OK;
+    while (status == OL1_OK && fgets(line, sizeof line, f)) {
+        total += (long)strlen(line);
+        if (total > MAX_KEY_FILE) {
+            status = fail(c, OL1_E_INVALID, "%s: too large for a key file", path);
+            break;
+        }
+        char *p = line;
+        while (*p == ' ' || *p == '\t') p++;
+        int is_public = strncmp(p, "public-key", 10) == 0;
+        int is_secret = strncmp(p, "secret-key", 10) == 0;
+        if (!is_public && !is_secret) continue;   /* comments, sections, metadata */
+        char *eq = strchr(p, '=');
+        if (!eq) continue;
+        char *v = eq + 1;
+        while (*v == ' ' || *v == '\t' || *v == '"' || *v == '\'') v++;
+        size_t n = strcspn(v, "\"' \t\r\n");
+        uint8_t key[32];
+        char text[Z85_KEY_LEN + 1];
+        if (n != Z85_KEY_LEN) {
+            status = fail(c, OL1_E_INVALID, "%s: the %s is not a 40-character Z85 CURVE key",
+                          path, is_public ? "public key" : "secret key");
+            break;
+        }
+        memcpy(text, v, n);
+        text[n] = '\0';
+        if (!zmq_z85_decode(key, text)) {
+            status = fail(c, OL1_E_INVALID, "%s: the %s is not valid Z85 text", path,
+                          is_public ? "public key" : "secret key");
+            break;
+        }
+        if (is_public && !*have_public) {
+            if (public_key) memcpy(public_key, key, 32);
+            *have_public = 1;
+        } else if (is_secret && !*have_secret) {
+            if (secret_key) memcpy(secret_key, key, 32);
+            *have_secret = 1;
+        }
+        memset(key, 0, sizeof key);
+        memset(text, 0, sizeof text);
+    }
+    memset(line, 0, sizeof line);
+    if (status == OL1_OK && ferror(f))
+        status = fail(c, OL1_E_INVALID, "%s: cannot read the key file", path);
+    fclose(f);
+    return status;
+}
+
+int ol1_set_curve(ol1_client *c, const char *secret_key_file, const char *server_key_file) {
+    if (!c) return OL1_E_INVALID;
+    if (!secret_key_file != !server_key_file)
+        return fail(c, OL1_E_INVALID, "CURVE needs both the client's secret key file and the "
+                                      "daemon's public key file (or neither: CURVE off)");
+    if (c->sent_any)
+        return fail(c, OL1_E_INVALID, "CURVE is set before the first training batch");
+    if (!secret_key_file) {
+        if (!c->curve) return succeed(c);
+        c->curve = 0;
+        memset(c->curve_secret, 0, sizeof c->curve_secret);
+    } else {
+        if (!zmq_has("curve"))
+            return fail(c, OL1_E_INVALID, "this libzmq was built without CURVE support");
+        uint8_t public_key[32], secret_key[32], server_key[32], derived[32];
+        int have_public, have_secret, have_server, unused;
+        int status = read_certificate(c, secret_key_file, 1, public_key, &have_public,
+                                      secret_key, &have_secret);
+        if (status == OL1_OK && !have_secret)
+            status = fail(c, OL1_E_INVALID, "%s: has no secret-key line: give the secret key "
+                          "file (PATH.key of onlinel1 keygen), not the public one",
+                          secret_key_file);
+        if (status == OL1_OK) {
+            /* The public key is the secret key's own (derived, and checked
+               against the file's public-key line when there is one). */
+            char secret_text[Z85_KEY_LEN + 1], public_text[Z85_KEY_LEN + 1];
+            zmq_z85_encode(secret_text, secret_key, 32);
+            if (zmq_curve_public(public_text, secret_text) != 0 ||
+                !zmq_z85_decode(derived, public_text))
+                status = fail(c, OL1_E_INVALID, "%s: cannot derive the public key: %s",
+                              secret_key_file, zmq_strerror(errno));
+            else if (have_public && memcmp(derived, public_key, 32) != 0)
+                status = fail(c, OL1_E_INVALID, "%s: its public key is not the one of its "
+                              "secret key", secret_key_file);
+            memset(secret_text, 0, sizeof secret_text);
+        }
+        if (status == OL1_OK)
+            status = read_certificate(c, server_key_file, 0, server_key, &have_server, NULL,
+                                      &unused);
+        if (status == OL1_OK && !have_server)
+            status = fail(c, OL1_E_INVALID, "%s: has no public-key line (the daemon's .pub "
+                          "file written by onlinel1 keygen)", server_key_file);
+        if (status != OL1_OK) {
+            memset(secret_key, 0, sizeof secret_key);
+            return status;
+        }
+        memcpy(c->curve_public, derived, 32);
+        memcpy(c->curve_secret, secret_key, 32);
+        memcpy(c->curve_server, server_key, 32);
+        memset(secret_key, 0, sizeof secret_key);
+        c->curve = 1;
+    }
+    /* New sockets: the options of a socket apply to the connections it makes
+       from then on, and these sockets have carried nothing yet. */
+    int status;
+    if (c->request_endpoint && (status = reopen_request_socket(c)) != OL1_OK) return status;
+    if (c->push) {
+        zmq_close(c->push);
+        c->push = open_socket(c, ZMQ_PUSH, c->train_endpoint, 0, c->hwm, &status);
+        if (!c->push) return status;
+    }
+    return succeed(c);
 }
 
 /* ------------------------------------------------------------ model names */

@@ -205,6 +205,40 @@ int ol1_connect(const char *request_endpoint, const char *train_endpoint, int ti
 int ol1_set_send_hwm(ol1_client *client, int hwm);
 
 /*
+ * Speak CURVE to a daemon that uses it (onlinel1 serve --curve-secret-key
+ * ... --curve-allow ...): every connection of the client is encrypted and
+ * authenticated from this call on.
+ *
+ *   secret_key_file  this client's secret key file: PATH.key of
+ *                    `onlinel1 keygen PATH` (a ZeroMQ certificate; its
+ *                    "secret-key" line is required). It must be a regular
+ *                    file that neither group nor others may access (chmod
+ *                    600), or it is refused. Its PATH.pub must be in the
+ *                    daemon's --curve-allow.
+ *   server_key_file  the daemon's public key file (the .pub of its
+ *                    --curve-secret-key; its "public-key" line is read)
+ *
+ * Both NULL turns CURVE off again. Call it right after ol1_connect, before
+ * the first request or training batch: the client's sockets are replaced
+ * by new ones with the keys (ZeroMQ applies security options to the
+ * connections a socket makes, and libzmq connects at once). The keys are
+ * read and copied here; the files are not kept open. The secret key is
+ * wiped from the client's memory by ol1_close.
+ *
+ * A daemon that refuses the key, or whose public key is not the one given,
+ * never answers: requests give OL1_E_TIMEOUT, and training batches stay
+ * queued (ol1_close then reports OL1_E_TIMEOUT), as with a daemon that is
+ * down. So does a CURVE daemon to a client that did not call this.
+ *
+ * Returns OL1_OK, or OL1_E_INVALID (one file given without the other, a
+ * batch was already sent, a file that cannot be read, is not a
+ * certificate, lacks its key, or is a secret key file open to others; a
+ * libzmq without CURVE; ol1_last_error says which), OL1_E_CONNECT or
+ * OL1_E_NOMEM (the new sockets). On OL1_E_INVALID the client is unchanged.
+ */
+int ol1_set_curve(ol1_client *client, const char *secret_key_file, const char *server_key_file);
+
+/*
  * Choose the daemon's named model that this client's messages are for:
  * from this call on, every request (but "list") and every training batch
  * carries "model": name. NULL goes back to no "model" field at all (the

@@ -4,7 +4,8 @@ Offline (``offline.py``): ``train DATA``, ``predict --model MODEL DATA``,
 ``inspect MODEL``.  The daemon (``serve.py``): ``serve``.  Its clients
 (``remote.py``): ``send``, ``predict --connect``, ``stats``, ``health``,
 ``snapshot``, each with ``--model NAME`` for a named model; and
-(``models.py``) ``models list|create|drop|swap``.
+(``models.py``) ``models list|create|drop|swap``.  CURVE keys
+(``keygen.py``): ``keygen PATH``.
 
 Errors (a missing file, a malformed line, a corrupt model, a daemon that
 does not answer) are reported as one line on stderr with a non-zero exit
@@ -20,7 +21,7 @@ from onlinel1.cli.common import EXIT_ERROR, EXIT_USAGE, CommandError, Formatter,
 
 
 def build_parser() -> Parser:
-    from onlinel1.cli import models, offline, path, remote, serve
+    from onlinel1.cli import keygen, models, offline, path, remote, serve
     parser = Parser(
         prog="onlinel1", formatter_class=Formatter,
         description="Online learning of sparse linear models with lazily applied "
@@ -34,6 +35,7 @@ def build_parser() -> Parser:
     remote.register(sub)
     models.register(sub)
     path.register(sub)
+    keygen.register(sub)
     return parser
 
 

@@ -144,6 +144,28 @@ def explicit_learner_values(args: argparse.Namespace, table: dict[str, Any]) -> 
     return values
 
 
+def add_curve_client_arguments(parser: argparse.ArgumentParser, suppress: bool = False) -> None:
+    """``--curve-secret-key`` and ``--curve-server-key`` of the commands
+    that talk to a daemon. ``suppress``: no default (``argparse.SUPPRESS``),
+    for a sub-command whose parent has the flags too (``models``)."""
+    default = argparse.SUPPRESS if suppress else None
+    parser.add_argument("--curve-secret-key", metavar="FILE", default=default,
+                        help="for a daemon that uses CURVE: this client's secret key file "
+                             "(PATH.key of 'onlinel1 keygen PATH'); its PATH.pub must be in "
+                             "the daemon's --curve-allow")
+    parser.add_argument("--curve-server-key", metavar="FILE", default=default,
+                        help="for a daemon that uses CURVE: the daemon's public key file (the "
+                             ".pub of its --curve-secret-key)")
+
+
+def curve_timeout_hint(args: argparse.Namespace) -> str:
+    """What to check when a daemon does not answer, as far as CURVE goes."""
+    if getattr(args, "curve_secret_key", None) or getattr(args, "curve_server_key", None):
+        return ("if the daemon uses CURVE, check --curve-server-key and that your public key "
+                "is in its --curve-allow")
+    return "if the daemon uses CURVE, give --curve-secret-key and --curve-server-key"
+
+
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", metavar="DATA",
                         help="examples in svmlight/libsvm or Vowpal Wabbit text format "

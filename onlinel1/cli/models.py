@@ -5,7 +5,8 @@
     onlinel1 models [--connect E] [--timeout S] drop NAME
     onlinel1 models [--connect E] [--timeout S] swap NAME FILE
 
-``--connect`` and ``--timeout`` may come before or after the action.
+``--connect``, ``--timeout`` and the CURVE keys (``--curve-secret-key``,
+``--curve-server-key``) may come before or after the action.
 ``create`` sends only the learner flags given (every flag of
 ``onlinel1 train``'s learner group); the daemon gives the others their
 defaults.  The protocol is onlinel1/client.py's (``Client.create``,
@@ -18,8 +19,8 @@ import json
 import sys
 from typing import Any
 
-from onlinel1.cli.common import (CommandError, Formatter, Parser, add_learner_arguments,
-                                 learner_options)
+from onlinel1.cli.common import (CommandError, Formatter, Parser, add_curve_client_arguments,
+                                 add_learner_arguments, learner_options)
 from onlinel1.cli.remote import REQUEST_ENDPOINT, _client, _talk, model_name
 
 #: The default ``--timeout`` of each action, in seconds: ``create`` and
@@ -35,7 +36,7 @@ def _run(args: argparse.Namespace, call: Any) -> Any:
     timeout = TIMEOUTS[args.action] if args.timeout is None else args.timeout
     client = _client(args, timeout)
     try:
-        return _talk(lambda: call(client))
+        return _talk(lambda: call(client), args)
     finally:
         client.close()
 
@@ -125,6 +126,7 @@ def _connection(parser: argparse.ArgumentParser, top: bool) -> None:
                         default=None if top else argparse.SUPPRESS,
                         help="give up when the daemon has not answered within this time "
                              "(default: 5 for list, 60 for create, drop and swap)")
+    add_curve_client_arguments(parser, suppress=not top)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -14,8 +14,8 @@ import numpy as np
 
 from onlinel1 import model_file
 from onlinel1.batch import BatchError
-from onlinel1.cli.common import (CommandError, Formatter, add_data_arguments,
-                                 add_learner_arguments, add_read_ahead_argument,
+from onlinel1.cli.common import (CommandError, Formatter, add_curve_client_arguments,
+                                 add_data_arguments, add_learner_arguments, add_read_ahead_argument,
                                  explicit_learner_values, learner_options, read, read_ahead)
 from onlinel1.learner import Learner, NumericError
 from onlinel1.warm_start import WarmStartError, load_initial
@@ -148,6 +148,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 args.parser.error(f"with --connect, --model names one of the daemon's "
                                   f"models: {exc}")
         return predict_remote(args)
+    if args.curve_secret_key or args.curve_server_key:
+        args.parser.error("--curve-secret-key and --curve-server-key go with --connect")
     if args.model is None:
         args.parser.error("one of the arguments --model --connect is required")
     learner, _, _ = load_model(args.model)
@@ -292,6 +294,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     predict.add_argument("--connect", metavar="ENDPOINT",
                          help="ask a running daemon at its request endpoint instead, "
                               "e.g. tcp://127.0.0.1:5556")
+    add_curve_client_arguments(predict)
     add_data_arguments(predict)
     predict.add_argument("--output", metavar="FILE", help="write here instead of stdout")
     predict.set_defaults(func=cmd_predict, parser=predict)

@@ -15,8 +15,9 @@ from typing import Any, Callable, Iterator, TextIO
 
 import numpy as np
 
-from onlinel1.cli.common import (CommandError, Formatter, add_data_arguments,
-                                 add_read_ahead_argument, read, read_ahead)
+from onlinel1.cli.common import (CommandError, Formatter, add_curve_client_arguments,
+                                 add_data_arguments, add_read_ahead_argument, curve_timeout_hint,
+                                 read, read_ahead)
 
 TRAIN_ENDPOINT = "tcp://127.0.0.1:5555"
 REQUEST_ENDPOINT = "tcp://127.0.0.1:5556"
@@ -44,16 +45,24 @@ def add_model_argument(parser: argparse.ArgumentParser, what: str) -> None:
                              f"'onlinel1 models list' shows the others)")
 
 
-def _talk(action: Callable[[], Any]) -> Any:
-    """Run ``action``, turning the client's failures into one-line errors."""
+def _talk(action: Callable[[], Any], args: argparse.Namespace | None = None) -> Any:
+    """Run ``action``, turning the client's failures into one-line errors
+    (a time-out says what to check about CURVE, from ``args``' flags)."""
     from onlinel1.client import ClientError, DaemonError
     try:
         return action()
     except DaemonError as exc:
         hint = f" ({HINTS[exc.code]})" if exc.code in HINTS else ""
         raise CommandError(f"daemon replied {exc.code}: {exc.message}{hint}") from None
+    except TimeoutError as exc:     # DaemonTimeout, ProducerTimeout
+        raise CommandError(f"{exc} ({curve_timeout_hint(args)})") from None
     except (ClientError, ValueError) as exc:
         raise CommandError(str(exc)) from None
+
+
+def _curve_keys(args: argparse.Namespace) -> dict[str, Any]:
+    return {"curve_secret_key": getattr(args, "curve_secret_key", None),
+            "curve_server_key": getattr(args, "curve_server_key", None)}
 
 
 def _client(args: argparse.Namespace, timeout: float) -> Any:
@@ -61,7 +70,7 @@ def _client(args: argparse.Namespace, timeout: float) -> Any:
     if not timeout > 0:
         raise CommandError(f"--timeout must be > 0 seconds, got {timeout}")
     model = getattr(args, "model", None)
-    return _talk(lambda: Client(args.connect, timeout=timeout, model=model))
+    return _talk(lambda: Client(args.connect, timeout=timeout, model=model, **_curve_keys(args)))
 
 
 def _ask(args: argparse.Namespace, op: str) -> Any:
@@ -69,7 +78,7 @@ def _ask(args: argparse.Namespace, op: str) -> Any:
     ``args.model``, if given)."""
     client = _client(args, args.timeout)
     try:
-        return _talk(getattr(client, op))
+        return _talk(getattr(client, op), args)
     finally:
         client.close()
 
@@ -121,21 +130,22 @@ def cmd_send(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     producer = _talk(lambda: Producer(args.connect, batch_size=args.batch_size,
                                       producer=args.producer, send_timeout=args.timeout,
-                                      linger=args.timeout, model=args.model))
+                                      linger=args.timeout, model=args.model,
+                                      **_curve_keys(args)))
     try:
         try:
             for batch in batches:
-                _talk(lambda: producer.send_batch(batch))
+                _talk(lambda: producer.send_batch(batch), args)
                 progress.update(producer.examples_sent, producer.seq)
         except ParseError:
             # The rows before the bad line were sent, as train would have
             # learned them: deliver them, then report the line.
             progress.finish()
-            _talk(producer.close)
+            _talk(producer.close, args)
             raise
         progress.finish()
         # Wait until everything queued has left: the daemon has it all.
-        _talk(producer.close)
+        _talk(producer.close, args)
     finally:
         batches.close()       # stops the read-ahead thread if we stopped early
         progress.finish()
@@ -162,7 +172,7 @@ def predict_remote(args: argparse.Namespace) -> int:
     out = sys.stdout if args.output in (None, "-") else open(args.output, "w")
     try:
         for batch in batches:
-            result = _talk(lambda: client.predict(batch))
+            result = _talk(lambda: client.predict(batch), args)
             predictions = np.asarray(result.get("predictions"), dtype=np.float64)
             if predictions.shape != (batch.n_rows,):
                 raise CommandError(f"the daemon returned {predictions.size} predictions "
@@ -240,6 +250,7 @@ def _connection_arguments(parser: argparse.ArgumentParser, timeout: float) -> No
     parser.add_argument("--timeout", type=float, default=timeout, metavar="SECONDS",
                         help="give up when the daemon has not answered within this time "
                              "(default: %(default)s)")
+    add_curve_client_arguments(parser)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -268,6 +279,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     send.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                       help="give up when the daemon has taken nothing for this long "
                            "(default: wait as long as it takes)")
+    add_curve_client_arguments(send)
     shown = send.add_mutually_exclusive_group()
     shown.add_argument("--progress", dest="progress", action="store_const", const=True,
                        default=None, help="show the progress line even when stderr is not "

@@ -12,7 +12,7 @@ import zmq
 
 from onlinel1.cli.common import (CommandError, Formatter, add_learner_arguments,
                                  explicit_learner_values, learner_options)
-from onlinel1.server import ConfigError, DaemonConfig, read_config_file, startup
+from onlinel1.server import ConfigError, DaemonConfig, auth, read_config_file, startup
 from onlinel1.server.config import LOG_LEVELS
 from onlinel1.server.http import HttpServer, MissingDependency
 from onlinel1.server.metrics import RequestMetrics
@@ -27,7 +27,9 @@ DAEMON_FLAGS = (("--train-endpoint", "train_endpoint"), ("--request-endpoint", "
                 ("--snapshot-every-examples", "snapshot_every_examples"), ("--keep", "keep"),
                 ("--resume", "resume"), ("--keep-names", "keep_names"),
                 ("--training-io-nice", "training_io_nice"), ("--http-endpoint", "http_endpoint"),
-                ("--dedupe-seq", "dedupe_seq"), ("--training-share", "training_share"))
+                ("--dedupe-seq", "dedupe_seq"), ("--training-share", "training_share"),
+                ("--curve-secret-key", "curve_secret_key"), ("--curve-allow", "curve_allow"),
+                ("--insecure", "insecure"))
 
 
 def daemon_config(args: argparse.Namespace, base: dict[str, Any]) -> DaemonConfig:
@@ -53,6 +55,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     options = learner_options(args, learner_table)
     logging.basicConfig(stream=sys.stderr, level=config.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        # The key files now, not after resuming a snapshot (or waiting for one).
+        auth.load_server_keys(config)
+    except ConfigError as exc:
+        raise CommandError(str(exc)) from None
     stopping: list[int] = []
     metrics = RequestMetrics() if config.http_endpoint else None
     try:
@@ -85,6 +92,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except zmq.ZMQError as exc:
         raise CommandError(f"cannot bind {config.train_endpoint} / {config.request_endpoint}: "
                            f"{exc}") from None
+    except ConfigError as exc:     # a CURVE key file changed since the check above
+        raise CommandError(str(exc)) from None
     http = None
     if config.http_endpoint:
         try:
@@ -168,8 +177,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                "  onlinel1 serve\n"
                "  onlinel1 serve --snapshot-dir /var/lib/onlinel1 --snapshot-every-seconds 300\n"
                "  onlinel1 serve --model /var/lib/onlinel1 --predict-only "
-               "--request-endpoint tcp://0.0.0.0:5566\n"
-               "  onlinel1 serve --update fobos --l1 1e-5 --request-endpoint tcp://0.0.0.0:5556\n"
+               "--request-endpoint tcp://127.0.0.1:5566\n"
+               "  onlinel1 serve --update fobos --l1 1e-5 --request-endpoint tcp://0.0.0.0:5556 \\\n"
+               "      --curve-secret-key /etc/onlinel1/server.key --curve-allow /etc/onlinel1/clients\n"
                "  onlinel1 serve --config /etc/onlinel1/onlinel1.toml --log-level debug")
     g = serve.add_argument_group("daemon")
     g.add_argument("--train-endpoint", metavar="E",
@@ -204,6 +214,23 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "seq_repeats) and logged")
     g.add_argument("--keep-names", action="store_const", const=True, default=None,
                    help="remember the names of string features sent row-wise, for inspect")
+    sec = serve.add_argument_group(
+        "authentication (CURVE)",
+        "Both ZeroMQ sockets become CURVE servers: every connection is encrypted, and only\n"
+        "clients whose public key is in --curve-allow get in ('onlinel1 keygen' writes\n"
+        "the keys). An endpoint off loopback (127.0.0.0/8, ::1, localhost; ipc:// is local)\n"
+        "is refused without CURVE unless --insecure; so is --http-endpoint off loopback,\n"
+        "CURVE or not (HTTP has no authentication).")
+    sec.add_argument("--curve-secret-key", metavar="FILE",
+                     help="the daemon's secret key file (PATH.key of 'onlinel1 keygen PATH'; "
+                          "mode 0600); give clients its PATH.pub as --curve-server-key")
+    sec.add_argument("--curve-allow", metavar="DIR_OR_FILE",
+                     help="the clients' public keys admitted: a folder of *.pub files, or one "
+                          ".pub file; read at start (restart the daemon to change it)")
+    sec.add_argument("--insecure", action="store_const", const=True, default=None,
+                     help="allow endpoints off loopback without CURVE (and HTTP off loopback), "
+                          "for a network you trust, such as a pod or a container's own; "
+                          "logged as a WARNING at every start")
     snap = serve.add_argument_group(
         "snapshots", "The model on disk: periodic, on request (onlinel1 snapshot) and at "
                      "shutdown; atomic; resumed at start (docs/snapshot-format.md).")

@@ -103,6 +103,15 @@ class DaemonConfig:
     #: HOST:PORT of the HTTP endpoint (/metrics, /healthz, /readyz, the
     #: status page); None: no HTTP.  A bare PORT means 127.0.0.1.
     http_endpoint: str | None = None
+    #: The daemon's CURVE secret key file (``onlinel1 keygen``'s PATH.key);
+    #: with ``curve_allow``, both sockets are CURVE servers (server/auth.py).
+    curve_secret_key: str | None = None
+    #: The client public keys admitted: a folder of ``*.pub`` files, or one
+    #: ``.pub`` file; read at start.
+    curve_allow: str | None = None
+    #: Allow endpoints off loopback without CURVE (and HTTP off loopback);
+    #: logged as a WARNING at every start.
+    insecure: bool = False
 
     def __post_init__(self) -> None:
         for name in ("train_endpoint", "request_endpoint"):
@@ -144,6 +153,10 @@ class DaemonConfig:
                 raise ConfigError(f"http_endpoint: {exc}") from None
         if self.snapshot_dir is None and (self.snapshot_every_seconds or self.snapshot_every_examples):
             raise ConfigError("snapshot_every_seconds / snapshot_every_examples need snapshot_dir")
+        from onlinel1.server.auth import check_config   # CURVE and the loopback rule
+        problem = check_config(self)
+        if problem:
+            raise ConfigError(problem)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -171,7 +171,8 @@ class Daemon:
         return {"models": len(self.models), "requests": dict(c.requests),
                 "errors": dict(c.errors), "rejected": dict(c.rejected),
                 "loop": {"learning_s": round(c.learning_s, 6),
-                         "requests_s": round(c.requests_s, 6)}}
+                         "requests_s": round(c.requests_s, 6)},
+                "auth_refused": self.transport.auth_refused}
 
     # --------------------------------------------------------------- loop
 

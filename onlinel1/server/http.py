@@ -315,6 +315,12 @@ class _Collector:
                     if value is not None:
                         family.add_metric([str(value_name)], value)
                 yield family
+            refused = CounterMetricFamily("onlinel1_auth_refused",
+                                          "CURVE handshakes refused (a client key not in "
+                                          "--curve-allow, or not CURVE).")
+            if _get(daemon, ("auth_refused",)) is not None:
+                refused.add_metric([], _get(daemon, ("auth_refused",)))
+            yield refused
             models = sorted((status.get("models") or {}).items())
             loaded = GaugeMetricFamily("onlinel1_models", "Models loaded.")
             loaded.add_metric([], float(len(models)))

@@ -12,6 +12,13 @@ caller carries both sockets.
 
 Other threads (the HTTP endpoint) never touch a socket: they ask the loop
 through ``Transport.wake()``, a pipe the poller watches.
+
+With CURVE keys (``config.curve_secret_key``, ``curve_allow``) both sockets
+are CURVE servers and each context gets a ZAP handler in a thread of its
+own (server/auth.py), started before the sockets bind; ``auth_refused``
+counts the handshakes it refused.  ``current_user`` is the CURVE public
+key (Z85) of the client whose request ``recv_request`` returned last: the
+loop serves one request at a time, so a command reads its requester's.
 """
 from __future__ import annotations
 
@@ -22,7 +29,7 @@ import socket
 
 import zmq
 
-from onlinel1.server import threads
+from onlinel1.server import auth, threads
 from onlinel1.server.config import DaemonConfig
 
 log = logging.getLogger("onlinel1.daemon")
@@ -48,14 +55,23 @@ class Transport:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._poller: zmq.Poller | None = None
+        #: The CURVE keys (None: CURVE is off), read by bind().
+        self.keys: auth.ServerKeys | None = None
+        self.refusals = auth.Refusals(log)
+        self._zap: list[auth.ZapHandler] = []
+        #: The requester of the request received last (CURVE only; else None).
+        self.current_user: str | None = None
 
     def bind(self) -> None:
         """Open and bind the sockets; ``zmq.ZMQError`` if an endpoint cannot
-        be bound (nothing is left open then)."""
+        be bound, ``auth.AuthError`` if a CURVE key file cannot be used
+        (nothing is left open then)."""
         c = self.config
         for endpoint in (c.train_endpoint if self.with_training else None, c.request_endpoint):
             if endpoint and endpoint.startswith("ipc://"):
                 refuse_live_ipc(endpoint)
+        keys = auth.load_server_keys(c)
+        auth.warn_insecure(c)
         # ZeroMQ drops frames beyond MAXMSGSIZE itself (bounding memory
         # against absurd sizes); up to that the daemon answers too_large.
         hard_cap = 4 * c.max_message_bytes
@@ -70,6 +86,13 @@ class Transport:
         requests = self.context.socket(zmq.ROUTER)
         sockets = [s for s in (training, requests) if s is not None]
         try:
+            if keys is not None:
+                # After the sockets: the training context's I/O thread is
+                # the one started (and lowered) with the first socket.
+                self._zap = auth.start_handlers((self.context, self.training_context), keys,
+                                                self.refusals)
+                for sock in sockets:
+                    auth.make_server(sock, keys)
             for sock in sockets:
                 sock.setsockopt(zmq.RCVHWM, c.high_water_mark)
                 sock.setsockopt(zmq.SNDHWM, c.high_water_mark)
@@ -79,11 +102,17 @@ class Transport:
             if training is not None:
                 training.bind(c.train_endpoint)
             requests.bind(c.request_endpoint)
-        except zmq.ZMQError:
+        except BaseException:
             for sock in sockets:
                 sock.close(linger=0)
+            self._stop_zap()
             raise
         self.training, self.requests = training, requests
+        self.keys = keys
+        if keys is not None:
+            log.info("CURVE on the %s: %d client key(s) admitted, from %s",
+                     "training and request sockets" if training is not None else "request socket",
+                     len(keys.allowed), c.curve_allow)
         # Readable when the request socket may have something (ZMQ_FD): the
         # learning kernel polls it every slice, so a request interrupts a
         # batch after the current slice.
@@ -122,12 +151,24 @@ class Transport:
         non-blocking recv that raises ``zmq.Again``)."""
         return bool(self.requests.getsockopt(zmq.EVENTS) & zmq.POLLIN)
 
+    @property
+    def auth_refused(self) -> int:
+        """CURVE handshakes refused by the ZAP handlers (0 without CURVE)."""
+        return self.refusals.count
+
     def recv_request(self) -> list[bytes] | None:
         try:
-            # Requests are small: copying beats zmq.Frame's bookkeeping.
-            return self.requests.recv_multipart(zmq.NOBLOCK)
+            if self.keys is None:
+                # Requests are small: copying beats zmq.Frame's bookkeeping.
+                return self.requests.recv_multipart(zmq.NOBLOCK)
+            frames = self.requests.recv_multipart(zmq.NOBLOCK, copy=False)
         except zmq.Again:
             return None
+        try:
+            self.current_user = frames[-1].get("User-Id")
+        except zmq.ZMQError:          # no such property: not a ZAP-admitted peer
+            self.current_user = None
+        return [frame.bytes for frame in frames]
 
     def recv_training(self) -> zmq.Frame | None:
         try:
@@ -146,6 +187,7 @@ class Transport:
             if sock is not None:
                 sock.close()
         self.training = self.requests = None
+        self._stop_zap()
         if self._own_contexts:
             for ctx in (self.training_context, self.context):
                 if ctx is not None and not ctx.closed:
@@ -156,6 +198,11 @@ class Transport:
             except OSError:
                 pass
         self._wake_r = self._wake_w = -1
+
+    def _stop_zap(self) -> None:
+        for handler in self._zap:
+            handler.stop()
+        self._zap = []
 
 
 def refuse_live_ipc(endpoint: str) -> None:

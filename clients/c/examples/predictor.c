@@ -2,7 +2,8 @@
  * predictor - read examples on standard input, print the daemon's
  * prediction of each, one per line.
  *
- *   predictor [-o auto|probability|margin] [-m MODEL] [-b ROWS] [-t MS] REQUEST_ENDPOINT
+ *   predictor [-o auto|probability|margin] [-m MODEL] [-b ROWS] [-t MS]
+ *             [-k KEY -s SERVER_KEY] REQUEST_ENDPOINT
  *
  *   -o OUTPUT  what to print (default auto: the probability for the log
  *              loss, the margin otherwise)
@@ -10,6 +11,9 @@
  *              daemon's "default" model)
  *   -b ROWS    the most rows asked for in one request (default 1000)
  *   -t MS      the longest wait for one reply (default 30000)
+ *   -k KEY     with -s, CURVE: this client's secret key file (PATH.key of
+ *              `onlinel1 keygen PATH`) for a daemon that uses CURVE
+ *   -s SERVER_KEY  the daemon's public key file (its .pub)
  *
  * Each input line is an svmlight line, with or without its label:
  *
@@ -89,7 +93,7 @@ static int input_waiting(const reader *r) {
 static int usage(void) {
     fprintf(stderr,
             "usage: predictor [-o auto|probability|margin] [-m MODEL] [-b ROWS] [-t MS] "
-            "REQUEST_ENDPOINT\n");
+            "[-k KEY -s SERVER_KEY] REQUEST_ENDPOINT\n");
     return 2;
 }
 
@@ -123,9 +127,9 @@ static int predict_rows(ol1_client *client, rows_buf *rows, ol1_output output, d
 int main(int argc, char **argv) {
     long batch_rows = 1000, timeout_ms = 30000;
     ol1_output output = OL1_OUTPUT_AUTO;
-    const char *model = NULL;
+    const char *model = NULL, *key = NULL, *server_key = NULL;
     int opt;
-    while ((opt = getopt(argc, argv, "o:m:b:t:h")) != -1) {
+    while ((opt = getopt(argc, argv, "o:m:b:t:k:s:h")) != -1) {
         char *end;
         switch (opt) {
         case 'o':
@@ -135,6 +139,8 @@ int main(int argc, char **argv) {
             else return usage();
             break;
         case 'm': model = optarg; break;
+        case 'k': key = optarg; break;
+        case 's': server_key = optarg; break;
         case 'b':
             batch_rows = strtol(optarg, &end, 10);
             if (*end || batch_rows < 1) return usage();
@@ -146,13 +152,18 @@ int main(int argc, char **argv) {
         default: return usage();
         }
     }
-    if (argc - optind != 1) return usage();
+    if (argc - optind != 1 || !key != !server_key) return usage();
     const char *endpoint = argv[optind];
 
     ol1_client *client = NULL;
     int rc = ol1_connect(endpoint, NULL, (int)timeout_ms, &client);
     if (rc != OL1_OK) {
         fprintf(stderr, "predictor: cannot connect to %s: %s\n", endpoint, ol1_strerror(rc));
+        return 1;
+    }
+    if (key && (rc = ol1_set_curve(client, key, server_key)) != OL1_OK) {
+        fprintf(stderr, "predictor: %s\n", ol1_last_error(client));
+        ol1_close(client);
         return 1;
     }
     if (model && (rc = ol1_set_model(client, model)) != OL1_OK) {

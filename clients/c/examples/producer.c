@@ -2,7 +2,7 @@
  * producer - stream an svmlight file to a daemon's training endpoint, in
  * columnar batches (the C equivalent of `onlinel1 send FILE`).
  *
- *   producer [-b ROWS] [-p NAME] [-m MODEL] [-t MS] TRAIN_ENDPOINT FILE
+ *   producer [-b ROWS] [-p NAME] [-m MODEL] [-t MS] [-k KEY -s SERVER_KEY] TRAIN_ENDPOINT FILE
  *
  *   -b ROWS  rows per batch (default 1000, as `onlinel1 send`)
  *   -p NAME  the producer name the daemon's stats show with the last seq
@@ -11,6 +11,9 @@
  *   -t MS    give up when the daemon takes no batch for this long, and wait
  *            at most this long at the end for the queued batches to leave
  *            (default 60000)
+ *   -k KEY   with -s, CURVE: this client's secret key file (PATH.key of
+ *            `onlinel1 keygen PATH`) for a daemon that uses CURVE
+ *   -s SERVER_KEY  the daemon's public key file (its .pub)
  *   FILE     an svmlight/libsvm file, or - for standard input
  *
  * Batches carry seq 1, 2, 3, ... The program returns once every batch has
@@ -37,7 +40,8 @@ static double seconds(void) {
 
 static int usage(void) {
     fprintf(stderr,
-            "usage: producer [-b ROWS] [-p NAME] [-m MODEL] [-t MS] TRAIN_ENDPOINT FILE\n");
+            "usage: producer [-b ROWS] [-p NAME] [-m MODEL] [-t MS] [-k KEY -s SERVER_KEY] "
+            "TRAIN_ENDPOINT FILE\n");
     return 2;
 }
 
@@ -60,9 +64,9 @@ static int send_rows(ol1_client *client, rows_buf *rows, const char *name, int64
 
 int main(int argc, char **argv) {
     long batch_rows = 1000, timeout_ms = 60000;
-    const char *name = NULL, *model = NULL;
+    const char *name = NULL, *model = NULL, *key = NULL, *server_key = NULL;
     int opt;
-    while ((opt = getopt(argc, argv, "b:p:m:t:h")) != -1) {
+    while ((opt = getopt(argc, argv, "b:p:m:t:k:s:h")) != -1) {
         char *end;
         switch (opt) {
         case 'b':
@@ -71,6 +75,8 @@ int main(int argc, char **argv) {
             break;
         case 'p': name = optarg; break;
         case 'm': model = optarg; break;
+        case 'k': key = optarg; break;
+        case 's': server_key = optarg; break;
         case 't':
             timeout_ms = strtol(optarg, &end, 10);
             if (*end || timeout_ms < 1 || timeout_ms > 0x7fffffff) return usage();
@@ -78,7 +84,7 @@ int main(int argc, char **argv) {
         default: return usage();
         }
     }
-    if (argc - optind != 2) return usage();
+    if (argc - optind != 2 || !key != !server_key) return usage();
     const char *endpoint = argv[optind], *path = argv[optind + 1];
 
     FILE *in = strcmp(path, "-") ? fopen(path, "r") : stdin;
@@ -90,6 +96,12 @@ int main(int argc, char **argv) {
     int rc = ol1_connect(NULL, endpoint, (int)timeout_ms, &client);
     if (rc != OL1_OK) {
         fprintf(stderr, "producer: cannot connect to %s: %s\n", endpoint, ol1_strerror(rc));
+        if (in != stdin) fclose(in);
+        return 1;
+    }
+    if (key && (rc = ol1_set_curve(client, key, server_key)) != OL1_OK) {
+        fprintf(stderr, "producer: %s\n", ol1_last_error(client));
+        ol1_close(client);
         if (in != stdin) fclose(in);
         return 1;
     }
