@@ -97,6 +97,14 @@ def record_parsing_threads(monkeypatch) -> list[str]:
     return threads
 
 
+def csr_fields(batch) -> dict:
+    """The ``csr`` map of a training message holding ``batch``
+    (docs/protocol.md: little-endian binary arrays)."""
+    return {"indptr": batch.indptr.astype("<i8").tobytes(), "keys": batch.keys.tobytes(),
+            "values": batch.values.astype("<f8").tobytes(),
+            "labels": batch.labels.astype("<f8").tobytes()}
+
+
 def with_overflowing_row(batch, row: int):
     """``batch`` with ``row`` made to overflow: its features become ones
     never seen (its margin is the intercept's), at value 100 and with

@@ -18,6 +18,7 @@ import zmq
 from onlinel1 import Batch
 
 from conftest import SAMPLES, free_port, load_svmlight, wait_for
+from conftest import csr_fields as csr
 
 pytest.importorskip("prometheus_client")
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
@@ -30,12 +31,6 @@ def batches():
     X, y = load_svmlight(SAMPLES / "a9a_head2000.svm")
     whole = Batch.from_csr(X, y)
     return [whole.slice(i, i + BATCH) for i in range(0, whole.n_rows, BATCH)]
-
-
-def csr(batch: Batch) -> dict:
-    return {"indptr": batch.indptr.astype("<i8").tobytes(), "keys": batch.keys.tobytes(),
-            "values": batch.values.astype("<f8").tobytes(),
-            "labels": batch.labels.astype("<f8").tobytes()}
 
 
 def push(endpoint: str, batches, model: str | None = None) -> None:

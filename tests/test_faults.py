@@ -17,7 +17,7 @@ import onlinel1
 from onlinel1 import Batch, Learner, model_file
 from onlinel1.server.snapshots import SnapshotDir, snapshot_extra, snapshot_name
 
-from conftest import SAMPLES, DaemonProcess, free_port, load_svmlight, wait_for
+from conftest import SAMPLES, DaemonProcess, csr_fields, free_port, load_svmlight, wait_for
 
 BATCH = 100
 
@@ -40,9 +40,7 @@ def push(endpoint: str, batches, model: str | None = None, first_seq: int = 1,
         for seq, b in zip(seqs or range(first_seq, first_seq + len(batches)), batches):
             sock.send(msgpack.packb({
                 "v": 1, "producer": "p", "seq": seq,
-                "csr": {"indptr": b.indptr.astype("<i8").tobytes(), "keys": b.keys.tobytes(),
-                        "values": b.values.astype("<f8").tobytes(),
-                        "labels": b.labels.astype("<f8").tobytes()},
+                "csr": csr_fields(b),
                 **({"model": model} if model else {})}))
     finally:
         sock.close()
@@ -236,11 +234,7 @@ def test_producer_names_are_bounded_and_repeated_seqs_reported(start_daemon, bat
     sock.setsockopt(zmq.LINGER, 10000)
     sock.connect(d.train)
 
-    def body(b: Batch) -> dict:
-        return {"indptr": b.indptr.astype("<i8").tobytes(), "keys": b.keys.tobytes(),
-                "values": b.values.astype("<f8").tobytes(),
-                "labels": b.labels.astype("<f8").tobytes()}
-    row = body(batches[0].slice(0, 1))
+    row = csr_fields(batches[0].slice(0, 1))
     try:
         sock.send(msgpack.packb({"v": 1, "producer": "x" * (MAX_PRODUCER_NAME + 1), "seq": 1,
                                  "csr": row}))
@@ -248,7 +242,7 @@ def test_producer_names_are_bounded_and_repeated_seqs_reported(start_daemon, bat
             sock.send(msgpack.packb({"v": 1, "producer": f"p{i}", "seq": 1, "csr": row}))
         for seq in (7, 7, 3):
             sock.send(msgpack.packb({"v": 1, "producer": "again", "seq": seq,
-                                     "csr": body(batches[0])}))
+                                     "csr": csr_fields(batches[0])}))
     finally:
         sock.close()
     s = wait_for(lambda: stats(d), lambda s: s["batches"] == MAX_PRODUCERS + 8, 60.0, "learned")

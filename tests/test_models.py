@@ -19,6 +19,7 @@ from onlinel1.names import check_model_name
 from onlinel1.server.snapshots import SnapshotDir, snapshot_extra, snapshot_name
 
 from conftest import SAMPLES, load_svmlight
+from conftest import csr_fields as csr
 
 BATCH = 50
 A = dict(update="cumulative", l1=1e-4, eta0=0.2)
@@ -30,12 +31,6 @@ def stream():
     X, y = load_svmlight(SAMPLES / "a9a_head2000.svm")
     whole = Batch.from_csr(X, y)
     return whole, [whole.slice(i, i + BATCH) for i in range(0, whole.n_rows, BATCH)]
-
-
-def csr(batch: Batch) -> dict:
-    return {"indptr": batch.indptr.astype("<i8").tobytes(), "keys": batch.keys.tobytes(),
-            "values": batch.values.astype("<f8").tobytes(),
-            "labels": batch.labels.astype("<f8").tobytes()}
 
 
 def train_message(batch: Batch, model: str | None = None, **fields) -> bytes:
