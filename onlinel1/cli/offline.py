@@ -120,7 +120,6 @@ def predict_file(args: argparse.Namespace, learner: Learner,
     so that nothing is written when none does."""
     source = source_name(args.data)
     loss = learner.options.loss
-    known = learner.weights()[0]          # sorted keys of the non-zero weights
     seen = Predicted(loss)
     matched = False
     held: list[np.ndarray] = []
@@ -140,7 +139,8 @@ def predict_file(args: argparse.Namespace, learner: Learner,
             seen.evaluation.add(m[labelled], batch.labels[labelled],
                                 None if batch.weights is None else batch.weights[labelled])
         if not matched:
-            matched = any_known(batch.keys, known)
+            # Looked up until the first hit only (the store's hash lookup).
+            matched = bool(batch.keys.size) and bool(np.any(learner.weights_of(batch.keys)))
             if args.strict and not matched:
                 held.append(predictions)
                 continue
@@ -152,14 +152,6 @@ def predict_file(args: argparse.Namespace, learner: Learner,
         raise EmptyInput(f"{source}: no examples (the input is empty, or only blank and "
                          f"comment lines)")
     return seen, matched
-
-
-def any_known(keys: np.ndarray, known: np.ndarray) -> bool:
-    """Whether any of ``keys`` is in ``known`` (sorted)."""
-    if not known.size or not keys.size:
-        return False
-    pos = np.minimum(np.searchsorted(known, keys), known.size - 1)
-    return bool(np.any(known[pos] == keys))
 
 
 def say_unmatched(args: argparse.Namespace, learner: Learner, seen: Predicted) -> None:
