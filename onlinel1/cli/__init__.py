@@ -1,7 +1,8 @@
 """The ``onlinel1`` command line.
 
-Offline (``offline.py``): ``train DATA``, ``predict --model MODEL DATA``,
-``inspect MODEL``.  The daemon (``serve.py``): ``serve``.  Its clients
+Offline (``offline.py``; the training loop in ``train.py``, what train and
+predict share in ``evaluate.py``): ``train DATA``, ``predict --model MODEL
+DATA``, ``inspect MODEL``.  The daemon (``serve.py``): ``serve``.  Its clients
 (``remote.py``): ``send``, ``predict --connect``, ``stats``, ``health``,
 ``snapshot``, each with ``--model NAME`` for a named model; and
 (``models.py``) ``models list|create|drop|swap``.  CURVE keys
