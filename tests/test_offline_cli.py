@@ -184,6 +184,23 @@ def test_predict_reports_rmse_and_mae_for_the_squared_loss_weighted_by_importanc
     assert "accuracy" not in s and "AUC" not in s
 
 
+def test_predict_reports_the_hinge_loss_of_a_hinge_model_and_quiet_leaves_it_out(
+        capsys, tmp_path):
+    from sklearn.metrics import hinge_loss, roc_auc_score
+    train, test = split_a9a(tmp_path)
+    model = trained(capsys, tmp_path, train, "--loss", "hinge", "--update", "fobos",
+                    "--l1", "1e-4")
+    code, out, err = run(capsys, "predict", "--model", model, test)
+    assert code == 0, err
+    m = numbers(out)                       # margins for the hinge loss
+    _, y = load_svmlight(test)
+    s = summary(err)
+    assert float(s["hinge loss"]) == pytest.approx(hinge_loss(y, m), abs=1e-6)
+    assert float(s["AUC"]) == pytest.approx(roc_auc_score(y > 0, m), abs=1e-6)
+    code, quiet_out, err = run(capsys, "predict", "--model", model, test, "--quiet")
+    assert code == 0 and err == "" and quiet_out == out
+
+
 def test_auc_of_ties_and_importance_is_scikit_learns():
     from sklearn.metrics import roc_auc_score
     from onlinel1.evaluation import auc
