@@ -231,3 +231,55 @@ def test_take_gives_the_rows_asked_for(rcv1_sample):
     assert batch.take([]).n_rows == 0
     with pytest.raises(IndexError):
         batch.take([X.shape[0]])
+
+
+# ------------------------------------------------- names in contributions
+
+def test_top_k_contributions_get_the_names_a_producer_sent(start_daemon):
+    # Finding: top_k answers raw 64-bit keys even for features a Producer
+    # sent as strings (the Producer hashes them itself: the daemon never
+    # sees the names).  The rows predicted hold the names client-side.
+    from onlinel1.client import Client, Producer
+    from onlinel1.feature_names import row_names, with_names
+    daemon = start_daemon("--update", "plain", "--l1", "0", "--eta0", "0.5")
+    rng = np.random.default_rng(3)
+    rows = []
+    for _ in range(400):
+        user, ad = int(rng.integers(0, 5)), int(rng.integers(0, 5))
+        rows.append({"features": {f"user={user}": 1.0, 11: 0.5},
+                     "namespaces": {"ad": {f"id={ad}": 1.0}},
+                     "label": 1 if (user + ad) % 2 else -1})
+    with Producer(daemon.train, batch_size=100) as producer:
+        for row in rows:
+            producer.add(row["features"], row["label"], namespaces=row["namespaces"])
+    daemon.wait_stats(lambda s: s["examples"] >= len(rows))
+    asked = rows[:25]
+    with Client(daemon.request) as client:
+        reply = client.predict(asked, top_k=3)
+    raw = reply["contributions"]
+    named = with_names(raw, row_names(asked))
+    for row, pairs, keyed in zip(asked, named, raw):
+        expected = {n for n in row["features"] if isinstance(n, str)} | \
+            {f"ad^{n}" for n in row["namespaces"]["ad"]} | {11}
+        assert len(pairs) == 3 and {name for name, _ in pairs} == expected
+        for (name, value), (key, raw_value) in zip(pairs, keyed):
+            assert value == raw_value
+            if isinstance(name, str):
+                namespace, _, bare = name.rpartition("^")
+                assert feature_key(bare, namespace or None) == key
+            else:
+                assert name == key == 11
+
+
+def test_names_of_reads_the_names_a_daemon_kept():
+    import types
+    from onlinel1.feature_names import names_of
+    from onlinel1.server.protocol import decode_rows
+    kept: dict[int, str] = {}
+    decode_rows([{"features": {"price": 1.0, 4: 1.0}, "namespaces": {"u": {"x": 1.0}},
+                  "label": 1}], need_labels=True, names=kept)
+    keys = [feature_key("x", "u"), 4, feature_key("price"), feature_key("unseen")]
+    trainer = types.SimpleNamespace(names=kept)
+    assert names_of(trainer, keys) == ["u^x", 4, "price", feature_key("unseen")]
+    assert names_of(kept, keys[:1]) == ["u^x"]
+    assert names_of(types.SimpleNamespace(names=None), keys) == keys   # no --keep-names
