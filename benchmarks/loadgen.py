@@ -1,0 +1,1170 @@
+#!/usr/bin/env python3
+"""Load generator for the onlinel1 daemon: producers, paced prediction
+clients and misbehaving clients at once, with a JSON-lines report.
+
+It starts a daemon (``python -m onlinel1 serve`` on free loopback ports,
+its snapshot folder in a temporary directory) or attaches to one
+(``--attach``), then runs, each in its own process (multiprocessing,
+spawned):
+
+* ``--producers`` N producers (``onlinel1.client.Producer``, each with its
+  own ``producer=`` name, so every batch carries a ``seq``), pushing
+  batches as fast as the daemon takes them (or at ``--train-rate``);
+* ``--predictors`` M prediction clients (``onlinel1.client.Client``), each
+  sending one-row ``predict`` requests at ``--rate`` requests/s, one at a
+  time, recording every latency;
+* ``--misbehaving`` K misbehaving clients, their kinds taken in turn from
+  ``--misbehaving-kinds``: ``silent`` (a raw DEALER that sends predict
+  requests and never reads a reply), ``garbage`` (bad frames on both
+  sockets: not msgpack, wrong version, unknown op, bad batches, unknown
+  model, ...; the training ones are counted, since the daemon must count
+  each as rejected) and ``churn`` (connects, sends, disconnects, in a loop).
+
+Every ``--interval`` seconds it writes one JSON line: examples sent (by the
+producers) and learned (the daemon's ``stats``), predictions/s against the
+target, the well-behaved clients' latency p50/p99/p99.9/max (numpy
+percentiles of every latency of the interval, and a log-bucket histogram
+that can be merged across intervals), their errors, the daemon's errors
+and rejections, and its resident memory (VmRSS of /proc/PID/status,
+sampled every ``--rss-every`` s).  At the end the producers deliver what
+they queued, the daemon is given ``--drain-timeout`` s to learn it, and a
+summary line says whether nothing was lost: every training frame sent
+(the producers' batches and the garbage client's frames) is either learned
+(``stats`` ``batches``) or counted as rejected (``rejected``); the examples
+learned equal the examples the producers sent; each producer's last
+``seq`` is the one the daemon recorded for it.  Counts are differences of
+``stats`` between the start and the end, so an attached daemon must get no
+other traffic meanwhile.
+
+    python benchmarks/loadgen.py --duration 120 --producers 2 --predictors 2 \\
+        --rate 200 --misbehaving 3 --out /tmp/load.jsonl
+
+Exit code: 0 when the run completed with nothing lost and no error reply
+(nor timeout) to a well-behaved client, 1 when it completed and one of
+these failed, 2 when it could not run (the daemon died, a process of the
+load generator failed).  ``benchmarks/bench_soak.py`` runs it for an hour
+and writes the report.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import datetime
+import json
+import math
+import multiprocessing as mp
+import os
+import pathlib
+import platform
+import queue
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "datasets"
+SAMPLE_A9A = ROOT / "tests" / "data" / "a9a_head2000.svm"
+HOST = "127.0.0.1"
+KINDS = ("silent", "garbage", "churn")
+#: Log-bucket histogram of latencies: bucket i holds [2^(i/16), 2^((i+1)/16)) us.
+HIST_PER_OCTAVE = 16
+#: Predictor rows kept for requests (one-row batches, taken in turn).
+PREDICT_ROWS = 2048
+
+
+class LoadError(RuntimeError):
+    """The load generator cannot go on; the message says why."""
+
+
+# ======================================================================
+# data: a real data set replayed in a loop, or a synthetic click stream
+
+def mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser, elementwise on uint64 (wrapping arithmetic)."""
+    x = x.astype(np.uint64, copy=True)
+    x ^= x >> np.uint64(30)
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> np.uint64(27)
+    x *= np.uint64(0x94D049BB133111EB)
+    x ^= x >> np.uint64(31)
+    return x
+
+
+class ClickStream:
+    """A seeded, endless click-log-like stream: 30 categorical fields a row
+    (one feature each, value 1), field j with a vocabulary growing
+    geometrically with j so that all of them together hold about
+    ``key_space`` distinct keys; values drawn with a mild skew (every key
+    recurs); labels from a hidden sparse logistic model (5 % of the keys
+    have a weight), about 22 % positive (0/1)."""
+
+    FIELDS = 30
+
+    def __init__(self, seed: int, key_space: int) -> None:
+        self.rng = np.random.default_rng(seed)
+        growth = 1.5 ** np.arange(self.FIELDS)
+        self.vocab = np.maximum(2, np.round(key_space * growth / growth.sum())).astype(np.int64)
+        self.field_bits = np.arange(self.FIELDS, dtype=np.uint64) << np.uint64(40)
+
+    @property
+    def distinct_keys(self) -> int:
+        return int(self.vocab.sum())
+
+    def batch(self, rows: int):
+        from onlinel1 import Batch
+        u = self.rng.random((rows, self.FIELDS))
+        values = (u * u * self.vocab).astype(np.uint64)
+        keys = mix64(self.field_bits | values)
+        hidden = np.where(keys % np.uint64(20) == 0,
+                          ((keys >> np.uint64(11)).astype(np.float64) / 2.0 ** 53 - 0.5) * 8.0, 0.0)
+        margin = hidden.sum(axis=1) - 1.3
+        labels = (self.rng.random(rows) < 1.0 / (1.0 + np.exp(-margin))).astype(np.float64)
+        indptr = np.arange(0, rows * self.FIELDS + 1, self.FIELDS, dtype=np.int64)
+        return Batch(indptr, keys.ravel(), np.ones(rows * self.FIELDS, np.float32), labels)
+
+
+def load_criteo(path: pathlib.Path):
+    """The Criteo sample: each present field a feature ``name=value``,
+    hashed as the daemon hashes string features (onlinel1.io.feature_key);
+    labels 0/1."""
+    from onlinel1 import Batch
+    from onlinel1.io import feature_keys
+    names = [f"I{j}" for j in range(1, 14)] + [f"C{j}" for j in range(1, 27)]
+    labels, features, lengths = [], [], []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            fields = line.rstrip("\n").split("\t")
+            if len(fields) != 40:
+                raise LoadError(f"{path}:{n}: expected 40 tab-separated fields, got {len(fields)}")
+            labels.append(float(fields[0]))
+            row = [f"{name}={value}" for name, value in zip(names, fields[1:]) if value]
+            features.extend(row)
+            lengths.append(len(row))
+    indptr = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=indptr[1:])
+    return Batch(indptr, feature_keys(features), np.ones(len(features), np.float32), labels)
+
+
+def load_svmlight(path: pathlib.Path):
+    from onlinel1 import Batch
+    from onlinel1.io import read_batches
+    parts = list(read_batches(str(path), "svmlight", 8192))
+    offsets = np.cumsum([0] + [p.nnz for p in parts[:-1]])
+    indptr = np.concatenate([[0]] + [p.indptr[1:] + off for p, off in zip(parts, offsets)])
+    return Batch(indptr, np.concatenate([p.keys for p in parts]),
+                 np.concatenate([p.values for p in parts]),
+                 np.concatenate([p.labels for p in parts]))
+
+
+def prepare_rows(args, workdir: pathlib.Path) -> str:
+    """Load the replayed data set once into ``workdir/rows.npz`` (the
+    processes read it from there); a description of the data."""
+    if args.data == "synthetic":
+        stream = ClickStream(args.seed, args.key_space)
+        return (f"synthetic click stream: {ClickStream.FIELDS} fields a row, about "
+                f"{stream.distinct_keys:,} distinct keys, seed {args.seed} (+ process index)")
+    if args.data_file:
+        path = pathlib.Path(args.data_file)
+    elif args.data == "criteo":
+        path = SHARED / "ctr_criteo_8k" / "train.tsv"
+    else:
+        path = SHARED / "a9a" / "a9a.train.svm"
+        if not path.exists():
+            path = SAMPLE_A9A
+    if not path.exists():
+        raise LoadError(f"{path} is missing (the shared data sets live beside the checkout); "
+                        f"give --data-file or use --data synthetic")
+    batch = load_criteo(path) if args.data == "criteo" else load_svmlight(path)
+    np.savez(workdir / "rows.npz", indptr=batch.indptr, keys=batch.keys, values=batch.values,
+             labels=batch.labels)
+    distinct = np.unique(batch.keys).size
+    return (f"{path.name} ({args.data}) replayed in a loop: {batch.n_rows:,} rows, "
+            f"{batch.nnz / batch.n_rows:.1f} features a row, {distinct:,} distinct keys; each "
+            f"process shuffles it with seed {args.seed} + its index")
+
+
+class RowSource:
+    """Batches of ``rows`` rows for one process: the replayed data set
+    shuffled with this process's seed, in a loop; or its own synthetic
+    stream."""
+
+    def __init__(self, cfg: dict, seed: int) -> None:
+        from onlinel1 import Batch
+        self.stream = None
+        if cfg["data"] == "synthetic":
+            self.stream = ClickStream(seed, cfg["key_space"])
+            return
+        with np.load(pathlib.Path(cfg["workdir"]) / "rows.npz") as z:
+            whole = Batch(z["indptr"], z["keys"], z["values"], z["labels"])
+        order = np.random.default_rng(seed).permutation(whole.n_rows)
+        lengths = np.diff(whole.indptr)[order]
+        indptr = np.zeros(whole.n_rows + 1, dtype=np.int64)
+        np.cumsum(lengths, out=indptr[1:])
+        take = np.concatenate([np.arange(whole.indptr[i], whole.indptr[i + 1]) for i in order])
+        self.rows = Batch(indptr, whole.keys[take], whole.values[take], whole.labels[order])
+        self.next = 0
+
+    def batch(self, rows: int):
+        if self.stream is not None:
+            return self.stream.batch(rows)
+        from onlinel1 import Batch
+        if self.next + rows <= self.rows.n_rows:
+            out = self.rows.slice(self.next, self.next + rows)
+            self.next = (self.next + rows) % self.rows.n_rows
+            return out
+        parts, need = [], rows
+        while need:
+            take = min(need, self.rows.n_rows - self.next)
+            parts.append(self.rows.slice(self.next, self.next + take))
+            self.next = (self.next + take) % self.rows.n_rows
+            need -= take
+        offsets = np.cumsum([0] + [p.nnz for p in parts[:-1]])
+        return Batch(np.concatenate([[0]] + [p.indptr[1:] + o for p, o in zip(parts, offsets)]),
+                     np.concatenate([p.keys for p in parts]),
+                     np.concatenate([p.values for p in parts]),
+                     np.concatenate([p.labels for p in parts]))
+
+
+def predict_rows(cfg: dict, seed: int) -> list:
+    """One-row batches without labels, for predict requests."""
+    from onlinel1 import Batch
+    pool = RowSource(cfg, seed).batch(PREDICT_ROWS)
+    rows = []
+    for i in range(pool.n_rows):
+        one = pool.slice(i, i + 1)
+        rows.append(Batch(one.indptr, one.keys.copy(), one.values.copy()))
+    return rows
+
+
+# ======================================================================
+# the processes: each reports one bucket per interval on the queue
+
+class Reporter:
+    """Counters of one process, sent to the parent as one bucket per
+    interval: ``("bucket", role, index, bucket, counters)``."""
+
+    def __init__(self, out: mp.Queue, role: str, index: int, t0: float, cfg: dict) -> None:
+        self.out, self.role, self.index = out, role, index
+        self.t0, self.interval = t0, cfg["interval"]
+        self.buckets = cfg["buckets"]
+        self.bucket = 0
+        self.counts: collections.Counter = collections.Counter()
+        self.latencies_ns: list[int] = []
+        self.lag_s = 0.0
+
+    def boundary(self) -> float:
+        """When the current bucket ends (monotonic clock)."""
+        return self.t0 + (self.bucket + 1) * self.interval
+
+    def tick(self, now: float) -> None:
+        """Send every bucket that ``now`` has passed (not the last one:
+        ``finish`` sends it)."""
+        while self.bucket < self.buckets - 1 and now >= self.boundary():
+            self._send()
+
+    def finish(self) -> None:
+        while self.bucket < self.buckets:
+            self._send()
+
+    def _send(self) -> None:
+        payload = {"counts": dict(self.counts), "lag_s": self.lag_s}
+        if self.role == "predictor":
+            payload["latencies_us"] = np.array(self.latencies_ns, dtype=np.float64) / 1000.0
+        self.out.put(("bucket", self.role, self.index, self.bucket, payload))
+        self.bucket += 1
+        self.counts = collections.Counter()
+        self.latencies_ns = []
+        self.lag_s = 0.0
+
+
+def child_main(kind: str, cfg: dict, index: int, out: mp.Queue, go, stop, t0) -> None:
+    """A spawned process: run the role ``kind``, ignoring Ctrl-C (the
+    parent stops us through ``stop``); report a failure on the queue."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        ROLES[kind](cfg, index, out, go, stop, t0)
+    except BaseException:
+        out.put(("error", kind, index, traceback.format_exc()))
+        raise SystemExit(1)
+
+
+def _start(out: mp.Queue, role: str, index: int, go, t0) -> float:
+    out.put(("ready", role, index, None))
+    if not go.wait(300):
+        raise LoadError("no go within 300 s")
+    return t0.value
+
+
+def producer(cfg: dict, index: int, out: mp.Queue, go, stop, t0v) -> None:
+    from onlinel1.client import Producer, ProducerTimeout
+    source = RowSource(cfg, cfg["seed"] + 1000 + index)
+    name = f"loadgen-{cfg['run_id']}-{index}"
+    rows = cfg["batch_rows"]
+    prod = Producer(cfg["train"], batch_size=rows, producer=name, send_timeout=1.0)
+    t0 = _start(out, "producer", index, go, t0v)
+    rep = Reporter(out, "producer", index, t0, cfg)
+    end = t0 + cfg["duration"]
+    rate = cfg["train_rate"]
+    batch, sent_batches = None, 0
+    while not stop.is_set():
+        now = time.monotonic()
+        rep.tick(now)
+        if now >= end:
+            break
+        if rate > 0:                       # paced: batch k leaves at t0 + k * rows / rate
+            due = t0 + sent_batches * rows / rate
+            if due > now:
+                time.sleep(min(due - now, rep.boundary() - now, end - now) + 1e-4)
+                continue
+        if batch is None:
+            batch = source.batch(rows)
+        try:
+            prod.send_batch(batch)
+        except ProducerTimeout:            # held back a full second: sent later, not lost
+            rep.counts["timeouts"] += 1
+            continue
+        rep.counts["batches"] += 1
+        rep.counts["examples"] += batch.n_rows
+        sent_batches += 1
+        batch = None
+    rep.finish()
+    undelivered = False
+    try:
+        prod.close(linger=cfg["drain_timeout"])
+    except ProducerTimeout:
+        undelivered = True
+    out.put(("done", "producer", index, {"name": name, "seq": prod.seq,
+                                          "examples_sent": prod.examples_sent,
+                                          "undelivered": undelivered}))
+
+
+def predictor(cfg: dict, index: int, out: mp.Queue, go, stop, t0v) -> None:
+    from onlinel1.client import Client, ClientError, DaemonError, DaemonTimeout
+    rows = predict_rows(cfg, cfg["seed"] + 2000 + index)
+    client = Client(cfg["request"], timeout=cfg["timeout"])
+    t0 = _start(out, "predictor", index, go, t0v)
+    rep = Reporter(out, "predictor", index, t0, cfg)
+    end = t0 + cfg["duration"]
+    rate = cfg["rate"]
+    # Clients start spread over one period, not all at once.
+    k = 0
+    offset = (index / max(cfg["predictors"], 1)) / rate if rate > 0 else 0.0
+    while not stop.is_set():
+        now = time.monotonic()
+        rep.tick(now)
+        if now >= end:
+            break
+        if rate > 0:
+            due = t0 + offset + k / rate
+            if due > now:
+                time.sleep(min(due - now, rep.boundary() - now, end - now) + 1e-5)
+                continue
+            rep.lag_s = max(rep.lag_s, now - due)
+        row = rows[k % len(rows)]
+        k += 1
+        began = time.perf_counter_ns()
+        try:
+            reply = client.predict(row)
+        except DaemonError as exc:
+            rep.counts[f"error:{exc.code}"] += 1
+            continue
+        except DaemonTimeout:
+            rep.counts["timeout"] += 1
+            continue
+        except ClientError:
+            rep.counts["bad_reply"] += 1
+            continue
+        rep.latencies_ns.append(time.perf_counter_ns() - began)
+        predictions = reply.get("predictions")
+        if not (isinstance(predictions, list) and len(predictions) == 1
+                and isinstance(predictions[0], float) and math.isfinite(predictions[0])):
+            rep.counts["bad_reply"] += 1
+        else:
+            rep.counts["ok"] += 1
+    rep.finish()
+    client.close()
+    out.put(("done", "predictor", index, {"requests": k}))
+
+
+def _predict_frame(row, request_id: int) -> bytes:
+    import msgpack
+    from onlinel1.client import encode_csr
+    return msgpack.packb({"v": 1, "op": "predict", "id": request_id, "csr": encode_csr(row)},
+                         use_bin_type=True)
+
+
+def _paced(rate: float, t0: float, k: int, now: float, rep: Reporter, end: float) -> bool:
+    """Whether event ``k`` of a ``rate``/s schedule is due; if not, sleep
+    toward it (never past the bucket's end or the run's)."""
+    due = t0 + k / rate
+    if due <= now:
+        return True
+    time.sleep(min(due - now, rep.boundary() - now, end - now) + 1e-4)
+    return False
+
+
+def silent(cfg: dict, index: int, out: mp.Queue, go, stop, t0v) -> None:
+    """A DEALER that sends predict requests and never reads a reply."""
+    import zmq
+    rows = predict_rows(cfg, cfg["seed"] + 3000 + index)
+    frames = [_predict_frame(row, i) for i, row in enumerate(rows[:256])]
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(cfg["request"])
+    t0 = _start(out, "misbehaving", index, go, t0v)
+    rep = Reporter(out, "misbehaving", index, t0, cfg)
+    end = t0 + cfg["duration"]
+    k = 0
+    while not stop.is_set():
+        now = time.monotonic()
+        rep.tick(now)
+        if now >= end:
+            break
+        if not _paced(cfg["misbehaving_rate"], t0, k, now, rep, end):
+            continue
+        try:
+            sock.send(frames[k % len(frames)], zmq.NOBLOCK)
+            rep.counts["sent"] += 1
+        except zmq.Again:
+            rep.counts["blocked"] += 1
+        k += 1
+    rep.finish()
+    sock.close()
+    ctx.term()
+    out.put(("done", "misbehaving", index, {"kind": "silent"}))
+
+
+def garbage_frames(cfg: dict, seed: int) -> tuple[list[list[bytes]], list[bytes]]:
+    """(request messages, training frames), every one of them invalid.
+    Each training frame must be rejected (and counted) by the daemon."""
+    import msgpack
+    from onlinel1.client import encode_csr
+    pack = msgpack.Packer(use_bin_type=True).pack
+    rng = np.random.default_rng(seed)
+    row = RowSource(cfg, seed).batch(4)
+    good_csr = encode_csr(row)
+    short = dict(good_csr, indptr=good_csr["indptr"][:-8])          # one entry too few
+    nan_labels = dict(good_csr, labels=np.full(4, np.nan).astype("<f8").tobytes())
+    nested: object = 0
+    for _ in range(200):
+        nested = [nested]
+    requests = [
+        [b"\x00\xffnot msgpack at all"],
+        [pack([1, 2, 3])],
+        [pack({"op": "predict", "id": 1})],                          # no version
+        [pack({"v": 99, "op": "stats", "id": 2})],
+        [pack({"v": 1, "op": "frobnicate", "id": 3})],
+        [pack({"v": 1, "op": "predict", "id": 4, "csr": short})],
+        [pack({"v": 1, "op": "predict", "id": 5, "rows": "not a list"})],
+        [pack({"v": 1, "op": "predict", "id": 6, "rows": [{"features": {"a": "b"}}]})],
+        [pack({"v": 1, "op": "predict", "id": 7, "model": "../../etc", "rows": []})],
+        [pack({"v": 1, "op": "predict", "id": 8, "model": "no-such-model", "rows": []})],
+        [pack({"v": 1, "op": "predict", "id": 9, "csr": good_csr, "top_k": -3})],
+        [pack({"v": 1, "op": "predict", "id": 10, "csr": {"indptr": 7}})],
+        [pack({"v": 1, "op": "stats", "id": nested})],
+        [b"two", b"frames"],
+        [b""],
+        [rng.bytes(int(rng.integers(1, 200)))],
+        [rng.bytes(int(rng.integers(1, 200)))],
+    ]
+    training = [
+        b"\x93\x01\x02",                                              # a msgpack list
+        rng.bytes(64),
+        pack({"v": 1, "op": "predict", "csr": good_csr}),             # unknown_op here
+        pack({"v": 1, "op": "train"}),                                # no examples
+        pack({"v": 1, "op": "train", "csr": short}),
+        pack({"v": 1, "op": "train", "csr": nan_labels}),
+        pack({"v": 1, "op": "train", "csr": good_csr, "seq": -1}),
+        pack({"v": 1, "op": "train", "csr": good_csr, "model": "no-such-model"}),
+        pack({"v": 2, "op": "train", "csr": good_csr}),
+    ]
+    return requests, training
+
+
+def garbage(cfg: dict, index: int, out: mp.Queue, go, stop, t0v) -> None:
+    """Bad frames on the request socket (reading the replies) and on the
+    training socket (counted: each must show in ``stats`` ``rejected``)."""
+    import msgpack
+    import zmq
+    requests, training = garbage_frames(cfg, cfg["seed"] + 4000 + index)
+    ctx = zmq.Context()
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.connect(cfg["request"])
+    push = ctx.socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, int(cfg["drain_timeout"] * 1000))
+    push.connect(cfg["train"])
+    t0 = _start(out, "misbehaving", index, go, t0v)
+    rep = Reporter(out, "misbehaving", index, t0, cfg)
+    end = t0 + cfg["duration"]
+    k = train_frames = 0
+    while not stop.is_set():
+        now = time.monotonic()
+        rep.tick(now)
+        while dealer.poll(0):
+            reply = dealer.recv_multipart()[-1]
+            try:
+                msg = msgpack.unpackb(reply, raw=False, strict_map_key=False)
+                code = msg["error"]["code"] if msg.get("ok") is False else "ok"
+            except Exception:
+                code = "unreadable"
+            rep.counts[f"reply:{code}"] += 1
+        if now >= end:
+            break
+        if not _paced(cfg["misbehaving_rate"], t0, k, now, rep, end):
+            continue
+        try:
+            dealer.send_multipart(requests[k % len(requests)], zmq.NOBLOCK)
+            rep.counts["requests"] += 1
+        except zmq.Again:
+            rep.counts["blocked"] += 1
+        if k % 4 == 0:                     # a quarter of the rate on the training socket
+            try:
+                push.send(training[(k // 4) % len(training)], zmq.NOBLOCK)
+                rep.counts["train_frames"] += 1
+                train_frames += 1
+            except zmq.Again:
+                rep.counts["blocked"] += 1
+        k += 1
+    rep.finish()
+    dealer.close()
+    push.close()
+    delivered = _term(ctx, cfg["drain_timeout"] + 5)
+    out.put(("done", "misbehaving", index, {"kind": "garbage", "train_frames": train_frames,
+                                             "undelivered": not delivered}))
+
+
+def _term(ctx, timeout: float) -> bool:
+    """``ctx.term()`` (which waits for the queued messages to be delivered),
+    in a thread; whether it returned within ``timeout``."""
+    import threading
+    thread = threading.Thread(target=ctx.term, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return not thread.is_alive()
+
+
+def churn(cfg: dict, index: int, out: mp.Queue, go, stop, t0v) -> None:
+    """Connect, send a request, disconnect (reading the reply every other
+    time), in a loop; every fifth turn also a training connection that
+    goes away without sending."""
+    import msgpack
+    import zmq
+    stats = msgpack.packb({"v": 1, "op": "health", "id": 1})
+    ctx = zmq.Context()
+    t0 = _start(out, "misbehaving", index, go, t0v)
+    rep = Reporter(out, "misbehaving", index, t0, cfg)
+    end = t0 + cfg["duration"]
+    k = 0
+    while not stop.is_set():
+        now = time.monotonic()
+        rep.tick(now)
+        if now >= end:
+            break
+        if not _paced(cfg["misbehaving_rate"], t0, k, now, rep, end):
+            continue
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(cfg["request"])
+        sock.send(stats)
+        rep.counts["connects"] += 1
+        if k % 2 == 0 and sock.poll(100):
+            sock.recv()
+            rep.counts["replies"] += 1
+        sock.close()
+        if k % 5 == 0:
+            push = ctx.socket(zmq.PUSH)
+            push.setsockopt(zmq.LINGER, 0)
+            push.connect(cfg["train"])
+            push.close()
+            rep.counts["train_connects"] += 1
+        k += 1
+    rep.finish()
+    ctx.term()
+    out.put(("done", "misbehaving", index, {"kind": "churn"}))
+
+
+ROLES = {"producer": producer, "predictor": predictor, "silent": silent, "garbage": garbage,
+         "churn": churn}
+
+
+# ======================================================================
+# the parent: the daemon, the processes, the intervals, the accounting
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def rss_mib(pid: int | None) -> float | None:
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+    return None
+
+
+class Daemon:
+    """``python -m onlinel1 serve`` on two free loopback ports, its
+    snapshot folder and log under ``workdir``; ``stop()`` reaps it."""
+
+    def __init__(self, workdir: pathlib.Path, args) -> None:
+        from onlinel1.client import Client, DaemonTimeout
+        self.train = f"tcp://{HOST}:{free_port()}"
+        self.request = f"tcp://{HOST}:{free_port()}"
+        while self.request == self.train:
+            self.request = f"tcp://{HOST}:{free_port()}"
+        self.log_path = workdir / "daemon.log"
+        self.argv = [sys.executable, "-m", "onlinel1", "serve",
+                     "--train-endpoint", self.train, "--request-endpoint", self.request,
+                     "--snapshot-dir", str(workdir / "snapshots"),
+                     "--snapshot-every-seconds", str(args.snapshot_every_seconds),
+                     "--log-level", "warning", *shlex.split(args.daemon_args)]
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL, stderr=log, env=env,
+                                         cwd=str(ROOT))
+        self.pid = self.proc.pid
+        probe = Client(self.request, timeout=0.5)
+        deadline = time.monotonic() + 30.0
+        try:
+            while True:
+                self.check_alive()
+                try:
+                    probe.health()
+                    return
+                except DaemonTimeout:
+                    if time.monotonic() > deadline:
+                        raise LoadError(f"the daemon did not answer health within 30 s\n"
+                                        f"{self.log_tail()}") from None
+        finally:
+            probe.close()
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise LoadError(f"the daemon exited with code {self.proc.returncode}; its log "
+                            f"({self.log_path}):\n{self.log_tail()}")
+
+    def stop(self, timeout: float = 60.0) -> int:
+        """SIGTERM (it writes its final snapshot), then SIGKILL after
+        ``timeout`` s; the exit code."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        return self.proc.returncode
+
+
+def counter_delta(after: dict | None, before: dict | None) -> dict:
+    after, before = after or {}, before or {}
+    out = {k: after.get(k, 0) - before.get(k, 0) for k in set(after) | set(before)}
+    return {k: v for k, v in sorted(out.items()) if v}
+
+
+def rejected_delta(after: dict, before: dict) -> dict:
+    """Rejected training frames between two ``stats``: the model's and
+    the daemon's own (frames naming no model that exists)."""
+    total = collections.Counter(counter_delta(after.get("rejected"), before.get("rejected")))
+    total.update(counter_delta((after.get("daemon") or {}).get("rejected"),
+                               (before.get("daemon") or {}).get("rejected")))
+    return dict(sorted(total.items()))
+
+
+def errors_delta(after: dict, before: dict) -> dict:
+    total = collections.Counter(counter_delta(after.get("errors"), before.get("errors")))
+    total.update(counter_delta((after.get("daemon") or {}).get("errors"),
+                               (before.get("daemon") or {}).get("errors")))
+    return dict(sorted(total.items()))
+
+
+def account(before: dict, after: dict, producers: list[dict], garbage_done: list[dict]) -> dict:
+    """Whether nothing was lost between two ``stats`` of the daemon.
+
+    ``producers``: each producer's final ``{"name", "seq", "examples_sent",
+    "undelivered"}``; ``garbage_done``: each garbage client's
+    ``{"train_frames", "undelivered"}``.  Every training frame sent must be
+    learned (``batches``) or counted as rejected; a ``numeric`` rejection
+    is both (the batch was learned up to the bad row), so it counts once.
+    """
+    rejected = rejected_delta(after, before)
+    good_frames = sum(p["seq"] for p in producers)
+    bad_frames = sum(g["train_frames"] for g in garbage_done)
+    learned_frames = after["batches"] - before["batches"] - rejected.get("numeric", 0)
+    rejected_frames = sum(rejected.values())
+    lost_frames = good_frames + bad_frames - learned_frames - rejected_frames
+    # Rejections beyond the garbage client's frames are the producers' batches.
+    good_rejected = max(0, rejected_frames - bad_frames)
+    sent = sum(p["examples_sent"] for p in producers)
+    learned = after["examples"] - before["examples"]
+    seqs = {p["name"]: {"sent": p["seq"], "learned": (after.get("producers") or {}).get(p["name"])}
+            for p in producers}
+    seqs_ok = all(s["sent"] == (s["learned"] or 0) for s in seqs.values())
+    repeats = after.get("seq_repeats", 0) - before.get("seq_repeats", 0)
+    undelivered = [p["name"] for p in producers if p.get("undelivered")] + \
+        ["garbage"] * sum(1 for g in garbage_done if g.get("undelivered"))
+    examples_ok = learned == sent if good_rejected == 0 else learned < sent
+    ok = lost_frames == 0 and examples_ok and seqs_ok and repeats == 0 and not undelivered
+    return {"ok": ok,
+            "frames": {"sent": good_frames + bad_frames, "producers": good_frames,
+                       "garbage": bad_frames, "learned": learned_frames,
+                       "rejected": rejected_frames, "lost": lost_frames},
+            "rejected": rejected, "producer_batches_rejected": good_rejected,
+            "examples": {"sent": sent, "learned": learned, "lost": sent - learned},
+            "producers": seqs, "seq_repeats": repeats, "undelivered": undelivered}
+
+
+def percentiles(lat_us: np.ndarray) -> dict:
+    if lat_us.size == 0:
+        return {"p50_us": None, "p99_us": None, "p999_us": None, "max_us": None}
+    p50, p99, p999 = np.percentile(lat_us, [50, 99, 99.9])
+    return {"p50_us": round(float(p50), 1), "p99_us": round(float(p99), 1),
+            "p999_us": round(float(p999), 1), "max_us": round(float(lat_us.max()), 1)}
+
+
+def histogram(lat_us: np.ndarray) -> list[list[int]]:
+    """``[[bucket, count], ...]``: bucket i holds latencies in
+    [2^(i/16), 2^((i+1)/16)) microseconds (mergeable across intervals)."""
+    if lat_us.size == 0:
+        return []
+    idx = np.floor(np.log2(np.maximum(lat_us, 1.0)) * HIST_PER_OCTAVE).astype(np.int64)
+    buckets, counts = np.unique(idx, return_counts=True)
+    return [[int(b), int(c)] for b, c in zip(buckets, counts)]
+
+
+def histogram_percentile(hist: dict[int, int], q: float) -> float | None:
+    """The ``q``-th percentile (0-100) of a merged histogram: the upper
+    edge of the bucket that holds it (at most 4.4 % above the truth)."""
+    total = sum(hist.values())
+    if total == 0:
+        return None
+    rank = q / 100.0 * total
+    seen = 0
+    for bucket in sorted(hist):
+        seen += hist[bucket]
+        if seen >= rank:
+            return 2.0 ** ((bucket + 1) / HIST_PER_OCTAVE)
+    return 2.0 ** ((max(hist) + 1) / HIST_PER_OCTAVE)
+
+
+def git_commit() -> str:
+    try:
+        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--",
+                                "onlinel1"], capture_output=True, text=True, timeout=10).stdout
+        return head + ("+dirty" if dirty.strip() else "") if head else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def machine() -> str:
+    model = ""
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    return f"{model or platform.processor() or platform.machine()}, {os.cpu_count()} cores, " \
+           f"Linux {platform.release()}"
+
+
+class Run:
+    """The processes of one run and the queue they report on."""
+
+    def __init__(self, args, cfg: dict) -> None:
+        self.args, self.cfg = args, cfg
+        ctx = mp.get_context("spawn")
+        self.queue: mp.Queue = ctx.Queue()
+        self.go, self.stop = ctx.Event(), ctx.Event()
+        self.t0 = ctx.Value("d", 0.0)
+        self.procs: dict[tuple[str, int], mp.Process] = {}
+        kinds = [k.strip() for k in args.misbehaving_kinds.split(",") if k.strip()]
+        plan = [("producer", i, "producer") for i in range(args.producers)] + \
+               [("predictor", i, "predictor") for i in range(args.predictors)] + \
+               [("misbehaving", i, kinds[i % len(kinds)]) for i in range(args.misbehaving)]
+        self.kind = {("misbehaving", i): k for role, i, k in plan if role == "misbehaving"}
+        for role, i, kind in plan:
+            p = ctx.Process(target=child_main, name=f"loadgen-{kind}-{i}",
+                            args=(kind, cfg, i, self.queue, self.go, self.stop, self.t0))
+            p.start()
+            self.procs[(role, i)] = p
+        self.buckets: dict[int, dict] = collections.defaultdict(dict)
+        self.done: dict[tuple[str, int], dict] = {}
+        self.ready: set = set()
+
+    def handle(self, msg: tuple) -> None:
+        what, role, index = msg[:3]
+        if what == "error":
+            raise LoadError(f"{role} {index} failed:\n{msg[3]}")
+        if what == "ready":
+            self.ready.add((role, index))
+        elif what == "bucket":
+            self.buckets[msg[3]][(role, index)] = msg[4]
+        elif what == "done":
+            self.done[(role, index)] = msg[3]
+
+    def pump(self, until: float, done=lambda: False, tick=None) -> None:
+        """Handle messages until ``done()`` or the monotonic time ``until``;
+        ``tick()`` at least every second."""
+        while not done():
+            now = time.monotonic()
+            if now >= until:
+                return
+            if tick is not None:
+                tick()
+            try:
+                self.handle(self.queue.get(timeout=min(1.0, until - now)))
+            except queue.Empty:
+                self.check_alive()
+
+    def check_alive(self) -> None:
+        """``LoadError`` if a process ended without its final report."""
+        ended = [key for key, p in self.procs.items()
+                 if p.exitcode is not None and key not in self.done]
+        if not ended:
+            return
+        # Its last messages (a report, or an error) may still be on the way.
+        with contextlib.suppress(queue.Empty):
+            while any(key not in self.done for key in ended):
+                self.handle(self.queue.get(timeout=2.0))
+        for key in ended:
+            if key not in self.done or self.procs[key].exitcode != 0:
+                p = self.procs[key]
+                raise LoadError(f"{p.name} exited with code {p.exitcode} without its report")
+
+    def close(self) -> None:
+        self.stop.set()
+        self.go.set()
+        deadline = time.monotonic() + self.args.drain_timeout + 30
+        for p in self.procs.values():
+            p.join(max(0.1, deadline - time.monotonic()))
+        for p in self.procs.values():
+            if p.is_alive():
+                p.terminate()
+                p.join(10)
+        self.queue.close()
+
+
+def interval_record(run: Run, b: int, t_s: float, seconds: float, s0: dict, s1: dict,
+                    rss_end: float | None, rss_max: float | None, target_rate: float) -> dict:
+    reports = run.buckets.pop(b, {})
+    counts = {role: collections.Counter() for role in ("producer", "predictor")}
+    lat = [np.zeros(0)]
+    lag = 0.0
+    misbehaving: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    for (role, index), payload in reports.items():
+        if role == "misbehaving":
+            misbehaving[run.kind[(role, index)]].update(payload["counts"])
+            continue
+        counts[role].update(payload["counts"])
+        if role == "predictor":
+            lat.append(payload["latencies_us"])
+            lag = max(lag, payload["lag_s"])
+    lat_us = np.concatenate(lat)
+    pc = counts["predictor"]
+    errors = {k.split(":", 1)[1]: v for k, v in pc.items() if k.startswith("error:")}
+    learned = s1["examples"] - s0["examples"]
+    return {"type": "interval", "i": b, "t_s": round(t_s, 3), "seconds": round(seconds, 3),
+            "train": {"examples_sent": counts["producer"]["examples"],
+                      "batches_sent": counts["producer"]["batches"],
+                      "examples_learned": learned,
+                      "learned_per_s": round(learned / seconds, 1) if seconds > 0 else None,
+                      "producer_timeouts": counts["producer"]["timeouts"]},
+            "predict": {"requests": pc["ok"] + pc["bad_reply"] + pc["timeout"]
+                        + sum(errors.values()),
+                        "ok": pc["ok"],
+                        "per_s": round(pc["ok"] / seconds, 1) if seconds > 0 else None,
+                        "target_per_s": target_rate, **percentiles(lat_us),
+                        "hist": histogram(lat_us), "max_lag_s": round(lag, 4),
+                        "error_replies": errors, "timeouts": pc["timeout"],
+                        "bad_replies": pc["bad_reply"]},
+            "misbehaving": {k: dict(v) for k, v in sorted(misbehaving.items())},
+            "daemon": {"rss_mib": None if rss_end is None else round(rss_end, 2),
+                       "rss_max_mib": None if rss_max is None else round(rss_max, 2),
+                       "errors": errors_delta(s1, s0), "rejected": rejected_delta(s1, s0),
+                       "requests": sum(counter_delta(s1.get("requests"),
+                                                     s0.get("requests")).values()),
+                       "examples": s1["examples"], "store_features": s1.get("store_features"),
+                       "nnz": s1.get("nnz"),
+                       "snapshots": (s1.get("last_snapshot") or {}).get("seq"),
+                       "snapshots_failed": s1.get("snapshots_failed")}}
+
+
+def progress(rec: dict) -> str:
+    p, d = rec["predict"], rec["daemon"]
+    p99 = "-" if p["p99_us"] is None else f"{p['p99_us'] / 1000:.2f} ms"
+    rss = "-" if d["rss_mib"] is None else f"{d['rss_mib']:.1f} MiB"
+    errs = sum(p["error_replies"].values()) + p["timeouts"] + p["bad_replies"]
+    return (f"[loadgen] t={rec['t_s']:7.1f}s learned {rec['train']['learned_per_s'] or 0:>10,.0f}"
+            f" ex/s  predict {p['per_s'] or 0:>7,.0f}/s p99 {p99}  errors {errs}  rss {rss}")
+
+
+def run_load(args, out) -> int:
+    from onlinel1.client import Client
+    emit = _emitter(out)
+    with tempfile.TemporaryDirectory(prefix="onlinel1-loadgen-") as tmp:
+        workdir = pathlib.Path(args.workdir or tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        described = prepare_rows(args, workdir)
+        daemon = None
+        if args.attach:
+            train, request = args.attach
+            pid = args.daemon_pid
+        else:
+            daemon = Daemon(workdir, args)
+            train, request, pid = daemon.train, daemon.request, daemon.pid
+        buckets = max(1, math.ceil(args.duration / args.interval - 1e-9))
+        cfg = {"train": train, "request": request, "workdir": str(workdir), "data": args.data,
+               "key_space": args.key_space, "seed": args.seed, "run_id": os.urandom(3).hex(),
+               "duration": args.duration, "interval": args.interval, "buckets": buckets,
+               "batch_rows": args.batch_rows, "train_rate": args.train_rate, "rate": args.rate,
+               "predictors": args.predictors, "timeout": args.timeout,
+               "misbehaving_rate": args.misbehaving_rate, "drain_timeout": args.drain_timeout}
+        run = None
+        monitor = Client(request, timeout=30.0)
+        try:
+            run = Run(args, cfg)
+            run.pump(time.monotonic() + 300, lambda: len(run.ready) == len(run.procs))
+            if len(run.ready) < len(run.procs):
+                raise LoadError("the processes were not ready within 300 s")
+            before = monitor.stats()
+            emit({"type": "start", "date": datetime.datetime.now(datetime.timezone.utc)
+                  .isoformat(timespec="seconds"), "command": command_line(args),
+                  "commit": git_commit(), "machine": machine(),
+                  "python": platform.python_version(), "data": described,
+                  "settings": {k: v for k, v in vars(args).items() if k not in ("out",)},
+                  "daemon": {"pid": pid, "train": train, "request": request,
+                             "argv": daemon.argv if daemon else None,
+                             "attached": daemon is None, "rss_mib": rss_mib(pid)}})
+            t0 = time.monotonic() + 0.2
+            run.t0.value = t0
+            run.go.set()
+            prev, prev_t = before, t0
+            rss_max = [None]
+            next_rss = [t0]
+
+            def sample() -> None:
+                now = time.monotonic()
+                if now >= next_rss[0]:
+                    next_rss[0] = now + args.rss_every
+                    r = rss_mib(pid)
+                    if r is not None:
+                        rss_max[0] = r if rss_max[0] is None else max(rss_max[0], r)
+                if daemon is not None:
+                    daemon.check_alive()
+
+            for b in range(buckets):
+                boundary = t0 + min((b + 1) * args.interval, args.duration)
+                run.pump(boundary, tick=sample)
+                stats, now = monitor.stats(), time.monotonic()
+                rss_end = rss_mib(pid)
+                peak = max(x for x in (rss_max[0], rss_end) if x is not None) \
+                    if rss_end is not None else rss_max[0]
+                rss_max[0] = None
+                run.pump(boundary + args.timeout + 5, lambda: len(run.buckets[b]) == len(run.procs),
+                         tick=sample)
+                if len(run.buckets[b]) < len(run.procs):
+                    raise LoadError(f"interval {b}: {len(run.buckets[b])} of {len(run.procs)} "
+                                    f"processes reported")
+                rec = interval_record(run, b, now - t0, now - prev_t, prev, stats, rss_end, peak,
+                                      args.predictors * args.rate)
+                emit(rec)
+                print(progress(rec), file=sys.stderr, flush=True)
+                prev, prev_t = stats, now
+            # The end: every process reports what it sent (producers after delivering).
+            run.pump(time.monotonic() + args.drain_timeout + 30,
+                     lambda: len(run.done) == len(run.procs), tick=sample)
+            if len(run.done) < len(run.procs):
+                raise LoadError(f"{len(run.procs) - len(run.done)} processes did not finish")
+            producers = [v for (role, _), v in sorted(run.done.items()) if role == "producer"]
+            garbage_done = [v for v in run.done.values() if v.get("kind") == "garbage"]
+            frames = sum(p["seq"] for p in producers) + sum(g["train_frames"]
+                                                            for g in garbage_done)
+            # Wait (bounded) until the daemon has taken every frame sent.
+            deadline = time.monotonic() + args.drain_timeout
+            while True:
+                after = monitor.stats()
+                acc = account(before, after, producers, garbage_done)
+                if acc["frames"]["learned"] + acc["frames"]["rejected"] >= frames \
+                        or time.monotonic() > deadline:
+                    break
+                if daemon is not None:
+                    daemon.check_alive()
+                time.sleep(0.2)              # polling interval of a bounded wait
+            summary = {"type": "summary", "seconds": args.duration, "nothing_lost": acc,
+                       "rss_mib": rss_mib(pid),
+                       "stats": {k: after.get(k) for k in (
+                           "examples", "batches", "store_features", "nnz", "seq_repeats",
+                           "snapshots_failed", "last_snapshot")},
+                       "daemon_errors": errors_delta(after, before)}
+        except BaseException:
+            if run is not None:
+                run.close()
+            monitor.close()
+            if daemon is not None:
+                daemon.stop()
+            raise
+        run.close()
+        monitor.close()
+        if daemon is not None:
+            summary["daemon_exit"] = daemon.stop()
+            summary["snapshots_on_disk"] = sorted(
+                p.name for p in (workdir / "snapshots").rglob("*.ol1"))
+        # The well-behaved clients' failures, summed over the interval lines.
+        failures = {k: v for k, v in sorted(emit.failures.items()) if v}
+        summary["well_behaved_failures"] = failures
+        summary["ok"] = bool(acc["ok"] and not failures and summary.get("daemon_exit", 0) == 0)
+        emit(summary)
+        print(f"[loadgen] nothing lost: {acc['ok']} (frames {acc['frames']}); well-behaved "
+              f"failures: {failures or 'none'}; daemon exit: {summary.get('daemon_exit')}",
+              file=sys.stderr)
+        return 0 if summary["ok"] else 1
+
+
+def _emitter(out):
+    """Writes one JSON line a record; keeps count of the well-behaved
+    clients' failures seen in the interval lines."""
+    failures: collections.Counter = collections.Counter()
+
+    def emit(record: dict) -> None:
+        if record.get("type") == "interval":
+            p = record["predict"]
+            for code, n in p["error_replies"].items():
+                failures[f"predict_error:{code}"] += n
+            failures["predict_timeouts"] += p["timeouts"]
+            failures["predict_bad_replies"] += p["bad_replies"]
+        out.write(json.dumps(record) + "\n")
+        out.flush()
+
+    emit.failures = failures
+    return emit
+
+
+def command_line(args) -> str:
+    return "python benchmarks/loadgen.py " + " ".join(shlex.quote(a) for a in args.argv)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("the run")
+    g.add_argument("--duration", type=float, default=60.0,
+                   help="seconds of load (default: 60)")
+    g.add_argument("--interval", type=float, default=10.0,
+                   help="seconds between report lines (default: 10)")
+    g.add_argument("--out", default="-", metavar="FILE.jsonl",
+                   help="write the JSON lines here (default: standard output)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the data's order (default: 0)")
+    g = p.add_argument_group("the clients")
+    g.add_argument("--producers", type=int, default=2, metavar="N",
+                   help="producer processes (default: 2)")
+    g.add_argument("--batch-rows", type=int, default=1000,
+                   help="rows per training batch (default: 1000)")
+    g.add_argument("--train-rate", type=float, default=0.0, metavar="EX_PER_S",
+                   help="examples/s of each producer; 0: as fast as the daemon takes them, "
+                        "held back by the high-water mark (default: 0)")
+    g.add_argument("--predictors", type=int, default=2, metavar="M",
+                   help="prediction client processes (default: 2)")
+    g.add_argument("--rate", type=float, default=200.0, metavar="R",
+                   help="one-row predict requests/s of each prediction client, one at a time; "
+                        "0: back to back (default: 200)")
+    g.add_argument("--timeout", type=float, default=5.0,
+                   help="seconds a prediction client waits for a reply (default: 5)")
+    g.add_argument("--misbehaving", type=int, default=3, metavar="K",
+                   help="misbehaving client processes (default: 3)")
+    g.add_argument("--misbehaving-kinds", default=",".join(KINDS),
+                   help="their kinds, taken in turn: silent (sends predict requests, never "
+                        "reads a reply), garbage (bad frames on both sockets), churn "
+                        "(connects and disconnects in a loop) (default: silent,garbage,churn)")
+    g.add_argument("--misbehaving-rate", type=float, default=100.0,
+                   help="messages (or connections)/s of each misbehaving client (default: 100)")
+    g = p.add_argument_group("the data")
+    g.add_argument("--data", choices=("criteo", "a9a", "synthetic"), default="criteo",
+                   help="criteo: the Criteo sample (ctr_criteo_8k/train.tsv, 'field=value' "
+                        "features) replayed in a loop; a9a: a9a.train.svm replayed; "
+                        "synthetic: an endless seeded click stream of 30 fields a row over "
+                        "--key-space keys (default: criteo)")
+    g.add_argument("--data-file", default=None,
+                   help="the file of --data criteo or a9a (default: in ../shared/datasets)")
+    g.add_argument("--key-space", type=int, default=1_000_000,
+                   help="about how many distinct keys the synthetic stream has; the model "
+                        "grows until it holds them all (default: 1,000,000)")
+    g = p.add_argument_group("the daemon")
+    g.add_argument("--attach", nargs=2, metavar=("TRAIN", "REQUEST"),
+                   help="use a running daemon at these endpoints instead of starting one "
+                        "(it must get no other traffic meanwhile)")
+    g.add_argument("--daemon-pid", type=int, default=None,
+                   help="with --attach: its process id, for its resident memory")
+    g.add_argument("--daemon-args", default="",
+                   help="more flags for the daemon started, e.g. \"--update fobos\"")
+    g.add_argument("--snapshot-every-seconds", type=float, default=60.0,
+                   help="the started daemon's periodic snapshots, into a temporary folder "
+                        "(default: 60)")
+    g.add_argument("--rss-every", type=float, default=1.0,
+                   help="seconds between samples of the daemon's VmRSS (default: 1)")
+    g.add_argument("--drain-timeout", type=float, default=120.0,
+                   help="seconds, at the end, for the producers' queues to be delivered and "
+                        "learned (default: 120)")
+    g.add_argument("--workdir", default=None,
+                   help="keep the daemon's log and snapshots here (default: a temporary "
+                        "folder, removed)")
+    args = p.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    kinds = [k.strip() for k in args.misbehaving_kinds.split(",") if k.strip()]
+    if not kinds or any(k not in KINDS for k in kinds):
+        p.error(f"--misbehaving-kinds: a comma-separated list of {', '.join(KINDS)}")
+    if args.duration <= 0 or args.interval <= 0:
+        p.error("--duration and --interval must be > 0")
+    if min(args.producers, args.predictors, args.misbehaving) < 0:
+        p.error("process counts must be >= 0")
+    if args.daemon_pid is not None and not args.attach:
+        p.error("--daemon-pid goes with --attach")
+    return args
+
+
+def main(argv=None) -> int:
+    from onlinel1.client import ClientError
+    args = parse_args(argv)
+    stream = sys.stdout if args.out == "-" else open(args.out, "w")
+    try:
+        return run_load(args, stream)
+    except (LoadError, ClientError) as exc:
+        print(f"loadgen: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("loadgen: interrupted", file=sys.stderr)
+        return 2
+    finally:
+        if stream is not sys.stdout:
+            stream.close()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
