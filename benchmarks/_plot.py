@@ -46,11 +46,16 @@ def _escape(text: str) -> str:
 def panel(series: Sequence[Series], *, title: str, x_label: str, y_label: str,
           width: int = WIDTH, height: int = HEIGHT, x_max: float | None = None,
           y_max: float | None = None, y_fmt: str = "{:.0f}", x_fmt: str = "{:.0f}",
-          vlines: Sequence[tuple[float, str]] = ()) -> Panel:
+          vlines: Sequence[tuple[float, str]] = (), left: int = LEFT,
+          legend: str = "top") -> Panel:
     """One chart of ``series`` from 0 to ``x_max`` (default: the largest
     x) and 0 to ``y_max`` (default: 1.08 times the largest y);
-    ``vlines`` are dashed vertical markers ``(x, label)``."""
-    W, H, L, R, T, B = width, height, LEFT, RIGHT, TOP, BOTTOM
+    ``vlines`` are dashed vertical markers ``(x, label)``; ``left`` is the
+    margin of the y tick labels; the legend is in the ``"top"`` or
+    ``"bottom"`` left corner.  A point whose y is None is left out."""
+    if legend not in ("top", "bottom"):
+        raise ValueError(f"legend must be 'top' or 'bottom', got {legend!r}")
+    W, H, L, R, T, B = width, height, left, RIGHT, TOP, BOTTOM
     xs = [p[0] for s in series for p in s.points]
     ys = [p[1] for s in series for p in s.points if p[1] is not None]
     t_max = x_max if x_max is not None else (max(xs, default=0.0) or 1.0)
@@ -82,14 +87,15 @@ def panel(series: Sequence[Series], *, title: str, x_label: str, y_label: str,
     for t, label in vlines:
         out.append(f'<line x1="{x(t):.1f}" y1="{T}" x2="{x(t):.1f}" y2="{H - B}" '
                    f'stroke="#888" stroke-dasharray="4 3"/>')
-        out.append(f'<text x="{x(t) + 4:.1f}" y="{H - B - 6}" fill="#555">{_escape(label)}</text>')
+        out.append(f'<text x="{x(t) + 4:.1f}" y="{T + 12}" fill="#555">{_escape(label)}</text>')
     for i, s in enumerate(series):
         c = s.colour or COLOURS[i % len(COLOURS)]
         pts = " ".join(f"{x(px):.1f},{y(py):.1f}" for px, py in s.points if py is not None)
         out.append(f'<polyline fill="none" stroke="{c}" stroke-width="2" points="{pts}"/>')
-        out.append(f'<line x1="{L + 20}" y1="{T + 12 + 18 * i}" x2="{L + 44}" '
-                   f'y2="{T + 12 + 18 * i}" stroke="{c}" stroke-width="2"/>')
-        out.append(f'<text x="{L + 50}" y="{T + 16 + 18 * i}">{_escape(s.label)}</text>')
+        row = T + 12 + 18 * i if legend == "top" else H - B - 12 - 18 * (len(series) - 1 - i)
+        out.append(f'<line x1="{L + 20}" y1="{row}" x2="{L + 44}" '
+                   f'y2="{row}" stroke="{c}" stroke-width="2"/>')
+        out.append(f'<text x="{L + 50}" y="{row + 4}">{_escape(s.label)}</text>')
     return Panel(out, W, H)
 
 
