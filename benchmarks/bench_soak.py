@@ -12,11 +12,11 @@ target:
 * **memory flat**: after the warm-up (``--warmup`` seconds, by default
   the first sixth of the run, at most 10 minutes: long enough for the
   model to hold every feature of the replayed data and for ZeroMQ's
-  queues to fill to their high-water marks), the daemon's VmRSS (one
-  sample at the end of each report interval) is cut into windows of
-  ``--window`` seconds, and the median of every window lies within 5 % of
-  the first one's (medians, so that the momentary fill of the queues does
-  not decide; a growth of 5 % does);
+  queues to fill to their high-water marks), the daemon's VmRSS (sampled
+  every second; the median of each report interval) is cut into windows
+  of ``--window`` seconds, and the median of every window lies within 5 %
+  of the first one's (medians, so that the momentary fill of the queues
+  does not decide; a growth of 5 % does);
 * **no error replies to well-behaved clients**: the prediction clients
   got no error reply, no timeout and no malformed reply;
 * **nothing lost**: every training frame sent was learned or counted as
@@ -132,7 +132,7 @@ def windows(intervals: list[dict], window: float, interval: float,
             hist.update({b: c for b, c in r["predict"]["hist"]})
         learned = sum(r["train"]["examples_learned"] for r in recs)
         ok = sum(r["predict"]["ok"] for r in recs)
-        rss = [r["daemon"]["rss_mib"] for r in recs if r["daemon"]["rss_mib"] is not None]
+        rss = [rss_of(r) for r in recs if rss_of(r) is not None]
         peaks = [r["daemon"]["rss_max_mib"] for r in recs
                  if r["daemon"]["rss_max_mib"] is not None]
         maxes = [r["predict"]["max_us"] for r in recs if r["predict"]["max_us"] is not None]
@@ -148,23 +148,32 @@ def windows(intervals: list[dict], window: float, interval: float,
             "max": max(maxes) if maxes else None,
             "failures": sum(well_behaved_failures(r) for r in recs),
             "held_back": sum(r["train"]["producer_timeouts"] for r in recs),
-            "rss_end": rss[-1] if rss else None, "rss_max": max(peaks) if peaks else None,
+            "rss": float(np.median(rss)) if rss else None,
+            "rss_max": max(peaks) if peaks else None,
             "daemon_errors": sum(sum(r["daemon"]["errors"].values()) for r in recs),
             "rejected": sum(sum(r["daemon"]["rejected"].values()) for r in recs),
         })
     return out
 
 
+def rss_of(rec: dict) -> float | None:
+    """An interval's VmRSS: the median of its samples (every --rss-every
+    s), or, in lines written before the load generator kept it, the
+    sample at its end."""
+    d = rec["daemon"]
+    return d.get("rss_median_mib", d["rss_mib"])
+
+
 def memory_verdict(intervals: list[dict], warmup: float, window: float) -> dict:
     """Memory flat within 5 % after the warm-up: the samples after
-    ``warmup`` seconds (one VmRSS at the end of each interval) are cut into
+    ``warmup`` seconds (the median VmRSS of each interval) are cut into
     windows of ``window`` seconds from the warm-up's end, and the median of
     every window must lie within 5 % of the first window's.  Medians, so
     that the momentary fill of the queues (a few hundred kB a batch, up to
     the high-water marks) does not decide; a leak of 5 % does.  Every
     single sample's distance from that reference is reported too."""
-    after = [(r["t_s"], r["daemon"]["rss_mib"]) for r in intervals
-             if r["daemon"]["rss_mib"] is not None and r["t_s"] >= warmup - 1e-6]
+    after = [(r["t_s"], rss_of(r)) for r in intervals
+             if rss_of(r) is not None and r["t_s"] >= warmup - 1e-6]
     groups: dict[int, list[float]] = collections.defaultdict(list)
     for t, v in after:
         groups[int((t - warmup) // window)].append(v)
@@ -261,7 +270,7 @@ def report(args, start: dict | None, intervals: list[dict], summary: dict | None
         lines += [f"## Every {span(args.window)}", "",
                   "| minutes | examples learned | learned/s | predictions/s (target) | p50 | "
                   "p99 | p99.9 | max | well-behaved failures | producers held back 1 s | "
-                  "VmRSS at end (MiB) | VmRSS max (MiB) | error replies to misbehaving | "
+                  "VmRSS median (MiB) | VmRSS max (MiB) | error replies to misbehaving | "
                   "rejected frames |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for w in rows:
@@ -270,7 +279,7 @@ def report(args, start: dict | None, intervals: list[dict], summary: dict | None
                 f"{w['learned_per_s']:,.0f} | {w['predict_per_s']:,.0f} "
                 f"({w['target_per_s']:,.0f}) | {fmt_us(w['p50'])} | {fmt_us(w['p99'])} | "
                 f"{fmt_us(w['p999'])} | {fmt_us(w['max'])} | {w['failures']} | "
-                f"{w['held_back']} | {fmt(w['rss_end'], ',.1f')} | {fmt(w['rss_max'], ',.1f')} | "
+                f"{w['held_back']} | {fmt(w['rss'], ',.1f')} | {fmt(w['rss_max'], ',.1f')} | "
                 f"{w['daemon_errors']:,} | {w['rejected']:,} |")
         lines += ["", f"![VmRSS and throughput over time]({svg_name})", ""]
 
@@ -290,8 +299,8 @@ def report(args, start: dict | None, intervals: list[dict], summary: dict | None
             f"{verdict(mem['ok'])}. Median VmRSS of each {span(args.window)} from the "
             f"warm-up's end: {medians} MiB; the farthest is {mem['worst_window'] * 100:.1f} % "
             f"from the first, the last {mem['drift'] * 100:+.1f} %. The {mem['samples']} "
-            f"single samples lie between {mem['min_mib']:,.1f} and {mem['max_mib']:,.1f} MiB "
-            f"(at most {mem['worst_sample'] * 100:.1f} % from the first median); "
+            f"interval medians lie between {mem['min_mib']:,.1f} and {mem['max_mib']:,.1f} MiB "
+            f"(at most {mem['worst_sample'] * 100:.1f} % from the first window's); "
             f"least-squares slope {mem['slope_mib_per_h']:+,.1f} MiB/hour.")
     else:
         lines.append(f"* Memory flat within 5 % after the warm-up: {verdict(False)}: "
@@ -343,8 +352,8 @@ def plot(intervals: list[dict], warmup: float, window: float) -> str:
     mem = memory_verdict(intervals, warmup, window)
     x_max = max(minutes, default=1.0) or 1.0
     marker = [(warmup / 60, "end of warm-up")] if warmup > 0 else []
-    rss = [_plot.Series("VmRSS at the end of each interval",
-                        list(zip(minutes, [r["daemon"]["rss_mib"] for r in intervals]))),
+    rss = [_plot.Series("median VmRSS of each interval",
+                        list(zip(minutes, [rss_of(r) for r in intervals]))),
            _plot.Series("max VmRSS in the interval",
                         list(zip(minutes, [r["daemon"]["rss_max_mib"] for r in intervals])),
                         colour="#e59866")]

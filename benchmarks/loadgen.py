@@ -840,7 +840,8 @@ class Run:
             if tick is not None:
                 tick()
             try:
-                self.handle(self.queue.get(timeout=min(1.0, until - now)))
+                self.handle(self.queue.get(timeout=min(1.0, self.args.rss_every,
+                                                       until - now)))
             except queue.Empty:
                 self.check_alive()
 
@@ -873,7 +874,8 @@ class Run:
 
 
 def interval_record(run: Run, b: int, t_s: float, seconds: float, s0: dict, s1: dict,
-                    rss_end: float | None, rss_max: float | None, target_rate: float) -> dict:
+                    rss_end: float | None, rss_samples: list[float],
+                    target_rate: float) -> dict:
     reports = run.buckets.pop(b, {})
     counts = {role: collections.Counter() for role in ("producer", "predictor")}
     lat = [np.zeros(0)]
@@ -907,7 +909,10 @@ def interval_record(run: Run, b: int, t_s: float, seconds: float, s0: dict, s1: 
                         "bad_replies": pc["bad_reply"]},
             "misbehaving": {k: dict(v) for k, v in sorted(misbehaving.items())},
             "daemon": {"rss_mib": None if rss_end is None else round(rss_end, 2),
-                       "rss_max_mib": None if rss_max is None else round(rss_max, 2),
+                       "rss_median_mib": round(float(np.median(rss_samples)), 2)
+                       if rss_samples else None,
+                       "rss_max_mib": round(max(rss_samples), 2) if rss_samples else None,
+                       "rss_samples": len(rss_samples),
                        "errors": errors_delta(s1, s0), "rejected": rejected_delta(s1, s0),
                        "requests": sum(counter_delta(s1.get("requests"),
                                                      s0.get("requests")).values()),
@@ -967,7 +972,7 @@ def run_load(args, out) -> int:
             run.t0.value = t0
             run.go.set()
             prev, prev_t = before, t0
-            rss_max = [None]
+            rss_samples: list[float] = []      # this interval's
             next_rss = [t0]
 
             def sample() -> None:
@@ -976,7 +981,7 @@ def run_load(args, out) -> int:
                     next_rss[0] = now + args.rss_every
                     r = rss_mib(pid)
                     if r is not None:
-                        rss_max[0] = r if rss_max[0] is None else max(rss_max[0], r)
+                        rss_samples.append(r)
                 if daemon is not None:
                     daemon.check_alive()
 
@@ -985,16 +990,15 @@ def run_load(args, out) -> int:
                 run.pump(boundary, tick=sample)
                 stats, now = monitor.stats(), time.monotonic()
                 rss_end = rss_mib(pid)
-                peak = max(x for x in (rss_max[0], rss_end) if x is not None) \
-                    if rss_end is not None else rss_max[0]
-                rss_max[0] = None
+                samples = rss_samples + ([rss_end] if rss_end is not None else [])
+                rss_samples.clear()
                 run.pump(boundary + args.timeout + 5, lambda: len(run.buckets[b]) == len(run.procs),
                          tick=sample)
                 if len(run.buckets[b]) < len(run.procs):
                     raise LoadError(f"interval {b}: {len(run.buckets[b])} of {len(run.procs)} "
                                     f"processes reported")
-                rec = interval_record(run, b, now - t0, now - prev_t, prev, stats, rss_end, peak,
-                                      args.predictors * args.rate)
+                rec = interval_record(run, b, now - t0, now - prev_t, prev, stats, rss_end,
+                                      samples, args.predictors * args.rate)
                 emit(rec)
                 print(progress(rec), file=sys.stderr, flush=True)
                 prev, prev_t = stats, now
