@@ -16,6 +16,11 @@ from onlinel1._kernels.sgd import SCHEDULES as _SCHEDULES
 from onlinel1.errors import OptionError
 
 LOSSES = ("log", "squared", "hinge")
+#: Other names of a loss (Vowpal Wabbit's ``--loss_function logistic``),
+#: accepted wherever a loss is named and stored as the name they stand for.
+LOSS_ALIASES = {"logistic": "log"}
+#: Every name ``loss`` accepts.
+LOSS_NAMES = LOSSES + tuple(LOSS_ALIASES)
 #: The update rules, from the registry of onlinel1/_kernels/sgd.pyx.tp.
 UPDATES = tuple(RULES)
 SCHEDULES = tuple(_SCHEDULES)
@@ -59,6 +64,42 @@ def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
     return value
 
 
+#: What ``l1`` and ``l2`` are under each rule (docs/algorithms.md):
+#: ``"example"``, a penalty every example applies (scaled by its step, as
+#: scikit-learn's ``alpha`` and Vowpal Wabbit's ``--l1`` with SGD);
+#: ``"total"``, one penalty on the whole stream's objective (FTRL's lambda1
+#: and lambda2, never multiplied by the number of examples); ``None``, the
+#: rule refuses a value > 0.
+PENALTY_SCOPE = {
+    "plain": {"l1": None, "l2": "example"},
+    "subgradient": {"l1": "example", "l2": "example"},
+    "cumulative": {"l1": "example", "l2": "example"},
+    "fobos": {"l1": "example", "l2": "example"},
+    "truncated": {"l1": "example", "l2": None},
+    "adagrad-fobos": {"l1": "example", "l2": "example"},
+    "ftrl": {"l1": "total", "l2": "total"},
+    "spred": {"l1": "example", "l2": None},
+}
+
+
+def penalty_help(name: str) -> str:
+    """What ``name`` (``"l1"`` or ``"l2"``) means under each rule, from
+    ``PENALTY_SCOPE``: the text of ``--help`` and of the docs' table."""
+    groups: dict[Any, list[str]] = {}
+    for rule in UPDATES:
+        groups.setdefault(PENALTY_SCOPE[rule][name], []).append(rule)
+    total = {"l1": "FTRL's lambda1: a weight is 0 while its |z|, about the sum of its "
+                   "gradients, is at most l1",
+             "l2": "FTRL's lambda2, added to the rate of every coordinate"}[name]
+    words = {"example": f"per example (each example's step applies eta * {name})",
+             "total": f"a total over the whole stream, not multiplied by the number of "
+                      f"examples ({total})",
+             None: "must be 0"}
+    parts = [f"{words[scope]} for {', '.join(rules)}"
+             for scope, rules in groups.items()]
+    return "; ".join(parts)
+
+
 @dataclasses.dataclass(frozen=True)
 class LearnerOptions:
     """Every setting of a learner, validated on construction.
@@ -68,7 +109,9 @@ class LearnerOptions:
         subgradient), ``cumulative`` (Tsuruoka et al. 2009) or ``fobos``
         (Duchi & Singer 2009).  Any of them with ``l2`` > 0 adds L2 (the
         elastic net where ``l1`` > 0 too).
-    l1, l2: penalty strengths per example (scikit-learn's ``alpha`` share).
+    l1, l2: penalty strengths, per example (scikit-learn's ``alpha``
+        share) for every rule but ``ftrl``, whose ``l1`` and ``l2`` are its
+        lambda1 and lambda2, totals over the stream (``PENALTY_SCOPE``).
     eta0, schedule, power_t, decay_rate, decay_steps: the step size
         ``eta0`` (constant), ``eta0 / t**power_t`` (invscaling) or
         ``eta0 * decay_rate**(t / decay_steps)`` (exponential).
@@ -84,6 +127,8 @@ class LearnerOptions:
         no bound); past it the least recently updated are evicted.
     expire_after_examples: a feature not updated for this many examples is
         dropped (0: never).
+
+    ``loss`` may be given as ``logistic`` (VW's name): it is stored as ``log``.
 
     docs/algorithms.md has the exact update of every rule.
     """
@@ -110,7 +155,8 @@ class LearnerOptions:
     expire_after_examples: int = 0
 
     def __post_init__(self) -> None:
-        _choice("loss", self.loss, LOSSES)
+        _choice("loss", self.loss, LOSS_NAMES)
+        object.__setattr__(self, "loss", LOSS_ALIASES.get(self.loss, self.loss))
         _choice("update", self.update, UPDATES)
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("origin", self.origin, ORIGINS)

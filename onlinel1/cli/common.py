@@ -8,7 +8,8 @@ from typing import Any, Iterator
 
 from onlinel1.batch import Batch
 from onlinel1.errors import OptionError
-from onlinel1.options import LOSSES, ORIGINS, RULES, SCHEDULES, UPDATES, LearnerOptions
+from onlinel1.options import (LOSS_NAMES, ORIGINS, RULES, SCHEDULES, UPDATES, LearnerOptions,
+                              penalty_help)
 
 FORMATS = ("svmlight", "vw")
 EXIT_ERROR = 1
@@ -58,16 +59,18 @@ def add_learner_arguments(parser: argparse.ArgumentParser, with_defaults: bool =
 
     g = parser.add_argument_group(
         "learner", "The model and its update rule (docs/algorithms.md has the exact rules).")
-    g.add_argument("--loss", choices=LOSSES, default=default(d.loss),
-                   help=f"log (logistic; labels -1/+1 or 0/1), squared (regression) or "
-                        f"hinge (linear SVM) (default: {d.loss})")
+    g.add_argument("--loss", choices=LOSS_NAMES, default=default(d.loss),
+                   help=f"log (logistic; labels -1/+1 or 0/1; 'logistic' is another name for "
+                        f"it, Vowpal Wabbit's), squared (regression) or hinge (linear SVM) "
+                        f"(default: {d.loss})")
     rules = "; ".join(f"{name}: {spec.title}" for name, spec in RULES.items())
     g.add_argument("--update", choices=UPDATES, default=default(d.update),
                    help=f"the update rule: {rules} (default: {d.update})")
     g.add_argument("--l1", type=float, default=default(d.l1), metavar="X",
-                   help=f"L1 penalty per example (default: {d.l1})")
+                   help=f"L1 penalty: {penalty_help('l1')} (default: {d.l1})")
     g.add_argument("--l2", type=float, default=default(d.l2), metavar="X",
-                   help=f"L2 penalty per example; with --l1, the elastic net (default: {d.l2})")
+                   help=f"L2 penalty (with --l1, the elastic net): {penalty_help('l2')} "
+                        f"(default: {d.l2})")
     g.add_argument("--eta0", type=float, default=default(d.eta0), metavar="X",
                    help=f"initial step size (default: {d.eta0})")
     g.add_argument("--schedule", choices=SCHEDULES, default=default(d.schedule),
