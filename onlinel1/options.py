@@ -28,6 +28,10 @@ SCHEDULES = tuple(_SCHEDULES)
 #: The settings of the memory budget (docs/algorithms.md, "The memory budget").
 BUDGET_FIELDS = ("max_features", "expire_after_examples")
 
+#: How examples become features (docs/formats.md): set in the readers and
+#: the daemon's row decoding, written to model files only where they are on.
+FEATURE_FIELDS = ("interactions", "namespaced_integers")
+
 #: Running sums (penalty clocks) are rebased when they pass this value.
 DEFAULT_REBASE_AT = float(2**20)
 
@@ -81,6 +85,10 @@ PENALTY_SCOPE = {
     "spred": {"l1": "example", "l2": None},
 }
 
+#: The longest interaction and its wildcard (onlinel1/_kernels/interactions.pyx).
+MAX_INTERACTION_ORDER = 8
+INTERACTION_WILDCARD = ":"
+
 
 def penalty_help(name: str) -> str:
     """What ``name`` (``"l1"`` or ``"l2"``) means under each rule, from
@@ -98,6 +106,41 @@ def penalty_help(name: str) -> str:
     parts = [f"{words[scope]} for {', '.join(rules)}"
              for scope, rules in groups.items()]
     return "; ".join(parts)
+
+
+def normalise_interactions(value: Any) -> tuple[str, ...]:
+    """The interactions ``value`` (a list of strings of namespace
+    characters, Vowpal Wabbit's ``-q ab``, ``--cubic abc``), checked and in
+    canonical form: the characters of each sorted (``ba`` crosses what
+    ``ab`` does), repeats dropped, in the order given.  A character is a
+    namespace's first byte: printable ASCII (``' '`` is the default
+    namespace) except ``|``; ``:`` is the wildcard (every namespace of the
+    example), allowed in interactions of two only.  ``OptionError`` names
+    the one at fault."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise _bad("interactions", "type",
+                   f"must be a list of strings of namespace characters such as ['ab'], "
+                   f"got {value!r}")
+    out: list[str] = []
+    for term in value:
+        if not isinstance(term, str):
+            raise _bad("interactions", "type", f"must be strings, got {term!r}")
+        if not 2 <= len(term) <= MAX_INTERACTION_ORDER:
+            raise _bad("interactions", "range",
+                       f"must cross 2 to {MAX_INTERACTION_ORDER} namespaces, got {term!r}")
+        bad = [c for c in term if not (" " <= c <= "~") or c == "|"]
+        if bad:
+            raise _bad("interactions", "choice",
+                       f"{term!r}: {bad[0]!r} cannot start a namespace (a namespace is "
+                       f"named by its first character: printable ASCII but '|', ' ' for "
+                       f"the default namespace, ':' for any)")
+        if INTERACTION_WILDCARD in term and len(term) != 2:
+            raise _bad("interactions", "range",
+                       f"{term!r}: the wildcard ':' goes in interactions of two namespaces")
+        term = "".join(sorted(term))
+        if term not in out:
+            out.append(term)
+    return tuple(out)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,6 +170,13 @@ class LearnerOptions:
         no bound); past it the least recently updated are evicted.
     expire_after_examples: a feature not updated for this many examples is
         dropped (0: never).
+    interactions: namespaces to cross, Vowpal Wabbit's ``-q ab`` (a list of
+        strings of namespace characters; ``normalise_interactions``).  The
+        VW reader and the daemon's row decoding cross them; a ``Batch`` of
+        keys is learned as it is.
+    namespaced_integers: an integer feature name in a named namespace is
+        offset by the namespace's hash (VW's rule), so ``|user 42 |ad 42``
+        gives two keys; off, integer names are their own keys everywhere.
 
     ``loss`` may be given as ``logistic`` (VW's name): it is stored as ``log``.
 
@@ -153,10 +203,16 @@ class LearnerOptions:
     rebase_at: float = DEFAULT_REBASE_AT
     max_features: int = 0
     expire_after_examples: int = 0
+    interactions: tuple[str, ...] = ()
+    namespaced_integers: bool = False
 
     def __post_init__(self) -> None:
         _choice("loss", self.loss, LOSS_NAMES)
         object.__setattr__(self, "loss", LOSS_ALIASES.get(self.loss, self.loss))
+        object.__setattr__(self, "interactions", normalise_interactions(self.interactions))
+        if not isinstance(self.namespaced_integers, bool):
+            raise _bad("namespaced_integers", "type",
+                       f"must be True or False, got {self.namespaced_integers!r}")
         _choice("update", self.update, UPDATES)
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("origin", self.origin, ORIGINS)
@@ -224,13 +280,16 @@ class LearnerOptions:
         return dataclasses.asdict(self)
 
     def to_state_dict(self) -> dict[str, Any]:
-        """``to_dict`` for model files and states: the budget's settings
-        only where they are on, so that a model without one writes the
-        header files had before the budget existed."""
+        """``to_dict`` for model files and states: the budget's and the
+        features' settings only where they are on, so that a model without
+        them writes the header files had before they existed (and older
+        readers, which refuse an unknown option, read it)."""
         values = self.to_dict()
-        for name in BUDGET_FIELDS:
+        for name in BUDGET_FIELDS + FEATURE_FIELDS:
             if not values[name]:
                 del values[name]
+        if "interactions" in values:
+            values["interactions"] = list(values["interactions"])
         return values
 
     @classmethod

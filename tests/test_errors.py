@@ -165,6 +165,8 @@ BAD_OPTIONS = {
     "rebase_at": (dict(rebase_at=1.0), "range"),
     "max_features": (dict(max_features=-1), "range"),
     "expire_after_examples": (dict(expire_after_examples=2.5), "type"),
+    "interactions": (dict(interactions=["a"]), "range"),
+    "namespaced_integers": (dict(namespaced_integers=1), "type"),
 }
 
 

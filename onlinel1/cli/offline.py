@@ -82,7 +82,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         # With read-ahead, the reader fills ``names`` in its own thread: it
         # is only read (by the save below) once every pass is over and the
         # thread joined.
-        with contextlib.closing(read_ahead(args, read(args, names))) as batches:
+        with contextlib.closing(read_ahead(args, read(args, names, options))) as batches:
             for batch in batches:
                 try:
                     learner.learn(batch)
@@ -155,7 +155,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     learner, _, _ = load_model(args.model)
     out = sys.stdout if args.output in (None, "-") else open(args.output, "w")
     try:
-        for batch in read(args):
+        for batch in read(args, options=learner.options):
             write_numbers(learner.predict(batch), out)
     finally:
         if out is not sys.stdout:
@@ -184,6 +184,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(f"rule              loss={o.loss} update={o.update} l1={o.l1!r} l2={o.l2!r} "
           f"eta0={o.eta0!r} schedule={o.schedule} origin={o.origin} "
           f"fit_intercept={o.fit_intercept}", file=out)
+    if o.interactions or o.namespaced_integers:
+        print(f"features          interactions={','.join(o.interactions) or '-'} "
+              f"namespaced_integers={o.namespaced_integers}", file=out)
     print(f"examples          {learner.examples_seen}", file=out)
     print(f"progressive loss  {progress['loss']:.6f}", file=out)
     if "accuracy" in progress:

@@ -34,6 +34,7 @@ import numpy as np
 
 from onlinel1._kernels.parse import ERRORS, FORMATS as _FORMAT_CODES, Parser
 from onlinel1.batch import Batch
+from onlinel1.options import normalise_interactions
 
 __all__ = ["FORMATS", "ParseError", "read_batches"]
 
@@ -98,7 +99,8 @@ def _quote(raw: bytes) -> str:
 
 def read_batches(source: str | os.PathLike | BinaryIO, fmt: str, batch_size: int = 8192,
                  names: MutableMapping[int, str] | None = None, *,
-                 block_size: int = DEFAULT_BLOCK_SIZE) -> Iterator[Batch]:
+                 block_size: int = DEFAULT_BLOCK_SIZE, interactions: Any = (),
+                 namespaced_integers: bool = False) -> Iterator[Batch]:
     """Yield the examples of ``source`` as Batches of ``batch_size`` rows
     (the last one may be shorter).
 
@@ -112,6 +114,14 @@ def read_batches(source: str | os.PathLike | BinaryIO, fmt: str, batch_size: int
     is set for every hashed feature the first time it is seen (integer
     features are their own keys and are not added).  ``block_size``: bytes
     per read (lines longer than that are handled; tests make it tiny).
+
+    VW only (the learner settings of the same names, docs/formats.md):
+    ``interactions`` (Vowpal Wabbit's ``-q ab``, a list of strings of
+    namespace characters) appends each line's crossed features to its own
+    (crossed features get no name); ``namespaced_integers`` offsets an
+    integer name in a named namespace by the namespace's hash (and names
+    it ``namespace^name``).  Interactions need namespaces: with svmlight
+    they are refused (``ValueError``).
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}: expected one of {', '.join(FORMATS)}")
@@ -123,13 +133,19 @@ def read_batches(source: str | os.PathLike | BinaryIO, fmt: str, batch_size: int
         raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
     if names is not None and not hasattr(names, "__setitem__"):
         raise TypeError("names must be a dict (key -> name) or None")
-    return _batches(source, fmt, int(batch_size), names, int(block_size))
+    terms = normalise_interactions(interactions)
+    if terms and fmt != "vw":
+        raise ValueError(f"interactions cross namespaces, and {fmt} has none: give the data "
+                         f"as Vowpal Wabbit text")
+    if not isinstance(namespaced_integers, bool):
+        raise TypeError(f"namespaced_integers must be True or False, got {namespaced_integers!r}")
+    parser = Parser(fmt, names is not None, terms, namespaced_integers)
+    return _batches(source, parser, int(batch_size), names, int(block_size))
 
 
-def _batches(source: Any, fmt: str, batch_size: int, names: MutableMapping[int, str] | None,
-             block_size: int) -> Iterator[Batch]:
+def _batches(source: Any, parser: Parser, batch_size: int,
+             names: MutableMapping[int, str] | None, block_size: int) -> Iterator[Batch]:
     f, display, owned = _open(source)
-    parser = Parser(fmt, names is not None)
     try:
         buf = np.empty(block_size, dtype=np.uint8)
         start = stop = 0
