@@ -493,6 +493,30 @@ def test_the_worked_example_of_the_docs():
     assert namespaced.keys[3] == ref_cross_keys(7417764888569155506, 17528876509969516432)
 
 
+def test_the_readme_tables_say_what_the_registry_says():
+    """README, "Coming from Vowpal Wabbit": the rule table is PENALTY_SCOPE's,
+    and every VW flag of issue 16 has its row."""
+    readme = (SAMPLES.parent.parent / "README.md").read_text()
+    start = readme.index("### Coming from Vowpal Wabbit")
+    section = readme[start:readme.index("## The daemon")]
+    assert readme.index("## The daemon") > start > readme.index("### A memory budget")
+    words = {"example": "per example", "total": "a total", None: "must be 0"}
+    seen = set()
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) != 3 or not cells[0].startswith("`") or "`-" in cells[0]:
+            continue
+        for rule in [r.strip("` ") for r in cells[0].split(",")]:
+            if rule in PENALTY_SCOPE:
+                seen.add(rule)
+                for name, cell in zip(("l1", "l2"), cells[1:]):
+                    assert words[PENALTY_SCOPE[rule][name]] in cell, (rule, name, cell)
+    assert seen == set(PENALTY_SCOPE)
+    for flag in ("`-b", "`--l1", "`--l2", "`-l ", "`--power_t", "`--passes", "`-q ab",
+                 "`-i ", "`-f ", "`-t`", "`-p ", "`--loss_function"):
+        assert f"| {flag}" in section, flag
+
+
 def test_cross_arrays_on_random_namespace_ids_of_every_byte():
     """Ids the VW reader never makes (0, ':', 255) cross like any other."""
     rng = random.Random(17)
