@@ -551,3 +551,30 @@ def test_garbage_with_interactions_never_crashes():
                 assert batch.indptr[-1] == batch.keys.size == batch.values.size
         except ParseError:
             pass
+
+
+def test_with_interactions_a_batch_ends_at_its_feature_bound(monkeypatch):
+    """Memory stays bounded: a batch ends once it holds the parser's
+    max_nnz features (INTERACTIONS_BATCH_NNZ, here 20), and the rows are
+    those of one unbounded read."""
+    from onlinel1._kernels import parse
+    from onlinel1.io import readers
+    assert parse.Parser("vw").max_nnz == -1
+    assert parse.Parser("vw", False, ("ab",)).max_nnz == parse.INTERACTIONS_BATCH_NNZ == 1 << 25
+    data = vw_text(random_rows(31, 200))
+    whole = collect(io.BytesIO(data), interactions=["ab", "::"])
+
+    def small(*args):
+        parser = parse.Parser(*args)
+        parser.max_nnz = 20 if parser.max_nnz >= 0 else -1
+        return parser
+
+    monkeypatch.setattr(readers, "Parser", small)
+    batches = list(read_batches(io.BytesIO(data), "vw", interactions=["ab", "::"]))
+    assert len(batches) > 10
+    for batch in batches[:-1]:
+        last_row = batch.indptr[-1] - batch.indptr[-2]
+        assert batch.nnz - last_row < 20 <= batch.nnz or batch.n_rows == 8192
+    joined = collect(io.BytesIO(data), interactions=["ab", "::"])
+    np.testing.assert_array_equal(joined.indptr, whole.indptr)
+    np.testing.assert_array_equal(joined.keys, whole.keys)

@@ -89,6 +89,11 @@ ERRORS = {
                "{token} (fewer or smaller namespaces, or fewer interactions)",
 }
 
+#: With interactions, a batch ends early once it holds this many features,
+#: whatever the batch size: memory stays bounded when lines cross into
+#: many features (a batch holds at most this plus one line).
+INTERACTIONS_BATCH_NNZ = 1 << 25
+
 cdef Py_ssize_t MIN_ROWS = 64
 cdef Py_ssize_t MIN_NNZ = 1024
 cdef size_t MIN_TEXT = 256
@@ -183,6 +188,7 @@ cdef class Parser:
     # default namespace) of each feature of the line being parsed.
     cdef Crosser crosser
     cdef bint crossing
+    cdef public Py_ssize_t max_nnz      # -1: no bound but the batch size
     cdef unsigned char* row_ns
     cdef size_t row_ns_cap
     cdef unsigned char ns_char
@@ -203,6 +209,7 @@ cdef class Parser:
                 raise ValueError("interactions cross namespaces: they need VW text")
             self.crosser = Crosser(interactions)
             self.crossing = True
+        self.max_nnz = INTERACTIONS_BATCH_NNZ if self.crossing else -1
         self.namespaced_integers = namespaced_integers
         self.row_ns_cap = MIN_TEXT
         self.row_ns = <unsigned char*>malloc(self.row_ns_cap)
@@ -253,7 +260,8 @@ cdef class Parser:
     def parse(self, const unsigned char[::1] block, Py_ssize_t start, Py_ssize_t stop,
               bint final, Py_ssize_t max_rows):
         """Parse the complete lines of ``block[start:stop]`` until ``n_rows``
-        reaches ``max_rows``; return the position after the last line parsed.
+        reaches ``max_rows`` (or, where ``max_nnz`` >= 0, ``nnz`` reaches
+        ``max_nnz``); return the position after the last line parsed.
 
         A line is complete when its newline is in the block, or, with
         ``final`` (end of input), also when it runs to ``stop``.  On a
@@ -332,7 +340,8 @@ cdef class Parser:
         cdef const unsigned char* line_end
         cdef const unsigned char* end = base + stop
         cdef int status
-        while self.n_rows < max_rows and pos[0] < stop:
+        while self.n_rows < max_rows and (self.max_nnz < 0 or self.nnz < self.max_nnz) \
+                and pos[0] < stop:
             p = base + pos[0]
             eol = <const unsigned char*>memchr(p, 10, <size_t>(end - p))  # '\n'
             if eol == NULL:

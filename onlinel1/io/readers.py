@@ -102,7 +102,8 @@ def read_batches(source: str | os.PathLike | BinaryIO, fmt: str, batch_size: int
                  block_size: int = DEFAULT_BLOCK_SIZE, interactions: Any = (),
                  namespaced_integers: bool = False) -> Iterator[Batch]:
     """Yield the examples of ``source`` as Batches of ``batch_size`` rows
-    (the last one may be shorter).
+    (the last one may be shorter; with ``interactions``, so is one that
+    reaches ``INTERACTIONS_BATCH_NNZ`` features, 2**25).
 
     ``source``: a path (``str`` or path-like; ``.gz`` is decompressed) or a
     binary file object (left open).  ``fmt``: ``"svmlight"`` or ``"vw"``.
@@ -159,7 +160,7 @@ def _batches(source: Any, parser: Parser, batch_size: int,
                 what = ERRORS[parser.error].format(token=token)
                 raise ParseError(f"{display}:{parser.error_line}: {what}", display,
                                  parser.error_line)
-            if parser.n_rows >= batch_size:
+            if parser.n_rows >= batch_size or 0 <= parser.max_nnz <= parser.nnz:
                 yield _take(parser, names)
                 continue
             if at_end:
