@@ -8,7 +8,8 @@ from typing import Any, Iterator
 
 from onlinel1.batch import Batch
 from onlinel1.errors import OptionError
-from onlinel1.options import LOSSES, ORIGINS, RULES, SCHEDULES, UPDATES, LearnerOptions
+from onlinel1.options import (FEATURE_FIELDS, LOSS_NAMES, ORIGINS, RULES, SCHEDULES, UPDATES,
+                              LearnerOptions, penalty_help)
 
 FORMATS = ("svmlight", "vw")
 EXIT_ERROR = 1
@@ -77,7 +78,8 @@ LEARNER_FLAGS = (("--loss", "loss"), ("--update", "update"), ("--l1", "l1"), ("-
                  ("--truncate-theta", "truncate_theta"), ("--adagrad-delta", "adagrad_delta"),
                  ("--ftrl-beta", "ftrl_beta"), ("--spred-init", "spred_init"),
                  ("--spred-threshold", "spred_threshold"), ("--max-features", "max_features"),
-                 ("--expire-after-examples", "expire_after_examples"))
+                 ("--expire-after-examples", "expire_after_examples"), ("-q", "interactions"),
+                 ("--namespaced-integers", "namespaced_integers"))
 #: The flag of each LearnerOptions field that has one.
 FLAG_OF = {field: flag for flag, field in LEARNER_FLAGS}
 
@@ -95,16 +97,18 @@ def add_learner_arguments(parser: argparse.ArgumentParser, with_defaults: bool =
 
     g = parser.add_argument_group(
         "learner", "The model and its update rule (docs/algorithms.md has the exact rules).")
-    g.add_argument("--loss", choices=LOSSES, default=default(d.loss),
-                   help=f"log (logistic; labels -1/+1 or 0/1), squared (regression) or "
-                        f"hinge (linear SVM) (default: {d.loss})")
+    g.add_argument("--loss", choices=LOSS_NAMES, default=default(d.loss),
+                   help=f"log (logistic; labels -1/+1 or 0/1; 'logistic' is another name for "
+                        f"it, Vowpal Wabbit's), squared (regression) or hinge (linear SVM) "
+                        f"(default: {d.loss})")
     rules = "; ".join(f"{name}: {spec.title}" for name, spec in RULES.items())
     g.add_argument("--update", choices=UPDATES, default=default(d.update),
                    help=f"the update rule: {rules} (default: {d.update})")
     g.add_argument("--l1", type=float, default=default(d.l1), metavar="X",
-                   help=f"L1 penalty per example (default: {d.l1})")
+                   help=f"L1 penalty: {penalty_help('l1')} (default: {d.l1})")
     g.add_argument("--l2", type=float, default=default(d.l2), metavar="X",
-                   help=f"L2 penalty per example; with --l1, the elastic net (default: {d.l2})")
+                   help=f"L2 penalty (with --l1, the elastic net): {penalty_help('l2')} "
+                        f"(default: {d.l2})")
     g.add_argument("--eta0", type=float, default=default(d.eta0), metavar="X",
                    help=f"initial step size (default: {d.eta0})")
     g.add_argument("--schedule", choices=SCHEDULES, default=default(d.schedule),
@@ -148,6 +152,36 @@ def add_learner_arguments(parser: argparse.ArgumentParser, with_defaults: bool =
     g.add_argument("--no-intercept", action="store_const", const=True,
                    default=False if with_defaults else None,
                    help="do not learn a bias term")
+    f = parser.add_argument_group(
+        "features", "How VW text becomes features; kept in the model, so predict applies it "
+                    "too (docs/formats.md).")
+    f.add_argument("-q", "--quadratic", dest="interactions", action="append", default=None,
+                   type=_interaction(2), metavar="AB",
+                   help="cross every feature of the namespaces starting with A with every one "
+                        "of those starting with B, as Vowpal Wabbit's -q (' ' is the default "
+                        "namespace, ':' any namespace: -q :: crosses every pair); repeat for "
+                        "more pairs")
+    f.add_argument("--cubic", dest="interactions", action="append", type=_interaction(3),
+                   metavar="ABC", help="cross three namespaces (Vowpal Wabbit's --cubic)")
+    f.add_argument("--interactions", dest="interactions", action="append",
+                   type=_interaction(None), metavar="AB..",
+                   help="cross 2 to 8 namespaces (Vowpal Wabbit's --interactions)")
+    f.add_argument("--namespaced-integers", action="store_const", const=True,
+                   default=False if with_defaults else None,
+                   help="an integer feature name in a named namespace is offset by the "
+                        "namespace's hash, as in Vowpal Wabbit, so |user 42 |ad 42 are two "
+                        "features (default: integer names are their own keys, in any "
+                        "namespace, as svmlight indices are)")
+
+
+def _interaction(order: int | None) -> Any:
+    """The argparse type of an interaction of ``order`` namespaces (None: 2 or more)."""
+    def check(text: str) -> str:
+        if (order is not None and len(text) != order) or len(text) < 2:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} must be {order if order else '2 or more'} namespace characters")
+        return text
+    return check
 
 
 def learner_options(args: argparse.Namespace,
@@ -248,11 +282,12 @@ def read_ahead(args: argparse.Namespace, batches: Iterator[Batch]) -> Iterator[B
 
 
 def read(args: argparse.Namespace, names: dict[int, str] | None = None,
-         path: str | None = None) -> Iterator[Batch]:
+         path: str | None = None, options: LearnerOptions | None = None) -> Iterator[Batch]:
     """The batches of DATA (or of ``path``, e.g. a --test file; ``-`` is
-    standard input, gzip or not).  A command whose parser sets
-    ``optional_labels`` (``predict``) takes lines without a label (their
-    label is NaN)."""
+    standard input, gzip or not), with the interactions and
+    namespaced_integers of ``options`` (the learner's), or else of the
+    flags given.  A command whose parser sets ``optional_labels``
+    (``predict``) takes lines without a label (their label is NaN)."""
     from onlinel1.io import read_batches
     if args.batch_size < 1:
         raise CommandError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -260,8 +295,14 @@ def read(args: argparse.Namespace, names: dict[int, str] | None = None,
     source: Any = sys.stdin.buffer if path == "-" else path
     if source is not sys.stdin.buffer:
         check_input_file(path)
-    return read_batches(source, data_format(args, path), batch_size=args.batch_size, names=names,
-                        optional_labels=getattr(args, "optional_labels", False))
+    features = {name: getattr(options, name) if options is not None else getattr(args, name, None)
+                for name in FEATURE_FIELDS}
+    try:
+        return read_batches(source, data_format(args, path), batch_size=args.batch_size,
+                            names=names, optional_labels=getattr(args, "optional_labels", False),
+                            **{name: value for name, value in features.items() if value})
+    except ValueError as exc:
+        raise CommandError(f"{source_name(path)}: {exc}") from None
 
 
 def check_input_file(path: str, what: str = "") -> None:

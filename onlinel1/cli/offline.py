@@ -123,7 +123,7 @@ def predict_file(args: argparse.Namespace, learner: Learner,
     seen = Predicted(loss)
     matched = False
     held: list[np.ndarray] = []
-    for batch in read(args):
+    for batch in read(args, options=learner.options):
         features = features_only(batch)
         try:
             learner.check(features, learning=False)
@@ -190,6 +190,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(f"rule              loss={o.loss} update={o.update} l1={o.l1!r} l2={o.l2!r} "
           f"eta0={o.eta0!r} schedule={o.schedule} origin={o.origin} "
           f"fit_intercept={o.fit_intercept}", file=out)
+    if o.interactions or o.namespaced_integers:
+        print(f"features          interactions={','.join(o.interactions) or '-'} "
+              f"namespaced_integers={o.namespaced_integers}", file=out)
     print(f"examples          {learner.examples_seen}", file=out)
     print(f"progressive loss  {progress['loss']:.6f}", file=out)
     if "accuracy" in progress:

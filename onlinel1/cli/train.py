@@ -101,9 +101,9 @@ class TrainingData:
     def _pass(self, number: int, learner: Learner) -> Iterator:
         if number == 1 or not self.buffered:
             if not self.args.shuffle:
-                yield from self._read(number == 1)
+                yield from self._read(number == 1, learner)
                 return
-            for _ in self._read(True):      # into memory, then shuffled below
+            for _ in self._read(True, learner):      # into memory, then shuffled below
                 pass
             whole = self.kept.whole()
             try:
@@ -115,9 +115,10 @@ class TrainingData:
         order = self.rng.permutation(self.kept.n_rows) if self.args.shuffle else None
         yield from self.kept.batches(self.args.batch_size, order)
 
-    def _read(self, first: bool) -> Iterator:
+    def _read(self, first: bool, learner: Learner) -> Iterator:
         seen = 0
-        with contextlib.closing(read_ahead(self.args, read(self.args, self.names))) as batches:
+        batches = read(self.args, self.names, options=learner.options)
+        with contextlib.closing(read_ahead(self.args, batches)) as batches:
             for batch in batches:
                 if self.k:
                     batch, held = every_kth(batch, self.k, seen)
@@ -217,7 +218,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             if args.passes > 1:
                 say(f"pass {number}  holdout  {metric_line(held)}", flush=True)
         if args.test is not None:
-            test = evaluate(learner, read(args, path=args.test), args.test).result()
+            test = evaluate(learner, read(args, path=args.test, options=learner.options),
+                            args.test).result()
             if test["examples"] == 0:
                 raise EmptyInput(f"--test {args.test}: no examples")
             if args.passes > 1:

@@ -46,6 +46,7 @@ import numpy as np
 
 from onlinel1._kernels.parse import ERRORS, FORMATS as _FORMAT_CODES, Parser
 from onlinel1.batch import Batch
+from onlinel1.options import normalise_interactions
 
 __all__ = ["FORMATS", "ParseError", "ReadBatch", "read_batches"]
 
@@ -177,10 +178,11 @@ def _quote(raw: bytes) -> str:
 
 def read_batches(source: str | os.PathLike | BinaryIO, fmt: str, batch_size: int = 8192,
                  names: MutableMapping[int, str] | None = None, *,
-                 block_size: int = DEFAULT_BLOCK_SIZE,
-                 optional_labels: bool = False) -> Iterator[ReadBatch]:
+                 block_size: int = DEFAULT_BLOCK_SIZE, optional_labels: bool = False,
+                 interactions: Any = (), namespaced_integers: bool = False) -> Iterator[ReadBatch]:
     """Yield the examples of ``source`` as Batches of ``batch_size`` rows
-    (the last one may be shorter).
+    (the last one may be shorter; with ``interactions``, so is one that
+    reaches ``INTERACTIONS_BATCH_NNZ`` features, 2**25).
 
     ``source``: a path (``str`` or path-like; ``.gz`` is decompressed) or a
     binary file object (left open).  ``fmt``: ``"svmlight"`` or ``"vw"``.
@@ -195,6 +197,14 @@ def read_batches(source: str | os.PathLike | BinaryIO, fmt: str, batch_size: int
     ``optional_labels``: for data to predict, a line may leave out its
     label (svmlight: its first field holds a ``:``; VW: nothing but a tag
     before the first ``|``); such a row's label is NaN.
+
+    VW only (the learner settings of the same names, docs/formats.md):
+    ``interactions`` (Vowpal Wabbit's ``-q ab``, a list of strings of
+    namespace characters) appends each line's crossed features to its own
+    (crossed features get no name); ``namespaced_integers`` offsets an
+    integer name in a named namespace by the namespace's hash (and names
+    it ``namespace^name``).  Interactions need namespaces: with svmlight
+    they are refused (``ValueError``).
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}: expected one of {', '.join(FORMATS)}")
@@ -206,13 +216,19 @@ def read_batches(source: str | os.PathLike | BinaryIO, fmt: str, batch_size: int
         raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
     if names is not None and not hasattr(names, "__setitem__"):
         raise TypeError("names must be a dict (key -> name) or None")
-    return _batches(source, fmt, int(batch_size), names, int(block_size), bool(optional_labels))
+    terms = normalise_interactions(interactions)
+    if terms and fmt != "vw":
+        raise ValueError(f"interactions cross namespaces, and {fmt} has none: give the data "
+                         f"as Vowpal Wabbit text")
+    if not isinstance(namespaced_integers, bool):
+        raise TypeError(f"namespaced_integers must be True or False, got {namespaced_integers!r}")
+    parser = Parser(fmt, names is not None, bool(optional_labels), terms, namespaced_integers)
+    return _batches(source, parser, int(batch_size), names, int(block_size))
 
 
-def _batches(source: Any, fmt: str, batch_size: int, names: MutableMapping[int, str] | None,
-             block_size: int, optional_labels: bool) -> Iterator[ReadBatch]:
+def _batches(source: Any, parser: Parser, batch_size: int,
+             names: MutableMapping[int, str] | None, block_size: int) -> Iterator[ReadBatch]:
     f, display, opened = _open(source)
-    parser = Parser(fmt, names is not None, optional_labels)
     try:
         buf = np.empty(block_size, dtype=np.uint8)
         start = stop = 0
@@ -226,7 +242,7 @@ def _batches(source: Any, fmt: str, batch_size: int, names: MutableMapping[int, 
                 what = ERRORS[parser.error].format(token=token)
                 raise ParseError(f"{display}:{parser.error_line}: {what}", display,
                                  parser.error_line)
-            if parser.n_rows >= batch_size:
+            if parser.n_rows >= batch_size or 0 <= parser.max_nnz <= parser.nnz:
                 yield _take(parser, names)
                 continue
             if at_end:
