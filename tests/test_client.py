@@ -22,8 +22,8 @@ import pytest
 import zmq
 
 from onlinel1 import Batch, Learner
-from onlinel1.client import (Client, ClientError, DaemonError, DaemonTimeout, Producer,
-                             ProducerTimeout, encode_csr, encode_rows, rows_to_batch)
+from onlinel1.client import (Client, ClientError, ConnectTimeout, DaemonError, DaemonTimeout,
+                             Producer, ProducerTimeout, encode_csr, encode_rows, rows_to_batch)
 from onlinel1.io import feature_key, read_batches
 
 from conftest import SAMPLES, load_svmlight, record_parsing_threads, wait_for
@@ -369,12 +369,16 @@ def test_timeout_raises_and_the_client_recovers(fake):
 
 
 def test_timeout_with_nobody_listening(tmp_path):
-    with Client(unused_endpoint(tmp_path), timeout=0.2) as c:
+    endpoint = unused_endpoint(tmp_path)
+    with Client(endpoint, timeout=0.2) as c:
         for _ in range(2):
             start = time.monotonic()
-            with pytest.raises(DaemonTimeout):
+            with pytest.raises(ConnectTimeout) as info:
                 c.stats()
             assert time.monotonic() - start < 2.0
+            assert isinstance(info.value, DaemonTimeout) and info.value.reason == "nothing"
+            assert str(info.value) == (f"no daemon answered at {endpoint} within 0.2 s: "
+                                       f"nothing accepted the connection")
 
 
 def test_client_arguments():
@@ -440,7 +444,9 @@ def test_close_delivers_everything(fake):
 
 def test_producer_blocks_at_the_high_water_mark_and_never_drops(tmp_path):
     endpoint = unused_endpoint(tmp_path)
-    p = Producer(endpoint, batch_size=1, high_water_mark=2, send_timeout=0.2)
+    # No connect check: the daemon comes up later.
+    p = Producer(endpoint, batch_size=1, high_water_mark=2, send_timeout=0.2,
+                 connect_timeout=None)
     try:
         queued = 0
         with pytest.raises(ProducerTimeout, match="took no batch within 0.2 s"):
@@ -470,13 +476,17 @@ def test_producer_blocks_at_the_high_water_mark_and_never_drops(tmp_path):
 
 
 def test_close_reports_undelivered_messages(tmp_path):
-    p = Producer(unused_endpoint(tmp_path))
+    endpoint = unused_endpoint(tmp_path)
+    p = Producer(endpoint, connect_timeout=None)
     p.add({1: 1.0}, 1)
     start = time.monotonic()
-    with pytest.raises(ProducerTimeout, match="still queued after 0.3 s"):
+    with pytest.raises(ProducerTimeout) as info:
         p.close(linger=0.3)
+    assert str(info.value) == (f"1 of the 1 batches sent (seq 1, 1 examples) were not "
+                               f"delivered to {endpoint} and were dropped: none was delivered "
+                               f"for 0.3 s")
     assert time.monotonic() - start < 3.0
-    assert p.closed
+    assert p.closed and p.undelivered == 1
     p.close()                                  # twice is harmless
     with pytest.raises(ClientError, match="closed"):
         p.add({1: 1.0}, 1)
@@ -506,12 +516,37 @@ def test_producer_rejects_bad_examples_whole(fake):
 
 
 def test_producer_exception_in_block_does_not_hang(tmp_path):
-    with pytest.raises(RuntimeError, match="boom"):
-        with Producer(unused_endpoint(tmp_path), linger=0.2) as p:
+    # The failure to deliver does not hide the block's exception, but is
+    # not silent either: a warning.
+    with pytest.raises(RuntimeError, match="boom"), \
+            pytest.warns(RuntimeWarning, match="while an exception left the producer's block: "
+                                               "1 of the 1 batches sent .* were not delivered"):
+        with Producer(unused_endpoint(tmp_path), linger=0.2, connect_timeout=None) as p:
             p.add({1: 1.0}, 1)
             p.flush()
             raise RuntimeError("boom")
     assert p.closed
+
+
+def test_producer_connect_check(fake, tmp_path):
+    """The producer starts once the daemon's training socket took its
+    connection, and says why when none did (tests/test_never_silent.py has
+    the real daemon's cases)."""
+    with Producer(fake.train_endpoint) as p:
+        assert p.connected
+        p.add({1: 1.0}, 1)
+    assert p.undelivered == 0
+    fake.trained_messages(1)
+    endpoint = unused_endpoint(tmp_path)
+    start = time.monotonic()
+    with pytest.raises(ConnectTimeout) as info:
+        Producer(endpoint, connect_timeout=0.2)
+    assert 0.2 <= time.monotonic() - start < 3.0
+    assert str(info.value) == (f"no daemon answered at {endpoint} within 0.2 s: nothing "
+                               f"accepted the connection")
+    with pytest.raises(ConnectTimeout, match="it is a daemon's request endpoint, not its "
+                                             "training endpoint"):
+        Producer(fake.request_endpoint, connect_timeout=0.5)
 
 
 # --------------------------------------------------------------------- CLI
@@ -569,9 +604,11 @@ def test_send_errors(cli, capsys, fake, tmp_path):
     assert code == 1 and ":3: " in err and err.count("\n") == 1
     assert decode_csr(fake.trained_messages(1)[0]["csr"]).n_rows == 2
     # Nobody takes the batches: a clear error, not a hang.
-    code, _, err = run(cli, capsys, "send", A9A, "--connect", unused_endpoint(tmp_path),
-                       "--batch-size", 1, "--timeout", 0.2)
-    assert code == 1 and "took no batch within 0.2 s" in err and err.count("\n") == 1
+    endpoint = unused_endpoint(tmp_path)
+    code, _, err = run(cli, capsys, "send", A9A, "--connect", endpoint, "--batch-size", 1,
+                       "--timeout", 0.2)
+    assert (code, err) == (1, f"onlinel1: error: no daemon answered at {endpoint} within "
+                              f"5.0 s: nothing accepted the connection\n")
 
 
 def read_ahead_threads():

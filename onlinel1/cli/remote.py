@@ -45,16 +45,23 @@ def add_model_argument(parser: argparse.ArgumentParser, what: str) -> None:
                              f"'onlinel1 models list' shows the others)")
 
 
+#: Reasons of a ConnectTimeout (onlinel1/link.py) that CURVE cannot be behind.
+NOT_CURVE = frozenset({"nothing", "socket_type", "no_handshake", "lost"})
+
+
 def _talk(action: Callable[[], Any], args: argparse.Namespace | None = None) -> Any:
     """Run ``action``, turning the client's failures into one-line errors
-    (a time-out says what to check about CURVE, from ``args``' flags)."""
+    (a time-out that CURVE may explain says what to check about it, from
+    ``args``' flags)."""
     from onlinel1.client import ClientError, DaemonError
     try:
         return action()
     except DaemonError as exc:
         hint = f" ({HINTS[exc.code]})" if exc.code in HINTS else ""
         raise CommandError(f"daemon replied {exc.code}: {exc.message}{hint}") from None
-    except TimeoutError as exc:     # DaemonTimeout, ProducerTimeout
+    except TimeoutError as exc:     # DaemonTimeout, ConnectTimeout, ProducerTimeout
+        if getattr(exc, "reason", None) in NOT_CURVE:
+            raise CommandError(str(exc)) from None
         raise CommandError(f"{exc} ({curve_timeout_hint(args)})") from None
     except (ClientError, ValueError) as exc:
         raise CommandError(str(exc)) from None
