@@ -566,7 +566,7 @@ def run(cli, capsys, *argv):
 
 def test_send_streams_the_file(cli, capsys, fake):
     code, out, err = run(cli, capsys, "send", A9A, "--connect", fake.train_endpoint,
-                         "--batch-size", 300, "--producer", "cli", "--progress")
+                         "--batch-size", 300, "--producer", "cli", "--progress", "--no-check")
     assert code == 0, err
     assert out == ""
     assert err.startswith("\rsent ")        # the progress line, forced
@@ -587,7 +587,11 @@ def test_send_streams_the_file(cli, capsys, fake):
 def test_send_progress_only_on_a_terminal(cli, capsys, fake):
     code, _, err = run(cli, capsys, "send", VW, "--connect", fake.train_endpoint)
     assert code == 0
-    assert "\r" not in err and err.count("\n") == 1 and "sent 60 examples in 1 batches" in err
+    assert "\r" not in err and err.count("\n") == 2 and "sent 60 examples in 1 batches" in err
+    # No request endpoint to check with: said so.
+    assert err.splitlines()[1] == ("onlinel1: note: whether the daemon accepted the batches "
+                                   "was not checked: give --request-endpoint (the daemon's "
+                                   "request endpoint), or --no-check")
     fake.trained_messages(1)
 
 
@@ -597,18 +601,25 @@ def test_send_errors(cli, capsys, fake, tmp_path):
     assert (code, err) == (1, f"onlinel1: error: {tmp_path / 'missing.svm'}: no such file\n")
     code, _, err = run(cli, capsys, "send", A9A, "--connect", "nonsense")
     assert code == 1 and err.startswith("onlinel1: error: cannot connect to 'nonsense'")
+    for flag in ("--timeout", "--connect-timeout"):
+        code, _, err = run(cli, capsys, "send", A9A, "--connect", fake.train_endpoint, flag, 0)
+        assert code == 1 and f"{flag} must be > 0 seconds" in err
     # A bad line: the rows before it are delivered, then the line is reported.
     bad = tmp_path / "bad.svm"
     bad.write_text("1 1:1\n-1 2:1\n1 x:y\n")
-    code, _, err = run(cli, capsys, "send", bad, "--connect", fake.train_endpoint)
+    code, _, err = run(cli, capsys, "send", bad, "--connect", fake.train_endpoint, "--no-check")
     assert code == 1 and ":3: " in err and err.count("\n") == 1
     assert decode_csr(fake.trained_messages(1)[0]["csr"]).n_rows == 2
     # Nobody takes the batches: a clear error, not a hang.
     endpoint = unused_endpoint(tmp_path)
     code, _, err = run(cli, capsys, "send", A9A, "--connect", endpoint, "--batch-size", 1,
-                       "--timeout", 0.2)
+                       "--connect-timeout", 0.2)
     assert (code, err) == (1, f"onlinel1: error: no daemon answered at {endpoint} within "
-                              f"5.0 s: nothing accepted the connection\n")
+                              f"0.2 s: nothing accepted the connection\n")
+    # The training endpoint given as the request one: said so.
+    code, _, err = run(cli, capsys, "send", A9A, "--connect", fake.request_endpoint,
+                       "--connect-timeout", 0.5)
+    assert code == 1 and "it is a daemon's request endpoint, not its training endpoint" in err
 
 
 def read_ahead_threads():
@@ -748,8 +759,9 @@ def test_send_learns_exactly_what_train_learns(cli, capsys, tmp_path, start_daem
     daemon = start_daemon(*FLAGS)
     train, request = daemon.train, daemon.request
     code, _, err = run(cli, capsys, "send", A9A, "--connect", train, "--batch-size", 333,
-                       "--producer", "e2e")
+                       "--producer", "e2e", "--request-endpoint", request)
     assert code == 0, err
+    assert err.endswith(" examples/s); the daemon rejected none\n")
     stats = wait_for_examples(request, 2000)
     assert stats["examples"] == 2000 and not stats.get("rejected")
     assert stats["producers"] == {"e2e": 7}
