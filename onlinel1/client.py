@@ -73,11 +73,11 @@ Neither class is thread-safe: use one per thread.
 """
 from __future__ import annotations
 
+import collections
 import itertools
 import math
 import numbers
 import os
-import collections
 import time
 import warnings
 from typing import Any, Iterable, Mapping
@@ -156,11 +156,11 @@ class ConnectTimeout(DaemonTimeout):
     (``onlinel1.link``): ``"nothing"`` (nothing accepted the connection),
     ``"socket_type"`` (something accepted it and closed it in the
     handshake, as a socket of another type does: the daemon's other
-    endpoint, say), ``"curve"`` (the CURVE
-    handshake failed), ``"no_handshake"`` (not a ZeroMQ endpoint?) or
-    ``"lost"`` (the connection was made, then lost); the message says it
-    in words, and where the endpoint was the wrong one of a daemon's two,
-    which one it is."""
+    endpoint, say), ``"curve"`` (the CURVE handshake failed),
+    ``"no_handshake"`` (not a ZeroMQ endpoint?) or ``"lost"`` (the
+    connection was made, then lost); the message says it in words, and
+    where the endpoint was the wrong one of a daemon's two, which one it
+    is."""
 
     def __init__(self, message: str, endpoint: str, reason: str) -> None:
         super().__init__(message)
@@ -427,7 +427,7 @@ def _no_daemon(link: _link.Link, seconds: float, socket_type: int, context: zmq.
     """The error of a socket that no daemon took within ``seconds``:
     what its link saw; for a socket whose type was refused, what the
     endpoint is (asked with a socket of the other type)."""
-    reason, words = link.why_not()
+    reason, words = link.why_not(curve is not None)
     endpoint = link.endpoint
     message = f"no daemon answered at {endpoint} within {float(seconds)} s: {words}"
     if reason == _link.SOCKET_TYPE:
@@ -502,7 +502,8 @@ class Producer:
     (they are dropped). :attr:`undelivered` counts them at any time.
 
     ``curve_secret_key`` and ``curve_server_key``: as for :class:`Client`
-    (a daemon that refuses the key takes nothing: the batches stay queued).
+    (a daemon that refuses the key takes nothing: the connect check fails
+    with reason ``"curve"``).
 
     ::
 
@@ -728,7 +729,7 @@ class Producer:
         ``connect_timeout`` seconds), or None."""
         if self.connect_timeout is None or self._link.down_for() < self.connect_timeout:
             return None
-        _, why = self._link.why_not()
+        _, why = self._link.why_not(self.curve)
         return (f"no daemon has been connected at {self.endpoint} for {self.connect_timeout} s "
                 f"({why})")
 
@@ -753,9 +754,11 @@ class Producer:
             # wait for the queue to drain.
             self._shut()
             raise
-        why = self._drain(linger)
-        undelivered = list(self._in_flight)
-        self._shut()
+        try:
+            why = self._drain(linger)
+        finally:                    # (interrupted too: nothing left open)
+            undelivered = list(self._in_flight)
+            self._shut()
         if why is not None:
             rows = sum(n for _, n, _ in undelivered)
             first, last = undelivered[0][0], undelivered[-1][0]

@@ -127,21 +127,26 @@ class Link:
             self._monitor.poll(max(1, int(remaining * 1000)))
         return True
 
-    def why_not(self) -> tuple[str, str]:
+    def why_not(self, curve: bool = False) -> tuple[str, str]:
         """``(reason, words)``: why no daemon is connected (reason one of
-        NOTHING, SOCKET_TYPE, CURVE, NO_HANDSHAKE, LOST)."""
+        NOTHING, SOCKET_TYPE, CURVE, NO_HANDSHAKE, LOST); ``curve``:
+        whether this socket speaks CURVE."""
         self.poll()
         failure = self.failure
         if failure == "socket_type":
             return SOCKET_TYPE, ("something accepted the connection and closed it in the "
                                  "handshake (as a ZeroMQ socket of another type does)")
         if failure == "curve_mechanism":
-            return CURVE, ("the handshake failed: one side speaks CURVE and the other does not")
+            return CURVE, ("the handshake failed: this client speaks CURVE and the daemon does "
+                           "not" if curve else "the handshake failed: the daemon speaks CURVE "
+                           "and this client does not")
         if failure == "curve_refused":
             return CURVE, "the daemon refused this client's CURVE key"
         if failure == "curve_handshake":
+            # A CURVE server closes on a client without CURVE this way too.
             return CURVE, ("the CURVE handshake failed (is the daemon's public key the one "
-                           "given?)")
+                           "given?)" if curve else "the handshake failed (does the daemon "
+                           "speak CURVE? this client does not)")
         if failure == "protocol":
             return NO_HANDSHAKE, "the ZeroMQ handshake failed (a protocol error)"
         if self.was_up:

@@ -338,6 +338,40 @@ def test_an_http_endpoint_is_no_zeromq_endpoint(start_daemon):
     assert info.value.reason == "no_handshake"
 
 
+def test_a_curve_refusal_is_named(start_daemon, tmp_path):
+    from onlinel1.cli import main
+    allow = tmp_path / "allow"
+    allow.mkdir()
+    for name in ("server", "client", "stranger"):
+        assert main(["keygen", str(tmp_path / name)]) == 0
+    (allow / "client.pub").write_bytes((tmp_path / "client.pub").read_bytes())
+    daemon = start_daemon("--curve-secret-key", tmp_path / "server.key", "--curve-allow", allow,
+                          ready=False)
+    stranger = {"curve_secret_key": tmp_path / "stranger.key",
+                "curve_server_key": tmp_path / "server.pub"}
+    with Client(daemon.request, timeout=30.0, curve_secret_key=tmp_path / "client.key",
+                curve_server_key=tmp_path / "server.pub") as client:
+        assert client.health()["status"] == "ok"            # up, and admitting the client
+    with pytest.raises(ConnectTimeout) as info:
+        Producer(daemon.train, connect_timeout=1.0, **stranger)
+    assert (info.value.reason, str(info.value)) == (
+        "curve", f"no daemon answered at {daemon.train} within 1.0 s: the daemon refused this "
+                 f"client's CURVE key")
+    with Client(daemon.request, timeout=1.0) as plain, pytest.raises(ConnectTimeout) as info:
+        plain.health()
+    assert str(info.value) == (f"no daemon answered at {daemon.request} within 1.0 s: the "
+                               f"handshake failed: the daemon speaks CURVE and this client does "
+                               f"not")
+    out, _ = cli("send", A9A, "--connect", daemon.train, "--connect-timeout", 1, "--no-check",
+                 "--curve-secret-key", stranger["curve_secret_key"], "--curve-server-key",
+                 stranger["curve_server_key"])
+    assert out.returncode == 1
+    assert one_line_error(out) == (
+        f"no daemon answered at {daemon.train} within 1.0 s: the daemon refused this client's "
+        f"CURVE key (if the daemon uses CURVE, check --curve-server-key and that your public "
+        f"key is in its --curve-allow)")
+
+
 def test_a_producer_gives_up_on_a_stopped_daemon(start_daemon):
     """A daemon that stops answering (SIGSTOP: the connection stays open)
     misses ZeroMQ heartbeats; a producer blocked at the high-water mark
