@@ -108,11 +108,14 @@ DEFAULT_CONNECT_TIMEOUT = 5.0
 #: Seconds ``Producer.close`` waits with no batch delivered.
 DEFAULT_LINGER = 30.0
 #: Seconds at most spent finding out what an endpoint that refused a
-#: socket's type is (``onlinel1.link.probe``), once a wait has failed.
-PROBE_TIMEOUT = 1.0
-#: ZeroMQ heartbeats of a producer's connection (ms): a daemon that stops
-#: answering them (a stopped process, a lost host) counts as gone.
-HEARTBEAT_IVL_MS, HEARTBEAT_TIMEOUT_MS = 1000, 5000
+#: socket's type is (``onlinel1.link.probe``), once a wait has failed (a
+#: daemon's socket answers in milliseconds; a loaded machine takes longer).
+PROBE_TIMEOUT = 2.0
+#: Milliseconds a producer's socket lingers once every batch was handed to
+#: the connection, for ZeroMQ to finish writing (0 when it gave up).
+#: (No ZeroMQ heartbeats: a PONG not yet read when the socket closes makes
+#: the kernel reset the connection and drop what its send buffer held.)
+FLUSH_LINGER_MS = 1000
 
 _U64_MAX = (1 << 64) - 1
 _CONFIGURED = object()   # "the producer's own setting", as a default argument
@@ -432,7 +435,7 @@ def _no_daemon(link: _link.Link, seconds: float, socket_type: int, context: zmq.
     message = f"no daemon answered at {endpoint} within {float(seconds)} s: {words}"
     if reason == _link.SOCKET_TYPE:
         other = zmq.DEALER if socket_type == zmq.PUSH else zmq.PUSH
-        taken = _link.probe(context, endpoint, other, min(seconds, PROBE_TIMEOUT), curve)
+        taken = _link.probe(context, endpoint, other, PROBE_TIMEOUT, curve)
         if socket_type == zmq.PUSH:
             message += ("; it is a daemon's request endpoint, not its training endpoint (a "
                         "predict-only replica has no training endpoint)" if taken else
@@ -553,8 +556,6 @@ class Producer:
         self._context = zmq.Context()
         self._socket = self._context.socket(zmq.PUSH)
         self._socket.setsockopt(zmq.SNDHWM, high_water_mark)
-        self._socket.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
-        self._socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
         self._socket.copy_threshold = 0        # every message zero-copy, so tracked
         _curve.apply_client_options(self._socket, options)
         self._link = _link.Link(self._socket, endpoint)
@@ -791,10 +792,11 @@ class Producer:
                 pass
 
     def _shut(self) -> None:
-        """Close the socket, dropping what is still queued."""
+        """Close the socket, dropping what is still queued (what was handed
+        to the connection gets FLUSH_LINGER_MS to be written)."""
         self._closed = True
         self._link.close()
-        self._socket.close(linger=0)
+        self._socket.close(linger=0 if self._in_flight else FLUSH_LINGER_MS)
         self._context.term()
 
 

@@ -153,7 +153,7 @@ class Link:
             return LOST, "the connection to the daemon was lost"
         if self.accepted:
             return NO_HANDSHAKE, ("something accepted the connection but completed no ZeroMQ "
-                                  "handshake (is it a ZeroMQ endpoint?)")
+                                  "handshake (is it a ZeroMQ endpoint? a stopped daemon?)")
         return NOTHING, "nothing accepted the connection"
 
     def close(self) -> None:

@@ -277,11 +277,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                       help=f"the daemon's request endpoint, asked to check the batches "
                            f"(default: {REQUEST_ENDPOINT} when --connect is the default, "
                            f"none otherwise)")
-    send.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
-                      help="give up when the daemon has taken nothing for this long, or has "
-                           "shown no progress on the batches sent (default: wait while it "
-                           "is connected; 30 s to deliver the last batches and to see them "
-                           "processed)")
+    send.add_argument("--timeout", type=float, default=_send.TIMEOUT, metavar="SECONDS",
+                      help="give up when the daemon has made no progress for this long: taken "
+                           "no batch, or (at the end) none delivered or seen processed; with "
+                           "--ack, the longest wait for each batch's reply (default: "
+                           "%(default)s)")
     send.add_argument("--connect-timeout", type=float, default=5.0, metavar="SECONDS",
                       help="give up when no daemon has taken the connection for this long, "
                            "at the start or after losing it (default: %(default)s)")

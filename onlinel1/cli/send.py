@@ -39,11 +39,10 @@ from onlinel1.cli.common import CommandError, read, read_ahead
 
 #: Exit status of a send whose batches the daemon rejected (or would have).
 EXIT_REJECTED = 3
-#: Seconds without a change in the model's counters after which a send
-#: stops waiting to confirm its batches (``--timeout`` if given).
-CONFIRM_TIMEOUT = 30.0
-#: Seconds each acknowledged batch (``--ack``) may take (``--timeout`` if given).
-ACK_TIMEOUT = 60.0
+#: The default ``--timeout``: seconds without progress after which a send
+#: gives up (the daemon takes no batch, none of the last ones is delivered,
+#: no batch is seen processed; or an acknowledged batch is not answered).
+TIMEOUT = 60.0
 #: The losses that learn labels -1/+1 (or 0/1) only (docs/protocol.md).
 CLASSIFICATION = frozenset({"log", "hinge"})
 #: What each rejection code of docs/protocol.md means for a sender.
@@ -189,8 +188,8 @@ def stream(args: argparse.Namespace, batches: Iterator[Any], daemon: Daemon | No
     from onlinel1.io import ParseError
     producer = talk(lambda: Producer(
         args.connect, batch_size=args.batch_size, producer=args.producer,
-        send_timeout=args.timeout, model=args.model, connect_timeout=args.connect_timeout,
-        **({} if args.timeout is None else {"linger": args.timeout}), **keys))
+        send_timeout=args.timeout, linger=args.timeout, model=args.model,
+        connect_timeout=args.connect_timeout, **keys))
     try:
         try:
             for batch in batches:
@@ -242,7 +241,7 @@ def cmd_send(args: argparse.Namespace, *, progress: Any, client: Any, talk: Any,
     a time-out's; DaemonError through with ``rejected``), the CURVE keys,
     the default (training, request) endpoints."""
     for flag, value in (("--timeout", args.timeout), ("--connect-timeout", args.connect_timeout)):
-        if value is not None and not value > 0:
+        if not value > 0:
             raise CommandError(f"{flag} must be > 0 seconds, got {value}")
     endpoint = request_endpoint(args, *defaults)
     if args.ack and endpoint is None:
@@ -260,7 +259,7 @@ def cmd_send(args: argparse.Namespace, *, progress: Any, client: Any, talk: Any,
             checker = Daemon(client(endpoint, args.connect_timeout), talk, args.model)
             checker.prepare(counters=not args.ack)
             if args.ack:                # each learn request: as long as its batch takes
-                checker.client.timeout = args.timeout or ACK_TIMEOUT
+                checker.client.timeout = args.timeout
         start = time.perf_counter()
         try:
             if args.ack:
@@ -270,7 +269,7 @@ def cmd_send(args: argparse.Namespace, *, progress: Any, client: Any, talk: Any,
                 stream(args, batches, checker, progress, talk, keys, tally)
                 to = args.connect
                 if checker is not None:
-                    stats = checker.confirm(tally.batches, args.timeout or CONFIRM_TIMEOUT,
+                    stats = checker.confirm(tally.batches, args.timeout,
                                             args.connect)
                     verdict = checker.verdict(stats, tally.batches)
         except Rejected as exc:
