@@ -17,6 +17,12 @@ attributes a handshake's outcome to an fd when it can and otherwise counts
 high: every connection the daemon may hold counts, and the count is exact
 again once the handshakes in flight are over.  It never counts low.
 
+A refused handshake gets ZAP status 300 (a temporary failure): libzmq
+then closes it without an ERROR command, so a ZeroMQ peer reconnects a
+moment later (reconnect_ivl) instead of giving the endpoint up, as it does
+after a 400; the gate also closes the connection itself when it can tell
+it apart (a NULL handshake would otherwise wait for ``HANDSHAKE_IVL``).
+
 A connection whose handshake ZAP has seen is kept open a little longer by
 a ``dup`` of its fd (closed when its ``DISCONNECTED`` is read): when
 libzmq drops a connection after its handshake while unread input is still
@@ -38,6 +44,10 @@ from zmq.utils.monitor import parse_monitor_message
 
 log = logging.getLogger("onlinel1.daemon")
 
+#: The handshake timeout of the daemon's sockets (ZeroMQ's HANDSHAKE_IVL, in
+#: milliseconds; libzmq's default is 30 s): how long a refused connection
+#: can wait at worst before it is closed and its peer tries again.
+HANDSHAKE_IVL_MS = 10_000
 #: The events a gate reads.
 EVENTS = (zmq.EVENT_ACCEPTED | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
           | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
@@ -111,7 +121,8 @@ class Census:
     accepted whose fate is not known.  ``succeeded`` and ``refused``:
     handshakes that ended (admitted / refused by ZAP) whose fd is not known
     (some fd of ``new``).  ``pending``: admitted by ZAP, handshake not over.
-    ``held`` never counts fewer connections than the daemon holds.
+    ``held`` never counts fewer connections than the daemon holds (the
+    refused ones hold nothing: no message is read before the handshake).
     """
 
     def __init__(self) -> None:
@@ -122,7 +133,7 @@ class Census:
 
     @property
     def held(self) -> int:
-        return len(self.live) + self.succeeded + self.refused + self.pending
+        return len(self.live) + self.succeeded + self.pending
 
     def admitted(self) -> None:
         self.pending += 1
@@ -169,10 +180,6 @@ class Census:
             cut = min(excess, self.refused)
             self.refused -= cut
             self.succeeded -= excess - cut
-        if self.new and not self.refused and self.succeeded == len(self.new):
-            self.live |= self.new          # every one of them succeeded
-            self.new.clear()
-            self.succeeded = 0
         self.pending = min(self.pending, len(self.new) - self.succeeded - self.refused)
 
 
@@ -237,16 +244,29 @@ class Gate:
             self.close()
 
     def admit(self, address: str) -> bool:
-        """At a ZAP request: whether one more connection fits."""
+        """At a ZAP request: whether one more connection fits.  A refused
+        one is closed now when it is the only connection in handshake
+        from ``address`` (libzmq would otherwise leave a NULL one waiting
+        for HANDSHAKE_IVL), so that its peer reconnects soon."""
         self.read()
         self._hold_new()
         if self.census.held >= self.max_connections:
             self.refused_here += 1
             self.refused.add("%s socket: refused a connection from %s: it holds %d, its "
                              "max_connections", self.name, address or "?", self.census.held)
+            self._close_only(address)
             return False
         self.census.admitted()
         return True
+
+    def _close_only(self, address: str) -> None:
+        candidates = [dup for fd, dup in self._dups.items()
+                      if fd in self.census.new and _peer_host(dup) == address]
+        if len(candidates) == 1:
+            try:
+                candidates[0].shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def _hold_new(self) -> None:
         """A dup of each fd in handshake (its DISCONNECTED not read yet)."""
@@ -275,6 +295,14 @@ class Gate:
     def report(self) -> dict[str, int]:
         return {"open": self.census.held, "max": self.max_connections,
                 "refused": self.refused_here, "oversized_disconnects": self.oversized_here}
+
+
+def _peer_host(dup: socket.socket) -> str | None:
+    try:
+        peer = dup.getpeername()
+    except OSError:
+        return None
+    return peer[0] if isinstance(peer, tuple) else None
 
 
 def _dropped_unread(dup: socket.socket) -> bool:

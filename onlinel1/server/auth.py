@@ -385,7 +385,10 @@ class ZapHandler:
                 return [b"1.0", request_id, b"400", b"NULL only", b"", b""]
             gate = self.gates.get(domain)
             if gate is not None and not gate.admit(where):
-                return [b"1.0", request_id, b"400", b"too many connections", b"", b""]
+                # 300, a temporary failure: libzmq closes the connection
+                # without an ERROR command, so the peer reconnects (after
+                # a 400 it would give the endpoint up).
+                return [b"1.0", request_id, b"300", b"too many connections", b"", b""]
             return [b"1.0", request_id, b"200", b"OK", user, b""]
         except Exception:   # a bug: refuse, keep answering
             log.exception("ZAP: internal error")

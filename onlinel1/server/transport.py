@@ -127,6 +127,7 @@ class Transport:
                 sock.setsockopt(zmq.SNDHWM, c.high_water_mark)
                 sock.setsockopt(zmq.MAXMSGSIZE, hard_cap)
                 sock.setsockopt(zmq.LINGER, 1000)
+                sock.setsockopt(zmq.HANDSHAKE_IVL, admission.HANDSHAKE_IVL_MS)
                 gate = admission.Gate(name, c.max_connections, self.connections_refused,
                                       self.oversized, on_auth_failure)
                 gate.watch(sock)
