@@ -212,6 +212,9 @@ class Gate:
     def open(self, context: zmq.Context) -> zmq.Socket:
         self.monitor = context.socket(zmq.PAIR)
         self.monitor.setsockopt(zmq.LINGER, 0)
+        # No high-water mark: libzmq drops a monitor event that finds the
+        # pipe full, and a lost DISCONNECTED would hold a slot for ever.
+        self.monitor.setsockopt(zmq.RCVHWM, 0)
         self.monitor.connect(self.endpoint)
         return self.monitor
 
@@ -240,8 +243,10 @@ class Gate:
                                            "messages on it are lost", self.name)
                 finally:
                     dup.close()
-        elif event == zmq.EVENT_MONITOR_STOPPED:
-            self.close()
+        elif event == zmq.EVENT_MONITOR_STOPPED:     # the socket is closed: so are its peers
+            for dup in self._dups.values():
+                dup.close()
+            self._dups.clear()
 
     def admit(self, address: str) -> bool:
         """At a ZAP request: whether one more connection fits.  A refused

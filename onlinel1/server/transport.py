@@ -123,6 +123,10 @@ class Transport:
                 if keys is not None:
                     auth.make_server(sock, keys)
                 sock.setsockopt(zmq.ZAP_DOMAIN, auth.zap_domain(name))
+                try:    # no handler (a moment at shutdown): refuse, never admit unchecked
+                    sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
+                except (AttributeError, zmq.ZMQError):
+                    pass
                 sock.setsockopt(zmq.RCVHWM, c.high_water_mark)
                 sock.setsockopt(zmq.SNDHWM, c.high_water_mark)
                 sock.setsockopt(zmq.MAXMSGSIZE, hard_cap)
