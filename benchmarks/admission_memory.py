@@ -34,7 +34,6 @@ import sys
 import time
 
 import msgpack
-import numpy as np
 import zmq
 
 MiB = 1 << 20

@@ -489,3 +489,32 @@ def test_sighup_without_curve_changes_nothing(start_daemon):
     wait_for(lambda: daemon.log(), lambda log: "SIGHUP: nothing to reload" in log, WAIT,
              "the SIGHUP logged")
     assert daemon_stats(daemon)["daemon"]["connections"]["requests"]["max"] == 8
+
+
+def test_the_admission_counters_are_on_metrics(start_daemon):
+    import urllib.request
+    from conftest import free_port
+    http = free_port()
+    daemon = start_daemon("--max-connections", "1", "--http-endpoint", f"127.0.0.1:{http}")
+    ctx = zmq.Context()
+    try:
+        held = raw_socket(ctx, zmq.DEALER, daemon.request)
+        assert answered(held, {"v": 1, "op": "health", "id": 1})["ok"]
+        late = ctx.socket(zmq.DEALER)
+        late.setsockopt(zmq.LINGER, 0)
+        monitor = late.get_monitor_socket()
+        late.connect(daemon.request)
+        assert handshake_outcome(monitor) != zmq.EVENT_HANDSHAKE_SUCCEEDED
+
+        def metrics() -> str:
+            with urllib.request.urlopen(f"http://127.0.0.1:{http}/metrics", timeout=WAIT) as r:
+                return r.read().decode()
+        text = wait_for(metrics, lambda t: re.search(
+            r'(?m)^onlinel1_connections_refused_total [1-9]', t), WAIT, "the refusal on /metrics")
+        assert re.search(r'(?m)^onlinel1_connections\{socket="requests"\} 1\.0$', text)
+        assert re.search(r'(?m)^onlinel1_oversized_disconnects_total 0\.0$', text)
+        monitor.close()
+        late.close()
+        held.close()
+    finally:
+        ctx.destroy(linger=0)
