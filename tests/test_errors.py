@@ -73,8 +73,8 @@ def bad_batches(rows):
          "keys", None, "dtype"),
         ("fractional keys", lambda: Batch(**with_entry(rows, "keys", 5, 1.5)), "keys", None,
          "dtype"),
-        ("from_rows string key", lambda: Batch.from_rows(
-            [{1: 1.0}, {2: 1.0}, {3: 1.0, "x": 1.0}], [1, 1, 1]), "keys", 2, "dtype"),
+        ("from_rows float key", lambda: Batch.from_rows(
+            [{1: 1.0}, {2: 1.0}, {3: 1.0, 1.5: 1.0}], [1, 1, 1]), "keys", 2, "dtype"),
         ("from_rows string value", lambda: Batch.from_rows([{1: 1.0}, {2: "a"}], [1, 1]),
          "values", None, "dtype"),
         ("negative key", lambda: Batch(**with_entry(rows, "keys", 5, -3)), "keys", None,

@@ -99,6 +99,15 @@ cdef inline bint is_vw_blank(unsigned char c) noexcept nogil:
     return c == 32 or c == 9
 
 
+cdef inline bint has_colon(const unsigned char* p, const unsigned char* e) noexcept nogil:
+    """Whether the field at ``p`` (up to whitespace or ``e``) holds a ':'."""
+    while p < e and not is_space(p[0]):
+        if p[0] == 58:
+            return True
+        p += 1
+    return False
+
+
 cdef inline unsigned char lower(unsigned char c) noexcept nogil:
     return c | 0x20
 
@@ -119,17 +128,23 @@ cdef inline bint match_word(const unsigned char* p, const unsigned char* e,
 cdef class Parser:
     """Incremental parser of one text format into CSR arrays.
 
-    ``Parser(fmt, collect_names)``: ``fmt`` is "svmlight" or "vw".  With
-    ``collect_names``, the text of every hashed feature seen for the first
-    time is kept (``take_names``) so the reader can fill a key -> name map
-    without Python work for features it has already seen.
+    ``Parser(fmt, collect_names, optional_labels)``: ``fmt`` is "svmlight"
+    or "vw".  With ``collect_names``, the text of every hashed feature seen
+    for the first time is kept (``take_names``) so the reader can fill a
+    key -> name map without Python work for features it has already seen.
+    With ``optional_labels`` (data to predict), a line without a label is a
+    row whose label is NaN: an svmlight line whose first field holds a
+    ``:``, a VW line with nothing but a tag before its first ``|``.
+    ``row_lines`` gives the 1-based line of each row not yet taken.
     """
     cdef int fmt
     cdef bint collect_names
+    cdef bint optional_labels
     # Rows parsed and not yet taken: CSR arrays.
     cdef int64_t* indptr
     cdef double* labels
     cdef double* weights
+    cdef int64_t* row_line
     cdef readonly Py_ssize_t n_rows
     cdef Py_ssize_t rows_cap
     cdef uint64_t* keys
@@ -164,17 +179,19 @@ cdef class Parser:
     cdef size_t n_new
     cdef size_t new_cap
 
-    def __cinit__(self, str fmt, bint collect_names=False):
+    def __cinit__(self, str fmt, bint collect_names=False, bint optional_labels=False):
         cdef size_t i
         if fmt not in FORMATS:
             raise ValueError(f"unknown format {fmt!r}: expected one of {sorted(FORMATS)}")
         self.fmt = FORMATS[fmt]
         self.collect_names = collect_names
+        self.optional_labels = optional_labels
         self.rows_cap = MIN_ROWS
         self.nnz_cap = MIN_NNZ
         self.indptr = <int64_t*>malloc((self.rows_cap + 1) * sizeof(int64_t))
         self.labels = <double*>malloc(self.rows_cap * sizeof(double))
         self.weights = <double*>malloc(self.rows_cap * sizeof(double))
+        self.row_line = <int64_t*>malloc(self.rows_cap * sizeof(int64_t))
         self.keys = <uint64_t*>malloc(self.nnz_cap * sizeof(uint64_t))
         self.values = <double*>malloc(self.nnz_cap * sizeof(double))
         self.text_cap = MIN_TEXT
@@ -189,6 +206,7 @@ cdef class Parser:
         self.seen_cap = 1024
         self.seen = <uint64_t*>malloc(self.seen_cap * sizeof(uint64_t))
         if (self.indptr == NULL or self.labels == NULL or self.weights == NULL
+                or self.row_line == NULL
                 or self.keys == NULL or self.values == NULL or self.text == NULL
                 or self.num == NULL or self.new_keys == NULL or self.new_offsets == NULL
                 or self.name_bytes == NULL or self.seen == NULL):
@@ -202,6 +220,7 @@ cdef class Parser:
         free(self.indptr)
         free(self.labels)
         free(self.weights)
+        free(self.row_line)
         free(self.keys)
         free(self.values)
         free(self.text)
@@ -268,6 +287,15 @@ cdef class Parser:
         self.n_rows = 0
         self.nnz = 0
         return indptr, keys, values, labels, weights
+
+    def row_lines(self):
+        """The 1-based line number of each row parsed and not yet taken (a
+        new int64 array; call it before ``take_batch``)."""
+        lines = np.empty(self.n_rows, dtype=np.int64)
+        cdef int64_t[::1] lines_v = lines
+        if self.n_rows:
+            memcpy(&lines_v[0], self.row_line, self.n_rows * sizeof(int64_t))
+        return lines
 
     def take_names(self):
         """``(keys, text, offsets)`` of the hashed features first seen since
@@ -342,9 +370,12 @@ cdef class Parser:
             return OK  # empty or comment-only line
         # The label.
         s = p
-        p = self._parse_double(p, e, &label)
-        if p == NULL or (p < e and not is_space(p[0])):
-            return self._fail(E_LABEL, s, e, base, nnz0)
+        if self.optional_labels and has_colon(p, e):
+            label = NAN  # no label: the line starts with its features
+        else:
+            p = self._parse_double(p, e, &label)
+            if p == NULL or (p < e and not is_space(p[0])):
+                return self._fail(E_LABEL, s, e, base, nnz0)
         while True:
             while p < e and is_space(p[0]):
                 p += 1
@@ -428,13 +459,15 @@ cdef class Parser:
         # The last field is a tag when it starts with a quote or touches the '|'.
         if n_tok > 0 and (tok_start[n_tok - 1][0] == 39 or tok_stop[n_tok - 1] == bar):
             n_fields -= 1
-        if n_fields == 0:
+        if n_fields == 0 and self.optional_labels:
+            label = NAN  # no label (data to predict), maybe a tag
+        elif n_fields == 0:
             if n_tok == 1 and tok_start[0][0] != 39:
                 return self._fail(E_TAG_ONLY, tok_start[0], bar + 1, base, nnz0)
             return self._fail(E_NO_LABEL, bar, e, base, nnz0)
         if n_fields > 3:
             return self._fail(E_LABEL_FIELDS, s, bar, base, nnz0)
-        if self._parse_double(tok_start[0], tok_stop[0], &label) != tok_stop[0]:
+        if n_fields and self._parse_double(tok_start[0], tok_stop[0], &label) != tok_stop[0]:
             return self._fail(E_LABEL, tok_start[0], tok_stop[0], base, nnz0)
         if n_fields >= 2:
             if (self._parse_double(tok_start[1], tok_stop[1], &importance) != tok_stop[1]
@@ -507,6 +540,7 @@ cdef class Parser:
             return E_NOMEM
         self.labels[self.n_rows] = label
         self.weights[self.n_rows] = weight
+        self.row_line[self.n_rows] = self.lines + 1
         self.n_rows += 1
         self.indptr[self.n_rows] = self.nnz
         return OK
@@ -741,5 +775,9 @@ cdef class Parser:
         if g == NULL:
             return -1
         self.weights = <double*>g
+        g = realloc(self.row_line, cap * sizeof(int64_t))
+        if g == NULL:
+            return -1
+        self.row_line = <int64_t*>g
         self.rows_cap = cap
         return 0
