@@ -93,14 +93,14 @@ from onlinel1.names import check_model_name
 
 __all__ = ["DEFAULT_CONNECT_TIMEOUT", "DEFAULT_LINGER", "DEFAULT_REQUEST_ENDPOINT",
            "DEFAULT_TRAIN_ENDPOINT", "PROTOCOL_VERSION", "Client", "ClientError", "ConnectTimeout",
-           "DaemonError", "DaemonTimeout", "Producer", "ProducerTimeout", "encode_csr",
-           "encode_rows", "rows_to_batch"]
+           "DaemonError", "DaemonTimeout", "MessageTooLarge", "Producer", "ProducerTimeout",
+           "encode_csr", "encode_rows", "rows_to_batch"]
 
 #: The version of docs/protocol.md spoken here (the ``v`` of every message).
 PROTOCOL_VERSION = 1
 DEFAULT_TRAIN_ENDPOINT = "tcp://127.0.0.1:5555"
 DEFAULT_REQUEST_ENDPOINT = "tcp://127.0.0.1:5556"
-#: Messages queued per socket before ``send`` blocks (the daemon's default).
+#: Messages queued per socket before ``send`` blocks.
 DEFAULT_HIGH_WATER_MARK = 64
 #: Seconds a producer waits for a daemon to take its connection (at start,
 #: and whenever the daemon has gone away while it waits).
@@ -116,6 +116,8 @@ PROBE_TIMEOUT = 2.0
 #: (No ZeroMQ heartbeats: a PONG not yet read when the socket closes makes
 #: the kernel reset the connection and drop what its send buffer held.)
 FLUSH_LINGER_MS = 1000
+#: The largest message sent (the daemon's default ``max_message_bytes``).
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 _U64_MAX = (1 << 64) - 1
 _CONFIGURED = object()   # "the producer's own setting", as a default argument
@@ -169,6 +171,25 @@ class ConnectTimeout(DaemonTimeout):
         super().__init__(message)
         self.endpoint = endpoint
         self.reason = reason
+class MessageTooLarge(ClientError, ValueError):
+    """A message larger than ``max_message_bytes``: not sent.  A daemon
+    refuses such a message, and past twice its limit ZeroMQ drops the
+    connection, losing the messages queued behind it."""
+
+
+def _check_size(frame: bytes, limit: int, what: str) -> None:
+    if len(frame) > limit:
+        raise MessageTooLarge(f"{what} encodes to {len(frame)} bytes, more than "
+                              f"max_message_bytes ({limit}); it was not sent (a daemon refuses "
+                              f"it, and past twice its limit drops the connection with the "
+                              f"messages behind it): send fewer rows per message, or raise "
+                              f"max_message_bytes here and on the daemon")
+
+
+def _limit(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"max_message_bytes must be an integer >= 1, got {value!r}")
+    return value
 
 
 class ProducerTimeout(ClientError, TimeoutError):
@@ -508,6 +529,11 @@ class Producer:
     (a daemon that refuses the key takes nothing: the connect check fails
     with reason ``"curve"``).
 
+    A message larger than ``max_message_bytes`` (the daemon's default,
+    64 MiB; give the daemon's own if it differs) is not sent:
+    :class:`MessageTooLarge`, and the rows stay buffered (lower
+    ``batch_size``).
+
     ::
 
         with Producer("tcp://127.0.0.1:5555", batch_size=1000, producer="etl") as p:
@@ -523,7 +549,10 @@ class Producer:
                  model: str | None = None,
                  curve_secret_key: str | os.PathLike[str] | None = None,
                  curve_server_key: str | os.PathLike[str] | None = None,
-                 connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT) -> None:
+                 connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+        #: The largest message this producer sends (bytes).
+        self.max_message_bytes = _limit(max_message_bytes)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         if producer is not None and not isinstance(producer, str):
@@ -699,6 +728,8 @@ class Producer:
         if self.producer is not None:
             message["producer"] = self.producer
         frame = self._packer.pack(message)
+        _check_size(frame, self.max_message_bytes,
+                    f"batch seq {self.seq + 1} of {batch.n_rows} examples")
         deadline = None if self.send_timeout is None else time.monotonic() + self.send_timeout
         while True:
             try:
@@ -849,13 +880,19 @@ class Client:
     daemon's public key file. A key file that cannot be used is a
     ``ValueError`` (:class:`onlinel1.curve.KeyFileError`) here; a key the
     daemon refuses shows as :class:`DaemonTimeout`.
+
+    A request larger than ``max_message_bytes`` (the daemon's default,
+    64 MiB) is not sent: :class:`MessageTooLarge`.
     """
 
     def __init__(self, endpoint: str = DEFAULT_REQUEST_ENDPOINT, *, timeout: float = 5.0,
                  context: zmq.Context | None = None, model: str | None = None,
                  curve_secret_key: str | os.PathLike[str] | None = None,
-                 curve_server_key: str | os.PathLike[str] | None = None) -> None:
+                 curve_server_key: str | os.PathLike[str] | None = None,
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
         timeout = _seconds(timeout, "timeout")
+        #: The largest request this client sends (bytes).
+        self.max_message_bytes = _limit(max_message_bytes)
         if not timeout:
             raise ValueError("timeout must be > 0 seconds")
         #: CURVE socket options (None: CURVE off); a bad key file is a ValueError.
@@ -1051,6 +1088,7 @@ class Client:
             message["model"] = check_model_name(model)
         message.update(fields)
         frame = self._packer.pack(message)
+        _check_size(frame, self.max_message_bytes, f"the {op} request")
         deadline = time.monotonic() + self.timeout
         socket = self._socket
         self._link.poll()          # keeps the monitor's queue short

@@ -15,6 +15,9 @@ the clients' ``curve_*`` keys, the C client's ``ol1_set_curve``).
 * ``config`` shows paths only to an allowed CURVE key.
 * A secret key file open to group or others is refused (daemon, Python
   client, C client), and so are missing or malformed key files.
+* Issue 15's leftovers: NULL and PLAIN attempts are counted in
+  ``auth_refused``; SIGHUP reads the allow list again; ``snapshot`` and
+  ``swap`` show paths to an allowed key (test_admission: to no one else).
 
 Every daemon binds free loopback ports and is reaped (the ``start_daemon``
 fixture); every wait is bounded and waits for an observable event (a
@@ -27,6 +30,7 @@ import os
 import pathlib
 import re
 import select
+import signal
 import socket
 import stat
 import subprocess
@@ -41,7 +45,7 @@ import zmq.auth
 from zmq.utils.monitor import recv_monitor_message
 
 from onlinel1 import curve
-from onlinel1.client import Client, DaemonTimeout, Producer, encode_csr
+from onlinel1.client import Client, DaemonError, DaemonTimeout, Producer, encode_csr
 from onlinel1.io import read_batches
 from onlinel1.server import auth
 from onlinel1.server.config import ConfigError, DaemonConfig
@@ -676,3 +680,88 @@ def test_redaction_rules():
                                                       "future_path_setting")} == \
         {k: v for k, v in settings.items() if k not in ("snapshot_dir", "train_endpoint",
                                                         "future_path_setting")}
+
+
+def test_snapshot_and_swap_show_paths_to_an_allowed_curve_key(start_daemon, keys, tmp_path):
+    """The counterpart of test_admission's redaction test: a listed key
+    sees the paths (under CURVE every admitted requester is one)."""
+    snapshots = tmp_path / "snapshots"
+    daemon = start_curve_daemon(start_daemon, keys, "--snapshot-dir", str(snapshots))
+    with Client(daemon.request, timeout=WAIT, **keys.client()) as client:
+        client.learn([{"label": 1, "features": {"2": 1.0}}])
+        snap = client.snapshot()
+        assert snap["path"] == str(snapshots / "default" / snap["file"])
+        client.create("other")
+        assert client.swap("other", snap["path"])["path"] == snap["path"]
+        with pytest.raises(DaemonError) as err:
+            client.swap("other", tmp_path / "none.ol1")
+        assert str(tmp_path / "none.ol1") in str(err.value)
+
+
+def test_redact_text_hides_absolute_paths_and_ipc_endpoints_only():
+    text = ("/srv/a b.ol1: [Errno 13] Permission denied: '/srv/x/y.ol1'; ipc:///run/t.sock, "
+            "tcp://127.0.0.1:5556, 3/4 done, ~/models/m.ol1, http://h:1/metrics")
+    assert auth.redact_text(text) == (
+        "<redacted> b.ol1: [Errno 13] Permission denied: '<redacted>'; ipc://<redacted>, "
+        "tcp://127.0.0.1:5556, 3/4 done, <redacted>, http://h:1/metrics")
+
+
+# ================================================= leftovers of issue 15
+
+@pytest.mark.parametrize("mechanism", ["NULL", "PLAIN"])
+def test_attempts_without_curve_are_counted_in_auth_refused(start_daemon, keys, mechanism):
+    """libzmq refuses a NULL or PLAIN client of a CURVE socket before it
+    asks ZAP (a mechanism mismatch): counted from the socket monitor."""
+    daemon = start_curve_daemon(start_daemon, keys)
+    before = stats_of(daemon, keys)["daemon"]["auth_refused"]
+    ctx = zmq.Context()
+    try:
+        for kind, endpoint in ((zmq.DEALER, daemon.request), (zmq.PUSH, daemon.train)):
+            sock = ctx.socket(kind)
+            sock.setsockopt(zmq.LINGER, 0)
+            if mechanism == "PLAIN":
+                sock.setsockopt(zmq.PLAIN_USERNAME, b"admin")
+                sock.setsockopt(zmq.PLAIN_PASSWORD, b"admin")
+            monitor = sock.get_monitor_socket()
+            sock.connect(endpoint)
+            wait_handshake_failure(sock, monitor)
+            sock.close(linger=0)
+    finally:
+        ctx.destroy(linger=0)
+    stats = wait_for(lambda: stats_of(daemon, keys),
+                     lambda s: s["daemon"]["auth_refused"] >= before + 2, WAIT,
+                     "the two attempts without CURVE counted")
+    assert stats["examples"] == 0
+    assert "CURVE: refused a connection from (address not known): handshake failed (mechanism " \
+           "mismatch): a client without CURVE (NULL or PLAIN) or with another server key" in \
+        daemon.log()
+
+
+def test_sighup_reads_the_allow_list_again(start_daemon, keys):
+    daemon = start_curve_daemon(start_daemon, keys)
+    with Client(daemon.request, timeout=0.5, **keys.client("stranger")) as stranger:
+        with pytest.raises(DaemonTimeout):
+            stranger.health()
+    # The operator adds the stranger's key and sends SIGHUP.
+    (keys.allow / "stranger.pub").write_bytes(keys.public("stranger").read_bytes())
+    daemon.proc.send_signal(signal.SIGHUP)
+    wait_for(daemon.log, lambda log: "SIGHUP: curve_allow read again: 2 client key(s) admitted"
+             in log, WAIT, "the reload logged")
+    with Client(daemon.request, timeout=WAIT, **keys.client("stranger")) as welcome:
+        assert welcome.health()["status"] == "ok"
+    # A broken allow list is refused whole: the keys in force stay.
+    (keys.allow / "stranger.pub").write_text("not a key\n")
+    daemon.proc.send_signal(signal.SIGHUP)
+    wait_for(daemon.log, lambda log: "the allow list is unchanged" in log, WAIT,
+             "the failed reload logged")
+    with Client(daemon.request, timeout=WAIT, **keys.client("stranger")) as still:
+        assert still.health()["status"] == "ok"
+    # Removing a key: refused from the next handshake on.
+    (keys.allow / "stranger.pub").unlink()
+    daemon.proc.send_signal(signal.SIGHUP)
+    wait_for(daemon.log, lambda log: "SIGHUP: curve_allow read again: 1 client key(s) admitted"
+             in log, WAIT, "the second reload logged")
+    with Client(daemon.request, timeout=0.5, **keys.client("stranger")) as gone:
+        with pytest.raises(DaemonTimeout):
+            gone.health()
+    assert daemon.proc.poll() is None

@@ -12,10 +12,11 @@ import zmq
 
 from onlinel1.cli.common import (CommandError, Formatter, add_learner_arguments,
                                  explicit_learner_values, learner_options)
-from onlinel1.server import ConfigError, DaemonConfig, auth, read_config_file, startup
+from onlinel1.server import ConfigError, DaemonConfig, admission, auth, read_config_file, startup
 from onlinel1.server.config import LOG_LEVELS
 from onlinel1.server.http import HttpServer, MissingDependency
 from onlinel1.server.metrics import RequestMetrics
+from onlinel1.server.transport import format_bytes
 
 log = logging.getLogger("onlinel1.daemon")
 
@@ -29,7 +30,7 @@ DAEMON_FLAGS = (("--train-endpoint", "train_endpoint"), ("--request-endpoint", "
                 ("--training-io-nice", "training_io_nice"), ("--http-endpoint", "http_endpoint"),
                 ("--dedupe-seq", "dedupe_seq"), ("--training-share", "training_share"),
                 ("--curve-secret-key", "curve_secret_key"), ("--curve-allow", "curve_allow"),
-                ("--insecure", "insecure"))
+                ("--insecure", "insecure"), ("--max-connections", "max_connections"))
 
 
 def daemon_config(args: argparse.Namespace, base: dict[str, Any]) -> DaemonConfig:
@@ -111,6 +112,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"configuration ok: {serving}, requests on {config.request_endpoint}"
               + (f", HTTP on {config.http_endpoint}" if http is not None else ""),
               file=sys.stderr)
+        print(memory_bound_text(config, daemon.policy.accepts_training), file=sys.stderr)
         return 0
 
     def stop(signum: int, frame: Any) -> None:
@@ -122,6 +124,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     def reload(signum: int, frame: Any) -> None:
         reload_log_level(args.config)
+        if config.curve_allow is not None:
+            reload_allow_list(daemon)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -161,6 +165,35 @@ def reload_log_level(config_file: str | None) -> None:
                 level, config_file)
 
 
+def memory_bound_text(config: DaemonConfig, training: bool) -> str:
+    """What ``serve --check`` says about the memory the sockets may hold."""
+    b = admission.memory_bound(config, training)
+    hwm, conns = config.high_water_mark, config.max_connections
+    lines = [f"memory bound: queued input and unsent replies take at most "
+             f"{format_bytes(b['total'])} ({b['total']} bytes):",
+             f"  requests: {conns} connections x ({hwm}+1) x {admission.frame_cap(config)} "
+             f"(frame cap) + {conns} x ({hwm}+1) x {config.max_message_bytes} (reply cap) + one "
+             f"frame in hand = {format_bytes(b['requests_input'] + b['replies'])}"]
+    if training:
+        lines.append(f"  training: {conns} connections x ({hwm}+1) x "
+                     f"{admission.frame_cap(config)} + one frame in hand = "
+                     f"{format_bytes(b['training_input'])}")
+    lines.append("  (max_connections per socket, high_water_mark, max_message_bytes; "
+                 "README: Admission and memory bounds)")
+    return "\n".join(lines)
+
+
+def reload_allow_list(daemon: Any) -> None:
+    """SIGHUP: read ``curve_allow`` again; log the outcome, never stop."""
+    try:
+        count = daemon.transport.reload_allow_list()
+    except ConfigError as exc:
+        log.error("SIGHUP: %s; the allow list is unchanged", exc)
+        return
+    log.warning("SIGHUP: curve_allow read again: %d client key(s) admitted from the next "
+                "handshake on (connections already in keep going)", count)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     d = DaemonConfig()
     serve = sub.add_parser(
@@ -171,7 +204,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "(docs/protocol.md). On SIGTERM or SIGINT the daemon stops taking input,\n"
                     "finishes the batch in hand, writes the final snapshots and exits 0 (1 if\n"
                     "a final snapshot failed). SIGUSR1 takes a snapshot of every model; SIGHUP\n"
-                    "re-reads the config file's log level.\n\n"
+                    "re-reads the config file's log level and the --curve-allow keys.\n\n"
                     "Settings come from the built-in defaults, then --config FILE (TOML with\n"
                     "[daemon] and [learner] tables), then the flags given here.",
         epilog="examples:\n"
@@ -192,8 +225,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--max-message-bytes", type=int, metavar="N",
                    help=f"largest message accepted (default: {d.max_message_bytes})")
     g.add_argument("--high-water-mark", type=int, metavar="N",
-                   help=f"messages queued per socket before producers are held back "
+                   help=f"messages queued per connection, each way, before its peer is held "
+                        f"back; a reply past it is dropped and counted "
                         f"(default: {d.high_water_mark})")
+    g.add_argument("--max-connections", type=int, metavar="N",
+                   help=f"connections each socket holds at most; past it a handshake is "
+                        f"refused (counted) and the peer retries. With --high-water-mark and "
+                        f"--max-message-bytes it bounds the memory the sockets can hold "
+                        f"(--check prints the figure) (default: {d.max_connections})")
     g.add_argument("--training-io-nice", type=int, metavar="N",
                    help=f"nice value (0-19) of the thread that reads the training stream: "
                         f"when the cores are busy, replies to requests go before it; 0 leaves "
@@ -227,7 +266,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                           "mode 0600); give clients its PATH.pub as --curve-server-key")
     sec.add_argument("--curve-allow", metavar="DIR_OR_FILE",
                      help="the clients' public keys admitted: a folder of *.pub files, or one "
-                          ".pub file; read at start (restart the daemon to change it)")
+                          ".pub file; read at start and again on SIGHUP")
     sec.add_argument("--insecure", action="store_const", const=True, default=None,
                      help="allow endpoints off loopback without CURVE (and HTTP off loopback), "
                           "for a network you trust, such as a pod or a container's own; "

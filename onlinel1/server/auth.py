@@ -6,15 +6,24 @@ rule, and what the ``config`` reply hides.
   that it holds the secret key of a public key.  A ZAP handler (RFC 27,
   ``inproc://zeromq.zap.01`` of each of the transport's contexts) admits
   only the public keys of the allow list: the ``*.pub`` files of a folder,
-  or one ``.pub`` file, read once at start.  A refused handshake is counted
+  or one ``.pub`` file, read at start and again on SIGHUP
+  (``Transport.reload_allow_list``: the handler's key set is replaced
+  whole, never changed in place).  A refused handshake is counted
   (``stats`` -> ``daemon`` -> ``auth_refused``) and logged, at most one line
-  a second.
+  a second: an unknown key (the ZAP handler), and a client without CURVE
+  (NULL or PLAIN) or with the wrong server key, which libzmq refuses
+  before asking ZAP (seen on the socket monitor, admission.py).
+* **Admission**: with CURVE or without, every socket has a ZAP domain, so
+  libzmq asks the ZAP handler at every handshake, and the handler asks the
+  socket's ``admission.Gate`` whether one more connection fits
+  (``max_connections``).
 * **The loopback rule**: an endpoint that is not on loopback (127.0.0.0/8,
   ::1, ``localhost``; ``ipc://`` and ``inproc://`` are local) is refused
   without CURVE unless ``insecure`` is set, and then a WARNING says so at
   every start.  The HTTP endpoint has no authentication at all: off
   loopback, it needs ``insecure`` whether CURVE is on or not.
-* **Redaction**: the ``config`` reply shows file system paths only to a
+* **Redaction**: the ``config``, ``snapshot``, ``swap`` and ``drop``
+  replies (results and error messages) show file system paths only to a
   requester whose CURVE key is in the allow list; otherwise each is
   ``"<redacted>"`` (``ipc://<redacted>`` for an ipc endpoint).
 
@@ -32,6 +41,7 @@ import glob
 import ipaddress
 import logging
 import os
+import re
 import threading
 import time
 from typing import Any, Iterable
@@ -46,6 +56,12 @@ log = logging.getLogger("onlinel1.daemon")
 
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 ZAP_DOMAIN = "onlinel1"
+
+
+def zap_domain(socket_name: str) -> bytes:
+    """The ZAP domain of one of the daemon's sockets (``requests``,
+    ``training``): the handler tells them apart by it."""
+    return f"{ZAP_DOMAIN}.{socket_name}".encode()
 REDACTED = "<redacted>"
 #: DaemonConfig fields that hold file system paths.
 PATH_FIELDS = ("snapshot_dir", "curve_secret_key", "curve_allow")
@@ -170,6 +186,9 @@ class ServerKeys:
     #: The files the allowed keys were read from.
     sources: tuple[str, ...]
 
+    def with_allowed(self, allowed: frozenset[bytes], sources: tuple[str, ...]) -> "ServerKeys":
+        return dataclasses.replace(self, allowed=allowed, sources=sources)
+
     def admits(self, user_id: str | bytes | None) -> bool:
         if user_id is None:
             return False
@@ -215,11 +234,11 @@ def load_server_keys(config: Any) -> ServerKeys | None:
 
 
 def make_server(socket: zmq.Socket, keys: ServerKeys) -> None:
-    """Make ``socket`` a CURVE server (before it binds)."""
+    """Make ``socket`` a CURVE server (before it binds; its ZAP domain is
+    set by the transport, as for a NULL socket)."""
     socket.setsockopt(zmq.CURVE_SERVER, 1)
     socket.setsockopt(zmq.CURVE_SECRETKEY, keys.secret)
     socket.setsockopt(zmq.CURVE_PUBLICKEY, keys.public)
-    socket.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN.encode())
 
 
 # ------------------------------------------------------------ ZAP handling
@@ -254,19 +273,25 @@ class Refusals:
 
 class ZapHandler:
     """A ZAP handler (RFC 27) for one ZeroMQ context, in a thread of its
-    own: admits the CURVE clients whose public key is in ``keys``, refuses
-    every other handshake."""
+    own.  With ``keys``, it admits the CURVE clients whose public key is in
+    ``keys.allowed`` and refuses every other handshake; without, the NULL
+    clients.  Either way a handshake on a socket of ``gates`` (by ZAP
+    domain) is refused when that socket has no room (``Gate.admit``).
+    The thread also reads the gates' monitors.  ``keys`` may be replaced
+    from another thread (SIGHUP): it is read once per handshake."""
 
-    def __init__(self, context: zmq.Context, keys: ServerKeys, refusals: Refusals) -> None:
+    def __init__(self, context: zmq.Context, keys: ServerKeys | None, refusals: Refusals,
+                 gates: dict[bytes, Any] | None = None) -> None:
         self.context, self.keys, self.refusals = context, keys, refusals
+        self.gates = dict(gates or {})
         self._thread: threading.Thread | None = None
         self._stop_r = self._stop_w = -1
         self._ready = threading.Event()
         self._error: BaseException | None = None
 
     def start(self) -> None:
-        """Bind the context's ZAP endpoint and start answering; raises what
-        the bind raised (``zmq.ZMQError``)."""
+        """Bind the context's ZAP endpoint, connect the gates' monitors and
+        start answering; raises what the bind raised (``zmq.ZMQError``)."""
         self._stop_r, self._stop_w = os.pipe()
         self._thread = threading.Thread(target=self._run, name="onlinel1-zap", daemon=True)
         self._thread.start()
@@ -295,23 +320,33 @@ class ZapHandler:
         self._stop_r = self._stop_w = -1
 
     def _run(self) -> None:
+        monitors = {}
         try:
             sock = self.context.socket(zmq.REP)
             sock.setsockopt(zmq.LINGER, 0)
             sock.bind(ZAP_ENDPOINT)
+            for gate in self.gates.values():
+                monitors[gate.open(self.context)] = gate
         except BaseException as exc:   # handed to start()
+            for gate in self.gates.values():
+                gate.close()
             self._error = exc
             self._ready.set()
             return
         self._ready.set()
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
+        for monitor in monitors:
+            poller.register(monitor, zmq.POLLIN)
         poller.register(self._stop_r, zmq.POLLIN)
         try:
             while True:
                 events = dict(poller.poll())
                 if self._stop_r in events:
                     return
+                for monitor, gate in monitors.items():
+                    if monitor in events:
+                        gate.read()
                 if sock not in events:
                     continue
                 try:
@@ -323,6 +358,8 @@ class ZapHandler:
             log.debug("ZAP handler stopped: %s", exc)
         finally:
             sock.close(linger=0)
+            for gate in self.gates.values():
+                gate.close()
 
     def answer(self, request: list[bytes]) -> list[bytes]:
         """The ZAP reply to a ZAP request (never raises)."""
@@ -333,33 +370,44 @@ class ZapHandler:
                 return [b"1.0", request_id, b"500", b"malformed ZAP request", b"", b""]
             _, _, domain, address, _, mechanism, *credentials = request
             where = address.decode("utf-8", "replace")
-            if mechanism != b"CURVE" or len(credentials) != 1 or len(credentials[0]) != 32:
-                self.refusals.refuse(f"mechanism {mechanism.decode('ascii', 'replace')}, "
-                                     f"not CURVE", where)
-                return [b"1.0", request_id, b"400", b"CURVE only", b"", b""]
-            key = z85.encode(credentials[0])
-            if key not in self.keys.allowed:
-                self.refusals.refuse(f"client key {key.decode('ascii')} is not in curve_allow",
-                                     where)
-                return [b"1.0", request_id, b"400", b"unknown key", b"", b""]
-            return [b"1.0", request_id, b"200", b"OK", key, b""]
+            keys, user = self.keys, b""
+            if keys is not None:
+                if mechanism != b"CURVE" or len(credentials) != 1 or len(credentials[0]) != 32:
+                    self.refusals.refuse(f"mechanism {mechanism.decode('ascii', 'replace')}, "
+                                         f"not CURVE", where)
+                    return [b"1.0", request_id, b"400", b"CURVE only", b"", b""]
+                user = z85.encode(credentials[0])
+                if user not in keys.allowed:
+                    self.refusals.refuse(f"client key {user.decode('ascii')} is not in "
+                                         f"curve_allow", where)
+                    return [b"1.0", request_id, b"400", b"unknown key", b"", b""]
+            elif mechanism != b"NULL":     # the daemon's sockets are NULL servers then
+                return [b"1.0", request_id, b"400", b"NULL only", b"", b""]
+            gate = self.gates.get(domain)
+            if gate is not None and not gate.admit(where):
+                # 300, a temporary failure: libzmq closes the connection
+                # without an ERROR command, so the peer reconnects (after
+                # a 400 it would give the endpoint up).
+                return [b"1.0", request_id, b"300", b"too many connections", b"", b""]
+            return [b"1.0", request_id, b"200", b"OK", user, b""]
         except Exception:   # a bug: refuse, keep answering
             log.exception("ZAP: internal error")
             return [b"1.0", request_id, b"500", b"internal error", b"", b""]
 
 
-def start_handlers(contexts: Iterable[zmq.Context], keys: ServerKeys,
-                   refusals: Refusals) -> list[ZapHandler]:
-    """A started ZapHandler for each distinct context (stopped again if one
-    fails to start)."""
+def start_handlers(groups: Iterable[tuple[zmq.Context, dict[bytes, Any]]],
+                   keys: ServerKeys | None, refusals: Refusals) -> list[ZapHandler]:
+    """A started ZapHandler for each distinct context of ``groups``
+    ((context, gates by ZAP domain) pairs; gates of one context go to one
+    handler), stopped again if one fails to start."""
+    merged: dict[int, tuple[zmq.Context, dict[bytes, Any]]] = {}
+    for context, gates in groups:
+        if context is not None:
+            merged.setdefault(id(context), (context, {}))[1].update(gates)
     handlers: list[ZapHandler] = []
-    seen: set[int] = set()
     try:
-        for context in contexts:
-            if context is None or id(context) in seen:
-                continue
-            seen.add(id(context))
-            handler = ZapHandler(context, keys, refusals)
+        for context, gates in merged.values():
+            handler = ZapHandler(context, keys, refusals, gates)
             handler.start()
             handlers.append(handler)
     except BaseException:
@@ -393,3 +441,48 @@ def redacted(settings: dict[str, Any]) -> dict[str, Any]:
      'train_endpoint': 'ipc://<redacted>', 'request_endpoint': 'tcp://*:1'}
     """
     return {name: _redact_value(name, value) for name, value in settings.items()}
+
+
+# An absolute path inside a text (an error message): a "/" or "~/" not
+# following a letter, digit, "/", ":" or "." (so not "tcp://h:1" nor "1/2").
+_PATH_IN_TEXT = re.compile(r"ipc://[^\s'\",;:)]+|(?<![\w/.:~-])~?/[^\s'\",;:)]*")
+#: The fields of the snapshot and swap results that hold a path.
+REPLY_PATH_FIELDS = ("path",)
+
+
+def paths_shown(transport: Any) -> bool:
+    """Whether the requester of the request in hand may see file system
+    paths: CURVE admitted it with a key of the allow list."""
+    keys = getattr(transport, "keys", None)
+    return keys is not None and keys.admits(getattr(transport, "current_user", None))
+
+
+def redact_text(text: str) -> str:
+    """``text`` with its absolute paths (and ``ipc://`` endpoints) redacted.
+
+    >>> redact_text("/srv/m.ol1: [Errno 2] No such file: '/srv/m.ol1' (tcp://h:1, 1/2)")
+    "<redacted>: [Errno 2] No such file: '<redacted>' (tcp://h:1, 1/2)"
+    """
+    return _PATH_IN_TEXT.sub(lambda m: "ipc://" + REDACTED if m.group().startswith("ipc://")
+                             else REDACTED, text)
+
+
+def redacted_result(result: dict[str, Any]) -> dict[str, Any]:
+    """A ``snapshot``/``swap``/``drop`` result without file system paths."""
+    return {name: REDACTED if name in REPLY_PATH_FIELDS and isinstance(value, str)
+            else _redact_value(name, value) for name, value in result.items()}
+
+
+class RedactingReplier:
+    """Answers through ``replier`` (results.Replier) with paths redacted:
+    for a deferred reply, which is sent when the requester in hand is
+    another one."""
+
+    def __init__(self, replier: Any) -> None:
+        self._replier = replier
+
+    def result(self, value: dict[str, Any]) -> None:
+        self._replier.result(redacted_result(value))
+
+    def error(self, code: str, message: str) -> None:
+        self._replier.error(code, redact_text(message))

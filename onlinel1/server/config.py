@@ -31,6 +31,7 @@ ENDPOINT_SCHEMES = ("tcp://", "ipc://")
 #: anything is bound (ZeroMQ's socket options are C ints; a slice is an
 #: int64 count of features).
 LIMITS = {"max_message_bytes": (1, 1 << 30), "high_water_mark": (1, 1 << 20),
+          "max_connections": (1, 1 << 16),
           "window_examples": (1, 1 << 40), "slice_nnz": (1, 1 << 30), "keep": (1, 100_000),
           "training_io_nice": (0, 19), "snapshot_every_examples": (0, 1 << 62)}
 MAX_SNAPSHOT_SECONDS = 365 * 24 * 3600
@@ -70,8 +71,14 @@ class DaemonConfig:
     log_level: str = "info"
     #: Largest message accepted, in bytes.
     max_message_bytes: int = 64 * 1024 * 1024
-    #: Messages queued per socket before producers are held back.
-    high_water_mark: int = 64
+    #: Messages queued per connection, each way, before its peer is held
+    #: back (ZeroMQ's RCVHWM and SNDHWM); a reply past it is dropped and
+    #: counted.  With ``max_connections`` it bounds the memory the sockets
+    #: can hold (admission.memory_bound; README "Admission and memory bounds").
+    high_water_mark: int = 2
+    #: Connections each socket holds at most; past it a handshake is
+    #: refused (counted in ``connections_refused``) and the peer retries.
+    max_connections: int = 64
     #: Examples covered by the recent-window progressive loss in stats.
     window_examples: int = 10_000
     #: A training batch is learned in slices of about this many features:

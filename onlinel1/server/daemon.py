@@ -172,7 +172,8 @@ class Daemon:
                 "errors": dict(c.errors), "rejected": dict(c.rejected),
                 "loop": {"learning_s": round(c.learning_s, 6),
                          "requests_s": round(c.requests_s, 6)},
-                "auth_refused": self.transport.auth_refused}
+                "auth_refused": self.transport.auth_refused,
+                **self.transport.admission_report()}
 
     # --------------------------------------------------------------- loop
 

@@ -275,6 +275,16 @@ DAEMON_TABLES: tuple[tuple[str, str, str, str], ...] = (
      "errors", "code"),
     ("onlinel1_daemon_rejected", "Training batches naming no loaded model, rejected, by error "
                                  "code.", "rejected", "code"),
+    ("onlinel1_replies_dropped", "Replies not delivered as built, by reason (full: the client's "
+                                 "queue is at its high-water mark; gone; too_large).",
+     "replies_dropped", "reason"),
+)
+#: The daemon's admission counters (server/admission.py): (metric, help, key).
+DAEMON_COUNTERS: tuple[tuple[str, str, str], ...] = (
+    ("onlinel1_connections_refused", "Handshakes refused: the socket held max_connections.",
+     "connections_refused"),
+    ("onlinel1_oversized_disconnects", "Connections ZeroMQ dropped for a frame over the cap.",
+     "oversized_disconnects"),
 )
 
 
@@ -321,6 +331,18 @@ class _Collector:
             if _get(daemon, ("auth_refused",)) is not None:
                 refused.add_metric([], _get(daemon, ("auth_refused",)))
             yield refused
+            for metric, help_text, key in DAEMON_COUNTERS:
+                family = CounterMetricFamily(metric, help_text)
+                if _get(daemon, (key,)) is not None:
+                    family.add_metric([], _get(daemon, (key,)))
+                yield family
+            connections = GaugeMetricFamily("onlinel1_connections", "Connections each socket "
+                                            "holds (counted high while handshakes are in "
+                                            "flight).", labels=["socket"])
+            for name, gate in sorted((daemon.get("connections") or {}).items()):
+                if _get(gate, ("open",)) is not None:
+                    connections.add_metric([name], _get(gate, ("open",)))
+            yield connections
             models = sorted((status.get("models") or {}).items())
             loaded = GaugeMetricFamily("onlinel1_models", "Models loaded.")
             loaded.add_metric([], float(len(models)))

@@ -13,23 +13,39 @@ caller carries both sockets.
 Other threads (the HTTP endpoint) never touch a socket: they ask the loop
 through ``Transport.wake()``, a pipe the poller watches.
 
-With CURVE keys (``config.curve_secret_key``, ``curve_allow``) both sockets
-are CURVE servers and each context gets a ZAP handler in a thread of its
-own (server/auth.py), started before the sockets bind; ``auth_refused``
-counts the handshakes it refused.  ``current_user`` is the CURVE public
-key (Z85) of the client whose request ``recv_request`` returned last: the
-loop serves one request at a time, so a command reads its requester's.
+Each context gets a ZAP handler in a thread of its own (server/auth.py),
+started before the sockets bind, and each socket a ZAP domain and an
+``admission.Gate`` (its monitor): a handshake past ``max_connections`` is
+refused (``connections_refused``), a connection ZeroMQ drops for a frame
+over the cap is counted (``oversized_disconnects``).  With CURVE keys
+(``config.curve_secret_key``, ``curve_allow``) both sockets are CURVE
+servers and the handler admits the allowed keys only; ``auth_refused``
+counts the handshakes refused for keys.  ``current_user`` is the CURVE
+public key (Z85) of the client whose request ``recv_request`` returned
+last: the loop serves one request at a time, so a command reads its
+requester's.
+
+Replies go out with ``ROUTER_MANDATORY``: one that cannot be queued (the
+client's pipe holds ``high_water_mark`` replies, or the client is gone) is
+dropped and counted by reason (``replies_dropped``), and so is one larger
+than ``max_message_bytes``, which becomes a ``too_large`` error reply.
+ZeroMQ's ``MAXMSGSIZE`` is ``admission.FRAME_ALLOWANCE`` times
+``max_message_bytes``: a frame up to that is read and answered
+``too_large`` (the connection kept); a larger one drops the connection.
 """
 from __future__ import annotations
 
+import collections
 import errno
 import logging
 import os
 import socket
+from typing import Any
 
+import msgpack
 import zmq
 
-from onlinel1.server import auth, threads
+from onlinel1.server import admission, auth, protocol, threads
 from onlinel1.server.config import DaemonConfig
 
 log = logging.getLogger("onlinel1.daemon")
@@ -61,6 +77,14 @@ class Transport:
         self._zap: list[auth.ZapHandler] = []
         #: The requester of the request received last (CURVE only; else None).
         self.current_user: str | None = None
+        self.connections_refused = admission.Counted(log)
+        self.oversized = admission.Counted(log)
+        #: Each socket's admission, by name (``requests``, ``training``).
+        self.gates: dict[str, admission.Gate] = {}
+        #: Replies not delivered as built, by reason: ``full`` (the client's
+        #: pipe is at its high-water mark), ``gone``, ``too_large``.
+        self.replies_dropped: collections.Counter[str] = collections.Counter()
+        self._dropped_log = admission.Counted(log)
 
     def bind(self) -> None:
         """Open and bind the sockets; ``zmq.ZMQError`` if an endpoint cannot
@@ -72,9 +96,10 @@ class Transport:
                 refuse_live_ipc(endpoint)
         keys = auth.load_server_keys(c)
         auth.warn_insecure(c)
-        # ZeroMQ drops frames beyond MAXMSGSIZE itself (bounding memory
-        # against absurd sizes); up to that the daemon answers too_large.
-        hard_cap = 4 * c.max_message_bytes
+        # ZeroMQ drops the connection on a frame beyond MAXMSGSIZE itself
+        # (it allocates a frame whole when it reads its header); up to that
+        # the daemon reads it and answers too_large.
+        hard_cap = admission.frame_cap(c)
         training = None
         if self.with_training:
             if self._own_contexts:
@@ -84,21 +109,38 @@ class Transport:
             else:
                 training = self.training_context.socket(zmq.PULL)
         requests = self.context.socket(zmq.ROUTER)
-        sockets = [s for s in (training, requests) if s is not None]
+        named = [(name, sock, ctx) for name, sock, ctx in
+                 (("training", training, self.training_context),
+                  ("requests", requests, self.context)) if sock is not None]
+        sockets = [sock for _, sock, _ in named]
+        on_auth_failure = None if keys is None else (
+            lambda why: self.refusals.refuse(f"handshake failed ({why}): a client without CURVE "
+                                             f"(NULL or PLAIN) or with another server key",
+                                             "(address not known)"))
         try:
-            if keys is not None:
-                # After the sockets: the training context's I/O thread is
-                # the one started (and lowered) with the first socket.
-                self._zap = auth.start_handlers((self.context, self.training_context), keys,
-                                                self.refusals)
-                for sock in sockets:
+            groups = []
+            for name, sock, ctx in named:
+                if keys is not None:
                     auth.make_server(sock, keys)
-            for sock in sockets:
+                sock.setsockopt(zmq.ZAP_DOMAIN, auth.zap_domain(name))
+                try:    # no handler (a moment at shutdown): refuse, never admit unchecked
+                    sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
+                except (AttributeError, zmq.ZMQError):
+                    pass
                 sock.setsockopt(zmq.RCVHWM, c.high_water_mark)
                 sock.setsockopt(zmq.SNDHWM, c.high_water_mark)
                 sock.setsockopt(zmq.MAXMSGSIZE, hard_cap)
                 sock.setsockopt(zmq.LINGER, 1000)
-            requests.setsockopt(zmq.ROUTER_MANDATORY, 0)
+                sock.setsockopt(zmq.HANDSHAKE_IVL, admission.HANDSHAKE_IVL_MS)
+                gate = admission.Gate(name, c.max_connections, self.connections_refused,
+                                      self.oversized, on_auth_failure)
+                gate.watch(sock)
+                self.gates[name] = gate
+                groups.append((ctx, {auth.zap_domain(name): gate}))
+            requests.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            # After the sockets: the training context's I/O thread is the
+            # one started (and lowered) with the first socket.
+            self._zap = auth.start_handlers(groups, keys, self.refusals)
             if training is not None:
                 training.bind(c.train_endpoint)
             requests.bind(c.request_endpoint)
@@ -113,6 +155,10 @@ class Transport:
             log.info("CURVE on the %s: %d client key(s) admitted, from %s",
                      "training and request sockets" if training is not None else "request socket",
                      len(keys.allowed), c.curve_allow)
+        bound = admission.memory_bound(c, training is not None)
+        log.info("at most %d connection(s) per socket; queued input and unsent replies held "
+                 "at most %s (high_water_mark %d, frame cap %d bytes)", c.max_connections,
+                 format_bytes(bound["total"]), c.high_water_mark, hard_cap)
         # Readable when the request socket may have something (ZMQ_FD): the
         # learning kernel polls it every slice, so a request interrupts a
         # batch after the current slice.
@@ -156,6 +202,28 @@ class Transport:
         """CURVE handshakes refused by the ZAP handlers (0 without CURVE)."""
         return self.refusals.count
 
+    def admission_report(self) -> dict[str, Any]:
+        """The admission counters for ``stats`` -> ``daemon``."""
+        return {"connections": {name: gate.report() for name, gate in self.gates.items()},
+                "connections_refused": self.connections_refused.count,
+                "oversized_disconnects": self.oversized.count,
+                "replies_dropped": dict(self.replies_dropped),
+                "memory_bound_bytes": admission.memory_bound(self.config,
+                                                             self.with_training)}
+
+    def reload_allow_list(self) -> int:
+        """Read ``curve_allow`` again (SIGHUP) and admit its keys from the
+        next handshake on; the number of keys.  ``auth.AuthError`` (and
+        nothing changed) if it cannot be used.  Connections already in
+        keep going: CURVE checks a key at the handshake only."""
+        if self.keys is None:
+            raise auth.AuthError("CURVE is off: there is no allow list to reload")
+        keys = self.keys.with_allowed(*auth.allowed_keys(self.config.curve_allow))
+        for handler in self._zap:
+            handler.keys = keys            # one assignment: a handshake sees old or new
+        self.keys = keys
+        return len(keys.allowed)
+
     def recv_request(self) -> list[bytes] | None:
         try:
             if self.keys is None:
@@ -177,10 +245,24 @@ class Transport:
             return None
 
     def reply(self, envelope: list[bytes], reply: bytes) -> None:
+        if len(reply) > self.config.max_message_bytes:
+            self._dropped("too_large", f"a reply of {len(reply)} bytes was larger than "
+                                       f"max_message_bytes; sent a too_large error instead")
+            reply = protocol.encode_error(
+                _request_id(reply), protocol.TOO_LARGE,
+                f"the reply would be {len(reply)} bytes, more than max_message_bytes "
+                f"({self.config.max_message_bytes}): ask for fewer rows at a time")
         try:
             self.requests.send_multipart([*envelope, reply], zmq.NOBLOCK)
-        except zmq.ZMQError as exc:   # the client went away or is not reading
-            log.debug("reply not delivered: %s", exc)
+        except zmq.Again:             # ROUTER_MANDATORY: the client's pipe is full
+            self._dropped("full", f"a reply was dropped: the client's queue holds "
+                                  f"{self.config.high_water_mark} replies it has not read")
+        except zmq.ZMQError as exc:   # EHOSTUNREACH: the client went away
+            self._dropped("gone", f"a reply was dropped: the client is gone ({exc})")
+
+    def _dropped(self, reason: str, message: str) -> None:
+        self.replies_dropped[reason] += 1
+        self._dropped_log.add("%s", message)
 
     def close(self) -> None:
         for sock in (self.training, self.requests):
@@ -203,6 +285,34 @@ class Transport:
         for handler in self._zap:
             handler.stop()
         self._zap = []
+
+
+def _request_id(reply: bytes) -> Any:
+    """The ``id`` of an encoded reply (protocol.encode_result: ``v``, then
+    ``id``), read without decoding the rest."""
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
+    unpacker.feed(reply[:4096])
+    try:
+        for _ in range(unpacker.read_map_header()):
+            key = unpacker.unpack()
+            value = unpacker.unpack()
+            if key == "id":
+                return value
+    except (ValueError, msgpack.OutOfData, msgpack.ExtraData):
+        pass
+    return None
+
+
+def format_bytes(n: int) -> str:
+    """``n`` bytes in the largest binary unit that keeps it above 1.
+
+    >>> format_bytes(8321499136), format_bytes(512), format_bytes(3 << 20)
+    ('7.75 GiB', '512 bytes', '3.00 MiB')
+    """
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.2f} {unit}"
+    return f"{n} bytes"
 
 
 def refuse_live_ipc(endpoint: str) -> None:

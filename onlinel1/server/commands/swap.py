@@ -11,7 +11,7 @@ import pathlib
 from typing import Any
 
 from onlinel1 import model_file
-from onlinel1.server import protocol
+from onlinel1.server import auth, protocol
 from onlinel1.server.protocol import ProtocolError
 from onlinel1.warm_start import load_source
 from onlinel1.server.results import Result
@@ -20,6 +20,15 @@ OP = "swap"
 
 
 def run(daemon: Any, msg: dict) -> Result:
+    if auth.paths_shown(daemon.transport):
+        return _swap(daemon, msg)
+    try:
+        return Result(auth.redacted_result(_swap(daemon, msg).value))
+    except ProtocolError as exc:
+        raise ProtocolError(exc.code, auth.redact_text(exc.message)) from None
+
+
+def _swap(daemon: Any, msg: dict) -> Result:
     daemon.policy.refuse(OP)
     trainer = daemon.models.get(protocol.model_name(msg, required=True))
     path = msg.get("path")
