@@ -1198,37 +1198,44 @@ def pack_floats(const double[::1] x):
     return out
 
 
-def contributions_size(const int64_t[::1] counts, const uint64_t[::1] keys):
+def contributions_size(const int64_t[::1] counts, const int64_t[::1] positions,
+                       const uint64_t[::1] keys):
     """Bytes of ``pack_contributions`` of these rows."""
     cdef Py_ssize_t n = counts.shape[0], i
     cdef Py_ssize_t size = array_header_size(<uint64_t>n)
     with nogil:
         for i in range(n):
             size += array_header_size(<uint64_t>counts[i])
-        for i in range(keys.shape[0]):
-            size += 1 + uint_size(keys[i]) + 9
+        for i in range(positions.shape[0]):
+            size += 1 + uint_size(keys[positions[i]]) + 9
     return size
 
 
-def pack_contributions(const int64_t[::1] counts, const uint64_t[::1] keys,
-                       const double[::1] values):
+def pack_contributions(const int64_t[::1] counts, const int64_t[::1] positions,
+                       const uint64_t[::1] keys, const double[::1] values):
     """msgpack of one list per row of ``[key, value]`` pairs: row i has the
-    next ``counts[i]`` pairs of ``keys`` and ``values``."""
+    next ``counts[i]`` of ``positions``, each the index of its key in
+    ``keys`` and of its value in ``values``."""
     cdef Py_ssize_t n = counts.shape[0], i, j = 0, c
     cdef Py_ssize_t total = 0
+    cdef int64_t at
     for i in range(n):
         total += counts[i]
-    if total != keys.shape[0] or total != values.shape[0]:
-        raise ValueError("counts do not add up to the pairs given")
-    out = PyBytes_FromStringAndSize(NULL, contributions_size(counts, keys))
+    if total != positions.shape[0]:
+        raise ValueError("counts do not add up to the positions given")
+    for i in range(positions.shape[0]):
+        if not 0 <= positions[i] < min(keys.shape[0], values.shape[0]):
+            raise ValueError("a position is outside the keys or values")
+    out = PyBytes_FromStringAndSize(NULL, contributions_size(counts, positions, keys))
     cdef char* p = PyBytes_AS_STRING(out)
     with nogil:
         p = put_array_header(p, <uint64_t>n)
         for i in range(n):
             p = put_array_header(p, <uint64_t>counts[i])
             for c in range(counts[i]):
+                at = positions[j]
                 p[0] = <char>0x92
-                p = put_uint(p + 1, keys[j])
-                p = put_double(p, values[j])
+                p = put_uint(p + 1, keys[at])
+                p = put_double(p, values[at])
                 j += 1
     return out

@@ -474,9 +474,31 @@ def decode_batch(msg: Mapping[str, Any], need_labels: bool,
 
 # ------------------------------------------------------------------ replies
 
+class Packed:
+    """A value of a result already encoded as msgpack (``data``): large
+    parts of a reply written straight from arrays (wire.pack_floats,
+    wire.pack_contributions), spliced in as they are."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
 def encode_result(request_id: Any, result: Mapping[str, Any]) -> bytes:
-    return msgpack.packb({"v": VERSION, "id": request_id, "ok": True, "result": result},
-                         use_bin_type=True)
+    """The reply of a result; ``Packed`` values are spliced in, so the bytes
+    are those of ``packb`` of the decoded values."""
+    if not any(type(value) is Packed for value in result.values()):
+        return msgpack.packb({"v": VERSION, "id": request_id, "ok": True, "result": result},
+                             use_bin_type=True)
+    packer = msgpack.Packer(use_bin_type=True)
+    parts = [packer.pack_map_header(4), packer.pack("v"), packer.pack(VERSION),
+             packer.pack("id"), packer.pack(request_id), packer.pack("ok"), packer.pack(True),
+             packer.pack("result"), packer.pack_map_header(len(result))]
+    for key, value in result.items():
+        parts.append(packer.pack(key))
+        parts.append(value.data if type(value) is Packed else packer.pack(value))
+    return b"".join(parts)
 
 
 def encode_error(request_id: Any, code: str, message: str) -> bytes:
@@ -484,5 +506,6 @@ def encode_error(request_id: Any, code: str, message: str) -> bytes:
                           "error": {"code": code, "message": message}}, use_bin_type=True)
 
 
-__all__ = ["VERSION", "ProtocolError", "decode_message", "decode_batch", "decode_csr",
-           "decode_rows", "encode_result", "encode_error", "feature_key", "model_name"]
+__all__ = ["VERSION", "Packed", "ProtocolError", "Rows", "decode_message", "decode_batch",
+           "decode_csr", "decode_rows", "encode_result", "encode_error", "feature_key",
+           "model_name"]
