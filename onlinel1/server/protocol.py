@@ -219,21 +219,28 @@ def _unpack(data: Any) -> Any:
         raise ProtocolError(MALFORMED, f"not valid msgpack ({exc})") from None
 
 
+def _map_header(n: int) -> bytes:
+    """msgpack's header of a map of ``n`` entries (a Packer allocates a
+    buffer of its own, too much for one header)."""
+    if n < 16:
+        return bytes((0x80 | n,))
+    return (b"\xde" + n.to_bytes(2, "big")) if n < 65536 else (b"\xdf" + n.to_bytes(4, "big"))
+
+
 def _with_rows(buf: memoryview, scan: dict) -> dict:
     """The map of a message with a top-level ``rows``: its other fields as
     msgpack decodes them, ``rows`` as a ``Rows``."""
     if scan["error"]:
         raise ProtocolError(MALFORMED, f"not valid msgpack ({wire.SCAN_ERRORS[scan['error']]}, "
                                        f"at byte {scan['error_pos']})")
-    packer = msgpack.Packer()
     if scan["rows_keys"] == 1:
         # The other entries are the bytes before the "rows" key and after its value.
-        rest = b"".join((packer.pack_map_header(scan["top_entries"] - 1),
+        rest = b"".join((_map_header(scan["top_entries"] - 1),
                          buf[scan["top_first"]:scan["rows_key_start"]], buf[scan["rows_end"]:]))
     else:                   # "rows" more than once: the last one counts, as in a dict
         spans, _ = wire.map_entries(buf, 0, scan["top_entries"])
         kept = [buf[k:end] for k, key_end, end in spans if _unpack(buf[k:key_end]) != "rows"]
-        rest = b"".join([packer.pack_map_header(len(kept))] + kept)
+        rest = b"".join([_map_header(len(kept))] + kept)
     msg = _unpack(rest)
     msg["rows"] = Rows(buf, scan["rows_start"], scan["rows_end"], scan["rows_items"],
                        scan["rows_entries"])
