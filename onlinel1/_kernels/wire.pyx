@@ -34,9 +34,17 @@ from cpython.mem cimport PyMem_RawFree, PyMem_RawMalloc, PyMem_RawRealloc
 from libc.string cimport memcmp, memcpy
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 
+import os
+
 import numpy as np
 
 from onlinel1._kernels.hashing cimport key_of_feature, xxh64
+
+#: The seed of the hash that finds repeated string keys within one map
+#: (never stored): random per process, so no one can send many names of
+#: one hash, each of which would be compared with every other (a run of
+#: equal hashes costs its length squared).
+cdef uint64_t IDENT_SEED = int.from_bytes(os.urandom(8), "little")
 
 cdef enum:
     # msgpack-python's C decoder nests at most this many containers.
@@ -527,7 +535,7 @@ cdef inline void identify(const uint8_t* buf, Value* k, Py_ssize_t key_pos, Entr
         e.ident = <uint64_t>k.i
     elif k.kind == K_STR:
         e.cls = C_STR
-        e.ident = xxh64(buf + k.start, <size_t>k.n, 0)
+        e.ident = xxh64(buf + k.start, <size_t>k.n, IDENT_SEED)
     elif k.kind == K_NIL:
         e.cls = C_NIL
         e.ident = 0

@@ -415,10 +415,6 @@ def _row_error(buf: memoryview, error: int, row: int, a: int, b: int, c: int) ->
     return ProtocolError(INTERNAL, f"rows[{row}]: unknown decoding error {error}")
 
 
-def _string_at(buf: memoryview, pos: int) -> str:
-    return _value_at(buf, pos)
-
-
 def _record_names(rows: Rows, keys: np.ndarray, name_pos: np.ndarray, namespace_pos: np.ndarray,
                   names: dict[int, str]) -> None:
     """Name the string features whose keys ``names`` does not hold yet
@@ -430,10 +426,10 @@ def _record_names(rows: Rows, keys: np.ndarray, name_pos: np.ndarray, namespace_
     for key, at in zip(unique.tolist(), spelled[first].tolist()):
         if key in names:
             continue
-        name = _string_at(rows.buf, int(name_pos[at]))
+        name = _value_at(rows.buf, int(name_pos[at]))
         ns_at = int(namespace_pos[at])
         # The empty namespace is no namespace (io.hashing): no "^".
-        names[key] = f"{_string_at(rows.buf, ns_at)}^{name}" if ns_at >= 0 else name
+        names[key] = f"{_value_at(rows.buf, ns_at)}^{name}" if ns_at >= 0 else name
 
 
 def decode_rows(rows: Any, need_labels: bool, names: dict[int, str] | None = None,
