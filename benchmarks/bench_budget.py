@@ -109,44 +109,12 @@ def run(args, max_features: int) -> dict:
 
 def svg_plot(runs: list[dict], title: str) -> str:
     """RSS (MiB) against time (s), one polyline per run, plain SVG."""
-    W, H, L, R, T, B = 720, 400, 70, 20, 40, 50
-    colours = ["#c0392b", "#2471a3", "#229954", "#7d3c98"]
-    t_max = max(s["t"] for r in runs for s in r["samples"]) or 1.0
-    y_max = max(s["rss_mib"] for r in runs for s in r["samples"]) * 1.08 or 1.0
-
-    def x(t):
-        return L + (W - L - R) * t / t_max
-
-    def y(v):
-        return H - B - (H - T - B) * v / y_max
-
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" '
-           f'viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">',
-           f'<rect width="{W}" height="{H}" fill="white"/>',
-           f'<text x="{W / 2}" y="22" text-anchor="middle" font-size="14">{title}</text>']
-    for i in range(6):
-        v = y_max * i / 5
-        out.append(f'<line x1="{L}" y1="{y(v):.1f}" x2="{W - R}" y2="{y(v):.1f}" '
-                   f'stroke="#ddd"/>')
-        out.append(f'<text x="{L - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{v:.0f}</text>')
-        tv = t_max * i / 5
-        out.append(f'<text x="{x(tv):.1f}" y="{H - B + 18}" text-anchor="middle">'
-                   f'{tv:.0f}</text>')
-    out.append(f'<line x1="{L}" y1="{H - B}" x2="{W - R}" y2="{H - B}" stroke="black"/>')
-    out.append(f'<line x1="{L}" y1="{T}" x2="{L}" y2="{H - B}" stroke="black"/>')
-    out.append(f'<text x="{(L + W - R) / 2}" y="{H - 12}" text-anchor="middle">seconds</text>')
-    out.append(f'<text x="18" y="{(T + H - B) / 2}" text-anchor="middle" '
-               f'transform="rotate(-90 18 {(T + H - B) / 2})">resident memory (MiB)</text>')
-    for i, r in enumerate(runs):
-        c = colours[i % len(colours)]
-        pts = " ".join(f"{x(s['t']):.1f},{y(s['rss_mib']):.1f}" for s in r["samples"])
-        out.append(f'<polyline fill="none" stroke="{c}" stroke-width="2" points="{pts}"/>')
-        label = "no budget" if not r["max_features"] else f"--max-features {r['max_features']:,}"
-        out.append(f'<line x1="{L + 20}" y1="{T + 12 + 18 * i}" x2="{L + 44}" '
-                   f'y2="{T + 12 + 18 * i}" stroke="{c}" stroke-width="2"/>')
-        out.append(f'<text x="{L + 50}" y="{T + 16 + 18 * i}">{label}</text>')
-    out.append("</svg>")
-    return "\n".join(out) + "\n"
+    import _plot
+    series = [_plot.Series("no budget" if not r["max_features"]
+                           else f"--max-features {r['max_features']:,}",
+                           [(s["t"], s["rss_mib"]) for s in r["samples"]]) for r in runs]
+    return _plot.line_chart(series, title=title, x_label="seconds",
+                            y_label="resident memory (MiB)")
 
 
 def markdown(args, runs: list[dict], command: str, svg_name: str) -> str:

@@ -2,17 +2,23 @@
 """The sparsity-against-accuracy report of the README: every update rule
 over a grid of L1 penalties on real data, against the batch L1 optimum.
 
-One command writes everything (defaults shown):
+One command writes everything into a folder of its own (``--out DIR``; by
+default a new folder under the system's temporary directory, named at the
+end), so that a run never touches the committed figures::
 
-    python benchmarks/path_report.py
+    python benchmarks/path_report.py --out /tmp/path
+    python benchmarks/path_report.py --update-committed   # rewrite benchmarks/results/path
 
-* ``benchmarks/results/path/<dataset>.csv``: every point (the columns of
-  ``onlinel1 path``, see ``onlinel1/regpath.py``);
-* ``benchmarks/results/path/<dataset>.png``: held-out accuracy and log loss
-  against non-zero weights, one curve per rule, the batch optimum dashed;
-* ``benchmarks/results/path/report.md``: the set-up; every data set at one
-  l1 (--summary-l1); per data set, the table in the manner of Tsuruoka et
-  al. (2009, Table 1) and the non-zeros of every rule at each decade of l1.
+* ``<out>/<dataset>.csv``: every point (the columns of ``onlinel1 path``,
+  see ``onlinel1/regpath.py``);
+* ``<out>/<dataset>.png``: held-out accuracy and log loss against non-zero
+  weights, one curve per rule, the batch optimum dashed;
+* ``<out>/report.md``: the set-up; every data set at one l1 (--summary-l1);
+  per data set, the table in the manner of Tsuruoka et al. (2009, Table 1)
+  and the non-zeros of every rule at each decade of l1.
+
+``--update-committed`` writes ``benchmarks/results/path``, whose figures
+the README quotes: only for a run meant to replace them.
 
 What is run, per data set (``regpath.run_path``):
 
@@ -48,8 +54,13 @@ the splits of its baseline_sklearn.py):
 * rcv1: Vowpal Wabbit's RCV1 subset, rcv1_small.train.svm (1,000 documents,
   tf-idf values, 47k-term index space) / rcv1_small.test.svm (500).
 
-It takes about three minutes on a 2-core VM.  Needs scikit-learn and
-matplotlib (``pip install -e '.[bench,plot]'``).
+How long it takes depends on what else runs on the machine (it uses one
+core), so the report states the wall-clock and the CPU time of its run.
+The committed run (2026-11-25) took 155 s on the idle 2-core VM.  On
+2026-12-02 the same command took 1,418 s of wall-clock time and 479 s of
+CPU time (``/usr/bin/time -v python benchmarks/path_report.py --out DIR
+--quiet``) while other jobs kept both cores busy (load average 7 to 9).
+Needs scikit-learn and matplotlib (``pip install -e '.[bench,plot]'``).
 """
 from __future__ import annotations
 
@@ -59,6 +70,7 @@ import math
 import pathlib
 import shlex
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -66,7 +78,8 @@ import numpy as np
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parent
 DEFAULT_DATA = REPO.parent / "shared" / "datasets"
-DEFAULT_OUT = HERE / "results" / "path"
+#: Where --update-committed writes: the figures the README quotes.
+COMMITTED_OUT = HERE / "results" / "path"
 sys.path.insert(0, str(REPO))       # run from anywhere against the in-place build
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))    # bench_learner
 
@@ -165,13 +178,31 @@ def summary_table(results: dict[str, list[dict]], l1: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+def output_folder(args: argparse.Namespace) -> pathlib.Path:
+    """The folder a run writes: --out, the committed one with
+    --update-committed, else a new temporary folder (made here)."""
+    if args.update_committed:
+        out = COMMITTED_OUT
+    elif args.out is not None:
+        out = args.out
+    else:
+        return pathlib.Path(tempfile.mkdtemp(prefix="path_report-"))
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=pathlib.Path, default=DEFAULT_DATA,
                    help="the shared data sets (default: %(default)s)")
-    p.add_argument("--out", type=pathlib.Path, default=DEFAULT_OUT,
-                   help="output folder (default: benchmarks/results/path)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--out", type=pathlib.Path, default=None,
+                       help="output folder (default: a new folder under the temporary "
+                            "directory)")
+    where.add_argument("--update-committed", action="store_true",
+                       help="write benchmarks/results/path, the committed figures the README "
+                            "quotes")
     p.add_argument("--datasets", default=",".join(DATASETS),
                    help="comma-separated, of %(default)s")
     p.add_argument("--passes", type=int, default=None,
@@ -190,14 +221,15 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [d for d in names if d not in DATASETS]
     if unknown:
         p.error(f"unknown data set {unknown[0]!r}: expected some of {', '.join(DATASETS)}")
-    args.out.mkdir(parents=True, exist_ok=True)
+    args.out = output_folder(args)
+    print(f"path_report: writing into {args.out}", file=sys.stderr, flush=True)
     grid = regpath.geometric_grid(args.l1_min, args.l1_max, args.l1_steps)
     rules = [(r, {}) for r in regpath.RULES]
     base = LearnerOptions(loss="log", update="fobos", l1=0.0, fit_intercept=True)
     command = "python benchmarks/path_report.py" + (
         " " + shlex.join(argv if argv is not None else sys.argv[1:])
         if (argv if argv is not None else sys.argv[1:]) else "")
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     sections = []
     results: dict[str, list[dict]] = {}
     for name in names:
@@ -248,13 +280,13 @@ def main(argv: list[str] | None = None) -> int:
             f"{seconds:.0f} s.\n")
         print(f"   {name}: {len(rows)} points in {seconds:.1f} s -> {csv_path}, {png_path}",
               file=sys.stderr, flush=True)
-    total = time.perf_counter() - started
+    total, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     header = (
         "# Sparsity against held-out accuracy: the regularisation path of every rule\n\n"
         f"* date: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}\n"
         f"* machine: {machine()}\n"
         f"* software: {versions()}\n"
-        f"* command: `{command}` ({total:.0f} s in all)\n"
+        f"* command: `{command}` ({total:.0f} s in all, {cpu:.0f} s of CPU)\n"
         f"* grid: l1 = {', '.join(f'{v:g}' for v in grid)} (per example; ftrl gets "
         f"lambda1 = l1 x passes x n_train)\n"
         f"* training: log loss, unpenalised intercept, "
@@ -275,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
                f"the batch optimum's at the same l1.\n\n"
                + summary_table(results, args.summary_l1) + "\n")
     report.write_text(header + summary + "\n".join(sections))
-    print(f"wrote {report} ({total:.0f} s)", file=sys.stderr)
+    print(f"wrote {report} ({total:.0f} s, {cpu:.0f} s of CPU)", file=sys.stderr)
     return 0
 
 

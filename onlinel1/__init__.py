@@ -10,12 +10,25 @@ from onlinel1.options import LearnerOptions
 from onlinel1.result import LearnResult
 
 __all__ = ["Batch", "BatchError", "LearnResult", "Learner", "LearnerOptions", "NumericError",
-           "OptionError", "StoreFullError", "load"]
+           "OptionError", "StoreFullError", "load", "save"]
+
+
+def save(learner: Learner, path, names=None) -> int:
+    """Write ``learner`` to the model file ``path`` (docs/model-format.md,
+    the format of ``onlinel1 train --save`` and of the daemon's snapshots),
+    atomically; return its size in bytes.  ``names`` maps feature keys to
+    the names of string features (``Batch.from_rows(..., names=names)``
+    fills one) and is kept for the stored keys.  ``load(path)`` gives the
+    learner back with exactly the saved state."""
+    from onlinel1 import model_file
+    return model_file.save(path, learner, names)
 
 
 def load(path) -> Learner:
-    """The learner saved in a model file (``onlinel1 train --save``), with
-    exactly the saved state."""
+    """The learner saved in a model file (``save``, ``onlinel1 train
+    --save``, a daemon's snapshot), with exactly the saved state."""
     from onlinel1 import model_file
     return model_file.load(path)[0]
+
+
 __version__ = "0.1.0"

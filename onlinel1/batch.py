@@ -165,26 +165,118 @@ class Batch:
         values = X.data if X.data.dtype in (np.float32, np.float64) else X.data.astype(np.float64)
         return cls(X.indptr.astype(np.int64), X.indices.astype(np.uint64), values, labels, weights)
 
+    def take(self, rows: Any) -> "Batch":
+        """The rows at the indices ``rows`` (any order, repeats allowed), as
+        a new Batch (copies)."""
+        rows = np.asarray(rows, dtype=np.int64).ravel()
+        if rows.size and (rows.min() < -self.n_rows or rows.max() >= self.n_rows):
+            raise IndexError(f"rows: an index out of range for {self.n_rows} rows")
+        rows = rows % max(self.n_rows, 1)
+        starts = self.indptr[:-1][rows]
+        lengths = self.indptr[1:][rows] - starts
+        indptr = np.zeros(rows.size + 1, dtype=np.int64)
+        np.cumsum(lengths, out=indptr[1:])
+        positions = np.repeat(starts - indptr[:-1], lengths) + np.arange(indptr[-1])
+        return Batch(indptr, self.keys[positions], self.values[positions],
+                     None if self.labels is None else self.labels[rows],
+                     None if self.weights is None else self.weights[rows])
+
     @classmethod
-    def from_rows(cls, rows: Iterable[Mapping[Any, float]], labels: Any = None,
-                  weights: Any = None) -> "Batch":
-        """From one ``{key: value}`` mapping per example (integer keys)."""
+    def from_rows(cls, rows: Iterable[Mapping[Any, Any]], labels: Any = None,
+                  weights: Any = None, *, names: dict[int, str] | None = None) -> "Batch":
+        """From one ``{feature: value}`` mapping per example.
+
+        A feature is an integer key (taken as it is) or a string name,
+        hashed as the daemon and the clients hash the features of a row
+        (``onlinel1.io.feature_key``, docs/formats.md: a decimal name such
+        as ``"17"`` is key 17).  A value that is itself a mapping is a
+        namespace: ``{"user": {"age=30": 1.0}}`` holds the features of
+        namespace ``user``, whose names are hashed with it.  Given a dict
+        ``names``, the name of every string feature is added to it under its
+        key (``"user^age=30"``, as the daemon records names), for
+        ``onlinel1.save(learner, path, names)``.
+
+        >>> from onlinel1.io import feature_key
+        >>> b = Batch.from_rows([{"price": 0.5, 17: 1.0, "user": {"age=30": 1.0}}], [1])
+        >>> b.keys.tolist() == [feature_key("price"), 17, feature_key("age=30", "user")]
+        True
+        """
         indptr, keys, values = [0], [], []
+        # (namespace, name) -> the positions in keys of that string feature
+        strings: dict[tuple[str | None, str], list[int]] = {}
+
+        def add(key: Any, value: Any, namespace: str | None, row: int) -> None:
+            tk = type(key)
+            if tk is str:
+                strings.setdefault((namespace, key), []).append(len(keys))
+                keys.append(0)
+            elif tk is int or (isinstance(key, (int, np.integer)) and not isinstance(key, bool)):
+                keys.append(key)
+            else:
+                raise BatchError(f"keys: must be integers or strings, got {key!r} in row {row}",
+                                 field="keys", row=row, reason="dtype")
+            values.append(value)
+
         for i, row in enumerate(rows):
             for key, value in row.items():
-                if isinstance(key, bool) or not isinstance(key, (int, np.integer)):
-                    raise BatchError(f"keys: must be integers, got {key!r}", field="keys", row=i,
-                                     reason="dtype")
-                keys.append(key)
-                values.append(value)
+                if isinstance(value, Mapping):
+                    if type(key) is not str:
+                        raise BatchError(f"keys: a namespace's name must be a string, got "
+                                         f"{key!r} in row {i}", field="keys", row=i,
+                                         reason="dtype")
+                    for name, inner in value.items():
+                        add(name, inner, key, i)
+                else:
+                    add(key, value, None, i)
             indptr.append(len(keys))
         try:
             key_arr = np.array(keys, dtype=np.uint64)
         except OverflowError:
             raise BatchError("keys: must be integers in [0, 2**64)", field="keys",
                              reason="out_of_range") from None
+        if strings:
+            _hash_strings(strings, key_arr, names)
         try:
             value_arr = np.array(values, dtype=np.float64)
         except (TypeError, ValueError):
             raise BatchError("values: must be numbers", field="values", reason="dtype") from None
         return cls(indptr, key_arr, value_arr, labels, weights)
+
+    @classmethod
+    def from_pandas(cls, df: Any, label: Any = None, weight: Any = None, *,
+                    namespace: str | None = None, names: dict[int, str] | None = None
+                    ) -> "Batch":
+        """From a pandas DataFrame, one row per example: a numeric (or
+        bool) column ``c`` is the string feature ``c`` with the row's value,
+        a string or categorical column ``c`` the feature ``c=value`` with
+        value 1 (a missing value: no feature).  ``label`` and ``weight``
+        name the columns (or give the arrays) of the labels and importance
+        weights; those columns are not features.  See
+        ``onlinel1.dataframe``."""
+        from onlinel1 import dataframe
+        return dataframe.from_pandas(df, label, weight, namespace=namespace, names=names)
+
+    @classmethod
+    def from_arrow(cls, table: Any, label: Any = None, weight: Any = None, *,
+                   namespace: str | None = None, names: dict[int, str] | None = None
+                   ) -> "Batch":
+        """From a pyarrow Table (or RecordBatch), as ``from_pandas``."""
+        from onlinel1 import dataframe
+        return dataframe.from_arrow(table, label, weight, namespace=namespace, names=names)
+
+
+def _hash_strings(strings: Mapping[tuple[str | None, str], list[int]], keys: np.ndarray,
+                  names: dict[int, str] | None) -> None:
+    """Put the key of every string feature at its positions in ``keys``,
+    one compiled hashing call per namespace; add the names to ``names``."""
+    from onlinel1.io.hashing import feature_keys
+    by_namespace: dict[str | None, list[tuple[str, list[int]]]] = {}
+    for (namespace, name), positions in strings.items():
+        by_namespace.setdefault(namespace, []).append((name, positions))
+    for namespace, items in by_namespace.items():
+        hashed = feature_keys([name for name, _ in items], namespace)
+        for (name, positions), key in zip(items, hashed.tolist()):
+            keys[positions] = key
+            if names is not None and key not in names:
+                # The empty namespace is no namespace (io.hashing): no "^".
+                names[key] = f"{namespace}^{name}" if namespace else name

@@ -45,8 +45,17 @@ row maps is sent row-wise (:func:`encode_rows`).
 
 Errors: :class:`DaemonError` (the daemon replied with an error code),
 :class:`DaemonTimeout` (no reply in time; the client has reconnected and
-the next call works), :class:`ProducerTimeout` (the daemon did not take a
-batch in time). All are :class:`ClientError`.
+the next call works), :class:`ConnectTimeout` (a :class:`DaemonTimeout`:
+no daemon answered at all, and why: nothing listens there, the endpoint
+is the daemon's other one, CURVE refused), :class:`ProducerTimeout` (the
+daemon did not take a batch in time; at close, how many batches were not
+delivered). All are :class:`ClientError`.
+
+Nothing waits without end by default: a :class:`Producer` checks that a
+daemon's training socket took its connection (``connect_timeout``, 5 s),
+gives up waiting for a daemon that went away after ``connect_timeout``,
+and at close gives up when no batch was delivered for ``linger`` seconds
+(30 s); every :class:`Client` request has its ``timeout`` (5 s).
 
 CURVE: a daemon started with ``--curve-secret-key`` and ``--curve-allow``
 speaks only CURVE (encrypted, and open only to the public keys it allows).
@@ -64,12 +73,13 @@ Neither class is thread-safe: use one per thread.
 """
 from __future__ import annotations
 
+import collections
 import itertools
 import math
 import numbers
 import os
-import threading
 import time
+import warnings
 from typing import Any, Iterable, Mapping
 
 import msgpack
@@ -77,12 +87,14 @@ import numpy as np
 import zmq
 
 from onlinel1 import curve as _curve
+from onlinel1 import link as _link
 from onlinel1.batch import Batch
 from onlinel1.names import check_model_name
 
-__all__ = ["DEFAULT_REQUEST_ENDPOINT", "DEFAULT_TRAIN_ENDPOINT", "PROTOCOL_VERSION", "Client",
-           "ClientError", "DaemonError", "DaemonTimeout", "Producer", "ProducerTimeout",
-           "encode_csr", "encode_rows", "rows_to_batch"]
+__all__ = ["DEFAULT_CONNECT_TIMEOUT", "DEFAULT_LINGER", "DEFAULT_REQUEST_ENDPOINT",
+           "DEFAULT_TRAIN_ENDPOINT", "PROTOCOL_VERSION", "Client", "ClientError", "ConnectTimeout",
+           "DaemonError", "DaemonTimeout", "Producer", "ProducerTimeout", "encode_csr",
+           "encode_rows", "rows_to_batch"]
 
 #: The version of docs/protocol.md spoken here (the ``v`` of every message).
 PROTOCOL_VERSION = 1
@@ -90,6 +102,20 @@ DEFAULT_TRAIN_ENDPOINT = "tcp://127.0.0.1:5555"
 DEFAULT_REQUEST_ENDPOINT = "tcp://127.0.0.1:5556"
 #: Messages queued per socket before ``send`` blocks (the daemon's default).
 DEFAULT_HIGH_WATER_MARK = 64
+#: Seconds a producer waits for a daemon to take its connection (at start,
+#: and whenever the daemon has gone away while it waits).
+DEFAULT_CONNECT_TIMEOUT = 5.0
+#: Seconds ``Producer.close`` waits with no batch delivered.
+DEFAULT_LINGER = 30.0
+#: Seconds at most spent finding out what an endpoint that refused a
+#: socket's type is (``onlinel1.link.probe``), once a wait has failed (a
+#: daemon's socket answers in milliseconds; a loaded machine takes longer).
+PROBE_TIMEOUT = 2.0
+#: Milliseconds a producer's socket lingers once every batch was handed to
+#: the connection, for ZeroMQ to finish writing (0 when it gave up).
+#: (No ZeroMQ heartbeats: a PONG not yet read when the socket closes makes
+#: the kernel reset the connection and drop what its send buffer held.)
+FLUSH_LINGER_MS = 1000
 
 _U64_MAX = (1 << 64) - 1
 _CONFIGURED = object()   # "the producer's own setting", as a default argument
@@ -125,6 +151,24 @@ class DaemonError(ClientError):
 
 class DaemonTimeout(ClientError, TimeoutError):
     """No reply from the daemon within the client's timeout."""
+
+
+class ConnectTimeout(DaemonTimeout):
+    """No daemon answered at ``endpoint`` at all: no socket of a daemon
+    completed the connection in time.  ``reason`` says what the socket saw
+    (``onlinel1.link``): ``"nothing"`` (nothing accepted the connection),
+    ``"socket_type"`` (something accepted it and closed it in the
+    handshake, as a socket of another type does: the daemon's other
+    endpoint, say), ``"curve"`` (the CURVE handshake failed),
+    ``"no_handshake"`` (not a ZeroMQ endpoint?) or ``"lost"`` (the
+    connection was made, then lost); the message says it in words, and
+    where the endpoint was the wrong one of a daemon's two, which one it
+    is."""
+
+    def __init__(self, message: str, endpoint: str, reason: str) -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
+        self.reason = reason
 
 
 class ProducerTimeout(ClientError, TimeoutError):
@@ -381,6 +425,29 @@ def _connect(socket: zmq.Socket, endpoint: str) -> None:
         raise ValueError(f"cannot connect to {endpoint!r}: {exc}") from None
 
 
+def _no_daemon(link: _link.Link, seconds: float, socket_type: int, context: zmq.Context,
+               curve: dict[int, bytes] | None) -> ConnectTimeout:
+    """The error of a socket that no daemon took within ``seconds``:
+    what its link saw; for a socket whose type was refused, what the
+    endpoint is (asked with a socket of the other type)."""
+    reason, words = link.why_not(curve is not None)
+    endpoint = link.endpoint
+    message = f"no daemon answered at {endpoint} within {float(seconds)} s: {words}"
+    if reason == _link.SOCKET_TYPE:
+        other = zmq.DEALER if socket_type == zmq.PUSH else zmq.PUSH
+        taken = _link.probe(context, endpoint, other, PROBE_TIMEOUT, curve)
+        if socket_type == zmq.PUSH:
+            message += ("; it is a daemon's request endpoint, not its training endpoint (a "
+                        "predict-only replica has no training endpoint)" if taken else
+                        "; it is not a daemon's training endpoint")
+        else:
+            message += (f"; it is a daemon's training endpoint: requests go to the request "
+                        f"endpoint (default {DEFAULT_REQUEST_ENDPOINT})" if taken else
+                        f"; it is not a daemon's request endpoint (default "
+                        f"{DEFAULT_REQUEST_ENDPOINT})")
+    return ConnectTimeout(message, endpoint, reason)
+
+
 def _model(name: str | None) -> str | None:
     """``name`` checked as a model name (``ValueError`` if it is not one),
     or None."""
@@ -413,18 +480,33 @@ class Producer:
     messages carry no ``model`` field, and the daemon's ``default`` model
     learns them.
 
+    ZeroMQ connects in the background and says nothing of a connection that
+    fails, so the producer watches its socket (``onlinel1.link``): it
+    starts only once the daemon's training socket took the connection,
+    waiting up to ``connect_timeout`` seconds (then
+    :class:`ConnectTimeout`, which says why: nothing listens there, the
+    endpoint is a request endpoint, CURVE refused, ...).
+    ``connect_timeout=None`` does not check, and waits for a daemon as
+    long as it takes.
+
     When ``high_water_mark`` messages are queued (the daemon is slower than
     the producer), sending blocks until there is room: up to
     ``send_timeout`` seconds if given, then :class:`ProducerTimeout` is
-    raised and that batch is not sent. Nothing is dropped silently.
+    raised and that batch is not sent; and in any case no longer than
+    ``connect_timeout`` with no daemon connected. Nothing is dropped
+    silently.
 
     :meth:`close` (or leaving a ``with`` block) sends the rows still
-    buffered and waits for the queued messages to be delivered: up to
-    ``linger`` seconds if given (then :class:`ProducerTimeout`), as long as
-    it takes otherwise.
+    buffered and waits while the queued batches are delivered (handed to
+    the daemon's connection). It gives up when none was delivered for
+    ``linger`` seconds (default 30; None: no limit), or when no daemon was
+    connected for ``connect_timeout`` seconds; then
+    :class:`ProducerTimeout` says how many batches were not delivered
+    (they are dropped). :attr:`undelivered` counts them at any time.
 
     ``curve_secret_key`` and ``curve_server_key``: as for :class:`Client`
-    (a daemon that refuses the key takes nothing: the batches stay queued).
+    (a daemon that refuses the key takes nothing: the connect check fails
+    with reason ``"curve"``).
 
     ::
 
@@ -437,10 +519,11 @@ class Producer:
 
     def __init__(self, endpoint: str = DEFAULT_TRAIN_ENDPOINT, *, batch_size: int = 1000,
                  producer: str | None = None, high_water_mark: int = DEFAULT_HIGH_WATER_MARK,
-                 send_timeout: float | None = None, linger: float | None = None,
+                 send_timeout: float | None = None, linger: float | None = DEFAULT_LINGER,
                  model: str | None = None,
                  curve_secret_key: str | os.PathLike[str] | None = None,
-                 curve_server_key: str | os.PathLike[str] | None = None) -> None:
+                 curve_server_key: str | os.PathLike[str] | None = None,
+                 connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         if producer is not None and not isinstance(producer, str):
@@ -455,25 +538,40 @@ class Producer:
         self.producer = producer
         self.send_timeout = _seconds(send_timeout, "send_timeout")
         self.linger = _seconds(linger, "linger")
+        self.connect_timeout = _seconds(connect_timeout, "connect_timeout") or None
         options = _curve.client_options(curve_secret_key, curve_server_key)
         #: Whether this producer speaks CURVE.
         self.curve = options is not None
+        self._curve = options
         #: The ``seq`` of the last message sent (0 before the first).
         self.seq = 0
         self.examples_sent = 0
         self._rows = _RowBuffer()
         self._packer = _packer()
-        # A context of our own, so that close() can wait for delivery (term).
+        #: (seq, rows, tracker) of each batch sent and not yet delivered,
+        #: oldest first (ZeroMQ's MessageTracker: done once the message has
+        #: left the queue for the connection).
+        self._in_flight: collections.deque[tuple[int, int, zmq.MessageTracker]] = \
+            collections.deque()
         self._context = zmq.Context()
         self._socket = self._context.socket(zmq.PUSH)
         self._socket.setsockopt(zmq.SNDHWM, high_water_mark)
+        self._socket.copy_threshold = 0        # every message zero-copy, so tracked
         _curve.apply_client_options(self._socket, options)
+        self._link = _link.Link(self._socket, endpoint)
+        self._closed = False
         try:
             _connect(self._socket, endpoint)
         except ValueError:
+            self._closed = True
+            self._link.close()
             self._context.term()
             raise
-        self._closed = False
+        if self.connect_timeout is not None and not self._link.wait(self.connect_timeout):
+            error = _no_daemon(self._link, self.connect_timeout, zmq.PUSH, self._context,
+                               self._curve)
+            self._shut()
+            raise error
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -489,11 +587,13 @@ class Producer:
             self.close()
             return
         # The block failed: the rows still buffered are not sent, what was
-        # queued still is; a failure to deliver it must not hide the cause.
+        # queued still is; a failure to deliver it must not hide the cause,
+        # nor go unsaid: a warning.
         try:
             self.close(flush=False)
-        except ClientError:
-            pass
+        except ClientError as failure:
+            warnings.warn(f"while an exception left the producer's block: {failure}",
+                          RuntimeWarning, stacklevel=2)
 
     @property
     def closed(self) -> bool:
@@ -503,6 +603,30 @@ class Producer:
     def pending(self) -> int:
         """Rows added but not sent yet."""
         return len(self._rows)
+
+    @property
+    def undelivered(self) -> int:
+        """Batches sent (queued) but not yet delivered to the daemon's
+        connection; after a failed :meth:`close`, those dropped."""
+        if not self._closed:
+            self._prune()
+        return len(self._in_flight)
+
+    @property
+    def connected(self) -> bool:
+        """Whether a daemon's training socket is connected now."""
+        return not self._closed and self._link.poll()
+
+    def _prune(self) -> bool:
+        """Forget the batches delivered; whether any was.  Before any daemon
+        connected, none was: ZeroMQ also releases the messages it drops (a
+        peer that refused the socket type ends the queue)."""
+        in_flight, before = self._in_flight, len(self._in_flight)
+        if not self._link.poll() and not self._link.was_up:
+            return False
+        while in_flight and in_flight[0][2].done:
+            in_flight.popleft()
+        return len(in_flight) < before
 
     def _check_open(self) -> None:
         if self._closed:
@@ -578,29 +702,47 @@ class Producer:
         deadline = None if self.send_timeout is None else time.monotonic() + self.send_timeout
         while True:
             try:
-                self._socket.send(frame, zmq.NOBLOCK, copy=False)
+                tracker = self._socket.send(frame, zmq.NOBLOCK, copy=False, track=True)
                 break
             except zmq.Again:
                 pass
-            # At the high-water mark: wait for room, in slices so that Ctrl-C works.
+            # At the high-water mark: wait for room, in slices so that Ctrl-C
+            # works and a daemon that went away is noticed.
             remaining = 1.0 if deadline is None else deadline - time.monotonic()
+            not_sent = f"batch seq {self.seq + 1} of {batch.n_rows} examples was not sent"
             if remaining <= 0:
                 raise ProducerTimeout(
                     f"the daemon at {self.endpoint} took no batch within "
                     f"{self.send_timeout} s (its queue is full or it is not running); "
-                    f"batch seq {self.seq + 1} of {batch.n_rows} examples was not sent")
-            self._socket.poll(int(min(remaining, 1.0) * 1000) + 1, zmq.POLLOUT)
+                    f"{not_sent}")
+            gone = self._gone()
+            if gone is not None:
+                raise ProducerTimeout(f"{gone}; {not_sent}, and {self.undelivered} batches "
+                                      f"before it are still queued")
+            self._socket.poll(int(min(remaining, 0.1) * 1000) + 1, zmq.POLLOUT)
+        self._in_flight.append((self.seq + 1, batch.n_rows, tracker))
+        self._prune()          # (reads the link's events: keeps the monitor's queue short)
         self.seq += 1
         self.examples_sent += batch.n_rows
+
+    def _gone(self) -> str | None:
+        """Why waiting for the daemon is over (no daemon connected for
+        ``connect_timeout`` seconds), or None."""
+        if self.connect_timeout is None or self._link.down_for() < self.connect_timeout:
+            return None
+        _, why = self._link.why_not(self.curve)
+        return (f"no daemon has been connected at {self.endpoint} for {self.connect_timeout} s "
+                f"({why})")
 
     # -- closing
 
     def close(self, linger: Any = _CONFIGURED, flush: bool = True) -> None:
-        """Send the buffered rows (unless ``flush=False``), then wait until
-        every queued message is delivered, for at most ``linger`` seconds
-        (default: the producer's ``linger``; None waits as long as it
-        takes). Raises :class:`ProducerTimeout` if messages were still
-        queued when the time ran out (they are then lost). Closing twice is
+        """Send the buffered rows (unless ``flush=False``), then wait while
+        the queued batches are delivered: until none was for ``linger``
+        seconds (default: the producer's ``linger``; None: no limit), or no
+        daemon was connected for ``connect_timeout`` seconds. Raises
+        :class:`ProducerTimeout`, saying how many batches were not
+        delivered (they are then dropped), if it gave up. Closing twice is
         harmless."""
         if self._closed:
             return
@@ -610,37 +752,52 @@ class Producer:
                 self.flush()
         except BaseException:
             # The daemon takes nothing (or we were interrupted): do not then
-            # wait without end for the queue to drain.
-            if linger is None:
-                linger = self.send_timeout or 0.0
-            self._shut(linger)
+            # wait for the queue to drain.
+            self._shut()
             raise
-        waited = self._shut(linger)
-        # term() returns as soon as everything is delivered, or when the linger
-        # period runs out with messages still queued.
-        if linger and waited >= max(linger - 0.002, 0.001):
-            raise ProducerTimeout(f"messages to {self.endpoint} were still queued after "
-                                  f"{linger} s and were dropped (is the daemon running?)")
+        try:
+            why = self._drain(linger)
+        finally:                    # (interrupted too: nothing left open)
+            undelivered = list(self._in_flight)
+            self._shut()
+        if why is not None:
+            rows = sum(n for _, n, _ in undelivered)
+            first, last = undelivered[0][0], undelivered[-1][0]
+            seqs = f"seq {first}" if first == last else f"seq {first} to {last}"
+            raise ProducerTimeout(f"{len(undelivered)} of the {self.seq} batches sent "
+                                  f"({seqs}, {rows} examples) were not delivered to "
+                                  f"{self.endpoint} and were dropped: {why}")
 
-    def _shut(self, linger: float | None) -> float:
-        """Close the socket and terminate the context, which waits for the
-        queued messages up to ``linger`` seconds; the seconds waited."""
+    def _drain(self, linger: float | None) -> str | None:
+        """Wait while batches are delivered; None once all are, else why
+        it gave up."""
+        idle_since = time.monotonic()
+        while True:
+            if self._prune():
+                idle_since = time.monotonic()
+            if not self._in_flight:
+                return None
+            gone = self._gone()
+            if gone is not None:
+                return gone
+            idle = time.monotonic() - idle_since
+            if linger is not None and idle >= linger:
+                return (f"the daemon connected there took none of them for {linger} s "
+                        f"(busy or stuck?)" if self._link.up else
+                        f"none was delivered for {linger} s")
+            step = 0.1 if linger is None else min(0.1, linger - idle)
+            try:
+                self._in_flight[0][2].wait(max(step, 0.001))
+            except zmq.NotDone:
+                pass
+
+    def _shut(self) -> None:
+        """Close the socket, dropping what is still queued (what was handed
+        to the connection gets FLUSH_LINGER_MS to be written)."""
         self._closed = True
-        # ZeroMQ's linger period starts at close(): time from there.
-        start = time.monotonic()
-        self._socket.close(linger=-1 if linger is None else int(linger * 1000))
-        waited = [0.0]
-
-        def term() -> None:
-            self._context.term()
-            waited[0] = time.monotonic() - start
-
-        # In a helper thread so that the wait stays interruptible (Ctrl-C).
-        thread = threading.Thread(target=term, name="onlinel1-producer-close", daemon=True)
-        thread.start()
-        while thread.is_alive():
-            thread.join(0.1)
-        return waited[0]
+        self._link.close()
+        self._socket.close(linger=0 if self._in_flight else FLUSH_LINGER_MS)
+        self._context.term()
 
 
 # ------------------------------------------------------------------- Client
@@ -653,7 +810,10 @@ class Client:
     A result reply returns its ``result`` map; an error reply raises
     :class:`DaemonError`. With no reply within ``timeout`` seconds,
     :class:`DaemonTimeout` is raised and the socket is replaced by a new
-    one, so the next call starts clean.
+    one, so the next call starts clean. When no daemon took the
+    connection at all, it is a :class:`ConnectTimeout` saying why
+    (nothing listens there; the endpoint is a training endpoint, which
+    takes no requests; CURVE refused; ...).
 
     ::
 
@@ -733,6 +893,7 @@ class Client:
     def close(self) -> None:
         """Close the socket; unanswered requests are abandoned."""
         if self._socket is not None:
+            self._link.close()
             self._socket.close(linger=0)
             self._socket = None
 
@@ -740,8 +901,21 @@ class Client:
         socket = self._context.socket(zmq.DEALER)
         socket.setsockopt(zmq.LINGER, 0)
         _curve.apply_client_options(socket, self._curve)
-        _connect(socket, self.endpoint)
-        self._socket = socket
+        link = _link.Link(socket, self.endpoint)
+        try:
+            _connect(socket, self.endpoint)
+        except ValueError:
+            link.close()
+            raise
+        self._socket, self._link = socket, link
+
+    def _timed_out(self) -> DaemonTimeout:
+        """The error of a request not answered in time: a ConnectTimeout
+        when no daemon even took the connection."""
+        if self._link.poll():
+            return DaemonTimeout(f"no answer from {self.endpoint} within "
+                                 f"{float(self.timeout)} s")
+        return _no_daemon(self._link, self.timeout, zmq.DEALER, self._context, self._curve)
 
     def _recover(self) -> None:
         # A timed-out request may still be answered later; a new socket (a
@@ -879,6 +1053,7 @@ class Client:
         frame = self._packer.pack(message)
         deadline = time.monotonic() + self.timeout
         socket = self._socket
+        self._link.poll()          # keeps the monitor's queue short
         try:
             if not socket.poll(self._ms_until(deadline), zmq.POLLOUT):
                 raise zmq.Again()
@@ -895,9 +1070,9 @@ class Client:
                     continue     # a stale reply: not the one awaited
                 break
         except zmq.Again:
+            error = self._timed_out()
             self._recover()
-            raise DaemonTimeout(f"no answer from {self.endpoint} within "
-                                f"{float(self.timeout)} s") from None
+            raise error from None
         if reply.get("ok") is True:
             result = reply.get("result", {})
             return result if isinstance(result, dict) else {"result": result}

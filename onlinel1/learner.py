@@ -300,3 +300,23 @@ class Learner:
         learner._kernel.set_clocks(state["clocks"])
         learner._progress = {k: state["progress"][k] for k in learner._progress}
         return learner
+
+    # ------------------------------------------- pickling and scikit-learn
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The pickled state: the bytes of this learner's model file
+        (docs/model-format.md), so a pickle restores it bit for bit and is
+        checked by the file's digest when it is read back."""
+        from onlinel1 import model_file
+        return {"model_file": model_file.encode(self)}
+
+    def __setstate__(self, state: Mapping[str, Any]) -> None:
+        from onlinel1 import model_file
+        learner = model_file.decode(state["model_file"], source="pickled Learner")[0]
+        self.__dict__.update(learner.__dict__)
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The options as keyword arguments (``Learner(**get_params())`` is
+        a fresh learner with the same settings), as scikit-learn's
+        ``clone`` expects; ``deep`` is accepted and changes nothing."""
+        return self.options.to_dict()

@@ -16,12 +16,21 @@ from onlinel1._kernels.sgd import SCHEDULES as _SCHEDULES
 from onlinel1.errors import OptionError
 
 LOSSES = ("log", "squared", "hinge")
+#: Other names of a loss (Vowpal Wabbit's ``--loss_function logistic``),
+#: accepted wherever a loss is named and stored as the name they stand for.
+LOSS_ALIASES = {"logistic": "log"}
+#: Every name ``loss`` accepts.
+LOSS_NAMES = LOSSES + tuple(LOSS_ALIASES)
 #: The update rules, from the registry of onlinel1/_kernels/sgd.pyx.tp.
 UPDATES = tuple(RULES)
 SCHEDULES = tuple(_SCHEDULES)
 
 #: The settings of the memory budget (docs/algorithms.md, "The memory budget").
 BUDGET_FIELDS = ("max_features", "expire_after_examples")
+
+#: How examples become features (docs/formats.md): set in the readers and
+#: the daemon's row decoding, written to model files only where they are on.
+FEATURE_FIELDS = ("interactions", "namespaced_integers")
 
 #: Running sums (penalty clocks) are rebased when they pass this value.
 DEFAULT_REBASE_AT = float(2**20)
@@ -59,6 +68,81 @@ def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
     return value
 
 
+#: What ``l1`` and ``l2`` are under each rule (docs/algorithms.md):
+#: ``"example"``, a penalty every example applies (scaled by its step, as
+#: scikit-learn's ``alpha`` and Vowpal Wabbit's ``--l1`` with SGD);
+#: ``"total"``, one penalty on the whole stream's objective (FTRL's lambda1
+#: and lambda2, never multiplied by the number of examples); ``None``, the
+#: rule refuses a value > 0.
+PENALTY_SCOPE = {
+    "plain": {"l1": None, "l2": "example"},
+    "subgradient": {"l1": "example", "l2": "example"},
+    "cumulative": {"l1": "example", "l2": "example"},
+    "fobos": {"l1": "example", "l2": "example"},
+    "truncated": {"l1": "example", "l2": None},
+    "adagrad-fobos": {"l1": "example", "l2": "example"},
+    "ftrl": {"l1": "total", "l2": "total"},
+    "spred": {"l1": "example", "l2": None},
+}
+
+#: The longest interaction and its wildcard (onlinel1/_kernels/interactions.pyx).
+MAX_INTERACTION_ORDER = 8
+INTERACTION_WILDCARD = ":"
+
+
+def penalty_help(name: str) -> str:
+    """What ``name`` (``"l1"`` or ``"l2"``) means under each rule, from
+    ``PENALTY_SCOPE``: the text of ``--help`` and of the docs' table."""
+    groups: dict[Any, list[str]] = {}
+    for rule in UPDATES:
+        groups.setdefault(PENALTY_SCOPE[rule][name], []).append(rule)
+    total = {"l1": "FTRL's lambda1: a weight is 0 while its |z|, about the sum of its "
+                   "gradients, is at most l1",
+             "l2": "FTRL's lambda2, added to the rate of every coordinate"}[name]
+    words = {"example": f"per example (each example's step applies eta * {name})",
+             "total": f"a total over the whole stream, not multiplied by the number of "
+                      f"examples ({total})",
+             None: "must be 0"}
+    parts = [f"{words[scope]} for {', '.join(rules)}"
+             for scope, rules in groups.items()]
+    return "; ".join(parts)
+
+
+def normalise_interactions(value: Any) -> tuple[str, ...]:
+    """The interactions ``value`` (a list of strings of namespace
+    characters, Vowpal Wabbit's ``-q ab``, ``--cubic abc``), checked and in
+    canonical form: the characters of each sorted (``ba`` crosses what
+    ``ab`` does), repeats dropped, in the order given.  A character is a
+    namespace's first byte: printable ASCII (``' '`` is the default
+    namespace) except ``|``; ``:`` is the wildcard (every namespace of the
+    example), allowed in interactions of two only.  ``OptionError`` names
+    the one at fault."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise _bad("interactions", "type",
+                   f"must be a list of strings of namespace characters such as ['ab'], "
+                   f"got {value!r}")
+    out: list[str] = []
+    for term in value:
+        if not isinstance(term, str):
+            raise _bad("interactions", "type", f"must be strings, got {term!r}")
+        if not 2 <= len(term) <= MAX_INTERACTION_ORDER:
+            raise _bad("interactions", "range",
+                       f"must cross 2 to {MAX_INTERACTION_ORDER} namespaces, got {term!r}")
+        bad = [c for c in term if not (" " <= c <= "~") or c == "|"]
+        if bad:
+            raise _bad("interactions", "choice",
+                       f"{term!r}: {bad[0]!r} cannot start a namespace (a namespace is "
+                       f"named by its first character: printable ASCII but '|', ' ' for "
+                       f"the default namespace, ':' for any)")
+        if INTERACTION_WILDCARD in term and len(term) != 2:
+            raise _bad("interactions", "range",
+                       f"{term!r}: the wildcard ':' goes in interactions of two namespaces")
+        term = "".join(sorted(term))
+        if term not in out:
+            out.append(term)
+    return tuple(out)
+
+
 @dataclasses.dataclass(frozen=True)
 class LearnerOptions:
     """Every setting of a learner, validated on construction.
@@ -68,7 +152,9 @@ class LearnerOptions:
         subgradient), ``cumulative`` (Tsuruoka et al. 2009) or ``fobos``
         (Duchi & Singer 2009).  Any of them with ``l2`` > 0 adds L2 (the
         elastic net where ``l1`` > 0 too).
-    l1, l2: penalty strengths per example (scikit-learn's ``alpha`` share).
+    l1, l2: penalty strengths, per example (scikit-learn's ``alpha``
+        share) for every rule but ``ftrl``, whose ``l1`` and ``l2`` are its
+        lambda1 and lambda2, totals over the stream (``PENALTY_SCOPE``).
     eta0, schedule, power_t, decay_rate, decay_steps: the step size
         ``eta0`` (constant), ``eta0 / t**power_t`` (invscaling) or
         ``eta0 * decay_rate**(t / decay_steps)`` (exponential).
@@ -84,6 +170,15 @@ class LearnerOptions:
         no bound); past it the least recently updated are evicted.
     expire_after_examples: a feature not updated for this many examples is
         dropped (0: never).
+    interactions: namespaces to cross, Vowpal Wabbit's ``-q ab`` (a list of
+        strings of namespace characters; ``normalise_interactions``).  The
+        VW reader and the daemon's row decoding cross them; a ``Batch`` of
+        keys is learned as it is.
+    namespaced_integers: an integer feature name in a named namespace is
+        offset by the namespace's hash (VW's rule), so ``|user 42 |ad 42``
+        gives two keys; off, integer names are their own keys everywhere.
+
+    ``loss`` may be given as ``logistic`` (VW's name): it is stored as ``log``.
 
     docs/algorithms.md has the exact update of every rule.
     """
@@ -108,9 +203,16 @@ class LearnerOptions:
     rebase_at: float = DEFAULT_REBASE_AT
     max_features: int = 0
     expire_after_examples: int = 0
+    interactions: tuple[str, ...] = ()
+    namespaced_integers: bool = False
 
     def __post_init__(self) -> None:
-        _choice("loss", self.loss, LOSSES)
+        _choice("loss", self.loss, LOSS_NAMES)
+        object.__setattr__(self, "loss", LOSS_ALIASES.get(self.loss, self.loss))
+        object.__setattr__(self, "interactions", normalise_interactions(self.interactions))
+        if not isinstance(self.namespaced_integers, bool):
+            raise _bad("namespaced_integers", "type",
+                       f"must be True or False, got {self.namespaced_integers!r}")
         _choice("update", self.update, UPDATES)
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("origin", self.origin, ORIGINS)
@@ -178,13 +280,16 @@ class LearnerOptions:
         return dataclasses.asdict(self)
 
     def to_state_dict(self) -> dict[str, Any]:
-        """``to_dict`` for model files and states: the budget's settings
-        only where they are on, so that a model without one writes the
-        header files had before the budget existed."""
+        """``to_dict`` for model files and states: the budget's and the
+        features' settings only where they are on, so that a model without
+        them writes the header files had before they existed (and older
+        readers, which refuse an unknown option, read it)."""
         values = self.to_dict()
-        for name in BUDGET_FIELDS:
+        for name in BUDGET_FIELDS + FEATURE_FIELDS:
             if not values[name]:
                 del values[name]
+        if "interactions" in values:
+            values["interactions"] = list(values["interactions"])
         return values
 
     @classmethod

@@ -373,7 +373,7 @@ def test_train_and_inspect_report_the_budget(tmp_path, capsys):
     from onlinel1.cli import main
     path = tmp_path / "m.ol1"
     assert main(["train", str(SAMPLES / "rcv1_small_head300.svm"), "--update", "fobos",
-                 "--max-features", "500", "--quiet", "--save", str(path)]) == 0
+                 "--max-features", "500", "--save", str(path)]) == 0
     learner = model_file.load(path)[0]
     assert learner.store_size <= 500 and learner.evicted > 1000
     line = (f"max_features=500 expire_after_examples=0 ({learner.store_size} stored, "

@@ -190,7 +190,7 @@ def test_corrupt_model_and_malformed_data_give_one_line(tmp_path):
     for argv, message in [(["inspect", str(model)], "checksum mismatch"),
                           (["predict", "--model", str(model), str(A9A)], "checksum mismatch"),
                           (["train", str(bad_data)], "bad.svm:2:"),
-                          (["train", str(bad_label)], "example 2: labels: must be -1/+1")]:
+                          (["train", str(bad_label)], "label.svm:2: label 7.0 is not -1/+1")]:
         proc = subprocess.run([sys.executable, "-m", "onlinel1", *argv], capture_output=True,
                               text=True, timeout=60)
         assert proc.returncode == 1
@@ -311,7 +311,7 @@ def test_train_parses_in_a_second_thread_unless_told_not_to(capsys, monkeypatch)
 
 @pytest.mark.parametrize("bad_line,message", [
     ("-1 3:1 x:y\n", "bad.svm:1500: bad feature 'x:y'"),
-    ("7 3:1\n", "bad.svm: example 1500: labels: must be -1/+1"),
+    ("7 3:1\n", "bad.svm:1500: label 7.0 is not -1/+1"),
 ], ids=["parse-error", "learner-error"])
 def test_errors_mid_file_are_the_same_with_read_ahead(capsys, tmp_path, bad_line, message):
     import threading

@@ -22,8 +22,8 @@ import pytest
 import zmq
 
 from onlinel1 import Batch, Learner
-from onlinel1.client import (Client, ClientError, DaemonError, DaemonTimeout, Producer,
-                             ProducerTimeout, encode_csr, encode_rows, rows_to_batch)
+from onlinel1.client import (Client, ClientError, ConnectTimeout, DaemonError, DaemonTimeout,
+                             Producer, ProducerTimeout, encode_csr, encode_rows, rows_to_batch)
 from onlinel1.io import feature_key, read_batches
 
 from conftest import SAMPLES, load_svmlight, record_parsing_threads, wait_for
@@ -353,7 +353,9 @@ def test_timeout_raises_and_the_client_recovers(fake):
             return []                    # no answer at all
         return [result(held[0], {"status": "late"}), result(m, {"status": "ok"})]
     fake.handlers["health"] = silent_once
-    with Client(fake.request_endpoint, timeout=0.3) as c:
+    with Client(fake.request_endpoint, timeout=WAIT) as c:
+        c.config()               # connected: the time-out below is the daemon's silence
+        c.timeout = 0.3
         start = time.monotonic()
         with pytest.raises(DaemonTimeout) as info:
             c.health()
@@ -361,6 +363,7 @@ def test_timeout_raises_and_the_client_recovers(fake):
         assert 0.3 <= elapsed < 0.3 + 2.0
         assert str(info.value) == f"no answer from {fake.request_endpoint} within 0.3 s"
         assert isinstance(info.value, TimeoutError)
+        c.timeout = WAIT                           # (a new connection, on a loaded machine)
         assert c.health() == {"status": "ok"}      # same Client, next call works
         assert c.health() == {"status": "ok"}
     assert c.closed
@@ -369,12 +372,16 @@ def test_timeout_raises_and_the_client_recovers(fake):
 
 
 def test_timeout_with_nobody_listening(tmp_path):
-    with Client(unused_endpoint(tmp_path), timeout=0.2) as c:
+    endpoint = unused_endpoint(tmp_path)
+    with Client(endpoint, timeout=0.2) as c:
         for _ in range(2):
             start = time.monotonic()
-            with pytest.raises(DaemonTimeout):
+            with pytest.raises(ConnectTimeout) as info:
                 c.stats()
             assert time.monotonic() - start < 2.0
+            assert isinstance(info.value, DaemonTimeout) and info.value.reason == "nothing"
+            assert str(info.value) == (f"no daemon answered at {endpoint} within 0.2 s: "
+                                       f"nothing accepted the connection")
 
 
 def test_client_arguments():
@@ -440,7 +447,9 @@ def test_close_delivers_everything(fake):
 
 def test_producer_blocks_at_the_high_water_mark_and_never_drops(tmp_path):
     endpoint = unused_endpoint(tmp_path)
-    p = Producer(endpoint, batch_size=1, high_water_mark=2, send_timeout=0.2)
+    # No connect check: the daemon comes up later.
+    p = Producer(endpoint, batch_size=1, high_water_mark=2, send_timeout=0.2,
+                 connect_timeout=None)
     try:
         queued = 0
         with pytest.raises(ProducerTimeout, match="took no batch within 0.2 s"):
@@ -455,6 +464,7 @@ def test_producer_blocks_at_the_high_water_mark_and_never_drops(tmp_path):
         pull = ctx.socket(zmq.PULL)
         try:
             pull.bind(endpoint)
+            p.send_timeout = WAIT  # (ZeroMQ reconnects within 0.1 s, on a loaded machine later)
             p.add({2: 1.0}, 1)     # retries the buffered row first, one row a message
             p.close(linger=WAIT)
             received = []
@@ -470,13 +480,17 @@ def test_producer_blocks_at_the_high_water_mark_and_never_drops(tmp_path):
 
 
 def test_close_reports_undelivered_messages(tmp_path):
-    p = Producer(unused_endpoint(tmp_path))
+    endpoint = unused_endpoint(tmp_path)
+    p = Producer(endpoint, connect_timeout=None)
     p.add({1: 1.0}, 1)
     start = time.monotonic()
-    with pytest.raises(ProducerTimeout, match="still queued after 0.3 s"):
+    with pytest.raises(ProducerTimeout) as info:
         p.close(linger=0.3)
+    assert str(info.value) == (f"1 of the 1 batches sent (seq 1, 1 examples) were not "
+                               f"delivered to {endpoint} and were dropped: none was delivered "
+                               f"for 0.3 s")
     assert time.monotonic() - start < 3.0
-    assert p.closed
+    assert p.closed and p.undelivered == 1
     p.close()                                  # twice is harmless
     with pytest.raises(ClientError, match="closed"):
         p.add({1: 1.0}, 1)
@@ -506,12 +520,37 @@ def test_producer_rejects_bad_examples_whole(fake):
 
 
 def test_producer_exception_in_block_does_not_hang(tmp_path):
-    with pytest.raises(RuntimeError, match="boom"):
-        with Producer(unused_endpoint(tmp_path), linger=0.2) as p:
+    # The failure to deliver does not hide the block's exception, but is
+    # not silent either: a warning.
+    with pytest.raises(RuntimeError, match="boom"), \
+            pytest.warns(RuntimeWarning, match="while an exception left the producer's block: "
+                                               "1 of the 1 batches sent .* were not delivered"):
+        with Producer(unused_endpoint(tmp_path), linger=0.2, connect_timeout=None) as p:
             p.add({1: 1.0}, 1)
             p.flush()
             raise RuntimeError("boom")
     assert p.closed
+
+
+def test_producer_connect_check(fake, tmp_path):
+    """The producer starts once the daemon's training socket took its
+    connection, and says why when none did (tests/test_never_silent.py has
+    the real daemon's cases)."""
+    with Producer(fake.train_endpoint) as p:
+        assert p.connected
+        p.add({1: 1.0}, 1)
+    assert p.undelivered == 0
+    fake.trained_messages(1)
+    endpoint = unused_endpoint(tmp_path)
+    start = time.monotonic()
+    with pytest.raises(ConnectTimeout) as info:
+        Producer(endpoint, connect_timeout=0.2)
+    assert 0.2 <= time.monotonic() - start < 3.0
+    assert str(info.value) == (f"no daemon answered at {endpoint} within 0.2 s: nothing "
+                               f"accepted the connection")
+    with pytest.raises(ConnectTimeout, match="it is a daemon's request endpoint, not its "
+                                             "training endpoint"):
+        Producer(fake.request_endpoint, connect_timeout=2.0)
 
 
 # --------------------------------------------------------------------- CLI
@@ -531,7 +570,7 @@ def run(cli, capsys, *argv):
 
 def test_send_streams_the_file(cli, capsys, fake):
     code, out, err = run(cli, capsys, "send", A9A, "--connect", fake.train_endpoint,
-                         "--batch-size", 300, "--producer", "cli", "--progress")
+                         "--batch-size", 300, "--producer", "cli", "--progress", "--no-check")
     assert code == 0, err
     assert out == ""
     assert err.startswith("\rsent ")        # the progress line, forced
@@ -552,7 +591,11 @@ def test_send_streams_the_file(cli, capsys, fake):
 def test_send_progress_only_on_a_terminal(cli, capsys, fake):
     code, _, err = run(cli, capsys, "send", VW, "--connect", fake.train_endpoint)
     assert code == 0
-    assert "\r" not in err and err.count("\n") == 1 and "sent 60 examples in 1 batches" in err
+    assert "\r" not in err and err.count("\n") == 2 and "sent 60 examples in 1 batches" in err
+    # No request endpoint to check with: said so.
+    assert err.splitlines()[1] == ("onlinel1: note: whether the daemon accepted the batches "
+                                   "was not checked: give --request-endpoint (the daemon's "
+                                   "request endpoint), or --no-check")
     fake.trained_messages(1)
 
 
@@ -562,16 +605,25 @@ def test_send_errors(cli, capsys, fake, tmp_path):
     assert (code, err) == (1, f"onlinel1: error: {tmp_path / 'missing.svm'}: no such file\n")
     code, _, err = run(cli, capsys, "send", A9A, "--connect", "nonsense")
     assert code == 1 and err.startswith("onlinel1: error: cannot connect to 'nonsense'")
+    for flag in ("--timeout", "--connect-timeout"):
+        code, _, err = run(cli, capsys, "send", A9A, "--connect", fake.train_endpoint, flag, 0)
+        assert code == 1 and f"{flag} must be > 0 seconds" in err
     # A bad line: the rows before it are delivered, then the line is reported.
     bad = tmp_path / "bad.svm"
     bad.write_text("1 1:1\n-1 2:1\n1 x:y\n")
-    code, _, err = run(cli, capsys, "send", bad, "--connect", fake.train_endpoint)
+    code, _, err = run(cli, capsys, "send", bad, "--connect", fake.train_endpoint, "--no-check")
     assert code == 1 and ":3: " in err and err.count("\n") == 1
     assert decode_csr(fake.trained_messages(1)[0]["csr"]).n_rows == 2
     # Nobody takes the batches: a clear error, not a hang.
-    code, _, err = run(cli, capsys, "send", A9A, "--connect", unused_endpoint(tmp_path),
-                       "--batch-size", 1, "--timeout", 0.2)
-    assert code == 1 and "took no batch within 0.2 s" in err and err.count("\n") == 1
+    endpoint = unused_endpoint(tmp_path)
+    code, _, err = run(cli, capsys, "send", A9A, "--connect", endpoint, "--batch-size", 1,
+                       "--connect-timeout", 0.2)
+    assert (code, err) == (1, f"onlinel1: error: no daemon answered at {endpoint} within "
+                              f"0.2 s: nothing accepted the connection\n")
+    # The training endpoint given as the request one: said so.
+    code, _, err = run(cli, capsys, "send", A9A, "--connect", fake.request_endpoint,
+                       "--connect-timeout", 2)
+    assert code == 1 and "it is a daemon's request endpoint, not its training endpoint" in err
 
 
 def read_ahead_threads():
@@ -711,8 +763,9 @@ def test_send_learns_exactly_what_train_learns(cli, capsys, tmp_path, start_daem
     daemon = start_daemon(*FLAGS)
     train, request = daemon.train, daemon.request
     code, _, err = run(cli, capsys, "send", A9A, "--connect", train, "--batch-size", 333,
-                       "--producer", "e2e")
+                       "--producer", "e2e", "--request-endpoint", request)
     assert code == 0, err
+    assert err.endswith(" examples/s); the daemon rejected none\n")
     stats = wait_for_examples(request, 2000)
     assert stats["examples"] == 2000 and not stats.get("rejected")
     assert stats["producers"] == {"e2e": 7}

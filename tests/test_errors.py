@@ -73,8 +73,8 @@ def bad_batches(rows):
          "keys", None, "dtype"),
         ("fractional keys", lambda: Batch(**with_entry(rows, "keys", 5, 1.5)), "keys", None,
          "dtype"),
-        ("from_rows string key", lambda: Batch.from_rows(
-            [{1: 1.0}, {2: 1.0}, {3: 1.0, "x": 1.0}], [1, 1, 1]), "keys", 2, "dtype"),
+        ("from_rows float key", lambda: Batch.from_rows(
+            [{1: 1.0}, {2: 1.0}, {3: 1.0, 1.5: 1.0}], [1, 1, 1]), "keys", 2, "dtype"),
         ("from_rows string value", lambda: Batch.from_rows([{1: 1.0}, {2: "a"}], [1, 1]),
          "values", None, "dtype"),
         ("negative key", lambda: Batch(**with_entry(rows, "keys", 5, -3)), "keys", None,
@@ -145,7 +145,7 @@ def test_batch_error_is_the_same_class_everywhere():
 
 #: One bad value (and the reason) for every LearnerOptions field.
 BAD_OPTIONS = {
-    "loss": (dict(loss="logistic"), "choice"),
+    "loss": (dict(loss="quantile"), "choice"),   # "logistic" is a name of "log"
     "update": (dict(update="lasso"), "choice"),
     "l1": (dict(l1=-1e-3), "range"),
     "l2": (dict(l2=float("nan")), "not_finite"),
@@ -165,6 +165,8 @@ BAD_OPTIONS = {
     "rebase_at": (dict(rebase_at=1.0), "range"),
     "max_features": (dict(max_features=-1), "range"),
     "expire_after_examples": (dict(expire_after_examples=2.5), "type"),
+    "interactions": (dict(interactions=["a"]), "range"),
+    "namespaced_integers": (dict(namespaced_integers=1), "type"),
 }
 
 

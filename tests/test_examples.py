@@ -172,17 +172,16 @@ def test_criteo_producer_csv_with_header(start_daemon, tmp_path):
 
 
 def test_producer_reports_a_daemon_that_is_not_there(tmp_path, criteo_small):
-    # Nothing listens: once the producer's queue is full (64 batches of the
-    # 300 here), the next batch cannot be sent within --timeout. (Fewer
-    # batches than the queue holds are only found undelivered when the
-    # Producer closes, by a timing-based check that misses now and then.)
+    # Nothing listens: the Producer's connect check says so (within its
+    # connect_timeout, 5 s), before a batch is queued.
     proc = subprocess.run(
         [sys.executable, str(EXAMPLES / "criteo_producer.py"), str(criteo_small),
          "--train-endpoint", f"tcp://127.0.0.1:{free_port()}", "--timeout", "0.5",
          "--batch-size", "10"],
         capture_output=True, text=True, timeout=60, env=example_env())
     assert proc.returncode == 1
-    assert "criteo_producer:" in proc.stderr and "was not sent" in proc.stderr
+    assert "criteo_producer: no daemon answered at " in proc.stderr
+    assert "nothing accepted the connection" in proc.stderr
     assert "Traceback" not in proc.stderr and not proc.stdout
 
 

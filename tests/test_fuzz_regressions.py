@@ -193,14 +193,12 @@ def test_the_names_of_a_malformed_line_are_not_kept():
     assert readings[0] == readings[1] == readings[2] == {feature_key("color", "f"): "f^color"}
 
 
-@pytest.mark.xfail(strict=True, raises=UnicodeEncodeError,
-                   reason="cli/offline.py export() opens the TSV as strict UTF-8")
 def test_inspect_exports_a_feature_name_that_is_not_utf8(tmp_path):
     from onlinel1.cli import main
     data = FUZZ / "vw/non-utf8-name.vw"
     assert main(["train", str(data), "--loss", "squared", "--quiet",
                  "--save", str(tmp_path / "m.ol1")]) == 0
-    main(["inspect", str(tmp_path / "m.ol1"), "--export", str(tmp_path / "w.tsv")])
+    assert main(["inspect", str(tmp_path / "m.ol1"), "--export", str(tmp_path / "w.tsv")]) == 0
     assert b"caf\xe9" in (tmp_path / "w.tsv").read_bytes()
 
 
@@ -431,14 +429,13 @@ def test_a_snapshot_without_every_field_loads(tmp_path):
     assert extra["snapshot"] == {"seq": 3, "reason": "periodic", "unix_time": 1.8e9}
 
 
-@pytest.mark.xfail(strict=True, raises=KeyError,
-                   reason="cli/offline.py cmd_inspect reads extra.snapshot['producers'] "
-                          "(and seq, reason, unix_time) unconditionally")
 def test_inspect_reads_a_snapshot_without_every_field(tmp_path, capsys):
     from onlinel1.cli import main
     path = tmp_path / "snapshot.ol1"
     path.write_bytes(read("model_file/snapshot-without-producers.ol1"))
     assert main(["inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "snapshot          #3 (periodic, 2027-01-15" in out and "producer" not in out
 
 
 # ------------------------------------------------- the kernels (xfail)

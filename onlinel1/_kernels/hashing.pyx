@@ -161,19 +161,23 @@ def xxh64_bytes(const unsigned char[::1] data, uint64_t seed=0):
     return xxh64(p, <size_t>data.shape[0], seed)
 
 
-def feature_key_bytes(bytes prefix, bytes name):
-    """Key of one feature; ``prefix`` is ``b"namespace^"`` or ``b""``."""
+def feature_key_bytes(bytes prefix, bytes name, uint64_t integer_offset=0):
+    """Key of one feature; ``prefix`` is ``b"namespace^"`` or ``b""``; an
+    integer name's key is offset by ``integer_offset`` (modulo 2**64)."""
     cdef bytes text = prefix + name
     cdef uint64_t key
-    key_of_feature(<const unsigned char*><const char*>text, len(prefix), len(text), &key)
+    if not key_of_feature(<const unsigned char*><const char*>text, len(prefix), len(text), &key):
+        key += integer_offset
     return key
 
 
-def feature_keys_packed(bytes prefix, bytes names, const int64_t[::1] offsets):
+def feature_keys_packed(bytes prefix, bytes names, const int64_t[::1] offsets,
+                        uint64_t integer_offset=0):
     """Keys of many names of one namespace in one call.
 
     ``names`` is the concatenation of the encoded names; name i is
-    ``names[offsets[i]:offsets[i + 1]]``.  Returns a uint64 array.
+    ``names[offsets[i]:offsets[i + 1]]``.  An integer name's key is offset
+    by ``integer_offset`` (modulo 2**64).  Returns a uint64 array.
     """
     cdef Py_ssize_t n = offsets.shape[0] - 1
     cdef Py_ssize_t i, lo, hi, longest = 0
@@ -201,6 +205,7 @@ def feature_keys_packed(bytes prefix, bytes names, const int64_t[::1] offsets):
             lo = offsets[i]
             hi = offsets[i + 1]
             memcpy(text + plen, src + lo, <size_t>(hi - lo))
-            key_of_feature(text, plen, plen + <size_t>(hi - lo), &keys[i])
+            if not key_of_feature(text, plen, plen + <size_t>(hi - lo), &keys[i]):
+                keys[i] += integer_offset
     free(text)
     return out

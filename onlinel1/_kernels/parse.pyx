@@ -24,6 +24,12 @@ and to Python's ``float()`` (which scikit-learn's reader uses).
 The grammar of a number is ``[+-](digits[.digits]|.digits)[(e|E)[+-]digits]``
 or ``[+-](inf|infinity|nan)`` (case-insensitive); hexadecimal floats and
 Python's digit-group underscores are rejected.
+
+Two settings of the VW reader change keys (docs/formats.md): with
+``interactions`` each line's namespaces are crossed when the line ends
+(onlinel1/_kernels/interactions.pyx), and with ``namespaced_integers`` an
+integer feature name in a named namespace is offset by the namespace's
+hash, as VW does.
 """
 cimport cython
 from libc.math cimport INFINITY, NAN
@@ -34,6 +40,9 @@ from libc.string cimport memchr, memcpy
 import numpy as np
 
 from onlinel1._kernels.hashing cimport feature_hash, parse_decimal_uint64
+from onlinel1._kernels.interactions cimport Crosser
+
+from onlinel1._kernels.interactions import MAX_CROSSED_PER_ROW
 
 cdef enum:
     FMT_SVMLIGHT = 0
@@ -57,6 +66,7 @@ cdef enum:
     E_SCALE = 11         # VW: |ns:<not a number>
     E_VW_FEATURE = 12    # VW: not name or name:number
     E_TAG_ONLY = 13      # VW: the only field before '|' touches it, so it is a tag
+    E_CROSSED = 14       # VW: the interactions give too many features in one line
 
 FORMATS = {"svmlight": FMT_SVMLIGHT, "vw": FMT_VW}
 ERRORS = {
@@ -75,7 +85,14 @@ ERRORS = {
     E_VW_FEATURE: "bad feature {token} (expected name or name:value)",
     E_TAG_ONLY: "missing label: {token} touches the '|', so it is read as a tag "
                 "(write 'label |namespace ...' with a space before the '|')",
+    E_CROSSED: f"the interactions give more than {MAX_CROSSED_PER_ROW:,} features in the line "
+               "{token} (fewer or smaller namespaces, or fewer interactions)",
 }
+
+#: With interactions, a batch ends early once it holds this many features,
+#: whatever the batch size: memory stays bounded when lines cross into
+#: many features (a batch holds at most this plus one line).
+INTERACTIONS_BATCH_NNZ = 1 << 25
 
 cdef Py_ssize_t MIN_ROWS = 64
 cdef Py_ssize_t MIN_NNZ = 1024
@@ -99,6 +116,15 @@ cdef inline bint is_vw_blank(unsigned char c) noexcept nogil:
     return c == 32 or c == 9
 
 
+cdef inline bint has_colon(const unsigned char* p, const unsigned char* e) noexcept nogil:
+    """Whether the field at ``p`` (up to whitespace or ``e``) holds a ':'."""
+    while p < e and not is_space(p[0]):
+        if p[0] == 58:
+            return True
+        p += 1
+    return False
+
+
 cdef inline unsigned char lower(unsigned char c) noexcept nogil:
     return c | 0x20
 
@@ -119,17 +145,27 @@ cdef inline bint match_word(const unsigned char* p, const unsigned char* e,
 cdef class Parser:
     """Incremental parser of one text format into CSR arrays.
 
-    ``Parser(fmt, collect_names)``: ``fmt`` is "svmlight" or "vw".  With
+    ``Parser(fmt, collect_names, optional_labels, interactions,
+    namespaced_integers)``: ``fmt`` is "svmlight" or "vw".  With
     ``collect_names``, the text of every hashed feature seen for the first
     time is kept (``take_names``) so the reader can fill a key -> name map
-    without Python work for features it has already seen.
+    without Python work for features it has already seen.  With
+    ``optional_labels`` (data to predict), a line without a label is a row
+    whose label is NaN: an svmlight line whose first field holds a ``:``, a
+    VW line with nothing but a tag before its first ``|``.  ``row_lines``
+    gives the 1-based line of each row not yet taken.  ``interactions``
+    (normalised strings, VW only) are crossed at the end of every line;
+    ``namespaced_integers`` (VW only) offsets an integer name in a named
+    namespace by the namespace's hash (and names it ``namespace^name``).
     """
     cdef int fmt
     cdef bint collect_names
+    cdef bint optional_labels
     # Rows parsed and not yet taken: CSR arrays.
     cdef int64_t* indptr
     cdef double* labels
     cdef double* weights
+    cdef int64_t* row_line
     cdef readonly Py_ssize_t n_rows
     cdef Py_ssize_t rows_cap
     cdef uint64_t* keys
@@ -163,18 +199,42 @@ cdef class Parser:
     cdef int64_t* new_offsets
     cdef size_t n_new
     cdef size_t new_cap
+    # Interactions: the namespace id (first byte of its name, ' ' for the
+    # default namespace) of each feature of the line being parsed.
+    cdef Crosser crosser
+    cdef bint crossing
+    cdef public Py_ssize_t max_nnz      # -1: no bound but the batch size
+    cdef unsigned char* row_ns
+    cdef size_t row_ns_cap
+    cdef unsigned char ns_char
+    # namespaced_integers: XXH64 of the namespace's "name^", once per namespace.
+    cdef bint namespaced_integers
+    cdef uint64_t ns_hash
+    cdef bint ns_hash_ready
 
-    def __cinit__(self, str fmt, bint collect_names=False):
+    def __cinit__(self, str fmt, bint collect_names=False, bint optional_labels=False,
+                  interactions=(), bint namespaced_integers=False):
         cdef size_t i
         if fmt not in FORMATS:
             raise ValueError(f"unknown format {fmt!r}: expected one of {sorted(FORMATS)}")
         self.fmt = FORMATS[fmt]
         self.collect_names = collect_names
+        self.optional_labels = optional_labels
+        if interactions:
+            if self.fmt != FMT_VW:
+                raise ValueError("interactions cross namespaces: they need VW text")
+            self.crosser = Crosser(interactions)
+            self.crossing = True
+        self.max_nnz = INTERACTIONS_BATCH_NNZ if self.crossing else -1
+        self.namespaced_integers = namespaced_integers
+        self.row_ns_cap = MIN_TEXT
+        self.row_ns = <unsigned char*>malloc(self.row_ns_cap)
         self.rows_cap = MIN_ROWS
         self.nnz_cap = MIN_NNZ
         self.indptr = <int64_t*>malloc((self.rows_cap + 1) * sizeof(int64_t))
         self.labels = <double*>malloc(self.rows_cap * sizeof(double))
         self.weights = <double*>malloc(self.rows_cap * sizeof(double))
+        self.row_line = <int64_t*>malloc(self.rows_cap * sizeof(int64_t))
         self.keys = <uint64_t*>malloc(self.nnz_cap * sizeof(uint64_t))
         self.values = <double*>malloc(self.nnz_cap * sizeof(double))
         self.text_cap = MIN_TEXT
@@ -189,9 +249,10 @@ cdef class Parser:
         self.seen_cap = 1024
         self.seen = <uint64_t*>malloc(self.seen_cap * sizeof(uint64_t))
         if (self.indptr == NULL or self.labels == NULL or self.weights == NULL
+                or self.row_line == NULL
                 or self.keys == NULL or self.values == NULL or self.text == NULL
                 or self.num == NULL or self.new_keys == NULL or self.new_offsets == NULL
-                or self.name_bytes == NULL or self.seen == NULL):
+                or self.name_bytes == NULL or self.seen == NULL or self.row_ns == NULL):
             raise MemoryError("cannot allocate the parser's buffers")
         self.indptr[0] = 0
         self.new_offsets[0] = 0
@@ -202,6 +263,7 @@ cdef class Parser:
         free(self.indptr)
         free(self.labels)
         free(self.weights)
+        free(self.row_line)
         free(self.keys)
         free(self.values)
         free(self.text)
@@ -210,13 +272,15 @@ cdef class Parser:
         free(self.name_bytes)
         free(self.new_keys)
         free(self.new_offsets)
+        free(self.row_ns)
 
     # ------------------------------------------------------------ Python API
 
     def parse(self, const unsigned char[::1] block, Py_ssize_t start, Py_ssize_t stop,
               bint final, Py_ssize_t max_rows):
         """Parse the complete lines of ``block[start:stop]`` until ``n_rows``
-        reaches ``max_rows``; return the position after the last line parsed.
+        reaches ``max_rows`` (or, where ``max_nnz`` >= 0, ``nnz`` reaches
+        ``max_nnz``); return the position after the last line parsed.
 
         A line is complete when its newline is in the block, or, with
         ``final`` (end of input), also when it runs to ``stop``.  On a
@@ -269,6 +333,15 @@ cdef class Parser:
         self.nnz = 0
         return indptr, keys, values, labels, weights
 
+    def row_lines(self):
+        """The 1-based line number of each row parsed and not yet taken (a
+        new int64 array; call it before ``take_batch``)."""
+        lines = np.empty(self.n_rows, dtype=np.int64)
+        cdef int64_t[::1] lines_v = lines
+        if self.n_rows:
+            memcpy(&lines_v[0], self.row_line, self.n_rows * sizeof(int64_t))
+        return lines
+
     def take_names(self):
         """``(keys, text, offsets)`` of the hashed features first seen since
         the last call: key i was hashed from ``text[offsets[i]:offsets[i+1]]``
@@ -295,7 +368,8 @@ cdef class Parser:
         cdef const unsigned char* line_end
         cdef const unsigned char* end = base + stop
         cdef int status
-        while self.n_rows < max_rows and pos[0] < stop:
+        while self.n_rows < max_rows and (self.max_nnz < 0 or self.nnz < self.max_nnz) \
+                and pos[0] < stop:
             p = base + pos[0]
             eol = <const unsigned char*>memchr(p, 10, <size_t>(end - p))  # '\n'
             if eol == NULL:
@@ -342,9 +416,12 @@ cdef class Parser:
             return OK  # empty or comment-only line
         # The label.
         s = p
-        p = self._parse_double(p, e, &label)
-        if p == NULL or (p < e and not is_space(p[0])):
-            return self._fail(E_LABEL, s, e, base, nnz0)
+        if self.optional_labels and has_colon(p, e):
+            label = NAN  # no label: the line starts with its features
+        else:
+            p = self._parse_double(p, e, &label)
+            if p == NULL or (p < e and not is_space(p[0])):
+                return self._fail(E_LABEL, s, e, base, nnz0)
         while True:
             while p < e and is_space(p[0]):
                 p += 1
@@ -402,10 +479,14 @@ cdef class Parser:
         cdef Py_ssize_t nnz0 = self.nnz
         cdef uint64_t key
         cdef size_t name_len
+        cdef bint hashed
+        cdef int status
+        cdef const unsigned char* line
         while p < e and is_vw_blank(p[0]):
             p += 1
         if p == e or p[0] == 35:  # empty, or only a comment ('#' cannot start a label)
             return OK
+        line = p
         bar = <const unsigned char*>memchr(p, 124, <size_t>(e - p))  # '|'
         if bar == NULL:
             return self._fail(E_NO_BAR, p, e, base, nnz0)
@@ -428,13 +509,15 @@ cdef class Parser:
         # The last field is a tag when it starts with a quote or touches the '|'.
         if n_tok > 0 and (tok_start[n_tok - 1][0] == 39 or tok_stop[n_tok - 1] == bar):
             n_fields -= 1
-        if n_fields == 0:
+        if n_fields == 0 and self.optional_labels:
+            label = NAN  # no label (data to predict), maybe a tag
+        elif n_fields == 0:
             if n_tok == 1 and tok_start[0][0] != 39:
                 return self._fail(E_TAG_ONLY, tok_start[0], bar + 1, base, nnz0)
             return self._fail(E_NO_LABEL, bar, e, base, nnz0)
         if n_fields > 3:
             return self._fail(E_LABEL_FIELDS, s, bar, base, nnz0)
-        if self._parse_double(tok_start[0], tok_stop[0], &label) != tok_stop[0]:
+        if n_fields and self._parse_double(tok_start[0], tok_stop[0], &label) != tok_stop[0]:
             return self._fail(E_LABEL, tok_start[0], tok_stop[0], base, nnz0)
         if n_fields >= 2:
             if (self._parse_double(tok_start[1], tok_stop[1], &importance) != tok_stop[1]
@@ -450,6 +533,8 @@ cdef class Parser:
             p += 1
             scale = 1.0
             self.prefix_len = 0
+            self.ns_char = 32   # ' ': the default namespace
+            self.ns_hash_ready = False
             if p < e and not is_vw_blank(p[0]) and p[0] != 124:
                 if p[0] == 58:  # '|:' has a scale but no name
                     q = p
@@ -461,6 +546,7 @@ cdef class Parser:
                     p += 1
                 if self._set_prefix(q, <size_t>(p - q)) != 0:
                     return E_NOMEM
+                self.ns_char = q[0]
                 if p < e and p[0] == 58:
                     p = self._parse_double(p + 1, e, &scale)
                     if p == NULL or (p < e and not is_vw_blank(p[0]) and p[0] != 124):
@@ -485,28 +571,72 @@ cdef class Parser:
                         return self._fail(E_VW_FEATURE, s, e, base, nnz0)
                 if name_len == 0:  # ':value' (VW's anonymous feature): not supported
                     return self._fail(E_VW_FEATURE, s, e, base, nnz0)
-                if not parse_decimal_uint64(s, name_len, &key):
+                hashed = not parse_decimal_uint64(s, name_len, &key)
+                if hashed or (self.namespaced_integers and self.prefix_len > 0):
                     if self.prefix_len + name_len > self.text_cap \
                             and self._grow_text(self.prefix_len + name_len) != 0:
                         return E_NOMEM
                     memcpy(self.text + self.prefix_len, s, name_len)
-                    key = feature_hash(self.text, self.prefix_len + name_len)
+                    if hashed:
+                        key = feature_hash(self.text, self.prefix_len + name_len)
+                    else:
+                        # VW's hashstring: an integer name plus its namespace's hash.
+                        if not self.ns_hash_ready:
+                            self.ns_hash = feature_hash(self.text, self.prefix_len)
+                            self.ns_hash_ready = True
+                        key = key + self.ns_hash   # modulo 2**64
                     if self.collect_names and self._note_name(key, self.prefix_len + name_len) != 0:
                         return E_NOMEM
                 if self.nnz == self.nnz_cap and self._grow_nnz() != 0:
                     return E_NOMEM
+                if self.crossing:
+                    if <size_t>(self.nnz - nnz0) == self.row_ns_cap and self._grow_row_ns() != 0:
+                        return E_NOMEM
+                    self.row_ns[self.nnz - nnz0] = self.ns_char
                 self.keys[self.nnz] = key
                 self.values[self.nnz] = value if scale == 1.0 else value * scale
                 self.nnz += 1
+        if self.crossing:
+            status = self._cross_row(nnz0)
+            if status != OK:
+                if status == E_NOMEM:
+                    return E_NOMEM
+                return self._fail(status, line, e, base, nnz0)
         return self._end_row(label, importance)
 
     # --------------------------------------------------------------- helpers
+
+    cdef int _cross_row(self, Py_ssize_t nnz0) noexcept nogil:
+        """Append the crossed features of the line's features ``nnz0:nnz``."""
+        cdef int64_t count = self.crosser.prepare(self.row_ns, self.nnz - nnz0)
+        if count < 0:
+            return E_NOMEM
+        if count > self.crosser.max_row:
+            return E_CROSSED
+        if count == 0:
+            return OK
+        while self.nnz + count > self.nnz_cap:
+            if self._grow_nnz() != 0:
+                return E_NOMEM
+        self.crosser.emit(self.keys + nnz0, self.values + nnz0, self.keys + self.nnz,
+                          self.values + self.nnz)
+        self.nnz += count
+        return OK
+
+    cdef int _grow_row_ns(self) noexcept nogil:
+        cdef unsigned char* grown = <unsigned char*>realloc(self.row_ns, 2 * self.row_ns_cap)
+        if grown == NULL:
+            return -1
+        self.row_ns = grown
+        self.row_ns_cap *= 2
+        return 0
 
     cdef int _end_row(self, double label, double weight) noexcept nogil:
         if self.n_rows == self.rows_cap and self._grow_rows() != 0:
             return E_NOMEM
         self.labels[self.n_rows] = label
         self.weights[self.n_rows] = weight
+        self.row_line[self.n_rows] = self.lines + 1
         self.n_rows += 1
         self.indptr[self.n_rows] = self.nnz
         return OK
@@ -519,7 +649,7 @@ cdef class Parser:
         while q < e and not (is_space(q[0]) if self.fmt == FMT_SVMLIGHT else is_vw_blank(q[0])):
             q += 1
         if status == E_NO_BAR or status == E_LABEL_FIELDS or status == E_NO_LABEL \
-                or status == E_TAG_ONLY:
+                or status == E_TAG_ONLY or status == E_CROSSED:
             q = e  # the whole section is the culprit
         self.error_start = s - base
         self.error_stop = q - base
@@ -741,5 +871,9 @@ cdef class Parser:
         if g == NULL:
             return -1
         self.weights = <double*>g
+        g = realloc(self.row_line, cap * sizeof(int64_t))
+        if g == NULL:
+            return -1
+        self.row_line = <int64_t*>g
         self.rows_cap = cap
         return 0

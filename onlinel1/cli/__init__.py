@@ -1,7 +1,8 @@
 """The ``onlinel1`` command line.
 
-Offline (``offline.py``): ``train DATA``, ``predict --model MODEL DATA``,
-``inspect MODEL``.  The daemon (``serve.py``): ``serve``.  Its clients
+Offline (``offline.py``; the training loop in ``train.py``, what train and
+predict share in ``evaluate.py``): ``train DATA``, ``predict --model MODEL
+DATA``, ``inspect MODEL``.  The daemon (``serve.py``): ``serve``.  Its clients
 (``remote.py``): ``send``, ``predict --connect``, ``stats``, ``health``,
 ``snapshot``, each with ``--model NAME`` for a named model; and
 (``models.py``) ``models list|create|drop|swap``.  CURVE keys
@@ -9,7 +10,9 @@ Offline (``offline.py``): ``train DATA``, ``predict --model MODEL DATA``,
 
 Errors (a missing file, a malformed line, a corrupt model, a daemon that
 does not answer) are reported as one line on stderr with a non-zero exit
-status, never a traceback.
+status, never a traceback: 2 for a usage error (a bad flag, an input with
+no example), 1 for the others.  A line of an input file is named the one
+way, ``FILE:LINE`` with 1-based lines (blank and comment lines count).
 """
 from __future__ import annotations
 
@@ -56,11 +59,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except (CommandError, ParseError, OSError, MemoryError) as exc:
         message = str(exc)
+        code = getattr(exc, "exit_code", EXIT_ERROR)
     except KeyboardInterrupt:
         print("onlinel1: interrupted", file=sys.stderr)
         return 130
     print(f"onlinel1: error: {message}", file=sys.stderr)
-    return EXIT_ERROR
+    return code
 
 
 if __name__ == "__main__":

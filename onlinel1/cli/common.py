@@ -8,7 +8,8 @@ from typing import Any, Iterator
 
 from onlinel1.batch import Batch
 from onlinel1.errors import OptionError
-from onlinel1.options import LOSSES, ORIGINS, RULES, SCHEDULES, UPDATES, LearnerOptions
+from onlinel1.options import (FEATURE_FIELDS, LOSS_NAMES, ORIGINS, RULES, SCHEDULES, UPDATES,
+                              LearnerOptions, penalty_help)
 
 FORMATS = ("svmlight", "vw")
 EXIT_ERROR = 1
@@ -16,7 +17,16 @@ EXIT_USAGE = 2
 
 
 class CommandError(Exception):
-    """A failure to report as one line on stderr."""
+    """A failure to report as one line on stderr; the command exits with
+    ``exit_code``."""
+
+    exit_code = EXIT_ERROR
+
+
+class EmptyInput(CommandError):
+    """An input with no example at all: a usage error (exit status 2)."""
+
+    exit_code = EXIT_USAGE
 
 
 class Formatter(argparse.RawDescriptionHelpFormatter):
@@ -24,10 +34,38 @@ class Formatter(argparse.RawDescriptionHelpFormatter):
 
 
 class Parser(argparse.ArgumentParser):
-    """Usage errors as one line on stderr (``--help`` shows the usage)."""
+    """Usage errors as one line on stderr (``--help`` shows the usage).
+
+    A sub-command's parser reports the arguments it does not know itself,
+    so that the message points to ``onlinel1 train --help`` rather than to
+    the top-level ``onlinel1 --help`` (argparse leaves them to the
+    top-level parser, which knows nothing of the sub-command's flags)."""
+
+    #: Set on the parsers made by ``add_subparsers().add_parser``.
+    subcommand = False
 
     def error(self, message: str) -> None:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def add_subparsers(self, **kwargs: Any) -> Any:
+        action = super().add_subparsers(**kwargs)
+        make = action.add_parser
+
+        def add_parser(name: str, **options: Any) -> argparse.ArgumentParser:
+            parser = make(name, **options)
+            parser.subcommand = True
+            return parser
+
+        action.add_parser = add_parser
+        return action
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        namespace, extras = super().parse_known_args(args, namespace)
+        # A sub-command takes every argument after its name: what it does not
+        # know, nobody does.
+        if extras and self.subcommand:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
 
 
 # ----------------------------------------------------------------- options
@@ -40,7 +78,8 @@ LEARNER_FLAGS = (("--loss", "loss"), ("--update", "update"), ("--l1", "l1"), ("-
                  ("--truncate-theta", "truncate_theta"), ("--adagrad-delta", "adagrad_delta"),
                  ("--ftrl-beta", "ftrl_beta"), ("--spred-init", "spred_init"),
                  ("--spred-threshold", "spred_threshold"), ("--max-features", "max_features"),
-                 ("--expire-after-examples", "expire_after_examples"))
+                 ("--expire-after-examples", "expire_after_examples"), ("-q", "interactions"),
+                 ("--namespaced-integers", "namespaced_integers"))
 #: The flag of each LearnerOptions field that has one.
 FLAG_OF = {field: flag for flag, field in LEARNER_FLAGS}
 
@@ -58,16 +97,18 @@ def add_learner_arguments(parser: argparse.ArgumentParser, with_defaults: bool =
 
     g = parser.add_argument_group(
         "learner", "The model and its update rule (docs/algorithms.md has the exact rules).")
-    g.add_argument("--loss", choices=LOSSES, default=default(d.loss),
-                   help=f"log (logistic; labels -1/+1 or 0/1), squared (regression) or "
-                        f"hinge (linear SVM) (default: {d.loss})")
+    g.add_argument("--loss", choices=LOSS_NAMES, default=default(d.loss),
+                   help=f"log (logistic; labels -1/+1 or 0/1; 'logistic' is another name for "
+                        f"it, Vowpal Wabbit's), squared (regression) or hinge (linear SVM) "
+                        f"(default: {d.loss})")
     rules = "; ".join(f"{name}: {spec.title}" for name, spec in RULES.items())
     g.add_argument("--update", choices=UPDATES, default=default(d.update),
                    help=f"the update rule: {rules} (default: {d.update})")
     g.add_argument("--l1", type=float, default=default(d.l1), metavar="X",
-                   help=f"L1 penalty per example (default: {d.l1})")
+                   help=f"L1 penalty: {penalty_help('l1')} (default: {d.l1})")
     g.add_argument("--l2", type=float, default=default(d.l2), metavar="X",
-                   help=f"L2 penalty per example; with --l1, the elastic net (default: {d.l2})")
+                   help=f"L2 penalty (with --l1, the elastic net): {penalty_help('l2')} "
+                        f"(default: {d.l2})")
     g.add_argument("--eta0", type=float, default=default(d.eta0), metavar="X",
                    help=f"initial step size (default: {d.eta0})")
     g.add_argument("--schedule", choices=SCHEDULES, default=default(d.schedule),
@@ -111,25 +152,66 @@ def add_learner_arguments(parser: argparse.ArgumentParser, with_defaults: bool =
     g.add_argument("--no-intercept", action="store_const", const=True,
                    default=False if with_defaults else None,
                    help="do not learn a bias term")
+    f = parser.add_argument_group(
+        "features", "How VW text becomes features; kept in the model, so predict applies it "
+                    "too (docs/formats.md).")
+    f.add_argument("-q", "--quadratic", dest="interactions", action="append", default=None,
+                   type=_interaction(2), metavar="AB",
+                   help="cross every feature of the namespaces starting with A with every one "
+                        "of those starting with B, as Vowpal Wabbit's -q (' ' is the default "
+                        "namespace, ':' any namespace: -q :: crosses every pair); repeat for "
+                        "more pairs")
+    f.add_argument("--cubic", dest="interactions", action="append", type=_interaction(3),
+                   metavar="ABC", help="cross three namespaces (Vowpal Wabbit's --cubic)")
+    f.add_argument("--interactions", dest="interactions", action="append",
+                   type=_interaction(None), metavar="AB..",
+                   help="cross 2 to 8 namespaces (Vowpal Wabbit's --interactions)")
+    f.add_argument("--namespaced-integers", action="store_const", const=True,
+                   default=False if with_defaults else None,
+                   help="an integer feature name in a named namespace is offset by the "
+                        "namespace's hash, as in Vowpal Wabbit, so |user 42 |ad 42 are two "
+                        "features (default: integer names are their own keys, in any "
+                        "namespace, as svmlight indices are)")
+
+
+def _interaction(order: int | None) -> Any:
+    """The argparse type of an interaction of ``order`` namespaces (None: 2 or more)."""
+    def check(text: str) -> str:
+        if (order is not None and len(text) != order) or len(text) < 2:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} must be {order if order else '2 or more'} namespace characters")
+        return text
+    return check
 
 
 def learner_options(args: argparse.Namespace,
                     base: dict[str, Any] | None = None) -> LearnerOptions:
-    """Options from ``base`` (e.g. a config file's [learner] table),
-    overridden by the flags that were given."""
+    """Options from ``base`` (e.g. a config file's [learner] table, the
+    file being ``args.config``), overridden by the flags that were given."""
     values = dict(base or {})
+    given = set()
     for _, field in LEARNER_FLAGS:
         if getattr(args, field) is not None:
             values[field] = getattr(args, field)
+            given.add(field)
     if args.no_intercept:
         values["fit_intercept"] = False
+        given.add("fit_intercept")
     try:
         return LearnerOptions.from_dict(values)
     except OptionError as exc:
-        # Name the flag, not the Python argument: "l2 must be..." -> "--l2 must be...";
-        # a setting with no flag (rebase_at, a config file's) keeps its name.
+        # Name what the user wrote: the flag ("l2 must be..." -> "--l2 must
+        # be..."), or the config file's key when the value came from there;
+        # a setting with neither (rebase_at) keeps its name.
+        config = getattr(args, "config", None)
         flag = FLAG_OF.get(exc.option)
-        message = str(exc) if flag is None or exc.detail is None else f"{flag} {exc.detail}"
+        if config and exc.option not in given and exc.option in (base or {}) \
+                or config and exc.reason == "unknown":
+            message = f"{config}: [learner] {exc}"
+        elif flag is None or exc.detail is None:
+            message = str(exc)
+        else:
+            message = f"{flag} {exc.detail}"
         raise CommandError(message) from None
 
 
@@ -176,10 +258,12 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
                         help="rows parsed and learned at a time (default: %(default)s)")
 
 
-def data_format(args: argparse.Namespace) -> str:
+def data_format(args: argparse.Namespace, path: str | None = None) -> str:
+    """``--format``, else the format of ``path`` (DATA by default) by its name."""
     if args.format:
         return args.format
-    name = args.data[:-3] if args.data.endswith(".gz") else args.data
+    path = args.data if path is None else path
+    name = path[:-3] if path.endswith(".gz") else path
     return "vw" if name.endswith(".vw") else "svmlight"
 
 
@@ -197,13 +281,40 @@ def read_ahead(args: argparse.Namespace, batches: Iterator[Batch]) -> Iterator[B
     return ahead(batches, depth=DEFAULT_DEPTH if args.read_ahead else 0)
 
 
-def read(args: argparse.Namespace, names: dict[int, str] | None = None) -> Iterator[Batch]:
+def read(args: argparse.Namespace, names: dict[int, str] | None = None,
+         path: str | None = None, options: LearnerOptions | None = None) -> Iterator[Batch]:
+    """The batches of DATA (or of ``path``, e.g. a --test file; ``-`` is
+    standard input, gzip or not), with the interactions and
+    namespaced_integers of ``options`` (the learner's), or else of the
+    flags given.  A command whose parser sets ``optional_labels``
+    (``predict``) takes lines without a label (their label is NaN)."""
     from onlinel1.io import read_batches
     if args.batch_size < 1:
         raise CommandError(f"--batch-size must be >= 1, got {args.batch_size}")
-    source: Any = sys.stdin.buffer if args.data == "-" else args.data
-    if source is not sys.stdin.buffer and not os.path.exists(source):
-        raise CommandError(f"{args.data}: no such file")
-    return read_batches(source, data_format(args), batch_size=args.batch_size, names=names)
+    path = args.data if path is None else path
+    source: Any = sys.stdin.buffer if path == "-" else path
+    if source is not sys.stdin.buffer:
+        check_input_file(path)
+    features = {name: getattr(options, name) if options is not None else getattr(args, name, None)
+                for name in FEATURE_FIELDS}
+    try:
+        return read_batches(source, data_format(args, path), batch_size=args.batch_size,
+                            names=names, optional_labels=getattr(args, "optional_labels", False),
+                            **{name: value for name, value in features.items() if value})
+    except ValueError as exc:
+        raise CommandError(f"{source_name(path)}: {exc}") from None
+
+
+def check_input_file(path: str, what: str = "") -> None:
+    """A CommandError unless ``path`` is a file that can be read."""
+    if not os.path.exists(path):
+        raise CommandError(f"{what}{path}: no such file")
+    if os.path.isdir(path):
+        raise CommandError(f"{what}{path}: a directory, not a data file")
+
+
+def source_name(path: str) -> str:
+    """How messages name an input: its path, ``<stdin>`` for ``-``."""
+    return "<stdin>" if path == "-" else path
 
 

@@ -1,11 +1,11 @@
-"""Offline commands: ``train``, ``predict --model``, ``inspect``."""
+"""Offline commands: ``train`` (its loop is onlinel1/cli/train.py),
+``predict --model``, ``inspect``."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import math
 import os
+import pathlib
 import sys
 import time
 from typing import Any, TextIO
@@ -13,120 +13,51 @@ from typing import Any, TextIO
 import numpy as np
 
 from onlinel1 import model_file
-from onlinel1.batch import BatchError
-from onlinel1.cli.common import (CommandError, Formatter, add_curve_client_arguments,
+from onlinel1.cli.common import (CommandError, EmptyInput, Formatter, add_curve_client_arguments,
                                  add_data_arguments, add_learner_arguments, add_read_ahead_argument,
-                                 explicit_learner_values, learner_options, read, read_ahead)
-from onlinel1.learner import Learner, NumericError
-from onlinel1.warm_start import WarmStartError, load_initial
+                                 read, source_name)
+from onlinel1.batch import BatchError
+from onlinel1.cli.evaluate import batch_error, check_labels, features_only, metric_items, print_items
+from onlinel1.cli.train import ProgressTable, cmd_train, register_flags
+from onlinel1.evaluation import Evaluation
+from onlinel1.learner import Learner
 
-
-# ------------------------------------------------------------------- train
-
-class ProgressTable:
-    """Vowpal Wabbit style progress: a line each time the example count
-    doubles, with the loss since the previous line."""
-
-    def __init__(self, out: TextIO, classification: bool, enabled: bool) -> None:
-        self.out, self.classification, self.enabled = out, classification, enabled
-        self.next_report = 1024
-        self.last = (0, 0.0, 0.0)   # examples, weighted loss sum, weight sum
-        self.start = time.perf_counter()
-        self.header_done = False
-
-    def update(self, learner: Learner, totals: tuple[int, float, float, int],
-               final: bool = False) -> None:
-        examples, loss_sum, weight_sum, correct = totals
-        if not self.enabled or (examples < self.next_report and not final):
-            return
-        while self.next_report <= examples:
-            self.next_report *= 2
-        if not self.header_done:
-            acc = "  accuracy" if self.classification else ""
-            print(f"{'examples':>12}  {'avg loss':>10}  {'since last':>10}{acc}  "
-                  f"{'nnz':>10}  {'examples/s':>11}", file=self.out)
-            self.header_done = True
-        n0, l0, w0 = self.last
-        since = (loss_sum - l0) / (weight_sum - w0) if weight_sum > w0 else math.nan
-        avg = loss_sum / weight_sum if weight_sum else math.nan
-        rate = examples / max(time.perf_counter() - self.start, 1e-9)
-        acc = f"  {correct / examples:>8.4f}" if self.classification and examples else ""
-        print(f"{examples:>12}  {avg:>10.6f}  {since:>10.6f}{acc}  {learner.nnz:>10}  "
-              f"{rate:>11.0f}", file=self.out, flush=True)
-        self.last = (examples, loss_sum, weight_sum)
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    options = learner_options(args)
-    if args.passes < 1:
-        raise CommandError(f"--passes must be >= 1, got {args.passes}")
-    names: dict[int, str] | None = None if args.no_names else {}
-    if args.initial:
-        try:
-            learner, initial_names = load_initial(args.initial, explicit_learner_values(args, {}),
-                                                  options, args.force_config)
-        except WarmStartError as exc:
-            raise CommandError(str(exc)) from None
-        if names is not None:
-            names.update(initial_names)
-        options = learner.options
-    else:
-        if args.force_config:
-            raise CommandError("--force-config goes with --initial")
-        learner = Learner(options)
-    err = sys.stderr
-    table = ProgressTable(err, options.classification, not args.quiet)
-    totals = [0, 0.0, 0.0, 0]
-    start = time.perf_counter()
-    for _ in range(args.passes):
-        # With read-ahead, the reader fills ``names`` in its own thread: it
-        # is only read (by the save below) once every pass is over and the
-        # thread joined.
-        with contextlib.closing(read_ahead(args, read(args, names))) as batches:
-            for batch in batches:
-                try:
-                    learner.learn(batch)
-                except BatchError as exc:
-                    where = "" if exc.row is None else f"example {totals[0] + exc.row + 1}: "
-                    raise CommandError(f"{args.data}: {where}{exc}") from None
-                except NumericError as exc:
-                    raise CommandError(f"{args.data}: example {totals[0] + exc.row + 1}: "
-                                       f"{exc}") from None
-                sums = learner.progress_sums
-                totals = [sums["examples"], sums["loss_sum"], sums["weight_sum"],
-                          sums["correct"]]
-                table.update(learner, tuple(totals))
-    elapsed = time.perf_counter() - start
-    table.update(learner, tuple(totals), final=True)
-    summary = learner.progress
-    lines = [("examples", f"{summary['examples']}"),
-             ("passes", f"{args.passes}"),
-             ("progressive loss", f"{summary['loss']:.6f}")]
-    if options.classification:
-        lines.append(("accuracy", f"{summary['accuracy']:.4f}"))
-    lines += [("non-zero weights", f"{learner.nnz}")]
-    if options.budgeted:
-        lines.append(("budget", budget_line(learner)))
-    lines += [("time", f"{elapsed:.3f} s ({summary['examples'] / max(elapsed, 1e-9):,.0f} "
-                       f"examples/s)")]
-    if args.save:
-        size = model_file.save(args.save, learner, names, extra={"trained_on": args.data})
-        lines.append(("model", f"{args.save} ({size:,} bytes)"))
-    width = max(len(k) for k, _ in lines)
-    for key, value in lines:
-        print(f"{key:<{width}}  {value}", file=err)
-    return 0
+__all__ = ["ProgressTable", "budget_line", "cmd_inspect", "cmd_predict", "cmd_train", "export",
+           "load_model", "register", "write_numbers"]
 
 
 # ----------------------------------------------------------------- predict
 
 def load_model(path: str) -> tuple[Learner, dict[int, str], dict[str, Any]]:
+    """A model file, a snapshot, or the newest valid snapshot of a snapshot
+    directory (one model's, or a daemon's with one model folder), as
+    ``serve --predict-only --model`` takes them."""
     if not os.path.exists(path):
         raise CommandError(f"{path}: no such file")
+    if os.path.isdir(path):
+        return load_newest_snapshot(path)
     try:
         return model_file.load(path)
     except model_file.ModelFileError as exc:
         raise CommandError(str(exc)) from None
+
+
+def load_newest_snapshot(path: str) -> tuple[Learner, dict[int, str], dict[str, Any]]:
+    from onlinel1.server.layout import replica_sources
+    from onlinel1.server.snapshots import SnapshotDir
+    sources = replica_sources(path)
+    if len(sources) > 1:
+        folders = ", ".join(sorted(sources))
+        raise CommandError(f"{path}: a snapshot directory of several models ({folders}): give "
+                           f"the folder of one, e.g. {os.path.join(path, sorted(sources)[0])}")
+    where = next(iter(sources.values()), pathlib.Path(path))
+    loaded, problems = SnapshotDir(where, 1).load_newest_valid()
+    for problem in problems:
+        print(f"onlinel1: warning: {where}: {problem}", file=sys.stderr)
+    if loaded is None:
+        raise CommandError(f"{path}: a directory with no valid snapshot (a model file or a "
+                           f"snapshot directory is expected)")
+    return loaded.learner, loaded.names, loaded.extra
 
 
 def write_numbers(values: np.ndarray, out: TextIO) -> None:
@@ -147,6 +78,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
             except ValueError as exc:
                 args.parser.error(f"with --connect, --model names one of the daemon's "
                                   f"models: {exc}")
+        if args.strict or args.quiet:
+            args.parser.error("--strict and --quiet go with --model FILE, not --connect")
         return predict_remote(args)
     if args.curve_secret_key or args.curve_server_key:
         args.parser.error("--curve-secret-key and --curve-server-key go with --connect")
@@ -155,12 +88,85 @@ def cmd_predict(args: argparse.Namespace) -> int:
     learner, _, _ = load_model(args.model)
     out = sys.stdout if args.output in (None, "-") else open(args.output, "w")
     try:
-        for batch in read(args):
-            write_numbers(learner.predict(batch), out)
+        ev, matched = predict_file(args, learner, out)
     finally:
         if out is not sys.stdout:
             out.close()
+    if not matched:
+        say_unmatched(args, learner, ev)
+    if ev.labelled and not args.quiet:
+        result = ev.evaluation.result()
+        items = [("examples", f"{ev.examples}")]
+        if ev.labelled < ev.examples:
+            items.append(("labelled", f"{ev.labelled} (the metrics are theirs)"))
+        items += [item for item in metric_items(result) if item[0] != "examples"]
+        print_items(items, sys.stderr)
     return 0
+
+
+class Predicted:
+    """What ``predict`` saw: examples, labelled ones, their metrics."""
+
+    def __init__(self, loss: str) -> None:
+        self.examples = self.labelled = 0
+        self.evaluation = Evaluation(loss)
+
+
+def predict_file(args: argparse.Namespace, learner: Learner,
+                 out: TextIO) -> tuple[Predicted, bool]:
+    """Write a prediction per example of DATA to ``out`` and evaluate the
+    labelled ones; also say whether any feature of DATA has a weight in the
+    model.  With ``--strict`` the predictions are held back until one does,
+    so that nothing is written when none does."""
+    source = source_name(args.data)
+    loss = learner.options.loss
+    seen = Predicted(loss)
+    matched = False
+    held: list[np.ndarray] = []
+    for batch in read(args, options=learner.options):
+        features = features_only(batch)
+        try:
+            learner.check(features, learning=False)
+        except BatchError as exc:
+            raise batch_error(exc, batch, source, loss) from None
+        predictions = learner.predict(features, check=False)
+        seen.examples += batch.n_rows
+        labelled = np.isfinite(batch.labels)
+        if labelled.any():
+            check_labels(batch, labelled, source, loss)
+            m = learner.decision_function(features, check=False)
+            seen.labelled += int(labelled.sum())
+            seen.evaluation.add(m[labelled], batch.labels[labelled],
+                                None if batch.weights is None else batch.weights[labelled])
+        if not matched:
+            # Looked up until the first hit only (the store's hash lookup).
+            matched = bool(batch.keys.size) and bool(np.any(learner.weights_of(batch.keys)))
+            if args.strict and not matched:
+                held.append(predictions)
+                continue
+            for earlier in held:
+                write_numbers(earlier, out)
+            held.clear()
+        write_numbers(predictions, out)
+    if seen.examples == 0:
+        raise EmptyInput(f"{source}: no examples (the input is empty, or only blank and "
+                         f"comment lines)")
+    return seen, matched
+
+
+def say_unmatched(args: argparse.Namespace, learner: Learner, seen: Predicted) -> None:
+    """No feature of DATA has a weight in the model: every prediction is
+    the intercept's alone.  A warning, or with --strict an error."""
+    source = source_name(args.data)
+    if learner.nnz == 0:
+        what = f"the model {args.model} has no non-zero weight"
+    else:
+        what = (f"no feature of {source} has a weight in the model {args.model} (was it "
+                f"trained on features of the same kind: svmlight indices, or VW names?)")
+    what += f": all {seen.examples} predictions are the intercept's alone"
+    if args.strict:
+        raise CommandError(f"{what}; nothing was written (--strict)")
+    print(f"onlinel1: warning: {what} (--strict makes this an error)", file=sys.stderr)
 
 
 # ----------------------------------------------------------------- inspect
@@ -184,6 +190,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(f"rule              loss={o.loss} update={o.update} l1={o.l1!r} l2={o.l2!r} "
           f"eta0={o.eta0!r} schedule={o.schedule} origin={o.origin} "
           f"fit_intercept={o.fit_intercept}", file=out)
+    if o.interactions or o.namespaced_integers:
+        print(f"features          interactions={','.join(o.interactions) or '-'} "
+              f"namespaced_integers={o.namespaced_integers}", file=out)
     print(f"examples          {learner.examples_seen}", file=out)
     print(f"progressive loss  {progress['loss']:.6f}", file=out)
     if "accuracy" in progress:
@@ -195,21 +204,37 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if extra.get("trained_on"):
         print(f"trained on        {extra['trained_on']}", file=out)
     snapshot = extra.get("snapshot")
-    if snapshot:
-        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(snapshot["unix_time"]))
-        print(f"snapshot          #{snapshot['seq']} ({snapshot['reason']}, {when})", file=out)
-        for producer, seq in sorted(snapshot["producers"].items()):
-            print(f"producer          {producer}: last batch seq {seq}", file=out)
+    if isinstance(snapshot, dict):
+        print(f"snapshot          {snapshot_line(snapshot)}", file=out)
+        for producer, seq in sorted(snapshot.get("producers", {}).items()):
+            print(f"producer          {shown(producer)}: last batch seq {seq}", file=out)
     if args.top > 0 and keys.size:
         order = np.argsort(-np.abs(weights), kind="stable")[:args.top]
         print(f"\ntop {len(order)} weights by magnitude:", file=out)
         for i in order:
             key = int(keys[i])
-            name = f"  {names[key]}" if key in names else ""
+            name = f"  {shown(names[key])}" if key in names else ""
             print(f"  {key:>20}  {float(weights[i])!r:>24}{name}", file=out)
     if args.export:
         export(args.export, keys, weights, names)
     return 0
+
+
+def snapshot_line(snapshot: dict[str, Any]) -> str:
+    """``#seq (reason, time)`` of a snapshot's record, with what it has
+    (every field is optional to a reader: docs/snapshot-format.md)."""
+    seq = f"#{snapshot['seq']}" if "seq" in snapshot else "(no seq)"
+    details = [str(snapshot["reason"])] if "reason" in snapshot else []
+    if isinstance(snapshot.get("unix_time"), (int, float)):
+        details.append(time.strftime("%Y-%m-%d %H:%M:%S UTC",
+                                     time.gmtime(snapshot["unix_time"])))
+    return seq + (f" ({', '.join(details)})" if details else "")
+
+
+def shown(name: str) -> str:
+    """A feature name as printed: the bytes of a name that is not UTF-8
+    (kept with surrogateescape) as backslash escapes."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 #: Rows formatted and written at a time by ``export``.
@@ -222,9 +247,11 @@ def export(path: str, keys: np.ndarray, weights: np.ndarray, names: dict[int, st
     name where known, no header) or, for ``*.json``, a JSON list.  Rows are
     formatted ``chunk_rows`` at a time, so that the text of a large model
     never sits in memory whole; the output is that of one ``json.dump`` of
-    the whole list."""
+    the whole list.  A name that is not UTF-8 (the readers keep its bytes
+    with surrogateescape) is written as its bytes in the TSV, and as
+    ``\\udcXX`` escapes in the JSON."""
     as_json = path.endswith(".json")
-    with open(path, "w", encoding="utf-8") as f:
+    with open(path, "w", encoding="utf-8", errors="surrogateescape") as f:
         if as_json:
             f.write("[")
         for start in range(0, keys.size, chunk_rows):
@@ -253,15 +280,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         "train", formatter_class=Formatter, help="learn a data file online",
         description="Learn DATA one example at a time, as the daemon would, printing\n"
                     "progressive validation (each example's loss before the model learns\n"
-                    "from it) each time the example count doubles, and a summary at the end.",
+                    "from it) each time the example count doubles, and a summary at the end;\n"
+                    "with --test or --holdout-fraction, the metrics of examples it never\n"
+                    "learns after every pass. An input with no example is an error (exit 2).",
         epilog="examples:\n  onlinel1 train a9a.train.svm --update fobos --l1 1e-4 --save a9a.model\n"
-               "  onlinel1 train day2.svm --initial a9a.model --save a9a-day2.model")
+               "  onlinel1 train a9a.train.svm --passes 5 --shuffle --test a9a.test.svm\n"
+               "  onlinel1 train a9a.train.svm --passes 5 --holdout-fraction 0.1\n"
+               "  zcat day2.svm.gz | onlinel1 train - --passes 2 --initial a9a.model "
+               "--save a9a-day2.model")
     add_data_arguments(train)
     # Unset flags stay None, so that --initial can tell the settings given
     # from the defaults (learner_options fills those in).
     add_learner_arguments(train, with_defaults=False)
-    train.add_argument("--passes", type=int, default=1, metavar="N",
-                       help="passes over DATA (default: %(default)s)")
+    register_flags(train)
     train.add_argument("--save", metavar="MODEL", help="write the model to this file")
     train.add_argument("--initial", metavar="MODEL",
                        help="start from this model file or snapshot instead of from zero (Vowpal "
@@ -272,7 +303,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                             "where they differ")
     train.add_argument("--no-names", action="store_true",
                        help="do not keep the names of string features for inspect")
-    train.add_argument("--quiet", action="store_true", help="no progress lines")
+    train.add_argument("--quiet", action="store_true",
+                       help="print nothing but errors (no progress, no summary)")
     add_read_ahead_argument(train, "learned")
     train.set_defaults(func=cmd_train)
 
@@ -282,29 +314,43 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "positive class for the log loss, the margin b + sum w_i x_i otherwise,\n"
                     "from a model file (--model FILE) or a running daemon (--connect),\n"
                     "whose model --model NAME names (the daemon's 'default' model without\n"
-                    "it).",
+                    "it). Labels are optional (a line without one is predicted all the\n"
+                    "same). With --model FILE, when DATA has labels, the metrics go to\n"
+                    "stderr: log loss, accuracy and AUC for a classification model, RMSE\n"
+                    "and MAE for --loss squared; and if no feature of DATA has a weight in\n"
+                    "the model, a warning says so (--strict: an error).",
         epilog="examples:\n"
                "  onlinel1 predict --model a9a.model a9a.test.svm > predictions.txt\n"
+               "  onlinel1 predict --model /var/lib/onlinel1 --strict new.svm\n"
                "  onlinel1 predict --connect tcp://127.0.0.1:5556 a9a.test.svm\n"
                "  onlinel1 predict --connect tcp://127.0.0.1:5556 --model ctr ctr.test.svm")
     predict.add_argument("--model", metavar="FILE|NAME",
-                         help="without --connect: a model file written by train --save (or "
-                              "a snapshot); with --connect: the name of one of the daemon's "
-                              "models (default: its 'default' model)")
+                         help="without --connect: a model file written by train --save, a "
+                              "snapshot, or a snapshot directory (its newest valid snapshot); "
+                              "with --connect: the name of one of the daemon's models "
+                              "(default: its 'default' model)")
     predict.add_argument("--connect", metavar="ENDPOINT",
                          help="ask a running daemon at its request endpoint instead, "
                               "e.g. tcp://127.0.0.1:5556")
     add_curve_client_arguments(predict)
     add_data_arguments(predict)
     predict.add_argument("--output", metavar="FILE", help="write here instead of stdout")
-    predict.set_defaults(func=cmd_predict, parser=predict)
+    predict.add_argument("--strict", action="store_true",
+                         help="with --model FILE: an error (exit 1, no prediction written) when "
+                              "no feature of DATA has a weight in the model; the predictions are "
+                              "held back until one does")
+    predict.add_argument("--quiet", action="store_true",
+                         help="with --model FILE: no metrics (warnings and errors still)")
+    predict.set_defaults(func=cmd_predict, parser=predict, optional_labels=True)
 
     inspect = sub.add_parser(
         "inspect", formatter_class=Formatter, help="summarise or export a model",
         description="Print a model's settings, counters and largest weights; export its\n"
                     "non-zero weights.",
         epilog="example:\n  onlinel1 inspect a9a.model --top 20 --export weights.tsv")
-    inspect.add_argument("model", metavar="MODEL", help="a model file")
+    inspect.add_argument("model", metavar="MODEL",
+                         help="a model file, a snapshot, or a snapshot directory (its newest "
+                              "valid snapshot)")
     inspect.add_argument("--top", type=int, default=10, metavar="N",
                          help="show the N largest weights by magnitude (default: %(default)s)")
     inspect.add_argument("--export", metavar="FILE",

@@ -1,9 +1,13 @@
-"""Commands that talk to a running daemon: ``send``, ``predict --connect``,
-``stats``, ``health``, ``snapshot`` (and ``models``, in models.py).  They
-are thin: the protocol lives in onlinel1/client.py, the reading of data
-files in onlinel1/io.  Each takes ``--model NAME`` for one of the daemon's
-named models; without it, the messages carry no ``model`` field (the
-daemon's ``default`` model)."""
+"""Commands that talk to a running daemon: ``send`` (its checks in
+send.py), ``predict --connect``, ``stats``, ``health``, ``snapshot`` (and
+``models``, in models.py).  They are thin: the protocol lives in
+onlinel1/client.py, the reading of data files in onlinel1/io.  Each takes
+``--model NAME`` for one of the daemon's named models; without it, the
+messages carry no ``model`` field (the daemon's ``default`` model).
+
+None waits without end: each request has its ``--timeout``, and a daemon
+that is not there (or an endpoint that is the daemon's other one) is
+named as such (onlinel1/link.py)."""
 from __future__ import annotations
 
 import argparse
@@ -15,9 +19,10 @@ from typing import Any, Callable, Iterator, TextIO
 
 import numpy as np
 
+from onlinel1.cli import send as _send
 from onlinel1.cli.common import (CommandError, Formatter, add_curve_client_arguments,
                                  add_data_arguments, add_read_ahead_argument, curve_timeout_hint,
-                                 read, read_ahead)
+                                 read)
 
 TRAIN_ENDPOINT = "tcp://127.0.0.1:5555"
 REQUEST_ENDPOINT = "tcp://127.0.0.1:5556"
@@ -45,17 +50,28 @@ def add_model_argument(parser: argparse.ArgumentParser, what: str) -> None:
                              f"'onlinel1 models list' shows the others)")
 
 
-def _talk(action: Callable[[], Any], args: argparse.Namespace | None = None) -> Any:
+#: Reasons of a ConnectTimeout (onlinel1/link.py) that CURVE cannot be behind.
+NOT_CURVE = frozenset({"nothing", "socket_type", "no_handshake", "lost"})
+
+
+def _talk(action: Callable[[], Any], args: argparse.Namespace | None = None,
+          daemon_errors: bool = False, where: str = "") -> Any:
     """Run ``action``, turning the client's failures into one-line errors
-    (a time-out says what to check about CURVE, from ``args``' flags)."""
+    (a time-out that CURVE may explain says what to check about it, from
+    ``args``' flags; ``where`` is added to a time-out's message).
+    ``daemon_errors``: let DaemonError through."""
     from onlinel1.client import ClientError, DaemonError
     try:
         return action()
     except DaemonError as exc:
+        if daemon_errors:
+            raise
         hint = f" ({HINTS[exc.code]})" if exc.code in HINTS else ""
         raise CommandError(f"daemon replied {exc.code}: {exc.message}{hint}") from None
-    except TimeoutError as exc:     # DaemonTimeout, ProducerTimeout
-        raise CommandError(f"{exc} ({curve_timeout_hint(args)})") from None
+    except TimeoutError as exc:     # DaemonTimeout, ConnectTimeout, ProducerTimeout
+        if getattr(exc, "reason", None) in NOT_CURVE:
+            raise CommandError(f"{exc}{where}") from None
+        raise CommandError(f"{exc}{where} ({curve_timeout_hint(args)})") from None
     except (ClientError, ValueError) as exc:
         raise CommandError(str(exc)) from None
 
@@ -65,12 +81,14 @@ def _curve_keys(args: argparse.Namespace) -> dict[str, Any]:
             "curve_server_key": getattr(args, "curve_server_key", None)}
 
 
-def _client(args: argparse.Namespace, timeout: float) -> Any:
+def _client(args: argparse.Namespace, timeout: float, endpoint: str | None = None) -> Any:
+    """A Client of ``endpoint`` (default: ``--connect``) for ``--model``."""
     from onlinel1.client import Client
     if not timeout > 0:
         raise CommandError(f"--timeout must be > 0 seconds, got {timeout}")
     model = getattr(args, "model", None)
-    return _talk(lambda: Client(args.connect, timeout=timeout, model=model, **_curve_keys(args)))
+    return _talk(lambda: Client(args.connect if endpoint is None else endpoint,
+                                timeout=timeout, model=model, **_curve_keys(args)))
 
 
 def _ask(args: argparse.Namespace, op: str) -> Any:
@@ -117,46 +135,13 @@ class Progress:
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    from onlinel1.client import Producer
-    from onlinel1.io import ParseError
-    if args.timeout is not None and not args.timeout > 0:
-        raise CommandError(f"--timeout must be > 0 seconds, got {args.timeout}")
-    err = sys.stderr
-    enabled = args.progress if args.progress is not None else err.isatty()
-    progress = Progress(err, enabled)
-    # Checks the file and --batch-size before connecting; the read-ahead
-    # thread starts with the first batch.
-    batches = read_ahead(args, read(args))
-    start = time.perf_counter()
-    producer = _talk(lambda: Producer(args.connect, batch_size=args.batch_size,
-                                      producer=args.producer, send_timeout=args.timeout,
-                                      linger=args.timeout, model=args.model,
-                                      **_curve_keys(args)))
-    try:
-        try:
-            for batch in batches:
-                _talk(lambda: producer.send_batch(batch), args)
-                progress.update(producer.examples_sent, producer.seq)
-        except ParseError:
-            # The rows before the bad line were sent, as train would have
-            # learned them: deliver them, then report the line.
-            progress.finish()
-            _talk(producer.close, args)
-            raise
-        progress.finish()
-        # Wait until everything queued has left: the daemon has it all.
-        _talk(producer.close, args)
-    finally:
-        batches.close()       # stops the read-ahead thread if we stopped early
-        progress.finish()
-        if not producer.closed:
-            producer.close(linger=0, flush=False)
-    elapsed = time.perf_counter() - start
-    to = args.connect if args.model is None else f"model {args.model} at {args.connect}"
-    print(f"sent {producer.examples_sent:,} examples in {producer.seq:,} batches to "
-          f"{to} in {elapsed:.3f} s "
-          f"({producer.examples_sent / max(elapsed, 1e-9):,.0f} examples/s)", file=err)
-    return 0
+    """``onlinel1 send``: send.py, given this module's client pieces."""
+    enabled = args.progress if args.progress is not None else sys.stderr.isatty()
+    return _send.cmd_send(
+        args, progress=Progress(sys.stderr, enabled),
+        client=lambda endpoint, timeout: _client(args, timeout, endpoint),
+        talk=lambda action, rejected=False, where="": _talk(action, args, rejected, where),
+        keys=_curve_keys(args), defaults=(TRAIN_ENDPOINT, REQUEST_ENDPOINT))
 
 
 # ----------------------------------------------------------------- predict
@@ -260,14 +245,26 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "rows, to the training endpoint of a running daemon, which learns them\n"
                     "in order. When the daemon falls behind, sending waits (nothing is\n"
                     "dropped). The command returns once every batch has been delivered,\n"
-                    "then prints the number of examples sent and the rate.",
+                    "then prints the number of examples sent and the rate.\n\n"
+                    "It checks that the daemon takes them: the training endpoint must take\n"
+                    "the connection within --connect-timeout; the request endpoint\n"
+                    "(--request-endpoint; the default one with the default --connect) is\n"
+                    "asked for the model's loss and counters first, batches with labels the\n"
+                    "loss cannot learn are not sent, and after the last batch the model's\n"
+                    "counters must show every batch processed and none rejected.\n\n"
+                    "Exit status: 0 when all was sent, delivered and accepted; 1 on an error\n"
+                    "(no daemon, not delivered, a bad file); 3 when the daemon rejected\n"
+                    "batches (or would have: their labels).",
         epilog="examples:\n"
                "  onlinel1 serve &\n"
                "  onlinel1 send a9a.train.svm --connect tcp://127.0.0.1:5555 "
                "--producer loader-1\n"
                "  onlinel1 stats\n"
                "  onlinel1 models create ctr --update fobos --l1 1e-5\n"
-               "  onlinel1 send ctr.train.svm --model ctr")
+               "  onlinel1 send ctr.train.svm --model ctr\n"
+               "  onlinel1 send x.svm --connect tcp://10.0.0.7:5555 "
+               "--request-endpoint tcp://10.0.0.7:5556\n"
+               "  onlinel1 send x.svm --ack --request-endpoint tcp://10.0.0.7:5556")
     add_data_arguments(send)
     send.set_defaults(batch_size=1000)
     send.add_argument("--connect", metavar="ENDPOINT", default=TRAIN_ENDPOINT,
@@ -276,9 +273,27 @@ def register(sub: argparse._SubParsersAction) -> None:
                       help="name this sender; the daemon's stats show the last batch "
                            "number received from each name")
     add_model_argument(send, "the daemon's model that learns the examples")
-    send.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
-                      help="give up when the daemon has taken nothing for this long "
-                           "(default: wait as long as it takes)")
+    send.add_argument("--request-endpoint", metavar="E", default=None,
+                      help=f"the daemon's request endpoint, asked to check the batches "
+                           f"(default: {REQUEST_ENDPOINT} when --connect is the default, "
+                           f"none otherwise)")
+    send.add_argument("--timeout", type=float, default=_send.TIMEOUT, metavar="SECONDS",
+                      help="give up when the daemon has made no progress for this long: taken "
+                           "no batch, or (at the end) none delivered or seen processed; with "
+                           "--ack, the longest wait for each batch's reply (default: "
+                           "%(default)s)")
+    send.add_argument("--connect-timeout", type=float, default=5.0, metavar="SECONDS",
+                      help="give up when no daemon has taken the connection for this long, "
+                           "at the start or after losing it (default: %(default)s)")
+    checked = send.add_mutually_exclusive_group()
+    checked.add_argument("--no-check", dest="check", action="store_false",
+                         help="do not ask the request endpoint (no check of the labels, nor "
+                              "of the batches' acceptance)")
+    checked.add_argument("--ack", action="store_true",
+                         help="send each batch as an acknowledged learn request to the "
+                              "request endpoint (not --connect): exact, with the daemon's "
+                              "error for a rejected batch, but one round trip per batch and "
+                              "no --producer")
     add_curve_client_arguments(send)
     shown = send.add_mutually_exclusive_group()
     shown.add_argument("--progress", dest="progress", action="store_const", const=True,

@@ -110,8 +110,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if http is not None:
             http.close()
         daemon.close()
-        print(f"configuration ok: training on {config.train_endpoint}, requests on "
-              f"{config.request_endpoint}"
+        serving = (f"a predict-only replica of {args.model} (no training endpoint)"
+                   if args.predict_only else f"training on {config.train_endpoint}")
+        print(f"configuration ok: {serving}, requests on {config.request_endpoint}"
               + (f", HTTP on {config.http_endpoint}" if http is not None else ""),
               file=sys.stderr)
         return 0

@@ -21,6 +21,18 @@ dtype('uint64')
 Strings are encoded with ``errors="surrogateescape"``, so the display
 names the readers report for bytes that are not valid UTF-8 hash back to
 the key read from the file.
+
+With ``namespaced_integers=True`` (a learner setting, Vowpal Wabbit's
+rule) an integer name in a named namespace is offset by the namespace's
+hash instead: its key is ``(int(name) + namespace_hash(namespace)) mod
+2**64``, where ``namespace_hash(ns)`` is the XXH64 of ``ns + "^"``.  So
+``|user 42`` and ``|ad 42`` are two features; the default namespace adds
+nothing.
+
+>>> feature_key("42", "user", namespaced_integers=True) == 42 + namespace_hash("user")
+True
+>>> feature_key("42", namespaced_integers=True)
+42
 """
 from __future__ import annotations
 
@@ -28,9 +40,10 @@ from typing import Sequence
 
 import numpy as np
 
-from onlinel1._kernels.hashing import FEATURE_SEED, feature_key_bytes, feature_keys_packed
+from onlinel1._kernels.hashing import (FEATURE_SEED, feature_key_bytes, feature_keys_packed,
+                                       xxh64_bytes)
 
-__all__ = ["HASH_SEED", "SEPARATOR", "feature_key", "feature_keys"]
+__all__ = ["HASH_SEED", "SEPARATOR", "feature_key", "feature_keys", "namespace_hash"]
 
 #: The XXH64 seed of every string feature: "onlinel1" in ASCII, big-endian.
 HASH_SEED: int = FEATURE_SEED
@@ -50,7 +63,16 @@ def _prefix(namespace: str | None) -> bytes:
     return _encode(namespace, "namespace") + b"^"
 
 
-def feature_key(name: str, namespace: str | None = None) -> int:
+def namespace_hash(namespace: str | None) -> int:
+    """What ``namespaced_integers`` adds to an integer name's key in
+    ``namespace``: XXH64 of ``namespace + "^"`` with ``HASH_SEED`` (0 for
+    the default namespace, None or ``""``)."""
+    prefix = _prefix(namespace)
+    return xxh64_bytes(prefix, HASH_SEED) if prefix else 0
+
+
+def feature_key(name: str, namespace: str | None = None, *,
+                namespaced_integers: bool = False) -> int:
     """The uint64 key of feature ``name`` in ``namespace`` (None: no namespace).
 
     >>> feature_key("123", "anything")
@@ -58,12 +80,14 @@ def feature_key(name: str, namespace: str | None = None) -> int:
     >>> feature_key("price", "f") == feature_key("f^price")
     True
     """
-    return feature_key_bytes(_prefix(namespace), _encode(name, "name"))
+    offset = namespace_hash(namespace) if namespaced_integers else 0
+    return feature_key_bytes(_prefix(namespace), _encode(name, "name"), offset)
 
 
-def feature_keys(names: Sequence[str], namespace: str | None = None) -> np.ndarray:
+def feature_keys(names: Sequence[str], namespace: str | None = None, *,
+                 namespaced_integers: bool = False) -> np.ndarray:
     """Keys of many names of one namespace, as a uint64 array, in one call
-    into the compiled hash.
+    into the compiled hash (``namespaced_integers`` as for ``feature_key``).
 
     >>> feature_keys(["7", "x"]).tolist() == [7, feature_key("x")]
     True
@@ -75,4 +99,5 @@ def feature_keys(names: Sequence[str], namespace: str | None = None) -> np.ndarr
     if encoded:
         np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded)),
                   out=offsets[1:])
-    return feature_keys_packed(_prefix(namespace), b"".join(encoded), offsets)
+    offset = namespace_hash(namespace) if namespaced_integers else 0
+    return feature_keys_packed(_prefix(namespace), b"".join(encoded), offsets, offset)

@@ -15,13 +15,25 @@ docs/formats.md.
 A malformed line raises :class:`ParseError` naming the file and the 1-based
 line.  The complete rows before it are yielded first, whatever the batch
 size, so a learner fed the stream has seen the same rows at the moment of
-the error whether the batches were of 1 row or of 8192.
+the error whether the batches were of 1 row or of 8192.  Every batch is a
+:class:`ReadBatch`, whose ``lines`` give the 1-based line of each row, so
+that an error found later (a label the loss cannot take) names its line
+the same way.
+
+Gzip input is recognised by its first two bytes (``1f 8b``), on standard
+input and in files of any name, as well as by a ``.gz`` name.
 
 >>> import io
 >>> data = io.BytesIO(b"1 |f 3:0.5 color\\n-1 2 'id7 |f 3:1.5\\n")
 >>> batch = next(read_batches(data, "vw"))
 >>> batch.labels.tolist(), batch.weights.tolist(), batch.indptr.tolist()
 ([1.0, -1.0], [1.0, 2.0], [0, 2, 3])
+>>> batch.lines.tolist()
+[1, 2]
+>>> unlabelled = io.BytesIO(b"3:1 4:1\\n\\n1 5:2\\n")
+>>> batch = next(read_batches(unlabelled, "svmlight", optional_labels=True))
+>>> batch.labels.tolist(), batch.lines.tolist()
+([nan, 1.0], [1, 3])
 """
 from __future__ import annotations
 
@@ -34,13 +46,16 @@ import numpy as np
 
 from onlinel1._kernels.parse import ERRORS, FORMATS as _FORMAT_CODES, Parser
 from onlinel1.batch import Batch
+from onlinel1.options import normalise_interactions
 
-__all__ = ["FORMATS", "ParseError", "read_batches"]
+__all__ = ["FORMATS", "ParseError", "ReadBatch", "read_batches"]
 
 FORMATS = tuple(sorted(_FORMAT_CODES))
 DEFAULT_BLOCK_SIZE = 1 << 20
 # How much of an offending token an error message quotes.
 MAX_QUOTED = 60
+#: The first two bytes of a gzip stream (RFC 1952).
+GZIP_MAGIC = b"\x1f\x8b"
 
 
 class ParseError(ValueError):
@@ -57,22 +72,87 @@ class ParseError(ValueError):
         self.line = line
 
 
-def _open(source: Any) -> tuple[BinaryIO, str, bool]:
-    """(binary file object, name for messages, whether we opened it)."""
+class ReadBatch(Batch):
+    """A :class:`Batch` read from text, with ``lines``: the 1-based line
+    number in the input of each row (int64; blank and comment lines count,
+    as in :class:`ParseError`)."""
+
+    __slots__ = ("lines",)
+
+    def __init__(self, indptr: Any, keys: Any, values: Any, labels: Any = None,
+                 weights: Any = None, lines: Any = None) -> None:
+        super().__init__(indptr, keys, values, labels, weights)
+        lines = np.zeros(self.n_rows, np.int64) if lines is None \
+            else np.ascontiguousarray(lines, dtype=np.int64)
+        if lines.shape != (self.n_rows,):
+            raise ValueError(f"lines: {lines.size} entries for {self.n_rows} rows")
+        self.lines = lines
+
+    def slice(self, start: int, stop: int) -> "ReadBatch":
+        part = super().slice(start, stop)
+        start, stop, _ = slice(start, stop).indices(self.n_rows)
+        return ReadBatch(part.indptr, part.keys, part.values, part.labels, part.weights,
+                         self.lines[start:max(start, stop)])
+
+
+class _Prefixed(io.RawIOBase):
+    """The bytes of ``head``, then the rest of ``rest`` (a binary stream
+    whose first bytes were read to look for the gzip magic)."""
+
+    def __init__(self, head: bytes, rest: Any) -> None:
+        super().__init__()
+        self._head, self._rest = head, rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, view: Any) -> int:
+        if self._head:
+            n = min(len(view), len(self._head))
+            view[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        return _read_into(self._rest, memoryview(view).cast("B"))
+
+
+def _sniff_gzip(f: Any) -> Any:
+    """``f``, or a stream of its decompressed bytes if it starts with the
+    gzip magic; the bytes looked at are not lost."""
+    peek = getattr(f, "peek", None)
+    if peek is not None:
+        head = peek(2)[:2]
+        if len(head) == 2 or not head:
+            return gzip.GzipFile(fileobj=f, mode="rb") if head == GZIP_MAGIC else f
+    head = b""
+    while len(head) < 2:
+        buf = bytearray(2 - len(head))
+        n = _read_into(f, memoryview(buf))
+        if n == 0:
+            break
+        head += bytes(buf[:n])
+    stream = io.BufferedReader(_Prefixed(head, f))
+    return gzip.GzipFile(fileobj=stream, mode="rb") if head == GZIP_MAGIC else stream
+
+
+def _open(source: Any) -> tuple[BinaryIO, str, Any]:
+    """(binary file object, name for messages, what to close: the file we
+    opened, or None for a caller's file object)."""
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         if isinstance(path, bytes):
             path = os.fsdecode(path)
         if path.endswith(".gz"):
-            return gzip.open(path, "rb"), path, True
-        return open(path, "rb"), path, True
+            f = gzip.open(path, "rb")
+            return f, path, f
+        raw = open(path, "rb")
+        return _sniff_gzip(raw), path, raw
     if isinstance(source, io.TextIOBase):
         raise TypeError("read_batches needs a binary file object (open the file with 'rb')")
     if not (hasattr(source, "readinto") or hasattr(source, "read")):
         raise TypeError(f"source must be a path or a binary file object, "
                         f"got {type(source).__name__}")
     name = getattr(source, "name", None)
-    return source, (name if isinstance(name, str) else "<stream>"), False
+    return _sniff_gzip(source), (name if isinstance(name, str) else "<stream>"), None
 
 
 def _read_into(f: Any, view: memoryview) -> int:
@@ -98,9 +178,11 @@ def _quote(raw: bytes) -> str:
 
 def read_batches(source: str | os.PathLike | BinaryIO, fmt: str, batch_size: int = 8192,
                  names: MutableMapping[int, str] | None = None, *,
-                 block_size: int = DEFAULT_BLOCK_SIZE) -> Iterator[Batch]:
+                 block_size: int = DEFAULT_BLOCK_SIZE, optional_labels: bool = False,
+                 interactions: Any = (), namespaced_integers: bool = False) -> Iterator[ReadBatch]:
     """Yield the examples of ``source`` as Batches of ``batch_size`` rows
-    (the last one may be shorter).
+    (the last one may be shorter; with ``interactions``, so is one that
+    reaches ``INTERACTIONS_BATCH_NNZ`` features, 2**25).
 
     ``source``: a path (``str`` or path-like; ``.gz`` is decompressed) or a
     binary file object (left open).  ``fmt``: ``"svmlight"`` or ``"vw"``.
@@ -112,6 +194,17 @@ def read_batches(source: str | os.PathLike | BinaryIO, fmt: str, batch_size: int
     is set for every hashed feature the first time it is seen (integer
     features are their own keys and are not added).  ``block_size``: bytes
     per read (lines longer than that are handled; tests make it tiny).
+    ``optional_labels``: for data to predict, a line may leave out its
+    label (svmlight: its first field holds a ``:``; VW: nothing but a tag
+    before the first ``|``); such a row's label is NaN.
+
+    VW only (the learner settings of the same names, docs/formats.md):
+    ``interactions`` (Vowpal Wabbit's ``-q ab``, a list of strings of
+    namespace characters) appends each line's crossed features to its own
+    (crossed features get no name); ``namespaced_integers`` offsets an
+    integer name in a named namespace by the namespace's hash (and names
+    it ``namespace^name``).  Interactions need namespaces: with svmlight
+    they are refused (``ValueError``).
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}: expected one of {', '.join(FORMATS)}")
@@ -123,13 +216,19 @@ def read_batches(source: str | os.PathLike | BinaryIO, fmt: str, batch_size: int
         raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
     if names is not None and not hasattr(names, "__setitem__"):
         raise TypeError("names must be a dict (key -> name) or None")
-    return _batches(source, fmt, int(batch_size), names, int(block_size))
+    terms = normalise_interactions(interactions)
+    if terms and fmt != "vw":
+        raise ValueError(f"interactions cross namespaces, and {fmt} has none: give the data "
+                         f"as Vowpal Wabbit text")
+    if not isinstance(namespaced_integers, bool):
+        raise TypeError(f"namespaced_integers must be True or False, got {namespaced_integers!r}")
+    parser = Parser(fmt, names is not None, bool(optional_labels), terms, namespaced_integers)
+    return _batches(source, parser, int(batch_size), names, int(block_size))
 
 
-def _batches(source: Any, fmt: str, batch_size: int, names: MutableMapping[int, str] | None,
-             block_size: int) -> Iterator[Batch]:
-    f, display, owned = _open(source)
-    parser = Parser(fmt, names is not None)
+def _batches(source: Any, parser: Parser, batch_size: int,
+             names: MutableMapping[int, str] | None, block_size: int) -> Iterator[ReadBatch]:
+    f, display, opened = _open(source)
     try:
         buf = np.empty(block_size, dtype=np.uint8)
         start = stop = 0
@@ -143,7 +242,7 @@ def _batches(source: Any, fmt: str, batch_size: int, names: MutableMapping[int, 
                 what = ERRORS[parser.error].format(token=token)
                 raise ParseError(f"{display}:{parser.error_line}: {what}", display,
                                  parser.error_line)
-            if parser.n_rows >= batch_size:
+            if parser.n_rows >= batch_size or 0 <= parser.max_nnz <= parser.nnz:
                 yield _take(parser, names)
                 continue
             if at_end:
@@ -164,15 +263,18 @@ def _batches(source: Any, fmt: str, batch_size: int, names: MutableMapping[int, 
         if parser.n_rows:
             yield _take(parser, names)
     finally:
-        if owned:
-            f.close()
+        if opened is not None:
+            if f is not opened:
+                f.close()
+            opened.close()
 
 
 def _take(parser: Parser, names: MutableMapping[int, str] | None,
-          failed: bool = False) -> Batch:
+          failed: bool = False) -> ReadBatch:
     """The rows parsed so far; ``failed``: the rows before a malformed line,
     whose features were noted too (named only if they are in these rows,
     so that ``names`` does not depend on the batch size)."""
+    lines = parser.row_lines()
     indptr, keys, values, labels, weights = parser.take_batch()
     if names is not None:
         # Only keys the parser has never reported before cost Python work.
@@ -182,4 +284,4 @@ def _take(parser: Parser, names: MutableMapping[int, str] | None,
         for i, key in enumerate(new_keys.tolist()):
             if key not in names and (kept is None or kept[i]):
                 names[key] = text[bounds[i]:bounds[i + 1]].decode("utf-8", "surrogateescape")
-    return Batch(indptr, keys, values, labels, weights)
+    return ReadBatch(indptr, keys, values, labels, weights, lines)
