@@ -33,7 +33,7 @@ for tp in sorted(pathlib.Path("onlinel1/_kernels").glob("*.pyx.tp")):
 extensions = [
     Extension(f"onlinel1._kernels.{name}", [f"onlinel1/_kernels/{name}.pyx"],
               extra_compile_args=["-O3"])
-    for name in ("store", "sgd", "hashing", "interactions", "parse", "csr")
+    for name in ("store", "sgd", "hashing", "interactions", "parse", "csr", "wire", "topk")
 ]
 
 setup(ext_modules=cythonize(extensions, compiler_directives=DIRECTIVES))

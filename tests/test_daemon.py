@@ -299,7 +299,8 @@ def test_an_overflow_past_the_first_slice_names_its_row_of_the_batch(start_daemo
     slice_nnz = 100
     assert slice_end(bad.indptr, 0, MAX_SLICES_PER_CALL * slice_nnz) < 300   # a later call
     config = tmp_path / "slices.toml"
-    config.write_text(f"[daemon]\nslice_nnz = {slice_nnz}\n")
+    # importance 1e308 is beyond max_importance: lift it to reach the kernel's overflow.
+    config.write_text(f"[daemon]\nslice_nnz = {slice_nnz}\nmax_importance = inf\n")
     daemon = start_daemon(*FLAGS, "--config", str(config))
     message = {**csr(bad), "weights": bad.weights.astype("<f8").tobytes()}
     reply = daemon.request_once({"v": 1, "op": "learn", "id": 5, "csr": message})

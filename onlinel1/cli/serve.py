@@ -31,6 +31,10 @@ DAEMON_FLAGS = (("--train-endpoint", "train_endpoint"), ("--request-endpoint", "
                 ("--dedupe-seq", "dedupe_seq"), ("--training-share", "training_share"),
                 ("--curve-secret-key", "curve_secret_key"), ("--curve-allow", "curve_allow"),
                 ("--insecure", "insecure"), ("--max-connections", "max_connections"))
+#: The bounds of one message (docs/protocol.md, "Limits").
+DAEMON_FLAGS += (("--max-request-rows", "max_request_rows"), ("--max-reply-bytes", "max_reply_bytes"),
+                 ("--max-abs-value", "max_abs_value"), ("--max-importance", "max_importance"),
+                 ("--max-abs-label", "max_abs_label"))
 
 
 def daemon_config(args: argparse.Namespace, base: dict[str, Any]) -> DaemonConfig:
@@ -297,5 +301,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     snap.add_argument("--predict-only", action="store_true",
                       help="a read-only replica: no training endpoint; learn and snapshot "
                            "requests are refused")
+    bounds = serve.add_argument_group(
+        "bounds of one message",
+        "What one train, learn or predict message may cost and carry (docs/protocol.md,\n"
+        "\"Limits\"). A batch beyond a magnitude is refused whole (bad_batch, naming the row\n"
+        "and the bound) before any row is learned; inf leaves only the finite check.")
+    bounds.add_argument("--max-request-rows", type=int, metavar="N",
+                        help=f"rows one message may hold (default: {d.max_request_rows})")
+    bounds.add_argument("--max-reply-bytes", type=int, metavar="N",
+                        help=f"largest reply; a larger predict reply is a too_large error "
+                             f"(default: {d.max_reply_bytes})")
+    bounds.add_argument("--max-abs-value", type=float, metavar="X",
+                        help=f"largest |feature value| of a training or prediction batch "
+                             f"(default: {d.max_abs_value:g})")
+    bounds.add_argument("--max-importance", type=float, metavar="X",
+                        help=f"largest importance of a training example (at least 1; default: "
+                             f"{d.max_importance:g})")
+    bounds.add_argument("--max-abs-label", type=float, metavar="X",
+                        help=f"largest |label| of a training example, for the squared loss "
+                             f"(at least 1; default: {d.max_abs_label:g})")
     add_learner_arguments(serve, with_defaults=False)
     serve.set_defaults(func=cmd_serve)

@@ -17,6 +17,7 @@ Command-line flags override the file; the file overrides the defaults.
 from __future__ import annotations
 
 import dataclasses
+import math
 import pathlib
 from typing import Any, Mapping
 
@@ -35,6 +36,12 @@ LIMITS = {"max_message_bytes": (1, 1 << 30), "high_water_mark": (1, 1 << 20),
           "window_examples": (1, 1 << 40), "slice_nnz": (1, 1 << 30), "keep": (1, 100_000),
           "training_io_nice": (0, 19), "snapshot_every_examples": (0, 1 << 62)}
 MAX_SNAPSHOT_SECONDS = 365 * 24 * 3600
+#: The bounds of one message (docs/protocol.md, "Limits"): integer ranges as
+#: in LIMITS, and the magnitudes a batch may carry: each at least its low end
+#: (an importance of 1 and labels of -1/+1 always pass), ``inf`` allowed
+#: (only "finite" is then checked, as before these bounds).
+MESSAGE_LIMITS = {"max_request_rows": (1, 1 << 31), "max_reply_bytes": (1, 1 << 30)}
+MAGNITUDES = {"max_abs_value": 0.0, "max_importance": 1.0, "max_abs_label": 1.0}
 
 
 class ConfigError(ValueError):
@@ -71,6 +78,17 @@ class DaemonConfig:
     log_level: str = "info"
     #: Largest message accepted, in bytes.
     max_message_bytes: int = 64 * 1024 * 1024
+    #: Rows one train, learn or predict message may hold (a row-wise one is
+    #: refused before it is decoded): bounds the 24 bytes a row costs.
+    max_request_rows: int = 1 << 20
+    #: Largest reply sent; a predict reply beyond it is a too_large error.
+    max_reply_bytes: int = 64 * 1024 * 1024
+    #: Largest |feature value| of a training or prediction batch.
+    max_abs_value: float = 1e6
+    #: Largest importance of a training example.
+    max_importance: float = 1e3
+    #: Largest |label| of a training example (binding for the squared loss).
+    max_abs_label: float = 1e6
     #: Messages queued per connection, each way, before its peer is held
     #: back (ZeroMQ's RCVHWM and SNDHWM); a reply past it is dropped and
     #: counted.  With ``max_connections`` it bounds the memory the sockets
@@ -160,10 +178,24 @@ class DaemonConfig:
                 raise ConfigError(f"http_endpoint: {exc}") from None
         if self.snapshot_dir is None and (self.snapshot_every_seconds or self.snapshot_every_examples):
             raise ConfigError("snapshot_every_seconds / snapshot_every_examples need snapshot_dir")
+        self._check_message_limits()
         from onlinel1.server.auth import check_config   # CURVE and the loopback rule
         problem = check_config(self)
         if problem:
             raise ConfigError(problem)
+
+    def _check_message_limits(self) -> None:
+        for name, (low, high) in MESSAGE_LIMITS.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ConfigError(f"{name} must be an integer from {low} to {high}, got {value!r}")
+        for name, low in MAGNITUDES.items():
+            value = getattr(self, name)
+            number = not isinstance(value, bool) and isinstance(value, (int, float)) \
+                and not math.isnan(value)
+            if not number or (value <= low if low == 0.0 else value < low):
+                raise ConfigError(f"{name} must be a number {'above' if low == 0.0 else 'of at least'} "
+                                  f"{low:g} (inf: no bound but finite), got {value!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

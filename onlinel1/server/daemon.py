@@ -280,8 +280,7 @@ class Daemon:
                 raise ProtocolError(protocol.BAD_REQUEST, "seq must be an integer from 0 to 2^63-1")
             if producer is not None and seq is not None:
                 self._check_seq(trainer, producer, seq)
-            batch = protocol.decode_batch(msg, need_labels=True, names=trainer.names)
-            trainer.check(batch, learning=True)
+            batch = trainer.decode(msg, learning=True)
         except ProtocolError as exc:
             self._reject(exc, self._attributed(msg))
             return 0.0

@@ -13,6 +13,8 @@ import dataclasses
 import time
 from typing import Any, Callable
 
+import numpy as np
+
 from onlinel1._kernels.csr import slice_end
 from onlinel1.batch import Batch
 from onlinel1.errors import BatchError, NumericError, StoreFullError, stopped_message
@@ -26,6 +28,45 @@ from onlinel1.server.stats import MAX_PRODUCERS, Stats
 #: A learning call covers at most this many slices (config.slice_nnz each);
 #: the kernel stops sooner, after the slice in which a request arrives.
 MAX_SLICES_PER_CALL = 8
+#: The magnitude checks read this many entries at a time (their temporaries
+#: stay small whatever the batch).
+CHECK_CHUNK = 1 << 16
+
+
+def first_beyond(values: np.ndarray, bound: float) -> int:
+    """The index of the first entry whose |value| is above ``bound``, or
+    -1 (vectorised, a chunk at a time; the entries are finite)."""
+    if bound == float("inf"):
+        return -1
+    for lo in range(0, values.size, CHECK_CHUNK):
+        beyond = np.abs(values[lo:lo + CHECK_CHUNK]) > bound
+        if beyond.any():
+            return lo + int(np.argmax(beyond))
+    return -1
+
+
+def magnitude_problem(batch: Batch, config: DaemonConfig, learning: bool) -> str | None:
+    """Why ``batch`` carries a value beyond the daemon's bounds (the first
+    one, naming its row, 0-based in the batch, and the bound), or None.
+    A feature value, and for training an importance or a label."""
+    pos = first_beyond(batch.values, config.max_abs_value)
+    if pos >= 0:
+        row = int(np.searchsorted(batch.indptr, pos, side="right") - 1)
+        return (f"values: {float(batch.values[pos])!r} in row {row} (rows count from 0 in the "
+                f"batch) is beyond max_abs_value ({config.max_abs_value:g}): scale the feature "
+                f"or raise --max-abs-value")
+    if not learning:
+        return None
+    if batch.weights is not None:
+        row = first_beyond(batch.weights, config.max_importance)
+        if row >= 0:
+            return (f"weights: importance {float(batch.weights[row])!r} in row {row} (rows count "
+                    f"from 0 in the batch) is above max_importance ({config.max_importance:g})")
+    row = first_beyond(batch.labels, config.max_abs_label)
+    if row >= 0:
+        return (f"labels: {float(batch.labels[row])!r} in row {row} (rows count from 0 in the "
+                f"batch) is beyond max_abs_label ({config.max_abs_label:g})")
+    return None
 
 
 @dataclasses.dataclass
@@ -92,11 +133,28 @@ class Trainer:
 
     # ----------------------------------------------------------- learning
 
+    def decode(self, msg: dict, learning: bool) -> Batch:
+        """The checked batch of a train, learn (``learning``) or predict
+        message: at most ``max_request_rows`` rows (``too_large``, a
+        row-wise batch refused before it is decoded), then ``check``."""
+        batch = protocol.decode_batch(msg, need_labels=learning,
+                                      names=self.names if learning else None,
+                                      max_rows=self.config.max_request_rows)
+        self.check(batch, learning)
+        return batch
+
     def check(self, batch: Batch, learning: bool) -> None:
+        """``bad_batch`` unless the learner takes ``batch`` (finite, labels
+        for the loss, the budget) and it is within the daemon's magnitudes
+        (max_abs_value, and for training max_importance and max_abs_label):
+        refused whole, before any row is learned."""
         try:
             self.learner.check(batch, learning=learning)
         except BatchError as exc:
             raise ProtocolError(protocol.BAD_BATCH, str(exc)) from None
+        problem = magnitude_problem(batch, self.config, learning)
+        if problem:
+            raise ProtocolError(protocol.BAD_BATCH, problem)
 
     def learn(self, batch: Batch, request_fd: int,
               serve_between: Callable[[float], bool]) -> dict:

@@ -16,8 +16,7 @@ OP = "learn"
 def run(daemon: Any, msg: dict) -> Result | Deferred:
     daemon.policy.refuse(OP)
     trainer = daemon.models.get(protocol.model_name(msg))
-    batch = protocol.decode_batch(msg, need_labels=True, names=trainer.names)
-    trainer.check(batch, learning=True)
+    batch = trainer.decode(msg, learning=True)
     if daemon.in_batch:
         return Deferred(lambda replier: daemon.defer_learn(trainer, batch, replier))
     return Result(daemon.learn(trainer, batch))

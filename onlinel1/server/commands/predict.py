@@ -1,11 +1,23 @@
 """``predict``: probabilities or margins of a batch, optionally with each
-row's largest contributions."""
+row's largest contributions.
+
+What a prediction costs is bounded before it is paid: the batch has at
+most ``max_request_rows`` rows (Trainer.decode), the reply's size is
+computed from the arrays and refused (``too_large``) beyond
+``max_reply_bytes`` before it is written, and the reply is written
+straight from the arrays (wire.pack_floats, wire.pack_contributions), with
+no Python object per row or contribution.  A prediction or contribution
+that is not finite is never answered as a result: it is a ``numeric``
+error naming the rows.
+"""
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, Callable
 
 import numpy as np
 
+from onlinel1._kernels import topk, wire
 from onlinel1.server import protocol
 from onlinel1.server.protocol import ProtocolError
 from onlinel1.server.results import Result
@@ -13,12 +25,13 @@ from onlinel1.server.results import Result
 OP = "predict"
 MAX_TOP_K = 1000
 OUTPUTS = ("auto", "probability", "margin")
+#: An error names at most this many of the rows it is about.
+NAMED_ROWS = 10
 
 
 def run(daemon: Any, msg: dict) -> Result:
     trainer = daemon.models.get(protocol.model_name(msg))
-    batch = protocol.decode_batch(msg, need_labels=False)
-    trainer.check(batch, learning=False)
+    batch = trainer.decode(msg, learning=False)
     # One reference for the whole request: a swap between two requests
     # never mixes two models in one answer.
     learner = trainer.learner
@@ -38,20 +51,90 @@ def run(daemon: Any, msg: dict) -> Result:
         predictions = learner.decision_function(batch, check=False)
     else:
         predictions = learner.predict(batch, check=False)
-    result: dict[str, Any] = {"predictions": predictions.tolist()}
-    if top_k:
-        result["contributions"] = contributions(learner, batch, top_k)
+    predictions = np.ascontiguousarray(predictions, dtype=np.float64)
+    check_finite("predictions", predictions, lambda at: at)
+    chosen = contributions(learner, batch, top_k) if top_k else None
+    if chosen is not None:
+        check_finite("contributions", chosen.values(), lambda at: chosen.rows()[at])
+    size = reply_size(msg.get("id"), predictions, chosen)
+    limit = trainer.config.max_reply_bytes
+    if size > limit:
+        raise ProtocolError(protocol.TOO_LARGE,
+                            f"the reply would be {size} bytes, more than max_reply_bytes ({limit}): "
+                            f"ask for fewer rows at a time"
+                            + (" or a smaller top_k" if top_k else ""))
+    result: dict[str, Any] = {"predictions": protocol.Packed(wire.pack_floats(predictions))}
+    if chosen is not None:
+        result["contributions"] = protocol.Packed(chosen.pack())
     return Result(result)
 
 
-def contributions(learner: Any, batch: Any, top_k: int) -> list:
-    """Each row's ``top_k`` largest |w_i x_i|, as [key, w_i x_i] pairs."""
-    contrib = learner.weights_of(batch.keys) * batch.values
-    out = []
-    for i in range(batch.n_rows):
-        lo, hi = batch.indptr[i], batch.indptr[i + 1]
-        part = contrib[lo:hi]
-        order = np.argsort(-np.abs(part), kind="stable")[:top_k]
-        keys = batch.keys[lo:hi][order].tolist()
-        out.append([[k, v] for k, v in zip(keys, part[order].tolist()) if v != 0.0])
-    return out
+def check_finite(what: str, values: np.ndarray,
+                 rows_of: Callable[[np.ndarray], np.ndarray]) -> None:
+    """``numeric``, naming the rows (0-based in the batch), unless every
+    value is finite (``rows_of(indices)``: the rows of those values)."""
+    if np.isfinite(values).all():
+        return
+    named = np.unique(rows_of(np.flatnonzero(~np.isfinite(values))))
+    shown = ", ".join(map(str, named[:NAMED_ROWS].tolist())) + (", ..." if named.size > NAMED_ROWS
+                                                                  else "")
+    raise ProtocolError(protocol.NUMERIC,
+                        f"{what} of {named.size} row(s) are not finite (rows {shown}; rows count "
+                        f"from 0 in the batch): the model's weights or these rows' values "
+                        f"overflow, so nothing is answered")
+
+
+def reply_size(request_id: Any, predictions: np.ndarray, chosen: "Contributions | None") -> int:
+    """The exact size of the reply, computed before it is written."""
+    fields: dict[str, Any] = {"predictions": None}
+    if chosen is not None:
+        fields["contributions"] = None
+    # Each None is one byte in the skeleton; the packed values replace them.
+    size = len(protocol.encode_result(request_id, fields)) - len(fields)
+    size += wire.floats_size(predictions.size)
+    if chosen is not None:
+        size += chosen.packed_size()
+    return size
+
+
+@dataclasses.dataclass(frozen=True)
+class Contributions:
+    """Each row's largest contributions: row i has the next ``counts[i]``
+    of ``positions`` (indices of the batch's features), the largest
+    |w_i x_i| first; ``keys`` are the batch's keys, ``contrib`` every
+    feature's w_i x_i."""
+
+    counts: np.ndarray
+    positions: np.ndarray
+    keys: np.ndarray
+    contrib: np.ndarray
+
+    def values(self) -> np.ndarray:
+        return self.contrib[self.positions]
+
+    def rows(self) -> np.ndarray:
+        """The row of each chosen contribution."""
+        return np.repeat(np.arange(self.counts.size), self.counts)
+
+    def packed_size(self) -> int:
+        return wire.contributions_size(self.counts, self.positions, self.keys)
+
+    def pack(self) -> bytes:
+        return wire.pack_contributions(self.counts, self.positions, self.keys, self.contrib)
+
+    def tolist(self) -> list:
+        """As the reply gives them: per row, [key, w_i x_i] pairs."""
+        bounds = np.concatenate([[0], np.cumsum(self.counts)]).tolist()
+        keys = self.keys[self.positions].tolist()
+        values = self.values().tolist()
+        return [[[k, v] for k, v in zip(keys[lo:hi], values[lo:hi])]
+                for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+
+def contributions(learner: Any, batch: Any, top_k: int) -> Contributions:
+    """Each row's ``top_k`` largest |w_i x_i| (ties: the earlier feature
+    first), zeros left out; over the whole batch in one compiled loop
+    (onlinel1/_kernels/topk.pyx), O(nnz log top_k)."""
+    contrib = np.ascontiguousarray(learner.weights_of(batch.keys) * batch.values, dtype=np.float64)
+    counts, positions = topk.top_positions(batch.indptr, contrib, top_k)
+    return Contributions(counts, positions, batch.keys, contrib)
