@@ -277,6 +277,11 @@ def _hash_strings(strings: Mapping[tuple[str | None, str], list[int]], keys: np.
         hashed = feature_keys([name for name, _ in items], namespace)
         for (name, positions), key in zip(items, hashed.tolist()):
             keys[positions] = key
-            if names is not None and key not in names:
-                # The empty namespace is no namespace (io.hashing): no "^".
-                names[key] = f"{namespace}^{name}" if namespace else name
+            if names is None or key in names:
+                continue
+            if namespace and name.isascii() and name.isdigit() and int(name) == key:
+                # A decimal name is its own key in any namespace: "ns^17"
+                # would not hash back to 17 (the daemon keeps no name either).
+                continue
+            # The empty namespace is no namespace (io.hashing): no "^".
+            names[key] = f"{namespace}^{name}" if namespace else name

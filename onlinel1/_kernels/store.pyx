@@ -353,9 +353,12 @@ cdef class WeightStore:
     cdef int shrink_to_fit(self) noexcept nogil:
         """Give memory back once pruning has emptied most of the store."""
         cdef Py_ssize_t overflow = self.total - self.capacity
+        cdef Py_ssize_t capacity = capacity_for(self.n)
+        if capacity + overflow_for(capacity) >= self.total:
+            return 0            # a rebuild would not give anything back
         if (self.capacity > MIN_CAPACITY and under_shrink_load(self.n, self.capacity)) or \
                 overflow > 2 * max(overflow_for(self.capacity), self.n):
-            return self._rebuild(capacity_for(self.n))
+            return self._rebuild(capacity)
         return 0
 
     cdef int _rebuild(self, Py_ssize_t capacity) noexcept nogil:
