@@ -803,3 +803,19 @@ def test_rebuild_at_a_given_load_keeps_the_contents():
     small.load(keys[:1000], np.ones(1000))
     with pytest.raises(ValueError, match="over the bound"):
         small.rebuild(0.6)              # a small table runs at most half full
+
+
+def test_shrink_never_grows_the_home_slots():
+    """Found by StoreMachine: 133 keys of one home slot grew the table to
+    357 home slots and a long overflow run; after 13 were deleted, shrink
+    rebuilt to capacity_for(120) = 360 home slots (less memory, more
+    slots).  A shrink keeps at most the home slots it had."""
+    store = WeightStore(0)
+    for v in range(133):
+        store.set(colliding_key(1048575, v), 0.0)
+    for v in range(13):
+        store.delete(colliding_key(1048575, v))
+    slots, memory = store.table_slots, store.memory_bytes
+    store.shrink()
+    assert store.table_slots <= slots and store.memory_bytes <= memory
+    assert sorted(contents(store)) == sorted(colliding_key(1048575, v) for v in range(13, 133))

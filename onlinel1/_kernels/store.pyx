@@ -353,7 +353,8 @@ cdef class WeightStore:
     cdef int shrink_to_fit(self) noexcept nogil:
         """Give memory back once pruning has emptied most of the store."""
         cdef Py_ssize_t overflow = self.total - self.capacity
-        cdef Py_ssize_t capacity = capacity_for(self.n)
+        # Never more home slots than now: the store only lost entries.
+        cdef Py_ssize_t capacity = min(capacity_for(self.n), self.capacity)
         if capacity + overflow_for(capacity) >= self.total:
             return 0            # a rebuild would not give anything back
         if (self.capacity > MIN_CAPACITY and under_shrink_load(self.n, self.capacity)) or \
