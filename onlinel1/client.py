@@ -453,10 +453,13 @@ def _no_daemon(link: _link.Link, seconds: float, socket_type: int, context: zmq.
     endpoint is (asked with a socket of the other type)."""
     reason, words = link.why_not(curve is not None)
     endpoint = link.endpoint
+    other = zmq.DEALER if socket_type == zmq.PUSH else zmq.PUSH
+    if reason == _link.SOCKET_TYPE or link.ambiguous(curve is not None):
+        taken = _link.probe(context, endpoint, other, PROBE_TIMEOUT, curve)
+        if taken:       # a socket of the other type is welcome: not CURVE, then
+            reason, words = _link.SOCKET_TYPE, _link.SOCKET_TYPE_WORDS
     message = f"no daemon answered at {endpoint} within {float(seconds)} s: {words}"
     if reason == _link.SOCKET_TYPE:
-        other = zmq.DEALER if socket_type == zmq.PUSH else zmq.PUSH
-        taken = _link.probe(context, endpoint, other, PROBE_TIMEOUT, curve)
         if socket_type == zmq.PUSH:
             message += ("; it is a daemon's request endpoint, not its training endpoint (a "
                         "predict-only replica has no training endpoint)" if taken else

@@ -48,6 +48,9 @@ MECHANISM_MISMATCH = 0x11000002
 #: Reasons of :meth:`Link.why_not` (the ``reason`` of the errors built on it).
 NOTHING, SOCKET_TYPE, CURVE, NO_HANDSHAKE, LOST = (
     "nothing", "socket_type", "curve", "no_handshake", "lost")
+#: The words of :meth:`Link.why_not` for SOCKET_TYPE.
+SOCKET_TYPE_WORDS = ("something accepted the connection and closed it in the handshake (as a "
+                     "ZeroMQ socket of another type does)")
 
 
 class Link:
@@ -127,6 +130,14 @@ class Link:
             self._monitor.poll(max(1, int(remaining * 1000)))
         return True
 
+    def ambiguous(self, curve: bool = False) -> bool:
+        """Whether :meth:`why_not`'s CURVE may be a refused socket type: a
+        socket without CURVE whose handshake failed with no detail, which
+        is what a CURVE daemon does to it and, at times, what a socket of
+        another type does (when the close comes after the greeting)."""
+        self.poll()
+        return self.failure == "curve_handshake" and not curve
+
     def why_not(self, curve: bool = False) -> tuple[str, str]:
         """``(reason, words)``: why no daemon is connected (reason one of
         NOTHING, SOCKET_TYPE, CURVE, NO_HANDSHAKE, LOST); ``curve``:
@@ -134,8 +145,7 @@ class Link:
         self.poll()
         failure = self.failure
         if failure == "socket_type":
-            return SOCKET_TYPE, ("something accepted the connection and closed it in the "
-                                 "handshake (as a ZeroMQ socket of another type does)")
+            return SOCKET_TYPE, SOCKET_TYPE_WORDS
         if failure == "curve_mechanism":
             return CURVE, ("the handshake failed: this client speaks CURVE and the daemon does "
                            "not" if curve else "the handshake failed: the daemon speaks CURVE "

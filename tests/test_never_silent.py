@@ -421,3 +421,44 @@ def test_a_stopped_daemon_bounds_every_wait(start_daemon):
         daemon.proc.send_signal(signal.SIGCONT)
         producer.close(linger=0, flush=False)
     assert producer.closed
+
+
+@pytest.mark.parametrize("curve_daemon", [False, True], ids=["router", "curve-router"])
+def test_a_handshake_failed_with_no_detail_is_told_apart_by_probing(tmp_path, curve_daemon):
+    """Found in CI: a PUSH at a daemon's request endpoint (a ROUTER) at
+    times sees HANDSHAKE_FAILED_NO_DETAIL before the close, as a socket
+    without CURVE does at a CURVE daemon, and was told "does the daemon
+    speak CURVE?".  The events are fed to the link as CI saw them; the
+    probe with the other socket type tells the two apart."""
+    import zmq
+    from onlinel1 import client as client_module
+    from onlinel1.link import Link
+    context = zmq.Context.instance()
+    router = context.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    if curve_daemon:
+        public, secret = zmq.curve_keypair()
+        router.setsockopt(zmq.CURVE_SERVER, 1)
+        router.setsockopt(zmq.CURVE_SECRETKEY, secret)
+    endpoint = f"tcp://127.0.0.1:{router.bind_to_random_port('tcp://127.0.0.1')}"
+    push = context.socket(zmq.PUSH)
+    link = Link(push, endpoint)
+    try:
+        for event in (zmq.EVENT_CONNECTED, zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL,
+                      zmq.EVENT_DISCONNECTED):
+            link._event({"event": event, "value": 0})
+        error = client_module._no_daemon(link, 5.0, zmq.PUSH, context, None)
+    finally:
+        link.close()
+        push.close(linger=0)
+        router.close(linger=0)
+    if curve_daemon:
+        assert (error.reason, str(error)) == ("curve", (
+            f"no daemon answered at {endpoint} within 5.0 s: the handshake failed (does the "
+            f"daemon speak CURVE? this client does not)"))
+    else:
+        assert (error.reason, str(error)) == ("socket_type", (
+            f"no daemon answered at {endpoint} within 5.0 s: something accepted the connection "
+            f"and closed it in the handshake (as a ZeroMQ socket of another type does); it is "
+            f"a daemon's request endpoint, not its training endpoint (a predict-only replica "
+            f"has no training endpoint)"))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import _thread
 import contextlib
 import itertools
+import signal
 import sys
 import threading
 import time
@@ -294,7 +295,18 @@ def test_a_producer_stuck_in_its_source_does_not_hang_the_consumer():
     assert source.closed and source.produced == 2
 
 
-def test_an_interrupt_while_waiting_for_the_next_item():
+@pytest.fixture
+def sigint_raises():
+    """Python's own SIGINT handler for the test, whatever the suite was
+    started with: under an ignored or replaced SIGINT ``interrupt_main``
+    raises nothing.  (A fresh-clone CI run on 5142c3a once waited 30 s
+    here for an interrupt that never came; the cause is not proven.)"""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_an_interrupt_while_waiting_for_the_next_item(sigint_raises):
     # ^C while the consumer waits for a block the producer is still reading.
     source = Source(gate_at=2)
     items = read_ahead(source, depth=2, join_timeout=0.2)
