@@ -503,3 +503,14 @@ def test_truncate_every_beyond_int64_is_an_option_error():
     LearnerOptions and the daemon's ``create`` take the option too."""
     with pytest.raises(OptionError):
         Learner(update="truncated", l1=1e-3, truncate_every=2**63)
+
+
+@pytest.mark.parametrize("name, fmt", [("svmlight/gzip-magic-then-junk.svm", "svmlight"),
+                                       ("vw/gzip-magic-truncated.vw", "vw")])
+def test_damaged_gzip_is_a_parse_error(name, fmt):
+    """fuzz_svmlight / fuzz_vw: input that starts with the gzip magic and
+    is no gzip stream raised BadGzipFile or EOFError out of the reader."""
+    with pytest.raises(ParseError, match="damaged gzip data") as info:
+        for _ in read_batches(FUZZ / name, fmt):
+            pass
+    assert info.value.source == str(FUZZ / name) and info.value.line == 1

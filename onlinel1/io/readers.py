@@ -40,6 +40,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import zlib
 from typing import Any, BinaryIO, Iterator, MutableMapping
 
 import numpy as np
@@ -256,7 +257,14 @@ def _batches(source: Any, parser: Parser, batch_size: int,
                 bigger = np.empty(2 * buf.size, dtype=np.uint8)
                 bigger[:stop] = buf[:stop]
                 buf = bigger
-            n = _read_into(f, memoryview(buf)[stop:])
+            try:
+                n = _read_into(f, memoryview(buf)[stop:])
+            except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+                # Found by fuzz/fuzz_svmlight.py: the gzip magic, then junk
+                # or nothing.  The lines before the damage were passed on.
+                line = parser.lines + 1
+                raise ParseError(f"{display}:{line}: damaged gzip data ({exc})", display,
+                                 line) from None
             if n == 0:
                 at_end = True
             stop += n
