@@ -231,10 +231,10 @@ class LearnerOptions:
         every = self.truncate_every
         if isinstance(every, float) and every.is_integer():
             every = int(every)
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        if isinstance(every, bool) or not isinstance(every, int) or not 1 <= every < 2**63:
             kind = "type" if isinstance(every, bool) or not isinstance(every, int) else "range"
             raise _bad("truncate_every", kind,
-                       f"must be an integer >= 1, got {self.truncate_every!r}")
+                       f"must be an integer from 1 to 2^63-1, got {self.truncate_every!r}")
         object.__setattr__(self, "truncate_every", every)
         for name in ("max_features", "expire_after_examples"):
             object.__setattr__(self, name, _count(name, getattr(self, name)))
