@@ -91,13 +91,18 @@ _STOPPED_WHAT = {
     "margin": "the margin is not finite (feature values or importance too large?)",
     "update": "the weight update is not finite (feature values or importance too large?)",
     "store_full": "the weight store cannot grow",
+    "max_features": "it has more distinct features than the memory budget (max_features)",
 }
 
 
-def stopped_message(reason: str | None, row: int, learned: int) -> str:
+def stopped_message(reason: str | None, row: int, learned: int = 0) -> str:
     """The message of a learn call stopped at ``row`` of the batch for
-    ``reason`` after it had learned ``learned`` rows."""
+    ``reason``: the batch was undone (``learned`` 0), or, from a kernel
+    called without a batch, ``learned`` rows before it stay learned."""
     what = _STOPPED_WHAT.get(reason, "it could not be learned")
+    if learned == 0:
+        return (f"example {row} of the batch: {what}; the batch was not learned "
+                f"(the model is as it was before it)")
     return (f"example {row} of the batch: {what}; it and the rest of the batch were not "
             f"learned, the {learned} before it were")
 
@@ -124,13 +129,15 @@ class _Stopped:
 
 
 class NumericError(_Stopped, FloatingPointError):
-    """An example overflowed; the examples before it were learned.
+    """An example overflowed.  From ``Learner.learn`` the whole batch was
+    undone (``learned`` is 0); from a batch opened with ``Learner.begin``,
+    ``learned`` rows before it were learned until the caller rolls back.
 
     ``row``: the index in the batch of the example that overflowed.
     ``reason``: ``"margin"`` (its margin is not finite) or ``"update"``
     (its weight update is not finite).
-    ``result``: the :class:`~onlinel1.LearnResult` of the rows learned
-    before it.  ``learned`` and ``progress`` (``result.rows`` and
+    ``result``: the :class:`~onlinel1.LearnResult` of the rows kept
+    (none, after an undone batch).  ``learned`` and ``progress`` (``result.rows`` and
     ``(loss_sum, weight_sum, correct)``) are kept for older callers.
 
     ``NumericError(message, learned, progress)`` with ``row`` and
@@ -144,7 +151,8 @@ class NumericError(_Stopped, FloatingPointError):
 
 
 class StoreFullError(_Stopped, MemoryError):
-    """The store could not grow; the examples before it were learned.
+    """The store could not grow (or an example did not fit the memory
+    budget); undone like :class:`NumericError`.
 
     The fields of :class:`NumericError`; ``reason`` is ``"store_full"``."""
 

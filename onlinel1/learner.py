@@ -115,14 +115,21 @@ class Learner:
         stops if it is readable (the daemon passes its request socket's);
         ``result.rows`` says how many rows were learned.
 
-        An example that overflows raises ``NumericError`` (``StoreFullError``
-        if the store cannot grow): its ``row`` is that example's index in
-        the batch and its ``result`` the ``LearnResult`` of the rows before
-        it, which stay learned and counted.
+        The batch is atomic: an example that overflows raises
+        ``NumericError`` (``StoreFullError`` if the store cannot grow) and
+        the whole batch is undone, the model and its counts bit for bit as
+        they were before it (docs/algorithms.md, "Atomic batches"); the
+        exception's ``row`` is that example's index in the batch and its
+        ``result`` counts no rows.  Inside a batch opened with ``begin``
+        the caller decides instead (``commit`` or ``rollback``), and
+        ``result`` counts the rows learned before the failing one.
         """
         if check:
             self.check(batch, learning=True)
         start, stop = rows if rows is not None else (0, batch.n_rows)
+        own = not self._kernel.in_batch
+        if own:
+            self.begin()
         self._dropped = (self._kernel.evicted, self._kernel.expired)
         try:
             wake_fd, wake_every = wake if wake is not None else (-1, 1)
@@ -130,10 +137,45 @@ class Learner:
                 batch.indptr, batch.keys, batch.values, batch.labels, batch.weights,
                 start, stop, wake_fd, wake_every)
         except (NumericError, StoreFullError) as exc:
-            # The examples before the failing one were learned: count them.
-            exc.result = self._count(exc.learned, *exc.progress)
+            if not own:
+                # The caller's batch: the rows before the failing one are
+                # counted until it rolls back.
+                exc.result = self._count(exc.learned, *exc.progress)
+                raise
+            self.rollback()
+            raise type(exc)(None, 0, (0.0, 0.0, 0), row=exc.row, reason=exc.reason) from None
+        except BaseException:
+            if own:
+                self.rollback()
             raise
-        return self._count(learned, loss_sum, weight_sum, correct)
+        result = self._count(learned, loss_sum, weight_sum, correct)
+        if own:
+            self.commit()
+        return result
+
+    def begin(self) -> None:
+        """Open a batch that spans several ``learn`` calls (the daemon learns
+        a batch in slices): until ``commit``, ``rollback`` undoes every
+        change since, weights, state, clocks and progress counts, bit for
+        bit.  The undo journal costs at most the batch's touched slots, and
+        never more than one copy of the weight store."""
+        self._kernel.begin()
+        self._saved_progress = dict(self._progress)
+
+    @property
+    def in_batch(self) -> bool:
+        """Whether a batch opened by ``begin`` is open."""
+        return self._kernel.in_batch
+
+    def commit(self) -> None:
+        """Keep the open batch."""
+        self._kernel.commit()
+
+    def rollback(self) -> None:
+        """Undo the open batch (MemoryError if memory ran out while it was
+        journaled: then it cannot be undone)."""
+        self._progress = self._saved_progress
+        self._kernel.rollback()
 
     def _count(self, examples: int, loss_sum: float, weight_sum: float,
                correct: int) -> LearnResult:

@@ -97,6 +97,20 @@ def record_parsing_threads(monkeypatch) -> list[str]:
     return threads
 
 
+def state_bits(value):
+    """``value`` (a learner's ``state``) with every float array and number
+    as its bits, to compare states exactly (nan == nan, -0.0 != 0.0)."""
+    if isinstance(value, dict):
+        return {k: state_bits(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [state_bits(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return (value.dtype.str, value.tobytes())
+    if isinstance(value, float):
+        return np.float64(value).tobytes()
+    return value
+
+
 def csr_fields(batch) -> dict:
     """The ``csr`` map of a training message holding ``batch``
     (docs/protocol.md: little-endian binary arrays)."""

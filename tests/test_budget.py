@@ -12,6 +12,7 @@ import scipy.sparse as sp
 
 from onlinel1 import Batch, BatchError, Learner, LearnerOptions, model_file
 from onlinel1.errors import OptionError, StoreFullError
+from conftest import state_bits
 from reference_budget import EagerBudget
 
 RTOL = 1e-12
@@ -305,11 +306,14 @@ def test_a_row_larger_than_the_budget_is_refused_before_anything_is_learned():
     assert learner.examples_seen == 1
     # Repeated keys count once: four entries, three features, fits.
     learner.learn(Batch([0, 4], [1, 2, 3, 1], [1.0] * 4, [1.0]))
-    # Unchecked, the kernel stops at that row; the rows before stay learned.
+    # Unchecked, the kernel stops at that row and the batch is undone:
+    # row 0, learned first (its feature 9 evicted one of the others), too.
+    before = learner.state
     with pytest.raises(StoreFullError) as info:
         learner.learn(big, check=False)
     assert info.value.reason == "max_features" and info.value.row == 1
-    assert info.value.result.rows == 1 and learner.examples_seen == 3
+    assert info.value.result.rows == 0 and learner.examples_seen == 2
+    assert state_bits(learner.state) == state_bits(before)
     assert learner.store_size <= 3
 
 

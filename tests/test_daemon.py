@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import zmq
 
-from onlinel1 import Batch, Learner
+from onlinel1 import Batch, Learner, model_file
 
 from conftest import SAMPLES, load_svmlight, wait_for, with_overflowing_row
 
@@ -284,8 +284,10 @@ def test_the_field_and_row_of_a_bad_batch_reach_the_reply(shared_daemon, a9a, na
     assert model_fingerprint(shared_daemon) == before
 
 
-def test_an_overflow_past_the_first_slice_names_its_row_of_the_batch(start_daemon, a9a,
-                                                                      tmp_path):
+def test_an_overflow_past_the_first_slice_undoes_the_whole_batch(start_daemon, a9a, tmp_path):
+    """Issue 15, finding 4: a batch rejected as ``numeric`` was applied in
+    part (the slices before the failing row stayed learned).  Now the reply
+    names the row, and the model, its counts and its names are as before."""
     from onlinel1 import NumericError
     from onlinel1._kernels.csr import slice_end
     from onlinel1.server.daemon import MAX_SLICES_PER_CALL
@@ -295,24 +297,73 @@ def test_an_overflow_past_the_first_slice_names_its_row_of_the_batch(start_daemo
     with pytest.raises(NumericError) as info:
         local.learn(bad)
     exc = info.value
-    assert (exc.row, exc.reason) == (300, "update")
+    assert (exc.row, exc.reason, exc.result.rows) == (300, "update", 0)
+    assert local.examples_seen == 0 and local.store_size == 0
     slice_nnz = 100
     assert slice_end(bad.indptr, 0, MAX_SLICES_PER_CALL * slice_nnz) < 300   # a later call
     config = tmp_path / "slices.toml"
     # importance 1e308 is beyond max_importance: lift it to reach the kernel's overflow.
     config.write_text(f"[daemon]\nslice_nnz = {slice_nnz}\nmax_importance = inf\n")
     daemon = start_daemon(*FLAGS, "--config", str(config))
+    good = batch.slice(400, 600)
+    ok(daemon.request_once({"v": 1, "op": "learn", "id": 4, "csr": csr(good)}))
+    before = model_fingerprint(daemon)
     message = {**csr(bad), "weights": bad.weights.astype("<f8").tobytes()}
     reply = daemon.request_once({"v": 1, "op": "learn", "id": 5, "csr": message})
     assert reply == {"v": 1, "id": 5, "ok": False, "error": {
         "code": "numeric",
         "message": "example 300 of the batch: the weight update is not finite (feature values "
-                   "or importance too large?); it and the rest of the batch were not learned, "
-                   "the 300 before it were"}}
+                   "or importance too large?); the batch was not learned (the model is as it "
+                   "was before it)"}}
     assert reply["error"]["message"] == str(exc)       # what the learner says of the whole batch
+    assert model_fingerprint(daemon) == before
     stats = ok(daemon.request_once({"v": 1, "op": "stats"}))
-    assert stats["examples"] == 300 and stats["errors"] == {"numeric": 1}
-    assert stats["progressive"]["loss"] == pytest.approx(exc.result.loss, rel=1e-12)
+    assert stats["examples"] == 200 and stats["errors"] == {"numeric": 1}
+    reference = Learner(**OPTIONS)
+    reference.learn(good)
+    assert stats["progressive"]["loss"] == pytest.approx(reference.progress["loss"], rel=1e-12)
+
+
+def test_a_numeric_batch_on_the_training_socket_leaves_no_seq_and_no_names(start_daemon, a9a,
+                                                                          tmp_path):
+    """Finding 4 on the fire-and-forget channel: the rejected batch's
+    ``seq`` is not recorded (a snapshot's seq means "learned"), its new
+    feature names do not join the name table, and the batches after it
+    are learned as if it had never come."""
+    batch, _, _ = a9a
+    bad = with_overflowing_row(batch.slice(0, 300), 250)
+    config = tmp_path / "slices.toml"
+    config.write_text("[daemon]\nslice_nnz = 100\nmax_importance = inf\n")
+    daemon = start_daemon(*FLAGS, "--config", str(config), "--snapshot-dir",
+                          str(tmp_path / "snapshots"))
+    named = {"v": 1, "op": "train", "producer": "p", "seq": 1, "rows": [
+        {"label": 1, "features": {"other": 1.0}},
+        {"label": 1, "features": {"fresh": 100.0}, "importance": 1e308}]}
+    push = Pusher(daemon.train)
+    try:
+        push.send({"v": 1, "op": "train", "producer": "p", "seq": 0,
+                   "csr": csr(batch.slice(300, 500))})
+        push.send(named)
+        push.send({"v": 1, "op": "train", "producer": "p", "seq": 2,
+                   "csr": {**csr(bad), "weights": bad.weights.astype("<f8").tobytes()}})
+        push.send({"v": 1, "op": "train", "producer": "p", "seq": 3,
+                   "csr": csr(batch.slice(500, 700))})
+    finally:
+        push.close()
+    stats = daemon.wait_stats(lambda s: s["examples"] >= 400)
+    assert stats["examples"] == 400 and stats["rejected"] == {"numeric": 2}
+    assert stats["producers"] == {"p": 3}
+    reference = Learner(**OPTIONS)
+    reference.learn(batch.slice(300, 500))
+    reference.learn(batch.slice(500, 700))
+    test = batch.slice(1500, batch.n_rows)
+    got = ok(daemon.request_once({"v": 1, "op": "predict", "csr": csr(test, labels=False)}))
+    np.testing.assert_array_equal(got["predictions"], reference.predict(test))
+    ok(daemon.request_once({"v": 1, "op": "snapshot"}))
+    path = max((tmp_path / "snapshots").rglob("snapshot-*.ol1"))
+    learner, names, extra = model_file.load(path)
+    assert "fresh" not in names.values() and "other" not in names.values()
+    assert extra["snapshot"]["producers"] == {"p": 3}
 
 
 def test_oversized_request_gets_too_large(shared_daemon):

@@ -19,6 +19,8 @@ from onlinel1 import (Batch, BatchError, LearnResult, Learner, LearnerOptions, N
                       OptionError, StoreFullError)
 from onlinel1.errors import stopped_message
 
+from conftest import state_bits
+
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
 
 
@@ -238,44 +240,61 @@ def overflow_batch(X, y, at: int, how: str) -> Batch:
 
 
 @pytest.mark.parametrize("how", ["update", "margin"])
-def test_numeric_error_carries_the_row_the_reason_and_the_partial_result(a9a_sample, how):
+def test_numeric_error_carries_the_row_the_reason_and_undoes_the_batch(a9a_sample, how):
+    """Issue 15, finding 4: the 250 rows before the failing one stayed
+    learned.  Now the batch is undone: the state is bit for bit the one
+    before it, and the error still names the row and the reason."""
     X, y = a9a_sample
     batch = overflow_batch(X, y, 250, how)
     options = dict(update="fobos", l1=1e-4, eta0=0.5)
     learner = Learner(**options)
+    learner.learn(Batch.from_csr(X[1000:1200], y[1000:1200]))
+    before = learner.state
     with pytest.raises(NumericError) as info:
         learner.learn(batch)
     exc = info.value
-    assert (exc.row, exc.reason, exc.learned) == (250, how, 250)
-    assert str(exc) == stopped_message(how, 250, 250)
+    assert (exc.row, exc.reason, exc.learned, exc.result.rows) == (250, how, 0, 0)
+    assert str(exc) == stopped_message(how, 250)
     assert str(exc).startswith(f"example 250 of the batch: the "
                                f"{'margin' if how == 'margin' else 'weight update'} is not finite")
-    # The partial result is what learning the 250 rows before it gives.
-    reference = Learner(**options)
-    expected = reference.learn(batch.slice(0, 250))
-    assert exc.result == expected
-    assert exc.progress == (expected.loss_sum, expected.weight_sum, expected.correct)
-    assert learner.progress_sums == reference.progress_sums
+    assert str(exc).endswith("the batch was not learned (the model is as it was before it)")
+    assert state_bits(learner.state) == state_bits(before)
 
 
-def test_numeric_error_in_a_row_range_names_the_row_of_the_batch(a9a_sample):
+@pytest.mark.parametrize("how", ["update", "margin"])
+def test_in_an_open_batch_the_error_carries_the_partial_result_until_rollback(a9a_sample, how):
     X, y = a9a_sample
-    batch = overflow_batch(X, y, 250, "update")
-    learner = Learner(update="fobos", l1=1e-4, eta0=0.5)
-    learner.learn(batch, rows=(0, 100))
-    before = learner.progress_sums
+    batch = overflow_batch(X, y, 250, how)
+    options = dict(update="fobos", l1=1e-4, eta0=0.5)
+    learner = Learner(**options)
+    before = learner.state
+    learner.begin()
     with pytest.raises(NumericError) as info:
+        learner.learn(batch, rows=(0, 100))
         learner.learn(batch, check=False, rows=(100, batch.n_rows))
     exc = info.value
-    assert (exc.row, exc.learned, exc.result.rows) == (250, 150, 150)
-    assert str(exc) == stopped_message("update", 250, 150)
-    after = learner.progress_sums
-    assert after["examples"] - before["examples"] == 150
-    assert after["loss_sum"] - before["loss_sum"] == pytest.approx(exc.result.loss_sum, rel=1e-12)
+    assert (exc.row, exc.reason, exc.learned) == (250, how, 150)
+    assert str(exc) == stopped_message(how, 250, 150)
+    # The partial result is what learning rows 100:250 after 0:100 gives.
+    reference = Learner(**options)
+    reference.learn(batch.slice(0, 100))
+    expected = reference.learn(batch.slice(100, 250))
+    assert exc.result == expected
+    assert learner.progress_sums == reference.progress_sums
+    assert learner.in_batch
+    learner.rollback()
+    assert not learner.in_batch
+    assert state_bits(learner.state) == state_bits(before)
+    # After a rollback the learner goes on as if the batch had never come.
+    good = Batch.from_csr(X[:300], y[:300])
+    learner.learn(good)
+    fresh = Learner(**options)
+    fresh.learn(good)
+    assert state_bits(learner.state) == state_bits(fresh.state)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS as Linux has it")
-def test_store_full_error_carries_the_row_and_the_partial_result():
+def test_store_full_error_carries_the_row_and_the_partial_result_until_rollback():
     # A child process whose address space is capped a little above what it
     # holds: the store cannot grow to the batch's 5M distinct keys.
     child = r"""
@@ -290,14 +309,19 @@ learner.learn(batch.slice(0, 10))
 with open("/proc/self/statm") as f:
     vm = int(f.read().split()[0]) * resource.getpagesize()
 resource.setrlimit(resource.RLIMIT_AS, (vm + 64 * 2**20, resource.RLIM_INFINITY))
+learner.begin()
 try:
     learner.learn(batch, rows=(10, n_rows))
     print(json.dumps(None))
 except StoreFullError as exc:
+    examples = learner.progress["examples"]
+    learner.rollback()
     print(json.dumps({"row": exc.row, "learned": exc.learned, "reason": exc.reason,
                       "result": [exc.result.rows, exc.result.weight_sum, exc.result.correct],
-                      "examples": learner.progress["examples"], "message": str(exc),
-                      "memory": isinstance(exc, MemoryError)}))
+                      "examples": examples, "message": str(exc),
+                      "memory": isinstance(exc, MemoryError),
+                      "undone": [learner.examples_seen, learner.store_size,
+                                 learner.progress["examples"]]}))
 """
     proc = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True,
                           timeout=120)
@@ -310,6 +334,7 @@ except StoreFullError as exc:
     assert got["result"] == [learned, float(learned), learned]   # labels 1, margins >= 0
     assert got["examples"] == row                                 # the 10 before, then these
     assert got["message"] == stopped_message("store_full", row, learned)
+    assert got["undone"] == [10, 10 * 1000, 10]                   # rolled back to the 10 rows
 
 
 def test_the_fields_are_keywords_and_the_message_is_written_from_them():

@@ -218,7 +218,7 @@ def join(header, arrays: bytes) -> bytes:
 
 @pytest.mark.parametrize("name, message", [
     ("clock-t-huge-float.ol1", r"clocks\.t must be an integer"),
-    ("truncate-every-2-63.ol1", "too large to convert"),
+    ("truncate-every-2-63.ol1", r"truncate_every must be an integer from 1 to 2\^63-1"),
 ])
 def test_fuzzed_model_files_with_impossible_contents_are_refused(name, message):
     """fuzz_model_file (structured mode, valid digest): a clock t of
@@ -452,9 +452,8 @@ def test_importance_0_with_an_infinite_loss_keeps_the_model_loadable(tmp_path):
     model_file.decode(model_file.encode(learner))
 
 
-@pytest.mark.xfail(strict=True, reason="kernel (onlinel1/_kernels/sgd.pyx.tp): the "
-                   "progressive loss adds importance * loss, and 0 * inf is NaN")
 def test_importance_0_adds_nothing_to_the_progressive_loss():
+    """The progressive loss added importance * loss, and 0 * inf is NaN."""
     msg = protocol.decode_message(read("csr/importance-0-infinite-loss.msgpack"), 1 << 20)
     batch = protocol.decode_batch(msg, need_labels=True)
     learner = Learner(loss="squared", update="subgradient", l1=1e-3)
@@ -472,10 +471,6 @@ def _intercept_only(label: float, rows: int = 40) -> Batch:
                  np.full(rows, label), weights=np.full(rows, 1e296))
 
 
-@pytest.mark.xfail(strict=True, reason="kernels (sgd.pyx.tp, rules/adagrad_fobos, ftrl, "
-                   "spred): a finite update that makes a weight or the intercept infinite "
-                   "is stored; NumericError comes only at the next example that reads it, "
-                   "and the model cannot be saved and loaded again")
 @pytest.mark.parametrize("options, batch", [
     (dict(update="adagrad-fobos", l1=1e-3, eta0=1e308), lambda: _a9a(50)),
     (dict(update="ftrl", l1=1e-3, loss="squared"), lambda: _a9a(50, 1e150)),
@@ -485,7 +480,10 @@ def _intercept_only(label: float, rows: int = 40) -> Batch:
         "intercept-squared-label-1.7e308"])
 def test_learning_leaves_finite_weights(options, batch):
     """fuzz_request / fuzz_csr (their save-and-load check): values, labels
-    and importances that pass validation, a legal eta0."""
+    and importances that pass validation, a legal eta0.  A finite update
+    that made a weight or the intercept infinite was stored; NumericError
+    came only at the next example that read it, and the model could not be
+    saved and loaded again.  Now that example is refused, its batch undone."""
     learner = Learner(**options)
     try:
         learner.learn(batch())
@@ -495,14 +493,15 @@ def test_learning_leaves_finite_weights(options, batch):
     model_file.decode(model_file.encode(learner))
 
 
-@pytest.mark.xfail(strict=True, raises=OverflowError,
-                   reason="options (truncated's validate): truncate_every is not bounded, "
-                          "the kernel's int64 overflows")
 def test_truncate_every_beyond_int64_is_an_option_error():
     """fuzz_model_file found it in a file (now refused there as malformed);
-    LearnerOptions and the daemon's ``create`` take the option too."""
-    with pytest.raises(OptionError):
+    LearnerOptions and the daemon's ``create`` take the option too.  It
+    was not bounded, and the kernel's int64 overflowed (OverflowError)."""
+    with pytest.raises(OptionError) as info:
         Learner(update="truncated", l1=1e-3, truncate_every=2**63)
+    assert (info.value.option, info.value.reason) == ("truncate_every", "range")
+    assert Learner(update="truncated", l1=1e-3, truncate_every=2**63 - 1).options.truncate_every \
+        == 2**63 - 1
 
 
 @pytest.mark.parametrize("name, fmt", [("svmlight/gzip-magic-then-junk.svm", "svmlight"),

@@ -16,6 +16,8 @@ import onlinel1
 from onlinel1 import Batch, BatchError, Learner
 from onlinel1.io import feature_key
 
+from conftest import state_bits
+
 ROOT = pathlib.Path(onlinel1.__file__).resolve().parent.parent
 
 
@@ -76,20 +78,8 @@ def _trained(a9a_sample, **options) -> Learner:
     return learner
 
 
-def _bits(value):
-    """``value`` with every float array and number as its bits, to compare
-    states exactly (nan == nan, -0.0 != 0.0)."""
-    if isinstance(value, dict):
-        return {k: _bits(v) for k, v in value.items()}
-    if isinstance(value, np.ndarray):
-        return (value.dtype.str, value.tobytes())
-    if isinstance(value, float):
-        return np.float64(value).tobytes()
-    return value
-
-
 def assert_same_state(a: Learner, b: Learner) -> None:
-    assert _bits(a.state) == _bits(b.state)
+    assert state_bits(a.state) == state_bits(b.state)
 
 
 def _continue(learner: Learner, a9a_sample) -> tuple:

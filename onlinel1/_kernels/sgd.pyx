@@ -46,7 +46,8 @@ import numpy as np
 
 from onlinel1.errors import NumericError, OptionError, StoreFullError
 
-from onlinel1._kernels.store cimport WeightStore, fmix64, store_find, store_prefetch
+from onlinel1._kernels.store cimport (WeightStore, fmix64, store_find, store_journal_put,
+                                      store_journal_reserve, store_prefetch)
 
 ctypedef fused floating:
     float
@@ -180,6 +181,8 @@ cdef class SGDKernel:
     cdef readonly bint clocked
     cdef public long long evicted, expired
     cdef double evict_floor
+    # The clocks and counters at ``begin`` (an open batch), for ``rollback``.
+    cdef tuple saved
 
     def __init__(self, options):
         """A kernel for ``options`` (an ``onlinel1.options.LearnerOptions``)."""
@@ -373,6 +376,34 @@ cdef class SGDKernel:
             raise NumericError(None, failed_at, progress, row=start + failed_at,
                                reason="margin" if status == E_MARGIN else "update")
         return progress + (failed_at,)
+
+    # ------------------------------------------------------ atomic batches
+
+    def begin(self):
+        """Open a batch: every change from here on (weights, state, keys
+        added and removed, clocks) can be undone by ``rollback`` until
+        ``commit`` (docs/algorithms.md, "Atomic batches")."""
+        self.store.begin()
+        self.saved = (self.t, self.scale, self.intercept, self.clock, self.clock_scale,
+                      self.last_compact_t, self.evicted, self.expired, self.evict_floor)
+
+    @property
+    def in_batch(self):
+        """Whether a batch is open (``begin`` without commit or rollback)."""
+        return self.store.in_batch
+
+    def commit(self):
+        """Keep the open batch's changes."""
+        self.store.commit()
+        self.saved = None
+
+    def rollback(self):
+        """Undo the open batch: the model is bit for bit what it was at
+        ``begin``."""
+        saved, self.saved = self.saved, None
+        self.store.rollback()
+        (self.t, self.scale, self.intercept, self.clock, self.clock_scale,
+         self.last_compact_t, self.evicted, self.expired, self.evict_floor) = saved
 
     def margins(self, const int64_t[::1] indptr, const uint64_t[::1] keys, values,
                 bint probability=False):
@@ -843,10 +874,24 @@ cdef int plain_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
                 or not isfinite(st.gs * max_x):
             status = E_UPDATE
             break
-        loss_sum += weight * loss_value(k.loss, y, margin)
+        if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
+            loss_sum += weight * loss_value(k.loss, y, margin)
         weight_sum += weight
         if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
             n_correct += 1
+
+        # Within a batch (SGDKernel.begin), the slots this example changes
+        # are journaled first, so that a failure later in the batch undoes
+        # it (docs/algorithms.md, "Atomic batches"); the keys it adds are
+        # journaled by the store.
+        if k.store.journaling:
+            if store_journal_reserve(k.store, nnz) != 0:
+                status = E_NOMEM
+                break
+            if k.store.journaling:
+                for j in range(nnz):
+                    if slots[j] != NULL:
+                        store_journal_put(k.store, <char*>slots[j], 1)
 
         # 4. The rule's step, after the features it gives a weight have
         # their slots (every rule steps only features with a gradient).
@@ -868,8 +913,20 @@ cdef int plain_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
         plain_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
+        # A finite update can still overflow a stored weight or the
+        # intercept: x * 0 is NaN exactly for an infinite or NaN x.  The
+        # example is refused (its batch undone), not stored for the next
+        # example to trip on.
+        acc = k.intercept * 0.0
+        for j in range(nnz):
+            if slots[j] != NULL:
+                acc += (<double*>slots[j])[1] * 0.0
+        if acc != acc:
+            status = E_UPDATE
+            break
         k.t += 1
         if plain_needs_rebase(k):
+            k.store.journal_freeze()    # every slot changes: copy the table once
             plain_rebase(k)
 
         # 5. Pruning.  Entries move when one is removed, so first collect
@@ -1030,10 +1087,24 @@ cdef int plain_learn_f64(SGDKernel k, Rows* r, const double* values, double* out
                 or not isfinite(st.gs * max_x):
             status = E_UPDATE
             break
-        loss_sum += weight * loss_value(k.loss, y, margin)
+        if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
+            loss_sum += weight * loss_value(k.loss, y, margin)
         weight_sum += weight
         if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
             n_correct += 1
+
+        # Within a batch (SGDKernel.begin), the slots this example changes
+        # are journaled first, so that a failure later in the batch undoes
+        # it (docs/algorithms.md, "Atomic batches"); the keys it adds are
+        # journaled by the store.
+        if k.store.journaling:
+            if store_journal_reserve(k.store, nnz) != 0:
+                status = E_NOMEM
+                break
+            if k.store.journaling:
+                for j in range(nnz):
+                    if slots[j] != NULL:
+                        store_journal_put(k.store, <char*>slots[j], 1)
 
         # 4. The rule's step, after the features it gives a weight have
         # their slots (every rule steps only features with a gradient).
@@ -1055,8 +1126,20 @@ cdef int plain_learn_f64(SGDKernel k, Rows* r, const double* values, double* out
         plain_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
+        # A finite update can still overflow a stored weight or the
+        # intercept: x * 0 is NaN exactly for an infinite or NaN x.  The
+        # example is refused (its batch undone), not stored for the next
+        # example to trip on.
+        acc = k.intercept * 0.0
+        for j in range(nnz):
+            if slots[j] != NULL:
+                acc += (<double*>slots[j])[1] * 0.0
+        if acc != acc:
+            status = E_UPDATE
+            break
         k.t += 1
         if plain_needs_rebase(k):
+            k.store.journal_freeze()    # every slot changes: copy the table once
             plain_rebase(k)
 
         # 5. Pruning.  Entries move when one is removed, so first collect
@@ -1312,10 +1395,24 @@ cdef int subgradient_learn_f32(SGDKernel k, Rows* r, const float* values, double
                 or not isfinite(st.gs * max_x):
             status = E_UPDATE
             break
-        loss_sum += weight * loss_value(k.loss, y, margin)
+        if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
+            loss_sum += weight * loss_value(k.loss, y, margin)
         weight_sum += weight
         if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
             n_correct += 1
+
+        # Within a batch (SGDKernel.begin), the slots this example changes
+        # are journaled first, so that a failure later in the batch undoes
+        # it (docs/algorithms.md, "Atomic batches"); the keys it adds are
+        # journaled by the store.
+        if k.store.journaling:
+            if store_journal_reserve(k.store, nnz) != 0:
+                status = E_NOMEM
+                break
+            if k.store.journaling:
+                for j in range(nnz):
+                    if slots[j] != NULL:
+                        store_journal_put(k.store, <char*>slots[j], 1)
 
         # 4. The rule's step, after the features it gives a weight have
         # their slots (every rule steps only features with a gradient).
@@ -1337,8 +1434,20 @@ cdef int subgradient_learn_f32(SGDKernel k, Rows* r, const float* values, double
         subgradient_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
+        # A finite update can still overflow a stored weight or the
+        # intercept: x * 0 is NaN exactly for an infinite or NaN x.  The
+        # example is refused (its batch undone), not stored for the next
+        # example to trip on.
+        acc = k.intercept * 0.0
+        for j in range(nnz):
+            if slots[j] != NULL:
+                acc += (<double*>slots[j])[1] * 0.0
+        if acc != acc:
+            status = E_UPDATE
+            break
         k.t += 1
         if subgradient_needs_rebase(k):
+            k.store.journal_freeze()    # every slot changes: copy the table once
             subgradient_rebase(k)
 
         # 5. Pruning.  Entries move when one is removed, so first collect
@@ -1499,10 +1608,24 @@ cdef int subgradient_learn_f64(SGDKernel k, Rows* r, const double* values, doubl
                 or not isfinite(st.gs * max_x):
             status = E_UPDATE
             break
-        loss_sum += weight * loss_value(k.loss, y, margin)
+        if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
+            loss_sum += weight * loss_value(k.loss, y, margin)
         weight_sum += weight
         if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
             n_correct += 1
+
+        # Within a batch (SGDKernel.begin), the slots this example changes
+        # are journaled first, so that a failure later in the batch undoes
+        # it (docs/algorithms.md, "Atomic batches"); the keys it adds are
+        # journaled by the store.
+        if k.store.journaling:
+            if store_journal_reserve(k.store, nnz) != 0:
+                status = E_NOMEM
+                break
+            if k.store.journaling:
+                for j in range(nnz):
+                    if slots[j] != NULL:
+                        store_journal_put(k.store, <char*>slots[j], 1)
 
         # 4. The rule's step, after the features it gives a weight have
         # their slots (every rule steps only features with a gradient).
@@ -1524,8 +1647,20 @@ cdef int subgradient_learn_f64(SGDKernel k, Rows* r, const double* values, doubl
         subgradient_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
+        # A finite update can still overflow a stored weight or the
+        # intercept: x * 0 is NaN exactly for an infinite or NaN x.  The
+        # example is refused (its batch undone), not stored for the next
+        # example to trip on.
+        acc = k.intercept * 0.0
+        for j in range(nnz):
+            if slots[j] != NULL:
+                acc += (<double*>slots[j])[1] * 0.0
+        if acc != acc:
+            status = E_UPDATE
+            break
         k.t += 1
         if subgradient_needs_rebase(k):
+            k.store.journal_freeze()    # every slot changes: copy the table once
             subgradient_rebase(k)
 
         # 5. Pruning.  Entries move when one is removed, so first collect
@@ -1781,10 +1916,24 @@ cdef int cumulative_start_learn_f32(SGDKernel k, Rows* r, const float* values, d
                 or not isfinite(st.gs * max_x):
             status = E_UPDATE
             break
-        loss_sum += weight * loss_value(k.loss, y, margin)
+        if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
+            loss_sum += weight * loss_value(k.loss, y, margin)
         weight_sum += weight
         if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
             n_correct += 1
+
+        # Within a batch (SGDKernel.begin), the slots this example changes
+        # are journaled first, so that a failure later in the batch undoes
+        # it (docs/algorithms.md, "Atomic batches"); the keys it adds are
+        # journaled by the store.
+        if k.store.journaling:
+            if store_journal_reserve(k.store, nnz) != 0:
+                status = E_NOMEM
+                break
+            if k.store.journaling:
+                for j in range(nnz):
+                    if slots[j] != NULL:
+                        store_journal_put(k.store, <char*>slots[j], 1)
 
         # 4. The rule's step, after the features it gives a weight have
         # their slots (every rule steps only features with a gradient).
@@ -1806,8 +1955,20 @@ cdef int cumulative_start_learn_f32(SGDKernel k, Rows* r, const float* values, d
         cumulative_start_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
+        # A finite update can still overflow a stored weight or the
+        # intercept: x * 0 is NaN exactly for an infinite or NaN x.  The
+        # example is refused (its batch undone), not stored for the next
+        # example to trip on.
+        acc = k.intercept * 0.0
+        for j in range(nnz):
+            if slots[j] != NULL:
+                acc += (<double*>slots[j])[1] * 0.0
+        if acc != acc:
+            status = E_UPDATE
+            break
         k.t += 1
         if cumulative_start_needs_rebase(k):
+            k.store.journal_freeze()    # every slot changes: copy the table once
             cumulative_start_rebase(k)
 
         # 5. Pruning.  Entries move when one is removed, so first collect
@@ -1968,10 +2129,24 @@ cdef int cumulative_start_learn_f64(SGDKernel k, Rows* r, const double* values, 
                 or not isfinite(st.gs * max_x):
             status = E_UPDATE
             break
-        loss_sum += weight * loss_value(k.loss, y, margin)
+        if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
+            loss_sum += weight * loss_value(k.loss, y, margin)
         weight_sum += weight
         if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
             n_correct += 1
+
+        # Within a batch (SGDKernel.begin), the slots this example changes
+        # are journaled first, so that a failure later in the batch undoes
+        # it (docs/algorithms.md, "Atomic batches"); the keys it adds are
+        # journaled by the store.
+        if k.store.journaling:
+            if store_journal_reserve(k.store, nnz) != 0:
+                status = E_NOMEM
+                break
+            if k.store.journaling:
+                for j in range(nnz):
+                    if slots[j] != NULL:
+                        store_journal_put(k.store, <char*>slots[j], 1)
 
         # 4. The rule's step, after the features it gives a weight have
         # their slots (every rule steps only features with a gradient).
@@ -1993,8 +2168,20 @@ cdef int cumulative_start_learn_f64(SGDKernel k, Rows* r, const double* values, 
         cumulative_start_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
+        # A finite update can still overflow a stored weight or the
+        # intercept: x * 0 is NaN exactly for an infinite or NaN x.  The
+        # example is refused (its batch undone), not stored for the next
+        # example to trip on.
+        acc = k.intercept * 0.0
+        for j in range(nnz):
+            if slots[j] != NULL:
+                acc += (<double*>slots[j])[1] * 0.0
+        if acc != acc:
+            status = E_UPDATE
+            break
         k.t += 1
         if cumulative_start_needs_rebase(k):
+            k.store.journal_freeze()    # every slot changes: copy the table once
             cumulative_start_rebase(k)
 
         # 5. Pruning.  Entries move when one is removed, so first collect
@@ -2250,10 +2437,24 @@ cdef int cumulative_first_seen_learn_f32(SGDKernel k, Rows* r, const float* valu
                 or not isfinite(st.gs * max_x):
             status = E_UPDATE
             break
-        loss_sum += weight * loss_value(k.loss, y, margin)
+        if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
+            loss_sum += weight * loss_value(k.loss, y, margin)
         weight_sum += weight
         if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
             n_correct += 1
+
+        # Within a batch (SGDKernel.begin), the slots this example changes
+        # are journaled first, so that a failure later in the batch undoes
+        # it (docs/algorithms.md, "Atomic batches"); the keys it adds are
+        # journaled by the store.
+        if k.store.journaling:
+            if store_journal_reserve(k.store, nnz) != 0:
+                status = E_NOMEM
+                break
+            if k.store.journaling:
+                for j in range(nnz):
+                    if slots[j] != NULL:
+                        store_journal_put(k.store, <char*>slots[j], 1)
 
         # 4. The rule's step, after the features it gives a weight have
         # their slots (every rule steps only features with a gradient).
@@ -2275,8 +2476,20 @@ cdef int cumulative_first_seen_learn_f32(SGDKernel k, Rows* r, const float* valu
         cumulative_first_seen_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
+        # A finite update can still overflow a stored weight or the
+        # intercept: x * 0 is NaN exactly for an infinite or NaN x.  The
+        # example is refused (its batch undone), not stored for the next
+        # example to trip on.
+        acc = k.intercept * 0.0
+        for j in range(nnz):
+            if slots[j] != NULL:
+                acc += (<double*>slots[j])[1] * 0.0
+        if acc != acc:
+            status = E_UPDATE
+            break
         k.t += 1
         if cumulative_first_seen_needs_rebase(k):
+            k.store.journal_freeze()    # every slot changes: copy the table once
             cumulative_first_seen_rebase(k)
 
         # 5. Pruning.  Entries move when one is removed, so first collect
@@ -2437,10 +2650,24 @@ cdef int cumulative_first_seen_learn_f64(SGDKernel k, Rows* r, const double* val
                 or not isfinite(st.gs * max_x):
             status = E_UPDATE
             break
-        loss_sum += weight * loss_value(k.loss, y, margin)
+        if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
+            loss_sum += weight * loss_value(k.loss, y, margin)
         weight_sum += weight
         if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
             n_correct += 1
+
+        # Within a batch (SGDKernel.begin), the slots this example changes
+        # are journaled first, so that a failure later in the batch undoes
+        # it (docs/algorithms.md, "Atomic batches"); the keys it adds are
+        # journaled by the store.
+        if k.store.journaling:
+            if store_journal_reserve(k.store, nnz) != 0:
+                status = E_NOMEM
+                break
+            if k.store.journaling:
+                for j in range(nnz):
+                    if slots[j] != NULL:
+                        store_journal_put(k.store, <char*>slots[j], 1)
 
         # 4. The rule's step, after the features it gives a weight have
         # their slots (every rule steps only features with a gradient).
@@ -2462,8 +2689,20 @@ cdef int cumulative_first_seen_learn_f64(SGDKernel k, Rows* r, const double* val
         cumulative_first_seen_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
+        # A finite update can still overflow a stored weight or the
+        # intercept: x * 0 is NaN exactly for an infinite or NaN x.  The
+        # example is refused (its batch undone), not stored for the next
+        # example to trip on.
+        acc = k.intercept * 0.0
+        for j in range(nnz):
+            if slots[j] != NULL:
+                acc += (<double*>slots[j])[1] * 0.0
+        if acc != acc:
+            status = E_UPDATE
+            break
         k.t += 1
         if cumulative_first_seen_needs_rebase(k):
+            k.store.journal_freeze()    # every slot changes: copy the table once
             cumulative_first_seen_rebase(k)
 
         # 5. Pruning.  Entries move when one is removed, so first collect
@@ -2719,10 +2958,24 @@ cdef int fobos_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
                 or not isfinite(st.gs * max_x):
             status = E_UPDATE
             break
-        loss_sum += weight * loss_value(k.loss, y, margin)
+        if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
+            loss_sum += weight * loss_value(k.loss, y, margin)
         weight_sum += weight
         if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
             n_correct += 1
+
+        # Within a batch (SGDKernel.begin), the slots this example changes
+        # are journaled first, so that a failure later in the batch undoes
+        # it (docs/algorithms.md, "Atomic batches"); the keys it adds are
+        # journaled by the store.
+        if k.store.journaling:
+            if store_journal_reserve(k.store, nnz) != 0:
+                status = E_NOMEM
+                break
+            if k.store.journaling:
+                for j in range(nnz):
+                    if slots[j] != NULL:
+                        store_journal_put(k.store, <char*>slots[j], 1)
 
         # 4. The rule's step, after the features it gives a weight have
         # their slots (every rule steps only features with a gradient).
@@ -2744,8 +2997,20 @@ cdef int fobos_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
         fobos_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
+        # A finite update can still overflow a stored weight or the
+        # intercept: x * 0 is NaN exactly for an infinite or NaN x.  The
+        # example is refused (its batch undone), not stored for the next
+        # example to trip on.
+        acc = k.intercept * 0.0
+        for j in range(nnz):
+            if slots[j] != NULL:
+                acc += (<double*>slots[j])[1] * 0.0
+        if acc != acc:
+            status = E_UPDATE
+            break
         k.t += 1
         if fobos_needs_rebase(k):
+            k.store.journal_freeze()    # every slot changes: copy the table once
             fobos_rebase(k)
 
         # 5. Pruning.  Entries move when one is removed, so first collect
@@ -2906,10 +3171,24 @@ cdef int fobos_learn_f64(SGDKernel k, Rows* r, const double* values, double* out
                 or not isfinite(st.gs * max_x):
             status = E_UPDATE
             break
-        loss_sum += weight * loss_value(k.loss, y, margin)
+        if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
+            loss_sum += weight * loss_value(k.loss, y, margin)
         weight_sum += weight
         if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
             n_correct += 1
+
+        # Within a batch (SGDKernel.begin), the slots this example changes
+        # are journaled first, so that a failure later in the batch undoes
+        # it (docs/algorithms.md, "Atomic batches"); the keys it adds are
+        # journaled by the store.
+        if k.store.journaling:
+            if store_journal_reserve(k.store, nnz) != 0:
+                status = E_NOMEM
+                break
+            if k.store.journaling:
+                for j in range(nnz):
+                    if slots[j] != NULL:
+                        store_journal_put(k.store, <char*>slots[j], 1)
 
         # 4. The rule's step, after the features it gives a weight have
         # their slots (every rule steps only features with a gradient).
@@ -2931,8 +3210,20 @@ cdef int fobos_learn_f64(SGDKernel k, Rows* r, const double* values, double* out
         fobos_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
+        # A finite update can still overflow a stored weight or the
+        # intercept: x * 0 is NaN exactly for an infinite or NaN x.  The
+        # example is refused (its batch undone), not stored for the next
+        # example to trip on.
+        acc = k.intercept * 0.0
+        for j in range(nnz):
+            if slots[j] != NULL:
+                acc += (<double*>slots[j])[1] * 0.0
+        if acc != acc:
+            status = E_UPDATE
+            break
         k.t += 1
         if fobos_needs_rebase(k):
+            k.store.journal_freeze()    # every slot changes: copy the table once
             fobos_rebase(k)
 
         # 5. Pruning.  Entries move when one is removed, so first collect
@@ -3188,10 +3479,24 @@ cdef int truncated_learn_f32(SGDKernel k, Rows* r, const float* values, double* 
                 or not isfinite(st.gs * max_x):
             status = E_UPDATE
             break
-        loss_sum += weight * loss_value(k.loss, y, margin)
+        if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
+            loss_sum += weight * loss_value(k.loss, y, margin)
         weight_sum += weight
         if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
             n_correct += 1
+
+        # Within a batch (SGDKernel.begin), the slots this example changes
+        # are journaled first, so that a failure later in the batch undoes
+        # it (docs/algorithms.md, "Atomic batches"); the keys it adds are
+        # journaled by the store.
+        if k.store.journaling:
+            if store_journal_reserve(k.store, nnz) != 0:
+                status = E_NOMEM
+                break
+            if k.store.journaling:
+                for j in range(nnz):
+                    if slots[j] != NULL:
+                        store_journal_put(k.store, <char*>slots[j], 1)
 
         # 4. The rule's step, after the features it gives a weight have
         # their slots (every rule steps only features with a gradient).
@@ -3213,8 +3518,20 @@ cdef int truncated_learn_f32(SGDKernel k, Rows* r, const float* values, double* 
         truncated_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
+        # A finite update can still overflow a stored weight or the
+        # intercept: x * 0 is NaN exactly for an infinite or NaN x.  The
+        # example is refused (its batch undone), not stored for the next
+        # example to trip on.
+        acc = k.intercept * 0.0
+        for j in range(nnz):
+            if slots[j] != NULL:
+                acc += (<double*>slots[j])[1] * 0.0
+        if acc != acc:
+            status = E_UPDATE
+            break
         k.t += 1
         if truncated_needs_rebase(k):
+            k.store.journal_freeze()    # every slot changes: copy the table once
             truncated_rebase(k)
 
         # 5. Pruning.  Entries move when one is removed, so first collect
@@ -3375,10 +3692,24 @@ cdef int truncated_learn_f64(SGDKernel k, Rows* r, const double* values, double*
                 or not isfinite(st.gs * max_x):
             status = E_UPDATE
             break
-        loss_sum += weight * loss_value(k.loss, y, margin)
+        if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
+            loss_sum += weight * loss_value(k.loss, y, margin)
         weight_sum += weight
         if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
             n_correct += 1
+
+        # Within a batch (SGDKernel.begin), the slots this example changes
+        # are journaled first, so that a failure later in the batch undoes
+        # it (docs/algorithms.md, "Atomic batches"); the keys it adds are
+        # journaled by the store.
+        if k.store.journaling:
+            if store_journal_reserve(k.store, nnz) != 0:
+                status = E_NOMEM
+                break
+            if k.store.journaling:
+                for j in range(nnz):
+                    if slots[j] != NULL:
+                        store_journal_put(k.store, <char*>slots[j], 1)
 
         # 4. The rule's step, after the features it gives a weight have
         # their slots (every rule steps only features with a gradient).
@@ -3400,8 +3731,20 @@ cdef int truncated_learn_f64(SGDKernel k, Rows* r, const double* values, double*
         truncated_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
+        # A finite update can still overflow a stored weight or the
+        # intercept: x * 0 is NaN exactly for an infinite or NaN x.  The
+        # example is refused (its batch undone), not stored for the next
+        # example to trip on.
+        acc = k.intercept * 0.0
+        for j in range(nnz):
+            if slots[j] != NULL:
+                acc += (<double*>slots[j])[1] * 0.0
+        if acc != acc:
+            status = E_UPDATE
+            break
         k.t += 1
         if truncated_needs_rebase(k):
+            k.store.journal_freeze()    # every slot changes: copy the table once
             truncated_rebase(k)
 
         # 5. Pruning.  Entries move when one is removed, so first collect
@@ -3657,10 +4000,24 @@ cdef int adagrad_fobos_learn_f32(SGDKernel k, Rows* r, const float* values, doub
                 or not isfinite(st.gs * max_x):
             status = E_UPDATE
             break
-        loss_sum += weight * loss_value(k.loss, y, margin)
+        if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
+            loss_sum += weight * loss_value(k.loss, y, margin)
         weight_sum += weight
         if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
             n_correct += 1
+
+        # Within a batch (SGDKernel.begin), the slots this example changes
+        # are journaled first, so that a failure later in the batch undoes
+        # it (docs/algorithms.md, "Atomic batches"); the keys it adds are
+        # journaled by the store.
+        if k.store.journaling:
+            if store_journal_reserve(k.store, nnz) != 0:
+                status = E_NOMEM
+                break
+            if k.store.journaling:
+                for j in range(nnz):
+                    if slots[j] != NULL:
+                        store_journal_put(k.store, <char*>slots[j], 1)
 
         # 4. The rule's step, after the features it gives a weight have
         # their slots (every rule steps only features with a gradient).
@@ -3682,8 +4039,20 @@ cdef int adagrad_fobos_learn_f32(SGDKernel k, Rows* r, const float* values, doub
         adagrad_fobos_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
+        # A finite update can still overflow a stored weight or the
+        # intercept: x * 0 is NaN exactly for an infinite or NaN x.  The
+        # example is refused (its batch undone), not stored for the next
+        # example to trip on.
+        acc = k.intercept * 0.0
+        for j in range(nnz):
+            if slots[j] != NULL:
+                acc += (<double*>slots[j])[1] * 0.0
+        if acc != acc:
+            status = E_UPDATE
+            break
         k.t += 1
         if adagrad_fobos_needs_rebase(k):
+            k.store.journal_freeze()    # every slot changes: copy the table once
             adagrad_fobos_rebase(k)
 
         # 5. Pruning.  Entries move when one is removed, so first collect
@@ -3844,10 +4213,24 @@ cdef int adagrad_fobos_learn_f64(SGDKernel k, Rows* r, const double* values, dou
                 or not isfinite(st.gs * max_x):
             status = E_UPDATE
             break
-        loss_sum += weight * loss_value(k.loss, y, margin)
+        if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
+            loss_sum += weight * loss_value(k.loss, y, margin)
         weight_sum += weight
         if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
             n_correct += 1
+
+        # Within a batch (SGDKernel.begin), the slots this example changes
+        # are journaled first, so that a failure later in the batch undoes
+        # it (docs/algorithms.md, "Atomic batches"); the keys it adds are
+        # journaled by the store.
+        if k.store.journaling:
+            if store_journal_reserve(k.store, nnz) != 0:
+                status = E_NOMEM
+                break
+            if k.store.journaling:
+                for j in range(nnz):
+                    if slots[j] != NULL:
+                        store_journal_put(k.store, <char*>slots[j], 1)
 
         # 4. The rule's step, after the features it gives a weight have
         # their slots (every rule steps only features with a gradient).
@@ -3869,8 +4252,20 @@ cdef int adagrad_fobos_learn_f64(SGDKernel k, Rows* r, const double* values, dou
         adagrad_fobos_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
+        # A finite update can still overflow a stored weight or the
+        # intercept: x * 0 is NaN exactly for an infinite or NaN x.  The
+        # example is refused (its batch undone), not stored for the next
+        # example to trip on.
+        acc = k.intercept * 0.0
+        for j in range(nnz):
+            if slots[j] != NULL:
+                acc += (<double*>slots[j])[1] * 0.0
+        if acc != acc:
+            status = E_UPDATE
+            break
         k.t += 1
         if adagrad_fobos_needs_rebase(k):
+            k.store.journal_freeze()    # every slot changes: copy the table once
             adagrad_fobos_rebase(k)
 
         # 5. Pruning.  Entries move when one is removed, so first collect
@@ -4126,10 +4521,24 @@ cdef int ftrl_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
                 or not isfinite(st.gs * max_x):
             status = E_UPDATE
             break
-        loss_sum += weight * loss_value(k.loss, y, margin)
+        if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
+            loss_sum += weight * loss_value(k.loss, y, margin)
         weight_sum += weight
         if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
             n_correct += 1
+
+        # Within a batch (SGDKernel.begin), the slots this example changes
+        # are journaled first, so that a failure later in the batch undoes
+        # it (docs/algorithms.md, "Atomic batches"); the keys it adds are
+        # journaled by the store.
+        if k.store.journaling:
+            if store_journal_reserve(k.store, nnz) != 0:
+                status = E_NOMEM
+                break
+            if k.store.journaling:
+                for j in range(nnz):
+                    if slots[j] != NULL:
+                        store_journal_put(k.store, <char*>slots[j], 1)
 
         # 4. The rule's step, after the features it gives a weight have
         # their slots (every rule steps only features with a gradient).
@@ -4151,8 +4560,20 @@ cdef int ftrl_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
         ftrl_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
+        # A finite update can still overflow a stored weight or the
+        # intercept: x * 0 is NaN exactly for an infinite or NaN x.  The
+        # example is refused (its batch undone), not stored for the next
+        # example to trip on.
+        acc = k.intercept * 0.0
+        for j in range(nnz):
+            if slots[j] != NULL:
+                acc += (<double*>slots[j])[1] * 0.0
+        if acc != acc:
+            status = E_UPDATE
+            break
         k.t += 1
         if ftrl_needs_rebase(k):
+            k.store.journal_freeze()    # every slot changes: copy the table once
             ftrl_rebase(k)
 
         # 5. Pruning.  Entries move when one is removed, so first collect
@@ -4313,10 +4734,24 @@ cdef int ftrl_learn_f64(SGDKernel k, Rows* r, const double* values, double* out,
                 or not isfinite(st.gs * max_x):
             status = E_UPDATE
             break
-        loss_sum += weight * loss_value(k.loss, y, margin)
+        if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
+            loss_sum += weight * loss_value(k.loss, y, margin)
         weight_sum += weight
         if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
             n_correct += 1
+
+        # Within a batch (SGDKernel.begin), the slots this example changes
+        # are journaled first, so that a failure later in the batch undoes
+        # it (docs/algorithms.md, "Atomic batches"); the keys it adds are
+        # journaled by the store.
+        if k.store.journaling:
+            if store_journal_reserve(k.store, nnz) != 0:
+                status = E_NOMEM
+                break
+            if k.store.journaling:
+                for j in range(nnz):
+                    if slots[j] != NULL:
+                        store_journal_put(k.store, <char*>slots[j], 1)
 
         # 4. The rule's step, after the features it gives a weight have
         # their slots (every rule steps only features with a gradient).
@@ -4338,8 +4773,20 @@ cdef int ftrl_learn_f64(SGDKernel k, Rows* r, const double* values, double* out,
         ftrl_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
+        # A finite update can still overflow a stored weight or the
+        # intercept: x * 0 is NaN exactly for an infinite or NaN x.  The
+        # example is refused (its batch undone), not stored for the next
+        # example to trip on.
+        acc = k.intercept * 0.0
+        for j in range(nnz):
+            if slots[j] != NULL:
+                acc += (<double*>slots[j])[1] * 0.0
+        if acc != acc:
+            status = E_UPDATE
+            break
         k.t += 1
         if ftrl_needs_rebase(k):
+            k.store.journal_freeze()    # every slot changes: copy the table once
             ftrl_rebase(k)
 
         # 5. Pruning.  Entries move when one is removed, so first collect
@@ -4595,10 +5042,24 @@ cdef int spred_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
                 or not isfinite(st.gs * max_x):
             status = E_UPDATE
             break
-        loss_sum += weight * loss_value(k.loss, y, margin)
+        if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
+            loss_sum += weight * loss_value(k.loss, y, margin)
         weight_sum += weight
         if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
             n_correct += 1
+
+        # Within a batch (SGDKernel.begin), the slots this example changes
+        # are journaled first, so that a failure later in the batch undoes
+        # it (docs/algorithms.md, "Atomic batches"); the keys it adds are
+        # journaled by the store.
+        if k.store.journaling:
+            if store_journal_reserve(k.store, nnz) != 0:
+                status = E_NOMEM
+                break
+            if k.store.journaling:
+                for j in range(nnz):
+                    if slots[j] != NULL:
+                        store_journal_put(k.store, <char*>slots[j], 1)
 
         # 4. The rule's step, after the features it gives a weight have
         # their slots (every rule steps only features with a gradient).
@@ -4620,8 +5081,20 @@ cdef int spred_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
         spred_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
+        # A finite update can still overflow a stored weight or the
+        # intercept: x * 0 is NaN exactly for an infinite or NaN x.  The
+        # example is refused (its batch undone), not stored for the next
+        # example to trip on.
+        acc = k.intercept * 0.0
+        for j in range(nnz):
+            if slots[j] != NULL:
+                acc += (<double*>slots[j])[1] * 0.0
+        if acc != acc:
+            status = E_UPDATE
+            break
         k.t += 1
         if spred_needs_rebase(k):
+            k.store.journal_freeze()    # every slot changes: copy the table once
             spred_rebase(k)
 
         # 5. Pruning.  Entries move when one is removed, so first collect
@@ -4782,10 +5255,24 @@ cdef int spred_learn_f64(SGDKernel k, Rows* r, const double* values, double* out
                 or not isfinite(st.gs * max_x):
             status = E_UPDATE
             break
-        loss_sum += weight * loss_value(k.loss, y, margin)
+        if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
+            loss_sum += weight * loss_value(k.loss, y, margin)
         weight_sum += weight
         if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
             n_correct += 1
+
+        # Within a batch (SGDKernel.begin), the slots this example changes
+        # are journaled first, so that a failure later in the batch undoes
+        # it (docs/algorithms.md, "Atomic batches"); the keys it adds are
+        # journaled by the store.
+        if k.store.journaling:
+            if store_journal_reserve(k.store, nnz) != 0:
+                status = E_NOMEM
+                break
+            if k.store.journaling:
+                for j in range(nnz):
+                    if slots[j] != NULL:
+                        store_journal_put(k.store, <char*>slots[j], 1)
 
         # 4. The rule's step, after the features it gives a weight have
         # their slots (every rule steps only features with a gradient).
@@ -4807,8 +5294,20 @@ cdef int spred_learn_f64(SGDKernel k, Rows* r, const double* values, double* out
         spred_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
+        # A finite update can still overflow a stored weight or the
+        # intercept: x * 0 is NaN exactly for an infinite or NaN x.  The
+        # example is refused (its batch undone), not stored for the next
+        # example to trip on.
+        acc = k.intercept * 0.0
+        for j in range(nnz):
+            if slots[j] != NULL:
+                acc += (<double*>slots[j])[1] * 0.0
+        if acc != acc:
+            status = E_UPDATE
+            break
         k.t += 1
         if spred_needs_rebase(k):
+            k.store.journal_freeze()    # every slot changes: copy the table once
             spred_rebase(k)
 
         # 5. Pruning.  Entries move when one is removed, so first collect

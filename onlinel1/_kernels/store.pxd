@@ -44,6 +44,26 @@ cdef class WeightStore:
     cdef char* shifted_end
     cdef size_t alloc_bytes           # bytes behind `slots`
     cdef bint mapped                  # `slots` came from mmap (huge pages)
+    # The undo journal of a batch (docs/algorithms.md, "Atomic batches"):
+    # while `journaling`, every slot image a batch is about to change (a
+    # kernel's step, `remove`) and every key it adds (`insert_new`, flag 0)
+    # is appended; `rollback` replays them backwards.  Before a change of
+    # every slot (an L2 scale fold, a clock rebase) the table is copied
+    # once instead (`journal_freeze`) and journaling stops.
+    cdef readonly bint journaling     # recording (a batch is open, not frozen)
+    cdef readonly bint in_batch       # begin() was called, not yet commit/rollback
+    cdef char* jbuf                   # records: slot images (word 0 the hash)
+    cdef unsigned char* jflag         # 1: the key was present with that image
+    cdef Py_ssize_t jn, jcap          # records held, and room for
+    cdef Py_ssize_t jmark             # records before the freeze
+    cdef bint jlost                   # out of memory while journaling
+    cdef char* jcopy                  # the table at the freeze (NULL: none)
+    cdef Py_ssize_t jc_capacity, jc_total, jc_n
+    cdef bint jc_has_zero
+    cdef double jc_zero[2 + STORE_MAX_AUX]
+
+    cdef int journal_grow(self, Py_ssize_t extra) noexcept nogil
+    cdef void journal_freeze(self) noexcept nogil
 
     cdef int reserve(self, Py_ssize_t extra) noexcept nogil
     cdef char* insert_new(self, uint64_t key) noexcept nogil
@@ -110,6 +130,30 @@ cdef inline char* store_find(WeightStore s, uint64_t key) noexcept nogil:
             return NULL
         p += s.slot_size
     return NULL
+
+
+cdef inline int store_journal_reserve(WeightStore s, Py_ssize_t extra) noexcept nogil:
+    """Room for ``extra`` more journal records; -1 when memory runs out.
+    A journal that would outgrow the table is replaced by a copy of the
+    table (``journal_freeze``): then journaling stops, so callers check
+    ``s.journaling`` again before they put."""
+    if s.jn + extra <= s.jcap:
+        return 0
+    if s.jn + extra > s.total:
+        s.journal_freeze()
+        return 0
+    return s.journal_grow(extra)
+
+
+cdef inline void store_journal_put(WeightStore s, const char* slot, unsigned char present) noexcept nogil:
+    """Append the image of ``slot`` (room reserved by store_journal_reserve)."""
+    cdef Py_ssize_t size = s.slot_size
+    cdef char* rec = s.jbuf + s.jn * size
+    cdef Py_ssize_t i
+    for i in range(0, size, 8):       # 2 to 5 words: no memcpy call
+        (<uint64_t*>(rec + i))[0] = (<const uint64_t*>(slot + i))[0]
+    s.jflag[s.jn] = present
+    s.jn += 1
 
 
 cdef inline void store_prefetch(WeightStore s, uint64_t key) noexcept nogil:

@@ -40,7 +40,7 @@ the caller.  Slot addresses stay valid until the next ``reserve`` (which
 may grow the table), ``insert_new`` or ``remove`` (which shift slots).
 """
 from libc.stdint cimport int64_t, uint32_t, uint64_t
-from libc.stdlib cimport calloc, free
+from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcpy, memmove, memset
 
 import numpy as np
@@ -69,6 +69,8 @@ cdef Py_ssize_t SHRINK_LOAD_DEN = 10
 cdef Py_ssize_t SMALL_CAPACITY = 1 << 17  # below: grow past 1/2, build at 1/3, shrink under 1/10
 cdef size_t MAP_THRESHOLD = 4 << 20     # bytes: map (huge pages) from here on
 cdef size_t HUGE_PAGE = 2 << 20
+# The undo journal's buffer is kept for the next batch up to this size.
+cdef Py_ssize_t JOURNAL_KEEP_BYTES = 16 << 20
 # evict_oldest's histogram of clocks: at most this many buckets (4 MiB).
 cdef int64_t EVICT_BUCKETS = 1 << 20
 
@@ -156,11 +158,19 @@ cdef class WeightStore:
         self.slots = NULL
         self.capacity = 0
         self.total = 0
+        self.journaling = self.in_batch = self.jlost = False
+        self.jbuf = NULL
+        self.jflag = NULL
+        self.jcopy = NULL
+        self.jn = self.jcap = self.jmark = 0
         if self._rebuild(MIN_CAPACITY) != 0:
             raise MemoryError("cannot allocate the weight store")
 
     def __dealloc__(self):
         table_free(self.slots, self.alloc_bytes, self.mapped)
+        free(self.jbuf)
+        free(self.jflag)
+        free(self.jcopy)
 
     # ------------------------------------------------------------------ C API
 
@@ -191,6 +201,13 @@ cdef class WeightStore:
         cdef char* e
         cdef char* end
         cdef bint rebuilt = False
+        cdef uint64_t absent[2 + STORE_MAX_AUX]
+        if self.journaling:
+            if store_journal_reserve(self, 1) != 0:
+                return NULL
+            if self.journaling:
+                absent[0] = fmix64(key) if key != 0 else 0
+                store_journal_put(self, <char*>absent, 0)
         if key == 0:
             memset(self.zero_slot, 0, sizeof(self.zero_slot))
             self.has_zero = True
@@ -232,6 +249,11 @@ cdef class WeightStore:
         cdef char* q
         cdef char* end
         cdef uint64_t k
+        if self.journaling:
+            if store_journal_reserve(self, 1) != 0:
+                self.jlost = True
+            elif self.journaling:
+                store_journal_put(self, slot, 1)
         if slot == <char*>self.zero_slot:
             self.has_zero = False
             self.n -= 1
@@ -349,6 +371,46 @@ cdef class WeightStore:
         floor[0] = <double>lo
         n_expired[0] = expired
         return removed
+
+    cdef int journal_grow(self, Py_ssize_t extra) noexcept nogil:
+        """Room for ``extra`` more records (by half again at least)."""
+        cdef Py_ssize_t cap = self.jcap + self.jcap // 2
+        cdef char* buf
+        cdef unsigned char* flag
+        if cap < self.jn + extra:
+            cap = self.jn + extra
+        if cap < 1024:
+            cap = 1024
+        buf = <char*>realloc(self.jbuf, cap * self.slot_size)
+        if buf == NULL:
+            return -1
+        self.jbuf = buf
+        flag = <unsigned char*>realloc(self.jflag, cap)
+        if flag == NULL:
+            return -1
+        self.jflag = flag
+        self.jcap = cap
+        return 0
+
+    cdef void journal_freeze(self) noexcept nogil:
+        """About to change every slot: copy the table once (the journal up
+        to here, replayed on that copy, undoes the batch) and stop
+        journaling.  Out of memory, the batch cannot be undone (jlost)."""
+        cdef size_t nbytes = self.total * self.slot_size
+        if not self.journaling:
+            return
+        self.journaling = False
+        self.jmark = self.jn
+        self.jcopy = <char*>malloc(nbytes if nbytes > 0 else 1)
+        if self.jcopy == NULL:
+            self.jlost = True
+            return
+        memcpy(self.jcopy, self.slots, nbytes)
+        self.jc_capacity = self.capacity
+        self.jc_total = self.total
+        self.jc_n = self.n
+        self.jc_has_zero = self.has_zero
+        memcpy(self.jc_zero, self.zero_slot, sizeof(self.zero_slot))
 
     cdef int shrink_to_fit(self) noexcept nogil:
         """Give memory back once pruning has emptied most of the store."""
@@ -474,6 +536,96 @@ cdef class WeightStore:
                              f"(a half below {SMALL_CAPACITY} slots)")
         if self._rebuild(capacity) != 0:
             raise MemoryError("cannot reallocate the weight store")
+
+    # ------------------------------------------------- atomic batches
+
+    def begin(self):
+        """Start journaling a batch: until ``commit``, ``rollback`` can
+        undo every change (docs/algorithms.md, "Atomic batches")."""
+        if self.in_batch:
+            raise RuntimeError("a batch is already open")
+        self.jn = self.jmark = 0
+        self.jlost = False
+        self.in_batch = self.journaling = True
+
+    def commit(self):
+        """Keep the changes since ``begin``; drop the journal."""
+        self._close_journal()
+
+    def rollback(self):
+        """Undo every change since ``begin``: the live keys and their
+        slots' contents are those at ``begin`` again, bit for bit (the
+        table may keep a larger size).  Raises MemoryError if that cannot
+        be done (memory ran out while journaling or now)."""
+        cdef Py_ssize_t r, upto
+        cdef int failed = 0
+        cdef char* rec
+        cdef char* p
+        cdef uint64_t h, key
+        cdef Py_ssize_t size = self.slot_size
+        if not self.in_batch:
+            raise RuntimeError("no batch is open")
+        self.journaling = False
+        if self.jlost:
+            self._close_journal()
+            raise MemoryError("memory ran out while journaling the batch: it cannot be undone")
+        with nogil:
+            upto = self.jn
+            if self.jcopy != NULL:
+                table_free(self.slots, self.alloc_bytes, self.mapped)
+                self.slots = self.jcopy
+                self.jcopy = NULL
+                self.alloc_bytes = self.jc_total * size
+                self.mapped = False
+                self.capacity = self.jc_capacity
+                self.total = self.jc_total
+                self.n = self.jc_n
+                self.has_zero = self.jc_has_zero
+                memcpy(self.zero_slot, self.jc_zero, sizeof(self.zero_slot))
+                upto = self.jmark
+            r = upto - 1
+            while r >= 0:
+                rec = self.jbuf + r * size
+                h = slot_hash(rec)
+                key = unfmix64(h) if h != 0 else 0
+                p = store_find(self, key)
+                if self.jflag[r] == 0:
+                    if p != NULL:
+                        self.remove(p)
+                else:
+                    if p == NULL:
+                        if self.reserve(1) != 0:
+                            failed = 1
+                            break
+                        p = self.insert_new(key)
+                        if p == NULL:
+                            failed = 1
+                            break
+                    memcpy(p + 8, rec + 8, size - 8)
+                r -= 1
+        self._close_journal()
+        if failed:
+            raise MemoryError("memory ran out while undoing the batch")
+
+    def _close_journal(self):
+        self.in_batch = self.journaling = self.jlost = False
+        self.jn = self.jmark = 0
+        free(self.jcopy)
+        self.jcopy = NULL
+        if self.jcap * self.slot_size > JOURNAL_KEEP_BYTES:
+            # A large batch's journal is given back, not kept for the next.
+            free(self.jbuf)
+            free(self.jflag)
+            self.jbuf = NULL
+            self.jflag = NULL
+            self.jcap = 0
+
+    @property
+    def journal_bytes(self):
+        """Bytes held by the undo journal (records, and the table copy
+        of a frozen batch)."""
+        cdef size_t copy = self.jc_total * self.slot_size if self.jcopy != NULL else 0
+        return self.jcap * (self.slot_size + 1) + copy
 
     def shrink(self):
         """Release memory held for slots no longer in use."""

@@ -52,8 +52,7 @@ WHY = {"bad_batch": "invalid examples (labels out of range for the loss, values 
                     "--batch-size)",
        "duplicate": "seq numbers this --producer had sent before, skipped by a daemon run "
                     "with --dedupe-seq (give another --producer name)",
-       "numeric": "an example overflowed while learning (the examples before it were "
-                  "learned)",
+       "numeric": "an example overflowed while learning (its whole batch was undone)",
        "bad_request": "a message field the daemon refused",
        "unknown_model": "the model was dropped during the send"}
 

@@ -286,7 +286,7 @@ class Daemon:
             return 0.0
         try:
             self.learn(trainer, batch)
-        except ProtocolError as exc:   # numeric: the examples before it were learned
+        except ProtocolError as exc:   # numeric: the batch was undone
             self._reject(exc, trainer)
             return trainer.learning_s
         if producer is not None and seq is not None:

@@ -69,6 +69,32 @@ def magnitude_problem(batch: Batch, config: DaemonConfig, learning: bool) -> str
     return None
 
 
+class NewNames(dict):
+    """The names a training batch brings that its model does not know
+    yet: ``key in`` it asks the model's table too, so that a decoder
+    names only new keys.  They join the table when the batch is learned,
+    never when it is refused."""
+
+    def __init__(self, known: dict[int, str]) -> None:
+        super().__init__()
+        self.known = known
+
+    def __contains__(self, key: object) -> bool:
+        return dict.__contains__(self, key) or key in self.known
+
+
+class TrainingBatch(Batch):
+    """A decoded training batch and the new feature names it carries."""
+
+    __slots__ = ("new_names",)
+
+    def __init__(self, batch: Batch, new_names: dict[int, str] | None) -> None:
+        # The checked arrays as they are (no second validation).
+        for field in Batch.__slots__:
+            setattr(self, field, getattr(batch, field))
+        self.new_names = new_names
+
+
 @dataclasses.dataclass
 class SnapshotSchedule:
     """When this model's next snapshot is due, and who waits for it."""
@@ -137,11 +163,11 @@ class Trainer:
         """The checked batch of a train, learn (``learning``) or predict
         message: at most ``max_request_rows`` rows (``too_large``, a
         row-wise batch refused before it is decoded), then ``check``."""
-        batch = protocol.decode_batch(msg, need_labels=learning,
-                                      names=self.names if learning else None,
+        new_names = NewNames(self.names) if learning and self.names is not None else None
+        batch = protocol.decode_batch(msg, need_labels=learning, names=new_names,
                                       max_rows=self.config.max_request_rows)
         self.check(batch, learning)
-        return batch
+        return TrainingBatch(batch, new_names) if learning else batch
 
     def check(self, batch: Batch, learning: bool) -> None:
         """``bad_batch`` unless the learner takes ``batch`` (finite, labels
@@ -161,9 +187,11 @@ class Trainer:
         """Learn a checked batch in slices, calling ``serve_between(s)``
         between them, ``s`` the seconds the slice took (it answers requests
         and says whether more may be waiting); return the reply of an
-        acknowledged learn.  A numeric
-        failure raises ``ProtocolError(numeric)``; the examples before it
-        stay learned."""
+        acknowledged learn.  The batch is atomic (docs/algorithms.md,
+        "Atomic batches"): a numeric failure in any slice undoes the slices
+        before it too, and raises ``ProtocolError(numeric)``; the model,
+        its counts and its names are as they were before the batch.
+        Requests answered between slices see the rows learned so far."""
         self.stats.batches += 1
         indptr = batch.indptr
         n = batch.n_rows
@@ -171,32 +199,44 @@ class Trainer:
         wake = (request_fd, slice_nnz)
         budget = MAX_SLICES_PER_CALL * slice_nnz
         start = 0
-        before = self.learner.progress_sums
+        learner = self.learner
+        before = learner.progress_sums
         learning = 0.0        # seconds spent learning (not answering requests)
         self.learning_s = 0.0
-        while start < n:
-            # The largest stop with nnz(start:stop) <= budget (at least one row).
-            stop = slice_end(indptr, start, budget)
-            began = time.perf_counter()
-            try:
-                result = self.learner.learn(batch, check=False, rows=(start, stop), wake=wake)
-            except (NumericError, StoreFullError) as exc:
-                self.stats.learned(exc.result)
-                raise ProtocolError(protocol.NUMERIC,
-                                    stopped_message(exc.reason, exc.row, exc.row)) from None
-            took = time.perf_counter() - began
-            learning += took
-            self.learning_s = learning
+        results = []
+        learner.begin()
+        try:
+            while start < n:
+                # The largest stop with nnz(start:stop) <= budget (at least one row).
+                stop = slice_end(indptr, start, budget)
+                began = time.perf_counter()
+                result = learner.learn(batch, check=False, rows=(start, stop), wake=wake)
+                took = time.perf_counter() - began
+                learning += took
+                self.learning_s = learning
+                results.append(result)
+                start += result.rows
+                if start < n:
+                    more = serve_between(took)
+                    # Requests left over (the per-turn limit) do not signal the
+                    # descriptor again: come back after one slice.
+                    budget = (1 if more else MAX_SLICES_PER_CALL) * slice_nnz
+        except (NumericError, StoreFullError) as exc:
+            learner.rollback()
+            raise ProtocolError(protocol.NUMERIC, stopped_message(exc.reason, exc.row)) from None
+        except BaseException:
+            learner.rollback()
+            raise
+        learner.commit()
+        for result in results:
             self.stats.learned(result)
-            start += result.rows
-            if start < n:
-                more = serve_between(took)
-                # Requests left over (the per-turn limit) do not signal the
-                # descriptor again: come back after one slice.
-                budget = (1 if more else MAX_SLICES_PER_CALL) * slice_nnz
+        new_names = getattr(batch, "new_names", None)
+        if new_names and self.names is not None:
+            for key, name in new_names.items():
+                self.names.setdefault(key, name)
         if self.metrics is not None:
             self.metrics.observe_batch(self.name, n, learning)
-        after = self.learner.progress_sums
+        after = learner.progress_sums
         weight = after["weight_sum"] - before["weight_sum"]
         loss = (after["loss_sum"] - before["loss_sum"]) / weight if weight > 0 else None
-        return {"examples": n, "loss": loss, "t": self.learner.examples_seen}
+        return {"examples": n, "loss": loss, "t": learner.examples_seen}
