@@ -170,3 +170,19 @@ def test_a_row_crossing_too_many_features_is_a_bad_batch(start_daemon):
             client.learn([wide])
         assert err.value.code == "bad_batch" and "interactions" in str(err.value)
         assert client.stats()["examples"] == 0
+
+
+def test_a_named_model_crosses_with_its_own_interactions(start_daemon):
+    """``create`` with interactions: that model crosses, ``default`` not."""
+    daemon = start_daemon("--update", "plain", "--l1", "0", "--eta0", "0.5")
+    row = {"namespaces": {"a": {"x": 1.0}, "b": {"y": 2.0}}}
+    key_x, key_y = feature_key("x", "a"), feature_key("y", "b")
+    with Client(daemon.request, timeout=30) as client:
+        client.create("crossed", {"update": "plain", "l1": 0.0, "eta0": 0.5,
+                                  "interactions": ["ba"]})
+        for model in ("crossed", "default"):
+            client.learn([dict(row, label=1)], model=model)
+        crossed = client.predict([row], top_k=5, model="crossed")["contributions"][0]
+        plain = client.predict([row], top_k=5)["contributions"][0]
+    assert {k for k, _ in crossed} == {key_x, key_y, cross_keys(key_x, key_y)}
+    assert {k for k, _ in plain} == {key_x, key_y}

@@ -45,7 +45,8 @@ def run(daemon: Any, msg: dict) -> Result:
     # The names of the request's own string features (row-wise), and the
     # model's table for the others (docs/protocol.md, "predict").
     request_names: dict[int, str] | None = {} if want_names else None
-    batch = trainer.decode(msg, learning=False, names=request_names)
+    batch = (trainer.decode(msg, learning=False, names=request_names) if want_names
+             else trainer.decode(msg, learning=False))
     # One reference for the whole request: a swap between two requests
     # never mixes two models in one answer.
     learner = trainer.learner
@@ -73,7 +74,7 @@ def run(daemon: Any, msg: dict) -> Result:
     names = None
     if want_names and chosen is not None:
         names = protocol.Packed(msgpack.packb(
-            names_of(chosen, request_names or {}, trainer.names or {}), use_bin_type=True))
+            names_of(chosen, request_names or {}, getattr(trainer, "names", None) or {}), use_bin_type=True))
     size = reply_size(msg.get("id"), predictions, chosen, names)
     limit = trainer.config.max_reply_bytes
     if size > limit:
