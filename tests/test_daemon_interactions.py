@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import onlinel1
+import onlinel1._kernels.wire
 from onlinel1 import model_file
 from onlinel1.cli import main
 from onlinel1.client import Client, Producer
@@ -186,3 +187,46 @@ def test_a_named_model_crosses_with_its_own_interactions(start_daemon):
         plain = client.predict([row], top_k=5)["contributions"][0]
     assert {k for k, _ in crossed} == {key_x, key_y, cross_keys(key_x, key_y)}
     assert {k for k, _ in plain} == {key_x, key_y}
+
+
+@pytest.mark.parametrize("namespaced", [False, True], ids=["plain-integers", "namespaced"])
+def test_the_decoder_gives_namespace_ids_and_keys_as_the_python_helpers(namespaced):
+    """wire.convert's namespace ids and keys, against namespace_id and
+    feature_key (nil and "" namespaces are the default one; msgpack
+    integers and decimal strings are integer names)."""
+    from onlinel1.io.interactions import namespace_id
+    from onlinel1.io.hashing import namespace_hash
+    from onlinel1.server.protocol import Rows
+    from onlinel1.server.trainer import decode_rows_crossed
+    from onlinel1.options import LearnerOptions
+    rows = [{"label": 1, "features": {"x": 1.0, 5: 2.0},
+             "namespaces": {"user": {"u7": 1.0, 42: 0.5, "007": 3.0}, "": {"e": 1.0},
+                            None: {"n": 1.0}, "\u00fcber": {"9": 1.0, "y": 2.0}}}]
+    want_keys, want_ids, want_names = [], [], {}
+    for ns, group in [(None, rows[0]["features"]), *rows[0]["namespaces"].items()]:
+        for name, _ in group.items():
+            text = str(name)
+            if isinstance(name, int):
+                key = name + (namespace_hash(ns) if namespaced and ns else 0)
+            else:
+                key = feature_key(text, ns or None, namespaced_integers=namespaced)
+            want_keys.append(key % 2**64)
+            want_ids.append(namespace_id(ns))
+            if isinstance(name, str) and not text.isdigit():
+                want_names[key] = f"{ns}^{text}" if ns else text
+            elif namespaced and ns:
+                want_names[key] = f"{ns}^{text}"
+            elif isinstance(name, str) and not ns:
+                want_names[key] = text
+    rows_value = Rows.of(rows)
+    out = onlinel1._kernels.wire.convert(rows_value.buf, rows_value.start, rows_value.end,
+                                         rows_value.entries, True, False, True, namespaced)
+    assert out[0] == 0
+    assert out[2].tolist() == want_keys
+    assert out[8].tolist() == want_ids
+    names: dict[int, str] = {}
+    options = LearnerOptions(interactions=["uu"], namespaced_integers=namespaced)
+    batch = decode_rows_crossed(rows_value, True, names, None, options)
+    assert batch.keys[:len(want_keys)].tolist() == want_keys
+    assert batch.nnz == len(want_keys) + 3 * 4 // 2 + 0       # |user|: 3 features, 6 pairs
+    assert names == want_names
