@@ -228,5 +228,7 @@ def test_the_decoder_gives_namespace_ids_and_keys_as_the_python_helpers(namespac
     options = LearnerOptions(interactions=["uu"], namespaced_integers=namespaced)
     batch = decode_rows_crossed(rows_value, True, names, None, options)
     assert batch.keys[:len(want_keys)].tolist() == want_keys
-    assert batch.nnz == len(want_keys) + 3 * 4 // 2 + 0       # |user|: 3 features, 6 pairs
+    # "uu": the 3 features of user crossed with repetition (3 * 4 / 2 pairs);
+    # "\u00fcber" starts with the byte 0xC3, not "u".
+    assert batch.nnz == len(want_keys) + 6
     assert names == want_names
