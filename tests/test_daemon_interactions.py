@@ -93,7 +93,8 @@ def test_q_through_the_daemon_trains_and_predicts_as_train_and_predict(
     data, test_data = tmp_path / "train.vw", tmp_path / "test.vw"
     data.write_text(vw_text(train))
     test_data.write_text(vw_text(test, labels=False))
-    extra = [f for t in TERMS for f in ("-q", t)] + (["--namespaced-integers"] if namespaced else [])
+    extra = [f for t in TERMS for f in ("-q", t)]
+    extra += ["--namespaced-integers"] if namespaced else []
     offline = model_file.load(train_offline(capsys, tmp_path, data, extra))[0]
     assert offline.options.interactions == ("ab", "bc", "aa", " a")
     assert offline.weights()[0].size > 100          # the crossed features are there

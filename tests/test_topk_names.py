@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import random
 
-import numpy as np
 import pytest
 
-from onlinel1 import Batch
 from onlinel1.client import Client, DaemonError, Producer, rows_to_batch
 from onlinel1.io import feature_key
 

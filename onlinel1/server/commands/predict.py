@@ -73,8 +73,8 @@ def run(daemon: Any, msg: dict) -> Result:
         check_finite("contributions", chosen.values(), lambda at: chosen.rows()[at])
     names = None
     if want_names and chosen is not None:
-        names = protocol.Packed(msgpack.packb(
-            names_of(chosen, request_names or {}, getattr(trainer, "names", None) or {}), use_bin_type=True))
+        known = names_of(chosen, request_names or {}, getattr(trainer, "names", None) or {})
+        names = protocol.Packed(msgpack.packb(known, use_bin_type=True))
     size = reply_size(msg.get("id"), predictions, chosen, names)
     limit = trainer.config.max_reply_bytes
     if size > limit:
