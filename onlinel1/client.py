@@ -12,6 +12,8 @@ Two classes, one per socket of the daemon:
           producer.add({"price": 0.5, 17: 1.0}, label=1)
           producer.add({"age=30": 1}, label=-1, namespaces={"user": {"country=fr": 1}})
           producer.send_batch(batch)          # an onlinel1.Batch, sent columnar
+          producer.send_rows(rows)            # row maps, sent row-wise (crossed by the daemon)
+          producer.send_frame(df, label="y")  # a pandas DataFrame or an arrow table
       # leaving the block flushed the rows added and waited for delivery
 
 * :class:`Client` asks the request endpoint (``DEALER`` to the daemon's
@@ -23,7 +25,7 @@ Two classes, one per socket of the daemon:
       with Client("tcp://127.0.0.1:5556", timeout=5.0) as client:
           client.health()                     # {"status": "ok", "mode": "training", ...}
           client.predict(batch)["predictions"]
-          client.predict([{"features": {"price": 0.5}}], top_k=3)
+          client.predict([{"features": {"price": 0.5}}], top_k=3, names=True)
           client.learn([{"label": 1, "features": {"17": 1.0}}])
 
 Named models: a daemon may hold several models, each with a name
@@ -531,6 +533,13 @@ class Producer:
     ``curve_secret_key`` and ``curve_server_key``: as for :class:`Client`
     (a daemon that refuses the key takes nothing: the connect check fails
     with reason ``"curve"``).
+
+    ``row_wise=True`` makes :meth:`add` send its rows row-wise (as
+    :meth:`send_rows` does) rather than hashed here and sent columnar:
+    the daemon then reads them with its model's settings, crossing them
+    with the model's interactions (``serve -q ab``), which it cannot do
+    for a columnar batch (docs/protocol.md, "Interactions and namespaced
+    integers").
 
     A message larger than ``max_message_bytes`` (the daemon's default,
     64 MiB; give the daemon's own if it differs) is not sent:
