@@ -12,6 +12,8 @@ Two classes, one per socket of the daemon:
           producer.add({"price": 0.5, 17: 1.0}, label=1)
           producer.add({"age=30": 1}, label=-1, namespaces={"user": {"country=fr": 1}})
           producer.send_batch(batch)          # an onlinel1.Batch, sent columnar
+          producer.send_rows(rows)            # row maps, sent row-wise (crossed by the daemon)
+          producer.send_frame(df, label="y")  # a pandas DataFrame or an arrow table
       # leaving the block flushed the rows added and waited for delivery
 
 * :class:`Client` asks the request endpoint (``DEALER`` to the daemon's
@@ -23,7 +25,7 @@ Two classes, one per socket of the daemon:
       with Client("tcp://127.0.0.1:5556", timeout=5.0) as client:
           client.health()                     # {"status": "ok", "mode": "training", ...}
           client.predict(batch)["predictions"]
-          client.predict([{"features": {"price": 0.5}}], top_k=3)
+          client.predict([{"features": {"price": 0.5}}], top_k=3, names=True)
           client.learn([{"label": 1, "features": {"17": 1.0}}])
 
 Named models: a daemon may hold several models, each with a name
@@ -532,6 +534,13 @@ class Producer:
     (a daemon that refuses the key takes nothing: the connect check fails
     with reason ``"curve"``).
 
+    ``row_wise=True`` makes :meth:`add` send its rows row-wise (as
+    :meth:`send_rows` does) rather than hashed here and sent columnar:
+    the daemon then reads them with its model's settings, crossing them
+    with the model's interactions (``serve -q ab``), which it cannot do
+    for a columnar batch (docs/protocol.md, "Interactions and namespaced
+    integers").
+
     A message larger than ``max_message_bytes`` (the daemon's default,
     64 MiB; give the daemon's own if it differs) is not sent:
     :class:`MessageTooLarge`, and the rows stay buffered (lower
@@ -553,7 +562,12 @@ class Producer:
                  curve_secret_key: str | os.PathLike[str] | None = None,
                  curve_server_key: str | os.PathLike[str] | None = None,
                  connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
-                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+                 row_wise: bool = False) -> None:
+        #: Whether :meth:`add` sends its rows row-wise (namespaces named, so
+        #: the daemon applies its model's interactions) instead of hashed
+        #: here and sent columnar.
+        self.row_wise = bool(row_wise)
         #: The largest message this producer sends (bytes).
         self.max_message_bytes = _limit(max_message_bytes)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -579,6 +593,8 @@ class Producer:
         self.seq = 0
         self.examples_sent = 0
         self._rows = _RowBuffer()
+        #: With ``row_wise``: the row maps of the rows in ``_rows``.
+        self._row_maps: list[dict[str, Any]] = []
         self._packer = _packer()
         #: (seq, rows, tracker) of each batch sent and not yet delivered,
         #: oldest first (ZeroMQ's MessageTracker: done once the message has
@@ -682,8 +698,15 @@ class Producer:
             producer.add({"price": 0.5, 17: 1.0}, 1, namespaces={"user": {"age=30": 1}})
         """
         self._check_open()
-        self._rows.add(features, label, importance, namespaces,
-                       where=f"example {self.examples_sent + len(self._rows) + 1}")
+        where = f"example {self.examples_sent + len(self._rows) + 1}"
+        self._rows.add(features, label, importance, namespaces, where=where)
+        if self.row_wise:
+            row: dict[str, Any] = {"features": features, "label": label}
+            if importance != 1.0:
+                row["importance"] = importance
+            if namespaces is not None:
+                row["namespaces"] = namespaces
+            self._row_maps.extend(encode_rows([row], labels_required=True))
         if len(self._rows) >= self.batch_size:
             self.flush()
 
@@ -694,7 +717,11 @@ class Producer:
         self._check_open()
         while len(self._rows):
             n = min(len(self._rows), self.batch_size)
-            self._send(self._rows.batch().slice(0, n))
+            if self.row_wise:
+                self._send_rows(self._row_maps[:n])
+                del self._row_maps[:n]
+            else:
+                self._send(self._rows.batch().slice(0, n))
             self._rows.drop(n)
 
     def send_batch(self, batch: Batch) -> None:
@@ -717,22 +744,90 @@ class Producer:
             self._send(converted if converted.n_rows <= self.batch_size
                        else converted.slice(start, start + self.batch_size))
 
+    def send_rows(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Send row maps (as :func:`encode_rows` takes them, labels
+        required) row-wise, in messages of at most ``batch_size`` rows.
+
+        Row-wise rows name their namespaces, so the daemon reads them with
+        its model's settings: it crosses them with the model's interactions
+        (``serve -q ab``) and applies its ``namespaced_integers``, exactly
+        as ``onlinel1 train`` reads the same rows from a VW file
+        (docs/protocol.md, "Interactions"). Rows added before and not sent
+        yet go first.
+
+        ::
+
+            producer.send_rows([{"label": 1, "namespaces": {"user": {"u7": 1},
+                                                            "ad": {"42": 0.5}}}])
+        """
+        self._check_open()
+        encoded = encode_rows(rows, labels_required=True)
+        for i, row in enumerate(encoded):
+            groups = [row["features"], *(row.get("namespaces") or {}).values()]
+            numbers_ = [row["label"], row.get("importance", 1.0)]
+            numbers_ += [v for group in groups for v in group.values()]
+            if not all(math.isfinite(v) for v in numbers_):
+                raise ValueError(f"row {i}: labels, importances and values must be finite")
+            if row.get("importance", 1.0) < 0:
+                raise ValueError(f"row {i}: importance must be >= 0")
+        self.flush()
+        for start in range(0, len(encoded), self.batch_size):
+            self._send_rows(encoded[start:start + self.batch_size])
+
+    def send_frame(self, frame: Any, label: Any = None, weight: Any = None, *,
+                   categorical: Iterable[Any] | None = None,
+                   numeric: Iterable[Any] | None = None,
+                   namespace: str | Mapping[Any, str] | None = None) -> None:
+        """Send the rows of a pandas DataFrame or a pyarrow Table or
+        RecordBatch, converted without a loop per row
+        (:func:`onlinel1.dataframe.from_table`, the rules of
+        ``Batch.from_pandas``: a numeric column ``c`` is the feature ``c``,
+        a string or categorical one ``c=value``), then sent columnar as
+        :meth:`send_batch` sends. ``label`` (required) and ``weight``: column
+        names or arrays. ``categorical`` and ``numeric``: if either is given,
+        the feature columns are exactly those listed, the first hashed as
+        ``c=value`` whatever their dtype (integer ids), the second taken as
+        values. ``namespace``: as for ``Batch.from_pandas``.
+
+        ::
+
+            producer.send_frame(df, label="clicked", categorical=["site", "ad_id"],
+                                numeric=["price"])
+        """
+        from onlinel1 import dataframe
+        if not dataframe.is_table(frame):
+            raise TypeError(f"send_frame needs a pandas DataFrame or a pyarrow Table or "
+                            f"RecordBatch, got {type(frame).__name__}")
+        if label is None:
+            raise ValueError("send_frame needs label= (a column name or an array): training "
+                             "needs labels")
+        self.send_batch(dataframe.from_table(frame, label, weight, namespace=namespace,
+                                             categorical=categorical, numeric=numeric))
+
     def send_csr(self, X: Any, y: Any, weights: Any = None) -> None:
         """Send the rows of a scipy.sparse matrix ``X`` (column j is feature
         key j) with labels ``y`` and optional importance ``weights``."""
         self.send_batch(Batch.from_csr(X, y, weights))
 
     def _send(self, batch: Batch) -> None:
+        self._send_message({"csr": encode_csr(batch)}, batch.n_rows)
+
+    def _send_rows(self, rows: list[dict[str, Any]]) -> None:
+        self._send_message({"rows": rows}, len(rows))
+
+    def _send_message(self, examples: dict[str, Any], n_rows: int) -> None:
+        """Send one train message of ``n_rows`` examples (its ``csr`` or
+        ``rows`` field in ``examples``)."""
         message: dict[str, Any] = {"v": PROTOCOL_VERSION, "op": "train"}
         if self.model is not None:
             message["model"] = self.model
         message["seq"] = self.seq + 1
-        message["csr"] = encode_csr(batch)
+        message.update(examples)
         if self.producer is not None:
             message["producer"] = self.producer
         frame = self._packer.pack(message)
         _check_size(frame, self.max_message_bytes,
-                    f"batch seq {self.seq + 1} of {batch.n_rows} examples")
+                    f"batch seq {self.seq + 1} of {n_rows} examples")
         deadline = None if self.send_timeout is None else time.monotonic() + self.send_timeout
         while True:
             try:
@@ -743,7 +838,7 @@ class Producer:
             # At the high-water mark: wait for room, in slices so that Ctrl-C
             # works and a daemon that went away is noticed.
             remaining = 1.0 if deadline is None else deadline - time.monotonic()
-            not_sent = f"batch seq {self.seq + 1} of {batch.n_rows} examples was not sent"
+            not_sent = f"batch seq {self.seq + 1} of {n_rows} examples was not sent"
             if remaining <= 0:
                 raise ProducerTimeout(
                     f"the daemon at {self.endpoint} took no batch within "
@@ -754,10 +849,10 @@ class Producer:
                 raise ProducerTimeout(f"{gone}; {not_sent}, and {self.undelivered} batches "
                                       f"before it are still queued")
             self._socket.poll(int(min(remaining, 0.1) * 1000) + 1, zmq.POLLOUT)
-        self._in_flight.append((self.seq + 1, batch.n_rows, tracker))
+        self._in_flight.append((self.seq + 1, n_rows, tracker))
         self._prune()          # (reads the link's events: keeps the monitor's queue short)
         self.seq += 1
-        self.examples_sent += batch.n_rows
+        self.examples_sent += n_rows
 
     def _gone(self) -> str | None:
         """Why waiting for the daemon is over (no daemon connected for
@@ -966,15 +1061,33 @@ class Client:
     # -- operations
 
     def predict(self, examples: Any, output: str = "auto", top_k: int = 0, *,
-                model: str | None = None) -> dict[str, Any]:
+                model: str | None = None, names: bool = False) -> dict[str, Any]:
         """``{"predictions": [...]}`` for the examples (plus ``contributions``
-        if ``top_k`` > 0); ``output`` is ``"auto"``, ``"probability"`` or
-        ``"margin"``."""
+        if ``top_k`` > 0: per row, ``[key, w * x]`` pairs); ``output`` is
+        ``"auto"``, ``"probability"`` or ``"margin"``.
+
+        ``names=True`` (with ``top_k``) asks the daemon for the names of the
+        contributing features it knows (the string features of these rows,
+        and those its model learned from rows): each such key in
+        ``contributions`` is replaced by its name (``"namespace^name"``, or
+        ``"name"`` without a namespace), the others stay keys, and
+        ``names`` holds the daemon's ``{key: name}`` map::
+
+            client.predict([{"features": {"price": 0.5}}], top_k=3, names=True)
+            # {"predictions": [...], "contributions": [[["price", 0.21]]], "names": {...}}
+        """
         fields = _examples(examples, training=False)
         fields["output"] = output
         if top_k:
             fields["top_k"] = int(top_k)
-        return self.request("predict", model=model, **fields)
+        if names:
+            fields["names"] = True
+        result = self.request("predict", model=model, **fields)
+        if names and "contributions" in result:
+            known = result.get("names") or {}
+            result["contributions"] = [[[known.get(key, key), value] for key, value in row]
+                                       for row in result["contributions"]]
+        return result
 
     def learn(self, examples: Any, *, model: str | None = None) -> dict[str, Any]:
         """Acknowledged training: ``{"examples": n, "loss": ..., "t": ...}``

@@ -15,6 +15,14 @@ features of a row sent to the daemon are named and hashed as they are
 * any other column type (dates, lists, ...) is refused with a
   ``BatchError`` naming the column.
 
+``categorical`` and ``numeric`` (lists of columns) choose the feature
+columns and how each reads: if either is given, the features are exactly
+the columns listed (in the table's column order), a ``categorical`` one
+``c=value`` whatever its dtype (an integer id 42 is ``c=42``, a float
+1.5 ``c=1.5``: ``str`` of the value), a ``numeric`` one its value (a
+column that is not numeric or bool is refused).  A column listed twice,
+or one that is the label's or the weight's, is refused.
+
 A column name that is not a string is taken as ``str(name)``; as
 everywhere, a decimal name such as ``"3"`` *is* key 3.  ``namespace`` (a
 string, or a map from column to namespace) hashes the features of the
@@ -127,9 +135,42 @@ def is_pandas(obj: Any) -> bool:
     return pd is not None and isinstance(obj, pd.DataFrame)
 
 
-def _pandas_column(name: str, series: Any) -> _Column:
+def _select(columns: list[Any], taken: list[Any], categorical: Any,
+            numeric: Any) -> list[tuple[Any, str | None]]:
+    """The feature columns and how each reads (``"categorical"``,
+    ``"numeric"``, or None: by its dtype), in the table's order."""
+    if categorical is None and numeric is None:
+        return [(c, None) for c in columns if c not in taken]
+    kinds: dict[Any, str] = {}
+    for kind, listed in (("categorical", categorical), ("numeric", numeric)):
+        if isinstance(listed, str):
+            listed = [listed]
+        for c in listed or ():
+            if c not in columns:
+                raise BatchError(f"{kind}: no column {c!r} in the table (columns: "
+                                 f"{', '.join(map(str, columns))})", field="keys",
+                                 reason="missing")
+            if c in taken:
+                raise BatchError(f"{kind}: column {c!r} is the label's or the weight's",
+                                 field="keys", reason="shape")
+            if c in kinds:
+                raise BatchError(f"column {c!r} is listed twice (categorical and numeric)",
+                                 field="keys", reason="shape")
+            kinds[c] = kind
+    return [(c, kinds[c]) for c in columns if c in kinds]
+
+
+def _pandas_column(name: str, series: Any, kind: str | None = None) -> _Column:
     import pandas as pd
     dtype = series.dtype
+    numeric = pd.api.types.is_bool_dtype(dtype) or (pd.api.types.is_numeric_dtype(dtype)
+                                                    and not isinstance(dtype, pd.CategoricalDtype))
+    if kind == "numeric" and not numeric:
+        raise BatchError(f"column {name!r}: listed as numeric, but its dtype {dtype} is not "
+                         f"numeric or bool", field="values", reason="dtype")
+    if kind == "categorical" and not isinstance(dtype, pd.CategoricalDtype):
+        codes, uniques = pd.factorize(series, use_na_sentinel=True)
+        return _strings(name, codes, [str(u) for u in uniques])
     if isinstance(dtype, pd.CategoricalDtype):
         return _strings(name, series.cat.codes.to_numpy(), series.cat.categories)
     if pd.api.types.is_bool_dtype(dtype) or pd.api.types.is_numeric_dtype(dtype):
@@ -146,11 +187,13 @@ def _pandas_column(name: str, series: Any) -> _Column:
 
 def from_pandas(df: Any, label: Any = None, weight: Any = None, *,
                 namespace: str | Mapping[Any, str] | None = None,
-                names: dict[int, str] | None = None) -> Batch:
+                names: dict[int, str] | None = None, categorical: Any = None,
+                numeric: Any = None) -> Batch:
     """The Batch of a pandas DataFrame (the module docstring has the
     rules).  ``label`` and ``weight``: column names (those columns are not
     features) or arrays; ``names``: a dict that gets the name of every
-    feature under its key."""
+    feature under its key; ``categorical``, ``numeric``: the feature
+    columns, and how they read."""
     if not is_pandas(df):
         raise TypeError(f"from_pandas needs a pandas DataFrame, got {type(df).__name__}")
     columns = list(df.columns)
@@ -160,8 +203,8 @@ def from_pandas(df: Any, label: Any = None, weight: Any = None, *,
     labels, label_col = _pick(label, "labels", columns, lambda c: df[c].to_numpy())
     weights, weight_col = _pick(weight, "weights", columns, lambda c: df[c].to_numpy())
     taken = [c for c in (label_col, weight_col) if c is not None]
-    features = [(_column_namespace(namespace, c), _pandas_column(str(c), df[c]))
-                for c in columns if c not in taken]
+    features = [(_column_namespace(namespace, c), _pandas_column(str(c), df[c], kind))
+                for c, kind in _select(columns, taken, categorical, numeric)]
     return _assemble(len(df), features, labels, weights, names)
 
 
@@ -174,7 +217,7 @@ def is_arrow(obj: Any) -> bool:
     return pa is not None and isinstance(obj, (pa.Table, pa.RecordBatch))
 
 
-def _arrow_column(name: str, column: Any) -> _Column:
+def _arrow_column(name: str, column: Any, how: str | None = None) -> _Column:
     import pyarrow as pa
     import pyarrow.compute as pc
     if isinstance(column, pa.ChunkedArray):
@@ -183,7 +226,15 @@ def _arrow_column(name: str, column: Any) -> _Column:
     if pa.types.is_dictionary(kind):
         column = column.cast(kind.value_type)
         kind = column.type
-    if pa.types.is_boolean(kind) or pa.types.is_integer(kind) or pa.types.is_floating(kind):
+    number = pa.types.is_boolean(kind) or pa.types.is_integer(kind) or pa.types.is_floating(kind)
+    if how == "numeric" and not number:
+        raise BatchError(f"column {name!r}: listed as numeric, but its arrow type {kind} is not "
+                         f"numeric or bool", field="values", reason="dtype")
+    if how == "categorical" and number:
+        encoded = pc.dictionary_encode(column)
+        codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
+        return _strings(name, codes, [str(v) for v in encoded.dictionary.to_pylist()])
+    if number:
         values = pc.fill_null(column.cast(pa.float64()), float("nan"))
         return _numeric(name, values.to_numpy(zero_copy_only=False))
     if pa.types.is_string(kind) or pa.types.is_large_string(kind) \
@@ -197,7 +248,8 @@ def _arrow_column(name: str, column: Any) -> _Column:
 
 def from_arrow(table: Any, label: Any = None, weight: Any = None, *,
                namespace: str | Mapping[Any, str] | None = None,
-               names: dict[int, str] | None = None) -> Batch:
+               names: dict[int, str] | None = None, categorical: Any = None,
+               numeric: Any = None) -> Batch:
     """The Batch of a pyarrow Table or RecordBatch, as ``from_pandas``."""
     if not is_arrow(table):
         raise TypeError(f"from_arrow needs a pyarrow Table or RecordBatch, got "
@@ -212,8 +264,8 @@ def from_arrow(table: Any, label: Any = None, weight: Any = None, *,
     labels, label_col = _pick(label, "labels", columns, get)
     weights, weight_col = _pick(weight, "weights", columns, get)
     taken = [c for c in (label_col, weight_col) if c is not None]
-    features = [(_column_namespace(namespace, c), _arrow_column(str(c), table.column(c)))
-                for c in columns if c not in taken]
+    features = [(_column_namespace(namespace, c), _arrow_column(str(c), table.column(c), how))
+                for c, how in _select(columns, taken, categorical, numeric)]
     return _assemble(table.num_rows, features, labels, weights, names)
 
 

@@ -19,6 +19,7 @@ cdef inline double scale_decay(SGDKernel k, double factor) noexcept nogil:
     if k.scale >= SCALE_RESET:
         return 1.0
     c = k.scale
+    k.store.journal_freeze()    # every slot changes: copy the table once
     p = k.store.next_live(&cursor)
     while p != NULL:
         (<double*>p)[1] *= c

@@ -22,7 +22,8 @@ Memory (``convert``): the output arrays, 16 bytes per map entry inside
 one map at a time, 16 bytes of scratch per entry (PyMem_Raw*, so
 tracemalloc sees it).  A map entry is at least
 2 bytes and a row at least 1, so that is at most 8x the bytes of ``rows``
-plus 24 bytes a row, plus 8x the largest map.
+plus 24 bytes a row, plus 8x the largest map.  Namespace ids (for a model
+with interactions) add 1 byte per map entry, names' positions 16.
 
 Writing (``pack_floats``, ``pack_contributions``) gives the very bytes
 msgpack-python's ``packb`` gives for the same lists of Python numbers
@@ -38,7 +39,7 @@ import os
 
 import numpy as np
 
-from onlinel1._kernels.hashing cimport key_of_feature, xxh64
+from onlinel1._kernels.hashing cimport feature_hash, key_of_feature, xxh64
 
 #: The seed of the hash that finds repeated string keys within one map
 #: (never stored): random per process, so no one can send many names of
@@ -49,6 +50,14 @@ cdef uint64_t IDENT_SEED = int.from_bytes(os.urandom(8), "little")
 cdef enum:
     # msgpack-python's C decoder nests at most this many containers.
     MAX_NESTING = 1024
+
+cdef enum:
+    # The namespace id of a feature outside any named namespace, as
+    # onlinel1.io.interactions has it (DEFAULT_NAMESPACE_ID, ord(" ")).
+    DEFAULT_NAMESPACE_ID = 32
+
+#: The same, for Python.
+DEFAULT_NAMESPACE = DEFAULT_NAMESPACE_ID
 
 cdef enum:
     # Kinds of msgpack value (the first byte tells).
@@ -811,6 +820,8 @@ cdef struct Out:
     double* weights
     int64_t* name_pos           # per feature: the name's position, or -1
     int64_t* namespace_pos      # per feature: the namespace key's position, or -1
+    uint8_t* namespace_ids      # per feature: its namespace's id (NULL: not wanted)
+    bint namespaced_integers    # integer names in a named namespace offset by its hash
     int64_t capacity
     int64_t nnz
     bint need_labels
@@ -840,6 +851,9 @@ cdef int features(const uint8_t* buf, Py_ssize_t end, Py_ssize_t map_pos,
     cdef Pair* pairs
     cdef double x
     cdef uint64_t key
+    cdef uint64_t offset = 0                 # added to integer names (namespaced_integers)
+    cdef uint8_t ns_id = DEFAULT_NAMESPACE_ID
+    cdef bint offsetting = False
     cdef bint hashed
     if header(buf, map_pos, end, &m):
         return -2
@@ -851,6 +865,17 @@ cdef int features(const uint8_t* buf, Py_ssize_t end, Py_ssize_t map_pos,
             return -2
         if ns.n > 0:                         # the empty namespace is no namespace
             prefix = <Py_ssize_t>ns.n + 1
+            # Interactions know a namespace by its name's first byte
+            # (docs/formats.md, "Interactions").
+            ns_id = buf[ns.start]
+            if o.namespaced_integers:
+                # XXH64(namespace + "^"): docs/formats.md, "Keys", rule 3.
+                if reserve_text(s, prefix):
+                    return -1
+                memcpy(s.text, buf + ns.start, <size_t>ns.n)
+                s.text[ns.n] = 94            # "^"
+                offset = feature_hash(s.text, <size_t>prefix)
+                offsetting = True
     first = m.end
     n = distinct_keys(buf, first, end, m.n, s)
     if n < 0:
@@ -868,7 +893,7 @@ cdef int features(const uint8_t* buf, Py_ssize_t end, Py_ssize_t map_pos,
                 return -2
             value_at = v.end
         if k.kind == K_UINT:
-            key = k.u
+            key = k.u + offset
             hashed = False
         elif k.kind == K_STR:
             if prefix:
@@ -880,6 +905,8 @@ cdef int features(const uint8_t* buf, Py_ssize_t end, Py_ssize_t map_pos,
                 hashed = key_of_feature(s.text, <size_t>prefix, <size_t>(prefix + <Py_ssize_t>k.n), &key)
             else:
                 hashed = key_of_feature(buf + k.start, 0, <size_t>k.n, &key)
+            if not hashed:
+                key += offset                # a decimal name is an integer name
         else:
             fail(o, ROW_FEATURE_NAME, ns_key_pos, key_at, -1)
             return 1
@@ -891,10 +918,16 @@ cdef int features(const uint8_t* buf, Py_ssize_t end, Py_ssize_t map_pos,
         o.keys[o.nnz] = key
         o.values[o.nnz] = x
         if o.name_pos != NULL:
-            # A name is kept where it gives the key back: hashed, or a decimal
-            # name outside a namespace.
-            o.name_pos[o.nnz] = key_at if k.kind == K_STR and (hashed or not prefix) else -1
+            # A name is kept where it gives the key back: hashed, a decimal
+            # name outside a namespace, or (namespaced_integers) any integer
+            # name in a named namespace, as "namespace^42".
+            if offsetting:
+                o.name_pos[o.nnz] = key_at
+            else:
+                o.name_pos[o.nnz] = key_at if k.kind == K_STR and (hashed or not prefix) else -1
             o.namespace_pos[o.nnz] = ns_key_pos if prefix else -1
+        if o.namespace_ids != NULL:
+            o.namespace_ids[o.nnz] = ns_id
         o.nnz += 1
     return 0
 
@@ -1033,7 +1066,8 @@ cdef int convert_c(const uint8_t* buf, Py_ssize_t start, Py_ssize_t end, int64_t
 
 
 def convert(const uint8_t[::1] buf, Py_ssize_t start, Py_ssize_t end, int64_t capacity,
-            bint need_labels, bint with_names):
+            bint need_labels, bint with_names, bint with_namespace_ids=False,
+            bint namespaced_integers=False):
     """Convert the ``rows`` value at ``buf[start:end]`` (checked by
     ``scan``; ``capacity`` its map entries, an upper bound of its features).
 
@@ -1044,7 +1078,16 @@ def convert(const uint8_t[::1] buf, Py_ssize_t start, Py_ssize_t end, int64_t ca
     b, c)`` for the first row that is wrong: ``error`` one of the ROW_
     codes, ``a``/``b``/``c`` positions in ``buf`` (a namespace key, a
     feature key, a value, or the row), as each code says in
-    onlinel1.server.protocol."""
+    onlinel1.server.protocol.
+
+    ``with_namespace_ids`` adds a ninth item to a success: each feature's
+    namespace id (uint8: the first byte of its namespace's name,
+    ``DEFAULT_NAMESPACE`` for ``features``, a nil or an empty namespace),
+    what ``onlinel1.io.interactions.cross_arrays`` crosses by.  With
+    ``namespaced_integers`` an integer name (a msgpack integer or a decimal
+    string) in a named namespace has the key ``(name + XXH64(namespace +
+    "^")) mod 2**64``, ``onlinel1.io.feature_key(..., namespaced_integers=True)``
+    (docs/formats.md, "Keys"), and keeps its name (``namespace^42``)."""
     cdef Value rows
     cdef Out o
     cdef int status
@@ -1064,6 +1107,7 @@ def convert(const uint8_t[::1] buf, Py_ssize_t start, Py_ssize_t end, int64_t ca
     weights = np.empty(n_rows, dtype=np.float64)
     name_pos = np.empty(capacity if with_names else 0, dtype=np.int64)
     namespace_pos = np.empty(capacity if with_names else 0, dtype=np.int64)
+    namespace_ids = np.empty(capacity if with_namespace_ids else 0, dtype=np.uint8)
     cdef int64_t[::1] indptr_v = indptr
     cdef uint64_t[::1] keys_v = keys
     cdef double[::1] values_v = values
@@ -1071,6 +1115,7 @@ def convert(const uint8_t[::1] buf, Py_ssize_t start, Py_ssize_t end, int64_t ca
     cdef double[::1] weights_v = weights
     cdef int64_t[::1] name_v = name_pos
     cdef int64_t[::1] namespace_v = namespace_pos
+    cdef uint8_t[::1] ids_v = namespace_ids
     o.indptr = &indptr_v[0]
     o.keys = &keys_v[0] if capacity else NULL
     o.values = &values_v[0] if capacity else NULL
@@ -1078,6 +1123,8 @@ def convert(const uint8_t[::1] buf, Py_ssize_t start, Py_ssize_t end, int64_t ca
     o.weights = &weights_v[0] if n_rows else NULL
     o.name_pos = &name_v[0] if with_names and capacity else NULL
     o.namespace_pos = &namespace_v[0] if with_names and capacity else NULL
+    o.namespace_ids = &ids_v[0] if with_namespace_ids and capacity else NULL
+    o.namespaced_integers = namespaced_integers
     o.capacity = capacity
     o.nnz = 0
     o.need_labels = need_labels
@@ -1092,9 +1139,12 @@ def convert(const uint8_t[::1] buf, Py_ssize_t start, Py_ssize_t end, int64_t ca
     if status == 1:
         return (o.error, o.row, o.where1, o.where2, o.where3)
     nnz = o.nnz
-    return (0, indptr, keys[:nnz], values[:nnz], labels if need_labels else None,
-            weights if o.any_weight else None,
-            name_pos[:nnz] if with_names else None, namespace_pos[:nnz] if with_names else None)
+    out = (0, indptr, keys[:nnz], values[:nnz], labels if need_labels else None,
+           weights if o.any_weight else None,
+           name_pos[:nnz] if with_names else None, namespace_pos[:nnz] if with_names else None)
+    if with_namespace_ids:
+        out += (namespace_ids[:nnz],)
+    return out
 
 
 def map_entries(const uint8_t[::1] buf, Py_ssize_t pos, Py_ssize_t limit):

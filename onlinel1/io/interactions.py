@@ -19,18 +19,15 @@ its own features.
 >>> int(crossed.keys[3]) == cross_keys(1, 3)
 True
 
-The daemon's row decoding (``onlinel1/server/protocol.py``, ``decode_rows``)
-crosses a message so: while it walks a row's groups it appends
-``namespace_id(namespace)`` (computed once per group) to a ``bytearray``
-for every feature it appends to ``keys``; once the ``Batch`` is built, and
-if the model's ``options.interactions`` is not empty, it returns
-``cross_batch(batch, np.frombuffer(ids, np.uint8), options.interactions,
-max_nnz=...)``, mapping ``InteractionLimitError`` to a ``bad_batch``
-error.  With ``options.namespaced_integers`` the keys of integer names in
-a named namespace are those of ``onlinel1.io.hashing.feature_key(...,
-namespaced_integers=True)``: ``feature_keys(names, namespace,
-namespaced_integers=True)`` for the string names, and ``(name +
-namespace_hash(namespace)) % 2**64`` for msgpack integers.
+The daemon crosses row-wise messages so (``onlinel1/server/trainer.py``,
+``decode_rows_crossed``): the wire decoder (``wire.convert`` with
+``with_namespace_ids``) writes ``namespace_id`` of each feature's
+namespace beside the CSR arrays, in the same pass, and applies the model's
+``namespaced_integers`` to integer names; if the model's
+``options.interactions`` is not empty, ``cross_arrays`` then crosses the
+batch, bounded per row and per batch (``InteractionLimitError``, a
+``bad_batch`` reply).  docs/protocol.md, "Interactions and namespaced
+integers".
 """
 from __future__ import annotations
 

@@ -9,12 +9,19 @@ straight from the arrays (wire.pack_floats, wire.pack_contributions), with
 no Python object per row or contribution.  A prediction or contribution
 that is not finite is never answered as a result: it is a ``numeric``
 error naming the rows.
+
+With ``names: true`` (and ``top_k``) the reply also maps each key of the
+contributions whose name the daemon knows to that name: the request's own
+string features (row-wise), then the model's name table (the names of the
+string features it learned from rows, kept with ``--keep-names`` or
+loaded with the model).  Crossed features (interactions) have no name.
 """
 from __future__ import annotations
 
 import dataclasses
 from typing import Any, Callable
 
+import msgpack
 import numpy as np
 
 from onlinel1._kernels import topk, wire
@@ -31,7 +38,15 @@ NAMED_ROWS = 10
 
 def run(daemon: Any, msg: dict) -> Result:
     trainer = daemon.models.get(protocol.model_name(msg))
-    batch = trainer.decode(msg, learning=False)
+    want_names = msg.get("names", False)
+    if not isinstance(want_names, bool):
+        raise ProtocolError(protocol.BAD_REQUEST,
+                            f"names must be true or false, got {want_names!r}")
+    # The names of the request's own string features (row-wise), and the
+    # model's table for the others (docs/protocol.md, "predict").
+    request_names: dict[int, str] | None = {} if want_names else None
+    batch = (trainer.decode(msg, learning=False, names=request_names) if want_names
+             else trainer.decode(msg, learning=False))
     # One reference for the whole request: a swap between two requests
     # never mixes two models in one answer.
     learner = trainer.learner
@@ -56,7 +71,11 @@ def run(daemon: Any, msg: dict) -> Result:
     chosen = contributions(learner, batch, top_k) if top_k else None
     if chosen is not None:
         check_finite("contributions", chosen.values(), lambda at: chosen.rows()[at])
-    size = reply_size(msg.get("id"), predictions, chosen)
+    names = None
+    if want_names and chosen is not None:
+        known = names_of(chosen, request_names or {}, getattr(trainer, "names", None) or {})
+        names = protocol.Packed(msgpack.packb(known, use_bin_type=True))
+    size = reply_size(msg.get("id"), predictions, chosen, names)
     limit = trainer.config.max_reply_bytes
     if size > limit:
         raise ProtocolError(protocol.TOO_LARGE,
@@ -66,7 +85,25 @@ def run(daemon: Any, msg: dict) -> Result:
     result: dict[str, Any] = {"predictions": protocol.Packed(wire.pack_floats(predictions))}
     if chosen is not None:
         result["contributions"] = protocol.Packed(chosen.pack())
+    if names is not None:
+        result["names"] = names
     return Result(result)
+
+
+def names_of(chosen: "Contributions", *tables: dict[int, str]) -> dict[int, str]:
+    """``{key: name}`` of the distinct keys among the chosen contributions
+    that one of ``tables`` names (the first that does); a Python object
+    per distinct named key, none per contribution."""
+    out: dict[int, str] = {}
+    if not any(tables):
+        return out
+    for key in np.unique(chosen.keys[chosen.positions]).tolist():
+        for table in tables:
+            name = table.get(key)
+            if name is not None:
+                out[key] = name
+                break
+    return out
 
 
 def check_finite(what: str, values: np.ndarray,
@@ -84,16 +121,21 @@ def check_finite(what: str, values: np.ndarray,
                         f"overflow, so nothing is answered")
 
 
-def reply_size(request_id: Any, predictions: np.ndarray, chosen: "Contributions | None") -> int:
+def reply_size(request_id: Any, predictions: np.ndarray, chosen: "Contributions | None",
+               names: "protocol.Packed | None" = None) -> int:
     """The exact size of the reply, computed before it is written."""
     fields: dict[str, Any] = {"predictions": None}
     if chosen is not None:
         fields["contributions"] = None
+    if names is not None:
+        fields["names"] = None
     # Each None is one byte in the skeleton; the packed values replace them.
     size = len(protocol.encode_result(request_id, fields)) - len(fields)
     size += wire.floats_size(predictions.size)
     if chosen is not None:
         size += chosen.packed_size()
+    if names is not None:
+        size += len(names.data)
     return size
 
 
