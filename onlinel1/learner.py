@@ -52,6 +52,10 @@ class Learner:
     ``fit_intercept``); a bad one raises ``ValueError`` naming it.
     """
 
+    #: The rows of an incomplete mini-batch (``minibatch`` > 1), at most
+    #: B - 1: they are learned when it is whole, or by ``flush``.
+    _pending: Batch | None = None
+
     def __init__(self, options: LearnerOptions | None = None, **kwargs: Any) -> None:
         if options is not None and kwargs:
             raise ValueError("give either a LearnerOptions or keyword arguments, not both")
@@ -59,9 +63,7 @@ class Learner:
         self._kernel = SGDKernel(self.options)
         self._progress = {"examples": 0, "weight_sum": 0.0, "loss_sum": 0.0, "correct": 0}
         self._dropped = (0, 0)
-        #: The rows of an incomplete mini-batch (``minibatch`` > 1), at most
-        #: B - 1: they are learned when it is whole, or by ``flush``.
-        self._pending: Batch | None = None
+        self._pending = None
 
     def __repr__(self) -> str:
         o = self.options
@@ -160,7 +162,7 @@ class Learner:
         input; saving a model (its ``state`` or model file) flushes first."""
         pending, self._pending = self._pending, None
         if pending is None:
-            return self._count(0, 0.0, 0.0, 0)
+            return LearnResult(0, 0.0, 0.0, 0 if self.options.classification else None)
         return self._learn_rows(pending, 0, pending.n_rows, pending.n_rows, 0)
 
     def _learn_rows(self, batch: Batch, start: int, stop: int, size: int,
