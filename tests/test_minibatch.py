@@ -101,10 +101,11 @@ def test_minibatch_1_learner_is_the_sequential_learner(a9a_sample):
 
 # ------------------------------------------------------- (b) against the reference
 
+@pytest.mark.parametrize("dataset", ["a9a_sample", "rcv1_sample"])
 @pytest.mark.parametrize("B", [2, 7, 32])
 @pytest.mark.parametrize("rule,options", RULES, ids=IDS)
-def test_minibatch_equals_the_eager_reference(a9a_sample, rule, options, B):
-    X, y = a9a_sample
+def test_minibatch_equals_the_eager_reference(request, dataset, rule, options, B):
+    X, y = request.getfixturevalue(dataset)
     s = importance(X.shape[0])
     o = dict(options, loss="log", schedule="invscaling", fit_intercept=True)
     learner = Learner(minibatch=B, **o)
@@ -264,3 +265,59 @@ def test_pending_rows_do_not_alias_the_callers_arrays(a9a_sample):
     a.flush()
     b.flush()
     assert np.array_equal(a.weights()[1], b.weights()[1]) and a.nnz > 0
+
+
+# ------------------------------------------------------- the daemon
+
+def test_serve_minibatch_learns_as_the_learner_whatever_the_messages(start_daemon, a9a_sample):
+    """``serve --minibatch 7`` fed messages of 137 rows (not multiples of 7)
+    predicts exactly as ``Learner(minibatch=7)`` fed the 1500 rows at once:
+    the same 214 mini-batches, the same 2 rows pending."""
+    from test_daemon import csr, ok
+    X, y = a9a_sample
+    batch = Batch.from_csr(X, y)
+    daemon = start_daemon("--update", "fobos", "--l1", "1e-4", "--eta0", "0.2",
+                          "--minibatch", "7")
+    for start in range(0, 1500, 137):
+        ok(daemon.request_once({"v": 1, "op": "learn", "id": start,
+                                "csr": csr(batch.slice(start, min(start + 137, 1500)))}))
+    learner = Learner(update="fobos", l1=1e-4, eta0=0.2, minibatch=7)
+    learner.learn(batch.slice(0, 1500))
+    assert learner.pending_rows == 1500 % 7
+    test = batch.slice(1500, batch.n_rows)
+    got = ok(daemon.request_once({"v": 1, "op": "predict", "csr": csr(test, labels=False)}))
+    np.testing.assert_array_equal(got["predictions"], learner.predict(test))
+    # The sequential daemon predicts otherwise (the comparison is not vacuous).
+    sequential = Learner(update="fobos", l1=1e-4, eta0=0.2)
+    sequential.learn(batch.slice(0, 1500))
+    assert np.abs(np.asarray(got["predictions"]) - sequential.predict(test)).max() > 1e-6
+
+
+# ------------------------------------------------------- scale folds within a mini-batch
+
+FOLDING = [
+    ("plain", dict(update="plain", l1=0.0, l2=0.05, eta0=0.5)),
+    ("subgradient", dict(update="subgradient", l1=1e-3, l2=0.05, eta0=0.5)),
+    ("cumulative", dict(update="cumulative", origin="first-seen", l1=1e-3, l2=0.05, eta0=0.5)),
+    ("spred", dict(update="spred", l1=0.5, eta0=0.1, spred_threshold=1e-9)),
+]
+
+
+@pytest.mark.parametrize("rule,options", FOLDING, ids=[r[0] for r in FOLDING])
+def test_global_scale_folds_inside_mini_batches(a9a_sample, rule, options):
+    """Decays strong enough that the global scale is folded into the
+    weights many times (scaled.pxi, spred's SPRED_RESET), inside and at
+    the end of mini-batches: B = 1 is still bit for bit, B = 7 still the
+    reference."""
+    X, y = a9a_sample
+    batch = Batch.from_csr(X, y)
+    o = dict(options, fit_intercept=True)
+    seq, mb = Learner(**o), Learner(**o)
+    seq._kernel.learn(batch.indptr, batch.keys, batch.values, batch.labels, None)
+    mb._kernel.learn_minibatch(batch.indptr, batch.keys, batch.values, batch.labels, None, 1)
+    assert np.array_equal(seq.weights()[1], mb.weights()[1]) and seq.nnz > 0
+    learner = Learner(minibatch=7, **o)
+    learner.learn(batch)
+    learner.flush()
+    w_ref, b_ref, _ = eager_minibatch_fit(X, y, 7, **o)
+    assert_same_model(dense(learner, X.shape[1]), w_ref)
