@@ -32,8 +32,10 @@ RULES = [
     ("cumulative-first-seen", dict(update="cumulative", origin="first-seen", l1=2e-3, l2=1e-3,
                                    eta0=0.1)),
     ("fobos", dict(update="fobos", l1=2e-3, l2=1e-3, eta0=0.1)),
+    # theta off the multiples of 0.05 (a9a's first steps, eta0 x g with
+    # x = 1, y = +-1, sum to them exactly): no weight sits on the knife edge.
     ("truncated", dict(update="truncated", l1=2e-3, eta0=0.1, truncate_every=3,
-                       truncate_theta=0.2)),
+                       truncate_theta=0.23)),
     ("adagrad-fobos", dict(update="adagrad-fobos", l1=1e-2, l2=1e-2, eta0=0.1)),
     ("ftrl", dict(update="ftrl", l1=1.0, l2=1.0, eta0=0.1)),
     ("spred", dict(update="spred", l1=2e-2, eta0=0.1, spred_threshold=3e-3)),
@@ -320,4 +322,48 @@ def test_global_scale_folds_inside_mini_batches(a9a_sample, rule, options):
     learner.learn(batch)
     learner.flush()
     w_ref, b_ref, _ = eager_minibatch_fit(X, y, 7, **o)
+    assert_same_model(dense(learner, X.shape[1]), w_ref)
+
+
+# ------------------------------------------------------- failures and repeated keys
+
+def test_an_overflowing_example_stops_before_its_mini_batch(a9a_sample):
+    """Row 45 overflows: with B = 10 the mini-batches of rows 0..39 are
+    learned, the one of rows 40..49 is not, and the error names row 45."""
+    from conftest import with_overflowing_row
+    from onlinel1.errors import NumericError
+    X, y = a9a_sample
+    batch = with_overflowing_row(Batch.from_csr(X[:100], y[:100]), 45)
+    learner = Learner(minibatch=10, update="fobos", l1=1e-3)
+    with pytest.raises(NumericError) as info:
+        learner.learn(batch)
+    assert info.value.row == 45 and info.value.result.rows == 40
+    assert learner.examples_seen == 40 and learner.pending_rows == 0
+    expected = Learner(minibatch=10, update="fobos", l1=1e-3)
+    expected.learn(batch.slice(0, 40))
+    assert np.array_equal(learner.weights()[1], expected.weights()[1])
+    assert learner.intercept == expected.intercept
+    # Completed from pending rows: the error names the row of this batch.
+    learner = Learner(minibatch=10, update="fobos", l1=1e-3)
+    learner.learn(batch.slice(0, 43))
+    with pytest.raises(NumericError) as info:
+        learner.learn(batch.slice(43, 100))
+    assert info.value.row == 2 and learner.examples_seen == 40
+
+
+@pytest.mark.parametrize("rule,options", RULES, ids=IDS)
+def test_repeated_keys_in_an_example_add_up(a9a_sample, rule, options):
+    """Every entry split in two (0.25 x and 0.75 x of the same key): the
+    reference's summed matrix, to 1e-12."""
+    X, y = a9a_sample
+    X = X[:600]
+    y = y[:600]
+    lengths = np.diff(X.indptr)
+    indptr = np.concatenate([[0], np.cumsum(2 * lengths)]).astype(np.int64)
+    keys = np.repeat(X.indices.astype(np.uint64), 2)
+    values = np.repeat(X.data, 2) * np.tile([0.25, 0.75], X.data.size)
+    learner = Learner(minibatch=7, **options)
+    learner.learn(Batch(indptr, keys, values, y))
+    learner.flush()
+    w_ref, _, _ = eager_minibatch_fit(X, y, 7, fit_intercept=True, **options)
     assert_same_model(dense(learner, X.shape[1]), w_ref)
