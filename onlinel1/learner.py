@@ -49,7 +49,9 @@ class Learner:
     Keyword arguments are those of :class:`onlinel1.options.LearnerOptions`
     (``loss``, ``update``, ``l1``, ``l2``, ``eta0``, ``schedule``,
     ``power_t``, ``decay_rate``, ``decay_steps``, ``origin``,
-    ``fit_intercept``); a bad one raises ``ValueError`` naming it.
+    ``fit_intercept``, ``minibatch``, ...); a bad one raises ``ValueError``
+    naming it.  With ``minibatch=B`` > 1 the stream is learned in
+    mini-batches of B rows (docs/algorithms.md, "Mini-batches"; ``flush``).
     """
 
     #: The rows of an incomplete mini-batch (``minibatch`` > 1), at most
@@ -359,7 +361,9 @@ class Learner:
         intercept, example count and progress (its rule's per-feature state
         starts afresh: a new penalty clock at 0; with a memory budget or
         expiry, every feature counts as updated by the last example, and
-        the budget's eviction runs at once if there are too many)."""
+        the budget's eviction runs at once if there are too many).  Pending
+        rows of an incomplete mini-batch are learned first (``flush``)."""
+        self.flush()
         new = Learner(options)
         keys, weights = self.weights()
         stored, columns = RULES[options.update].from_weights(weights, options)
