@@ -367,3 +367,25 @@ def test_repeated_keys_in_an_example_add_up(a9a_sample, rule, options):
     learner.flush()
     w_ref, _, _ = eager_minibatch_fit(X, y, 7, fit_intercept=True, **options)
     assert_same_model(dense(learner, X.shape[1]), w_ref)
+
+
+@pytest.mark.parametrize("rule,options", RULES[::2], ids=IDS[::2])
+def test_float32_values_b1_bit_for_bit_and_mixed_cuts(a9a_sample, rule, options):
+    """float32 values: the f32 loop is bit for bit the sequential one at
+    B = 1, and pending float32 rows completed by float64 ones (promoted
+    exactly) give the weights of the stream in float64."""
+    X, y = a9a_sample
+    X32 = X.astype(np.float32)
+    b32 = Batch.from_csr(X32, y)
+    assert b32.values.dtype == np.float32
+    seq, mb = Learner(**options), Learner(**options)
+    seq._kernel.learn(b32.indptr, b32.keys, b32.values, b32.labels, None)
+    mb._kernel.learn_minibatch(b32.indptr, b32.keys, b32.values, b32.labels, None, 1)
+    assert np.array_equal(seq.weights()[1], mb.weights()[1])
+    b64 = Batch.from_csr(X32.astype(np.float64), y)
+    whole = Learner(minibatch=7, **options)
+    whole.learn(b64)
+    mixed = Learner(minibatch=7, **options)
+    for i, lo in enumerate(range(0, b64.n_rows, 100)):
+        mixed.learn((b32 if i % 2 else b64).slice(lo, lo + 100))
+    assert np.array_equal(whole.weights()[1], mixed.weights()[1])

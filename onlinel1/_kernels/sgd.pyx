@@ -25,6 +25,9 @@ Every per-example maintenance step (resetting the L2 scale, rebasing the
 clocks) is triggered by the stream alone, never by batch boundaries, so any
 cut of a stream into batches gives bit-identical weights.
 
+``learn_minibatch`` runs the mini-batch loops at the end of this file
+instead (docs/algorithms.md, "Mini-batches").
+
 The whole batch runs without the GIL.  A batch is validated in full before
 its first example touches a weight; a numeric failure in the middle (a
 margin that overflows) stops before that example, leaving the model as it
@@ -442,6 +445,8 @@ cdef class SGDKernel:
             stop = indptr.shape[0] - 1
         if minibatch < 1:
             raise ValueError(f"minibatch must be at least 1, got {minibatch}")
+        if self.clocked:
+            raise ValueError("the mini-batch loops do not run a memory budget or expiry")
         if not 0 <= start <= stop <= indptr.shape[0] - 1:
             raise ValueError(f"rows {start}:{stop} are not within the batch's "
                              f"{indptr.shape[0] - 1} rows")
