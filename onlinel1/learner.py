@@ -49,8 +49,14 @@ class Learner:
     Keyword arguments are those of :class:`onlinel1.options.LearnerOptions`
     (``loss``, ``update``, ``l1``, ``l2``, ``eta0``, ``schedule``,
     ``power_t``, ``decay_rate``, ``decay_steps``, ``origin``,
-    ``fit_intercept``); a bad one raises ``ValueError`` naming it.
+    ``fit_intercept``, ``minibatch``, ...); a bad one raises ``ValueError``
+    naming it.  With ``minibatch=B`` > 1 the stream is learned in
+    mini-batches of B rows (docs/algorithms.md, "Mini-batches"; ``flush``).
     """
+
+    #: The rows of an incomplete mini-batch (``minibatch`` > 1), at most
+    #: B - 1: they are learned when it is whole, or by ``flush``.
+    _pending: Batch | None = None
 
     def __init__(self, options: LearnerOptions | None = None, **kwargs: Any) -> None:
         if options is not None and kwargs:
@@ -59,6 +65,7 @@ class Learner:
         self._kernel = SGDKernel(self.options)
         self._progress = {"examples": 0, "weight_sum": 0.0, "loss_sum": 0.0, "correct": 0}
         self._dropped = (0, 0)
+        self._pending = None
 
     def __repr__(self) -> str:
         o = self.options
@@ -127,9 +134,29 @@ class Learner:
         if check:
             self.check(batch, learning=True)
         start, stop = rows if rows is not None else (0, batch.n_rows)
-        own = not self._kernel.in_batch
-        if own:
-            self.begin()
+        if self.options.minibatch > 1:
+            return self._atomic(lambda: self._learn_minibatches(batch, start, stop))
+        return self._atomic(lambda: self._learn_sequential(batch, start, stop, wake))
+
+    def _atomic(self, learn: Any) -> LearnResult:
+        """``learn()`` as one batch: undone whole if it raises (unless the
+        caller opened the batch with ``begin``: then it is the caller's)."""
+        if self._kernel.in_batch:
+            return learn()
+        self.begin()
+        try:
+            result = learn()
+        except (NumericError, StoreFullError) as exc:
+            self.rollback()
+            raise type(exc)(None, 0, (0.0, 0.0, 0), row=exc.row, reason=exc.reason) from None
+        except BaseException:
+            self.rollback()
+            raise
+        self.commit()
+        return result
+
+    def _learn_sequential(self, batch: Batch, start: int, stop: int,
+                          wake: tuple[int, int] | None) -> LearnResult:
         self._dropped = (self._kernel.evicted, self._kernel.expired)
         try:
             wake_fd, wake_every = wake if wake is not None else (-1, 1)
@@ -137,21 +164,11 @@ class Learner:
                 batch.indptr, batch.keys, batch.values, batch.labels, batch.weights,
                 start, stop, wake_fd, wake_every)
         except (NumericError, StoreFullError) as exc:
-            if not own:
-                # The caller's batch: the rows before the failing one are
-                # counted until it rolls back.
-                exc.result = self._count(exc.learned, *exc.progress)
-                raise
-            self.rollback()
-            raise type(exc)(None, 0, (0.0, 0.0, 0), row=exc.row, reason=exc.reason) from None
-        except BaseException:
-            if own:
-                self.rollback()
+            # The rows before the failing one are counted until the batch
+            # is rolled back.
+            exc.result = self._count(exc.learned, *exc.progress)
             raise
-        result = self._count(learned, loss_sum, weight_sum, correct)
-        if own:
-            self.commit()
-        return result
+        return self._count(learned, loss_sum, weight_sum, correct)
 
     def begin(self) -> None:
         """Open a batch that spans several ``learn`` calls (the daemon learns
@@ -160,7 +177,7 @@ class Learner:
         bit.  The undo journal costs at most the batch's touched slots, and
         never more than one copy of the weight store."""
         self._kernel.begin()
-        self._saved_progress = dict(self._progress)
+        self._saved = (dict(self._progress), self._pending)
 
     @property
     def in_batch(self) -> bool:
@@ -174,8 +191,93 @@ class Learner:
     def rollback(self) -> None:
         """Undo the open batch (MemoryError if memory ran out while it was
         journaled: then it cannot be undone)."""
-        self._progress = self._saved_progress
+        self._progress, self._pending = self._saved
         self._kernel.rollback()
+
+    # ---------------------------------------------------------- mini-batches
+    # docs/algorithms.md, "Mini-batches".  The stream is cut into
+    # consecutive mini-batches of B rows whatever its cut into learn calls:
+    # the rows of an incomplete one wait here (the weights do not change
+    # until it is whole, so keeping them is exactly "margins at its start").
+
+    @property
+    def pending_rows(self) -> int:
+        """Rows of an incomplete mini-batch waiting for the rest of it
+        (0 with ``minibatch=1``)."""
+        return 0 if self._pending is None else self._pending.n_rows
+
+    def flush(self) -> LearnResult:
+        """Learn the pending rows of an incomplete mini-batch now, as a
+        short mini-batch of that many rows, and return their
+        ``LearnResult`` (of no rows if none were pending).  The next row
+        starts a new mini-batch.  ``train`` flushes at the end of its
+        input; saving a model (its ``state`` or model file) flushes first."""
+        pending = self._pending
+        if pending is None:
+            return LearnResult(0, 0.0, 0.0, 0 if self.options.classification else None)
+
+        def learn() -> LearnResult:
+            self._pending = None
+            return self._learn_rows(pending, 0, pending.n_rows, pending.n_rows, 0)
+        return self._atomic(learn)
+
+    def _learn_rows(self, batch: Batch, start: int, stop: int, size: int,
+                    offset: int) -> LearnResult:
+        """Rows ``start:stop`` of ``batch`` as mini-batches of ``size``;
+        an error's ``row`` is moved by ``offset`` (into the caller's batch)."""
+        self._dropped = (self._kernel.evicted, self._kernel.expired)
+        try:
+            loss_sum, weight_sum, correct, learned = self._kernel.learn_minibatch(
+                batch.indptr, batch.keys, batch.values, batch.labels, batch.weights,
+                size, start, stop)
+        except (NumericError, StoreFullError) as exc:
+            exc.row = max(exc.row + offset, 0)
+            exc.result = self._count(exc.learned, *exc.progress)
+            raise
+        return self._count(learned, loss_sum, weight_sum, correct)
+
+    def _learn_minibatches(self, batch: Batch, start: int, stop: int) -> LearnResult:
+        """``learn`` with ``minibatch`` > 1: the pending rows and the first
+        of ``batch`` complete a mini-batch, the whole ones of the rest are
+        learned in place, the last < B rows wait.  The result's ``rows``
+        are the rows taken from ``batch`` (all of them; ``wake`` is not
+        used), its sums those of the examples learned during the call."""
+        size = self.options.minibatch
+        taken = stop - start
+        sums = [0, 0.0, 0.0, 0]
+
+        def add(result: LearnResult) -> None:
+            for i, v in enumerate((result.rows, result.loss_sum, result.weight_sum,
+                                   result.correct or 0)):
+                sums[i] += v
+
+        if self._pending is not None:
+            have = self._pending.n_rows
+            take = min(size - have, taken)
+            head = _concat(self._pending, batch.slice(start, start + take))
+            start += take
+            if head.n_rows < size:
+                self._pending = head
+                return LearnResult(taken, 0.0, 0.0, 0 if self.options.classification else None)
+            self._pending = None
+            try:
+                add(self._learn_rows(head, 0, size, size, start - take - have))
+            except (NumericError, StoreFullError) as exc:
+                exc.result = LearnResult(0, 0.0, 0.0, exc.result.correct)
+                raise
+        whole = start + (stop - start) // size * size
+        if whole > start:
+            try:
+                add(self._learn_rows(batch, start, whole, size, 0))
+            except (NumericError, StoreFullError) as exc:
+                exc.result = LearnResult(sums[0] + exc.result.rows, sums[1] + exc.result.loss_sum,
+                                         sums[2] + exc.result.weight_sum,
+                                         sums[3] + (exc.result.correct or 0))
+                raise
+        if stop > whole:
+            self._pending = _concat(None, batch.slice(whole, stop))
+        return LearnResult(taken, sums[1], sums[2],
+                           sums[3] if self.options.classification else None)
 
     def _count(self, examples: int, loss_sum: float, weight_sum: float,
                correct: int) -> LearnResult:
@@ -291,7 +393,10 @@ class Learner:
     def state(self) -> dict[str, Any]:
         """The complete state: options, clocks, counters and every
         per-feature array (copies).  ``Learner.from_state`` restores it
-        bit-exactly."""
+        bit-exactly.  With ``minibatch`` > 1 the pending rows of an
+        incomplete mini-batch are learned first (``flush``): a state never
+        holds rows."""
+        self.flush()
         keys, w, aux = self._kernel.store.export()
         columns = state_columns(self.options)
         return {
@@ -310,7 +415,9 @@ class Learner:
         intercept, example count and progress (its rule's per-feature state
         starts afresh: a new penalty clock at 0; with a memory budget or
         expiry, every feature counts as updated by the last example, and
-        the budget's eviction runs at once if there are too many)."""
+        the budget's eviction runs at once if there are too many).  Pending
+        rows of an incomplete mini-batch are learned first (``flush``)."""
+        self.flush()
         new = Learner(options)
         keys, weights = self.weights()
         stored, columns = RULES[options.update].from_weights(weights, options)
@@ -362,3 +469,23 @@ class Learner:
         a fresh learner with the same settings), as scikit-learn's
         ``clone`` expects; ``deep`` is accepted and changes nothing."""
         return self.options.to_dict()
+
+
+def _concat(first: Batch | None, second: Batch) -> Batch:
+    """The rows of ``first`` (may be None) then those of ``second``, copied
+    (the pending rows must not alias a caller's arrays)."""
+    if first is None:
+        return Batch(second.indptr - second.indptr[0], second.keys.copy(), second.values.copy(),
+                     second.labels.copy(), None if second.weights is None else second.weights.copy())
+    dtype = np.float64 if np.float64 in (first.values.dtype, second.values.dtype) \
+        else np.float32
+    indptr = np.concatenate([first.indptr, second.indptr[1:] - second.indptr[0] + first.indptr[-1]])
+    weights = None
+    if first.weights is not None or second.weights is not None:
+        weights = np.concatenate([np.ones(first.n_rows) if first.weights is None else first.weights,
+                                  np.ones(second.n_rows) if second.weights is None
+                                  else second.weights])
+    return Batch(indptr, np.concatenate([first.keys, second.keys]),
+                 np.concatenate([first.values.astype(dtype, copy=False),
+                                 second.values.astype(dtype, copy=False)]),
+                 np.concatenate([first.labels, second.labels]), weights)

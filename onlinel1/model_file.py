@@ -149,6 +149,9 @@ def write(out: IO[bytes], learner: Learner, names: Mapping[int, str] | None = No
     longer or shorter than the header says raises ``RuntimeError``."""
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
+    # A model file holds no rows: an incomplete mini-batch is learned first
+    # (Learner.flush; docs/algorithms.md, "Mini-batches").
+    learner.flush()
     store = learner._kernel.store
     rows = len(store)
     meta = state_header(learner)

@@ -50,6 +50,21 @@ def _number(name: str, value: Any) -> float:
     return value
 
 
+def _minibatch(value: Any) -> int:
+    """The ``minibatch`` option: an integer >= 1 (an integral float is
+    taken as its int; bools and strings are refused)."""
+    given = value
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    elif not isinstance(value, (bool, int)) and hasattr(value, "__index__"):
+        value = value.__index__()       # a numpy integer
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _bad("minibatch", "type", f"must be an integer >= 1, got {given!r}")
+    if value < 1:
+        raise _bad("minibatch", "range", f"must be an integer >= 1, got {given!r}")
+    return value
+
+
 def _count(name: str, value: Any) -> int:
     """An integer >= 0 (0: off); an integral float is taken as its int."""
     if isinstance(value, float) and value.is_integer():
@@ -177,6 +192,13 @@ class LearnerOptions:
     namespaced_integers: an integer feature name in a named namespace is
         offset by the namespace's hash (VW's rule), so ``|user 42 |ad 42``
         gives two keys; off, integer names are their own keys everywhere.
+    minibatch: B, the examples of one mini-batch (docs/algorithms.md,
+        "Mini-batches"): their margins use the weights at its start, each
+        key then takes one update with the summed gradients and its rule's
+        penalty of the B steps.  1 (the default) is the sequential rule.
+        ``Learner`` keeps the rows of an incomplete mini-batch until it is
+        whole (``Learner.flush`` learns them as a short one).  Not with a
+        memory budget or expiry.
 
     ``loss`` may be given as ``logistic`` (VW's name): it is stored as ``log``.
 
@@ -205,6 +227,7 @@ class LearnerOptions:
     expire_after_examples: int = 0
     interactions: tuple[str, ...] = ()
     namespaced_integers: bool = False
+    minibatch: int = 1
 
     def __post_init__(self) -> None:
         _choice("loss", self.loss, LOSS_NAMES)
@@ -238,6 +261,12 @@ class LearnerOptions:
         object.__setattr__(self, "truncate_every", every)
         for name in ("max_features", "expire_after_examples"):
             object.__setattr__(self, name, _count(name, getattr(self, name)))
+        object.__setattr__(self, "minibatch", _minibatch(self.minibatch))
+        if self.minibatch > 1 and self.budgeted:
+            budget = "max_features" if self.max_features > 0 else "expire_after_examples"
+            raise _bad("minibatch", "conflict",
+                       f"must be 1 with {budget} (the memory budget and expiry run the "
+                       f"sequential rule only), got minibatch={self.minibatch!r}")
         if self.adagrad_delta <= 0:
             raise _bad("adagrad_delta", "range", f"must be > 0, got {self.adagrad_delta!r}")
         if self.ftrl_beta < 0:
@@ -288,6 +317,8 @@ class LearnerOptions:
         for name in BUDGET_FIELDS + FEATURE_FIELDS:
             if not values[name]:
                 del values[name]
+        if values["minibatch"] == 1:
+            del values["minibatch"]     # the sequential rule: the header of before
         if "interactions" in values:
             values["interactions"] = list(values["interactions"])
         return values

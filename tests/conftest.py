@@ -102,7 +102,7 @@ def state_bits(value):
     as its bits, to compare states exactly (nan == nan, -0.0 != 0.0)."""
     if isinstance(value, dict):
         return {k: state_bits(v) for k, v in value.items()}
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return [state_bits(v) for v in value]
     if isinstance(value, np.ndarray):
         return (value.dtype.str, value.tobytes())

@@ -166,3 +166,27 @@ def test_an_update_that_makes_a_weight_infinite_is_refused_where_it_happens(opti
     with pytest.raises(NumericError) as again:
         learner.learn(batch.slice(info.value.row, info.value.row + 1))
     assert again.value.row == 0
+
+
+@pytest.mark.parametrize("options", [o for o in OPTIONS if "max_features" not in o
+                                     and "expire_after_examples" not in o], ids=ids)
+def test_a_failing_batch_of_mini_batches_is_undone_with_its_pending_rows(options):
+    """With ``minibatch`` > 1 (docs/algorithms.md, "Mini-batches") the
+    mini-batches learned before the failing one are undone too, and the
+    rows of an incomplete mini-batch left from before wait again."""
+    rng = np.random.default_rng(13)
+    o = dict(options, minibatch=5)
+    learner, oracle = Learner(**o), Learner(**o)
+    first, then = random_batch(rng, 303, 400), random_batch(rng, 200, 400)
+    bad = failing_at_the_end(random_batch(rng, 696, 3000))   # 3 + 697 = 140 x 5
+    for model in (learner, oracle):
+        model.learn(first)
+    assert learner.pending_rows == 3
+    before = state_bits(learner._kernel.store.export())
+    with pytest.raises(NumericError) as info:
+        learner.learn(bad)
+    assert info.value.row == 696 and learner.pending_rows == 3
+    assert state_bits(learner._kernel.store.export()) == before
+    for model in (learner, oracle):
+        model.learn(then)
+    assert state_bits(learner.state) == state_bits(oracle.state)

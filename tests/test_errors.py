@@ -169,6 +169,7 @@ BAD_OPTIONS = {
     "expire_after_examples": (dict(expire_after_examples=2.5), "type"),
     "interactions": (dict(interactions=["a"]), "range"),
     "namespaced_integers": (dict(namespaced_integers=1), "type"),
+    "minibatch": (dict(minibatch=0), "range"),
 }
 
 

@@ -25,6 +25,9 @@ Every per-example maintenance step (resetting the L2 scale, rebasing the
 clocks) is triggered by the stream alone, never by batch boundaries, so any
 cut of a stream into batches gives bit-identical weights.
 
+``learn_minibatch`` runs the mini-batch loops at the end of this file
+instead (docs/algorithms.md, "Mini-batches").
+
 The whole batch runs without the GIL.  A batch is validated in full before
 its first example touches a weight; a numeric failure in the middle (a
 margin that overflows) stops before that example, leaving the model as it
@@ -139,6 +142,26 @@ cdef struct Rows:
     int wake_fd
     int64_t wake_every
 
+# One mini-batch, as the mini-batch loops and the rules' <kernel>_mb_step
+# read it (docs/algorithms.md, "Mini-batches"; the loops are at the end).
+cdef struct MB:
+    Py_ssize_t n_rows           # B of this mini-batch (the last may be short)
+    const int64_t* indptr       # its rows' offsets, absolute into keys/values
+    long long t0                # examples learned before it
+    double* eta                 # per row: the schedule's eta of its step t0 + 1 + b
+    double* gs                  # per row: g s (clipped loss gradient x importance)
+    double* upd                 # per row: -eta g s
+    double* coef                # per row: scratch for the rule's contribution factor
+    Py_ssize_t n_keys           # distinct keys of the mini-batch, first-seen order
+    uint64_t* ukeys
+    void** uslots               # their slots (NULL: absent and given none)
+    double* w0                  # caught-up weight at the mini-batch start (rule's units)
+    double* sum                 # per key: the summed contributions (mb_accumulate)
+    double* need                # per key: 1.0 if it gets a slot (non-zero value, g s != 0)
+    signed char* grad           # per key: some row of it has g s != 0
+    signed char* sgn            # per key: scratch (subgradient: sign of w0)
+    Py_ssize_t* idx             # per entry of the mini-batch: its key's index
+
 cdef class SGDKernel
 
 # The functions of one kernel, chosen once when the learner is built.
@@ -149,6 +172,10 @@ cdef struct KernelOps:
                         const float*, double*, bint) noexcept nogil
     void (*margins_f64)(SGDKernel, const int64_t*, Py_ssize_t, const uint64_t*,
                         const double*, double*, bint) noexcept nogil
+    int (*mb_learn_f32)(SGDKernel, Rows*, const float*, Py_ssize_t, double*,
+                        Py_ssize_t*, Py_ssize_t*) noexcept nogil
+    int (*mb_learn_f64)(SGDKernel, Rows*, const double*, Py_ssize_t, double*,
+                        Py_ssize_t*, Py_ssize_t*) noexcept nogil
     double (*weight)(SGDKernel, char*) noexcept nogil
     void (*compact)(SGDKernel) noexcept nogil
     bint decays_while_absent
@@ -216,6 +243,8 @@ cdef class SGDKernel:
             self.ops.learn_f64 = plain_learn_f64
             self.ops.margins_f32 = plain_margins_f32
             self.ops.margins_f64 = plain_margins_f64
+            self.ops.mb_learn_f32 = plain_mb_learn_f32
+            self.ops.mb_learn_f64 = plain_mb_learn_f64
             self.ops.weight = plain_weight_of
             self.ops.compact = plain_compact
             self.ops.decays_while_absent = plain_DECAYS_WHILE_ABSENT
@@ -225,6 +254,8 @@ cdef class SGDKernel:
             self.ops.learn_f64 = subgradient_learn_f64
             self.ops.margins_f32 = subgradient_margins_f32
             self.ops.margins_f64 = subgradient_margins_f64
+            self.ops.mb_learn_f32 = subgradient_mb_learn_f32
+            self.ops.mb_learn_f64 = subgradient_mb_learn_f64
             self.ops.weight = subgradient_weight_of
             self.ops.compact = subgradient_compact
             self.ops.decays_while_absent = subgradient_DECAYS_WHILE_ABSENT
@@ -234,6 +265,8 @@ cdef class SGDKernel:
             self.ops.learn_f64 = cumulative_start_learn_f64
             self.ops.margins_f32 = cumulative_start_margins_f32
             self.ops.margins_f64 = cumulative_start_margins_f64
+            self.ops.mb_learn_f32 = cumulative_start_mb_learn_f32
+            self.ops.mb_learn_f64 = cumulative_start_mb_learn_f64
             self.ops.weight = cumulative_start_weight_of
             self.ops.compact = cumulative_start_compact
             self.ops.decays_while_absent = cumulative_start_DECAYS_WHILE_ABSENT
@@ -243,6 +276,8 @@ cdef class SGDKernel:
             self.ops.learn_f64 = cumulative_first_seen_learn_f64
             self.ops.margins_f32 = cumulative_first_seen_margins_f32
             self.ops.margins_f64 = cumulative_first_seen_margins_f64
+            self.ops.mb_learn_f32 = cumulative_first_seen_mb_learn_f32
+            self.ops.mb_learn_f64 = cumulative_first_seen_mb_learn_f64
             self.ops.weight = cumulative_first_seen_weight_of
             self.ops.compact = cumulative_first_seen_compact
             self.ops.decays_while_absent = cumulative_first_seen_DECAYS_WHILE_ABSENT
@@ -252,6 +287,8 @@ cdef class SGDKernel:
             self.ops.learn_f64 = fobos_learn_f64
             self.ops.margins_f32 = fobos_margins_f32
             self.ops.margins_f64 = fobos_margins_f64
+            self.ops.mb_learn_f32 = fobos_mb_learn_f32
+            self.ops.mb_learn_f64 = fobos_mb_learn_f64
             self.ops.weight = fobos_weight_of
             self.ops.compact = fobos_compact
             self.ops.decays_while_absent = fobos_DECAYS_WHILE_ABSENT
@@ -261,6 +298,8 @@ cdef class SGDKernel:
             self.ops.learn_f64 = truncated_learn_f64
             self.ops.margins_f32 = truncated_margins_f32
             self.ops.margins_f64 = truncated_margins_f64
+            self.ops.mb_learn_f32 = truncated_mb_learn_f32
+            self.ops.mb_learn_f64 = truncated_mb_learn_f64
             self.ops.weight = truncated_weight_of
             self.ops.compact = truncated_compact
             self.ops.decays_while_absent = truncated_DECAYS_WHILE_ABSENT
@@ -270,6 +309,8 @@ cdef class SGDKernel:
             self.ops.learn_f64 = adagrad_fobos_learn_f64
             self.ops.margins_f32 = adagrad_fobos_margins_f32
             self.ops.margins_f64 = adagrad_fobos_margins_f64
+            self.ops.mb_learn_f32 = adagrad_fobos_mb_learn_f32
+            self.ops.mb_learn_f64 = adagrad_fobos_mb_learn_f64
             self.ops.weight = adagrad_fobos_weight_of
             self.ops.compact = adagrad_fobos_compact
             self.ops.decays_while_absent = adagrad_fobos_DECAYS_WHILE_ABSENT
@@ -279,6 +320,8 @@ cdef class SGDKernel:
             self.ops.learn_f64 = ftrl_learn_f64
             self.ops.margins_f32 = ftrl_margins_f32
             self.ops.margins_f64 = ftrl_margins_f64
+            self.ops.mb_learn_f32 = ftrl_mb_learn_f32
+            self.ops.mb_learn_f64 = ftrl_mb_learn_f64
             self.ops.weight = ftrl_weight_of
             self.ops.compact = ftrl_compact
             self.ops.decays_while_absent = ftrl_DECAYS_WHILE_ABSENT
@@ -288,6 +331,8 @@ cdef class SGDKernel:
             self.ops.learn_f64 = spred_learn_f64
             self.ops.margins_f32 = spred_margins_f32
             self.ops.margins_f64 = spred_margins_f64
+            self.ops.mb_learn_f32 = spred_mb_learn_f32
+            self.ops.mb_learn_f64 = spred_mb_learn_f64
             self.ops.weight = spred_weight_of
             self.ops.compact = spred_compact
             self.ops.decays_while_absent = spred_DECAYS_WHILE_ABSENT
@@ -404,6 +449,74 @@ cdef class SGDKernel:
         self.store.rollback()
         (self.t, self.scale, self.intercept, self.clock, self.clock_scale,
          self.last_compact_t, self.evicted, self.expired, self.evict_floor) = saved
+
+    def learn_minibatch(self, const int64_t[::1] indptr, const uint64_t[::1] keys,
+                        values, const double[::1] labels, weights, Py_ssize_t minibatch,
+                        Py_ssize_t start=0, Py_ssize_t stop=-1):
+        """Learn rows ``start:stop`` of a validated CSR batch as consecutive
+        mini-batches of ``minibatch`` rows, the last one short if the rows
+        do not divide evenly (docs/algorithms.md, "Mini-batches"; the
+        caller, ``Learner``, keeps a partial mini-batch's rows until it is
+        whole).  Returns what ``learn`` does.  A mini-batch with an
+        example that overflows is not learned at all: the error's
+        ``learned`` counts the rows of the mini-batches before it, its
+        ``row`` is the failing example."""
+        cdef const double[::1] s = weights if weights is not None else None
+        cdef const float[::1] xf
+        cdef const double[::1] xd
+        cdef double out[3]
+        cdef Py_ssize_t failed_at = -1, learned = 0
+        cdef int status
+        cdef Py_ssize_t i, b0, nnz
+        cdef Rows r
+        cdef double dummy = 0.0
+        cdef uint64_t no_key = 0
+        cdef float no_f32 = 0.0
+        if stop < 0:
+            stop = indptr.shape[0] - 1
+        if minibatch < 1:
+            raise ValueError(f"minibatch must be at least 1, got {minibatch}")
+        if self.clocked:
+            raise ValueError("the mini-batch loops do not run a memory budget or expiry")
+        if not 0 <= start <= stop <= indptr.shape[0] - 1:
+            raise ValueError(f"rows {start}:{stop} are not within the batch's "
+                             f"{indptr.shape[0] - 1} rows")
+        r.indptr = &indptr[start]
+        r.n_rows = stop - start
+        r.keys = &keys[0] if keys.shape[0] > 0 else &no_key
+        r.labels = &labels[start] if stop > start else &dummy
+        r.weights = &s[start] if s is not None and stop > start else NULL
+        # max_nnz: the most entries of one mini-batch.
+        r.max_nnz = 0
+        b0 = 0
+        while b0 < r.n_rows:
+            i = b0 + minibatch if b0 + minibatch < r.n_rows else r.n_rows
+            nnz = r.indptr[i] - r.indptr[b0]
+            if nnz > r.max_nnz:
+                r.max_nnz = nnz
+            b0 = i
+        r.wake_fd = -1
+        r.wake_every = 1
+        out[0] = out[1] = out[2] = 0.0
+        if values.dtype == np.float32:
+            xf = values
+            with nogil:
+                status = self.ops.mb_learn_f32(self, &r, &xf[0] if xf.shape[0] > 0 else &no_f32,
+                                               minibatch, out, &failed_at, &learned)
+        else:
+            xd = values
+            with nogil:
+                status = self.ops.mb_learn_f64(self, &r, &xd[0] if xd.shape[0] > 0 else &dummy,
+                                               minibatch, out, &failed_at, &learned)
+        self._compact_if_due()
+        progress = (out[0], out[1], <long long>out[2])
+        if status == E_NOMEM:
+            raise StoreFullError(None, learned, progress, row=start + failed_at,
+                                 reason="store_full")
+        if status == E_MARGIN or status == E_UPDATE:
+            raise NumericError(None, learned, progress, row=start + failed_at,
+                               reason="margin" if status == E_MARGIN else "update")
+        return progress + (learned,)
 
     def margins(self, const int64_t[::1] indptr, const uint64_t[::1] keys, values,
                 bint probability=False):
@@ -578,6 +691,27 @@ cdef void group_slots(void** slots, Py_ssize_t nnz, Step* st, const floating* x)
         else:
             st.first[j] = table[i]
             st.gsum[table[i]] += st.gs * x[j]
+
+
+cdef void mb_accumulate(MB* mb, const floating* x, const double* coef,
+                       const double* outer) noexcept nogil:
+    """mb.sum[u] = the sum, over the mini-batch's entries of key u in
+    example order, of x * coef[row] (outer NULL) or of
+    outer[row] * (coef[row] * x) (docs/algorithms.md, "Mini-batches")."""
+    cdef Py_ssize_t u, b, j
+    cdef const int64_t* indptr = mb.indptr
+    cdef int64_t base = indptr[0]
+    cdef double* total = mb.sum
+    cdef const Py_ssize_t* idx = mb.idx
+    for u in range(mb.n_keys):
+        total[u] = 0.0
+    for b in range(mb.n_rows):
+        if outer == NULL:
+            for j in range(indptr[b], indptr[b + 1]):
+                total[idx[j - base]] += x[j] * coef[b]
+        else:
+            for j in range(indptr[b], indptr[b + 1]):
+                total[idx[j - base]] += outer[b] * (coef[b] * x[j])
 
 
 # ------------------------------------------------------------ the memory budget
@@ -5373,3 +5507,3388 @@ cdef void spred_margins_f64(SGDKernel k, const int64_t* indptr, Py_ssize_t n_row
                 e = exp(acc)
                 acc = e / (1.0 + e)
         out[i] = acc
+
+
+# ============================================================ mini-batch loops
+# docs/algorithms.md, "Mini-batches".  For each mini-batch of B rows:
+# 1. its distinct keys (first-seen order), each found once and caught up to
+#    the mini-batch's start (w0);
+# 2. every row's margin from w0, its progressive loss, g, and its eta of
+#    step t0 + 1 + b (the loss's clipping and the importance weight as in
+#    the sequential loop);
+# 3. slots for the keys with a non-zero value in a row with g s != 0;
+# 4. the rule's <kernel>_mb_step: the per-key sums of the contributions in
+#    example order, one update per touched key, the lazy penalty of the B
+#    steps (rules/*.pxi);
+# 5. the intercept takes the sum of the rows' -eta g s; t += B; rebase;
+#    pruning of the touched keys whose state is that of an absent one.
+# With B = 1 every step is the sequential loop's arithmetic in the same
+# order, so the weights are bit for bit those of <kernel>_learn (for examples
+# without a key repeated in them).  No budget or expiry here (the options
+# refuse them with minibatch > 1).
+
+
+cdef int plain_mb_learn_f32(SGDKernel k, Rows* r, const float* values, Py_ssize_t B,
+                                double* out, Py_ssize_t* failed_at,
+                                Py_ssize_t* learned) noexcept nogil:
+    cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
+    cdef Py_ssize_t b0 = 0, nb, b, j, u, i, n_cand, size, mask
+    cdef int64_t base, lo, hi
+    cdef MB mb
+    cdef plain_slot* p
+    cdef uint64_t key
+    cdef double y, weight, margin, acc, g, max_x, eta, upd, gs, total
+    cdef double loss_sum = 0.0, weight_sum = 0.0, n_correct = 0.0
+    cdef double b_loss, b_weight, b_correct
+    cdef int status = OK
+    cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    cdef Py_ssize_t* table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
+    mb.eta = <double*>malloc((B + 1) * sizeof(double))
+    mb.gs = <double*>malloc((B + 1) * sizeof(double))
+    mb.upd = <double*>malloc((B + 1) * sizeof(double))
+    mb.coef = <double*>malloc((B + 1) * sizeof(double))
+    mb.ukeys = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    mb.uslots = <void**>malloc((max_nnz + 1) * sizeof(void*))
+    mb.w0 = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.sum = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.need = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.grad = <signed char*>malloc(max_nnz + 1)
+    mb.sgn = <signed char*>malloc(max_nnz + 1)
+    mb.idx = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
+    learned[0] = 0
+    if cand == NULL or table == NULL or mb.eta == NULL or mb.gs == NULL or mb.upd == NULL \
+            or mb.coef == NULL or mb.ukeys == NULL or mb.uslots == NULL or mb.w0 == NULL \
+            or mb.sum == NULL or mb.need == NULL or mb.grad == NULL or mb.sgn == NULL \
+            or mb.idx == NULL:
+        status = E_NOMEM
+        failed_at[0] = 0
+        n_rows = 0
+    while b0 < n_rows:
+        nb = B if b0 + B <= n_rows else n_rows - b0
+        mb.n_rows = nb
+        mb.indptr = r.indptr + b0
+        mb.t0 = k.t
+        base = mb.indptr[0]
+
+        # 1. The distinct keys, each found and caught up once.
+        size = group_table_size(mb.indptr[nb] - base)
+        mask = size - 1
+        for i in range(size):
+            table[i] = -1
+        mb.n_keys = 0
+        for j in range(base, mb.indptr[nb]):
+            key = r.keys[j]
+            i = <Py_ssize_t>(fmix64(key) & <uint64_t>mask)
+            while table[i] >= 0 and mb.ukeys[table[i]] != key:
+                i = (i + 1) & mask
+            if table[i] < 0:
+                table[i] = mb.n_keys
+                mb.ukeys[mb.n_keys] = key
+                mb.n_keys += 1
+            mb.idx[j - base] = table[i]
+        # Room first: growing the table moves every slot.
+        if k.store.reserve(mb.n_keys) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
+        for u in range(mb.n_keys):
+            if u + 4 < mb.n_keys:
+                store_prefetch(k.store, mb.ukeys[u + 4])
+            p = <plain_slot*>store_find(k.store, mb.ukeys[u])
+            mb.uslots[u] = <void*>p
+            mb.w0[u] = plain_weight(k, p) if p != NULL else 0.0
+            mb.need[u] = 0.0
+            mb.grad[u] = 0
+
+        # 2. Margins from the start weights; losses; gradients.
+        b_loss = b_weight = b_correct = 0.0
+        for b in range(nb):
+            lo = mb.indptr[b]
+            hi = mb.indptr[b + 1]
+            y = r.labels[b0 + b]
+            if k.loss != LOSS_SQUARED and y == 0.0:
+                y = -1.0
+            weight = r.weights[b0 + b] if r.weights != NULL else 1.0
+            acc = 0.0
+            max_x = 0.0
+            for j in range(lo, hi):
+                if fabs(values[j]) > max_x:
+                    max_x = fabs(values[j])
+                acc += mb.w0[mb.idx[j - base]] * values[j]
+            margin = acc * k.scale + k.intercept
+            if not isfinite(margin):
+                status = E_MARGIN
+                failed_at[0] = b0 + b
+                break
+            g = loss_gradient(k.loss, y, margin)
+            eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
+                            k.decay_steps, k.t + 1 + b)
+            upd = -eta * g * weight
+            gs = g * weight
+            if not isfinite(upd) or not isfinite(upd / k.scale * max_x) \
+                    or not isfinite(gs * max_x):
+                status = E_UPDATE
+                failed_at[0] = b0 + b
+                break
+            mb.eta[b] = eta
+            mb.upd[b] = upd
+            mb.gs[b] = gs
+            if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
+                b_loss += weight * loss_value(k.loss, y, margin)
+            b_weight += weight
+            if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+                b_correct += 1
+            if gs != 0.0:
+                for j in range(lo, hi):
+                    u = mb.idx[j - base]
+                    mb.grad[u] = 1
+                    if values[j] != 0.0:
+                        mb.need[u] = 1.0
+        if status != OK:
+            break
+
+        # Within a batch (SGDKernel.begin), the slots this mini-batch
+        # changes are journaled first (docs/algorithms.md, "Atomic batches").
+        if k.store.journaling:
+            if store_journal_reserve(k.store, mb.n_keys) != 0:
+                status = E_NOMEM
+                failed_at[0] = b0
+                break
+            if k.store.journaling:
+                for u in range(mb.n_keys):
+                    if mb.uslots[u] != NULL:
+                        store_journal_put(k.store, <char*>mb.uslots[u], 1)
+
+        # 3. Slots for the keys the mini-batch gives a weight.
+        if plain_insert_new(k, mb.ukeys, mb.need, mb.n_keys,
+                                 <plain_slot**>mb.uslots) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
+
+        # 4. The rule's one update per key, the penalty of the B steps.
+        plain_mb_step(k, &mb, values)
+
+        # 5. Intercept, clocks, pruning.
+        if k.fit_intercept:
+            total = 0.0
+            for b in range(nb):
+                total += mb.upd[b]
+            k.intercept += total
+        # As in the sequential loop: a weight or intercept the update made
+        # infinite refuses the mini-batch (its batch is undone).
+        acc = k.intercept * 0.0
+        for u in range(mb.n_keys):
+            if mb.uslots[u] != NULL:
+                acc += (<double*>mb.uslots[u])[1] * 0.0
+        if acc != acc:
+            status = E_UPDATE
+            failed_at[0] = b0
+            break
+        k.t += nb
+        if plain_needs_rebase(k):
+            k.store.journal_freeze()    # every slot changes: copy the table once
+            plain_rebase(k)
+        n_cand = 0
+        for u in range(mb.n_keys):
+            p = <plain_slot*>mb.uslots[u]
+            if p != NULL and plain_prunable(k, p):
+                cand[n_cand] = mb.ukeys[u]
+                n_cand += 1
+        for j in range(n_cand):
+            p = <plain_slot*>store_find(k.store, cand[j])
+            if p != NULL and plain_prunable(k, p):
+                k.store.remove(<char*>p)
+        loss_sum += b_loss
+        weight_sum += b_weight
+        n_correct += b_correct
+        b0 += nb
+        learned[0] = b0
+    free(cand); free(table); free(mb.eta); free(mb.gs); free(mb.upd); free(mb.coef)
+    free(mb.ukeys); free(mb.uslots); free(mb.w0); free(mb.sum); free(mb.need); free(mb.grad)
+    free(mb.sgn); free(mb.idx)
+    if status == OK:
+        failed_at[0] = learned[0]
+    out[0] = loss_sum
+    out[1] = weight_sum
+    out[2] = n_correct
+    return status
+
+
+cdef int plain_mb_learn_f64(SGDKernel k, Rows* r, const double* values, Py_ssize_t B,
+                                double* out, Py_ssize_t* failed_at,
+                                Py_ssize_t* learned) noexcept nogil:
+    cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
+    cdef Py_ssize_t b0 = 0, nb, b, j, u, i, n_cand, size, mask
+    cdef int64_t base, lo, hi
+    cdef MB mb
+    cdef plain_slot* p
+    cdef uint64_t key
+    cdef double y, weight, margin, acc, g, max_x, eta, upd, gs, total
+    cdef double loss_sum = 0.0, weight_sum = 0.0, n_correct = 0.0
+    cdef double b_loss, b_weight, b_correct
+    cdef int status = OK
+    cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    cdef Py_ssize_t* table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
+    mb.eta = <double*>malloc((B + 1) * sizeof(double))
+    mb.gs = <double*>malloc((B + 1) * sizeof(double))
+    mb.upd = <double*>malloc((B + 1) * sizeof(double))
+    mb.coef = <double*>malloc((B + 1) * sizeof(double))
+    mb.ukeys = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    mb.uslots = <void**>malloc((max_nnz + 1) * sizeof(void*))
+    mb.w0 = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.sum = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.need = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.grad = <signed char*>malloc(max_nnz + 1)
+    mb.sgn = <signed char*>malloc(max_nnz + 1)
+    mb.idx = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
+    learned[0] = 0
+    if cand == NULL or table == NULL or mb.eta == NULL or mb.gs == NULL or mb.upd == NULL \
+            or mb.coef == NULL or mb.ukeys == NULL or mb.uslots == NULL or mb.w0 == NULL \
+            or mb.sum == NULL or mb.need == NULL or mb.grad == NULL or mb.sgn == NULL \
+            or mb.idx == NULL:
+        status = E_NOMEM
+        failed_at[0] = 0
+        n_rows = 0
+    while b0 < n_rows:
+        nb = B if b0 + B <= n_rows else n_rows - b0
+        mb.n_rows = nb
+        mb.indptr = r.indptr + b0
+        mb.t0 = k.t
+        base = mb.indptr[0]
+
+        # 1. The distinct keys, each found and caught up once.
+        size = group_table_size(mb.indptr[nb] - base)
+        mask = size - 1
+        for i in range(size):
+            table[i] = -1
+        mb.n_keys = 0
+        for j in range(base, mb.indptr[nb]):
+            key = r.keys[j]
+            i = <Py_ssize_t>(fmix64(key) & <uint64_t>mask)
+            while table[i] >= 0 and mb.ukeys[table[i]] != key:
+                i = (i + 1) & mask
+            if table[i] < 0:
+                table[i] = mb.n_keys
+                mb.ukeys[mb.n_keys] = key
+                mb.n_keys += 1
+            mb.idx[j - base] = table[i]
+        # Room first: growing the table moves every slot.
+        if k.store.reserve(mb.n_keys) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
+        for u in range(mb.n_keys):
+            if u + 4 < mb.n_keys:
+                store_prefetch(k.store, mb.ukeys[u + 4])
+            p = <plain_slot*>store_find(k.store, mb.ukeys[u])
+            mb.uslots[u] = <void*>p
+            mb.w0[u] = plain_weight(k, p) if p != NULL else 0.0
+            mb.need[u] = 0.0
+            mb.grad[u] = 0
+
+        # 2. Margins from the start weights; losses; gradients.
+        b_loss = b_weight = b_correct = 0.0
+        for b in range(nb):
+            lo = mb.indptr[b]
+            hi = mb.indptr[b + 1]
+            y = r.labels[b0 + b]
+            if k.loss != LOSS_SQUARED and y == 0.0:
+                y = -1.0
+            weight = r.weights[b0 + b] if r.weights != NULL else 1.0
+            acc = 0.0
+            max_x = 0.0
+            for j in range(lo, hi):
+                if fabs(values[j]) > max_x:
+                    max_x = fabs(values[j])
+                acc += mb.w0[mb.idx[j - base]] * values[j]
+            margin = acc * k.scale + k.intercept
+            if not isfinite(margin):
+                status = E_MARGIN
+                failed_at[0] = b0 + b
+                break
+            g = loss_gradient(k.loss, y, margin)
+            eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
+                            k.decay_steps, k.t + 1 + b)
+            upd = -eta * g * weight
+            gs = g * weight
+            if not isfinite(upd) or not isfinite(upd / k.scale * max_x) \
+                    or not isfinite(gs * max_x):
+                status = E_UPDATE
+                failed_at[0] = b0 + b
+                break
+            mb.eta[b] = eta
+            mb.upd[b] = upd
+            mb.gs[b] = gs
+            if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
+                b_loss += weight * loss_value(k.loss, y, margin)
+            b_weight += weight
+            if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+                b_correct += 1
+            if gs != 0.0:
+                for j in range(lo, hi):
+                    u = mb.idx[j - base]
+                    mb.grad[u] = 1
+                    if values[j] != 0.0:
+                        mb.need[u] = 1.0
+        if status != OK:
+            break
+
+        # Within a batch (SGDKernel.begin), the slots this mini-batch
+        # changes are journaled first (docs/algorithms.md, "Atomic batches").
+        if k.store.journaling:
+            if store_journal_reserve(k.store, mb.n_keys) != 0:
+                status = E_NOMEM
+                failed_at[0] = b0
+                break
+            if k.store.journaling:
+                for u in range(mb.n_keys):
+                    if mb.uslots[u] != NULL:
+                        store_journal_put(k.store, <char*>mb.uslots[u], 1)
+
+        # 3. Slots for the keys the mini-batch gives a weight.
+        if plain_insert_new(k, mb.ukeys, mb.need, mb.n_keys,
+                                 <plain_slot**>mb.uslots) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
+
+        # 4. The rule's one update per key, the penalty of the B steps.
+        plain_mb_step(k, &mb, values)
+
+        # 5. Intercept, clocks, pruning.
+        if k.fit_intercept:
+            total = 0.0
+            for b in range(nb):
+                total += mb.upd[b]
+            k.intercept += total
+        # As in the sequential loop: a weight or intercept the update made
+        # infinite refuses the mini-batch (its batch is undone).
+        acc = k.intercept * 0.0
+        for u in range(mb.n_keys):
+            if mb.uslots[u] != NULL:
+                acc += (<double*>mb.uslots[u])[1] * 0.0
+        if acc != acc:
+            status = E_UPDATE
+            failed_at[0] = b0
+            break
+        k.t += nb
+        if plain_needs_rebase(k):
+            k.store.journal_freeze()    # every slot changes: copy the table once
+            plain_rebase(k)
+        n_cand = 0
+        for u in range(mb.n_keys):
+            p = <plain_slot*>mb.uslots[u]
+            if p != NULL and plain_prunable(k, p):
+                cand[n_cand] = mb.ukeys[u]
+                n_cand += 1
+        for j in range(n_cand):
+            p = <plain_slot*>store_find(k.store, cand[j])
+            if p != NULL and plain_prunable(k, p):
+                k.store.remove(<char*>p)
+        loss_sum += b_loss
+        weight_sum += b_weight
+        n_correct += b_correct
+        b0 += nb
+        learned[0] = b0
+    free(cand); free(table); free(mb.eta); free(mb.gs); free(mb.upd); free(mb.coef)
+    free(mb.ukeys); free(mb.uslots); free(mb.w0); free(mb.sum); free(mb.need); free(mb.grad)
+    free(mb.sgn); free(mb.idx)
+    if status == OK:
+        failed_at[0] = learned[0]
+    out[0] = loss_sum
+    out[1] = weight_sum
+    out[2] = n_correct
+    return status
+
+
+cdef int subgradient_mb_learn_f32(SGDKernel k, Rows* r, const float* values, Py_ssize_t B,
+                                double* out, Py_ssize_t* failed_at,
+                                Py_ssize_t* learned) noexcept nogil:
+    cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
+    cdef Py_ssize_t b0 = 0, nb, b, j, u, i, n_cand, size, mask
+    cdef int64_t base, lo, hi
+    cdef MB mb
+    cdef subgradient_slot* p
+    cdef uint64_t key
+    cdef double y, weight, margin, acc, g, max_x, eta, upd, gs, total
+    cdef double loss_sum = 0.0, weight_sum = 0.0, n_correct = 0.0
+    cdef double b_loss, b_weight, b_correct
+    cdef int status = OK
+    cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    cdef Py_ssize_t* table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
+    mb.eta = <double*>malloc((B + 1) * sizeof(double))
+    mb.gs = <double*>malloc((B + 1) * sizeof(double))
+    mb.upd = <double*>malloc((B + 1) * sizeof(double))
+    mb.coef = <double*>malloc((B + 1) * sizeof(double))
+    mb.ukeys = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    mb.uslots = <void**>malloc((max_nnz + 1) * sizeof(void*))
+    mb.w0 = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.sum = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.need = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.grad = <signed char*>malloc(max_nnz + 1)
+    mb.sgn = <signed char*>malloc(max_nnz + 1)
+    mb.idx = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
+    learned[0] = 0
+    if cand == NULL or table == NULL or mb.eta == NULL or mb.gs == NULL or mb.upd == NULL \
+            or mb.coef == NULL or mb.ukeys == NULL or mb.uslots == NULL or mb.w0 == NULL \
+            or mb.sum == NULL or mb.need == NULL or mb.grad == NULL or mb.sgn == NULL \
+            or mb.idx == NULL:
+        status = E_NOMEM
+        failed_at[0] = 0
+        n_rows = 0
+    while b0 < n_rows:
+        nb = B if b0 + B <= n_rows else n_rows - b0
+        mb.n_rows = nb
+        mb.indptr = r.indptr + b0
+        mb.t0 = k.t
+        base = mb.indptr[0]
+
+        # 1. The distinct keys, each found and caught up once.
+        size = group_table_size(mb.indptr[nb] - base)
+        mask = size - 1
+        for i in range(size):
+            table[i] = -1
+        mb.n_keys = 0
+        for j in range(base, mb.indptr[nb]):
+            key = r.keys[j]
+            i = <Py_ssize_t>(fmix64(key) & <uint64_t>mask)
+            while table[i] >= 0 and mb.ukeys[table[i]] != key:
+                i = (i + 1) & mask
+            if table[i] < 0:
+                table[i] = mb.n_keys
+                mb.ukeys[mb.n_keys] = key
+                mb.n_keys += 1
+            mb.idx[j - base] = table[i]
+        # Room first: growing the table moves every slot.
+        if k.store.reserve(mb.n_keys) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
+        for u in range(mb.n_keys):
+            if u + 4 < mb.n_keys:
+                store_prefetch(k.store, mb.ukeys[u + 4])
+            p = <subgradient_slot*>store_find(k.store, mb.ukeys[u])
+            mb.uslots[u] = <void*>p
+            mb.w0[u] = subgradient_weight(k, p) if p != NULL else 0.0
+            mb.need[u] = 0.0
+            mb.grad[u] = 0
+
+        # 2. Margins from the start weights; losses; gradients.
+        b_loss = b_weight = b_correct = 0.0
+        for b in range(nb):
+            lo = mb.indptr[b]
+            hi = mb.indptr[b + 1]
+            y = r.labels[b0 + b]
+            if k.loss != LOSS_SQUARED and y == 0.0:
+                y = -1.0
+            weight = r.weights[b0 + b] if r.weights != NULL else 1.0
+            acc = 0.0
+            max_x = 0.0
+            for j in range(lo, hi):
+                if fabs(values[j]) > max_x:
+                    max_x = fabs(values[j])
+                acc += mb.w0[mb.idx[j - base]] * values[j]
+            margin = acc * k.scale + k.intercept
+            if not isfinite(margin):
+                status = E_MARGIN
+                failed_at[0] = b0 + b
+                break
+            g = loss_gradient(k.loss, y, margin)
+            eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
+                            k.decay_steps, k.t + 1 + b)
+            upd = -eta * g * weight
+            gs = g * weight
+            if not isfinite(upd) or not isfinite(upd / k.scale * max_x) \
+                    or not isfinite(gs * max_x):
+                status = E_UPDATE
+                failed_at[0] = b0 + b
+                break
+            mb.eta[b] = eta
+            mb.upd[b] = upd
+            mb.gs[b] = gs
+            if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
+                b_loss += weight * loss_value(k.loss, y, margin)
+            b_weight += weight
+            if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+                b_correct += 1
+            if gs != 0.0:
+                for j in range(lo, hi):
+                    u = mb.idx[j - base]
+                    mb.grad[u] = 1
+                    if values[j] != 0.0:
+                        mb.need[u] = 1.0
+        if status != OK:
+            break
+
+        # Within a batch (SGDKernel.begin), the slots this mini-batch
+        # changes are journaled first (docs/algorithms.md, "Atomic batches").
+        if k.store.journaling:
+            if store_journal_reserve(k.store, mb.n_keys) != 0:
+                status = E_NOMEM
+                failed_at[0] = b0
+                break
+            if k.store.journaling:
+                for u in range(mb.n_keys):
+                    if mb.uslots[u] != NULL:
+                        store_journal_put(k.store, <char*>mb.uslots[u], 1)
+
+        # 3. Slots for the keys the mini-batch gives a weight.
+        if subgradient_insert_new(k, mb.ukeys, mb.need, mb.n_keys,
+                                 <subgradient_slot**>mb.uslots) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
+
+        # 4. The rule's one update per key, the penalty of the B steps.
+        subgradient_mb_step(k, &mb, values)
+
+        # 5. Intercept, clocks, pruning.
+        if k.fit_intercept:
+            total = 0.0
+            for b in range(nb):
+                total += mb.upd[b]
+            k.intercept += total
+        # As in the sequential loop: a weight or intercept the update made
+        # infinite refuses the mini-batch (its batch is undone).
+        acc = k.intercept * 0.0
+        for u in range(mb.n_keys):
+            if mb.uslots[u] != NULL:
+                acc += (<double*>mb.uslots[u])[1] * 0.0
+        if acc != acc:
+            status = E_UPDATE
+            failed_at[0] = b0
+            break
+        k.t += nb
+        if subgradient_needs_rebase(k):
+            k.store.journal_freeze()    # every slot changes: copy the table once
+            subgradient_rebase(k)
+        n_cand = 0
+        for u in range(mb.n_keys):
+            p = <subgradient_slot*>mb.uslots[u]
+            if p != NULL and subgradient_prunable(k, p):
+                cand[n_cand] = mb.ukeys[u]
+                n_cand += 1
+        for j in range(n_cand):
+            p = <subgradient_slot*>store_find(k.store, cand[j])
+            if p != NULL and subgradient_prunable(k, p):
+                k.store.remove(<char*>p)
+        loss_sum += b_loss
+        weight_sum += b_weight
+        n_correct += b_correct
+        b0 += nb
+        learned[0] = b0
+    free(cand); free(table); free(mb.eta); free(mb.gs); free(mb.upd); free(mb.coef)
+    free(mb.ukeys); free(mb.uslots); free(mb.w0); free(mb.sum); free(mb.need); free(mb.grad)
+    free(mb.sgn); free(mb.idx)
+    if status == OK:
+        failed_at[0] = learned[0]
+    out[0] = loss_sum
+    out[1] = weight_sum
+    out[2] = n_correct
+    return status
+
+
+cdef int subgradient_mb_learn_f64(SGDKernel k, Rows* r, const double* values, Py_ssize_t B,
+                                double* out, Py_ssize_t* failed_at,
+                                Py_ssize_t* learned) noexcept nogil:
+    cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
+    cdef Py_ssize_t b0 = 0, nb, b, j, u, i, n_cand, size, mask
+    cdef int64_t base, lo, hi
+    cdef MB mb
+    cdef subgradient_slot* p
+    cdef uint64_t key
+    cdef double y, weight, margin, acc, g, max_x, eta, upd, gs, total
+    cdef double loss_sum = 0.0, weight_sum = 0.0, n_correct = 0.0
+    cdef double b_loss, b_weight, b_correct
+    cdef int status = OK
+    cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    cdef Py_ssize_t* table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
+    mb.eta = <double*>malloc((B + 1) * sizeof(double))
+    mb.gs = <double*>malloc((B + 1) * sizeof(double))
+    mb.upd = <double*>malloc((B + 1) * sizeof(double))
+    mb.coef = <double*>malloc((B + 1) * sizeof(double))
+    mb.ukeys = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    mb.uslots = <void**>malloc((max_nnz + 1) * sizeof(void*))
+    mb.w0 = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.sum = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.need = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.grad = <signed char*>malloc(max_nnz + 1)
+    mb.sgn = <signed char*>malloc(max_nnz + 1)
+    mb.idx = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
+    learned[0] = 0
+    if cand == NULL or table == NULL or mb.eta == NULL or mb.gs == NULL or mb.upd == NULL \
+            or mb.coef == NULL or mb.ukeys == NULL or mb.uslots == NULL or mb.w0 == NULL \
+            or mb.sum == NULL or mb.need == NULL or mb.grad == NULL or mb.sgn == NULL \
+            or mb.idx == NULL:
+        status = E_NOMEM
+        failed_at[0] = 0
+        n_rows = 0
+    while b0 < n_rows:
+        nb = B if b0 + B <= n_rows else n_rows - b0
+        mb.n_rows = nb
+        mb.indptr = r.indptr + b0
+        mb.t0 = k.t
+        base = mb.indptr[0]
+
+        # 1. The distinct keys, each found and caught up once.
+        size = group_table_size(mb.indptr[nb] - base)
+        mask = size - 1
+        for i in range(size):
+            table[i] = -1
+        mb.n_keys = 0
+        for j in range(base, mb.indptr[nb]):
+            key = r.keys[j]
+            i = <Py_ssize_t>(fmix64(key) & <uint64_t>mask)
+            while table[i] >= 0 and mb.ukeys[table[i]] != key:
+                i = (i + 1) & mask
+            if table[i] < 0:
+                table[i] = mb.n_keys
+                mb.ukeys[mb.n_keys] = key
+                mb.n_keys += 1
+            mb.idx[j - base] = table[i]
+        # Room first: growing the table moves every slot.
+        if k.store.reserve(mb.n_keys) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
+        for u in range(mb.n_keys):
+            if u + 4 < mb.n_keys:
+                store_prefetch(k.store, mb.ukeys[u + 4])
+            p = <subgradient_slot*>store_find(k.store, mb.ukeys[u])
+            mb.uslots[u] = <void*>p
+            mb.w0[u] = subgradient_weight(k, p) if p != NULL else 0.0
+            mb.need[u] = 0.0
+            mb.grad[u] = 0
+
+        # 2. Margins from the start weights; losses; gradients.
+        b_loss = b_weight = b_correct = 0.0
+        for b in range(nb):
+            lo = mb.indptr[b]
+            hi = mb.indptr[b + 1]
+            y = r.labels[b0 + b]
+            if k.loss != LOSS_SQUARED and y == 0.0:
+                y = -1.0
+            weight = r.weights[b0 + b] if r.weights != NULL else 1.0
+            acc = 0.0
+            max_x = 0.0
+            for j in range(lo, hi):
+                if fabs(values[j]) > max_x:
+                    max_x = fabs(values[j])
+                acc += mb.w0[mb.idx[j - base]] * values[j]
+            margin = acc * k.scale + k.intercept
+            if not isfinite(margin):
+                status = E_MARGIN
+                failed_at[0] = b0 + b
+                break
+            g = loss_gradient(k.loss, y, margin)
+            eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
+                            k.decay_steps, k.t + 1 + b)
+            upd = -eta * g * weight
+            gs = g * weight
+            if not isfinite(upd) or not isfinite(upd / k.scale * max_x) \
+                    or not isfinite(gs * max_x):
+                status = E_UPDATE
+                failed_at[0] = b0 + b
+                break
+            mb.eta[b] = eta
+            mb.upd[b] = upd
+            mb.gs[b] = gs
+            if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
+                b_loss += weight * loss_value(k.loss, y, margin)
+            b_weight += weight
+            if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+                b_correct += 1
+            if gs != 0.0:
+                for j in range(lo, hi):
+                    u = mb.idx[j - base]
+                    mb.grad[u] = 1
+                    if values[j] != 0.0:
+                        mb.need[u] = 1.0
+        if status != OK:
+            break
+
+        # Within a batch (SGDKernel.begin), the slots this mini-batch
+        # changes are journaled first (docs/algorithms.md, "Atomic batches").
+        if k.store.journaling:
+            if store_journal_reserve(k.store, mb.n_keys) != 0:
+                status = E_NOMEM
+                failed_at[0] = b0
+                break
+            if k.store.journaling:
+                for u in range(mb.n_keys):
+                    if mb.uslots[u] != NULL:
+                        store_journal_put(k.store, <char*>mb.uslots[u], 1)
+
+        # 3. Slots for the keys the mini-batch gives a weight.
+        if subgradient_insert_new(k, mb.ukeys, mb.need, mb.n_keys,
+                                 <subgradient_slot**>mb.uslots) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
+
+        # 4. The rule's one update per key, the penalty of the B steps.
+        subgradient_mb_step(k, &mb, values)
+
+        # 5. Intercept, clocks, pruning.
+        if k.fit_intercept:
+            total = 0.0
+            for b in range(nb):
+                total += mb.upd[b]
+            k.intercept += total
+        # As in the sequential loop: a weight or intercept the update made
+        # infinite refuses the mini-batch (its batch is undone).
+        acc = k.intercept * 0.0
+        for u in range(mb.n_keys):
+            if mb.uslots[u] != NULL:
+                acc += (<double*>mb.uslots[u])[1] * 0.0
+        if acc != acc:
+            status = E_UPDATE
+            failed_at[0] = b0
+            break
+        k.t += nb
+        if subgradient_needs_rebase(k):
+            k.store.journal_freeze()    # every slot changes: copy the table once
+            subgradient_rebase(k)
+        n_cand = 0
+        for u in range(mb.n_keys):
+            p = <subgradient_slot*>mb.uslots[u]
+            if p != NULL and subgradient_prunable(k, p):
+                cand[n_cand] = mb.ukeys[u]
+                n_cand += 1
+        for j in range(n_cand):
+            p = <subgradient_slot*>store_find(k.store, cand[j])
+            if p != NULL and subgradient_prunable(k, p):
+                k.store.remove(<char*>p)
+        loss_sum += b_loss
+        weight_sum += b_weight
+        n_correct += b_correct
+        b0 += nb
+        learned[0] = b0
+    free(cand); free(table); free(mb.eta); free(mb.gs); free(mb.upd); free(mb.coef)
+    free(mb.ukeys); free(mb.uslots); free(mb.w0); free(mb.sum); free(mb.need); free(mb.grad)
+    free(mb.sgn); free(mb.idx)
+    if status == OK:
+        failed_at[0] = learned[0]
+    out[0] = loss_sum
+    out[1] = weight_sum
+    out[2] = n_correct
+    return status
+
+
+cdef int cumulative_start_mb_learn_f32(SGDKernel k, Rows* r, const float* values, Py_ssize_t B,
+                                double* out, Py_ssize_t* failed_at,
+                                Py_ssize_t* learned) noexcept nogil:
+    cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
+    cdef Py_ssize_t b0 = 0, nb, b, j, u, i, n_cand, size, mask
+    cdef int64_t base, lo, hi
+    cdef MB mb
+    cdef cumulative_start_slot* p
+    cdef uint64_t key
+    cdef double y, weight, margin, acc, g, max_x, eta, upd, gs, total
+    cdef double loss_sum = 0.0, weight_sum = 0.0, n_correct = 0.0
+    cdef double b_loss, b_weight, b_correct
+    cdef int status = OK
+    cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    cdef Py_ssize_t* table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
+    mb.eta = <double*>malloc((B + 1) * sizeof(double))
+    mb.gs = <double*>malloc((B + 1) * sizeof(double))
+    mb.upd = <double*>malloc((B + 1) * sizeof(double))
+    mb.coef = <double*>malloc((B + 1) * sizeof(double))
+    mb.ukeys = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    mb.uslots = <void**>malloc((max_nnz + 1) * sizeof(void*))
+    mb.w0 = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.sum = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.need = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.grad = <signed char*>malloc(max_nnz + 1)
+    mb.sgn = <signed char*>malloc(max_nnz + 1)
+    mb.idx = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
+    learned[0] = 0
+    if cand == NULL or table == NULL or mb.eta == NULL or mb.gs == NULL or mb.upd == NULL \
+            or mb.coef == NULL or mb.ukeys == NULL or mb.uslots == NULL or mb.w0 == NULL \
+            or mb.sum == NULL or mb.need == NULL or mb.grad == NULL or mb.sgn == NULL \
+            or mb.idx == NULL:
+        status = E_NOMEM
+        failed_at[0] = 0
+        n_rows = 0
+    while b0 < n_rows:
+        nb = B if b0 + B <= n_rows else n_rows - b0
+        mb.n_rows = nb
+        mb.indptr = r.indptr + b0
+        mb.t0 = k.t
+        base = mb.indptr[0]
+
+        # 1. The distinct keys, each found and caught up once.
+        size = group_table_size(mb.indptr[nb] - base)
+        mask = size - 1
+        for i in range(size):
+            table[i] = -1
+        mb.n_keys = 0
+        for j in range(base, mb.indptr[nb]):
+            key = r.keys[j]
+            i = <Py_ssize_t>(fmix64(key) & <uint64_t>mask)
+            while table[i] >= 0 and mb.ukeys[table[i]] != key:
+                i = (i + 1) & mask
+            if table[i] < 0:
+                table[i] = mb.n_keys
+                mb.ukeys[mb.n_keys] = key
+                mb.n_keys += 1
+            mb.idx[j - base] = table[i]
+        # Room first: growing the table moves every slot.
+        if k.store.reserve(mb.n_keys) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
+        for u in range(mb.n_keys):
+            if u + 4 < mb.n_keys:
+                store_prefetch(k.store, mb.ukeys[u + 4])
+            p = <cumulative_start_slot*>store_find(k.store, mb.ukeys[u])
+            mb.uslots[u] = <void*>p
+            mb.w0[u] = cumulative_start_weight(k, p) if p != NULL else 0.0
+            mb.need[u] = 0.0
+            mb.grad[u] = 0
+
+        # 2. Margins from the start weights; losses; gradients.
+        b_loss = b_weight = b_correct = 0.0
+        for b in range(nb):
+            lo = mb.indptr[b]
+            hi = mb.indptr[b + 1]
+            y = r.labels[b0 + b]
+            if k.loss != LOSS_SQUARED and y == 0.0:
+                y = -1.0
+            weight = r.weights[b0 + b] if r.weights != NULL else 1.0
+            acc = 0.0
+            max_x = 0.0
+            for j in range(lo, hi):
+                if fabs(values[j]) > max_x:
+                    max_x = fabs(values[j])
+                acc += mb.w0[mb.idx[j - base]] * values[j]
+            margin = acc * k.scale + k.intercept
+            if not isfinite(margin):
+                status = E_MARGIN
+                failed_at[0] = b0 + b
+                break
+            g = loss_gradient(k.loss, y, margin)
+            eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
+                            k.decay_steps, k.t + 1 + b)
+            upd = -eta * g * weight
+            gs = g * weight
+            if not isfinite(upd) or not isfinite(upd / k.scale * max_x) \
+                    or not isfinite(gs * max_x):
+                status = E_UPDATE
+                failed_at[0] = b0 + b
+                break
+            mb.eta[b] = eta
+            mb.upd[b] = upd
+            mb.gs[b] = gs
+            if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
+                b_loss += weight * loss_value(k.loss, y, margin)
+            b_weight += weight
+            if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+                b_correct += 1
+            if gs != 0.0:
+                for j in range(lo, hi):
+                    u = mb.idx[j - base]
+                    mb.grad[u] = 1
+                    if values[j] != 0.0:
+                        mb.need[u] = 1.0
+        if status != OK:
+            break
+
+        # Within a batch (SGDKernel.begin), the slots this mini-batch
+        # changes are journaled first (docs/algorithms.md, "Atomic batches").
+        if k.store.journaling:
+            if store_journal_reserve(k.store, mb.n_keys) != 0:
+                status = E_NOMEM
+                failed_at[0] = b0
+                break
+            if k.store.journaling:
+                for u in range(mb.n_keys):
+                    if mb.uslots[u] != NULL:
+                        store_journal_put(k.store, <char*>mb.uslots[u], 1)
+
+        # 3. Slots for the keys the mini-batch gives a weight.
+        if cumulative_start_insert_new(k, mb.ukeys, mb.need, mb.n_keys,
+                                 <cumulative_start_slot**>mb.uslots) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
+
+        # 4. The rule's one update per key, the penalty of the B steps.
+        cumulative_start_mb_step(k, &mb, values)
+
+        # 5. Intercept, clocks, pruning.
+        if k.fit_intercept:
+            total = 0.0
+            for b in range(nb):
+                total += mb.upd[b]
+            k.intercept += total
+        # As in the sequential loop: a weight or intercept the update made
+        # infinite refuses the mini-batch (its batch is undone).
+        acc = k.intercept * 0.0
+        for u in range(mb.n_keys):
+            if mb.uslots[u] != NULL:
+                acc += (<double*>mb.uslots[u])[1] * 0.0
+        if acc != acc:
+            status = E_UPDATE
+            failed_at[0] = b0
+            break
+        k.t += nb
+        if cumulative_start_needs_rebase(k):
+            k.store.journal_freeze()    # every slot changes: copy the table once
+            cumulative_start_rebase(k)
+        n_cand = 0
+        for u in range(mb.n_keys):
+            p = <cumulative_start_slot*>mb.uslots[u]
+            if p != NULL and cumulative_start_prunable(k, p):
+                cand[n_cand] = mb.ukeys[u]
+                n_cand += 1
+        for j in range(n_cand):
+            p = <cumulative_start_slot*>store_find(k.store, cand[j])
+            if p != NULL and cumulative_start_prunable(k, p):
+                k.store.remove(<char*>p)
+        loss_sum += b_loss
+        weight_sum += b_weight
+        n_correct += b_correct
+        b0 += nb
+        learned[0] = b0
+    free(cand); free(table); free(mb.eta); free(mb.gs); free(mb.upd); free(mb.coef)
+    free(mb.ukeys); free(mb.uslots); free(mb.w0); free(mb.sum); free(mb.need); free(mb.grad)
+    free(mb.sgn); free(mb.idx)
+    if status == OK:
+        failed_at[0] = learned[0]
+    out[0] = loss_sum
+    out[1] = weight_sum
+    out[2] = n_correct
+    return status
+
+
+cdef int cumulative_start_mb_learn_f64(SGDKernel k, Rows* r, const double* values, Py_ssize_t B,
+                                double* out, Py_ssize_t* failed_at,
+                                Py_ssize_t* learned) noexcept nogil:
+    cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
+    cdef Py_ssize_t b0 = 0, nb, b, j, u, i, n_cand, size, mask
+    cdef int64_t base, lo, hi
+    cdef MB mb
+    cdef cumulative_start_slot* p
+    cdef uint64_t key
+    cdef double y, weight, margin, acc, g, max_x, eta, upd, gs, total
+    cdef double loss_sum = 0.0, weight_sum = 0.0, n_correct = 0.0
+    cdef double b_loss, b_weight, b_correct
+    cdef int status = OK
+    cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    cdef Py_ssize_t* table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
+    mb.eta = <double*>malloc((B + 1) * sizeof(double))
+    mb.gs = <double*>malloc((B + 1) * sizeof(double))
+    mb.upd = <double*>malloc((B + 1) * sizeof(double))
+    mb.coef = <double*>malloc((B + 1) * sizeof(double))
+    mb.ukeys = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    mb.uslots = <void**>malloc((max_nnz + 1) * sizeof(void*))
+    mb.w0 = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.sum = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.need = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.grad = <signed char*>malloc(max_nnz + 1)
+    mb.sgn = <signed char*>malloc(max_nnz + 1)
+    mb.idx = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
+    learned[0] = 0
+    if cand == NULL or table == NULL or mb.eta == NULL or mb.gs == NULL or mb.upd == NULL \
+            or mb.coef == NULL or mb.ukeys == NULL or mb.uslots == NULL or mb.w0 == NULL \
+            or mb.sum == NULL or mb.need == NULL or mb.grad == NULL or mb.sgn == NULL \
+            or mb.idx == NULL:
+        status = E_NOMEM
+        failed_at[0] = 0
+        n_rows = 0
+    while b0 < n_rows:
+        nb = B if b0 + B <= n_rows else n_rows - b0
+        mb.n_rows = nb
+        mb.indptr = r.indptr + b0
+        mb.t0 = k.t
+        base = mb.indptr[0]
+
+        # 1. The distinct keys, each found and caught up once.
+        size = group_table_size(mb.indptr[nb] - base)
+        mask = size - 1
+        for i in range(size):
+            table[i] = -1
+        mb.n_keys = 0
+        for j in range(base, mb.indptr[nb]):
+            key = r.keys[j]
+            i = <Py_ssize_t>(fmix64(key) & <uint64_t>mask)
+            while table[i] >= 0 and mb.ukeys[table[i]] != key:
+                i = (i + 1) & mask
+            if table[i] < 0:
+                table[i] = mb.n_keys
+                mb.ukeys[mb.n_keys] = key
+                mb.n_keys += 1
+            mb.idx[j - base] = table[i]
+        # Room first: growing the table moves every slot.
+        if k.store.reserve(mb.n_keys) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
+        for u in range(mb.n_keys):
+            if u + 4 < mb.n_keys:
+                store_prefetch(k.store, mb.ukeys[u + 4])
+            p = <cumulative_start_slot*>store_find(k.store, mb.ukeys[u])
+            mb.uslots[u] = <void*>p
+            mb.w0[u] = cumulative_start_weight(k, p) if p != NULL else 0.0
+            mb.need[u] = 0.0
+            mb.grad[u] = 0
+
+        # 2. Margins from the start weights; losses; gradients.
+        b_loss = b_weight = b_correct = 0.0
+        for b in range(nb):
+            lo = mb.indptr[b]
+            hi = mb.indptr[b + 1]
+            y = r.labels[b0 + b]
+            if k.loss != LOSS_SQUARED and y == 0.0:
+                y = -1.0
+            weight = r.weights[b0 + b] if r.weights != NULL else 1.0
+            acc = 0.0
+            max_x = 0.0
+            for j in range(lo, hi):
+                if fabs(values[j]) > max_x:
+                    max_x = fabs(values[j])
+                acc += mb.w0[mb.idx[j - base]] * values[j]
+            margin = acc * k.scale + k.intercept
+            if not isfinite(margin):
+                status = E_MARGIN
+                failed_at[0] = b0 + b
+                break
+            g = loss_gradient(k.loss, y, margin)
+            eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
+                            k.decay_steps, k.t + 1 + b)
+            upd = -eta * g * weight
+            gs = g * weight
+            if not isfinite(upd) or not isfinite(upd / k.scale * max_x) \
+                    or not isfinite(gs * max_x):
+                status = E_UPDATE
+                failed_at[0] = b0 + b
+                break
+            mb.eta[b] = eta
+            mb.upd[b] = upd
+            mb.gs[b] = gs
+            if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
+                b_loss += weight * loss_value(k.loss, y, margin)
+            b_weight += weight
+            if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+                b_correct += 1
+            if gs != 0.0:
+                for j in range(lo, hi):
+                    u = mb.idx[j - base]
+                    mb.grad[u] = 1
+                    if values[j] != 0.0:
+                        mb.need[u] = 1.0
+        if status != OK:
+            break
+
+        # Within a batch (SGDKernel.begin), the slots this mini-batch
+        # changes are journaled first (docs/algorithms.md, "Atomic batches").
+        if k.store.journaling:
+            if store_journal_reserve(k.store, mb.n_keys) != 0:
+                status = E_NOMEM
+                failed_at[0] = b0
+                break
+            if k.store.journaling:
+                for u in range(mb.n_keys):
+                    if mb.uslots[u] != NULL:
+                        store_journal_put(k.store, <char*>mb.uslots[u], 1)
+
+        # 3. Slots for the keys the mini-batch gives a weight.
+        if cumulative_start_insert_new(k, mb.ukeys, mb.need, mb.n_keys,
+                                 <cumulative_start_slot**>mb.uslots) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
+
+        # 4. The rule's one update per key, the penalty of the B steps.
+        cumulative_start_mb_step(k, &mb, values)
+
+        # 5. Intercept, clocks, pruning.
+        if k.fit_intercept:
+            total = 0.0
+            for b in range(nb):
+                total += mb.upd[b]
+            k.intercept += total
+        # As in the sequential loop: a weight or intercept the update made
+        # infinite refuses the mini-batch (its batch is undone).
+        acc = k.intercept * 0.0
+        for u in range(mb.n_keys):
+            if mb.uslots[u] != NULL:
+                acc += (<double*>mb.uslots[u])[1] * 0.0
+        if acc != acc:
+            status = E_UPDATE
+            failed_at[0] = b0
+            break
+        k.t += nb
+        if cumulative_start_needs_rebase(k):
+            k.store.journal_freeze()    # every slot changes: copy the table once
+            cumulative_start_rebase(k)
+        n_cand = 0
+        for u in range(mb.n_keys):
+            p = <cumulative_start_slot*>mb.uslots[u]
+            if p != NULL and cumulative_start_prunable(k, p):
+                cand[n_cand] = mb.ukeys[u]
+                n_cand += 1
+        for j in range(n_cand):
+            p = <cumulative_start_slot*>store_find(k.store, cand[j])
+            if p != NULL and cumulative_start_prunable(k, p):
+                k.store.remove(<char*>p)
+        loss_sum += b_loss
+        weight_sum += b_weight
+        n_correct += b_correct
+        b0 += nb
+        learned[0] = b0
+    free(cand); free(table); free(mb.eta); free(mb.gs); free(mb.upd); free(mb.coef)
+    free(mb.ukeys); free(mb.uslots); free(mb.w0); free(mb.sum); free(mb.need); free(mb.grad)
+    free(mb.sgn); free(mb.idx)
+    if status == OK:
+        failed_at[0] = learned[0]
+    out[0] = loss_sum
+    out[1] = weight_sum
+    out[2] = n_correct
+    return status
+
+
+cdef int cumulative_first_seen_mb_learn_f32(SGDKernel k, Rows* r, const float* values, Py_ssize_t B,
+                                double* out, Py_ssize_t* failed_at,
+                                Py_ssize_t* learned) noexcept nogil:
+    cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
+    cdef Py_ssize_t b0 = 0, nb, b, j, u, i, n_cand, size, mask
+    cdef int64_t base, lo, hi
+    cdef MB mb
+    cdef cumulative_first_seen_slot* p
+    cdef uint64_t key
+    cdef double y, weight, margin, acc, g, max_x, eta, upd, gs, total
+    cdef double loss_sum = 0.0, weight_sum = 0.0, n_correct = 0.0
+    cdef double b_loss, b_weight, b_correct
+    cdef int status = OK
+    cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    cdef Py_ssize_t* table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
+    mb.eta = <double*>malloc((B + 1) * sizeof(double))
+    mb.gs = <double*>malloc((B + 1) * sizeof(double))
+    mb.upd = <double*>malloc((B + 1) * sizeof(double))
+    mb.coef = <double*>malloc((B + 1) * sizeof(double))
+    mb.ukeys = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    mb.uslots = <void**>malloc((max_nnz + 1) * sizeof(void*))
+    mb.w0 = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.sum = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.need = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.grad = <signed char*>malloc(max_nnz + 1)
+    mb.sgn = <signed char*>malloc(max_nnz + 1)
+    mb.idx = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
+    learned[0] = 0
+    if cand == NULL or table == NULL or mb.eta == NULL or mb.gs == NULL or mb.upd == NULL \
+            or mb.coef == NULL or mb.ukeys == NULL or mb.uslots == NULL or mb.w0 == NULL \
+            or mb.sum == NULL or mb.need == NULL or mb.grad == NULL or mb.sgn == NULL \
+            or mb.idx == NULL:
+        status = E_NOMEM
+        failed_at[0] = 0
+        n_rows = 0
+    while b0 < n_rows:
+        nb = B if b0 + B <= n_rows else n_rows - b0
+        mb.n_rows = nb
+        mb.indptr = r.indptr + b0
+        mb.t0 = k.t
+        base = mb.indptr[0]
+
+        # 1. The distinct keys, each found and caught up once.
+        size = group_table_size(mb.indptr[nb] - base)
+        mask = size - 1
+        for i in range(size):
+            table[i] = -1
+        mb.n_keys = 0
+        for j in range(base, mb.indptr[nb]):
+            key = r.keys[j]
+            i = <Py_ssize_t>(fmix64(key) & <uint64_t>mask)
+            while table[i] >= 0 and mb.ukeys[table[i]] != key:
+                i = (i + 1) & mask
+            if table[i] < 0:
+                table[i] = mb.n_keys
+                mb.ukeys[mb.n_keys] = key
+                mb.n_keys += 1
+            mb.idx[j - base] = table[i]
+        # Room first: growing the table moves every slot.
+        if k.store.reserve(mb.n_keys) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
+        for u in range(mb.n_keys):
+            if u + 4 < mb.n_keys:
+                store_prefetch(k.store, mb.ukeys[u + 4])
+            p = <cumulative_first_seen_slot*>store_find(k.store, mb.ukeys[u])
+            mb.uslots[u] = <void*>p
+            mb.w0[u] = cumulative_first_seen_weight(k, p) if p != NULL else 0.0
+            mb.need[u] = 0.0
+            mb.grad[u] = 0
+
+        # 2. Margins from the start weights; losses; gradients.
+        b_loss = b_weight = b_correct = 0.0
+        for b in range(nb):
+            lo = mb.indptr[b]
+            hi = mb.indptr[b + 1]
+            y = r.labels[b0 + b]
+            if k.loss != LOSS_SQUARED and y == 0.0:
+                y = -1.0
+            weight = r.weights[b0 + b] if r.weights != NULL else 1.0
+            acc = 0.0
+            max_x = 0.0
+            for j in range(lo, hi):
+                if fabs(values[j]) > max_x:
+                    max_x = fabs(values[j])
+                acc += mb.w0[mb.idx[j - base]] * values[j]
+            margin = acc * k.scale + k.intercept
+            if not isfinite(margin):
+                status = E_MARGIN
+                failed_at[0] = b0 + b
+                break
+            g = loss_gradient(k.loss, y, margin)
+            eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
+                            k.decay_steps, k.t + 1 + b)
+            upd = -eta * g * weight
+            gs = g * weight
+            if not isfinite(upd) or not isfinite(upd / k.scale * max_x) \
+                    or not isfinite(gs * max_x):
+                status = E_UPDATE
+                failed_at[0] = b0 + b
+                break
+            mb.eta[b] = eta
+            mb.upd[b] = upd
+            mb.gs[b] = gs
+            if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
+                b_loss += weight * loss_value(k.loss, y, margin)
+            b_weight += weight
+            if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+                b_correct += 1
+            if gs != 0.0:
+                for j in range(lo, hi):
+                    u = mb.idx[j - base]
+                    mb.grad[u] = 1
+                    if values[j] != 0.0:
+                        mb.need[u] = 1.0
+        if status != OK:
+            break
+
+        # Within a batch (SGDKernel.begin), the slots this mini-batch
+        # changes are journaled first (docs/algorithms.md, "Atomic batches").
+        if k.store.journaling:
+            if store_journal_reserve(k.store, mb.n_keys) != 0:
+                status = E_NOMEM
+                failed_at[0] = b0
+                break
+            if k.store.journaling:
+                for u in range(mb.n_keys):
+                    if mb.uslots[u] != NULL:
+                        store_journal_put(k.store, <char*>mb.uslots[u], 1)
+
+        # 3. Slots for the keys the mini-batch gives a weight.
+        if cumulative_first_seen_insert_new(k, mb.ukeys, mb.need, mb.n_keys,
+                                 <cumulative_first_seen_slot**>mb.uslots) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
+
+        # 4. The rule's one update per key, the penalty of the B steps.
+        cumulative_first_seen_mb_step(k, &mb, values)
+
+        # 5. Intercept, clocks, pruning.
+        if k.fit_intercept:
+            total = 0.0
+            for b in range(nb):
+                total += mb.upd[b]
+            k.intercept += total
+        # As in the sequential loop: a weight or intercept the update made
+        # infinite refuses the mini-batch (its batch is undone).
+        acc = k.intercept * 0.0
+        for u in range(mb.n_keys):
+            if mb.uslots[u] != NULL:
+                acc += (<double*>mb.uslots[u])[1] * 0.0
+        if acc != acc:
+            status = E_UPDATE
+            failed_at[0] = b0
+            break
+        k.t += nb
+        if cumulative_first_seen_needs_rebase(k):
+            k.store.journal_freeze()    # every slot changes: copy the table once
+            cumulative_first_seen_rebase(k)
+        n_cand = 0
+        for u in range(mb.n_keys):
+            p = <cumulative_first_seen_slot*>mb.uslots[u]
+            if p != NULL and cumulative_first_seen_prunable(k, p):
+                cand[n_cand] = mb.ukeys[u]
+                n_cand += 1
+        for j in range(n_cand):
+            p = <cumulative_first_seen_slot*>store_find(k.store, cand[j])
+            if p != NULL and cumulative_first_seen_prunable(k, p):
+                k.store.remove(<char*>p)
+        loss_sum += b_loss
+        weight_sum += b_weight
+        n_correct += b_correct
+        b0 += nb
+        learned[0] = b0
+    free(cand); free(table); free(mb.eta); free(mb.gs); free(mb.upd); free(mb.coef)
+    free(mb.ukeys); free(mb.uslots); free(mb.w0); free(mb.sum); free(mb.need); free(mb.grad)
+    free(mb.sgn); free(mb.idx)
+    if status == OK:
+        failed_at[0] = learned[0]
+    out[0] = loss_sum
+    out[1] = weight_sum
+    out[2] = n_correct
+    return status
+
+
+cdef int cumulative_first_seen_mb_learn_f64(SGDKernel k, Rows* r, const double* values, Py_ssize_t B,
+                                double* out, Py_ssize_t* failed_at,
+                                Py_ssize_t* learned) noexcept nogil:
+    cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
+    cdef Py_ssize_t b0 = 0, nb, b, j, u, i, n_cand, size, mask
+    cdef int64_t base, lo, hi
+    cdef MB mb
+    cdef cumulative_first_seen_slot* p
+    cdef uint64_t key
+    cdef double y, weight, margin, acc, g, max_x, eta, upd, gs, total
+    cdef double loss_sum = 0.0, weight_sum = 0.0, n_correct = 0.0
+    cdef double b_loss, b_weight, b_correct
+    cdef int status = OK
+    cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    cdef Py_ssize_t* table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
+    mb.eta = <double*>malloc((B + 1) * sizeof(double))
+    mb.gs = <double*>malloc((B + 1) * sizeof(double))
+    mb.upd = <double*>malloc((B + 1) * sizeof(double))
+    mb.coef = <double*>malloc((B + 1) * sizeof(double))
+    mb.ukeys = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    mb.uslots = <void**>malloc((max_nnz + 1) * sizeof(void*))
+    mb.w0 = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.sum = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.need = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.grad = <signed char*>malloc(max_nnz + 1)
+    mb.sgn = <signed char*>malloc(max_nnz + 1)
+    mb.idx = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
+    learned[0] = 0
+    if cand == NULL or table == NULL or mb.eta == NULL or mb.gs == NULL or mb.upd == NULL \
+            or mb.coef == NULL or mb.ukeys == NULL or mb.uslots == NULL or mb.w0 == NULL \
+            or mb.sum == NULL or mb.need == NULL or mb.grad == NULL or mb.sgn == NULL \
+            or mb.idx == NULL:
+        status = E_NOMEM
+        failed_at[0] = 0
+        n_rows = 0
+    while b0 < n_rows:
+        nb = B if b0 + B <= n_rows else n_rows - b0
+        mb.n_rows = nb
+        mb.indptr = r.indptr + b0
+        mb.t0 = k.t
+        base = mb.indptr[0]
+
+        # 1. The distinct keys, each found and caught up once.
+        size = group_table_size(mb.indptr[nb] - base)
+        mask = size - 1
+        for i in range(size):
+            table[i] = -1
+        mb.n_keys = 0
+        for j in range(base, mb.indptr[nb]):
+            key = r.keys[j]
+            i = <Py_ssize_t>(fmix64(key) & <uint64_t>mask)
+            while table[i] >= 0 and mb.ukeys[table[i]] != key:
+                i = (i + 1) & mask
+            if table[i] < 0:
+                table[i] = mb.n_keys
+                mb.ukeys[mb.n_keys] = key
+                mb.n_keys += 1
+            mb.idx[j - base] = table[i]
+        # Room first: growing the table moves every slot.
+        if k.store.reserve(mb.n_keys) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
+        for u in range(mb.n_keys):
+            if u + 4 < mb.n_keys:
+                store_prefetch(k.store, mb.ukeys[u + 4])
+            p = <cumulative_first_seen_slot*>store_find(k.store, mb.ukeys[u])
+            mb.uslots[u] = <void*>p
+            mb.w0[u] = cumulative_first_seen_weight(k, p) if p != NULL else 0.0
+            mb.need[u] = 0.0
+            mb.grad[u] = 0
+
+        # 2. Margins from the start weights; losses; gradients.
+        b_loss = b_weight = b_correct = 0.0
+        for b in range(nb):
+            lo = mb.indptr[b]
+            hi = mb.indptr[b + 1]
+            y = r.labels[b0 + b]
+            if k.loss != LOSS_SQUARED and y == 0.0:
+                y = -1.0
+            weight = r.weights[b0 + b] if r.weights != NULL else 1.0
+            acc = 0.0
+            max_x = 0.0
+            for j in range(lo, hi):
+                if fabs(values[j]) > max_x:
+                    max_x = fabs(values[j])
+                acc += mb.w0[mb.idx[j - base]] * values[j]
+            margin = acc * k.scale + k.intercept
+            if not isfinite(margin):
+                status = E_MARGIN
+                failed_at[0] = b0 + b
+                break
+            g = loss_gradient(k.loss, y, margin)
+            eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
+                            k.decay_steps, k.t + 1 + b)
+            upd = -eta * g * weight
+            gs = g * weight
+            if not isfinite(upd) or not isfinite(upd / k.scale * max_x) \
+                    or not isfinite(gs * max_x):
+                status = E_UPDATE
+                failed_at[0] = b0 + b
+                break
+            mb.eta[b] = eta
+            mb.upd[b] = upd
+            mb.gs[b] = gs
+            if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
+                b_loss += weight * loss_value(k.loss, y, margin)
+            b_weight += weight
+            if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+                b_correct += 1
+            if gs != 0.0:
+                for j in range(lo, hi):
+                    u = mb.idx[j - base]
+                    mb.grad[u] = 1
+                    if values[j] != 0.0:
+                        mb.need[u] = 1.0
+        if status != OK:
+            break
+
+        # Within a batch (SGDKernel.begin), the slots this mini-batch
+        # changes are journaled first (docs/algorithms.md, "Atomic batches").
+        if k.store.journaling:
+            if store_journal_reserve(k.store, mb.n_keys) != 0:
+                status = E_NOMEM
+                failed_at[0] = b0
+                break
+            if k.store.journaling:
+                for u in range(mb.n_keys):
+                    if mb.uslots[u] != NULL:
+                        store_journal_put(k.store, <char*>mb.uslots[u], 1)
+
+        # 3. Slots for the keys the mini-batch gives a weight.
+        if cumulative_first_seen_insert_new(k, mb.ukeys, mb.need, mb.n_keys,
+                                 <cumulative_first_seen_slot**>mb.uslots) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
+
+        # 4. The rule's one update per key, the penalty of the B steps.
+        cumulative_first_seen_mb_step(k, &mb, values)
+
+        # 5. Intercept, clocks, pruning.
+        if k.fit_intercept:
+            total = 0.0
+            for b in range(nb):
+                total += mb.upd[b]
+            k.intercept += total
+        # As in the sequential loop: a weight or intercept the update made
+        # infinite refuses the mini-batch (its batch is undone).
+        acc = k.intercept * 0.0
+        for u in range(mb.n_keys):
+            if mb.uslots[u] != NULL:
+                acc += (<double*>mb.uslots[u])[1] * 0.0
+        if acc != acc:
+            status = E_UPDATE
+            failed_at[0] = b0
+            break
+        k.t += nb
+        if cumulative_first_seen_needs_rebase(k):
+            k.store.journal_freeze()    # every slot changes: copy the table once
+            cumulative_first_seen_rebase(k)
+        n_cand = 0
+        for u in range(mb.n_keys):
+            p = <cumulative_first_seen_slot*>mb.uslots[u]
+            if p != NULL and cumulative_first_seen_prunable(k, p):
+                cand[n_cand] = mb.ukeys[u]
+                n_cand += 1
+        for j in range(n_cand):
+            p = <cumulative_first_seen_slot*>store_find(k.store, cand[j])
+            if p != NULL and cumulative_first_seen_prunable(k, p):
+                k.store.remove(<char*>p)
+        loss_sum += b_loss
+        weight_sum += b_weight
+        n_correct += b_correct
+        b0 += nb
+        learned[0] = b0
+    free(cand); free(table); free(mb.eta); free(mb.gs); free(mb.upd); free(mb.coef)
+    free(mb.ukeys); free(mb.uslots); free(mb.w0); free(mb.sum); free(mb.need); free(mb.grad)
+    free(mb.sgn); free(mb.idx)
+    if status == OK:
+        failed_at[0] = learned[0]
+    out[0] = loss_sum
+    out[1] = weight_sum
+    out[2] = n_correct
+    return status
+
+
+cdef int fobos_mb_learn_f32(SGDKernel k, Rows* r, const float* values, Py_ssize_t B,
+                                double* out, Py_ssize_t* failed_at,
+                                Py_ssize_t* learned) noexcept nogil:
+    cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
+    cdef Py_ssize_t b0 = 0, nb, b, j, u, i, n_cand, size, mask
+    cdef int64_t base, lo, hi
+    cdef MB mb
+    cdef fobos_slot* p
+    cdef uint64_t key
+    cdef double y, weight, margin, acc, g, max_x, eta, upd, gs, total
+    cdef double loss_sum = 0.0, weight_sum = 0.0, n_correct = 0.0
+    cdef double b_loss, b_weight, b_correct
+    cdef int status = OK
+    cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    cdef Py_ssize_t* table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
+    mb.eta = <double*>malloc((B + 1) * sizeof(double))
+    mb.gs = <double*>malloc((B + 1) * sizeof(double))
+    mb.upd = <double*>malloc((B + 1) * sizeof(double))
+    mb.coef = <double*>malloc((B + 1) * sizeof(double))
+    mb.ukeys = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    mb.uslots = <void**>malloc((max_nnz + 1) * sizeof(void*))
+    mb.w0 = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.sum = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.need = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.grad = <signed char*>malloc(max_nnz + 1)
+    mb.sgn = <signed char*>malloc(max_nnz + 1)
+    mb.idx = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
+    learned[0] = 0
+    if cand == NULL or table == NULL or mb.eta == NULL or mb.gs == NULL or mb.upd == NULL \
+            or mb.coef == NULL or mb.ukeys == NULL or mb.uslots == NULL or mb.w0 == NULL \
+            or mb.sum == NULL or mb.need == NULL or mb.grad == NULL or mb.sgn == NULL \
+            or mb.idx == NULL:
+        status = E_NOMEM
+        failed_at[0] = 0
+        n_rows = 0
+    while b0 < n_rows:
+        nb = B if b0 + B <= n_rows else n_rows - b0
+        mb.n_rows = nb
+        mb.indptr = r.indptr + b0
+        mb.t0 = k.t
+        base = mb.indptr[0]
+
+        # 1. The distinct keys, each found and caught up once.
+        size = group_table_size(mb.indptr[nb] - base)
+        mask = size - 1
+        for i in range(size):
+            table[i] = -1
+        mb.n_keys = 0
+        for j in range(base, mb.indptr[nb]):
+            key = r.keys[j]
+            i = <Py_ssize_t>(fmix64(key) & <uint64_t>mask)
+            while table[i] >= 0 and mb.ukeys[table[i]] != key:
+                i = (i + 1) & mask
+            if table[i] < 0:
+                table[i] = mb.n_keys
+                mb.ukeys[mb.n_keys] = key
+                mb.n_keys += 1
+            mb.idx[j - base] = table[i]
+        # Room first: growing the table moves every slot.
+        if k.store.reserve(mb.n_keys) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
+        for u in range(mb.n_keys):
+            if u + 4 < mb.n_keys:
+                store_prefetch(k.store, mb.ukeys[u + 4])
+            p = <fobos_slot*>store_find(k.store, mb.ukeys[u])
+            mb.uslots[u] = <void*>p
+            mb.w0[u] = fobos_weight(k, p) if p != NULL else 0.0
+            mb.need[u] = 0.0
+            mb.grad[u] = 0
+
+        # 2. Margins from the start weights; losses; gradients.
+        b_loss = b_weight = b_correct = 0.0
+        for b in range(nb):
+            lo = mb.indptr[b]
+            hi = mb.indptr[b + 1]
+            y = r.labels[b0 + b]
+            if k.loss != LOSS_SQUARED and y == 0.0:
+                y = -1.0
+            weight = r.weights[b0 + b] if r.weights != NULL else 1.0
+            acc = 0.0
+            max_x = 0.0
+            for j in range(lo, hi):
+                if fabs(values[j]) > max_x:
+                    max_x = fabs(values[j])
+                acc += mb.w0[mb.idx[j - base]] * values[j]
+            margin = acc * k.scale + k.intercept
+            if not isfinite(margin):
+                status = E_MARGIN
+                failed_at[0] = b0 + b
+                break
+            g = loss_gradient(k.loss, y, margin)
+            eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
+                            k.decay_steps, k.t + 1 + b)
+            upd = -eta * g * weight
+            gs = g * weight
+            if not isfinite(upd) or not isfinite(upd / k.scale * max_x) \
+                    or not isfinite(gs * max_x):
+                status = E_UPDATE
+                failed_at[0] = b0 + b
+                break
+            mb.eta[b] = eta
+            mb.upd[b] = upd
+            mb.gs[b] = gs
+            if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
+                b_loss += weight * loss_value(k.loss, y, margin)
+            b_weight += weight
+            if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+                b_correct += 1
+            if gs != 0.0:
+                for j in range(lo, hi):
+                    u = mb.idx[j - base]
+                    mb.grad[u] = 1
+                    if values[j] != 0.0:
+                        mb.need[u] = 1.0
+        if status != OK:
+            break
+
+        # Within a batch (SGDKernel.begin), the slots this mini-batch
+        # changes are journaled first (docs/algorithms.md, "Atomic batches").
+        if k.store.journaling:
+            if store_journal_reserve(k.store, mb.n_keys) != 0:
+                status = E_NOMEM
+                failed_at[0] = b0
+                break
+            if k.store.journaling:
+                for u in range(mb.n_keys):
+                    if mb.uslots[u] != NULL:
+                        store_journal_put(k.store, <char*>mb.uslots[u], 1)
+
+        # 3. Slots for the keys the mini-batch gives a weight.
+        if fobos_insert_new(k, mb.ukeys, mb.need, mb.n_keys,
+                                 <fobos_slot**>mb.uslots) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
+
+        # 4. The rule's one update per key, the penalty of the B steps.
+        fobos_mb_step(k, &mb, values)
+
+        # 5. Intercept, clocks, pruning.
+        if k.fit_intercept:
+            total = 0.0
+            for b in range(nb):
+                total += mb.upd[b]
+            k.intercept += total
+        # As in the sequential loop: a weight or intercept the update made
+        # infinite refuses the mini-batch (its batch is undone).
+        acc = k.intercept * 0.0
+        for u in range(mb.n_keys):
+            if mb.uslots[u] != NULL:
+                acc += (<double*>mb.uslots[u])[1] * 0.0
+        if acc != acc:
+            status = E_UPDATE
+            failed_at[0] = b0
+            break
+        k.t += nb
+        if fobos_needs_rebase(k):
+            k.store.journal_freeze()    # every slot changes: copy the table once
+            fobos_rebase(k)
+        n_cand = 0
+        for u in range(mb.n_keys):
+            p = <fobos_slot*>mb.uslots[u]
+            if p != NULL and fobos_prunable(k, p):
+                cand[n_cand] = mb.ukeys[u]
+                n_cand += 1
+        for j in range(n_cand):
+            p = <fobos_slot*>store_find(k.store, cand[j])
+            if p != NULL and fobos_prunable(k, p):
+                k.store.remove(<char*>p)
+        loss_sum += b_loss
+        weight_sum += b_weight
+        n_correct += b_correct
+        b0 += nb
+        learned[0] = b0
+    free(cand); free(table); free(mb.eta); free(mb.gs); free(mb.upd); free(mb.coef)
+    free(mb.ukeys); free(mb.uslots); free(mb.w0); free(mb.sum); free(mb.need); free(mb.grad)
+    free(mb.sgn); free(mb.idx)
+    if status == OK:
+        failed_at[0] = learned[0]
+    out[0] = loss_sum
+    out[1] = weight_sum
+    out[2] = n_correct
+    return status
+
+
+cdef int fobos_mb_learn_f64(SGDKernel k, Rows* r, const double* values, Py_ssize_t B,
+                                double* out, Py_ssize_t* failed_at,
+                                Py_ssize_t* learned) noexcept nogil:
+    cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
+    cdef Py_ssize_t b0 = 0, nb, b, j, u, i, n_cand, size, mask
+    cdef int64_t base, lo, hi
+    cdef MB mb
+    cdef fobos_slot* p
+    cdef uint64_t key
+    cdef double y, weight, margin, acc, g, max_x, eta, upd, gs, total
+    cdef double loss_sum = 0.0, weight_sum = 0.0, n_correct = 0.0
+    cdef double b_loss, b_weight, b_correct
+    cdef int status = OK
+    cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    cdef Py_ssize_t* table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
+    mb.eta = <double*>malloc((B + 1) * sizeof(double))
+    mb.gs = <double*>malloc((B + 1) * sizeof(double))
+    mb.upd = <double*>malloc((B + 1) * sizeof(double))
+    mb.coef = <double*>malloc((B + 1) * sizeof(double))
+    mb.ukeys = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    mb.uslots = <void**>malloc((max_nnz + 1) * sizeof(void*))
+    mb.w0 = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.sum = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.need = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.grad = <signed char*>malloc(max_nnz + 1)
+    mb.sgn = <signed char*>malloc(max_nnz + 1)
+    mb.idx = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
+    learned[0] = 0
+    if cand == NULL or table == NULL or mb.eta == NULL or mb.gs == NULL or mb.upd == NULL \
+            or mb.coef == NULL or mb.ukeys == NULL or mb.uslots == NULL or mb.w0 == NULL \
+            or mb.sum == NULL or mb.need == NULL or mb.grad == NULL or mb.sgn == NULL \
+            or mb.idx == NULL:
+        status = E_NOMEM
+        failed_at[0] = 0
+        n_rows = 0
+    while b0 < n_rows:
+        nb = B if b0 + B <= n_rows else n_rows - b0
+        mb.n_rows = nb
+        mb.indptr = r.indptr + b0
+        mb.t0 = k.t
+        base = mb.indptr[0]
+
+        # 1. The distinct keys, each found and caught up once.
+        size = group_table_size(mb.indptr[nb] - base)
+        mask = size - 1
+        for i in range(size):
+            table[i] = -1
+        mb.n_keys = 0
+        for j in range(base, mb.indptr[nb]):
+            key = r.keys[j]
+            i = <Py_ssize_t>(fmix64(key) & <uint64_t>mask)
+            while table[i] >= 0 and mb.ukeys[table[i]] != key:
+                i = (i + 1) & mask
+            if table[i] < 0:
+                table[i] = mb.n_keys
+                mb.ukeys[mb.n_keys] = key
+                mb.n_keys += 1
+            mb.idx[j - base] = table[i]
+        # Room first: growing the table moves every slot.
+        if k.store.reserve(mb.n_keys) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
+        for u in range(mb.n_keys):
+            if u + 4 < mb.n_keys:
+                store_prefetch(k.store, mb.ukeys[u + 4])
+            p = <fobos_slot*>store_find(k.store, mb.ukeys[u])
+            mb.uslots[u] = <void*>p
+            mb.w0[u] = fobos_weight(k, p) if p != NULL else 0.0
+            mb.need[u] = 0.0
+            mb.grad[u] = 0
+
+        # 2. Margins from the start weights; losses; gradients.
+        b_loss = b_weight = b_correct = 0.0
+        for b in range(nb):
+            lo = mb.indptr[b]
+            hi = mb.indptr[b + 1]
+            y = r.labels[b0 + b]
+            if k.loss != LOSS_SQUARED and y == 0.0:
+                y = -1.0
+            weight = r.weights[b0 + b] if r.weights != NULL else 1.0
+            acc = 0.0
+            max_x = 0.0
+            for j in range(lo, hi):
+                if fabs(values[j]) > max_x:
+                    max_x = fabs(values[j])
+                acc += mb.w0[mb.idx[j - base]] * values[j]
+            margin = acc * k.scale + k.intercept
+            if not isfinite(margin):
+                status = E_MARGIN
+                failed_at[0] = b0 + b
+                break
+            g = loss_gradient(k.loss, y, margin)
+            eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
+                            k.decay_steps, k.t + 1 + b)
+            upd = -eta * g * weight
+            gs = g * weight
+            if not isfinite(upd) or not isfinite(upd / k.scale * max_x) \
+                    or not isfinite(gs * max_x):
+                status = E_UPDATE
+                failed_at[0] = b0 + b
+                break
+            mb.eta[b] = eta
+            mb.upd[b] = upd
+            mb.gs[b] = gs
+            if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
+                b_loss += weight * loss_value(k.loss, y, margin)
+            b_weight += weight
+            if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+                b_correct += 1
+            if gs != 0.0:
+                for j in range(lo, hi):
+                    u = mb.idx[j - base]
+                    mb.grad[u] = 1
+                    if values[j] != 0.0:
+                        mb.need[u] = 1.0
+        if status != OK:
+            break
+
+        # Within a batch (SGDKernel.begin), the slots this mini-batch
+        # changes are journaled first (docs/algorithms.md, "Atomic batches").
+        if k.store.journaling:
+            if store_journal_reserve(k.store, mb.n_keys) != 0:
+                status = E_NOMEM
+                failed_at[0] = b0
+                break
+            if k.store.journaling:
+                for u in range(mb.n_keys):
+                    if mb.uslots[u] != NULL:
+                        store_journal_put(k.store, <char*>mb.uslots[u], 1)
+
+        # 3. Slots for the keys the mini-batch gives a weight.
+        if fobos_insert_new(k, mb.ukeys, mb.need, mb.n_keys,
+                                 <fobos_slot**>mb.uslots) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
+
+        # 4. The rule's one update per key, the penalty of the B steps.
+        fobos_mb_step(k, &mb, values)
+
+        # 5. Intercept, clocks, pruning.
+        if k.fit_intercept:
+            total = 0.0
+            for b in range(nb):
+                total += mb.upd[b]
+            k.intercept += total
+        # As in the sequential loop: a weight or intercept the update made
+        # infinite refuses the mini-batch (its batch is undone).
+        acc = k.intercept * 0.0
+        for u in range(mb.n_keys):
+            if mb.uslots[u] != NULL:
+                acc += (<double*>mb.uslots[u])[1] * 0.0
+        if acc != acc:
+            status = E_UPDATE
+            failed_at[0] = b0
+            break
+        k.t += nb
+        if fobos_needs_rebase(k):
+            k.store.journal_freeze()    # every slot changes: copy the table once
+            fobos_rebase(k)
+        n_cand = 0
+        for u in range(mb.n_keys):
+            p = <fobos_slot*>mb.uslots[u]
+            if p != NULL and fobos_prunable(k, p):
+                cand[n_cand] = mb.ukeys[u]
+                n_cand += 1
+        for j in range(n_cand):
+            p = <fobos_slot*>store_find(k.store, cand[j])
+            if p != NULL and fobos_prunable(k, p):
+                k.store.remove(<char*>p)
+        loss_sum += b_loss
+        weight_sum += b_weight
+        n_correct += b_correct
+        b0 += nb
+        learned[0] = b0
+    free(cand); free(table); free(mb.eta); free(mb.gs); free(mb.upd); free(mb.coef)
+    free(mb.ukeys); free(mb.uslots); free(mb.w0); free(mb.sum); free(mb.need); free(mb.grad)
+    free(mb.sgn); free(mb.idx)
+    if status == OK:
+        failed_at[0] = learned[0]
+    out[0] = loss_sum
+    out[1] = weight_sum
+    out[2] = n_correct
+    return status
+
+
+cdef int truncated_mb_learn_f32(SGDKernel k, Rows* r, const float* values, Py_ssize_t B,
+                                double* out, Py_ssize_t* failed_at,
+                                Py_ssize_t* learned) noexcept nogil:
+    cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
+    cdef Py_ssize_t b0 = 0, nb, b, j, u, i, n_cand, size, mask
+    cdef int64_t base, lo, hi
+    cdef MB mb
+    cdef truncated_slot* p
+    cdef uint64_t key
+    cdef double y, weight, margin, acc, g, max_x, eta, upd, gs, total
+    cdef double loss_sum = 0.0, weight_sum = 0.0, n_correct = 0.0
+    cdef double b_loss, b_weight, b_correct
+    cdef int status = OK
+    cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    cdef Py_ssize_t* table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
+    mb.eta = <double*>malloc((B + 1) * sizeof(double))
+    mb.gs = <double*>malloc((B + 1) * sizeof(double))
+    mb.upd = <double*>malloc((B + 1) * sizeof(double))
+    mb.coef = <double*>malloc((B + 1) * sizeof(double))
+    mb.ukeys = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    mb.uslots = <void**>malloc((max_nnz + 1) * sizeof(void*))
+    mb.w0 = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.sum = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.need = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.grad = <signed char*>malloc(max_nnz + 1)
+    mb.sgn = <signed char*>malloc(max_nnz + 1)
+    mb.idx = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
+    learned[0] = 0
+    if cand == NULL or table == NULL or mb.eta == NULL or mb.gs == NULL or mb.upd == NULL \
+            or mb.coef == NULL or mb.ukeys == NULL or mb.uslots == NULL or mb.w0 == NULL \
+            or mb.sum == NULL or mb.need == NULL or mb.grad == NULL or mb.sgn == NULL \
+            or mb.idx == NULL:
+        status = E_NOMEM
+        failed_at[0] = 0
+        n_rows = 0
+    while b0 < n_rows:
+        nb = B if b0 + B <= n_rows else n_rows - b0
+        mb.n_rows = nb
+        mb.indptr = r.indptr + b0
+        mb.t0 = k.t
+        base = mb.indptr[0]
+
+        # 1. The distinct keys, each found and caught up once.
+        size = group_table_size(mb.indptr[nb] - base)
+        mask = size - 1
+        for i in range(size):
+            table[i] = -1
+        mb.n_keys = 0
+        for j in range(base, mb.indptr[nb]):
+            key = r.keys[j]
+            i = <Py_ssize_t>(fmix64(key) & <uint64_t>mask)
+            while table[i] >= 0 and mb.ukeys[table[i]] != key:
+                i = (i + 1) & mask
+            if table[i] < 0:
+                table[i] = mb.n_keys
+                mb.ukeys[mb.n_keys] = key
+                mb.n_keys += 1
+            mb.idx[j - base] = table[i]
+        # Room first: growing the table moves every slot.
+        if k.store.reserve(mb.n_keys) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
+        for u in range(mb.n_keys):
+            if u + 4 < mb.n_keys:
+                store_prefetch(k.store, mb.ukeys[u + 4])
+            p = <truncated_slot*>store_find(k.store, mb.ukeys[u])
+            mb.uslots[u] = <void*>p
+            mb.w0[u] = truncated_weight(k, p) if p != NULL else 0.0
+            mb.need[u] = 0.0
+            mb.grad[u] = 0
+
+        # 2. Margins from the start weights; losses; gradients.
+        b_loss = b_weight = b_correct = 0.0
+        for b in range(nb):
+            lo = mb.indptr[b]
+            hi = mb.indptr[b + 1]
+            y = r.labels[b0 + b]
+            if k.loss != LOSS_SQUARED and y == 0.0:
+                y = -1.0
+            weight = r.weights[b0 + b] if r.weights != NULL else 1.0
+            acc = 0.0
+            max_x = 0.0
+            for j in range(lo, hi):
+                if fabs(values[j]) > max_x:
+                    max_x = fabs(values[j])
+                acc += mb.w0[mb.idx[j - base]] * values[j]
+            margin = acc * k.scale + k.intercept
+            if not isfinite(margin):
+                status = E_MARGIN
+                failed_at[0] = b0 + b
+                break
+            g = loss_gradient(k.loss, y, margin)
+            eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
+                            k.decay_steps, k.t + 1 + b)
+            upd = -eta * g * weight
+            gs = g * weight
+            if not isfinite(upd) or not isfinite(upd / k.scale * max_x) \
+                    or not isfinite(gs * max_x):
+                status = E_UPDATE
+                failed_at[0] = b0 + b
+                break
+            mb.eta[b] = eta
+            mb.upd[b] = upd
+            mb.gs[b] = gs
+            if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
+                b_loss += weight * loss_value(k.loss, y, margin)
+            b_weight += weight
+            if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+                b_correct += 1
+            if gs != 0.0:
+                for j in range(lo, hi):
+                    u = mb.idx[j - base]
+                    mb.grad[u] = 1
+                    if values[j] != 0.0:
+                        mb.need[u] = 1.0
+        if status != OK:
+            break
+
+        # Within a batch (SGDKernel.begin), the slots this mini-batch
+        # changes are journaled first (docs/algorithms.md, "Atomic batches").
+        if k.store.journaling:
+            if store_journal_reserve(k.store, mb.n_keys) != 0:
+                status = E_NOMEM
+                failed_at[0] = b0
+                break
+            if k.store.journaling:
+                for u in range(mb.n_keys):
+                    if mb.uslots[u] != NULL:
+                        store_journal_put(k.store, <char*>mb.uslots[u], 1)
+
+        # 3. Slots for the keys the mini-batch gives a weight.
+        if truncated_insert_new(k, mb.ukeys, mb.need, mb.n_keys,
+                                 <truncated_slot**>mb.uslots) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
+
+        # 4. The rule's one update per key, the penalty of the B steps.
+        truncated_mb_step(k, &mb, values)
+
+        # 5. Intercept, clocks, pruning.
+        if k.fit_intercept:
+            total = 0.0
+            for b in range(nb):
+                total += mb.upd[b]
+            k.intercept += total
+        # As in the sequential loop: a weight or intercept the update made
+        # infinite refuses the mini-batch (its batch is undone).
+        acc = k.intercept * 0.0
+        for u in range(mb.n_keys):
+            if mb.uslots[u] != NULL:
+                acc += (<double*>mb.uslots[u])[1] * 0.0
+        if acc != acc:
+            status = E_UPDATE
+            failed_at[0] = b0
+            break
+        k.t += nb
+        if truncated_needs_rebase(k):
+            k.store.journal_freeze()    # every slot changes: copy the table once
+            truncated_rebase(k)
+        n_cand = 0
+        for u in range(mb.n_keys):
+            p = <truncated_slot*>mb.uslots[u]
+            if p != NULL and truncated_prunable(k, p):
+                cand[n_cand] = mb.ukeys[u]
+                n_cand += 1
+        for j in range(n_cand):
+            p = <truncated_slot*>store_find(k.store, cand[j])
+            if p != NULL and truncated_prunable(k, p):
+                k.store.remove(<char*>p)
+        loss_sum += b_loss
+        weight_sum += b_weight
+        n_correct += b_correct
+        b0 += nb
+        learned[0] = b0
+    free(cand); free(table); free(mb.eta); free(mb.gs); free(mb.upd); free(mb.coef)
+    free(mb.ukeys); free(mb.uslots); free(mb.w0); free(mb.sum); free(mb.need); free(mb.grad)
+    free(mb.sgn); free(mb.idx)
+    if status == OK:
+        failed_at[0] = learned[0]
+    out[0] = loss_sum
+    out[1] = weight_sum
+    out[2] = n_correct
+    return status
+
+
+cdef int truncated_mb_learn_f64(SGDKernel k, Rows* r, const double* values, Py_ssize_t B,
+                                double* out, Py_ssize_t* failed_at,
+                                Py_ssize_t* learned) noexcept nogil:
+    cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
+    cdef Py_ssize_t b0 = 0, nb, b, j, u, i, n_cand, size, mask
+    cdef int64_t base, lo, hi
+    cdef MB mb
+    cdef truncated_slot* p
+    cdef uint64_t key
+    cdef double y, weight, margin, acc, g, max_x, eta, upd, gs, total
+    cdef double loss_sum = 0.0, weight_sum = 0.0, n_correct = 0.0
+    cdef double b_loss, b_weight, b_correct
+    cdef int status = OK
+    cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    cdef Py_ssize_t* table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
+    mb.eta = <double*>malloc((B + 1) * sizeof(double))
+    mb.gs = <double*>malloc((B + 1) * sizeof(double))
+    mb.upd = <double*>malloc((B + 1) * sizeof(double))
+    mb.coef = <double*>malloc((B + 1) * sizeof(double))
+    mb.ukeys = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    mb.uslots = <void**>malloc((max_nnz + 1) * sizeof(void*))
+    mb.w0 = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.sum = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.need = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.grad = <signed char*>malloc(max_nnz + 1)
+    mb.sgn = <signed char*>malloc(max_nnz + 1)
+    mb.idx = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
+    learned[0] = 0
+    if cand == NULL or table == NULL or mb.eta == NULL or mb.gs == NULL or mb.upd == NULL \
+            or mb.coef == NULL or mb.ukeys == NULL or mb.uslots == NULL or mb.w0 == NULL \
+            or mb.sum == NULL or mb.need == NULL or mb.grad == NULL or mb.sgn == NULL \
+            or mb.idx == NULL:
+        status = E_NOMEM
+        failed_at[0] = 0
+        n_rows = 0
+    while b0 < n_rows:
+        nb = B if b0 + B <= n_rows else n_rows - b0
+        mb.n_rows = nb
+        mb.indptr = r.indptr + b0
+        mb.t0 = k.t
+        base = mb.indptr[0]
+
+        # 1. The distinct keys, each found and caught up once.
+        size = group_table_size(mb.indptr[nb] - base)
+        mask = size - 1
+        for i in range(size):
+            table[i] = -1
+        mb.n_keys = 0
+        for j in range(base, mb.indptr[nb]):
+            key = r.keys[j]
+            i = <Py_ssize_t>(fmix64(key) & <uint64_t>mask)
+            while table[i] >= 0 and mb.ukeys[table[i]] != key:
+                i = (i + 1) & mask
+            if table[i] < 0:
+                table[i] = mb.n_keys
+                mb.ukeys[mb.n_keys] = key
+                mb.n_keys += 1
+            mb.idx[j - base] = table[i]
+        # Room first: growing the table moves every slot.
+        if k.store.reserve(mb.n_keys) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
+        for u in range(mb.n_keys):
+            if u + 4 < mb.n_keys:
+                store_prefetch(k.store, mb.ukeys[u + 4])
+            p = <truncated_slot*>store_find(k.store, mb.ukeys[u])
+            mb.uslots[u] = <void*>p
+            mb.w0[u] = truncated_weight(k, p) if p != NULL else 0.0
+            mb.need[u] = 0.0
+            mb.grad[u] = 0
+
+        # 2. Margins from the start weights; losses; gradients.
+        b_loss = b_weight = b_correct = 0.0
+        for b in range(nb):
+            lo = mb.indptr[b]
+            hi = mb.indptr[b + 1]
+            y = r.labels[b0 + b]
+            if k.loss != LOSS_SQUARED and y == 0.0:
+                y = -1.0
+            weight = r.weights[b0 + b] if r.weights != NULL else 1.0
+            acc = 0.0
+            max_x = 0.0
+            for j in range(lo, hi):
+                if fabs(values[j]) > max_x:
+                    max_x = fabs(values[j])
+                acc += mb.w0[mb.idx[j - base]] * values[j]
+            margin = acc * k.scale + k.intercept
+            if not isfinite(margin):
+                status = E_MARGIN
+                failed_at[0] = b0 + b
+                break
+            g = loss_gradient(k.loss, y, margin)
+            eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
+                            k.decay_steps, k.t + 1 + b)
+            upd = -eta * g * weight
+            gs = g * weight
+            if not isfinite(upd) or not isfinite(upd / k.scale * max_x) \
+                    or not isfinite(gs * max_x):
+                status = E_UPDATE
+                failed_at[0] = b0 + b
+                break
+            mb.eta[b] = eta
+            mb.upd[b] = upd
+            mb.gs[b] = gs
+            if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
+                b_loss += weight * loss_value(k.loss, y, margin)
+            b_weight += weight
+            if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+                b_correct += 1
+            if gs != 0.0:
+                for j in range(lo, hi):
+                    u = mb.idx[j - base]
+                    mb.grad[u] = 1
+                    if values[j] != 0.0:
+                        mb.need[u] = 1.0
+        if status != OK:
+            break
+
+        # Within a batch (SGDKernel.begin), the slots this mini-batch
+        # changes are journaled first (docs/algorithms.md, "Atomic batches").
+        if k.store.journaling:
+            if store_journal_reserve(k.store, mb.n_keys) != 0:
+                status = E_NOMEM
+                failed_at[0] = b0
+                break
+            if k.store.journaling:
+                for u in range(mb.n_keys):
+                    if mb.uslots[u] != NULL:
+                        store_journal_put(k.store, <char*>mb.uslots[u], 1)
+
+        # 3. Slots for the keys the mini-batch gives a weight.
+        if truncated_insert_new(k, mb.ukeys, mb.need, mb.n_keys,
+                                 <truncated_slot**>mb.uslots) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
+
+        # 4. The rule's one update per key, the penalty of the B steps.
+        truncated_mb_step(k, &mb, values)
+
+        # 5. Intercept, clocks, pruning.
+        if k.fit_intercept:
+            total = 0.0
+            for b in range(nb):
+                total += mb.upd[b]
+            k.intercept += total
+        # As in the sequential loop: a weight or intercept the update made
+        # infinite refuses the mini-batch (its batch is undone).
+        acc = k.intercept * 0.0
+        for u in range(mb.n_keys):
+            if mb.uslots[u] != NULL:
+                acc += (<double*>mb.uslots[u])[1] * 0.0
+        if acc != acc:
+            status = E_UPDATE
+            failed_at[0] = b0
+            break
+        k.t += nb
+        if truncated_needs_rebase(k):
+            k.store.journal_freeze()    # every slot changes: copy the table once
+            truncated_rebase(k)
+        n_cand = 0
+        for u in range(mb.n_keys):
+            p = <truncated_slot*>mb.uslots[u]
+            if p != NULL and truncated_prunable(k, p):
+                cand[n_cand] = mb.ukeys[u]
+                n_cand += 1
+        for j in range(n_cand):
+            p = <truncated_slot*>store_find(k.store, cand[j])
+            if p != NULL and truncated_prunable(k, p):
+                k.store.remove(<char*>p)
+        loss_sum += b_loss
+        weight_sum += b_weight
+        n_correct += b_correct
+        b0 += nb
+        learned[0] = b0
+    free(cand); free(table); free(mb.eta); free(mb.gs); free(mb.upd); free(mb.coef)
+    free(mb.ukeys); free(mb.uslots); free(mb.w0); free(mb.sum); free(mb.need); free(mb.grad)
+    free(mb.sgn); free(mb.idx)
+    if status == OK:
+        failed_at[0] = learned[0]
+    out[0] = loss_sum
+    out[1] = weight_sum
+    out[2] = n_correct
+    return status
+
+
+cdef int adagrad_fobos_mb_learn_f32(SGDKernel k, Rows* r, const float* values, Py_ssize_t B,
+                                double* out, Py_ssize_t* failed_at,
+                                Py_ssize_t* learned) noexcept nogil:
+    cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
+    cdef Py_ssize_t b0 = 0, nb, b, j, u, i, n_cand, size, mask
+    cdef int64_t base, lo, hi
+    cdef MB mb
+    cdef adagrad_fobos_slot* p
+    cdef uint64_t key
+    cdef double y, weight, margin, acc, g, max_x, eta, upd, gs, total
+    cdef double loss_sum = 0.0, weight_sum = 0.0, n_correct = 0.0
+    cdef double b_loss, b_weight, b_correct
+    cdef int status = OK
+    cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    cdef Py_ssize_t* table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
+    mb.eta = <double*>malloc((B + 1) * sizeof(double))
+    mb.gs = <double*>malloc((B + 1) * sizeof(double))
+    mb.upd = <double*>malloc((B + 1) * sizeof(double))
+    mb.coef = <double*>malloc((B + 1) * sizeof(double))
+    mb.ukeys = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    mb.uslots = <void**>malloc((max_nnz + 1) * sizeof(void*))
+    mb.w0 = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.sum = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.need = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.grad = <signed char*>malloc(max_nnz + 1)
+    mb.sgn = <signed char*>malloc(max_nnz + 1)
+    mb.idx = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
+    learned[0] = 0
+    if cand == NULL or table == NULL or mb.eta == NULL or mb.gs == NULL or mb.upd == NULL \
+            or mb.coef == NULL or mb.ukeys == NULL or mb.uslots == NULL or mb.w0 == NULL \
+            or mb.sum == NULL or mb.need == NULL or mb.grad == NULL or mb.sgn == NULL \
+            or mb.idx == NULL:
+        status = E_NOMEM
+        failed_at[0] = 0
+        n_rows = 0
+    while b0 < n_rows:
+        nb = B if b0 + B <= n_rows else n_rows - b0
+        mb.n_rows = nb
+        mb.indptr = r.indptr + b0
+        mb.t0 = k.t
+        base = mb.indptr[0]
+
+        # 1. The distinct keys, each found and caught up once.
+        size = group_table_size(mb.indptr[nb] - base)
+        mask = size - 1
+        for i in range(size):
+            table[i] = -1
+        mb.n_keys = 0
+        for j in range(base, mb.indptr[nb]):
+            key = r.keys[j]
+            i = <Py_ssize_t>(fmix64(key) & <uint64_t>mask)
+            while table[i] >= 0 and mb.ukeys[table[i]] != key:
+                i = (i + 1) & mask
+            if table[i] < 0:
+                table[i] = mb.n_keys
+                mb.ukeys[mb.n_keys] = key
+                mb.n_keys += 1
+            mb.idx[j - base] = table[i]
+        # Room first: growing the table moves every slot.
+        if k.store.reserve(mb.n_keys) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
+        for u in range(mb.n_keys):
+            if u + 4 < mb.n_keys:
+                store_prefetch(k.store, mb.ukeys[u + 4])
+            p = <adagrad_fobos_slot*>store_find(k.store, mb.ukeys[u])
+            mb.uslots[u] = <void*>p
+            mb.w0[u] = adagrad_fobos_weight(k, p) if p != NULL else 0.0
+            mb.need[u] = 0.0
+            mb.grad[u] = 0
+
+        # 2. Margins from the start weights; losses; gradients.
+        b_loss = b_weight = b_correct = 0.0
+        for b in range(nb):
+            lo = mb.indptr[b]
+            hi = mb.indptr[b + 1]
+            y = r.labels[b0 + b]
+            if k.loss != LOSS_SQUARED and y == 0.0:
+                y = -1.0
+            weight = r.weights[b0 + b] if r.weights != NULL else 1.0
+            acc = 0.0
+            max_x = 0.0
+            for j in range(lo, hi):
+                if fabs(values[j]) > max_x:
+                    max_x = fabs(values[j])
+                acc += mb.w0[mb.idx[j - base]] * values[j]
+            margin = acc * k.scale + k.intercept
+            if not isfinite(margin):
+                status = E_MARGIN
+                failed_at[0] = b0 + b
+                break
+            g = loss_gradient(k.loss, y, margin)
+            eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
+                            k.decay_steps, k.t + 1 + b)
+            upd = -eta * g * weight
+            gs = g * weight
+            if not isfinite(upd) or not isfinite(upd / k.scale * max_x) \
+                    or not isfinite(gs * max_x):
+                status = E_UPDATE
+                failed_at[0] = b0 + b
+                break
+            mb.eta[b] = eta
+            mb.upd[b] = upd
+            mb.gs[b] = gs
+            if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
+                b_loss += weight * loss_value(k.loss, y, margin)
+            b_weight += weight
+            if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+                b_correct += 1
+            if gs != 0.0:
+                for j in range(lo, hi):
+                    u = mb.idx[j - base]
+                    mb.grad[u] = 1
+                    if values[j] != 0.0:
+                        mb.need[u] = 1.0
+        if status != OK:
+            break
+
+        # Within a batch (SGDKernel.begin), the slots this mini-batch
+        # changes are journaled first (docs/algorithms.md, "Atomic batches").
+        if k.store.journaling:
+            if store_journal_reserve(k.store, mb.n_keys) != 0:
+                status = E_NOMEM
+                failed_at[0] = b0
+                break
+            if k.store.journaling:
+                for u in range(mb.n_keys):
+                    if mb.uslots[u] != NULL:
+                        store_journal_put(k.store, <char*>mb.uslots[u], 1)
+
+        # 3. Slots for the keys the mini-batch gives a weight.
+        if adagrad_fobos_insert_new(k, mb.ukeys, mb.need, mb.n_keys,
+                                 <adagrad_fobos_slot**>mb.uslots) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
+
+        # 4. The rule's one update per key, the penalty of the B steps.
+        adagrad_fobos_mb_step(k, &mb, values)
+
+        # 5. Intercept, clocks, pruning.
+        if k.fit_intercept:
+            total = 0.0
+            for b in range(nb):
+                total += mb.upd[b]
+            k.intercept += total
+        # As in the sequential loop: a weight or intercept the update made
+        # infinite refuses the mini-batch (its batch is undone).
+        acc = k.intercept * 0.0
+        for u in range(mb.n_keys):
+            if mb.uslots[u] != NULL:
+                acc += (<double*>mb.uslots[u])[1] * 0.0
+        if acc != acc:
+            status = E_UPDATE
+            failed_at[0] = b0
+            break
+        k.t += nb
+        if adagrad_fobos_needs_rebase(k):
+            k.store.journal_freeze()    # every slot changes: copy the table once
+            adagrad_fobos_rebase(k)
+        n_cand = 0
+        for u in range(mb.n_keys):
+            p = <adagrad_fobos_slot*>mb.uslots[u]
+            if p != NULL and adagrad_fobos_prunable(k, p):
+                cand[n_cand] = mb.ukeys[u]
+                n_cand += 1
+        for j in range(n_cand):
+            p = <adagrad_fobos_slot*>store_find(k.store, cand[j])
+            if p != NULL and adagrad_fobos_prunable(k, p):
+                k.store.remove(<char*>p)
+        loss_sum += b_loss
+        weight_sum += b_weight
+        n_correct += b_correct
+        b0 += nb
+        learned[0] = b0
+    free(cand); free(table); free(mb.eta); free(mb.gs); free(mb.upd); free(mb.coef)
+    free(mb.ukeys); free(mb.uslots); free(mb.w0); free(mb.sum); free(mb.need); free(mb.grad)
+    free(mb.sgn); free(mb.idx)
+    if status == OK:
+        failed_at[0] = learned[0]
+    out[0] = loss_sum
+    out[1] = weight_sum
+    out[2] = n_correct
+    return status
+
+
+cdef int adagrad_fobos_mb_learn_f64(SGDKernel k, Rows* r, const double* values, Py_ssize_t B,
+                                double* out, Py_ssize_t* failed_at,
+                                Py_ssize_t* learned) noexcept nogil:
+    cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
+    cdef Py_ssize_t b0 = 0, nb, b, j, u, i, n_cand, size, mask
+    cdef int64_t base, lo, hi
+    cdef MB mb
+    cdef adagrad_fobos_slot* p
+    cdef uint64_t key
+    cdef double y, weight, margin, acc, g, max_x, eta, upd, gs, total
+    cdef double loss_sum = 0.0, weight_sum = 0.0, n_correct = 0.0
+    cdef double b_loss, b_weight, b_correct
+    cdef int status = OK
+    cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    cdef Py_ssize_t* table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
+    mb.eta = <double*>malloc((B + 1) * sizeof(double))
+    mb.gs = <double*>malloc((B + 1) * sizeof(double))
+    mb.upd = <double*>malloc((B + 1) * sizeof(double))
+    mb.coef = <double*>malloc((B + 1) * sizeof(double))
+    mb.ukeys = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    mb.uslots = <void**>malloc((max_nnz + 1) * sizeof(void*))
+    mb.w0 = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.sum = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.need = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.grad = <signed char*>malloc(max_nnz + 1)
+    mb.sgn = <signed char*>malloc(max_nnz + 1)
+    mb.idx = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
+    learned[0] = 0
+    if cand == NULL or table == NULL or mb.eta == NULL or mb.gs == NULL or mb.upd == NULL \
+            or mb.coef == NULL or mb.ukeys == NULL or mb.uslots == NULL or mb.w0 == NULL \
+            or mb.sum == NULL or mb.need == NULL or mb.grad == NULL or mb.sgn == NULL \
+            or mb.idx == NULL:
+        status = E_NOMEM
+        failed_at[0] = 0
+        n_rows = 0
+    while b0 < n_rows:
+        nb = B if b0 + B <= n_rows else n_rows - b0
+        mb.n_rows = nb
+        mb.indptr = r.indptr + b0
+        mb.t0 = k.t
+        base = mb.indptr[0]
+
+        # 1. The distinct keys, each found and caught up once.
+        size = group_table_size(mb.indptr[nb] - base)
+        mask = size - 1
+        for i in range(size):
+            table[i] = -1
+        mb.n_keys = 0
+        for j in range(base, mb.indptr[nb]):
+            key = r.keys[j]
+            i = <Py_ssize_t>(fmix64(key) & <uint64_t>mask)
+            while table[i] >= 0 and mb.ukeys[table[i]] != key:
+                i = (i + 1) & mask
+            if table[i] < 0:
+                table[i] = mb.n_keys
+                mb.ukeys[mb.n_keys] = key
+                mb.n_keys += 1
+            mb.idx[j - base] = table[i]
+        # Room first: growing the table moves every slot.
+        if k.store.reserve(mb.n_keys) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
+        for u in range(mb.n_keys):
+            if u + 4 < mb.n_keys:
+                store_prefetch(k.store, mb.ukeys[u + 4])
+            p = <adagrad_fobos_slot*>store_find(k.store, mb.ukeys[u])
+            mb.uslots[u] = <void*>p
+            mb.w0[u] = adagrad_fobos_weight(k, p) if p != NULL else 0.0
+            mb.need[u] = 0.0
+            mb.grad[u] = 0
+
+        # 2. Margins from the start weights; losses; gradients.
+        b_loss = b_weight = b_correct = 0.0
+        for b in range(nb):
+            lo = mb.indptr[b]
+            hi = mb.indptr[b + 1]
+            y = r.labels[b0 + b]
+            if k.loss != LOSS_SQUARED and y == 0.0:
+                y = -1.0
+            weight = r.weights[b0 + b] if r.weights != NULL else 1.0
+            acc = 0.0
+            max_x = 0.0
+            for j in range(lo, hi):
+                if fabs(values[j]) > max_x:
+                    max_x = fabs(values[j])
+                acc += mb.w0[mb.idx[j - base]] * values[j]
+            margin = acc * k.scale + k.intercept
+            if not isfinite(margin):
+                status = E_MARGIN
+                failed_at[0] = b0 + b
+                break
+            g = loss_gradient(k.loss, y, margin)
+            eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
+                            k.decay_steps, k.t + 1 + b)
+            upd = -eta * g * weight
+            gs = g * weight
+            if not isfinite(upd) or not isfinite(upd / k.scale * max_x) \
+                    or not isfinite(gs * max_x):
+                status = E_UPDATE
+                failed_at[0] = b0 + b
+                break
+            mb.eta[b] = eta
+            mb.upd[b] = upd
+            mb.gs[b] = gs
+            if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
+                b_loss += weight * loss_value(k.loss, y, margin)
+            b_weight += weight
+            if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+                b_correct += 1
+            if gs != 0.0:
+                for j in range(lo, hi):
+                    u = mb.idx[j - base]
+                    mb.grad[u] = 1
+                    if values[j] != 0.0:
+                        mb.need[u] = 1.0
+        if status != OK:
+            break
+
+        # Within a batch (SGDKernel.begin), the slots this mini-batch
+        # changes are journaled first (docs/algorithms.md, "Atomic batches").
+        if k.store.journaling:
+            if store_journal_reserve(k.store, mb.n_keys) != 0:
+                status = E_NOMEM
+                failed_at[0] = b0
+                break
+            if k.store.journaling:
+                for u in range(mb.n_keys):
+                    if mb.uslots[u] != NULL:
+                        store_journal_put(k.store, <char*>mb.uslots[u], 1)
+
+        # 3. Slots for the keys the mini-batch gives a weight.
+        if adagrad_fobos_insert_new(k, mb.ukeys, mb.need, mb.n_keys,
+                                 <adagrad_fobos_slot**>mb.uslots) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
+
+        # 4. The rule's one update per key, the penalty of the B steps.
+        adagrad_fobos_mb_step(k, &mb, values)
+
+        # 5. Intercept, clocks, pruning.
+        if k.fit_intercept:
+            total = 0.0
+            for b in range(nb):
+                total += mb.upd[b]
+            k.intercept += total
+        # As in the sequential loop: a weight or intercept the update made
+        # infinite refuses the mini-batch (its batch is undone).
+        acc = k.intercept * 0.0
+        for u in range(mb.n_keys):
+            if mb.uslots[u] != NULL:
+                acc += (<double*>mb.uslots[u])[1] * 0.0
+        if acc != acc:
+            status = E_UPDATE
+            failed_at[0] = b0
+            break
+        k.t += nb
+        if adagrad_fobos_needs_rebase(k):
+            k.store.journal_freeze()    # every slot changes: copy the table once
+            adagrad_fobos_rebase(k)
+        n_cand = 0
+        for u in range(mb.n_keys):
+            p = <adagrad_fobos_slot*>mb.uslots[u]
+            if p != NULL and adagrad_fobos_prunable(k, p):
+                cand[n_cand] = mb.ukeys[u]
+                n_cand += 1
+        for j in range(n_cand):
+            p = <adagrad_fobos_slot*>store_find(k.store, cand[j])
+            if p != NULL and adagrad_fobos_prunable(k, p):
+                k.store.remove(<char*>p)
+        loss_sum += b_loss
+        weight_sum += b_weight
+        n_correct += b_correct
+        b0 += nb
+        learned[0] = b0
+    free(cand); free(table); free(mb.eta); free(mb.gs); free(mb.upd); free(mb.coef)
+    free(mb.ukeys); free(mb.uslots); free(mb.w0); free(mb.sum); free(mb.need); free(mb.grad)
+    free(mb.sgn); free(mb.idx)
+    if status == OK:
+        failed_at[0] = learned[0]
+    out[0] = loss_sum
+    out[1] = weight_sum
+    out[2] = n_correct
+    return status
+
+
+cdef int ftrl_mb_learn_f32(SGDKernel k, Rows* r, const float* values, Py_ssize_t B,
+                                double* out, Py_ssize_t* failed_at,
+                                Py_ssize_t* learned) noexcept nogil:
+    cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
+    cdef Py_ssize_t b0 = 0, nb, b, j, u, i, n_cand, size, mask
+    cdef int64_t base, lo, hi
+    cdef MB mb
+    cdef ftrl_slot* p
+    cdef uint64_t key
+    cdef double y, weight, margin, acc, g, max_x, eta, upd, gs, total
+    cdef double loss_sum = 0.0, weight_sum = 0.0, n_correct = 0.0
+    cdef double b_loss, b_weight, b_correct
+    cdef int status = OK
+    cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    cdef Py_ssize_t* table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
+    mb.eta = <double*>malloc((B + 1) * sizeof(double))
+    mb.gs = <double*>malloc((B + 1) * sizeof(double))
+    mb.upd = <double*>malloc((B + 1) * sizeof(double))
+    mb.coef = <double*>malloc((B + 1) * sizeof(double))
+    mb.ukeys = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    mb.uslots = <void**>malloc((max_nnz + 1) * sizeof(void*))
+    mb.w0 = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.sum = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.need = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.grad = <signed char*>malloc(max_nnz + 1)
+    mb.sgn = <signed char*>malloc(max_nnz + 1)
+    mb.idx = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
+    learned[0] = 0
+    if cand == NULL or table == NULL or mb.eta == NULL or mb.gs == NULL or mb.upd == NULL \
+            or mb.coef == NULL or mb.ukeys == NULL or mb.uslots == NULL or mb.w0 == NULL \
+            or mb.sum == NULL or mb.need == NULL or mb.grad == NULL or mb.sgn == NULL \
+            or mb.idx == NULL:
+        status = E_NOMEM
+        failed_at[0] = 0
+        n_rows = 0
+    while b0 < n_rows:
+        nb = B if b0 + B <= n_rows else n_rows - b0
+        mb.n_rows = nb
+        mb.indptr = r.indptr + b0
+        mb.t0 = k.t
+        base = mb.indptr[0]
+
+        # 1. The distinct keys, each found and caught up once.
+        size = group_table_size(mb.indptr[nb] - base)
+        mask = size - 1
+        for i in range(size):
+            table[i] = -1
+        mb.n_keys = 0
+        for j in range(base, mb.indptr[nb]):
+            key = r.keys[j]
+            i = <Py_ssize_t>(fmix64(key) & <uint64_t>mask)
+            while table[i] >= 0 and mb.ukeys[table[i]] != key:
+                i = (i + 1) & mask
+            if table[i] < 0:
+                table[i] = mb.n_keys
+                mb.ukeys[mb.n_keys] = key
+                mb.n_keys += 1
+            mb.idx[j - base] = table[i]
+        # Room first: growing the table moves every slot.
+        if k.store.reserve(mb.n_keys) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
+        for u in range(mb.n_keys):
+            if u + 4 < mb.n_keys:
+                store_prefetch(k.store, mb.ukeys[u + 4])
+            p = <ftrl_slot*>store_find(k.store, mb.ukeys[u])
+            mb.uslots[u] = <void*>p
+            mb.w0[u] = ftrl_weight(k, p) if p != NULL else 0.0
+            mb.need[u] = 0.0
+            mb.grad[u] = 0
+
+        # 2. Margins from the start weights; losses; gradients.
+        b_loss = b_weight = b_correct = 0.0
+        for b in range(nb):
+            lo = mb.indptr[b]
+            hi = mb.indptr[b + 1]
+            y = r.labels[b0 + b]
+            if k.loss != LOSS_SQUARED and y == 0.0:
+                y = -1.0
+            weight = r.weights[b0 + b] if r.weights != NULL else 1.0
+            acc = 0.0
+            max_x = 0.0
+            for j in range(lo, hi):
+                if fabs(values[j]) > max_x:
+                    max_x = fabs(values[j])
+                acc += mb.w0[mb.idx[j - base]] * values[j]
+            margin = acc * k.scale + k.intercept
+            if not isfinite(margin):
+                status = E_MARGIN
+                failed_at[0] = b0 + b
+                break
+            g = loss_gradient(k.loss, y, margin)
+            eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
+                            k.decay_steps, k.t + 1 + b)
+            upd = -eta * g * weight
+            gs = g * weight
+            if not isfinite(upd) or not isfinite(upd / k.scale * max_x) \
+                    or not isfinite(gs * max_x):
+                status = E_UPDATE
+                failed_at[0] = b0 + b
+                break
+            mb.eta[b] = eta
+            mb.upd[b] = upd
+            mb.gs[b] = gs
+            if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
+                b_loss += weight * loss_value(k.loss, y, margin)
+            b_weight += weight
+            if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+                b_correct += 1
+            if gs != 0.0:
+                for j in range(lo, hi):
+                    u = mb.idx[j - base]
+                    mb.grad[u] = 1
+                    if values[j] != 0.0:
+                        mb.need[u] = 1.0
+        if status != OK:
+            break
+
+        # Within a batch (SGDKernel.begin), the slots this mini-batch
+        # changes are journaled first (docs/algorithms.md, "Atomic batches").
+        if k.store.journaling:
+            if store_journal_reserve(k.store, mb.n_keys) != 0:
+                status = E_NOMEM
+                failed_at[0] = b0
+                break
+            if k.store.journaling:
+                for u in range(mb.n_keys):
+                    if mb.uslots[u] != NULL:
+                        store_journal_put(k.store, <char*>mb.uslots[u], 1)
+
+        # 3. Slots for the keys the mini-batch gives a weight.
+        if ftrl_insert_new(k, mb.ukeys, mb.need, mb.n_keys,
+                                 <ftrl_slot**>mb.uslots) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
+
+        # 4. The rule's one update per key, the penalty of the B steps.
+        ftrl_mb_step(k, &mb, values)
+
+        # 5. Intercept, clocks, pruning.
+        if k.fit_intercept:
+            total = 0.0
+            for b in range(nb):
+                total += mb.upd[b]
+            k.intercept += total
+        # As in the sequential loop: a weight or intercept the update made
+        # infinite refuses the mini-batch (its batch is undone).
+        acc = k.intercept * 0.0
+        for u in range(mb.n_keys):
+            if mb.uslots[u] != NULL:
+                acc += (<double*>mb.uslots[u])[1] * 0.0
+        if acc != acc:
+            status = E_UPDATE
+            failed_at[0] = b0
+            break
+        k.t += nb
+        if ftrl_needs_rebase(k):
+            k.store.journal_freeze()    # every slot changes: copy the table once
+            ftrl_rebase(k)
+        n_cand = 0
+        for u in range(mb.n_keys):
+            p = <ftrl_slot*>mb.uslots[u]
+            if p != NULL and ftrl_prunable(k, p):
+                cand[n_cand] = mb.ukeys[u]
+                n_cand += 1
+        for j in range(n_cand):
+            p = <ftrl_slot*>store_find(k.store, cand[j])
+            if p != NULL and ftrl_prunable(k, p):
+                k.store.remove(<char*>p)
+        loss_sum += b_loss
+        weight_sum += b_weight
+        n_correct += b_correct
+        b0 += nb
+        learned[0] = b0
+    free(cand); free(table); free(mb.eta); free(mb.gs); free(mb.upd); free(mb.coef)
+    free(mb.ukeys); free(mb.uslots); free(mb.w0); free(mb.sum); free(mb.need); free(mb.grad)
+    free(mb.sgn); free(mb.idx)
+    if status == OK:
+        failed_at[0] = learned[0]
+    out[0] = loss_sum
+    out[1] = weight_sum
+    out[2] = n_correct
+    return status
+
+
+cdef int ftrl_mb_learn_f64(SGDKernel k, Rows* r, const double* values, Py_ssize_t B,
+                                double* out, Py_ssize_t* failed_at,
+                                Py_ssize_t* learned) noexcept nogil:
+    cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
+    cdef Py_ssize_t b0 = 0, nb, b, j, u, i, n_cand, size, mask
+    cdef int64_t base, lo, hi
+    cdef MB mb
+    cdef ftrl_slot* p
+    cdef uint64_t key
+    cdef double y, weight, margin, acc, g, max_x, eta, upd, gs, total
+    cdef double loss_sum = 0.0, weight_sum = 0.0, n_correct = 0.0
+    cdef double b_loss, b_weight, b_correct
+    cdef int status = OK
+    cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    cdef Py_ssize_t* table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
+    mb.eta = <double*>malloc((B + 1) * sizeof(double))
+    mb.gs = <double*>malloc((B + 1) * sizeof(double))
+    mb.upd = <double*>malloc((B + 1) * sizeof(double))
+    mb.coef = <double*>malloc((B + 1) * sizeof(double))
+    mb.ukeys = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    mb.uslots = <void**>malloc((max_nnz + 1) * sizeof(void*))
+    mb.w0 = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.sum = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.need = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.grad = <signed char*>malloc(max_nnz + 1)
+    mb.sgn = <signed char*>malloc(max_nnz + 1)
+    mb.idx = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
+    learned[0] = 0
+    if cand == NULL or table == NULL or mb.eta == NULL or mb.gs == NULL or mb.upd == NULL \
+            or mb.coef == NULL or mb.ukeys == NULL or mb.uslots == NULL or mb.w0 == NULL \
+            or mb.sum == NULL or mb.need == NULL or mb.grad == NULL or mb.sgn == NULL \
+            or mb.idx == NULL:
+        status = E_NOMEM
+        failed_at[0] = 0
+        n_rows = 0
+    while b0 < n_rows:
+        nb = B if b0 + B <= n_rows else n_rows - b0
+        mb.n_rows = nb
+        mb.indptr = r.indptr + b0
+        mb.t0 = k.t
+        base = mb.indptr[0]
+
+        # 1. The distinct keys, each found and caught up once.
+        size = group_table_size(mb.indptr[nb] - base)
+        mask = size - 1
+        for i in range(size):
+            table[i] = -1
+        mb.n_keys = 0
+        for j in range(base, mb.indptr[nb]):
+            key = r.keys[j]
+            i = <Py_ssize_t>(fmix64(key) & <uint64_t>mask)
+            while table[i] >= 0 and mb.ukeys[table[i]] != key:
+                i = (i + 1) & mask
+            if table[i] < 0:
+                table[i] = mb.n_keys
+                mb.ukeys[mb.n_keys] = key
+                mb.n_keys += 1
+            mb.idx[j - base] = table[i]
+        # Room first: growing the table moves every slot.
+        if k.store.reserve(mb.n_keys) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
+        for u in range(mb.n_keys):
+            if u + 4 < mb.n_keys:
+                store_prefetch(k.store, mb.ukeys[u + 4])
+            p = <ftrl_slot*>store_find(k.store, mb.ukeys[u])
+            mb.uslots[u] = <void*>p
+            mb.w0[u] = ftrl_weight(k, p) if p != NULL else 0.0
+            mb.need[u] = 0.0
+            mb.grad[u] = 0
+
+        # 2. Margins from the start weights; losses; gradients.
+        b_loss = b_weight = b_correct = 0.0
+        for b in range(nb):
+            lo = mb.indptr[b]
+            hi = mb.indptr[b + 1]
+            y = r.labels[b0 + b]
+            if k.loss != LOSS_SQUARED and y == 0.0:
+                y = -1.0
+            weight = r.weights[b0 + b] if r.weights != NULL else 1.0
+            acc = 0.0
+            max_x = 0.0
+            for j in range(lo, hi):
+                if fabs(values[j]) > max_x:
+                    max_x = fabs(values[j])
+                acc += mb.w0[mb.idx[j - base]] * values[j]
+            margin = acc * k.scale + k.intercept
+            if not isfinite(margin):
+                status = E_MARGIN
+                failed_at[0] = b0 + b
+                break
+            g = loss_gradient(k.loss, y, margin)
+            eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
+                            k.decay_steps, k.t + 1 + b)
+            upd = -eta * g * weight
+            gs = g * weight
+            if not isfinite(upd) or not isfinite(upd / k.scale * max_x) \
+                    or not isfinite(gs * max_x):
+                status = E_UPDATE
+                failed_at[0] = b0 + b
+                break
+            mb.eta[b] = eta
+            mb.upd[b] = upd
+            mb.gs[b] = gs
+            if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
+                b_loss += weight * loss_value(k.loss, y, margin)
+            b_weight += weight
+            if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+                b_correct += 1
+            if gs != 0.0:
+                for j in range(lo, hi):
+                    u = mb.idx[j - base]
+                    mb.grad[u] = 1
+                    if values[j] != 0.0:
+                        mb.need[u] = 1.0
+        if status != OK:
+            break
+
+        # Within a batch (SGDKernel.begin), the slots this mini-batch
+        # changes are journaled first (docs/algorithms.md, "Atomic batches").
+        if k.store.journaling:
+            if store_journal_reserve(k.store, mb.n_keys) != 0:
+                status = E_NOMEM
+                failed_at[0] = b0
+                break
+            if k.store.journaling:
+                for u in range(mb.n_keys):
+                    if mb.uslots[u] != NULL:
+                        store_journal_put(k.store, <char*>mb.uslots[u], 1)
+
+        # 3. Slots for the keys the mini-batch gives a weight.
+        if ftrl_insert_new(k, mb.ukeys, mb.need, mb.n_keys,
+                                 <ftrl_slot**>mb.uslots) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
+
+        # 4. The rule's one update per key, the penalty of the B steps.
+        ftrl_mb_step(k, &mb, values)
+
+        # 5. Intercept, clocks, pruning.
+        if k.fit_intercept:
+            total = 0.0
+            for b in range(nb):
+                total += mb.upd[b]
+            k.intercept += total
+        # As in the sequential loop: a weight or intercept the update made
+        # infinite refuses the mini-batch (its batch is undone).
+        acc = k.intercept * 0.0
+        for u in range(mb.n_keys):
+            if mb.uslots[u] != NULL:
+                acc += (<double*>mb.uslots[u])[1] * 0.0
+        if acc != acc:
+            status = E_UPDATE
+            failed_at[0] = b0
+            break
+        k.t += nb
+        if ftrl_needs_rebase(k):
+            k.store.journal_freeze()    # every slot changes: copy the table once
+            ftrl_rebase(k)
+        n_cand = 0
+        for u in range(mb.n_keys):
+            p = <ftrl_slot*>mb.uslots[u]
+            if p != NULL and ftrl_prunable(k, p):
+                cand[n_cand] = mb.ukeys[u]
+                n_cand += 1
+        for j in range(n_cand):
+            p = <ftrl_slot*>store_find(k.store, cand[j])
+            if p != NULL and ftrl_prunable(k, p):
+                k.store.remove(<char*>p)
+        loss_sum += b_loss
+        weight_sum += b_weight
+        n_correct += b_correct
+        b0 += nb
+        learned[0] = b0
+    free(cand); free(table); free(mb.eta); free(mb.gs); free(mb.upd); free(mb.coef)
+    free(mb.ukeys); free(mb.uslots); free(mb.w0); free(mb.sum); free(mb.need); free(mb.grad)
+    free(mb.sgn); free(mb.idx)
+    if status == OK:
+        failed_at[0] = learned[0]
+    out[0] = loss_sum
+    out[1] = weight_sum
+    out[2] = n_correct
+    return status
+
+
+cdef int spred_mb_learn_f32(SGDKernel k, Rows* r, const float* values, Py_ssize_t B,
+                                double* out, Py_ssize_t* failed_at,
+                                Py_ssize_t* learned) noexcept nogil:
+    cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
+    cdef Py_ssize_t b0 = 0, nb, b, j, u, i, n_cand, size, mask
+    cdef int64_t base, lo, hi
+    cdef MB mb
+    cdef spred_slot* p
+    cdef uint64_t key
+    cdef double y, weight, margin, acc, g, max_x, eta, upd, gs, total
+    cdef double loss_sum = 0.0, weight_sum = 0.0, n_correct = 0.0
+    cdef double b_loss, b_weight, b_correct
+    cdef int status = OK
+    cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    cdef Py_ssize_t* table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
+    mb.eta = <double*>malloc((B + 1) * sizeof(double))
+    mb.gs = <double*>malloc((B + 1) * sizeof(double))
+    mb.upd = <double*>malloc((B + 1) * sizeof(double))
+    mb.coef = <double*>malloc((B + 1) * sizeof(double))
+    mb.ukeys = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    mb.uslots = <void**>malloc((max_nnz + 1) * sizeof(void*))
+    mb.w0 = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.sum = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.need = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.grad = <signed char*>malloc(max_nnz + 1)
+    mb.sgn = <signed char*>malloc(max_nnz + 1)
+    mb.idx = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
+    learned[0] = 0
+    if cand == NULL or table == NULL or mb.eta == NULL or mb.gs == NULL or mb.upd == NULL \
+            or mb.coef == NULL or mb.ukeys == NULL or mb.uslots == NULL or mb.w0 == NULL \
+            or mb.sum == NULL or mb.need == NULL or mb.grad == NULL or mb.sgn == NULL \
+            or mb.idx == NULL:
+        status = E_NOMEM
+        failed_at[0] = 0
+        n_rows = 0
+    while b0 < n_rows:
+        nb = B if b0 + B <= n_rows else n_rows - b0
+        mb.n_rows = nb
+        mb.indptr = r.indptr + b0
+        mb.t0 = k.t
+        base = mb.indptr[0]
+
+        # 1. The distinct keys, each found and caught up once.
+        size = group_table_size(mb.indptr[nb] - base)
+        mask = size - 1
+        for i in range(size):
+            table[i] = -1
+        mb.n_keys = 0
+        for j in range(base, mb.indptr[nb]):
+            key = r.keys[j]
+            i = <Py_ssize_t>(fmix64(key) & <uint64_t>mask)
+            while table[i] >= 0 and mb.ukeys[table[i]] != key:
+                i = (i + 1) & mask
+            if table[i] < 0:
+                table[i] = mb.n_keys
+                mb.ukeys[mb.n_keys] = key
+                mb.n_keys += 1
+            mb.idx[j - base] = table[i]
+        # Room first: growing the table moves every slot.
+        if k.store.reserve(mb.n_keys) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
+        for u in range(mb.n_keys):
+            if u + 4 < mb.n_keys:
+                store_prefetch(k.store, mb.ukeys[u + 4])
+            p = <spred_slot*>store_find(k.store, mb.ukeys[u])
+            mb.uslots[u] = <void*>p
+            mb.w0[u] = spred_weight(k, p) if p != NULL else 0.0
+            mb.need[u] = 0.0
+            mb.grad[u] = 0
+
+        # 2. Margins from the start weights; losses; gradients.
+        b_loss = b_weight = b_correct = 0.0
+        for b in range(nb):
+            lo = mb.indptr[b]
+            hi = mb.indptr[b + 1]
+            y = r.labels[b0 + b]
+            if k.loss != LOSS_SQUARED and y == 0.0:
+                y = -1.0
+            weight = r.weights[b0 + b] if r.weights != NULL else 1.0
+            acc = 0.0
+            max_x = 0.0
+            for j in range(lo, hi):
+                if fabs(values[j]) > max_x:
+                    max_x = fabs(values[j])
+                acc += mb.w0[mb.idx[j - base]] * values[j]
+            margin = acc * k.scale + k.intercept
+            if not isfinite(margin):
+                status = E_MARGIN
+                failed_at[0] = b0 + b
+                break
+            g = loss_gradient(k.loss, y, margin)
+            eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
+                            k.decay_steps, k.t + 1 + b)
+            upd = -eta * g * weight
+            gs = g * weight
+            if not isfinite(upd) or not isfinite(upd / k.scale * max_x) \
+                    or not isfinite(gs * max_x):
+                status = E_UPDATE
+                failed_at[0] = b0 + b
+                break
+            mb.eta[b] = eta
+            mb.upd[b] = upd
+            mb.gs[b] = gs
+            if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
+                b_loss += weight * loss_value(k.loss, y, margin)
+            b_weight += weight
+            if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+                b_correct += 1
+            if gs != 0.0:
+                for j in range(lo, hi):
+                    u = mb.idx[j - base]
+                    mb.grad[u] = 1
+                    if values[j] != 0.0:
+                        mb.need[u] = 1.0
+        if status != OK:
+            break
+
+        # Within a batch (SGDKernel.begin), the slots this mini-batch
+        # changes are journaled first (docs/algorithms.md, "Atomic batches").
+        if k.store.journaling:
+            if store_journal_reserve(k.store, mb.n_keys) != 0:
+                status = E_NOMEM
+                failed_at[0] = b0
+                break
+            if k.store.journaling:
+                for u in range(mb.n_keys):
+                    if mb.uslots[u] != NULL:
+                        store_journal_put(k.store, <char*>mb.uslots[u], 1)
+
+        # 3. Slots for the keys the mini-batch gives a weight.
+        if spred_insert_new(k, mb.ukeys, mb.need, mb.n_keys,
+                                 <spred_slot**>mb.uslots) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
+
+        # 4. The rule's one update per key, the penalty of the B steps.
+        spred_mb_step(k, &mb, values)
+
+        # 5. Intercept, clocks, pruning.
+        if k.fit_intercept:
+            total = 0.0
+            for b in range(nb):
+                total += mb.upd[b]
+            k.intercept += total
+        # As in the sequential loop: a weight or intercept the update made
+        # infinite refuses the mini-batch (its batch is undone).
+        acc = k.intercept * 0.0
+        for u in range(mb.n_keys):
+            if mb.uslots[u] != NULL:
+                acc += (<double*>mb.uslots[u])[1] * 0.0
+        if acc != acc:
+            status = E_UPDATE
+            failed_at[0] = b0
+            break
+        k.t += nb
+        if spred_needs_rebase(k):
+            k.store.journal_freeze()    # every slot changes: copy the table once
+            spred_rebase(k)
+        n_cand = 0
+        for u in range(mb.n_keys):
+            p = <spred_slot*>mb.uslots[u]
+            if p != NULL and spred_prunable(k, p):
+                cand[n_cand] = mb.ukeys[u]
+                n_cand += 1
+        for j in range(n_cand):
+            p = <spred_slot*>store_find(k.store, cand[j])
+            if p != NULL and spred_prunable(k, p):
+                k.store.remove(<char*>p)
+        loss_sum += b_loss
+        weight_sum += b_weight
+        n_correct += b_correct
+        b0 += nb
+        learned[0] = b0
+    free(cand); free(table); free(mb.eta); free(mb.gs); free(mb.upd); free(mb.coef)
+    free(mb.ukeys); free(mb.uslots); free(mb.w0); free(mb.sum); free(mb.need); free(mb.grad)
+    free(mb.sgn); free(mb.idx)
+    if status == OK:
+        failed_at[0] = learned[0]
+    out[0] = loss_sum
+    out[1] = weight_sum
+    out[2] = n_correct
+    return status
+
+
+cdef int spred_mb_learn_f64(SGDKernel k, Rows* r, const double* values, Py_ssize_t B,
+                                double* out, Py_ssize_t* failed_at,
+                                Py_ssize_t* learned) noexcept nogil:
+    cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
+    cdef Py_ssize_t b0 = 0, nb, b, j, u, i, n_cand, size, mask
+    cdef int64_t base, lo, hi
+    cdef MB mb
+    cdef spred_slot* p
+    cdef uint64_t key
+    cdef double y, weight, margin, acc, g, max_x, eta, upd, gs, total
+    cdef double loss_sum = 0.0, weight_sum = 0.0, n_correct = 0.0
+    cdef double b_loss, b_weight, b_correct
+    cdef int status = OK
+    cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    cdef Py_ssize_t* table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
+    mb.eta = <double*>malloc((B + 1) * sizeof(double))
+    mb.gs = <double*>malloc((B + 1) * sizeof(double))
+    mb.upd = <double*>malloc((B + 1) * sizeof(double))
+    mb.coef = <double*>malloc((B + 1) * sizeof(double))
+    mb.ukeys = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    mb.uslots = <void**>malloc((max_nnz + 1) * sizeof(void*))
+    mb.w0 = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.sum = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.need = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.grad = <signed char*>malloc(max_nnz + 1)
+    mb.sgn = <signed char*>malloc(max_nnz + 1)
+    mb.idx = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
+    learned[0] = 0
+    if cand == NULL or table == NULL or mb.eta == NULL or mb.gs == NULL or mb.upd == NULL \
+            or mb.coef == NULL or mb.ukeys == NULL or mb.uslots == NULL or mb.w0 == NULL \
+            or mb.sum == NULL or mb.need == NULL or mb.grad == NULL or mb.sgn == NULL \
+            or mb.idx == NULL:
+        status = E_NOMEM
+        failed_at[0] = 0
+        n_rows = 0
+    while b0 < n_rows:
+        nb = B if b0 + B <= n_rows else n_rows - b0
+        mb.n_rows = nb
+        mb.indptr = r.indptr + b0
+        mb.t0 = k.t
+        base = mb.indptr[0]
+
+        # 1. The distinct keys, each found and caught up once.
+        size = group_table_size(mb.indptr[nb] - base)
+        mask = size - 1
+        for i in range(size):
+            table[i] = -1
+        mb.n_keys = 0
+        for j in range(base, mb.indptr[nb]):
+            key = r.keys[j]
+            i = <Py_ssize_t>(fmix64(key) & <uint64_t>mask)
+            while table[i] >= 0 and mb.ukeys[table[i]] != key:
+                i = (i + 1) & mask
+            if table[i] < 0:
+                table[i] = mb.n_keys
+                mb.ukeys[mb.n_keys] = key
+                mb.n_keys += 1
+            mb.idx[j - base] = table[i]
+        # Room first: growing the table moves every slot.
+        if k.store.reserve(mb.n_keys) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
+        for u in range(mb.n_keys):
+            if u + 4 < mb.n_keys:
+                store_prefetch(k.store, mb.ukeys[u + 4])
+            p = <spred_slot*>store_find(k.store, mb.ukeys[u])
+            mb.uslots[u] = <void*>p
+            mb.w0[u] = spred_weight(k, p) if p != NULL else 0.0
+            mb.need[u] = 0.0
+            mb.grad[u] = 0
+
+        # 2. Margins from the start weights; losses; gradients.
+        b_loss = b_weight = b_correct = 0.0
+        for b in range(nb):
+            lo = mb.indptr[b]
+            hi = mb.indptr[b + 1]
+            y = r.labels[b0 + b]
+            if k.loss != LOSS_SQUARED and y == 0.0:
+                y = -1.0
+            weight = r.weights[b0 + b] if r.weights != NULL else 1.0
+            acc = 0.0
+            max_x = 0.0
+            for j in range(lo, hi):
+                if fabs(values[j]) > max_x:
+                    max_x = fabs(values[j])
+                acc += mb.w0[mb.idx[j - base]] * values[j]
+            margin = acc * k.scale + k.intercept
+            if not isfinite(margin):
+                status = E_MARGIN
+                failed_at[0] = b0 + b
+                break
+            g = loss_gradient(k.loss, y, margin)
+            eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
+                            k.decay_steps, k.t + 1 + b)
+            upd = -eta * g * weight
+            gs = g * weight
+            if not isfinite(upd) or not isfinite(upd / k.scale * max_x) \
+                    or not isfinite(gs * max_x):
+                status = E_UPDATE
+                failed_at[0] = b0 + b
+                break
+            mb.eta[b] = eta
+            mb.upd[b] = upd
+            mb.gs[b] = gs
+            if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
+                b_loss += weight * loss_value(k.loss, y, margin)
+            b_weight += weight
+            if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+                b_correct += 1
+            if gs != 0.0:
+                for j in range(lo, hi):
+                    u = mb.idx[j - base]
+                    mb.grad[u] = 1
+                    if values[j] != 0.0:
+                        mb.need[u] = 1.0
+        if status != OK:
+            break
+
+        # Within a batch (SGDKernel.begin), the slots this mini-batch
+        # changes are journaled first (docs/algorithms.md, "Atomic batches").
+        if k.store.journaling:
+            if store_journal_reserve(k.store, mb.n_keys) != 0:
+                status = E_NOMEM
+                failed_at[0] = b0
+                break
+            if k.store.journaling:
+                for u in range(mb.n_keys):
+                    if mb.uslots[u] != NULL:
+                        store_journal_put(k.store, <char*>mb.uslots[u], 1)
+
+        # 3. Slots for the keys the mini-batch gives a weight.
+        if spred_insert_new(k, mb.ukeys, mb.need, mb.n_keys,
+                                 <spred_slot**>mb.uslots) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
+
+        # 4. The rule's one update per key, the penalty of the B steps.
+        spred_mb_step(k, &mb, values)
+
+        # 5. Intercept, clocks, pruning.
+        if k.fit_intercept:
+            total = 0.0
+            for b in range(nb):
+                total += mb.upd[b]
+            k.intercept += total
+        # As in the sequential loop: a weight or intercept the update made
+        # infinite refuses the mini-batch (its batch is undone).
+        acc = k.intercept * 0.0
+        for u in range(mb.n_keys):
+            if mb.uslots[u] != NULL:
+                acc += (<double*>mb.uslots[u])[1] * 0.0
+        if acc != acc:
+            status = E_UPDATE
+            failed_at[0] = b0
+            break
+        k.t += nb
+        if spred_needs_rebase(k):
+            k.store.journal_freeze()    # every slot changes: copy the table once
+            spred_rebase(k)
+        n_cand = 0
+        for u in range(mb.n_keys):
+            p = <spred_slot*>mb.uslots[u]
+            if p != NULL and spred_prunable(k, p):
+                cand[n_cand] = mb.ukeys[u]
+                n_cand += 1
+        for j in range(n_cand):
+            p = <spred_slot*>store_find(k.store, cand[j])
+            if p != NULL and spred_prunable(k, p):
+                k.store.remove(<char*>p)
+        loss_sum += b_loss
+        weight_sum += b_weight
+        n_correct += b_correct
+        b0 += nb
+        learned[0] = b0
+    free(cand); free(table); free(mb.eta); free(mb.gs); free(mb.upd); free(mb.coef)
+    free(mb.ukeys); free(mb.uslots); free(mb.w0); free(mb.sum); free(mb.need); free(mb.grad)
+    free(mb.sgn); free(mb.idx)
+    if status == OK:
+        failed_at[0] = learned[0]
+    out[0] = loss_sum
+    out[1] = weight_sum
+    out[2] = n_correct
+    return status

@@ -79,7 +79,7 @@ LEARNER_FLAGS = (("--loss", "loss"), ("--update", "update"), ("--l1", "l1"), ("-
                  ("--ftrl-beta", "ftrl_beta"), ("--spred-init", "spred_init"),
                  ("--spred-threshold", "spred_threshold"), ("--max-features", "max_features"),
                  ("--expire-after-examples", "expire_after_examples"), ("-q", "interactions"),
-                 ("--namespaced-integers", "namespaced_integers"))
+                 ("--namespaced-integers", "namespaced_integers"), ("--minibatch", "minibatch"))
 #: The flag of each LearnerOptions field that has one.
 FLAG_OF = {field: flag for flag, field in LEARNER_FLAGS}
 
@@ -149,6 +149,12 @@ def add_learner_arguments(parser: argparse.ArgumentParser, with_defaults: bool =
                    default=default(d.expire_after_examples), metavar="M",
                    help="drop a feature not updated for M examples (it comes back as a new "
                         "one); 0: never (default: 0)")
+    g.add_argument("--minibatch", type=int, default=default(d.minibatch), metavar="B",
+                   help="learn in mini-batches of B examples: their margins use the weights at "
+                        "the mini-batch's start, then each feature takes one update with the "
+                        "summed gradients and its rule's penalty of the B steps; 1: the "
+                        "sequential rule (docs/algorithms.md, \"Mini-batches\"; not with "
+                        "--max-features or --expire-after-examples) (default: 1)")
     g.add_argument("--no-intercept", action="store_const", const=True,
                    default=False if with_defaults else None,
                    help="do not learn a bias term")

@@ -174,6 +174,15 @@ def learn(learner: Learner, batch, source: str) -> None:
         raise stopped_error(exc, batch, source) from None
 
 
+def flush(learner: Learner, source: str) -> None:
+    """Learn the learner's pending partial mini-batch (none with --minibatch 1)."""
+    try:
+        learner.flush()
+    except (NumericError, StoreFullError) as exc:
+        raise CommandError(f"{source}: the last mini-batch of the input: {exc}; the model "
+                           f"was not saved") from None
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     options = learner_options(args)
     k = check_args(args)
@@ -207,6 +216,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             sums = learner.progress_sums
             totals = (sums["examples"], sums["loss_sum"], sums["weight_sum"], sums["correct"])
             table.update(learner, totals)
+        if number == args.passes:
+            # The end of the input: a partial mini-batch is learned as a
+            # short one (--minibatch; docs/algorithms.md, "Mini-batches").
+            flush(learner, data.source)
+            sums = learner.progress_sums
+            totals = (sums["examples"], sums["loss_sum"], sums["weight_sum"], sums["correct"])
         if number == 1 and data.examples == 0:
             raise EmptyInput(f"{data.source}: no examples (the input is empty, or only blank "
                              f"and comment lines)")

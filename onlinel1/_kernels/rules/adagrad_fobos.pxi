@@ -93,3 +93,34 @@ adagrad_fobos_SPEC = RuleSpec(
     state={"start": ("grad_sq_sum", "last_step"), "first-seen": ("grad_sq_sum", "last_step")},
     title="AdaGrad-FOBOS (Duchi et al. 2011): per-coordinate steps",
     options=("adagrad_delta",), validate=None, decays_while_absent=bool(adagrad_fobos_DECAYS_WHILE_ABSENT))
+
+
+cdef int adagrad_fobos_mb_step(SGDKernel k, MB* mb, const floating* x) noexcept nogil:
+    # docs/algorithms.md, "Mini-batches": each key caught up to the start (a
+    # zero starts afresh); a key with a gradient takes G_i += g_i^2 of its
+    # summed g_i = sum_b g_b s_b x, one step, the first proximal step; the
+    # other proximal steps of the B are lazy (last_step).
+    cdef Py_ssize_t u
+    cdef adagrad_fobos_slot* p
+    cdef double w, m, eta_i, g
+    for u in range(mb.n_keys):
+        p = <adagrad_fobos_slot*>mb.uslots[u]
+        if p != NULL:
+            p.w = mb.w0[u]
+            if mb.w0[u] == 0.0:
+                p.grad_sq_sum = 0.0
+            p.last_step = <double>mb.t0
+    mb_accumulate(mb, x, mb.gs, NULL)
+    for u in range(mb.n_keys):
+        p = <adagrad_fobos_slot*>mb.uslots[u]
+        if p == NULL or not mb.grad[u]:
+            continue
+        g = mb.sum[u]
+        p.grad_sq_sum += g * g
+        eta_i = k.eta0 / sqrt(k.adagrad_delta + p.grad_sq_sum)
+        w = p.w - eta_i * g
+        m = fabs(w) - eta_i * k.l1
+        m = m if m > 0.0 else 0.0
+        p.w = copysign(m / (1.0 + eta_i * k.l2), w)
+        p.last_step = <double>(mb.t0 + 1)
+    return 0

@@ -137,3 +137,44 @@ cumulative_SPEC = RuleSpec(
     state={"start": ("applied_penalty",), "first-seen": ("applied_penalty", "penalty_origin")},
     title="cumulative L1 penalty (Tsuruoka et al. 2009)",
     options=("origin",), validate=_check_l2_decay, decays_while_absent=False)
+
+
+cdef inline int cumulative_mb(SGDKernel k, MB* mb, const floating* x,
+                              cumulative_slot* kind) noexcept nogil:
+    # docs/algorithms.md, "Mini-batches": the B decays and the B steps of u,
+    # each key's summed gradient step, then the clip once with u at the end.
+    cdef Py_ssize_t b, u
+    cdef cumulative_slot* p
+    cdef double z, w, c, inv_c, age, total
+    for b in range(mb.n_rows):
+        if k.l2 > 0:
+            scale_decay(k, 1.0 - mb.eta[b] * k.l2)
+        k.clock += mb.eta[b] * k.l1
+    c = k.scale
+    inv_c = 1.0 / c
+    for b in range(mb.n_rows):
+        mb.coef[b] = mb.upd[b] / c
+    mb_accumulate(mb, x, mb.coef, NULL)
+    total = k.clock
+    for u in range(mb.n_keys):
+        p = <cumulative_slot*>mb.uslots[u]
+        if p == NULL:
+            continue
+        p.w += mb.sum[u]
+        if cumulative_slot is cumulative_first_seen_slot:
+            age = total - p.penalty_origin
+        else:
+            age = total
+        z = p.w
+        w = fabs(z) - (age + copysign(1.0, z) * p.applied_penalty) * inv_c
+        w = w if w > 0.0 else 0.0
+        p.w = copysign(w, z)
+        p.applied_penalty += c * (p.w - z)
+    return 0
+
+
+cdef int cumulative_start_mb_step(SGDKernel k, MB* mb, const floating* x) noexcept nogil:
+    return cumulative_mb(k, mb, x, <cumulative_start_slot*>NULL)
+
+cdef int cumulative_first_seen_mb_step(SGDKernel k, MB* mb, const floating* x) noexcept nogil:
+    return cumulative_mb(k, mb, x, <cumulative_first_seen_slot*>NULL)

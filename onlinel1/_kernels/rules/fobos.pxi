@@ -97,3 +97,39 @@ fobos_SPEC = RuleSpec(
     state={"start": ("last_clock",), "first-seen": ("last_clock",)},
     title="FOBOS (Duchi & Singer 2009)",
     options=(), validate=None, decays_while_absent=bool(fobos_DECAYS_WHILE_ABSENT))
+
+
+cdef int fobos_mb_step(SGDKernel k, MB* mb, const floating* x) noexcept nogil:
+    # docs/algorithms.md, "Mini-batches": w0 + the summed gradient step,
+    # then the B proximal steps: the first here, the other B - 1 lazily
+    # (the key then reads as absent from steps 2..B).
+    cdef Py_ssize_t b, u
+    cdef fobos_slot* p
+    cdef double w, m, next_scale, next_clock, shrink, threshold, eta
+    for u in range(mb.n_keys):
+        p = <fobos_slot*>mb.uslots[u]
+        if p != NULL:
+            p.w = mb.w0[u]
+    mb_accumulate(mb, x, mb.upd, NULL)
+    eta = mb.eta[0]
+    next_scale = k.clock_scale * (1.0 + eta * k.l2)
+    next_clock = k.clock + eta * k.clock_scale
+    threshold = eta * k.l1
+    shrink = k.clock_scale
+    for u in range(mb.n_keys):
+        p = <fobos_slot*>mb.uslots[u]
+        if p != NULL:
+            w = p.w + mb.sum[u]
+            m = fabs(w) - threshold
+            m = m if m > 0.0 else 0.0
+            p.w = copysign(m * shrink, w)
+            p.last_clock = next_clock
+    k.clock_scale = next_scale
+    k.clock = next_clock
+    for b in range(1, mb.n_rows):
+        eta = mb.eta[b]
+        next_scale = k.clock_scale * (1.0 + eta * k.l2)
+        next_clock = k.clock + eta * k.clock_scale
+        k.clock_scale = next_scale
+        k.clock = next_clock
+    return 0

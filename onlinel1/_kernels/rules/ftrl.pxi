@@ -71,3 +71,24 @@ ftrl_SPEC = RuleSpec(
     title="FTRL-Proximal (McMahan et al. 2013)",
     options=("ftrl_beta",), validate=None, decays_while_absent=bool(ftrl_DECAYS_WHILE_ABSENT),
     from_weights=_ftrl_from_weights)
+
+
+cdef int ftrl_mb_step(SGDKernel k, MB* mb, const floating* x) noexcept nogil:
+    # docs/algorithms.md, "Mini-batches": one FTRL step per key with a
+    # gradient, with its summed g_i = sum_b g_b s_b x (FTRL has no penalty
+    # while absent).
+    cdef Py_ssize_t u
+    cdef ftrl_slot* p
+    cdef double g, sigma, n_new, w
+    mb_accumulate(mb, x, mb.gs, NULL)
+    for u in range(mb.n_keys):
+        p = <ftrl_slot*>mb.uslots[u]
+        if p == NULL or not mb.grad[u]:
+            continue
+        g = mb.sum[u]
+        w = ftrl_weight(k, p)
+        n_new = p.n + g * g
+        sigma = (sqrt(n_new) - sqrt(p.n)) / k.eta0
+        p.z += g - sigma * w
+        p.n = n_new
+    return 0

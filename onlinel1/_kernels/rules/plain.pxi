@@ -61,3 +61,21 @@ plain_SPEC = RuleSpec(
     state={"start": (), "first-seen": ()},
     title="plain SGD (L2 weight decay if --l2 > 0)",
     options=(), validate=_plain_validate, decays_while_absent=bool(plain_DECAYS_WHILE_ABSENT))
+
+
+cdef int plain_mb_step(SGDKernel k, MB* mb, const floating* x) noexcept nogil:
+    # docs/algorithms.md, "Mini-batches": the B decays of the scale, then
+    # each key's summed step sum_b x (-eta_b g_b s_b) / c, c after the decays.
+    cdef Py_ssize_t b, u
+    cdef plain_slot* p
+    if k.l2 > 0:
+        for b in range(mb.n_rows):
+            scale_decay(k, 1.0 - mb.eta[b] * k.l2)
+    for b in range(mb.n_rows):
+        mb.coef[b] = mb.upd[b] / k.scale
+    mb_accumulate(mb, x, mb.coef, NULL)
+    for u in range(mb.n_keys):
+        p = <plain_slot*>mb.uslots[u]
+        if p != NULL:
+            p.w += mb.sum[u]
+    return 0

@@ -102,3 +102,52 @@ spred_SPEC = RuleSpec(
     title="spred (w = a*b; Ziyin & Wang 2023)",
     options=("spred_init", "spred_threshold"), validate=_spred_validate,
     decays_while_absent=bool(spred_DECAYS_WHILE_ABSENT), from_weights=_spred_from_weights)
+
+
+cdef int spred_mb_step(SGDKernel k, MB* mb, const floating* x) noexcept nogil:
+    # docs/algorithms.md, "Mini-batches": the B decays (1 - eta_b l1) of the
+    # scale, then per key with a gradient the simultaneous step from the
+    # start (a, b) with h_i = sum_b eta_b (g_b s_b x):
+    #     a <- C a - h b,  b <- C b - h a,  C the product of the decays.
+    # In units of the scale: a' -= h R b' with R = c_start / c_end.
+    cdef Py_ssize_t j, u, cursor
+    cdef spred_slot* p
+    cdef double c_old = k.clock_scale, c_new, ratio = 1.0, a_old, g
+    for u in range(mb.n_keys):
+        p = <spred_slot*>mb.uslots[u]
+        if p != NULL and spred_weight(k, p) == 0.0:
+            p.a = k.spred_init / c_old
+            p.b = 0.0
+    mb_accumulate(mb, x, mb.gs, mb.eta)
+    for j in range(mb.n_rows):
+        c_old = k.clock_scale
+        c_new = c_old * (1.0 - mb.eta[j] * k.l1)
+        ratio *= c_old / c_new
+        k.clock_scale = c_new
+        # A fold within the mini-batch rescales every (a', b'), these too;
+        # the last step's waits until after the update (as the sequential
+        # rule's, so B = 1 is its arithmetic).
+        if j + 1 < mb.n_rows and c_new < SPRED_RESET:
+            spred_fold(k)
+    for u in range(mb.n_keys):
+        p = <spred_slot*>mb.uslots[u]
+        if p == NULL or not mb.grad[u]:
+            continue
+        g = mb.sum[u] * ratio
+        a_old = p.a
+        p.a = a_old - g * p.b
+        p.b = p.b - g * a_old
+    if k.clock_scale < SPRED_RESET:
+        spred_fold(k)
+    return 0
+
+
+cdef void spred_fold(SGDKernel k) noexcept nogil:
+    cdef Py_ssize_t cursor = 0
+    cdef double c = k.clock_scale
+    cdef spred_slot* p = <spred_slot*>k.store.next_live(&cursor)
+    while p != NULL:
+        p.a *= c
+        p.b *= c
+        p = <spred_slot*>k.store.next_live(&cursor)
+    k.clock_scale = 1.0

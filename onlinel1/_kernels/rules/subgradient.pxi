@@ -99,3 +99,43 @@ subgradient_SPEC = RuleSpec(
     state={"start": ("last_clock",), "first-seen": ("last_clock",)},
     title="naive subgradient L1 (the baseline; weights jitter around 0)",
     options=(), validate=_check_l2_decay, decays_while_absent=bool(subgradient_DECAYS_WHILE_ABSENT))
+
+
+cdef int subgradient_mb_step(SGDKernel k, MB* mb, const floating* x) noexcept nogil:
+    # docs/algorithms.md, "Mini-batches": each key caught up to the start,
+    # its sign then frozen for the B steps' penalties (as while absent),
+    # the summed gradient step in units of the scale after the B decays.
+    cdef Py_ssize_t b, u, cursor
+    cdef subgradient_slot* p
+    cdef double v, c, penalty = 0.0
+    for u in range(mb.n_keys):
+        mb.sgn[u] = 0
+        p = <subgradient_slot*>mb.uslots[u]
+        if p != NULL:
+            v = mb.w0[u]
+            p.w = v
+            p.last_clock = NAN
+            mb.sgn[u] = (v > 0.0) - (v < 0.0)
+    for b in range(mb.n_rows):
+        if k.l2 > 0:
+            c = scale_decay(k, 1.0 - mb.eta[b] * k.l2)
+            if c != 1.0:
+                cursor = 0
+                p = <subgradient_slot*>k.store.next_live(&cursor)
+                while p != NULL:
+                    p.last_clock *= c
+                    p = <subgradient_slot*>k.store.next_live(&cursor)
+                k.clock *= c
+                penalty *= c
+        penalty += mb.eta[b] * k.l1 / k.scale
+        k.clock = k.clock + mb.eta[b] / k.scale
+    for b in range(mb.n_rows):
+        mb.coef[b] = mb.upd[b] / k.scale
+    mb_accumulate(mb, x, mb.coef, NULL)
+    for u in range(mb.n_keys):
+        p = <subgradient_slot*>mb.uslots[u]
+        if p != NULL:
+            p.w += mb.sum[u]
+            p.w -= penalty * mb.sgn[u]
+            p.last_clock = k.clock
+    return 0

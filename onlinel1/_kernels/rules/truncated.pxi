@@ -90,3 +90,34 @@ truncated_SPEC = RuleSpec(
     title="truncated gradient (Langford et al. 2009; Vowpal Wabbit's --l1)",
     options=("truncate_every", "truncate_theta"), validate=_truncated_validate,
     decays_while_absent=bool(truncated_DECAYS_WHILE_ABSENT))
+
+
+cdef int truncated_mb_step(SGDKernel k, MB* mb, const floating* x) noexcept nogil:
+    # docs/algorithms.md, "Mini-batches": w0 + the summed gradient step,
+    # then the truncations of the B steps: the first here, the rest lazily.
+    cdef Py_ssize_t b, u
+    cdef truncated_slot* p
+    cdef double w, m, shrink = 0.0, next_clock = k.clock
+    cdef bint boundary = (mb.t0 + 1) % k.truncate_every == 0
+    for u in range(mb.n_keys):
+        p = <truncated_slot*>mb.uslots[u]
+        if p != NULL:
+            p.w = mb.w0[u]
+    mb_accumulate(mb, x, mb.upd, NULL)
+    if boundary:
+        shrink = mb.eta[0] * k.l1 * k.truncate_every
+        next_clock = k.clock + mb.eta[0] * k.truncate_every
+    for u in range(mb.n_keys):
+        p = <truncated_slot*>mb.uslots[u]
+        if p != NULL:
+            w = p.w + mb.sum[u]
+            if boundary and fabs(w) <= k.truncate_theta:
+                m = fabs(w) - shrink
+                w = copysign(m if m > 0.0 else 0.0, w)
+            p.w = w
+            p.last_clock = next_clock
+    k.clock = next_clock
+    for b in range(1, mb.n_rows):
+        if (mb.t0 + 1 + b) % k.truncate_every == 0:
+            k.clock = k.clock + mb.eta[b] * k.truncate_every
+    return 0
