@@ -81,7 +81,9 @@ def test_non_finite_example_late_in_a_batch_rejects_the_whole_batch(trained, a9a
     assert_unchanged(before, trained)
 
 
-def test_overflowing_margin_stops_before_that_example(a9a_sample):
+def test_overflowing_example_undoes_its_batch(a9a_sample):
+    """Issue 15, finding 4: the 300 rows before the overflowing one stayed
+    learned.  Now the whole batch is undone: the model is a fresh one."""
     X, y = a9a_sample
     head = Batch.from_csr(X[:300], y[:300])
     # Finite, valid, and absurd: importance 1e308 times eta * g * 10 is inf.
@@ -95,14 +97,16 @@ def test_overflowing_margin_stops_before_that_example(a9a_sample):
     learner = Learner(**options)
     with pytest.raises(NumericError) as info:
         learner.learn(rows)
-    assert info.value.learned == 300
-    assert (info.value.row, info.value.reason, info.value.result.rows) == (300, "update", 300)
+    assert info.value.learned == 0
+    assert (info.value.row, info.value.reason, info.value.result.rows) == (300, "update", 0)
     assert "example 300 of the batch: the weight update is not finite" in str(info.value)
-    reference = Learner(**options)
-    reference.learn(head)
-    np.testing.assert_array_equal(learner.weights()[1], reference.weights()[1])
-    assert learner.state["clocks"] == reference.state["clocks"]
-    assert learner.progress == reference.progress
+    fresh = Learner(**options)
+    assert learner.state["clocks"] == fresh.state["clocks"] and learner.store_size == 0
+    assert learner.progress_sums == fresh.progress_sums
+    # The rows before it, learned alone, are learned as if it had never come.
+    learner.learn(head)
+    fresh.learn(head)
+    np.testing.assert_array_equal(learner.weights()[1], fresh.weights()[1])
 
 
 def test_predict_refuses_non_finite_values(trained):
