@@ -20,6 +20,26 @@ cdef extern from *:
     uint64_t onlinel1_home(uint64_t h, uint64_t n) noexcept nogil
     void __builtin_prefetch(const void* addr) noexcept nogil
 
+cdef extern from *:
+    """
+    /* The undo journal is written once and read only by a rollback: on
+       x86-64, non-temporal stores write it without reading its lines
+       first (no read for ownership) and without evicting the weight
+       table from the caches; elsewhere, plain stores. */
+    #if defined(__x86_64__)
+    #include <immintrin.h>
+    static inline void onlinel1_stream64(void* dst, uint64_t v) {
+        _mm_stream_si64((long long*)dst, (long long)v);
+    }
+    static inline void onlinel1_stream_fence(void) { _mm_sfence(); }
+    #else
+    static inline void onlinel1_stream64(void* dst, uint64_t v) { *(uint64_t*)dst = v; }
+    static inline void onlinel1_stream_fence(void) { }
+    #endif
+    """
+    void onlinel1_stream64(void* dst, uint64_t v) noexcept nogil
+    void onlinel1_stream_fence() noexcept nogil
+
 
 cdef class WeightStore:
     # `total` slots of `slot_size` bytes: the `capacity` home slots and an
@@ -151,7 +171,7 @@ cdef inline void store_journal_put(WeightStore s, const char* slot, unsigned cha
     cdef char* rec = s.jbuf + s.jn * size
     cdef Py_ssize_t i
     for i in range(0, size, 8):       # 2 to 5 words: no memcpy call
-        (<uint64_t*>(rec + i))[0] = (<const uint64_t*>(slot + i))[0]
+        onlinel1_stream64(rec + i, (<const uint64_t*>(slot + i))[0])
     s.jflag[s.jn] = present
     s.jn += 1
 

@@ -570,6 +570,7 @@ cdef class WeightStore:
             self._close_journal()
             raise MemoryError("memory ran out while journaling the batch: it cannot be undone")
         with nogil:
+            onlinel1_stream_fence()     # the journal's streamed stores are visible
             upto = self.jn
             if self.jcopy != NULL:
                 table_free(self.slots, self.alloc_bytes, self.mapped)
