@@ -183,15 +183,50 @@ def test_max_connections_is_range_checked():
 
 # ======================================================= F3: the figure
 
-def expected_bound(max_message_bytes: int, hwm: int, conns: int, training: bool = True) -> int:
+def expected_bound(max_message_bytes: int, hwm: int, conns: int, training: bool = True,
+                   max_reply_bytes: int | None = None) -> int:
     """README "Admission and memory bounds", written out independently:
     per socket, every connection holds HWM + 1 frames of at most twice
     max_message_bytes, the request socket's HWM + 1 replies of at most
-    max_message_bytes, and the loop one frame per socket."""
+    the reply cap (the smaller of max_reply_bytes and max_message_bytes),
+    and the loop one frame per socket."""
     frame = 2 * max_message_bytes
     sockets = 2 if training else 1
+    reply = min(max_message_bytes, max_reply_bytes or max_message_bytes)
     return (sockets * (conns * (hwm + 1) * frame + frame)
-            + conns * (hwm + 1) * max_message_bytes)
+            + conns * (hwm + 1) * reply)
+
+
+def test_one_reply_cap_bounds_every_reply_and_the_memory_bound():
+    """Issue 15 leftover: predict capped its replies at max_reply_bytes,
+    the transport every reply at max_message_bytes, and the memory bound
+    counted max_message_bytes: two caps that disagreed."""
+    small = DaemonConfig(max_reply_bytes=1 << 20)
+    assert admission.reply_cap(small) == 1 << 20
+    assert admission.reply_cap_setting(small) == "max_reply_bytes"
+    assert admission.memory_bound(small, True)["total"] == expected_bound(
+        small.max_message_bytes, small.high_water_mark, small.max_connections,
+        max_reply_bytes=1 << 20)
+    tight = DaemonConfig(max_message_bytes=1 << 16)
+    assert admission.reply_cap(tight) == 1 << 16
+    assert admission.reply_cap_setting(tight) == "max_message_bytes"
+
+
+def test_a_stats_reply_over_max_reply_bytes_is_too_large(start_daemon, tmp_path):
+    """Not only predict's replies: any reply beyond the cap is refused."""
+    config = tmp_path / "small-replies.toml"
+    config.write_text("[daemon]\nmax_reply_bytes = 200\n")
+    daemon = start_daemon("--config", str(config))
+    ctx = zmq.Context()
+    try:
+        sock = raw_socket(ctx, zmq.DEALER, daemon.request)
+        reply = answered(sock, {"v": 1, "op": "stats", "id": 3})
+        assert reply["ok"] is False and reply["error"]["code"] == "too_large"
+        assert "more than max_reply_bytes (200)" in reply["error"]["message"]
+        assert answered(sock, {"v": 1, "op": "health", "id": 4})["ok"]
+        sock.close()
+    finally:
+        ctx.destroy(linger=0)
 
 
 def test_the_worst_case_is_printed_by_check_and_reported_in_stats(start_daemon):
@@ -276,7 +311,11 @@ def test_a_reply_over_max_message_bytes_becomes_a_too_large_error(start_daemon):
         sock.close()
     finally:
         ctx.destroy(linger=0)
-    assert daemon_stats(daemon)["daemon"]["replies_dropped"] == {"too_large": 1}
+    # One reply cap (admission.reply_cap): predict refuses the reply before
+    # it builds it, so the transport drops nothing.
+    stats = daemon_stats(daemon)
+    assert stats["daemon"]["replies_dropped"] == {}
+    assert stats["errors"] == {"too_large": 1}
 
 
 # ======================================================= F5: oversized frames

@@ -68,11 +68,11 @@ def memory_bound(config, training: bool) -> dict[str, int]:
     * input: each connection holds at most HWM + 1 frames (HWM queued, one
       decoded frame waiting for room), each at most the frame cap;
     * replies: each request connection holds at most HWM + 1 replies (HWM
-      queued, one being written), each at most ``max_message_bytes``;
+      queued, one being written), each at most ``reply_cap``;
     * the loop holds one frame per socket that it is reading.
     """
     hwm, conns = config.high_water_mark, config.max_connections
-    frame, reply = frame_cap(config), config.max_message_bytes
+    frame, reply = frame_cap(config), reply_cap(config)
     parts = {"requests_input": conns * (hwm + 1) * frame + frame,
              "replies": conns * (hwm + 1) * reply,
              "training_input": (conns * (hwm + 1) * frame + frame) if training else 0}
@@ -84,6 +84,20 @@ def memory_bound(config, training: bool) -> dict[str, int]:
 #: answered ``too_large`` (the connection and the batches after it kept);
 #: libzmq drops the connection on a larger one.
 FRAME_ALLOWANCE = 2
+
+
+def reply_cap(config) -> int:
+    """The largest reply the daemon sends, of any request: the smaller of
+    ``max_reply_bytes`` and ``max_message_bytes`` (a larger one is a
+    ``too_large`` error instead).  One cap, so that the memory bound and
+    the replies agree."""
+    return min(config.max_reply_bytes, config.max_message_bytes)
+
+
+def reply_cap_setting(config) -> str:
+    """The name of the setting that sets ``reply_cap``, for messages."""
+    return "max_reply_bytes" if config.max_reply_bytes <= config.max_message_bytes \
+        else "max_message_bytes"
 
 
 def frame_cap(config) -> int:

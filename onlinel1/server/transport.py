@@ -245,13 +245,15 @@ class Transport:
             return None
 
     def reply(self, envelope: list[bytes], reply: bytes) -> None:
-        if len(reply) > self.config.max_message_bytes:
+        cap = admission.reply_cap(self.config)
+        if len(reply) > cap:
+            setting = admission.reply_cap_setting(self.config)
             self._dropped("too_large", f"a reply of {len(reply)} bytes was larger than "
-                                       f"max_message_bytes; sent a too_large error instead")
+                                       f"{setting}; sent a too_large error instead")
             reply = protocol.encode_error(
                 _request_id(reply), protocol.TOO_LARGE,
-                f"the reply would be {len(reply)} bytes, more than max_message_bytes "
-                f"({self.config.max_message_bytes}): ask for fewer rows at a time")
+                f"the reply would be {len(reply)} bytes, more than {setting} "
+                f"({cap}): ask for fewer rows at a time")
         try:
             self.requests.send_multipart([*envelope, reply], zmq.NOBLOCK)
         except zmq.Again:             # ROUTER_MANDATORY: the client's pipe is full

@@ -25,7 +25,7 @@ import msgpack
 import numpy as np
 
 from onlinel1._kernels import topk, wire
-from onlinel1.server import protocol
+from onlinel1.server import admission, protocol
 from onlinel1.server.protocol import ProtocolError
 from onlinel1.server.results import Result
 
@@ -76,10 +76,11 @@ def run(daemon: Any, msg: dict) -> Result:
         known = names_of(chosen, request_names or {}, getattr(trainer, "names", None) or {})
         names = protocol.Packed(msgpack.packb(known, use_bin_type=True))
     size = reply_size(msg.get("id"), predictions, chosen, names)
-    limit = trainer.config.max_reply_bytes
+    limit = admission.reply_cap(trainer.config)
     if size > limit:
+        setting = admission.reply_cap_setting(trainer.config)
         raise ProtocolError(protocol.TOO_LARGE,
-                            f"the reply would be {size} bytes, more than max_reply_bytes ({limit}): "
+                            f"the reply would be {size} bytes, more than {setting} ({limit}): "
                             f"ask for fewer rows at a time"
                             + (" or a smaller top_k" if top_k else ""))
     result: dict[str, Any] = {"predictions": protocol.Packed(wire.pack_floats(predictions))}
