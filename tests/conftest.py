@@ -97,6 +97,14 @@ def record_parsing_threads(monkeypatch) -> list[str]:
     return threads
 
 
+def dense_weights(learner, n_features: int) -> np.ndarray:
+    """The learner's weights as a dense vector over keys 0..n_features-1."""
+    keys, w = learner.weights()
+    out = np.zeros(n_features)
+    out[keys.astype(np.int64)] = w
+    return out
+
+
 def state_bits(value):
     """``value`` (a learner's ``state``) with every float array and number
     as its bits, to compare states exactly (nan == nan, -0.0 != 0.0)."""

@@ -12,7 +12,7 @@ import scipy.sparse as sp
 
 from onlinel1 import Batch, BatchError, Learner, LearnerOptions, model_file
 from onlinel1.errors import OptionError, StoreFullError
-from conftest import state_bits
+from conftest import dense_weights, state_bits
 from reference_budget import EagerBudget
 
 RTOL = 1e-12
@@ -73,11 +73,7 @@ def stored_keys(learner: Learner) -> set[int]:
     return set(learner._kernel.store.export()[0].tolist())
 
 
-def dense(learner: Learner, n_features: int) -> np.ndarray:
-    keys, w = learner.weights()
-    out = np.zeros(n_features)
-    out[keys.astype(np.int64)] = w
-    return out
+dense = dense_weights
 
 
 def assert_same_weights(mine: np.ndarray, ref: np.ndarray) -> None:

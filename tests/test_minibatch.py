@@ -11,7 +11,6 @@
 """
 from __future__ import annotations
 
-import io
 
 import numpy as np
 import pytest
@@ -19,6 +18,7 @@ import pytest
 from onlinel1 import Batch, Learner, model_file
 from onlinel1.errors import OptionError
 from onlinel1.options import LearnerOptions
+from conftest import dense_weights
 from reference_minibatch import eager_minibatch_fit
 
 RTOL = 1e-12
@@ -43,11 +43,7 @@ RULES = [
 IDS = [r[0] for r in RULES]
 
 
-def dense(learner: Learner, n: int) -> np.ndarray:
-    keys, w = learner.weights()
-    out = np.zeros(n)
-    out[keys.astype(np.int64)] = w
-    return out
+dense = dense_weights
 
 
 def assert_same_model(mine: np.ndarray, ref: np.ndarray) -> None:
