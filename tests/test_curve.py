@@ -790,3 +790,18 @@ def test_sighup_reads_the_allow_list_again(start_daemon, keys):
         with pytest.raises(DaemonTimeout):
             gone.health()
     assert daemon.proc.poll() is None
+
+
+def test_clients_with_the_right_keys_are_never_counted(start_daemon, keys):
+    """CurveGate counts a handshake that ends with no detail: clients with
+    the allowed key, opened and closed at once, complete theirs and are
+    not counted."""
+    daemon = start_curve_daemon(start_daemon, keys)
+    for _ in range(10):
+        with Client(daemon.request, timeout=WAIT, **keys.client()) as client:
+            assert client.health()["status"] == "ok"
+        with Producer(daemon.train, **keys.client()) as producer:
+            producer.add({"x": 1.0}, 1)
+    stats = wait_for(lambda: stats_of(daemon, keys), lambda s: s["examples"] == 10, WAIT,
+                     "the ten examples learned")
+    assert stats["daemon"]["auth_refused"] == 0
