@@ -274,6 +274,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "asked for the model's loss and counters first, batches with labels the\n"
                     "loss cannot learn are not sent, and after the last batch the model's\n"
                     "counters must show every batch processed and none rejected.\n\n"
+                    "A VW file is read with the model's interactions (-q) and\n"
+                    "--namespaced-integers, asked of the request endpoint, since the daemon\n"
+                    "cannot cross columnar batches; svmlight data for a model with\n"
+                    "interactions is refused.\n\n"
                     "Exit status: 0 when all was sent, delivered and accepted; 1 on an error\n"
                     "(no daemon, not delivered, a bad file); 3 when the daemon rejected\n"
                     "batches (or would have: their labels).",
