@@ -244,25 +244,32 @@ class Batch:
 
     @classmethod
     def from_pandas(cls, df: Any, label: Any = None, weight: Any = None, *,
-                    namespace: str | None = None, names: dict[int, str] | None = None
-                    ) -> "Batch":
+                    namespace: str | Mapping[Any, str] | None = None,
+                    names: dict[int, str] | None = None, categorical: Any = None,
+                    numeric: Any = None) -> "Batch":
         """From a pandas DataFrame, one row per example: a numeric (or
         bool) column ``c`` is the string feature ``c`` with the row's value,
         a string or categorical column ``c`` the feature ``c=value`` with
         value 1 (a missing value: no feature).  ``label`` and ``weight``
         name the columns (or give the arrays) of the labels and importance
-        weights; those columns are not features.  See
-        ``onlinel1.dataframe``."""
+        weights; those columns are not features.  ``categorical`` and
+        ``numeric`` (lists of columns): if either is given, the features are
+        exactly those columns, a categorical one ``c=value`` whatever its
+        dtype, a numeric one its value.  See ``onlinel1.dataframe``."""
         from onlinel1 import dataframe
-        return dataframe.from_pandas(df, label, weight, namespace=namespace, names=names)
+        return dataframe.from_pandas(df, label, weight, namespace=namespace, names=names,
+                                     categorical=categorical, numeric=numeric)
 
     @classmethod
     def from_arrow(cls, table: Any, label: Any = None, weight: Any = None, *,
-                   namespace: str | None = None, names: dict[int, str] | None = None
-                   ) -> "Batch":
-        """From a pyarrow Table (or RecordBatch), as ``from_pandas``."""
+                   namespace: str | Mapping[Any, str] | None = None,
+                   names: dict[int, str] | None = None, categorical: Any = None,
+                   numeric: Any = None) -> "Batch":
+        """From a pyarrow Table (or RecordBatch), as ``from_pandas``
+        (``categorical`` and ``numeric`` too)."""
         from onlinel1 import dataframe
-        return dataframe.from_arrow(table, label, weight, namespace=namespace, names=names)
+        return dataframe.from_arrow(table, label, weight, namespace=namespace, names=names,
+                                    categorical=categorical, numeric=numeric)
 
 
 def _hash_strings(strings: Mapping[tuple[str | None, str], list[int]], keys: np.ndarray,

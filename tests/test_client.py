@@ -591,9 +591,12 @@ def test_send_streams_the_file(cli, capsys, fake):
 def test_send_progress_only_on_a_terminal(cli, capsys, fake):
     code, _, err = run(cli, capsys, "send", VW, "--connect", fake.train_endpoint)
     assert code == 0
-    assert "\r" not in err and err.count("\n") == 2 and "sent 60 examples in 1 batches" in err
-    # No request endpoint to check with: said so.
-    assert err.splitlines()[1] == ("onlinel1: note: whether the daemon accepted the batches "
+    assert "\r" not in err and err.count("\n") == 3 and "sent 60 examples in 1 batches" in err
+    # No request endpoint to ask for the model's -q (common.read_as_model),
+    # nor to check with: both said.
+    assert err.splitlines()[0].startswith(f"onlinel1: warning: {VW} is read without the "
+                                          f"model's interactions (-q)")
+    assert err.splitlines()[2] == ("onlinel1: note: whether the daemon accepted the batches "
                                    "was not checked: give --request-endpoint (the daemon's "
                                    "request endpoint), or --no-check")
     fake.trained_messages(1)
@@ -676,11 +679,15 @@ def test_send_help_documents_read_ahead(cli, capsys):
 
 
 def test_predict_connect_writes_like_the_offline_command(cli, capsys, fake, tmp_path):
+    # predict --connect asks config for the model's -q first (common.read_as_model).
+    fake.handlers["config"] = lambda m: [result(m, {"learner": {"interactions": [],
+                                                                "namespaced_integers": False}})]
     code, out, err = run(cli, capsys, "predict", "--connect", fake.request_endpoint, A9A,
                          "--batch-size", 700)
     assert code == 0, err
     expected = np.concatenate([row_sums(b) for b in read_batches(str(A9A), "svmlight")])
     assert out == "".join(f"{v!r}\n" for v in expected.tolist())
+    assert fake.requests.get(timeout=WAIT)["op"] == "config"
     sizes = [decode_csr(fake.requests.get(timeout=WAIT)["csr"]).n_rows for _ in range(3)]
     assert sizes == [700, 700, 600]
     target = tmp_path / "p.txt"

@@ -462,12 +462,15 @@ def test_stats_snapshot_health_model(capsys, fake, command):
 def test_predict_model_is_a_name_with_connect_and_a_file_without(capsys, fake, tmp_path):
     code, out, err_ = run(capsys, "predict", "--connect", fake.request_endpoint, A9A)
     assert code == 0, err_
-    assert "model" not in fake.request()[1]
+    # config first (the model's interactions: common.read_as_model), then predict.
+    assert [(m["op"], "model" in m) for m in (fake.request()[1] for _ in range(2))] == \
+        [("config", False), ("predict", False)]
     code, out, err_ = run(capsys, "predict", "--model", "ctr", "--connect",
                           fake.request_endpoint, A9A, "--batch-size", 1500)
     assert code == 0, err_
     assert out == "0.25\n" * 2000
-    assert [fake.request()[1]["model"] for _ in range(2)] == ["ctr", "ctr"]
+    assert [(m["op"], m["model"]) for m in (fake.request()[1] for _ in range(3))] == \
+        [("config", "ctr"), ("predict", "ctr"), ("predict", "ctr")]
     err_ = usage_error(capsys, "predict", "--connect", fake.request_endpoint,
                        "--model", "a9a.model", A9A)
     assert "with --connect, --model names one of the daemon's models" in err_

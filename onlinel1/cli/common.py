@@ -295,12 +295,9 @@ def read(args: argparse.Namespace, names: dict[int, str] | None = None,
     flags given.  A command whose parser sets ``optional_labels``
     (``predict``) takes lines without a label (their label is NaN)."""
     from onlinel1.io import read_batches
-    if args.batch_size < 1:
-        raise CommandError(f"--batch-size must be >= 1, got {args.batch_size}")
     path = args.data if path is None else path
+    check_data(args, path)
     source: Any = sys.stdin.buffer if path == "-" else path
-    if source is not sys.stdin.buffer:
-        check_input_file(path)
     features = {name: getattr(options, name) if options is not None else getattr(args, name, None)
                 for name in FEATURE_FIELDS}
     try:
@@ -309,6 +306,54 @@ def read(args: argparse.Namespace, names: dict[int, str] | None = None,
                             **{name: value for name, value in features.items() if value})
     except ValueError as exc:
         raise CommandError(f"{source_name(path)}: {exc}") from None
+
+
+def check_data(args: argparse.Namespace, path: str | None = None) -> None:
+    """What ``read`` checks before it reads anything: ``--batch-size``, and
+    that DATA (or ``path``) is a file that can be read (``-`` is)."""
+    if args.batch_size < 1:
+        raise CommandError(f"--batch-size must be >= 1, got {args.batch_size}")
+    path = args.data if path is None else path
+    if path != "-":
+        check_input_file(path)
+
+
+def read_as_model(args: argparse.Namespace, learner: dict[str, Any] | None,
+                  unknown: str = "", quiet: bool = False) -> Iterator[Batch]:
+    """DATA read as the daemon's model reads a VW file, for the commands
+    that send it columnar batches (``send``, ``predict --connect``): a
+    columnar batch carries no namespaces, so the daemon cannot cross it
+    (docs/protocol.md, "Interactions and namespaced integers"), and the
+    client reads the file with the model's ``interactions`` and
+    ``namespaced_integers`` (``learner``: the ``learner`` map of the
+    model's ``config`` reply), as ``train`` and ``predict --model`` do.
+
+    svmlight data for a model with interactions is refused: svmlight has no
+    namespaces to cross, and uncrossed rows would train (or be scored by)
+    another model than ``train`` gives from the same data (``train`` and
+    ``predict --model`` refuse it too).  ``learner`` None: the model's
+    settings are not known (``unknown`` says why); VW data is read as
+    written, with a warning on stderr (none with ``quiet``: ``send
+    --no-check``, which asks nothing)."""
+    fmt = data_format(args)
+    if learner is None:
+        if fmt == "vw" and not quiet:
+            print(f"onlinel1: warning: {source_name(args.data)} is read without the model's "
+                  f"interactions (-q) and --namespaced-integers: {unknown}; with a model that "
+                  f"has them, its rows are not crossed as 'onlinel1 train' would cross them",
+                  file=sys.stderr)
+        return read(args)
+    features = argparse.Namespace(
+        interactions=tuple(learner.get("interactions") or ()),
+        namespaced_integers=bool(learner.get("namespaced_integers")))
+    if features.interactions and fmt != "vw":
+        terms = " ".join(f"-q {t!r}" if len(t) == 2 else f"--interactions {t!r}"
+                         for t in features.interactions)
+        raise CommandError(
+            f"{source_name(args.data)}: the daemon's model has interactions ({terms}), which "
+            f"cross the namespaces of Vowpal Wabbit text, and {fmt} has no namespaces: send "
+            f"the data as VW text (--format vw), or to a model without interactions")
+    return read(args, options=features)
 
 
 def check_input_file(path: str, what: str = "") -> None:

@@ -21,8 +21,8 @@ import numpy as np
 
 from onlinel1.cli import send as _send
 from onlinel1.cli.common import (CommandError, Formatter, add_curve_client_arguments,
-                                 add_data_arguments, add_read_ahead_argument, curve_timeout_hint,
-                                 read)
+                                 add_data_arguments, add_read_ahead_argument, check_data,
+                                 curve_timeout_hint, read_as_model)
 
 TRAIN_ENDPOINT = "tcp://127.0.0.1:5555"
 REQUEST_ENDPOINT = "tcp://127.0.0.1:5556"
@@ -149,13 +149,18 @@ def cmd_send(args: argparse.Namespace) -> int:
 def predict_remote(args: argparse.Namespace) -> int:
     """``onlinel1 predict --connect ENDPOINT [--model NAME] DATA``: the
     daemon's predictions (of its model NAME, else of its default model),
-    one per line, written exactly as the offline ``predict`` writes them."""
+    one per line, written exactly as the offline ``predict`` writes them.
+    DATA is read with the model's interactions and namespaced_integers,
+    asked of the daemon (``config``) first, as ``predict --model`` reads it
+    with the model file's (common.read_as_model)."""
     from onlinel1.cli.offline import write_numbers
     timeout = getattr(args, "timeout", None) or PREDICT_TIMEOUT
-    batches = read(args)
+    check_data(args)
     client = _client(args, timeout)
-    out = sys.stdout if args.output in (None, "-") else open(args.output, "w")
+    out = None
     try:
+        batches = read_as_model(args, *_learner_of(client, args))
+        out = sys.stdout if args.output in (None, "-") else open(args.output, "w")
         for batch in batches:
             result = _talk(lambda: client.predict(batch), args)
             predictions = np.asarray(result.get("predictions"), dtype=np.float64)
@@ -165,9 +170,26 @@ def predict_remote(args: argparse.Namespace) -> int:
             write_numbers(predictions, out)
     finally:
         client.close()
-        if out is not sys.stdout:
+        if out is not None and out is not sys.stdout:
             out.close()
     return 0
+
+
+def _learner_of(client: Any, args: argparse.Namespace) -> tuple[dict[str, Any] | None, str]:
+    """The model's learner options from its ``config`` (None if the daemon
+    refuses it), and why they are not known."""
+    from onlinel1.client import DaemonError
+    try:
+        config = _talk(client.config, args, daemon_errors=True)
+    except DaemonError as exc:
+        if exc.code == "unknown_model":        # nothing to predict with: say so now
+            raise CommandError(f"daemon replied {exc.code}: {exc.message} "
+                               f"({HINTS[exc.code]})") from None
+        return None, f"the daemon refused 'config' ({exc.code}: {exc.message})"
+    learner = config.get("learner")
+    if not isinstance(learner, dict):
+        return None, "the daemon's 'config' reply has no learner options"
+    return learner, ""
 
 
 # ------------------------------------------------------------ stats, health
@@ -252,6 +274,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "asked for the model's loss and counters first, batches with labels the\n"
                     "loss cannot learn are not sent, and after the last batch the model's\n"
                     "counters must show every batch processed and none rejected.\n\n"
+                    "A VW file is read with the model's interactions (-q) and\n"
+                    "--namespaced-integers, asked of the request endpoint, since the daemon\n"
+                    "cannot cross columnar batches; svmlight data for a model with\n"
+                    "interactions is refused.\n\n"
                     "Exit status: 0 when all was sent, delivered and accepted; 1 on an error\n"
                     "(no daemon, not delivered, a bad file); 3 when the daemon rejected\n"
                     "batches (or would have: their labels).",
@@ -288,7 +314,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     checked = send.add_mutually_exclusive_group()
     checked.add_argument("--no-check", dest="check", action="store_false",
                          help="do not ask the request endpoint (no check of the labels, nor "
-                              "of the batches' acceptance)")
+                              "of the batches' acceptance; a VW file is read without the "
+                              "model's -q and --namespaced-integers, as written)")
     checked.add_argument("--ack", action="store_true",
                          help="send each batch as an acknowledged learn request to the "
                               "request endpoint (not --connect): exact, with the daemon's "

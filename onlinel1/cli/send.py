@@ -10,7 +10,11 @@ The training socket is fire and forget, so a send that nobody checks can
 2. asks the request endpoint (``--request-endpoint``; the default one
    when ``--connect`` is the default) for the model's ``health``,
    ``config`` and ``stats`` before the first batch: the daemon trains
-   (not a predict-only replica), the model exists, its loss;
+   (not a predict-only replica), the model exists, its loss, and its
+   interactions and ``namespaced_integers``, with which a VW file is read
+   (columnar batches are not crossed by the daemon: common.read_as_model;
+   svmlight data for a model with interactions is refused; without the
+   ``config``, VW data is read as written, with a warning);
 3. refuses, before sending it, a batch whose labels that loss cannot
    learn (labels other than -1/+1 or 0/1 for the log and hinge losses:
    regression data sent to a classifier);
@@ -35,7 +39,7 @@ import sys
 import time
 from typing import Any, Iterator
 
-from onlinel1.cli.common import CommandError, read, read_ahead
+from onlinel1.cli.common import CommandError, check_data, read_ahead, read_as_model
 
 #: Exit status of a send whose batches the daemon rejected (or would have).
 EXIT_REJECTED = 3
@@ -75,6 +79,10 @@ class Daemon:
     def __init__(self, client: Any, talk: Any, model: str | None) -> None:
         self.client, self.talk, self.model = client, talk, model
         self.loss: str | None = None
+        #: The model's learner options (``config``), None if not known;
+        #: ``unknown`` says why.
+        self.learner: dict[str, Any] | None = None
+        self.unknown = ""
         self.before: dict[str, Any] = {}
         self.train_endpoint: str | None = None
 
@@ -90,8 +98,23 @@ class Daemon:
         if health.get("mode") == "predict-only":
             raise CommandError(f"the daemon at {self.client.endpoint} is a predict-only "
                                f"replica: it learns nothing (send to the trainer)")
-        config = self.talk(self.client.config)
-        self.loss = (config.get("learner") or {}).get("loss")
+        from onlinel1.client import DaemonError
+        try:
+            config = self.talk(self.client.config, rejected=True)
+        except DaemonError as exc:
+            if exc.code == "unknown_model":
+                raise CommandError(f"daemon replied {exc.code}: {exc.message} ('onlinel1 "
+                                   f"models list' shows the daemon's models)") from None
+            # A daemon (or a policy in front of it) that does not answer
+            # config: send anyway, the rows read as written.
+            config = {}
+            self.unknown = f"the daemon refused 'config' ({exc.code}: {exc.message})"
+        else:
+            self.learner = config.get("learner")
+            if not isinstance(self.learner, dict):
+                self.learner = None
+                self.unknown = "the daemon's 'config' reply has no learner options"
+        self.loss = (self.learner or {}).get("loss")
         self.train_endpoint = (config.get("daemon") or {}).get("train_endpoint")
         if counters:
             self.before = self.talk(self.client.stats)
@@ -248,17 +271,25 @@ def cmd_send(args: argparse.Namespace, *, progress: Any, client: Any, talk: Any,
                            "--request-endpoint")
     if args.ack and args.producer is not None:
         raise CommandError("--ack sends learn requests, which carry no --producer name")
-    # Checks the file and --batch-size before connecting; the read-ahead
-    # thread starts with the first batch.
-    batches = read_ahead(args, read(args))
+    # Checks the file and --batch-size before connecting; it is read once
+    # the model's interactions are known, and the read-ahead thread starts
+    # with the first batch.
+    check_data(args)
     err = sys.stderr
-    checker, tally, verdict = None, Tally(), ""
+    checker, tally, verdict, batches = None, Tally(), "", None
     try:
         if endpoint is not None and (args.ack or args.check):
             checker = Daemon(client(endpoint, args.connect_timeout), talk, args.model)
             checker.prepare(counters=not args.ack)
             if args.ack:                # each learn request: as long as its batch takes
                 checker.client.timeout = args.timeout
+            batches = read_ahead(args, read_as_model(args, checker.learner, checker.unknown))
+        elif args.check:
+            batches = read_ahead(args, read_as_model(
+                args, None, "no request endpoint to ask for them: give --request-endpoint"))
+        else:
+            # --no-check: the file as written, nothing asked and nothing said.
+            batches = read_ahead(args, read_as_model(args, None, quiet=True))
         start = time.perf_counter()
         try:
             if args.ack:
@@ -278,7 +309,8 @@ def cmd_send(args: argparse.Namespace, *, progress: Any, client: Any, talk: Any,
             print(f"onlinel1: error: {exc}", file=err)
             return EXIT_REJECTED
     finally:
-        batches.close()       # stops the read-ahead thread if we stopped early
+        if batches is not None:
+            batches.close()   # stops the read-ahead thread if we stopped early
         if checker is not None:
             checker.client.close()
     print(_summary(args, tally, to, start) + verdict, file=err)
