@@ -230,7 +230,7 @@ def main() -> None:
              f"({datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC)", "",
              f"libzmq {zmq.zmq_version()}, pyzmq {zmq.pyzmq_version()}, "
              f"{platform.machine()}, {os.cpu_count()} cores. "
-             f"`python benchmarks/admission_memory.py`", "",
+             f"`python benchmarks/admission_memory.py {' '.join(sys.argv[1:])}`", "",
              "## libzmq alone", "",
              "| socket | HWM | peers | frame | held per connection | formula |",
              "|---|---|---|---|---|---|"]
