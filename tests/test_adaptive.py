@@ -286,3 +286,18 @@ def test_serve_adaptive_learns_as_the_learner(start_daemon, a9a_sample):
     plain = Learner(update="cumulative", l1=2e-3, eta0=0.2)
     plain.learn(batch.slice(0, 1500))
     assert np.abs(np.asarray(got["predictions"]) - plain.predict(test)).max() > 1e-6
+
+
+@pytest.mark.parametrize("minibatch", [1, 7])
+def test_float32_values_learn_as_their_float64_promotion(a9a_sample, minibatch):
+    X, y = a9a_sample
+    X32 = X.astype(np.float32)
+    o = dict(update="cumulative", adaptive=True, l1=2e-3, l2=1e-3, eta0=0.1,
+             minibatch=minibatch)
+    a, b = Learner(**o), Learner(**o)
+    a.learn(Batch.from_csr(X32, y))
+    b.learn(Batch.from_csr(X32.astype(np.float64), y))
+    a.flush()
+    b.flush()
+    assert a.nnz > 10
+    assert a.state["weights"].tobytes() == b.state["weights"].tobytes()
