@@ -39,7 +39,7 @@ def state_columns(options: LearnerOptions) -> tuple[str, ...]:
     """The names of the per-feature state columns of a learner with
     ``options``: its rule's (``STATE_COLUMNS``), then the clock column if
     a memory budget or expiry is on."""
-    columns = STATE_COLUMNS[(options.update, options.origin)]
+    columns = RULES[options.update].state_for(options)
     return columns + (CLOCK_COLUMN,) if options.budgeted else columns
 
 

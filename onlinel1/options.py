@@ -199,6 +199,11 @@ class LearnerOptions:
         ``Learner`` keeps the rows of an incomplete mini-batch until it is
         whole (``Learner.flush`` learns them as a short one).  Not with a
         memory budget or expiry.
+    adaptive: AdaGrad's per-coordinate steps eta0 / sqrt(adagrad_delta +
+        G_i) for ``cumulative`` (origin ``first-seen``; not with a memory
+        budget or expiry) and ``fobos`` (which is then ``adagrad-fobos``);
+        the schedule then sets only the intercept's step
+        (docs/algorithms.md, "Adaptive steps").
 
     ``loss`` may be given as ``logistic`` (VW's name): it is stored as ``log``.
 
@@ -228,6 +233,7 @@ class LearnerOptions:
     interactions: tuple[str, ...] = ()
     namespaced_integers: bool = False
     minibatch: int = 1
+    adaptive: bool = False
 
     def __post_init__(self) -> None:
         _choice("loss", self.loss, LOSS_NAMES)
@@ -237,6 +243,8 @@ class LearnerOptions:
             raise _bad("namespaced_integers", "type",
                        f"must be True or False, got {self.namespaced_integers!r}")
         _choice("update", self.update, UPDATES)
+        if not isinstance(self.adaptive, bool):
+            raise _bad("adaptive", "type", f"must be True or False, got {self.adaptive!r}")
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("origin", self.origin, ORIGINS)
         numbers = {f: _number(f, getattr(self, f)) for f in
@@ -319,6 +327,8 @@ class LearnerOptions:
                 del values[name]
         if values["minibatch"] == 1:
             del values["minibatch"]     # the sequential rule: the header of before
+        if not values["adaptive"]:
+            del values["adaptive"]      # the rule's own steps: the header of before
         if "interactions" in values:
             values["interactions"] = list(values["interactions"])
         return values

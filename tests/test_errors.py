@@ -170,6 +170,7 @@ BAD_OPTIONS = {
     "interactions": (dict(interactions=["a"]), "range"),
     "namespaced_integers": (dict(namespaced_integers=1), "type"),
     "minibatch": (dict(minibatch=0), "range"),
+    "adaptive": (dict(adaptive="yes"), "type"),
 }
 
 

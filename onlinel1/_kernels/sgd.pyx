@@ -49,8 +49,8 @@ import numpy as np
 
 from onlinel1.errors import NumericError, OptionError, StoreFullError
 
-from onlinel1._kernels.store cimport (WeightStore, fmix64, store_find, store_journal_put,
-                                      store_journal_reserve, store_prefetch)
+from onlinel1._kernels.store cimport (STORE_MAX_AUX, WeightStore, fmix64, store_find,
+                                      store_journal_put, store_journal_reserve, store_prefetch)
 
 ctypedef fused floating:
     float
@@ -84,7 +84,13 @@ class RuleSpec:
     the common ones; ``validate(options)`` raises ``ValueError`` for a
     setting the rule cannot run; ``from_weights(weights, options)`` gives
     the stored values and state columns of a model that reads back as
-    ``weights`` (a warm start from another rule's weights)."""
+    ``weights`` (a warm start from another rule's weights).
+
+    ``adaptive`` maps each penalty origin the rule runs with per-coordinate
+    adaptive steps (``options.adaptive``, docs/algorithms.md, "Adaptive
+    steps") to ``(kernel, state columns)``; a rule file adds its adaptive
+    layout with ``add_adaptive``.  ``kernel_for(options)`` and
+    ``state_for(options)`` pick the kernel and the columns of a learner."""
 
     def __init__(self, name, kernels, state, title, options=(), validate=None,
                  decays_while_absent=False, weight_column="w", from_weights=None):
@@ -92,24 +98,66 @@ class RuleSpec:
         self.options, self.decays_while_absent = tuple(options), decays_while_absent
         self.weight_column = weight_column
         self._validate, self._from_weights = validate, from_weights
+        self.adaptive = {}
 
     def __repr__(self):
         return f"RuleSpec({self.name!r})"
 
+    def add_adaptive(self, layouts):
+        """Register ``{origin: (kernel, state columns)}`` for adaptive=True."""
+        self.adaptive.update(layouts)
+
+    def kernel_for(self, options):
+        if getattr(options, "adaptive", False):
+            return self.adaptive[options.origin][0]
+        return self.kernels[options.origin]
+
+    def state_for(self, options):
+        if getattr(options, "adaptive", False):
+            return self.adaptive[options.origin][1]
+        return self.state[options.origin]
+
     def validate(self, options):
+        if getattr(options, "adaptive", False):
+            # The adaptive layout replaces the rule's step arithmetic (its
+            # L2 is the implicit 1 / (1 + eta_i l2): no eta0 * l2 limit).
+            _check_adaptive(self, options)
+            return
         if self._validate is not None:
             self._validate(options)
 
     def from_weights(self, weights, options):
-        if self._from_weights is not None:
+        if self._from_weights is not None and not getattr(options, "adaptive", False):
             return self._from_weights(weights, options)
-        return weights, [np.zeros(weights.size) for _ in self.state[options.origin]]
+        return weights, [np.zeros(weights.size) for _ in self.state_for(options)]
 
 
 def _conflict(option, detail):
     """A rule's refusal of a setting (``OptionError``, reason "conflict"):
     the message is the option's name, then ``detail``."""
     return OptionError(f"{option} {detail}", option=option, reason="conflict", detail=detail)
+
+
+def _check_adaptive(spec, o):
+    # docs/algorithms.md, "Adaptive steps".
+    if not spec.adaptive:
+        takes = ", ".join(repr(name) for name, other in RULES.items() if other.adaptive)
+        raise _conflict("adaptive", f"is not defined with update={o.update!r}: it takes "
+                                    f"update={takes} (adagrad-fobos and ftrl adapt their steps "
+                                    f"already)")
+    if o.origin not in spec.adaptive:
+        origins = ", ".join(repr(origin) for origin in spec.adaptive)
+        raise _conflict("origin", f"must be {origins} with update={o.update!r} and adaptive "
+                                  f"(with origin 'start' a new feature would owe l1 * "
+                                  f"eta0 / sqrt(adagrad_delta) for every example before it), "
+                                  f"got origin={o.origin!r}")
+    n_state = len(spec.adaptive[o.origin][1])
+    budgeted = o.max_features > 0 or o.expire_after_examples > 0
+    if budgeted and n_state + 1 > STORE_MAX_AUX:
+        budget = "max_features" if o.max_features > 0 else "expire_after_examples"
+        raise _conflict("adaptive", f"cannot run with {budget} and update={o.update!r}: its slot "
+                                    f"has {n_state} state words and the budget's clock would be "
+                                    f"one more than the store's {STORE_MAX_AUX}")
 
 
 def _check_l2_decay(o):
@@ -214,7 +262,7 @@ cdef class SGDKernel:
     def __init__(self, options):
         """A kernel for ``options`` (an ``onlinel1.options.LearnerOptions``)."""
         spec = RULES[options.update]
-        self.kernel = spec.kernels[options.origin]
+        self.kernel = spec.kernel_for(options)
         self.loss = LOSSES[options.loss]
         self.schedule = SCHEDULES[options.schedule]
         self.l1, self.l2, self.eta0 = options.l1, options.l2, options.eta0
@@ -231,7 +279,14 @@ cdef class SGDKernel:
         self.evicted = 0
         self.expired = 0
         self.evict_floor = 0.0
-        self.store = WeightStore(len(spec.state[options.origin]), self.clocked)
+        n_state = len(spec.state_for(options))
+        if n_state < STORE_MAX_AUX:
+            self.store = WeightStore(n_state, self.clocked)
+        else:
+            # A kernel with three state words (no budget: the options refuse
+            # one) keeps its third in the store's clock word.
+            assert not self.clocked
+            self.store = WeightStore(n_state - 1, True)
         self.t = 0
         self.scale = 1.0
         self.intercept = 0.0
@@ -282,6 +337,17 @@ cdef class SGDKernel:
             self.ops.compact = cumulative_first_seen_compact
             self.ops.decays_while_absent = cumulative_first_seen_DECAYS_WHILE_ABSENT
             slot_bytes = sizeof(cumulative_first_seen_slot)
+        elif self.kernel == "cumulative_adaptive":
+            self.ops.learn_f32 = cumulative_adaptive_learn_f32
+            self.ops.learn_f64 = cumulative_adaptive_learn_f64
+            self.ops.margins_f32 = cumulative_adaptive_margins_f32
+            self.ops.margins_f64 = cumulative_adaptive_margins_f64
+            self.ops.mb_learn_f32 = cumulative_adaptive_mb_learn_f32
+            self.ops.mb_learn_f64 = cumulative_adaptive_mb_learn_f64
+            self.ops.weight = cumulative_adaptive_weight_of
+            self.ops.compact = cumulative_adaptive_compact
+            self.ops.decays_while_absent = cumulative_adaptive_DECAYS_WHILE_ABSENT
+            slot_bytes = sizeof(cumulative_adaptive_slot)
         elif self.kernel == "fobos":
             self.ops.learn_f32 = fobos_learn_f32
             self.ops.learn_f64 = fobos_learn_f64
@@ -803,6 +869,7 @@ cdef inline Py_ssize_t sweep_period(SGDKernel k) noexcept nogil:
 include "rules/plain.pxi"
 include "rules/subgradient.pxi"
 include "rules/cumulative_l1.pxi"
+include "rules/cumulative_adaptive.pxi"
 include "rules/fobos.pxi"
 include "rules/truncated.pxi"
 include "rules/adagrad_fobos.pxi"
@@ -810,7 +877,7 @@ include "rules/ftrl.pxi"
 include "rules/spred.pxi"
 
 #: Every update rule, by the name options and the command line use.
-RULES = {spec.name: spec for spec in (plain_SPEC, subgradient_SPEC, cumulative_SPEC, fobos_SPEC, truncated_SPEC, adagrad_fobos_SPEC, ftrl_SPEC, spred_SPEC, )}
+RULES = {spec.name: spec for spec in (plain_SPEC, subgradient_SPEC, cumulative_SPEC, cumulative_SPEC, fobos_SPEC, truncated_SPEC, adagrad_fobos_SPEC, ftrl_SPEC, spred_SPEC, )}
 
 # Names of the per-feature state columns of each (rule, origin).
 STATE_COLUMNS = {(name, origin): spec.state[origin] for name, spec in RULES.items()
@@ -2893,6 +2960,527 @@ cdef void cumulative_first_seen_margins_f64(SGDKernel k, const int64_t* indptr, 
             p = <cumulative_first_seen_slot*>store_find(k.store, keys[j])
             if p != NULL and not (expiring and cumulative_first_seen_expired(k, p)):
                 acc += cumulative_first_seen_weight(k, p) * values[j]
+        acc = acc * k.scale + k.intercept
+        if probability:
+            # 1 / (1 + exp(-p)) with exp of a non-positive argument only.
+            if acc >= 0:
+                acc = 1.0 / (1.0 + exp(-acc))
+            else:
+                e = exp(acc)
+                acc = e / (1.0 + e)
+        out[i] = acc
+
+# ---- cumulative_adaptive
+
+cdef inline double* cumulative_adaptive_clock(void* p) noexcept nogil:
+    """The clock of the feature's last update: the slot's word after the
+    rule's state (only where the kernel is clocked)."""
+    return <double*>(<char*>p + sizeof(cumulative_adaptive_slot))
+
+
+cdef inline bint cumulative_adaptive_expired(SGDKernel k, void* p) noexcept nogil:
+    """Whether the feature in ``p`` was last updated expire_after or more
+    examples ago: it reads as absent, and leaves the store when found."""
+    return k.expire_after > 0 and <double>k.t - cumulative_adaptive_clock(p)[0] >= <double>k.expire_after
+
+
+cdef cumulative_adaptive_slot* cumulative_adaptive_drop_expired(SGDKernel k, const uint64_t* keys, Py_ssize_t j,
+                                    cumulative_adaptive_slot** slots, cumulative_adaptive_slot* p) noexcept nogil:
+    """Remove the expired slot ``p`` of feature j (it is then a feature
+    never seen) and find the slots of the features before it again (the
+    removal may have moved them).  Returns NULL."""
+    cdef Py_ssize_t i
+    k.store.remove(<char*>p)
+    k.expired += 1
+    for i in range(j):
+        if slots[i] != NULL:
+            slots[i] = <cumulative_adaptive_slot*>store_find(k.store, keys[i])
+    return NULL
+
+
+cdef int cumulative_adaptive_insert_new(SGDKernel k, const uint64_t* keys, const floating* x,
+                          Py_ssize_t nnz, cumulative_adaptive_slot** slots) noexcept nogil:
+    """Give a slot to every feature of the example that has none and a
+    non-zero value (a new feature with value 0 gets no weight: not
+    inserting it is exact, its state would be that of an absent one).
+    An insertion shifts the rest of its run by one slot: the addresses of
+    the example's slots there move with it (after a growth of the table,
+    every slot is found again).  Returns -1 when memory runs out
+    (the slots made so far hold zeros: the same as absent features)."""
+    cdef Py_ssize_t j, i, size
+    cdef cumulative_adaptive_slot* p
+    cdef char* moved_end
+    cdef char* q
+    cdef bint rebuilt = False
+    for j in range(nnz):
+        if slots[j] != NULL or x[j] == 0.0:
+            continue
+        p = <cumulative_adaptive_slot*>store_find(k.store, keys[j])   # the key may repeat
+        if p == NULL:
+            p = <cumulative_adaptive_slot*>k.store.insert_new(keys[j])
+            if p == NULL:
+                return -1
+            cumulative_adaptive_init(k, p)
+            if k.clocked:
+                cumulative_adaptive_clock(p)[0] = <double>(k.t + 1)
+            moved_end = k.store.shifted_end
+            if moved_end == NULL:
+                rebuilt = True
+            elif not rebuilt:
+                # The slots that were in [p, moved_end) are one slot on
+                # (branch-free: which ones is noise to a branch predictor).
+                size = k.store.slot_size
+                for i in range(nnz):
+                    q = <char*>slots[i]
+                    slots[i] = <cumulative_adaptive_slot*>(q + size * ((q >= <char*>p) & (q < moved_end)))
+        slots[j] = p
+    if rebuilt:
+        for j in range(nnz):
+            if slots[j] != NULL:
+                slots[j] = <cumulative_adaptive_slot*>store_find(k.store, keys[j])
+    return 0
+
+
+cdef double cumulative_adaptive_weight_of(SGDKernel k, char* p) noexcept nogil:
+    if cumulative_adaptive_expired(k, p):
+        return 0.0
+    return cumulative_adaptive_weight(k, <cumulative_adaptive_slot*>p)
+
+
+cdef void cumulative_adaptive_compact(SGDKernel k) noexcept nogil:
+    cdef Py_ssize_t cursor = 0
+    cdef char* p = k.store.next_live(&cursor)
+    cdef bint gone
+    while p != NULL:
+        if cumulative_adaptive_expired(k, p):
+            gone = True
+            k.expired += 1
+        elif cumulative_adaptive_DECAYS_WHILE_ABSENT:
+            gone = cumulative_adaptive_weight(k, <cumulative_adaptive_slot*>p) == 0.0
+        else:
+            gone = cumulative_adaptive_prunable(k, <cumulative_adaptive_slot*>p)
+        if gone:
+            k.store.remove(p)
+            cursor -= 1         # an entry may have moved into the hole
+        p = k.store.next_live(&cursor)
+    k.store.shrink_to_fit()
+
+
+cdef int cumulative_adaptive_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
+                             Py_ssize_t* failed_at) noexcept nogil:
+    cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
+    cdef Py_ssize_t n_done = n_rows
+    cdef int64_t since_check = 0
+    cdef Py_ssize_t i, j, nnz, start, n_cand
+    cdef cumulative_adaptive_slot** slots = <cumulative_adaptive_slot**>malloc((max_nnz + 1) * sizeof(void*))
+    cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    cdef Step st
+    cdef const uint64_t* kp
+    cdef const float* xp
+    cdef cumulative_adaptive_slot* p
+    cdef double y, weight, margin, acc, g, max_x, loss_sum = 0.0
+    cdef double weight_sum = 0.0, n_correct = 0.0
+    cdef double now
+    cdef int status = OK
+    cdef bint expiring = k.expire_after > 0
+    cdef bint sweeping = k.clocked and (expiring or cumulative_adaptive_DECAYS_WHILE_ABSENT)
+    st.wnow = <double*>malloc((max_nnz + 1) * sizeof(double))
+    st.sgn = <signed char*>malloc(max_nnz + 1)
+    st.first = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
+    st.gsum = <double*>malloc((max_nnz + 1) * sizeof(double))
+    st.table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
+    if slots == NULL or cand == NULL or st.wnow == NULL or st.sgn == NULL or st.first == NULL \
+            or st.gsum == NULL or st.table == NULL:
+        free(slots); free(cand); free(st.wnow); free(st.sgn); free(st.first); free(st.gsum)
+        free(st.table)
+        failed_at[0] = 0
+        return E_NOMEM
+    i = 0
+    for i in range(n_rows):
+        start = r.indptr[i]
+        nnz = r.indptr[i + 1] - start
+        kp = r.keys + start
+        xp = values + start
+        if k.store.reserve(nnz) != 0:
+            status = E_NOMEM
+            break
+        # Prefetch the home slots of the example after next, so that its
+        # cache misses overlap the work of this one and the next
+        # (docs/algorithms.md, "The weight store").
+        if i + 2 < n_rows:
+            for j in range(r.indptr[i + 2], r.indptr[i + 3]):
+                store_prefetch(k.store, r.keys[j])
+        y = r.labels[i]
+        if k.loss != LOSS_SQUARED and y == 0.0:
+            y = -1.0
+        weight = r.weights[i] if r.weights != NULL else 1.0
+
+        # 1-2. Find every present feature once; the margin.  With expiry,
+        # an expired feature leaves the store before it is read (its own
+        # loop, so that the loop without expiry is as it was).
+        acc = 0.0
+        max_x = 0.0
+        if expiring:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <cumulative_adaptive_slot*>store_find(k.store, kp[j])
+                if p != NULL and cumulative_adaptive_expired(k, p):
+                    p = cumulative_adaptive_drop_expired(k, kp, j, slots, p)
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = cumulative_adaptive_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
+        else:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <cumulative_adaptive_slot*>store_find(k.store, kp[j])
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = cumulative_adaptive_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
+        margin = acc * k.scale + k.intercept
+        if not isfinite(margin):
+            status = E_MARGIN
+            break
+
+        # 3. Progressive loss and the gradient.
+        g = loss_gradient(k.loss, y, margin)
+        st.eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
+                           k.decay_steps, k.t + 1)
+        st.update = -st.eta * g * weight
+        st.gs = g * weight
+        if not isfinite(st.update) or not isfinite(st.update / k.scale * max_x) \
+                or not isfinite(st.gs * max_x):
+            status = E_UPDATE
+            break
+        if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
+            loss_sum += weight * loss_value(k.loss, y, margin)
+        weight_sum += weight
+        if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+            n_correct += 1
+
+        # Within a batch (SGDKernel.begin), the slots this example changes
+        # are journaled first, so that a failure later in the batch undoes
+        # it (docs/algorithms.md, "Atomic batches"); the keys it adds are
+        # journaled by the store.
+        if k.store.journaling:
+            if store_journal_reserve(k.store, nnz) != 0:
+                status = E_NOMEM
+                break
+            if k.store.journaling:
+                for j in range(nnz):
+                    if slots[j] != NULL:
+                        store_journal_put(k.store, <char*>slots[j], 1)
+
+        # 4. The rule's step, after the features it gives a weight have
+        # their slots (every rule steps only features with a gradient).
+        # With a budget, the example's features are updated now (their
+        # clocks), and room is made for the new ones first.
+        if k.clocked:
+            now = <double>(k.t + 1)
+            for j in range(nnz):
+                if slots[j] != NULL:
+                    cumulative_adaptive_clock(slots[j])[0] = now
+        if st.gs != 0.0:
+            if k.max_features > 0:
+                status = make_room(k, kp, xp, nnz, <void**>slots, &st)
+                if status != OK:
+                    break
+            if cumulative_adaptive_insert_new(k, kp, xp, nnz, slots) != 0:
+                status = E_NOMEM
+                break
+        cumulative_adaptive_step(k, &st, kp, xp, nnz, slots)
+        if k.fit_intercept:
+            k.intercept += st.update
+        # A finite update can still overflow a stored weight or the
+        # intercept: x * 0 is NaN exactly for an infinite or NaN x.  The
+        # example is refused (its batch undone), not stored for the next
+        # example to trip on.
+        acc = k.intercept * 0.0
+        for j in range(nnz):
+            if slots[j] != NULL:
+                acc += (<double*>slots[j])[1] * 0.0
+        if acc != acc:
+            status = E_UPDATE
+            break
+        k.t += 1
+        if cumulative_adaptive_needs_rebase(k):
+            k.store.journal_freeze()    # every slot changes: copy the table once
+            cumulative_adaptive_rebase(k)
+
+        # 5. Pruning.  Entries move when one is removed, so first collect
+        # the keys, then find each again.
+        n_cand = 0
+        for j in range(nnz):
+            p = slots[j]
+            if p != NULL and cumulative_adaptive_prunable(k, p):
+                cand[n_cand] = kp[j]
+                n_cand += 1
+        for j in range(n_cand):
+            p = <cumulative_adaptive_slot*>store_find(k.store, cand[j])
+            if p != NULL and cumulative_adaptive_prunable(k, p):
+                k.store.remove(<char*>p)
+
+        # With a budget or expiry, the periodic sweep (expired features,
+        # weights that decayed to zero) is due after a count of examples.
+        if sweeping and k.t - k.last_compact_t >= sweep_period(k):
+            cumulative_adaptive_compact(k)
+            k.last_compact_t = k.t
+
+        # 6. Every wake_every features, stop early if wake_fd is readable
+        # (the daemon's request socket has something: it answers, then
+        # learns on).  The rows so far are learned completely.
+        if r.wake_fd >= 0:
+            since_check += nnz
+            if since_check >= r.wake_every:
+                since_check = 0
+                if readable(r.wake_fd):
+                    n_done = i + 1
+                    break
+    free(slots); free(cand); free(st.wnow); free(st.sgn); free(st.first); free(st.gsum)
+    free(st.table)
+    failed_at[0] = i if status != OK else n_done
+    out[0] = loss_sum
+    out[1] = weight_sum
+    out[2] = n_correct
+    return status
+
+
+cdef void cumulative_adaptive_margins_f32(SGDKernel k, const int64_t* indptr, Py_ssize_t n_rows,
+                                const uint64_t* keys, const float* values, double* out,
+                                bint probability) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef cumulative_adaptive_slot* p
+    cdef double acc, e
+    cdef bint expiring = k.expire_after > 0
+    for i in range(n_rows):
+        if i + 1 < n_rows:
+            for j in range(indptr[i + 1], indptr[i + 2]):
+                store_prefetch(k.store, keys[j])
+        acc = 0.0
+        for j in range(indptr[i], indptr[i + 1]):
+            p = <cumulative_adaptive_slot*>store_find(k.store, keys[j])
+            if p != NULL and not (expiring and cumulative_adaptive_expired(k, p)):
+                acc += cumulative_adaptive_weight(k, p) * values[j]
+        acc = acc * k.scale + k.intercept
+        if probability:
+            # 1 / (1 + exp(-p)) with exp of a non-positive argument only.
+            if acc >= 0:
+                acc = 1.0 / (1.0 + exp(-acc))
+            else:
+                e = exp(acc)
+                acc = e / (1.0 + e)
+        out[i] = acc
+
+
+cdef int cumulative_adaptive_learn_f64(SGDKernel k, Rows* r, const double* values, double* out,
+                             Py_ssize_t* failed_at) noexcept nogil:
+    cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
+    cdef Py_ssize_t n_done = n_rows
+    cdef int64_t since_check = 0
+    cdef Py_ssize_t i, j, nnz, start, n_cand
+    cdef cumulative_adaptive_slot** slots = <cumulative_adaptive_slot**>malloc((max_nnz + 1) * sizeof(void*))
+    cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    cdef Step st
+    cdef const uint64_t* kp
+    cdef const double* xp
+    cdef cumulative_adaptive_slot* p
+    cdef double y, weight, margin, acc, g, max_x, loss_sum = 0.0
+    cdef double weight_sum = 0.0, n_correct = 0.0
+    cdef double now
+    cdef int status = OK
+    cdef bint expiring = k.expire_after > 0
+    cdef bint sweeping = k.clocked and (expiring or cumulative_adaptive_DECAYS_WHILE_ABSENT)
+    st.wnow = <double*>malloc((max_nnz + 1) * sizeof(double))
+    st.sgn = <signed char*>malloc(max_nnz + 1)
+    st.first = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
+    st.gsum = <double*>malloc((max_nnz + 1) * sizeof(double))
+    st.table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
+    if slots == NULL or cand == NULL or st.wnow == NULL or st.sgn == NULL or st.first == NULL \
+            or st.gsum == NULL or st.table == NULL:
+        free(slots); free(cand); free(st.wnow); free(st.sgn); free(st.first); free(st.gsum)
+        free(st.table)
+        failed_at[0] = 0
+        return E_NOMEM
+    i = 0
+    for i in range(n_rows):
+        start = r.indptr[i]
+        nnz = r.indptr[i + 1] - start
+        kp = r.keys + start
+        xp = values + start
+        if k.store.reserve(nnz) != 0:
+            status = E_NOMEM
+            break
+        # Prefetch the home slots of the example after next, so that its
+        # cache misses overlap the work of this one and the next
+        # (docs/algorithms.md, "The weight store").
+        if i + 2 < n_rows:
+            for j in range(r.indptr[i + 2], r.indptr[i + 3]):
+                store_prefetch(k.store, r.keys[j])
+        y = r.labels[i]
+        if k.loss != LOSS_SQUARED and y == 0.0:
+            y = -1.0
+        weight = r.weights[i] if r.weights != NULL else 1.0
+
+        # 1-2. Find every present feature once; the margin.  With expiry,
+        # an expired feature leaves the store before it is read (its own
+        # loop, so that the loop without expiry is as it was).
+        acc = 0.0
+        max_x = 0.0
+        if expiring:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <cumulative_adaptive_slot*>store_find(k.store, kp[j])
+                if p != NULL and cumulative_adaptive_expired(k, p):
+                    p = cumulative_adaptive_drop_expired(k, kp, j, slots, p)
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = cumulative_adaptive_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
+        else:
+            for j in range(nnz):
+                if fabs(xp[j]) > max_x:
+                    max_x = fabs(xp[j])
+                p = <cumulative_adaptive_slot*>store_find(k.store, kp[j])
+                slots[j] = p
+                if p != NULL:
+                    st.wnow[j] = cumulative_adaptive_weight(k, p)
+                    acc += st.wnow[j] * xp[j]
+                else:
+                    st.wnow[j] = 0.0
+        margin = acc * k.scale + k.intercept
+        if not isfinite(margin):
+            status = E_MARGIN
+            break
+
+        # 3. Progressive loss and the gradient.
+        g = loss_gradient(k.loss, y, margin)
+        st.eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
+                           k.decay_steps, k.t + 1)
+        st.update = -st.eta * g * weight
+        st.gs = g * weight
+        if not isfinite(st.update) or not isfinite(st.update / k.scale * max_x) \
+                or not isfinite(st.gs * max_x):
+            status = E_UPDATE
+            break
+        if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
+            loss_sum += weight * loss_value(k.loss, y, margin)
+        weight_sum += weight
+        if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+            n_correct += 1
+
+        # Within a batch (SGDKernel.begin), the slots this example changes
+        # are journaled first, so that a failure later in the batch undoes
+        # it (docs/algorithms.md, "Atomic batches"); the keys it adds are
+        # journaled by the store.
+        if k.store.journaling:
+            if store_journal_reserve(k.store, nnz) != 0:
+                status = E_NOMEM
+                break
+            if k.store.journaling:
+                for j in range(nnz):
+                    if slots[j] != NULL:
+                        store_journal_put(k.store, <char*>slots[j], 1)
+
+        # 4. The rule's step, after the features it gives a weight have
+        # their slots (every rule steps only features with a gradient).
+        # With a budget, the example's features are updated now (their
+        # clocks), and room is made for the new ones first.
+        if k.clocked:
+            now = <double>(k.t + 1)
+            for j in range(nnz):
+                if slots[j] != NULL:
+                    cumulative_adaptive_clock(slots[j])[0] = now
+        if st.gs != 0.0:
+            if k.max_features > 0:
+                status = make_room(k, kp, xp, nnz, <void**>slots, &st)
+                if status != OK:
+                    break
+            if cumulative_adaptive_insert_new(k, kp, xp, nnz, slots) != 0:
+                status = E_NOMEM
+                break
+        cumulative_adaptive_step(k, &st, kp, xp, nnz, slots)
+        if k.fit_intercept:
+            k.intercept += st.update
+        # A finite update can still overflow a stored weight or the
+        # intercept: x * 0 is NaN exactly for an infinite or NaN x.  The
+        # example is refused (its batch undone), not stored for the next
+        # example to trip on.
+        acc = k.intercept * 0.0
+        for j in range(nnz):
+            if slots[j] != NULL:
+                acc += (<double*>slots[j])[1] * 0.0
+        if acc != acc:
+            status = E_UPDATE
+            break
+        k.t += 1
+        if cumulative_adaptive_needs_rebase(k):
+            k.store.journal_freeze()    # every slot changes: copy the table once
+            cumulative_adaptive_rebase(k)
+
+        # 5. Pruning.  Entries move when one is removed, so first collect
+        # the keys, then find each again.
+        n_cand = 0
+        for j in range(nnz):
+            p = slots[j]
+            if p != NULL and cumulative_adaptive_prunable(k, p):
+                cand[n_cand] = kp[j]
+                n_cand += 1
+        for j in range(n_cand):
+            p = <cumulative_adaptive_slot*>store_find(k.store, cand[j])
+            if p != NULL and cumulative_adaptive_prunable(k, p):
+                k.store.remove(<char*>p)
+
+        # With a budget or expiry, the periodic sweep (expired features,
+        # weights that decayed to zero) is due after a count of examples.
+        if sweeping and k.t - k.last_compact_t >= sweep_period(k):
+            cumulative_adaptive_compact(k)
+            k.last_compact_t = k.t
+
+        # 6. Every wake_every features, stop early if wake_fd is readable
+        # (the daemon's request socket has something: it answers, then
+        # learns on).  The rows so far are learned completely.
+        if r.wake_fd >= 0:
+            since_check += nnz
+            if since_check >= r.wake_every:
+                since_check = 0
+                if readable(r.wake_fd):
+                    n_done = i + 1
+                    break
+    free(slots); free(cand); free(st.wnow); free(st.sgn); free(st.first); free(st.gsum)
+    free(st.table)
+    failed_at[0] = i if status != OK else n_done
+    out[0] = loss_sum
+    out[1] = weight_sum
+    out[2] = n_correct
+    return status
+
+
+cdef void cumulative_adaptive_margins_f64(SGDKernel k, const int64_t* indptr, Py_ssize_t n_rows,
+                                const uint64_t* keys, const double* values, double* out,
+                                bint probability) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef cumulative_adaptive_slot* p
+    cdef double acc, e
+    cdef bint expiring = k.expire_after > 0
+    for i in range(n_rows):
+        if i + 1 < n_rows:
+            for j in range(indptr[i + 1], indptr[i + 2]):
+                store_prefetch(k.store, keys[j])
+        acc = 0.0
+        for j in range(indptr[i], indptr[i + 1]):
+            p = <cumulative_adaptive_slot*>store_find(k.store, keys[j])
+            if p != NULL and not (expiring and cumulative_adaptive_expired(k, p)):
+                acc += cumulative_adaptive_weight(k, p) * values[j]
         acc = acc * k.scale + k.intercept
         if probability:
             # 1 / (1 + exp(-p)) with exp of a non-positive argument only.
@@ -7007,6 +7595,380 @@ cdef int cumulative_first_seen_mb_learn_f64(SGDKernel k, Rows* r, const double* 
         for j in range(n_cand):
             p = <cumulative_first_seen_slot*>store_find(k.store, cand[j])
             if p != NULL and cumulative_first_seen_prunable(k, p):
+                k.store.remove(<char*>p)
+        loss_sum += b_loss
+        weight_sum += b_weight
+        n_correct += b_correct
+        b0 += nb
+        learned[0] = b0
+    free(cand); free(table); free(mb.eta); free(mb.gs); free(mb.upd); free(mb.coef)
+    free(mb.ukeys); free(mb.uslots); free(mb.w0); free(mb.sum); free(mb.need); free(mb.grad)
+    free(mb.sgn); free(mb.idx)
+    if status == OK:
+        failed_at[0] = learned[0]
+    out[0] = loss_sum
+    out[1] = weight_sum
+    out[2] = n_correct
+    return status
+
+
+cdef int cumulative_adaptive_mb_learn_f32(SGDKernel k, Rows* r, const float* values, Py_ssize_t B,
+                                double* out, Py_ssize_t* failed_at,
+                                Py_ssize_t* learned) noexcept nogil:
+    cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
+    cdef Py_ssize_t b0 = 0, nb, b, j, u, i, n_cand, size, mask
+    cdef int64_t base, lo, hi
+    cdef MB mb
+    cdef cumulative_adaptive_slot* p
+    cdef uint64_t key
+    cdef double y, weight, margin, acc, g, max_x, eta, upd, gs, total
+    cdef double loss_sum = 0.0, weight_sum = 0.0, n_correct = 0.0
+    cdef double b_loss, b_weight, b_correct
+    cdef int status = OK
+    cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    cdef Py_ssize_t* table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
+    mb.eta = <double*>malloc((B + 1) * sizeof(double))
+    mb.gs = <double*>malloc((B + 1) * sizeof(double))
+    mb.upd = <double*>malloc((B + 1) * sizeof(double))
+    mb.coef = <double*>malloc((B + 1) * sizeof(double))
+    mb.ukeys = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    mb.uslots = <void**>malloc((max_nnz + 1) * sizeof(void*))
+    mb.w0 = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.sum = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.need = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.grad = <signed char*>malloc(max_nnz + 1)
+    mb.sgn = <signed char*>malloc(max_nnz + 1)
+    mb.idx = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
+    learned[0] = 0
+    if cand == NULL or table == NULL or mb.eta == NULL or mb.gs == NULL or mb.upd == NULL \
+            or mb.coef == NULL or mb.ukeys == NULL or mb.uslots == NULL or mb.w0 == NULL \
+            or mb.sum == NULL or mb.need == NULL or mb.grad == NULL or mb.sgn == NULL \
+            or mb.idx == NULL:
+        status = E_NOMEM
+        failed_at[0] = 0
+        n_rows = 0
+    while b0 < n_rows:
+        nb = B if b0 + B <= n_rows else n_rows - b0
+        mb.n_rows = nb
+        mb.indptr = r.indptr + b0
+        mb.t0 = k.t
+        base = mb.indptr[0]
+
+        # 1. The distinct keys, each found and caught up once.
+        size = group_table_size(mb.indptr[nb] - base)
+        mask = size - 1
+        for i in range(size):
+            table[i] = -1
+        mb.n_keys = 0
+        for j in range(base, mb.indptr[nb]):
+            key = r.keys[j]
+            i = <Py_ssize_t>(fmix64(key) & <uint64_t>mask)
+            while table[i] >= 0 and mb.ukeys[table[i]] != key:
+                i = (i + 1) & mask
+            if table[i] < 0:
+                table[i] = mb.n_keys
+                mb.ukeys[mb.n_keys] = key
+                mb.n_keys += 1
+            mb.idx[j - base] = table[i]
+        # Room first: growing the table moves every slot.
+        if k.store.reserve(mb.n_keys) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
+        for u in range(mb.n_keys):
+            if u + 4 < mb.n_keys:
+                store_prefetch(k.store, mb.ukeys[u + 4])
+            p = <cumulative_adaptive_slot*>store_find(k.store, mb.ukeys[u])
+            mb.uslots[u] = <void*>p
+            mb.w0[u] = cumulative_adaptive_weight(k, p) if p != NULL else 0.0
+            mb.need[u] = 0.0
+            mb.grad[u] = 0
+
+        # 2. Margins from the start weights; losses; gradients.
+        b_loss = b_weight = b_correct = 0.0
+        for b in range(nb):
+            lo = mb.indptr[b]
+            hi = mb.indptr[b + 1]
+            y = r.labels[b0 + b]
+            if k.loss != LOSS_SQUARED and y == 0.0:
+                y = -1.0
+            weight = r.weights[b0 + b] if r.weights != NULL else 1.0
+            acc = 0.0
+            max_x = 0.0
+            for j in range(lo, hi):
+                if fabs(values[j]) > max_x:
+                    max_x = fabs(values[j])
+                acc += mb.w0[mb.idx[j - base]] * values[j]
+            margin = acc * k.scale + k.intercept
+            if not isfinite(margin):
+                status = E_MARGIN
+                failed_at[0] = b0 + b
+                break
+            g = loss_gradient(k.loss, y, margin)
+            eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
+                            k.decay_steps, k.t + 1 + b)
+            upd = -eta * g * weight
+            gs = g * weight
+            if not isfinite(upd) or not isfinite(upd / k.scale * max_x) \
+                    or not isfinite(gs * max_x):
+                status = E_UPDATE
+                failed_at[0] = b0 + b
+                break
+            mb.eta[b] = eta
+            mb.upd[b] = upd
+            mb.gs[b] = gs
+            if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
+                b_loss += weight * loss_value(k.loss, y, margin)
+            b_weight += weight
+            if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+                b_correct += 1
+            if gs != 0.0:
+                for j in range(lo, hi):
+                    u = mb.idx[j - base]
+                    mb.grad[u] = 1
+                    if values[j] != 0.0:
+                        mb.need[u] = 1.0
+        if status != OK:
+            break
+
+        # Within a batch (SGDKernel.begin), the slots this mini-batch
+        # changes are journaled first (docs/algorithms.md, "Atomic batches").
+        if k.store.journaling:
+            if store_journal_reserve(k.store, mb.n_keys) != 0:
+                status = E_NOMEM
+                failed_at[0] = b0
+                break
+            if k.store.journaling:
+                for u in range(mb.n_keys):
+                    if mb.uslots[u] != NULL:
+                        store_journal_put(k.store, <char*>mb.uslots[u], 1)
+
+        # 3. Slots for the keys the mini-batch gives a weight.
+        if cumulative_adaptive_insert_new(k, mb.ukeys, mb.need, mb.n_keys,
+                                 <cumulative_adaptive_slot**>mb.uslots) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
+
+        # 4. The rule's one update per key, the penalty of the B steps.
+        cumulative_adaptive_mb_step(k, &mb, values)
+
+        # 5. Intercept, clocks, pruning.
+        if k.fit_intercept:
+            total = 0.0
+            for b in range(nb):
+                total += mb.upd[b]
+            k.intercept += total
+        # As in the sequential loop: a weight or intercept the update made
+        # infinite refuses the mini-batch (its batch is undone).
+        acc = k.intercept * 0.0
+        for u in range(mb.n_keys):
+            if mb.uslots[u] != NULL:
+                acc += (<double*>mb.uslots[u])[1] * 0.0
+        if acc != acc:
+            status = E_UPDATE
+            failed_at[0] = b0
+            break
+        k.t += nb
+        if cumulative_adaptive_needs_rebase(k):
+            k.store.journal_freeze()    # every slot changes: copy the table once
+            cumulative_adaptive_rebase(k)
+        n_cand = 0
+        for u in range(mb.n_keys):
+            p = <cumulative_adaptive_slot*>mb.uslots[u]
+            if p != NULL and cumulative_adaptive_prunable(k, p):
+                cand[n_cand] = mb.ukeys[u]
+                n_cand += 1
+        for j in range(n_cand):
+            p = <cumulative_adaptive_slot*>store_find(k.store, cand[j])
+            if p != NULL and cumulative_adaptive_prunable(k, p):
+                k.store.remove(<char*>p)
+        loss_sum += b_loss
+        weight_sum += b_weight
+        n_correct += b_correct
+        b0 += nb
+        learned[0] = b0
+    free(cand); free(table); free(mb.eta); free(mb.gs); free(mb.upd); free(mb.coef)
+    free(mb.ukeys); free(mb.uslots); free(mb.w0); free(mb.sum); free(mb.need); free(mb.grad)
+    free(mb.sgn); free(mb.idx)
+    if status == OK:
+        failed_at[0] = learned[0]
+    out[0] = loss_sum
+    out[1] = weight_sum
+    out[2] = n_correct
+    return status
+
+
+cdef int cumulative_adaptive_mb_learn_f64(SGDKernel k, Rows* r, const double* values, Py_ssize_t B,
+                                double* out, Py_ssize_t* failed_at,
+                                Py_ssize_t* learned) noexcept nogil:
+    cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
+    cdef Py_ssize_t b0 = 0, nb, b, j, u, i, n_cand, size, mask
+    cdef int64_t base, lo, hi
+    cdef MB mb
+    cdef cumulative_adaptive_slot* p
+    cdef uint64_t key
+    cdef double y, weight, margin, acc, g, max_x, eta, upd, gs, total
+    cdef double loss_sum = 0.0, weight_sum = 0.0, n_correct = 0.0
+    cdef double b_loss, b_weight, b_correct
+    cdef int status = OK
+    cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    cdef Py_ssize_t* table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
+    mb.eta = <double*>malloc((B + 1) * sizeof(double))
+    mb.gs = <double*>malloc((B + 1) * sizeof(double))
+    mb.upd = <double*>malloc((B + 1) * sizeof(double))
+    mb.coef = <double*>malloc((B + 1) * sizeof(double))
+    mb.ukeys = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
+    mb.uslots = <void**>malloc((max_nnz + 1) * sizeof(void*))
+    mb.w0 = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.sum = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.need = <double*>malloc((max_nnz + 1) * sizeof(double))
+    mb.grad = <signed char*>malloc(max_nnz + 1)
+    mb.sgn = <signed char*>malloc(max_nnz + 1)
+    mb.idx = <Py_ssize_t*>malloc((max_nnz + 1) * sizeof(Py_ssize_t))
+    learned[0] = 0
+    if cand == NULL or table == NULL or mb.eta == NULL or mb.gs == NULL or mb.upd == NULL \
+            or mb.coef == NULL or mb.ukeys == NULL or mb.uslots == NULL or mb.w0 == NULL \
+            or mb.sum == NULL or mb.need == NULL or mb.grad == NULL or mb.sgn == NULL \
+            or mb.idx == NULL:
+        status = E_NOMEM
+        failed_at[0] = 0
+        n_rows = 0
+    while b0 < n_rows:
+        nb = B if b0 + B <= n_rows else n_rows - b0
+        mb.n_rows = nb
+        mb.indptr = r.indptr + b0
+        mb.t0 = k.t
+        base = mb.indptr[0]
+
+        # 1. The distinct keys, each found and caught up once.
+        size = group_table_size(mb.indptr[nb] - base)
+        mask = size - 1
+        for i in range(size):
+            table[i] = -1
+        mb.n_keys = 0
+        for j in range(base, mb.indptr[nb]):
+            key = r.keys[j]
+            i = <Py_ssize_t>(fmix64(key) & <uint64_t>mask)
+            while table[i] >= 0 and mb.ukeys[table[i]] != key:
+                i = (i + 1) & mask
+            if table[i] < 0:
+                table[i] = mb.n_keys
+                mb.ukeys[mb.n_keys] = key
+                mb.n_keys += 1
+            mb.idx[j - base] = table[i]
+        # Room first: growing the table moves every slot.
+        if k.store.reserve(mb.n_keys) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
+        for u in range(mb.n_keys):
+            if u + 4 < mb.n_keys:
+                store_prefetch(k.store, mb.ukeys[u + 4])
+            p = <cumulative_adaptive_slot*>store_find(k.store, mb.ukeys[u])
+            mb.uslots[u] = <void*>p
+            mb.w0[u] = cumulative_adaptive_weight(k, p) if p != NULL else 0.0
+            mb.need[u] = 0.0
+            mb.grad[u] = 0
+
+        # 2. Margins from the start weights; losses; gradients.
+        b_loss = b_weight = b_correct = 0.0
+        for b in range(nb):
+            lo = mb.indptr[b]
+            hi = mb.indptr[b + 1]
+            y = r.labels[b0 + b]
+            if k.loss != LOSS_SQUARED and y == 0.0:
+                y = -1.0
+            weight = r.weights[b0 + b] if r.weights != NULL else 1.0
+            acc = 0.0
+            max_x = 0.0
+            for j in range(lo, hi):
+                if fabs(values[j]) > max_x:
+                    max_x = fabs(values[j])
+                acc += mb.w0[mb.idx[j - base]] * values[j]
+            margin = acc * k.scale + k.intercept
+            if not isfinite(margin):
+                status = E_MARGIN
+                failed_at[0] = b0 + b
+                break
+            g = loss_gradient(k.loss, y, margin)
+            eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
+                            k.decay_steps, k.t + 1 + b)
+            upd = -eta * g * weight
+            gs = g * weight
+            if not isfinite(upd) or not isfinite(upd / k.scale * max_x) \
+                    or not isfinite(gs * max_x):
+                status = E_UPDATE
+                failed_at[0] = b0 + b
+                break
+            mb.eta[b] = eta
+            mb.upd[b] = upd
+            mb.gs[b] = gs
+            if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
+                b_loss += weight * loss_value(k.loss, y, margin)
+            b_weight += weight
+            if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+                b_correct += 1
+            if gs != 0.0:
+                for j in range(lo, hi):
+                    u = mb.idx[j - base]
+                    mb.grad[u] = 1
+                    if values[j] != 0.0:
+                        mb.need[u] = 1.0
+        if status != OK:
+            break
+
+        # Within a batch (SGDKernel.begin), the slots this mini-batch
+        # changes are journaled first (docs/algorithms.md, "Atomic batches").
+        if k.store.journaling:
+            if store_journal_reserve(k.store, mb.n_keys) != 0:
+                status = E_NOMEM
+                failed_at[0] = b0
+                break
+            if k.store.journaling:
+                for u in range(mb.n_keys):
+                    if mb.uslots[u] != NULL:
+                        store_journal_put(k.store, <char*>mb.uslots[u], 1)
+
+        # 3. Slots for the keys the mini-batch gives a weight.
+        if cumulative_adaptive_insert_new(k, mb.ukeys, mb.need, mb.n_keys,
+                                 <cumulative_adaptive_slot**>mb.uslots) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
+
+        # 4. The rule's one update per key, the penalty of the B steps.
+        cumulative_adaptive_mb_step(k, &mb, values)
+
+        # 5. Intercept, clocks, pruning.
+        if k.fit_intercept:
+            total = 0.0
+            for b in range(nb):
+                total += mb.upd[b]
+            k.intercept += total
+        # As in the sequential loop: a weight or intercept the update made
+        # infinite refuses the mini-batch (its batch is undone).
+        acc = k.intercept * 0.0
+        for u in range(mb.n_keys):
+            if mb.uslots[u] != NULL:
+                acc += (<double*>mb.uslots[u])[1] * 0.0
+        if acc != acc:
+            status = E_UPDATE
+            failed_at[0] = b0
+            break
+        k.t += nb
+        if cumulative_adaptive_needs_rebase(k):
+            k.store.journal_freeze()    # every slot changes: copy the table once
+            cumulative_adaptive_rebase(k)
+        n_cand = 0
+        for u in range(mb.n_keys):
+            p = <cumulative_adaptive_slot*>mb.uslots[u]
+            if p != NULL and cumulative_adaptive_prunable(k, p):
+                cand[n_cand] = mb.ukeys[u]
+                n_cand += 1
+        for j in range(n_cand):
+            p = <cumulative_adaptive_slot*>store_find(k.store, cand[j])
+            if p != NULL and cumulative_adaptive_prunable(k, p):
                 k.store.remove(<char*>p)
         loss_sum += b_loss
         weight_sum += b_weight

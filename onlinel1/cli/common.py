@@ -79,7 +79,8 @@ LEARNER_FLAGS = (("--loss", "loss"), ("--update", "update"), ("--l1", "l1"), ("-
                  ("--ftrl-beta", "ftrl_beta"), ("--spred-init", "spred_init"),
                  ("--spred-threshold", "spred_threshold"), ("--max-features", "max_features"),
                  ("--expire-after-examples", "expire_after_examples"), ("-q", "interactions"),
-                 ("--namespaced-integers", "namespaced_integers"), ("--minibatch", "minibatch"))
+                 ("--namespaced-integers", "namespaced_integers"), ("--minibatch", "minibatch"),
+                 ("--adaptive", "adaptive"))
 #: The flag of each LearnerOptions field that has one.
 FLAG_OF = {field: flag for flag, field in LEARNER_FLAGS}
 
@@ -109,8 +110,9 @@ def add_learner_arguments(parser: argparse.ArgumentParser, with_defaults: bool =
     g.add_argument("--l2", type=float, default=default(d.l2), metavar="X",
                    help=f"L2 penalty (with --l1, the elastic net): {penalty_help('l2')} "
                         f"(default: {d.l2})")
-    g.add_argument("--eta0", type=float, default=default(d.eta0), metavar="X",
-                   help=f"initial step size (default: {d.eta0})")
+    g.add_argument("--eta0", "-l", type=float, default=default(d.eta0), metavar="X",
+                   help=f"initial step size; -l is Vowpal Wabbit's name for it (default: "
+                        f"{d.eta0})")
     g.add_argument("--schedule", choices=SCHEDULES, default=default(d.schedule),
                    help=f"step size: eta0, eta0/t^power_t, or eta0*decay_rate^(t/decay_steps) "
                         f"(default: {d.schedule})")
@@ -131,7 +133,7 @@ def add_learner_arguments(parser: argparse.ArgumentParser, with_defaults: bool =
                    metavar="X", help="truncated: only weights with |w| <= X are truncated "
                                      "(default: inf)")
     g.add_argument("--adagrad-delta", type=float, default=default(d.adagrad_delta), metavar="X",
-                   help=f"adagrad-fobos: step eta0/sqrt(X + sum of squared gradients) "
+                   help=f"adagrad-fobos and --adaptive: step eta0/sqrt(X + sum of squared gradients) "
                         f"(default: {d.adagrad_delta:g})")
     g.add_argument("--ftrl-beta", type=float, default=default(d.ftrl_beta), metavar="X",
                    help=f"ftrl: beta of the per-coordinate rate (alpha is --eta0) "
@@ -155,6 +157,13 @@ def add_learner_arguments(parser: argparse.ArgumentParser, with_defaults: bool =
                         "summed gradients and its rule's penalty of the B steps; 1: the "
                         "sequential rule (docs/algorithms.md, \"Mini-batches\"; not with "
                         "--max-features or --expire-after-examples) (default: 1)")
+    g.add_argument("--adaptive", action="store_const", const=True,
+                   default=False if with_defaults else None,
+                   help="per-coordinate adaptive steps eta0/sqrt(--adagrad-delta + sum of the "
+                        "feature's squared gradients), as AdaGrad and Vowpal Wabbit's default: "
+                        "for cumulative (origin first-seen) and fobos (then the same as "
+                        "adagrad-fobos); the schedule sets only the intercept's step "
+                        "(docs/algorithms.md, \"Adaptive steps\")")
     g.add_argument("--no-intercept", action="store_const", const=True,
                    default=False if with_defaults else None,
                    help="do not learn a bias term")

@@ -97,6 +97,10 @@ fobos_SPEC = RuleSpec(
     state={"start": ("last_clock",), "first-seen": ("last_clock",)},
     title="FOBOS (Duchi & Singer 2009)",
     options=(), validate=None, decays_while_absent=bool(fobos_DECAYS_WHILE_ABSENT))
+# FOBOS with AdaGrad's per-coordinate steps is AdaGrad-FOBOS (docs/algorithms.md,
+# "Adaptive steps"): adaptive=True runs that rule's kernel, bit for bit.
+fobos_SPEC.add_adaptive({origin: ("adagrad_fobos", ("grad_sq_sum", "last_step"))
+                         for origin in ("start", "first-seen")})
 
 
 cdef int fobos_mb_step(SGDKernel k, MB* mb, const floating* x) noexcept nogil:
