@@ -32,6 +32,8 @@ OPTIONS = [
     dict(update="spred", l1=1e-2),
     dict(update="fobos", l1=1e-3, max_features=60),             # evictions
     dict(update="cumulative", l1=1e-4, expire_after_examples=40),   # expiry
+    dict(update="cumulative", l1=1e-3, origin="first-seen", adaptive=True, l2=1e-3),
+    dict(update="fobos", l1=1e-3, adaptive=True),
 ]
 
 

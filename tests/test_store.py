@@ -627,10 +627,19 @@ def test_millions_of_operations_against_dict():
 
 # ---------------------------------------------------------------- error paths
 
-@pytest.mark.parametrize("n_aux", [-1, 3, 100])
-def test_bad_n_aux(n_aux):
+@pytest.mark.parametrize("n_aux, clocked", [(-1, False), (4, False), (100, False),
+                                             (3, True)])
+def test_bad_n_aux(n_aux, clocked):
     with pytest.raises(ValueError, match="n_aux"):
-        WeightStore(n_aux)
+        WeightStore(n_aux, clocked)
+
+
+def test_three_state_words_make_a_40_byte_slot():
+    store = WeightStore(3)
+    assert store.slot_size == 40
+    store.set(9, 1.5, 2.0, 3.0, 4.0)
+    assert store.get(9) == (1.5, 2.0, 3.0, 4.0)
+    assert WeightStore(2, clocked=True).slot_size == 40
 
 
 @pytest.mark.parametrize("n_aux", [0, 1, 2])

@@ -279,14 +279,9 @@ cdef class SGDKernel:
         self.evicted = 0
         self.expired = 0
         self.evict_floor = 0.0
-        n_state = len(spec.state_for(options))
-        if n_state < STORE_MAX_AUX:
-            self.store = WeightStore(n_state, self.clocked)
-        else:
-            # A kernel with three state words (no budget: the options refuse
-            # one) keeps its third in the store's clock word.
-            assert not self.clocked
-            self.store = WeightStore(n_state - 1, True)
+        # Up to three state words, or two and the budget's clock (the
+        # options refuse three with a budget).
+        self.store = WeightStore(len(spec.state_for(options)), self.clocked)
         self.t = 0
         self.scale = 1.0
         self.intercept = 0.0

@@ -137,7 +137,7 @@ cdef inline uint64_t slot_hash(const char* p) noexcept nogil:
 cdef class WeightStore:
     """Open-addressing hash table from uint64 keys to (weight, state) slots.
 
-    ``WeightStore(n_aux)`` holds a weight and ``n_aux`` (0 to 2) extra
+    ``WeightStore(n_aux)`` holds a weight and ``n_aux`` (0 to 3; 0 to 2 with a clock) extra
     float64 state values per key.  ``WeightStore(n_aux, clocked=True)``
     adds one more, last: the clock of the feature's last update (an
     example count, for the memory budget and expiry; ``evict_oldest``),
@@ -147,8 +147,9 @@ cdef class WeightStore:
     """
 
     def __cinit__(self, int n_aux=0, bint clocked=False):
-        if n_aux < 0 or n_aux > STORE_MAX_AUX - 1:    # the last word is the clock's
-            raise ValueError(f"n_aux must be between 0 and {STORE_MAX_AUX - 1}, got {n_aux}")
+        if n_aux < 0 or n_aux + clocked > STORE_MAX_AUX:    # the clock takes one word
+            raise ValueError(f"n_aux must be between 0 and {STORE_MAX_AUX - clocked}"
+                             f"{' with a clock' if clocked else ''}, got {n_aux}")
         self.n_aux = n_aux + clocked
         self.clock_word = 1 + self.n_aux if clocked else 0
         self.slot_size = 8 * (2 + self.n_aux)

@@ -8,8 +8,8 @@
 # first-seen only: a weight that is exactly 0 leaves the store, and one
 # that comes back starts afresh (G_i = u_i = q_i = 0), so after every step
 # a stored weight has q_i = -sign(w_i) u_i(a) and the slot keeps u_i(a)
-# instead of q_i.  Three state words: the store's clock word is the third,
-# so a memory budget (a fourth word) is refused.
+# instead of q_i.  Three state words (a 40-byte slot, the store's most), so
+# a memory budget (its clock would be a fourth word) is refused.
 
 cdef enum:
     cumulative_adaptive_DECAYS_WHILE_ABSENT = 0
