@@ -198,7 +198,7 @@ def test_the_decoder_gives_namespace_ids_and_keys_as_the_python_helpers(namespac
     from onlinel1.io.interactions import namespace_id
     from onlinel1.io.hashing import namespace_hash
     from onlinel1.server.protocol import Rows
-    from onlinel1.server.trainer import decode_rows_crossed
+    from onlinel1.server.protocol import decode_rows
     from onlinel1.options import LearnerOptions
     rows = [{"label": 1, "features": {"x": 1.0, 5: 2.0},
              "namespaces": {"user": {"u7": 1.0, 42: 0.5, "007": 3.0}, "": {"e": 1.0},
@@ -227,7 +227,7 @@ def test_the_decoder_gives_namespace_ids_and_keys_as_the_python_helpers(namespac
     assert out[8].tolist() == want_ids
     names: dict[int, str] = {}
     options = LearnerOptions(interactions=["uu"], namespaced_integers=namespaced)
-    batch = decode_rows_crossed(rows_value, True, names, None, options)
+    batch = decode_rows(rows_value, True, names, None, options)
     assert batch.keys[:len(want_keys)].tolist() == want_keys
     # "uu": the 3 features of user crossed with repetition (3 * 4 / 2 pairs);
     # "\u00fcber" starts with the byte 0xC3, not "u".

@@ -19,8 +19,8 @@ its own features.
 >>> int(crossed.keys[3]) == cross_keys(1, 3)
 True
 
-The daemon crosses row-wise messages so (``onlinel1/server/trainer.py``,
-``decode_rows_crossed``): the wire decoder (``wire.convert`` with
+The daemon crosses row-wise messages so (``onlinel1/server/protocol.py``,
+``decode_rows`` with the model's options): the wire decoder (``wire.convert`` with
 ``with_namespace_ids``) writes ``namespace_id`` of each feature's
 namespace beside the CSR arrays, in the same pass, and applies the model's
 ``namespaced_integers`` to integer names; if the model's

@@ -30,8 +30,10 @@ import msgpack
 import numpy as np
 
 from onlinel1._kernels import wire
+from onlinel1._kernels.parse import INTERACTIONS_BATCH_NNZ
 from onlinel1.batch import Batch, BatchError
 from onlinel1.io import feature_key
+from onlinel1.io.interactions import InteractionLimitError, cross_arrays
 from onlinel1.names import DEFAULT_MODEL, check_model_name
 
 VERSION = 1
@@ -432,11 +434,27 @@ def _record_names(rows: Rows, keys: np.ndarray, name_pos: np.ndarray, namespace_
         names[key] = f"{_value_at(rows.buf, ns_at)}^{name}" if ns_at >= 0 else name
 
 
+#: A row-wise batch crossed with a model's interactions holds at most this
+#: many features (own and crossed, 16 bytes each: 512 MiB), the VW reader's
+#: bound of a batch with interactions (docs/formats.md, "Interactions").
+MAX_CROSSED_NNZ = INTERACTIONS_BATCH_NNZ
+
+
 def decode_rows(rows: Any, need_labels: bool, names: dict[int, str] | None = None,
-                max_rows: int | None = None) -> Batch:
+                max_rows: int | None = None, options: Any = None) -> Batch:
     """The Batch of a ``rows`` value (a ``Rows`` of a message, or a Python
     list of row maps), read straight into arrays; the names of new string
-    features go into ``names`` if it is a dict."""
+    features go into ``names`` if it is a dict.
+
+    With learner ``options``, the rows read as that model reads them: its
+    ``namespaced_integers`` (the keys of integer names in a named
+    namespace) and its ``interactions``, applied to the rows' namespaces
+    as the VW reader applies them to a line's (docs/formats.md,
+    "Interactions"; docs/protocol.md, "Interactions").  The wire decoder
+    gives each feature's namespace id in the same pass; crossing is one
+    compiled loop (cross_arrays), bounded per row (MAX_CROSSED_PER_ROW)
+    and per batch (MAX_CROSSED_NNZ), both counted before anything is
+    allocated: beyond, ``bad_batch``."""
     if isinstance(rows, list):
         rows = Rows.of(rows)
     if not isinstance(rows, Rows):
@@ -444,13 +462,26 @@ def decode_rows(rows: Any, need_labels: bool, names: dict[int, str] | None = Non
     if max_rows is not None and rows.items > max_rows:
         raise ProtocolError(TOO_LARGE, f"the batch has {rows.items} rows, more than "
                                        f"max_request_rows ({max_rows})")
+    interactions = options.interactions if options is not None else ()
+    namespaced = bool(options is not None and options.namespaced_integers)
     out = wire.convert(rows.buf, rows.start, rows.end, rows.entries, need_labels,
-                       names is not None)
+                       names is not None, bool(interactions), namespaced)
     if out[0]:
         raise _row_error(rows.buf, *out)
-    _, indptr, keys, values, labels, weights, name_pos, namespace_pos = out
+    indptr, keys, values, labels, weights, name_pos, namespace_pos = out[1:8]
     if names is not None:
         _record_names(rows, keys, name_pos, namespace_pos, names)
+    if interactions:
+        try:
+            indptr, keys, values = cross_arrays(indptr, keys, values, out[8], interactions,
+                                                max_nnz=MAX_CROSSED_NNZ)
+        except InteractionLimitError as exc:
+            where = "the batch" if exc.row is None else f"rows[{exc.row}]"
+            raise ProtocolError(BAD_BATCH,
+                                f"{where}: the model's interactions "
+                                f"({','.join(interactions)}) would give {exc.count} "
+                                f"features or more, more than {exc.limit}: send fewer rows "
+                                f"at a time") from None
     try:
         return Batch(indptr, keys, values, labels, weights)
     except BatchError as exc:
@@ -458,16 +489,19 @@ def decode_rows(rows: Any, need_labels: bool, names: dict[int, str] | None = Non
 
 
 def decode_batch(msg: Mapping[str, Any], need_labels: bool,
-                 names: dict[int, str] | None = None, max_rows: int | None = None) -> Batch:
+                 names: dict[int, str] | None = None, max_rows: int | None = None,
+                 options: Any = None) -> Batch:
     """The examples of a train/learn/predict message (``rows`` or ``csr``);
     the names of new string features go into ``names`` if it is a dict.
     A batch of more than ``max_rows`` rows is ``too_large``, refused before
-    a row-wise one is decoded."""
+    a row-wise one is decoded.  ``options``: those of the model, for
+    ``decode_rows`` (a columnar batch carries no namespaces: producers
+    send it crossed)."""
     has_rows, has_csr = "rows" in msg, "csr" in msg
     if has_rows == has_csr:
         raise ProtocolError(BAD_REQUEST, "give the examples as exactly one of 'rows' or 'csr'")
     if has_rows:
-        return decode_rows(msg["rows"], need_labels, names, max_rows)
+        return decode_rows(msg["rows"], need_labels, names, max_rows, options)
     batch = decode_csr(msg["csr"], need_labels)
     if max_rows is not None and batch.n_rows > max_rows:
         raise ProtocolError(TOO_LARGE, f"the batch has {batch.n_rows} rows, more than "

@@ -15,12 +15,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from onlinel1._kernels import wire
 from onlinel1._kernels.csr import slice_end
-from onlinel1._kernels.parse import INTERACTIONS_BATCH_NNZ
 from onlinel1.batch import Batch
 from onlinel1.errors import BatchError, NumericError, StoreFullError, stopped_message
-from onlinel1.io.interactions import InteractionLimitError, cross_arrays
 from onlinel1.learner import Learner
 from onlinel1.server import protocol
 from onlinel1.server.config import DaemonConfig
@@ -31,10 +28,6 @@ from onlinel1.server.stats import MAX_PRODUCERS, Stats
 #: A learning call covers at most this many slices (config.slice_nnz each);
 #: the kernel stops sooner, after the slice in which a request arrives.
 MAX_SLICES_PER_CALL = 8
-#: A row-wise batch crossed with a model's interactions holds at most this
-#: many features (own and crossed, 16 bytes each: 512 MiB), the VW reader's
-#: bound of a batch with interactions (docs/formats.md, "Interactions").
-MAX_CROSSED_NNZ = INTERACTIONS_BATCH_NNZ
 #: The magnitude checks read this many entries at a time (their temporaries
 #: stay small whatever the batch).
 CHECK_CHUNK = 1 << 16
@@ -100,48 +93,6 @@ class TrainingBatch(Batch):
         for field in Batch.__slots__:
             setattr(self, field, getattr(batch, field))
         self.new_names = new_names
-
-
-def decode_rows_crossed(rows: Any, need_labels: bool, names: dict[int, str] | None,
-                        max_rows: int | None, options: Any) -> Batch:
-    """``protocol.decode_rows`` for a model whose options change how rows
-    read: its ``namespaced_integers`` (the keys of integer names in a
-    named namespace) and its ``interactions``, applied to the rows'
-    namespaces as the VW reader applies them to a line's
-    (docs/formats.md, "Interactions"; docs/protocol.md, "Interactions").
-    The wire decoder gives each feature's namespace id in the same pass
-    (wire.convert); crossing is one compiled loop (cross_arrays), bounded
-    per row (MAX_CROSSED_PER_ROW) and per batch (MAX_CROSSED_NNZ), both
-    counted before anything is allocated: beyond, ``bad_batch``."""
-    if isinstance(rows, list):
-        rows = protocol.Rows.of(rows)
-    if not isinstance(rows, protocol.Rows):
-        raise ProtocolError(protocol.BAD_REQUEST, "rows must be an array of examples")
-    if max_rows is not None and rows.items > max_rows:
-        raise ProtocolError(protocol.TOO_LARGE, f"the batch has {rows.items} rows, more than "
-                                                f"max_request_rows ({max_rows})")
-    out = wire.convert(rows.buf, rows.start, rows.end, rows.entries, need_labels,
-                       names is not None, True, bool(options.namespaced_integers))
-    if out[0]:
-        raise protocol._row_error(rows.buf, *out)
-    _, indptr, keys, values, labels, weights, name_pos, namespace_pos, ids = out
-    if names is not None:
-        protocol._record_names(rows, keys, name_pos, namespace_pos, names)
-    if options.interactions:
-        try:
-            indptr, keys, values = cross_arrays(indptr, keys, values, ids, options.interactions,
-                                                max_nnz=MAX_CROSSED_NNZ)
-        except InteractionLimitError as exc:
-            where = "the batch" if exc.row is None else f"rows[{exc.row}]"
-            raise ProtocolError(protocol.BAD_BATCH,
-                                f"{where}: the model's interactions "
-                                f"({','.join(options.interactions)}) would give {exc.count} "
-                                f"features or more, more than {exc.limit}: send fewer rows "
-                                f"at a time") from None
-    try:
-        return Batch(indptr, keys, values, labels, weights)
-    except BatchError as exc:
-        raise ProtocolError(protocol.BAD_BATCH, f"rows: {exc}") from None
 
 
 @dataclasses.dataclass
@@ -220,14 +171,9 @@ class Trainer:
         new_names = None
         if names is None and learning and self.names is not None:
             names = new_names = NewNames(self.names)
-        options = self.learner.options
-        if "rows" in msg and "csr" not in msg and (options.interactions
-                                                   or options.namespaced_integers):
-            batch = decode_rows_crossed(msg["rows"], learning, names,
-                                        self.config.max_request_rows, options)
-        else:
-            batch = protocol.decode_batch(msg, need_labels=learning, names=names,
-                                          max_rows=self.config.max_request_rows)
+        batch = protocol.decode_batch(msg, need_labels=learning, names=names,
+                                      max_rows=self.config.max_request_rows,
+                                      options=self.learner.options)
         self.check(batch, learning)
         return TrainingBatch(batch, new_names) if learning else batch
 
