@@ -20,7 +20,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from onlinel1._kernels.sgd import RULES, STATE_COLUMNS, SGDKernel
+from onlinel1._kernels.sgd import RULES, SGDKernel
 from onlinel1.batch import Batch, BatchError
 from onlinel1.errors import NumericError, StoreFullError
 from onlinel1.options import LearnerOptions
@@ -37,7 +37,7 @@ CLOCK_COLUMN = "last_update"
 
 def state_columns(options: LearnerOptions) -> tuple[str, ...]:
     """The names of the per-feature state columns of a learner with
-    ``options``: its rule's (``STATE_COLUMNS``), then the clock column if
+    ``options``: its rule's (``RuleSpec.state_for``), then the clock column if
     a memory budget or expiry is on."""
     columns = RULES[options.update].state_for(options)
     return columns + (CLOCK_COLUMN,) if options.budgeted else columns
