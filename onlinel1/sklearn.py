@@ -85,7 +85,8 @@ class _L1SGD(BaseEstimator):
                  truncate_every: int = 1, truncate_theta: float = math.inf,
                  adagrad_delta: float = 1e-8, ftrl_beta: float = 1.0, spred_init: float = 1.0,
                  spred_threshold: float = 1e-6, max_features: int = 0,
-                 expire_after_examples: int = 0, max_iter: int = 5, shuffle: bool = True,
+                 expire_after_examples: int = 0, adaptive: bool = False,
+                 max_iter: int = 5, shuffle: bool = True,
                  random_state: Any = None, features: str = "auto") -> None:
         self.update = update
         self.l1 = l1
@@ -105,6 +106,7 @@ class _L1SGD(BaseEstimator):
         self.spred_threshold = spred_threshold
         self.max_features = max_features
         self.expire_after_examples = expire_after_examples
+        self.adaptive = adaptive
         self.max_iter = max_iter
         self.shuffle = shuffle
         self.random_state = random_state
@@ -122,13 +124,14 @@ class _L1SGD(BaseEstimator):
             "update", "l1", "l2", "eta0", "schedule", "power_t", "decay_rate", "decay_steps",
             "origin", "fit_intercept", "truncate_every", "truncate_theta", "adagrad_delta",
             "ftrl_beta", "spred_init", "spred_threshold", "max_features",
-            "expire_after_examples")}
+            "expire_after_examples", "adaptive")}
         for name in ("l1", "l2", "eta0", "power_t", "decay_rate", "decay_steps",
                      "adagrad_delta", "ftrl_beta", "spred_init", "spred_threshold"):
             if isinstance(fields[name], np.floating | np.integer):
                 fields[name] = float(fields[name])
-        if isinstance(fields["fit_intercept"], np.bool_):
-            fields["fit_intercept"] = bool(fields["fit_intercept"])
+        for name in ("fit_intercept", "adaptive"):
+            if isinstance(fields[name], np.bool_):
+                fields[name] = bool(fields[name])
         return LearnerOptions(loss=self._learner_loss(), **fields)
 
     def _check_params(self) -> None:
@@ -299,7 +302,8 @@ class L1SGDClassifier(ClassifierMixin, _L1SGD):
                  truncate_every: int = 1, truncate_theta: float = math.inf,
                  adagrad_delta: float = 1e-8, ftrl_beta: float = 1.0, spred_init: float = 1.0,
                  spred_threshold: float = 1e-6, max_features: int = 0,
-                 expire_after_examples: int = 0, max_iter: int = 5, shuffle: bool = True,
+                 expire_after_examples: int = 0, adaptive: bool = False,
+                 max_iter: int = 5, shuffle: bool = True,
                  random_state: Any = None, features: str = "auto") -> None:
         self.loss = loss
         super().__init__(update=update, l1=l1, l2=l2, eta0=eta0, schedule=schedule,
@@ -309,6 +313,7 @@ class L1SGDClassifier(ClassifierMixin, _L1SGD):
                          adagrad_delta=adagrad_delta, ftrl_beta=ftrl_beta,
                          spred_init=spred_init, spred_threshold=spred_threshold,
                          max_features=max_features, expire_after_examples=expire_after_examples,
+                         adaptive=adaptive,
                          max_iter=max_iter, shuffle=shuffle, random_state=random_state,
                          features=features)
 
@@ -418,7 +423,8 @@ class L1SGDRegressor(RegressorMixin, _L1SGD):
                  truncate_every: int = 1, truncate_theta: float = math.inf,
                  adagrad_delta: float = 1e-8, ftrl_beta: float = 1.0, spred_init: float = 1.0,
                  spred_threshold: float = 1e-6, max_features: int = 0,
-                 expire_after_examples: int = 0, max_iter: int = 5, shuffle: bool = True,
+                 expire_after_examples: int = 0, adaptive: bool = False,
+                 max_iter: int = 5, shuffle: bool = True,
                  random_state: Any = None, features: str = "auto") -> None:
         super().__init__(update=update, l1=l1, l2=l2, eta0=eta0, schedule=schedule,
                          power_t=power_t, decay_rate=decay_rate, decay_steps=decay_steps,
@@ -427,6 +433,7 @@ class L1SGDRegressor(RegressorMixin, _L1SGD):
                          adagrad_delta=adagrad_delta, ftrl_beta=ftrl_beta,
                          spred_init=spred_init, spred_threshold=spred_threshold,
                          max_features=max_features, expire_after_examples=expire_after_examples,
+                         adaptive=adaptive,
                          max_iter=max_iter, shuffle=shuffle, random_state=random_state,
                          features=features)
 

@@ -121,9 +121,12 @@ def test_sample_weights_are_importance_weights_as_in_sgdclassifier(a9a_sample):
 
 # ------------------------------------------------ against the Learner
 
-def test_fit_and_partial_fit_are_the_learner(a9a_sample):
+@pytest.mark.parametrize("options", [
+    dict(update="cumulative", l1=3e-4, eta0=0.3, schedule="invscaling"),
+    dict(update="cumulative", l1=3e-4, eta0=0.3, adaptive=True),    # the estimator takes it too
+], ids=["cumulative", "cumulative-adaptive"])
+def test_fit_and_partial_fit_are_the_learner(a9a_sample, options):
     X, y = a9a_sample
-    options = dict(update="cumulative", l1=3e-4, eta0=0.3, schedule="invscaling")
     learner = Learner(loss="log", **options)
     learner.learn(Batch.from_csr(X, y))
     fitted = L1SGDClassifier(**options, max_iter=1, shuffle=False).fit(X, y)
