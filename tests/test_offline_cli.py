@@ -249,6 +249,22 @@ def test_predict_strict_makes_it_an_error_and_writes_nothing(tmp_path, capsys):
 
 # -------------------------------------------------- predict: a snapshot dir
 
+@pytest.mark.parametrize("flags, line", [
+    ([], None),
+    (["--adaptive"], "steps             adaptive=True minibatch=1"),
+    (["--minibatch", "7"], "steps             adaptive=False minibatch=7"),
+])
+def test_inspect_shows_adaptive_steps_and_mini_batches(capsys, tmp_path, flags, line):
+    model = tmp_path / "m.ol1"
+    code, _, err = run(capsys, "train", A9A, "--update", "cumulative", "--l1", "1e-4",
+                       "--quiet", "--save", model, *flags)
+    assert code == 0, err
+    code, out, err = run(capsys, "inspect", model)
+    assert code == 0, err
+    steps = [row for row in out.splitlines() if row.startswith("steps ")]
+    assert steps == ([line] if line else [])
+
+
 def test_predict_and_inspect_take_a_snapshot_directory(capsys, tmp_path):
     """Finding: predict --model DIR (which serve --model accepts) failed with
     a raw [Errno 21]."""

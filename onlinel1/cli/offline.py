@@ -190,6 +190,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(f"rule              loss={o.loss} update={o.update} l1={o.l1!r} l2={o.l2!r} "
           f"eta0={o.eta0!r} schedule={o.schedule} origin={o.origin} "
           f"fit_intercept={o.fit_intercept}", file=out)
+    if o.adaptive or o.minibatch > 1:
+        print(f"steps             adaptive={o.adaptive} minibatch={o.minibatch}", file=out)
     if o.interactions or o.namespaced_integers:
         print(f"features          interactions={','.join(o.interactions) or '-'} "
               f"namespaced_integers={o.namespaced_integers}", file=out)

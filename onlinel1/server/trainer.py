@@ -137,7 +137,9 @@ class Trainer:
     def summary(self) -> str:
         o = self.learner.options
         return (f"loss={o.loss} update={o.update} l1={o.l1:g} l2={o.l2:g} eta0={o.eta0:g} "
-                f"schedule={o.schedule} origin={o.origin}")
+                f"schedule={o.schedule} origin={o.origin}"
+                + (" adaptive" if o.adaptive else "")
+                + (f" minibatch={o.minibatch}" if o.minibatch > 1 else ""))
 
     def replace(self, learner: Learner, names: dict[int, str] | None) -> None:
         """Serve ``learner`` from now on (a swap or a replica's reload): one
