@@ -105,6 +105,19 @@ def dense_weights(learner, n_features: int) -> np.ndarray:
     return out
 
 
+def assert_same_model(mine: np.ndarray, ref: np.ndarray, rtol: float = 1e-12,
+                      zero_tol: float = 1e-12) -> None:
+    """Dense weights ``mine`` equal the reference's ``ref``: the same
+    non-zero pattern (where |ref| >= zero_tol) and a max difference of at
+    most ``rtol`` of the largest |ref| (a non-empty reference)."""
+    scale = np.abs(ref).max()
+    assert scale > 0, "the reference model is empty: the comparison would be vacuous"
+    bad = ((mine != 0) != (ref != 0)) & (np.abs(ref) >= zero_tol)
+    assert not bad.any(), f"{int(bad.sum())} non-zero pattern mismatches"
+    err = float(np.abs(mine - ref).max() / scale)
+    assert err <= rtol, f"max |diff| / max |ref| = {err:.3g} > {rtol:g}"
+
+
 def state_bits(value):
     """``value`` (a learner's ``state``) with every float array and number
     as its bits, to compare states exactly (nan == nan, -0.0 != 0.0)."""

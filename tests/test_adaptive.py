@@ -13,12 +13,12 @@ from onlinel1.cli import build_parser
 from onlinel1.cli.common import learner_options
 from onlinel1.errors import OptionError
 from onlinel1.options import UPDATES, LearnerOptions
+from conftest import assert_same_model
 from reference import eager_fit
 from reference_adaptive import eager_adaptive_fit
 from test_rule_registry import slot_fields
 
 RTOL = 1e-12
-ZERO_TOL = 1e-12
 
 #: Per data set: eta0 and l1 giving a model that keeps some, not all, features.
 DATASETS = {"a9a_sample": (0.1, 2e-3), "rcv1_sample": (0.5, 5e-4)}
@@ -30,15 +30,6 @@ def dense(learner: Learner, n: int) -> np.ndarray:
     out = np.zeros(n)
     out[keys.astype(np.int64)] = w
     return out
-
-
-def assert_same_model(mine: np.ndarray, ref: np.ndarray) -> None:
-    scale = np.abs(ref).max()
-    assert scale > 0, "the reference model is empty: the comparison would be vacuous"
-    bad = ((mine != 0) != (ref != 0)) & (np.abs(ref) >= ZERO_TOL)
-    assert not bad.any(), f"{int(bad.sum())} non-zero pattern mismatches"
-    err = float(np.abs(mine - ref).max() / scale)
-    assert err <= RTOL, f"max |diff| / max |ref| = {err:.3g} > {RTOL:g}"
 
 
 def assert_sparse_not_empty(ref: np.ndarray, X) -> None:

@@ -17,11 +17,10 @@ import pytest
 from onlinel1 import Batch, Learner, model_file
 from onlinel1.errors import OptionError
 from onlinel1.options import LearnerOptions
-from conftest import dense_weights
+from conftest import assert_same_model, dense_weights
 from reference_minibatch import eager_minibatch_fit
 
 RTOL = 1e-12
-ZERO_TOL = 1e-12
 
 #: (id, options) of every kernel, settings giving a sparse model on a9a.
 RULES = [
@@ -43,15 +42,6 @@ IDS = [r[0] for r in RULES]
 
 
 dense = dense_weights
-
-
-def assert_same_model(mine: np.ndarray, ref: np.ndarray) -> None:
-    scale = np.abs(ref).max()
-    assert scale > 0, "the reference model is empty: the comparison would be vacuous"
-    bad = ((mine != 0) != (ref != 0)) & (np.abs(ref) >= ZERO_TOL)
-    assert not bad.any(), f"{int(bad.sum())} non-zero pattern mismatches"
-    err = float(np.abs(mine - ref).max() / scale)
-    assert err <= RTOL, f"max |diff| / max |ref| = {err:.3g} > {RTOL:g}"
 
 
 def importance(n: int) -> np.ndarray:
