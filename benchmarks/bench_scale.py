@@ -29,7 +29,7 @@ processes too.)  The contenders, run in turn --repeats times (VW, VW -f,
 fobos, fobos --save, cumulative, cumulative --save), median and spread
 reported:
 
-* ``onlinel1 train FILE --format vw --update fobos --l1 X --eta0 X --quiet``
+* ``onlinel1 train FILE --format vw --update fobos --l1 X --eta0 X``
   and the same with ``--update cumulative --origin first-seen``, each also
   with ``--save MODEL`` (other settings are train's defaults: log loss,
   constant step, an intercept);
@@ -453,7 +453,9 @@ def contenders(args, data: pathlib.Path, work: pathlib.Path) -> list[Contender]:
             model = work / f"{rule}.model" if save else None
             flags = ["--format", "vw", "--update", rule]
             flags += ["--origin", "first-seen"] if rule == "cumulative" else []
-            flags += ["--l1", repr(args.l1), "--eta0", repr(args.eta0), "--quiet"]
+            # Not --quiet: that prints no summary, and the summary is read
+            # (its progress lines are a few, when the example count doubles).
+            flags += ["--l1", repr(args.l1), "--eta0", repr(args.eta0)]
             flags += shlex.split(args.train_args) if args.train_args else []
             flags += ["--save", str(model)] if save else []
             label = "fobos" if rule == "fobos" else "cumulative first-seen"
