@@ -261,22 +261,20 @@ def test_command_line_flags():
 def test_serve_adaptive_learns_as_the_learner(start_daemon, a9a_sample):
     """``serve --update cumulative --adaptive`` fed messages of 137 rows
     predicts exactly as the Learner fed them at once."""
-    from test_daemon import csr, ok
+    from test_daemon import learn_in_messages, predictions_of
     X, y = a9a_sample
     batch = Batch.from_csr(X, y)
     daemon = start_daemon("--update", "cumulative", "--adaptive", "--l1", "2e-3",
                           "-l", "0.2")
-    for start in range(0, 1500, 137):
-        ok(daemon.request_once({"v": 1, "op": "learn", "id": start,
-                                "csr": csr(batch.slice(start, min(start + 137, 1500)))}))
+    learn_in_messages(daemon, batch, 1500)
     learner = Learner(update="cumulative", adaptive=True, l1=2e-3, eta0=0.2)
     learner.learn(batch.slice(0, 1500))
     test = batch.slice(1500, batch.n_rows)
-    got = ok(daemon.request_once({"v": 1, "op": "predict", "csr": csr(test, labels=False)}))
-    np.testing.assert_array_equal(got["predictions"], learner.predict(test))
+    got = predictions_of(daemon, test)
+    np.testing.assert_array_equal(got, learner.predict(test))
     plain = Learner(update="cumulative", l1=2e-3, eta0=0.2)
     plain.learn(batch.slice(0, 1500))
-    assert np.abs(np.asarray(got["predictions"]) - plain.predict(test)).max() > 1e-6
+    assert np.abs(np.asarray(got) - plain.predict(test)).max() > 1e-6
 
 
 @pytest.mark.parametrize("minibatch", [1, 7])

@@ -60,6 +60,19 @@ def ok(reply: dict) -> dict:
     return reply["result"]
 
 
+def learn_in_messages(daemon, batch: Batch, stop: int, size: int = 137) -> None:
+    """Rows 0:stop of ``batch`` as acknowledged ``learn`` requests of
+    ``size`` rows each (a cut no mini-batch or slice lines up with)."""
+    for start in range(0, stop, size):
+        ok(daemon.request_once({"v": 1, "op": "learn", "id": start,
+                                "csr": csr(batch.slice(start, min(start + size, stop)))}))
+
+
+def predictions_of(daemon, batch: Batch) -> list:
+    return ok(daemon.request_once({"v": 1, "op": "predict",
+                                   "csr": csr(batch, labels=False)}))["predictions"]
+
+
 @pytest.fixture(scope="module")
 def a9a():
     X, y = load_svmlight(SAMPLES / "a9a_head2000.svm")

@@ -260,24 +260,22 @@ def test_serve_minibatch_learns_as_the_learner_whatever_the_messages(start_daemo
     """``serve --minibatch 7`` fed messages of 137 rows (not multiples of 7)
     predicts exactly as ``Learner(minibatch=7)`` fed the 1500 rows at once:
     the same 214 mini-batches, the same 2 rows pending."""
-    from test_daemon import csr, ok
+    from test_daemon import learn_in_messages, predictions_of
     X, y = a9a_sample
     batch = Batch.from_csr(X, y)
     daemon = start_daemon("--update", "fobos", "--l1", "1e-4", "--eta0", "0.2",
                           "--minibatch", "7")
-    for start in range(0, 1500, 137):
-        ok(daemon.request_once({"v": 1, "op": "learn", "id": start,
-                                "csr": csr(batch.slice(start, min(start + 137, 1500)))}))
+    learn_in_messages(daemon, batch, 1500)
     learner = Learner(update="fobos", l1=1e-4, eta0=0.2, minibatch=7)
     learner.learn(batch.slice(0, 1500))
     assert learner.pending_rows == 1500 % 7
     test = batch.slice(1500, batch.n_rows)
-    got = ok(daemon.request_once({"v": 1, "op": "predict", "csr": csr(test, labels=False)}))
-    np.testing.assert_array_equal(got["predictions"], learner.predict(test))
+    got = predictions_of(daemon, test)
+    np.testing.assert_array_equal(got, learner.predict(test))
     # The sequential daemon predicts otherwise (the comparison is not vacuous).
     sequential = Learner(update="fobos", l1=1e-4, eta0=0.2)
     sequential.learn(batch.slice(0, 1500))
-    assert np.abs(np.asarray(got["predictions"]) - sequential.predict(test)).max() > 1e-6
+    assert np.abs(np.asarray(got) - sequential.predict(test)).max() > 1e-6
 
 
 # ------------------------------------------------------- scale folds within a mini-batch
