@@ -50,7 +50,7 @@ import numpy as np
 from onlinel1.errors import NumericError, OptionError, StoreFullError
 
 from onlinel1._kernels.store cimport (STORE_MAX_AUX, WeightStore, fmix64, store_find,
-                                      store_journal_put, store_journal_reserve, store_prefetch)
+                                      store_journal_slots, store_prefetch)
 
 ctypedef fused floating:
     float
@@ -710,6 +710,18 @@ cdef class SGDKernel:
 
 include "scaled.pxi"
 
+cdef inline bint weights_finite(SGDKernel k, void** slots, Py_ssize_t n) noexcept nogil:
+    """Whether the intercept and the stored weight (word 1) of each present
+    slot are finite: x * 0 is NaN exactly for an infinite or NaN x, so one
+    sum and one test (docs/algorithms.md, "Numerics")."""
+    cdef double acc = k.intercept * 0.0
+    cdef Py_ssize_t j
+    for j in range(n):
+        if slots[j] != NULL:
+            acc += (<double*>slots[j])[1] * 0.0
+    return acc == acc
+
+
 cdef inline bint readable(int fd) noexcept nogil:
     """Whether ``fd`` polls readable right now (a syscall, no waiting)."""
     cdef pollfd p
@@ -1080,14 +1092,9 @@ cdef int plain_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
         # are journaled first, so that a failure later in the batch undoes
         # it (docs/algorithms.md, "Atomic batches"); the keys it adds are
         # journaled by the store.
-        if k.store.journaling:
-            if store_journal_reserve(k.store, nnz) != 0:
-                status = E_NOMEM
-                break
-            if k.store.journaling:
-                for j in range(nnz):
-                    if slots[j] != NULL:
-                        store_journal_put(k.store, <char*>slots[j], 1)
+        if store_journal_slots(k.store, <void**>slots, nnz) != 0:
+            status = E_NOMEM
+            break
 
         # 4. The rule's step, after the features it gives a weight have
         # their slots (every rule steps only features with a gradient).
@@ -1110,14 +1117,9 @@ cdef int plain_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
         if k.fit_intercept:
             k.intercept += st.update
         # A finite update can still overflow a stored weight or the
-        # intercept: x * 0 is NaN exactly for an infinite or NaN x.  The
-        # example is refused (its batch undone), not stored for the next
-        # example to trip on.
-        acc = k.intercept * 0.0
-        for j in range(nnz):
-            if slots[j] != NULL:
-                acc += (<double*>slots[j])[1] * 0.0
-        if acc != acc:
+        # intercept (weights_finite): the example is refused (its batch
+        # undone), not stored for the next example to trip on.
+        if not weights_finite(k, <void**>slots, nnz):
             status = E_UPDATE
             break
         k.t += 1
@@ -1293,14 +1295,9 @@ cdef int plain_learn_f64(SGDKernel k, Rows* r, const double* values, double* out
         # are journaled first, so that a failure later in the batch undoes
         # it (docs/algorithms.md, "Atomic batches"); the keys it adds are
         # journaled by the store.
-        if k.store.journaling:
-            if store_journal_reserve(k.store, nnz) != 0:
-                status = E_NOMEM
-                break
-            if k.store.journaling:
-                for j in range(nnz):
-                    if slots[j] != NULL:
-                        store_journal_put(k.store, <char*>slots[j], 1)
+        if store_journal_slots(k.store, <void**>slots, nnz) != 0:
+            status = E_NOMEM
+            break
 
         # 4. The rule's step, after the features it gives a weight have
         # their slots (every rule steps only features with a gradient).
@@ -1323,14 +1320,9 @@ cdef int plain_learn_f64(SGDKernel k, Rows* r, const double* values, double* out
         if k.fit_intercept:
             k.intercept += st.update
         # A finite update can still overflow a stored weight or the
-        # intercept: x * 0 is NaN exactly for an infinite or NaN x.  The
-        # example is refused (its batch undone), not stored for the next
-        # example to trip on.
-        acc = k.intercept * 0.0
-        for j in range(nnz):
-            if slots[j] != NULL:
-                acc += (<double*>slots[j])[1] * 0.0
-        if acc != acc:
+        # intercept (weights_finite): the example is refused (its batch
+        # undone), not stored for the next example to trip on.
+        if not weights_finite(k, <void**>slots, nnz):
             status = E_UPDATE
             break
         k.t += 1
@@ -1601,14 +1593,9 @@ cdef int subgradient_learn_f32(SGDKernel k, Rows* r, const float* values, double
         # are journaled first, so that a failure later in the batch undoes
         # it (docs/algorithms.md, "Atomic batches"); the keys it adds are
         # journaled by the store.
-        if k.store.journaling:
-            if store_journal_reserve(k.store, nnz) != 0:
-                status = E_NOMEM
-                break
-            if k.store.journaling:
-                for j in range(nnz):
-                    if slots[j] != NULL:
-                        store_journal_put(k.store, <char*>slots[j], 1)
+        if store_journal_slots(k.store, <void**>slots, nnz) != 0:
+            status = E_NOMEM
+            break
 
         # 4. The rule's step, after the features it gives a weight have
         # their slots (every rule steps only features with a gradient).
@@ -1631,14 +1618,9 @@ cdef int subgradient_learn_f32(SGDKernel k, Rows* r, const float* values, double
         if k.fit_intercept:
             k.intercept += st.update
         # A finite update can still overflow a stored weight or the
-        # intercept: x * 0 is NaN exactly for an infinite or NaN x.  The
-        # example is refused (its batch undone), not stored for the next
-        # example to trip on.
-        acc = k.intercept * 0.0
-        for j in range(nnz):
-            if slots[j] != NULL:
-                acc += (<double*>slots[j])[1] * 0.0
-        if acc != acc:
+        # intercept (weights_finite): the example is refused (its batch
+        # undone), not stored for the next example to trip on.
+        if not weights_finite(k, <void**>slots, nnz):
             status = E_UPDATE
             break
         k.t += 1
@@ -1814,14 +1796,9 @@ cdef int subgradient_learn_f64(SGDKernel k, Rows* r, const double* values, doubl
         # are journaled first, so that a failure later in the batch undoes
         # it (docs/algorithms.md, "Atomic batches"); the keys it adds are
         # journaled by the store.
-        if k.store.journaling:
-            if store_journal_reserve(k.store, nnz) != 0:
-                status = E_NOMEM
-                break
-            if k.store.journaling:
-                for j in range(nnz):
-                    if slots[j] != NULL:
-                        store_journal_put(k.store, <char*>slots[j], 1)
+        if store_journal_slots(k.store, <void**>slots, nnz) != 0:
+            status = E_NOMEM
+            break
 
         # 4. The rule's step, after the features it gives a weight have
         # their slots (every rule steps only features with a gradient).
@@ -1844,14 +1821,9 @@ cdef int subgradient_learn_f64(SGDKernel k, Rows* r, const double* values, doubl
         if k.fit_intercept:
             k.intercept += st.update
         # A finite update can still overflow a stored weight or the
-        # intercept: x * 0 is NaN exactly for an infinite or NaN x.  The
-        # example is refused (its batch undone), not stored for the next
-        # example to trip on.
-        acc = k.intercept * 0.0
-        for j in range(nnz):
-            if slots[j] != NULL:
-                acc += (<double*>slots[j])[1] * 0.0
-        if acc != acc:
+        # intercept (weights_finite): the example is refused (its batch
+        # undone), not stored for the next example to trip on.
+        if not weights_finite(k, <void**>slots, nnz):
             status = E_UPDATE
             break
         k.t += 1
@@ -2122,14 +2094,9 @@ cdef int cumulative_start_learn_f32(SGDKernel k, Rows* r, const float* values, d
         # are journaled first, so that a failure later in the batch undoes
         # it (docs/algorithms.md, "Atomic batches"); the keys it adds are
         # journaled by the store.
-        if k.store.journaling:
-            if store_journal_reserve(k.store, nnz) != 0:
-                status = E_NOMEM
-                break
-            if k.store.journaling:
-                for j in range(nnz):
-                    if slots[j] != NULL:
-                        store_journal_put(k.store, <char*>slots[j], 1)
+        if store_journal_slots(k.store, <void**>slots, nnz) != 0:
+            status = E_NOMEM
+            break
 
         # 4. The rule's step, after the features it gives a weight have
         # their slots (every rule steps only features with a gradient).
@@ -2152,14 +2119,9 @@ cdef int cumulative_start_learn_f32(SGDKernel k, Rows* r, const float* values, d
         if k.fit_intercept:
             k.intercept += st.update
         # A finite update can still overflow a stored weight or the
-        # intercept: x * 0 is NaN exactly for an infinite or NaN x.  The
-        # example is refused (its batch undone), not stored for the next
-        # example to trip on.
-        acc = k.intercept * 0.0
-        for j in range(nnz):
-            if slots[j] != NULL:
-                acc += (<double*>slots[j])[1] * 0.0
-        if acc != acc:
+        # intercept (weights_finite): the example is refused (its batch
+        # undone), not stored for the next example to trip on.
+        if not weights_finite(k, <void**>slots, nnz):
             status = E_UPDATE
             break
         k.t += 1
@@ -2335,14 +2297,9 @@ cdef int cumulative_start_learn_f64(SGDKernel k, Rows* r, const double* values, 
         # are journaled first, so that a failure later in the batch undoes
         # it (docs/algorithms.md, "Atomic batches"); the keys it adds are
         # journaled by the store.
-        if k.store.journaling:
-            if store_journal_reserve(k.store, nnz) != 0:
-                status = E_NOMEM
-                break
-            if k.store.journaling:
-                for j in range(nnz):
-                    if slots[j] != NULL:
-                        store_journal_put(k.store, <char*>slots[j], 1)
+        if store_journal_slots(k.store, <void**>slots, nnz) != 0:
+            status = E_NOMEM
+            break
 
         # 4. The rule's step, after the features it gives a weight have
         # their slots (every rule steps only features with a gradient).
@@ -2365,14 +2322,9 @@ cdef int cumulative_start_learn_f64(SGDKernel k, Rows* r, const double* values, 
         if k.fit_intercept:
             k.intercept += st.update
         # A finite update can still overflow a stored weight or the
-        # intercept: x * 0 is NaN exactly for an infinite or NaN x.  The
-        # example is refused (its batch undone), not stored for the next
-        # example to trip on.
-        acc = k.intercept * 0.0
-        for j in range(nnz):
-            if slots[j] != NULL:
-                acc += (<double*>slots[j])[1] * 0.0
-        if acc != acc:
+        # intercept (weights_finite): the example is refused (its batch
+        # undone), not stored for the next example to trip on.
+        if not weights_finite(k, <void**>slots, nnz):
             status = E_UPDATE
             break
         k.t += 1
@@ -2643,14 +2595,9 @@ cdef int cumulative_first_seen_learn_f32(SGDKernel k, Rows* r, const float* valu
         # are journaled first, so that a failure later in the batch undoes
         # it (docs/algorithms.md, "Atomic batches"); the keys it adds are
         # journaled by the store.
-        if k.store.journaling:
-            if store_journal_reserve(k.store, nnz) != 0:
-                status = E_NOMEM
-                break
-            if k.store.journaling:
-                for j in range(nnz):
-                    if slots[j] != NULL:
-                        store_journal_put(k.store, <char*>slots[j], 1)
+        if store_journal_slots(k.store, <void**>slots, nnz) != 0:
+            status = E_NOMEM
+            break
 
         # 4. The rule's step, after the features it gives a weight have
         # their slots (every rule steps only features with a gradient).
@@ -2673,14 +2620,9 @@ cdef int cumulative_first_seen_learn_f32(SGDKernel k, Rows* r, const float* valu
         if k.fit_intercept:
             k.intercept += st.update
         # A finite update can still overflow a stored weight or the
-        # intercept: x * 0 is NaN exactly for an infinite or NaN x.  The
-        # example is refused (its batch undone), not stored for the next
-        # example to trip on.
-        acc = k.intercept * 0.0
-        for j in range(nnz):
-            if slots[j] != NULL:
-                acc += (<double*>slots[j])[1] * 0.0
-        if acc != acc:
+        # intercept (weights_finite): the example is refused (its batch
+        # undone), not stored for the next example to trip on.
+        if not weights_finite(k, <void**>slots, nnz):
             status = E_UPDATE
             break
         k.t += 1
@@ -2856,14 +2798,9 @@ cdef int cumulative_first_seen_learn_f64(SGDKernel k, Rows* r, const double* val
         # are journaled first, so that a failure later in the batch undoes
         # it (docs/algorithms.md, "Atomic batches"); the keys it adds are
         # journaled by the store.
-        if k.store.journaling:
-            if store_journal_reserve(k.store, nnz) != 0:
-                status = E_NOMEM
-                break
-            if k.store.journaling:
-                for j in range(nnz):
-                    if slots[j] != NULL:
-                        store_journal_put(k.store, <char*>slots[j], 1)
+        if store_journal_slots(k.store, <void**>slots, nnz) != 0:
+            status = E_NOMEM
+            break
 
         # 4. The rule's step, after the features it gives a weight have
         # their slots (every rule steps only features with a gradient).
@@ -2886,14 +2823,9 @@ cdef int cumulative_first_seen_learn_f64(SGDKernel k, Rows* r, const double* val
         if k.fit_intercept:
             k.intercept += st.update
         # A finite update can still overflow a stored weight or the
-        # intercept: x * 0 is NaN exactly for an infinite or NaN x.  The
-        # example is refused (its batch undone), not stored for the next
-        # example to trip on.
-        acc = k.intercept * 0.0
-        for j in range(nnz):
-            if slots[j] != NULL:
-                acc += (<double*>slots[j])[1] * 0.0
-        if acc != acc:
+        # intercept (weights_finite): the example is refused (its batch
+        # undone), not stored for the next example to trip on.
+        if not weights_finite(k, <void**>slots, nnz):
             status = E_UPDATE
             break
         k.t += 1
@@ -3164,14 +3096,9 @@ cdef int cumulative_adaptive_learn_f32(SGDKernel k, Rows* r, const float* values
         # are journaled first, so that a failure later in the batch undoes
         # it (docs/algorithms.md, "Atomic batches"); the keys it adds are
         # journaled by the store.
-        if k.store.journaling:
-            if store_journal_reserve(k.store, nnz) != 0:
-                status = E_NOMEM
-                break
-            if k.store.journaling:
-                for j in range(nnz):
-                    if slots[j] != NULL:
-                        store_journal_put(k.store, <char*>slots[j], 1)
+        if store_journal_slots(k.store, <void**>slots, nnz) != 0:
+            status = E_NOMEM
+            break
 
         # 4. The rule's step, after the features it gives a weight have
         # their slots (every rule steps only features with a gradient).
@@ -3194,14 +3121,9 @@ cdef int cumulative_adaptive_learn_f32(SGDKernel k, Rows* r, const float* values
         if k.fit_intercept:
             k.intercept += st.update
         # A finite update can still overflow a stored weight or the
-        # intercept: x * 0 is NaN exactly for an infinite or NaN x.  The
-        # example is refused (its batch undone), not stored for the next
-        # example to trip on.
-        acc = k.intercept * 0.0
-        for j in range(nnz):
-            if slots[j] != NULL:
-                acc += (<double*>slots[j])[1] * 0.0
-        if acc != acc:
+        # intercept (weights_finite): the example is refused (its batch
+        # undone), not stored for the next example to trip on.
+        if not weights_finite(k, <void**>slots, nnz):
             status = E_UPDATE
             break
         k.t += 1
@@ -3377,14 +3299,9 @@ cdef int cumulative_adaptive_learn_f64(SGDKernel k, Rows* r, const double* value
         # are journaled first, so that a failure later in the batch undoes
         # it (docs/algorithms.md, "Atomic batches"); the keys it adds are
         # journaled by the store.
-        if k.store.journaling:
-            if store_journal_reserve(k.store, nnz) != 0:
-                status = E_NOMEM
-                break
-            if k.store.journaling:
-                for j in range(nnz):
-                    if slots[j] != NULL:
-                        store_journal_put(k.store, <char*>slots[j], 1)
+        if store_journal_slots(k.store, <void**>slots, nnz) != 0:
+            status = E_NOMEM
+            break
 
         # 4. The rule's step, after the features it gives a weight have
         # their slots (every rule steps only features with a gradient).
@@ -3407,14 +3324,9 @@ cdef int cumulative_adaptive_learn_f64(SGDKernel k, Rows* r, const double* value
         if k.fit_intercept:
             k.intercept += st.update
         # A finite update can still overflow a stored weight or the
-        # intercept: x * 0 is NaN exactly for an infinite or NaN x.  The
-        # example is refused (its batch undone), not stored for the next
-        # example to trip on.
-        acc = k.intercept * 0.0
-        for j in range(nnz):
-            if slots[j] != NULL:
-                acc += (<double*>slots[j])[1] * 0.0
-        if acc != acc:
+        # intercept (weights_finite): the example is refused (its batch
+        # undone), not stored for the next example to trip on.
+        if not weights_finite(k, <void**>slots, nnz):
             status = E_UPDATE
             break
         k.t += 1
@@ -3685,14 +3597,9 @@ cdef int fobos_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
         # are journaled first, so that a failure later in the batch undoes
         # it (docs/algorithms.md, "Atomic batches"); the keys it adds are
         # journaled by the store.
-        if k.store.journaling:
-            if store_journal_reserve(k.store, nnz) != 0:
-                status = E_NOMEM
-                break
-            if k.store.journaling:
-                for j in range(nnz):
-                    if slots[j] != NULL:
-                        store_journal_put(k.store, <char*>slots[j], 1)
+        if store_journal_slots(k.store, <void**>slots, nnz) != 0:
+            status = E_NOMEM
+            break
 
         # 4. The rule's step, after the features it gives a weight have
         # their slots (every rule steps only features with a gradient).
@@ -3715,14 +3622,9 @@ cdef int fobos_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
         if k.fit_intercept:
             k.intercept += st.update
         # A finite update can still overflow a stored weight or the
-        # intercept: x * 0 is NaN exactly for an infinite or NaN x.  The
-        # example is refused (its batch undone), not stored for the next
-        # example to trip on.
-        acc = k.intercept * 0.0
-        for j in range(nnz):
-            if slots[j] != NULL:
-                acc += (<double*>slots[j])[1] * 0.0
-        if acc != acc:
+        # intercept (weights_finite): the example is refused (its batch
+        # undone), not stored for the next example to trip on.
+        if not weights_finite(k, <void**>slots, nnz):
             status = E_UPDATE
             break
         k.t += 1
@@ -3898,14 +3800,9 @@ cdef int fobos_learn_f64(SGDKernel k, Rows* r, const double* values, double* out
         # are journaled first, so that a failure later in the batch undoes
         # it (docs/algorithms.md, "Atomic batches"); the keys it adds are
         # journaled by the store.
-        if k.store.journaling:
-            if store_journal_reserve(k.store, nnz) != 0:
-                status = E_NOMEM
-                break
-            if k.store.journaling:
-                for j in range(nnz):
-                    if slots[j] != NULL:
-                        store_journal_put(k.store, <char*>slots[j], 1)
+        if store_journal_slots(k.store, <void**>slots, nnz) != 0:
+            status = E_NOMEM
+            break
 
         # 4. The rule's step, after the features it gives a weight have
         # their slots (every rule steps only features with a gradient).
@@ -3928,14 +3825,9 @@ cdef int fobos_learn_f64(SGDKernel k, Rows* r, const double* values, double* out
         if k.fit_intercept:
             k.intercept += st.update
         # A finite update can still overflow a stored weight or the
-        # intercept: x * 0 is NaN exactly for an infinite or NaN x.  The
-        # example is refused (its batch undone), not stored for the next
-        # example to trip on.
-        acc = k.intercept * 0.0
-        for j in range(nnz):
-            if slots[j] != NULL:
-                acc += (<double*>slots[j])[1] * 0.0
-        if acc != acc:
+        # intercept (weights_finite): the example is refused (its batch
+        # undone), not stored for the next example to trip on.
+        if not weights_finite(k, <void**>slots, nnz):
             status = E_UPDATE
             break
         k.t += 1
@@ -4206,14 +4098,9 @@ cdef int truncated_learn_f32(SGDKernel k, Rows* r, const float* values, double* 
         # are journaled first, so that a failure later in the batch undoes
         # it (docs/algorithms.md, "Atomic batches"); the keys it adds are
         # journaled by the store.
-        if k.store.journaling:
-            if store_journal_reserve(k.store, nnz) != 0:
-                status = E_NOMEM
-                break
-            if k.store.journaling:
-                for j in range(nnz):
-                    if slots[j] != NULL:
-                        store_journal_put(k.store, <char*>slots[j], 1)
+        if store_journal_slots(k.store, <void**>slots, nnz) != 0:
+            status = E_NOMEM
+            break
 
         # 4. The rule's step, after the features it gives a weight have
         # their slots (every rule steps only features with a gradient).
@@ -4236,14 +4123,9 @@ cdef int truncated_learn_f32(SGDKernel k, Rows* r, const float* values, double* 
         if k.fit_intercept:
             k.intercept += st.update
         # A finite update can still overflow a stored weight or the
-        # intercept: x * 0 is NaN exactly for an infinite or NaN x.  The
-        # example is refused (its batch undone), not stored for the next
-        # example to trip on.
-        acc = k.intercept * 0.0
-        for j in range(nnz):
-            if slots[j] != NULL:
-                acc += (<double*>slots[j])[1] * 0.0
-        if acc != acc:
+        # intercept (weights_finite): the example is refused (its batch
+        # undone), not stored for the next example to trip on.
+        if not weights_finite(k, <void**>slots, nnz):
             status = E_UPDATE
             break
         k.t += 1
@@ -4419,14 +4301,9 @@ cdef int truncated_learn_f64(SGDKernel k, Rows* r, const double* values, double*
         # are journaled first, so that a failure later in the batch undoes
         # it (docs/algorithms.md, "Atomic batches"); the keys it adds are
         # journaled by the store.
-        if k.store.journaling:
-            if store_journal_reserve(k.store, nnz) != 0:
-                status = E_NOMEM
-                break
-            if k.store.journaling:
-                for j in range(nnz):
-                    if slots[j] != NULL:
-                        store_journal_put(k.store, <char*>slots[j], 1)
+        if store_journal_slots(k.store, <void**>slots, nnz) != 0:
+            status = E_NOMEM
+            break
 
         # 4. The rule's step, after the features it gives a weight have
         # their slots (every rule steps only features with a gradient).
@@ -4449,14 +4326,9 @@ cdef int truncated_learn_f64(SGDKernel k, Rows* r, const double* values, double*
         if k.fit_intercept:
             k.intercept += st.update
         # A finite update can still overflow a stored weight or the
-        # intercept: x * 0 is NaN exactly for an infinite or NaN x.  The
-        # example is refused (its batch undone), not stored for the next
-        # example to trip on.
-        acc = k.intercept * 0.0
-        for j in range(nnz):
-            if slots[j] != NULL:
-                acc += (<double*>slots[j])[1] * 0.0
-        if acc != acc:
+        # intercept (weights_finite): the example is refused (its batch
+        # undone), not stored for the next example to trip on.
+        if not weights_finite(k, <void**>slots, nnz):
             status = E_UPDATE
             break
         k.t += 1
@@ -4727,14 +4599,9 @@ cdef int adagrad_fobos_learn_f32(SGDKernel k, Rows* r, const float* values, doub
         # are journaled first, so that a failure later in the batch undoes
         # it (docs/algorithms.md, "Atomic batches"); the keys it adds are
         # journaled by the store.
-        if k.store.journaling:
-            if store_journal_reserve(k.store, nnz) != 0:
-                status = E_NOMEM
-                break
-            if k.store.journaling:
-                for j in range(nnz):
-                    if slots[j] != NULL:
-                        store_journal_put(k.store, <char*>slots[j], 1)
+        if store_journal_slots(k.store, <void**>slots, nnz) != 0:
+            status = E_NOMEM
+            break
 
         # 4. The rule's step, after the features it gives a weight have
         # their slots (every rule steps only features with a gradient).
@@ -4757,14 +4624,9 @@ cdef int adagrad_fobos_learn_f32(SGDKernel k, Rows* r, const float* values, doub
         if k.fit_intercept:
             k.intercept += st.update
         # A finite update can still overflow a stored weight or the
-        # intercept: x * 0 is NaN exactly for an infinite or NaN x.  The
-        # example is refused (its batch undone), not stored for the next
-        # example to trip on.
-        acc = k.intercept * 0.0
-        for j in range(nnz):
-            if slots[j] != NULL:
-                acc += (<double*>slots[j])[1] * 0.0
-        if acc != acc:
+        # intercept (weights_finite): the example is refused (its batch
+        # undone), not stored for the next example to trip on.
+        if not weights_finite(k, <void**>slots, nnz):
             status = E_UPDATE
             break
         k.t += 1
@@ -4940,14 +4802,9 @@ cdef int adagrad_fobos_learn_f64(SGDKernel k, Rows* r, const double* values, dou
         # are journaled first, so that a failure later in the batch undoes
         # it (docs/algorithms.md, "Atomic batches"); the keys it adds are
         # journaled by the store.
-        if k.store.journaling:
-            if store_journal_reserve(k.store, nnz) != 0:
-                status = E_NOMEM
-                break
-            if k.store.journaling:
-                for j in range(nnz):
-                    if slots[j] != NULL:
-                        store_journal_put(k.store, <char*>slots[j], 1)
+        if store_journal_slots(k.store, <void**>slots, nnz) != 0:
+            status = E_NOMEM
+            break
 
         # 4. The rule's step, after the features it gives a weight have
         # their slots (every rule steps only features with a gradient).
@@ -4970,14 +4827,9 @@ cdef int adagrad_fobos_learn_f64(SGDKernel k, Rows* r, const double* values, dou
         if k.fit_intercept:
             k.intercept += st.update
         # A finite update can still overflow a stored weight or the
-        # intercept: x * 0 is NaN exactly for an infinite or NaN x.  The
-        # example is refused (its batch undone), not stored for the next
-        # example to trip on.
-        acc = k.intercept * 0.0
-        for j in range(nnz):
-            if slots[j] != NULL:
-                acc += (<double*>slots[j])[1] * 0.0
-        if acc != acc:
+        # intercept (weights_finite): the example is refused (its batch
+        # undone), not stored for the next example to trip on.
+        if not weights_finite(k, <void**>slots, nnz):
             status = E_UPDATE
             break
         k.t += 1
@@ -5248,14 +5100,9 @@ cdef int ftrl_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
         # are journaled first, so that a failure later in the batch undoes
         # it (docs/algorithms.md, "Atomic batches"); the keys it adds are
         # journaled by the store.
-        if k.store.journaling:
-            if store_journal_reserve(k.store, nnz) != 0:
-                status = E_NOMEM
-                break
-            if k.store.journaling:
-                for j in range(nnz):
-                    if slots[j] != NULL:
-                        store_journal_put(k.store, <char*>slots[j], 1)
+        if store_journal_slots(k.store, <void**>slots, nnz) != 0:
+            status = E_NOMEM
+            break
 
         # 4. The rule's step, after the features it gives a weight have
         # their slots (every rule steps only features with a gradient).
@@ -5278,14 +5125,9 @@ cdef int ftrl_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
         if k.fit_intercept:
             k.intercept += st.update
         # A finite update can still overflow a stored weight or the
-        # intercept: x * 0 is NaN exactly for an infinite or NaN x.  The
-        # example is refused (its batch undone), not stored for the next
-        # example to trip on.
-        acc = k.intercept * 0.0
-        for j in range(nnz):
-            if slots[j] != NULL:
-                acc += (<double*>slots[j])[1] * 0.0
-        if acc != acc:
+        # intercept (weights_finite): the example is refused (its batch
+        # undone), not stored for the next example to trip on.
+        if not weights_finite(k, <void**>slots, nnz):
             status = E_UPDATE
             break
         k.t += 1
@@ -5461,14 +5303,9 @@ cdef int ftrl_learn_f64(SGDKernel k, Rows* r, const double* values, double* out,
         # are journaled first, so that a failure later in the batch undoes
         # it (docs/algorithms.md, "Atomic batches"); the keys it adds are
         # journaled by the store.
-        if k.store.journaling:
-            if store_journal_reserve(k.store, nnz) != 0:
-                status = E_NOMEM
-                break
-            if k.store.journaling:
-                for j in range(nnz):
-                    if slots[j] != NULL:
-                        store_journal_put(k.store, <char*>slots[j], 1)
+        if store_journal_slots(k.store, <void**>slots, nnz) != 0:
+            status = E_NOMEM
+            break
 
         # 4. The rule's step, after the features it gives a weight have
         # their slots (every rule steps only features with a gradient).
@@ -5491,14 +5328,9 @@ cdef int ftrl_learn_f64(SGDKernel k, Rows* r, const double* values, double* out,
         if k.fit_intercept:
             k.intercept += st.update
         # A finite update can still overflow a stored weight or the
-        # intercept: x * 0 is NaN exactly for an infinite or NaN x.  The
-        # example is refused (its batch undone), not stored for the next
-        # example to trip on.
-        acc = k.intercept * 0.0
-        for j in range(nnz):
-            if slots[j] != NULL:
-                acc += (<double*>slots[j])[1] * 0.0
-        if acc != acc:
+        # intercept (weights_finite): the example is refused (its batch
+        # undone), not stored for the next example to trip on.
+        if not weights_finite(k, <void**>slots, nnz):
             status = E_UPDATE
             break
         k.t += 1
@@ -5769,14 +5601,9 @@ cdef int spred_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
         # are journaled first, so that a failure later in the batch undoes
         # it (docs/algorithms.md, "Atomic batches"); the keys it adds are
         # journaled by the store.
-        if k.store.journaling:
-            if store_journal_reserve(k.store, nnz) != 0:
-                status = E_NOMEM
-                break
-            if k.store.journaling:
-                for j in range(nnz):
-                    if slots[j] != NULL:
-                        store_journal_put(k.store, <char*>slots[j], 1)
+        if store_journal_slots(k.store, <void**>slots, nnz) != 0:
+            status = E_NOMEM
+            break
 
         # 4. The rule's step, after the features it gives a weight have
         # their slots (every rule steps only features with a gradient).
@@ -5799,14 +5626,9 @@ cdef int spred_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
         if k.fit_intercept:
             k.intercept += st.update
         # A finite update can still overflow a stored weight or the
-        # intercept: x * 0 is NaN exactly for an infinite or NaN x.  The
-        # example is refused (its batch undone), not stored for the next
-        # example to trip on.
-        acc = k.intercept * 0.0
-        for j in range(nnz):
-            if slots[j] != NULL:
-                acc += (<double*>slots[j])[1] * 0.0
-        if acc != acc:
+        # intercept (weights_finite): the example is refused (its batch
+        # undone), not stored for the next example to trip on.
+        if not weights_finite(k, <void**>slots, nnz):
             status = E_UPDATE
             break
         k.t += 1
@@ -5982,14 +5804,9 @@ cdef int spred_learn_f64(SGDKernel k, Rows* r, const double* values, double* out
         # are journaled first, so that a failure later in the batch undoes
         # it (docs/algorithms.md, "Atomic batches"); the keys it adds are
         # journaled by the store.
-        if k.store.journaling:
-            if store_journal_reserve(k.store, nnz) != 0:
-                status = E_NOMEM
-                break
-            if k.store.journaling:
-                for j in range(nnz):
-                    if slots[j] != NULL:
-                        store_journal_put(k.store, <char*>slots[j], 1)
+        if store_journal_slots(k.store, <void**>slots, nnz) != 0:
+            status = E_NOMEM
+            break
 
         # 4. The rule's step, after the features it gives a weight have
         # their slots (every rule steps only features with a gradient).
@@ -6012,14 +5829,9 @@ cdef int spred_learn_f64(SGDKernel k, Rows* r, const double* values, double* out
         if k.fit_intercept:
             k.intercept += st.update
         # A finite update can still overflow a stored weight or the
-        # intercept: x * 0 is NaN exactly for an infinite or NaN x.  The
-        # example is refused (its batch undone), not stored for the next
-        # example to trip on.
-        acc = k.intercept * 0.0
-        for j in range(nnz):
-            if slots[j] != NULL:
-                acc += (<double*>slots[j])[1] * 0.0
-        if acc != acc:
+        # intercept (weights_finite): the example is refused (its batch
+        # undone), not stored for the next example to trip on.
+        if not weights_finite(k, <void**>slots, nnz):
             status = E_UPDATE
             break
         k.t += 1
@@ -6232,15 +6044,10 @@ cdef int plain_mb_learn_f32(SGDKernel k, Rows* r, const float* values, Py_ssize_
 
         # Within a batch (SGDKernel.begin), the slots this mini-batch
         # changes are journaled first (docs/algorithms.md, "Atomic batches").
-        if k.store.journaling:
-            if store_journal_reserve(k.store, mb.n_keys) != 0:
-                status = E_NOMEM
-                failed_at[0] = b0
-                break
-            if k.store.journaling:
-                for u in range(mb.n_keys):
-                    if mb.uslots[u] != NULL:
-                        store_journal_put(k.store, <char*>mb.uslots[u], 1)
+        if store_journal_slots(k.store, mb.uslots, mb.n_keys) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
 
         # 3. Slots for the keys the mini-batch gives a weight.
         if plain_insert_new(k, mb.ukeys, mb.need, mb.n_keys,
@@ -6260,11 +6067,7 @@ cdef int plain_mb_learn_f32(SGDKernel k, Rows* r, const float* values, Py_ssize_
             k.intercept += total
         # As in the sequential loop: a weight or intercept the update made
         # infinite refuses the mini-batch (its batch is undone).
-        acc = k.intercept * 0.0
-        for u in range(mb.n_keys):
-            if mb.uslots[u] != NULL:
-                acc += (<double*>mb.uslots[u])[1] * 0.0
-        if acc != acc:
+        if not weights_finite(k, mb.uslots, mb.n_keys):
             status = E_UPDATE
             failed_at[0] = b0
             break
@@ -6419,15 +6222,10 @@ cdef int plain_mb_learn_f64(SGDKernel k, Rows* r, const double* values, Py_ssize
 
         # Within a batch (SGDKernel.begin), the slots this mini-batch
         # changes are journaled first (docs/algorithms.md, "Atomic batches").
-        if k.store.journaling:
-            if store_journal_reserve(k.store, mb.n_keys) != 0:
-                status = E_NOMEM
-                failed_at[0] = b0
-                break
-            if k.store.journaling:
-                for u in range(mb.n_keys):
-                    if mb.uslots[u] != NULL:
-                        store_journal_put(k.store, <char*>mb.uslots[u], 1)
+        if store_journal_slots(k.store, mb.uslots, mb.n_keys) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
 
         # 3. Slots for the keys the mini-batch gives a weight.
         if plain_insert_new(k, mb.ukeys, mb.need, mb.n_keys,
@@ -6447,11 +6245,7 @@ cdef int plain_mb_learn_f64(SGDKernel k, Rows* r, const double* values, Py_ssize
             k.intercept += total
         # As in the sequential loop: a weight or intercept the update made
         # infinite refuses the mini-batch (its batch is undone).
-        acc = k.intercept * 0.0
-        for u in range(mb.n_keys):
-            if mb.uslots[u] != NULL:
-                acc += (<double*>mb.uslots[u])[1] * 0.0
-        if acc != acc:
+        if not weights_finite(k, mb.uslots, mb.n_keys):
             status = E_UPDATE
             failed_at[0] = b0
             break
@@ -6606,15 +6400,10 @@ cdef int subgradient_mb_learn_f32(SGDKernel k, Rows* r, const float* values, Py_
 
         # Within a batch (SGDKernel.begin), the slots this mini-batch
         # changes are journaled first (docs/algorithms.md, "Atomic batches").
-        if k.store.journaling:
-            if store_journal_reserve(k.store, mb.n_keys) != 0:
-                status = E_NOMEM
-                failed_at[0] = b0
-                break
-            if k.store.journaling:
-                for u in range(mb.n_keys):
-                    if mb.uslots[u] != NULL:
-                        store_journal_put(k.store, <char*>mb.uslots[u], 1)
+        if store_journal_slots(k.store, mb.uslots, mb.n_keys) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
 
         # 3. Slots for the keys the mini-batch gives a weight.
         if subgradient_insert_new(k, mb.ukeys, mb.need, mb.n_keys,
@@ -6634,11 +6423,7 @@ cdef int subgradient_mb_learn_f32(SGDKernel k, Rows* r, const float* values, Py_
             k.intercept += total
         # As in the sequential loop: a weight or intercept the update made
         # infinite refuses the mini-batch (its batch is undone).
-        acc = k.intercept * 0.0
-        for u in range(mb.n_keys):
-            if mb.uslots[u] != NULL:
-                acc += (<double*>mb.uslots[u])[1] * 0.0
-        if acc != acc:
+        if not weights_finite(k, mb.uslots, mb.n_keys):
             status = E_UPDATE
             failed_at[0] = b0
             break
@@ -6793,15 +6578,10 @@ cdef int subgradient_mb_learn_f64(SGDKernel k, Rows* r, const double* values, Py
 
         # Within a batch (SGDKernel.begin), the slots this mini-batch
         # changes are journaled first (docs/algorithms.md, "Atomic batches").
-        if k.store.journaling:
-            if store_journal_reserve(k.store, mb.n_keys) != 0:
-                status = E_NOMEM
-                failed_at[0] = b0
-                break
-            if k.store.journaling:
-                for u in range(mb.n_keys):
-                    if mb.uslots[u] != NULL:
-                        store_journal_put(k.store, <char*>mb.uslots[u], 1)
+        if store_journal_slots(k.store, mb.uslots, mb.n_keys) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
 
         # 3. Slots for the keys the mini-batch gives a weight.
         if subgradient_insert_new(k, mb.ukeys, mb.need, mb.n_keys,
@@ -6821,11 +6601,7 @@ cdef int subgradient_mb_learn_f64(SGDKernel k, Rows* r, const double* values, Py
             k.intercept += total
         # As in the sequential loop: a weight or intercept the update made
         # infinite refuses the mini-batch (its batch is undone).
-        acc = k.intercept * 0.0
-        for u in range(mb.n_keys):
-            if mb.uslots[u] != NULL:
-                acc += (<double*>mb.uslots[u])[1] * 0.0
-        if acc != acc:
+        if not weights_finite(k, mb.uslots, mb.n_keys):
             status = E_UPDATE
             failed_at[0] = b0
             break
@@ -6980,15 +6756,10 @@ cdef int cumulative_start_mb_learn_f32(SGDKernel k, Rows* r, const float* values
 
         # Within a batch (SGDKernel.begin), the slots this mini-batch
         # changes are journaled first (docs/algorithms.md, "Atomic batches").
-        if k.store.journaling:
-            if store_journal_reserve(k.store, mb.n_keys) != 0:
-                status = E_NOMEM
-                failed_at[0] = b0
-                break
-            if k.store.journaling:
-                for u in range(mb.n_keys):
-                    if mb.uslots[u] != NULL:
-                        store_journal_put(k.store, <char*>mb.uslots[u], 1)
+        if store_journal_slots(k.store, mb.uslots, mb.n_keys) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
 
         # 3. Slots for the keys the mini-batch gives a weight.
         if cumulative_start_insert_new(k, mb.ukeys, mb.need, mb.n_keys,
@@ -7008,11 +6779,7 @@ cdef int cumulative_start_mb_learn_f32(SGDKernel k, Rows* r, const float* values
             k.intercept += total
         # As in the sequential loop: a weight or intercept the update made
         # infinite refuses the mini-batch (its batch is undone).
-        acc = k.intercept * 0.0
-        for u in range(mb.n_keys):
-            if mb.uslots[u] != NULL:
-                acc += (<double*>mb.uslots[u])[1] * 0.0
-        if acc != acc:
+        if not weights_finite(k, mb.uslots, mb.n_keys):
             status = E_UPDATE
             failed_at[0] = b0
             break
@@ -7167,15 +6934,10 @@ cdef int cumulative_start_mb_learn_f64(SGDKernel k, Rows* r, const double* value
 
         # Within a batch (SGDKernel.begin), the slots this mini-batch
         # changes are journaled first (docs/algorithms.md, "Atomic batches").
-        if k.store.journaling:
-            if store_journal_reserve(k.store, mb.n_keys) != 0:
-                status = E_NOMEM
-                failed_at[0] = b0
-                break
-            if k.store.journaling:
-                for u in range(mb.n_keys):
-                    if mb.uslots[u] != NULL:
-                        store_journal_put(k.store, <char*>mb.uslots[u], 1)
+        if store_journal_slots(k.store, mb.uslots, mb.n_keys) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
 
         # 3. Slots for the keys the mini-batch gives a weight.
         if cumulative_start_insert_new(k, mb.ukeys, mb.need, mb.n_keys,
@@ -7195,11 +6957,7 @@ cdef int cumulative_start_mb_learn_f64(SGDKernel k, Rows* r, const double* value
             k.intercept += total
         # As in the sequential loop: a weight or intercept the update made
         # infinite refuses the mini-batch (its batch is undone).
-        acc = k.intercept * 0.0
-        for u in range(mb.n_keys):
-            if mb.uslots[u] != NULL:
-                acc += (<double*>mb.uslots[u])[1] * 0.0
-        if acc != acc:
+        if not weights_finite(k, mb.uslots, mb.n_keys):
             status = E_UPDATE
             failed_at[0] = b0
             break
@@ -7354,15 +7112,10 @@ cdef int cumulative_first_seen_mb_learn_f32(SGDKernel k, Rows* r, const float* v
 
         # Within a batch (SGDKernel.begin), the slots this mini-batch
         # changes are journaled first (docs/algorithms.md, "Atomic batches").
-        if k.store.journaling:
-            if store_journal_reserve(k.store, mb.n_keys) != 0:
-                status = E_NOMEM
-                failed_at[0] = b0
-                break
-            if k.store.journaling:
-                for u in range(mb.n_keys):
-                    if mb.uslots[u] != NULL:
-                        store_journal_put(k.store, <char*>mb.uslots[u], 1)
+        if store_journal_slots(k.store, mb.uslots, mb.n_keys) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
 
         # 3. Slots for the keys the mini-batch gives a weight.
         if cumulative_first_seen_insert_new(k, mb.ukeys, mb.need, mb.n_keys,
@@ -7382,11 +7135,7 @@ cdef int cumulative_first_seen_mb_learn_f32(SGDKernel k, Rows* r, const float* v
             k.intercept += total
         # As in the sequential loop: a weight or intercept the update made
         # infinite refuses the mini-batch (its batch is undone).
-        acc = k.intercept * 0.0
-        for u in range(mb.n_keys):
-            if mb.uslots[u] != NULL:
-                acc += (<double*>mb.uslots[u])[1] * 0.0
-        if acc != acc:
+        if not weights_finite(k, mb.uslots, mb.n_keys):
             status = E_UPDATE
             failed_at[0] = b0
             break
@@ -7541,15 +7290,10 @@ cdef int cumulative_first_seen_mb_learn_f64(SGDKernel k, Rows* r, const double* 
 
         # Within a batch (SGDKernel.begin), the slots this mini-batch
         # changes are journaled first (docs/algorithms.md, "Atomic batches").
-        if k.store.journaling:
-            if store_journal_reserve(k.store, mb.n_keys) != 0:
-                status = E_NOMEM
-                failed_at[0] = b0
-                break
-            if k.store.journaling:
-                for u in range(mb.n_keys):
-                    if mb.uslots[u] != NULL:
-                        store_journal_put(k.store, <char*>mb.uslots[u], 1)
+        if store_journal_slots(k.store, mb.uslots, mb.n_keys) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
 
         # 3. Slots for the keys the mini-batch gives a weight.
         if cumulative_first_seen_insert_new(k, mb.ukeys, mb.need, mb.n_keys,
@@ -7569,11 +7313,7 @@ cdef int cumulative_first_seen_mb_learn_f64(SGDKernel k, Rows* r, const double* 
             k.intercept += total
         # As in the sequential loop: a weight or intercept the update made
         # infinite refuses the mini-batch (its batch is undone).
-        acc = k.intercept * 0.0
-        for u in range(mb.n_keys):
-            if mb.uslots[u] != NULL:
-                acc += (<double*>mb.uslots[u])[1] * 0.0
-        if acc != acc:
+        if not weights_finite(k, mb.uslots, mb.n_keys):
             status = E_UPDATE
             failed_at[0] = b0
             break
@@ -7728,15 +7468,10 @@ cdef int cumulative_adaptive_mb_learn_f32(SGDKernel k, Rows* r, const float* val
 
         # Within a batch (SGDKernel.begin), the slots this mini-batch
         # changes are journaled first (docs/algorithms.md, "Atomic batches").
-        if k.store.journaling:
-            if store_journal_reserve(k.store, mb.n_keys) != 0:
-                status = E_NOMEM
-                failed_at[0] = b0
-                break
-            if k.store.journaling:
-                for u in range(mb.n_keys):
-                    if mb.uslots[u] != NULL:
-                        store_journal_put(k.store, <char*>mb.uslots[u], 1)
+        if store_journal_slots(k.store, mb.uslots, mb.n_keys) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
 
         # 3. Slots for the keys the mini-batch gives a weight.
         if cumulative_adaptive_insert_new(k, mb.ukeys, mb.need, mb.n_keys,
@@ -7756,11 +7491,7 @@ cdef int cumulative_adaptive_mb_learn_f32(SGDKernel k, Rows* r, const float* val
             k.intercept += total
         # As in the sequential loop: a weight or intercept the update made
         # infinite refuses the mini-batch (its batch is undone).
-        acc = k.intercept * 0.0
-        for u in range(mb.n_keys):
-            if mb.uslots[u] != NULL:
-                acc += (<double*>mb.uslots[u])[1] * 0.0
-        if acc != acc:
+        if not weights_finite(k, mb.uslots, mb.n_keys):
             status = E_UPDATE
             failed_at[0] = b0
             break
@@ -7915,15 +7646,10 @@ cdef int cumulative_adaptive_mb_learn_f64(SGDKernel k, Rows* r, const double* va
 
         # Within a batch (SGDKernel.begin), the slots this mini-batch
         # changes are journaled first (docs/algorithms.md, "Atomic batches").
-        if k.store.journaling:
-            if store_journal_reserve(k.store, mb.n_keys) != 0:
-                status = E_NOMEM
-                failed_at[0] = b0
-                break
-            if k.store.journaling:
-                for u in range(mb.n_keys):
-                    if mb.uslots[u] != NULL:
-                        store_journal_put(k.store, <char*>mb.uslots[u], 1)
+        if store_journal_slots(k.store, mb.uslots, mb.n_keys) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
 
         # 3. Slots for the keys the mini-batch gives a weight.
         if cumulative_adaptive_insert_new(k, mb.ukeys, mb.need, mb.n_keys,
@@ -7943,11 +7669,7 @@ cdef int cumulative_adaptive_mb_learn_f64(SGDKernel k, Rows* r, const double* va
             k.intercept += total
         # As in the sequential loop: a weight or intercept the update made
         # infinite refuses the mini-batch (its batch is undone).
-        acc = k.intercept * 0.0
-        for u in range(mb.n_keys):
-            if mb.uslots[u] != NULL:
-                acc += (<double*>mb.uslots[u])[1] * 0.0
-        if acc != acc:
+        if not weights_finite(k, mb.uslots, mb.n_keys):
             status = E_UPDATE
             failed_at[0] = b0
             break
@@ -8102,15 +7824,10 @@ cdef int fobos_mb_learn_f32(SGDKernel k, Rows* r, const float* values, Py_ssize_
 
         # Within a batch (SGDKernel.begin), the slots this mini-batch
         # changes are journaled first (docs/algorithms.md, "Atomic batches").
-        if k.store.journaling:
-            if store_journal_reserve(k.store, mb.n_keys) != 0:
-                status = E_NOMEM
-                failed_at[0] = b0
-                break
-            if k.store.journaling:
-                for u in range(mb.n_keys):
-                    if mb.uslots[u] != NULL:
-                        store_journal_put(k.store, <char*>mb.uslots[u], 1)
+        if store_journal_slots(k.store, mb.uslots, mb.n_keys) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
 
         # 3. Slots for the keys the mini-batch gives a weight.
         if fobos_insert_new(k, mb.ukeys, mb.need, mb.n_keys,
@@ -8130,11 +7847,7 @@ cdef int fobos_mb_learn_f32(SGDKernel k, Rows* r, const float* values, Py_ssize_
             k.intercept += total
         # As in the sequential loop: a weight or intercept the update made
         # infinite refuses the mini-batch (its batch is undone).
-        acc = k.intercept * 0.0
-        for u in range(mb.n_keys):
-            if mb.uslots[u] != NULL:
-                acc += (<double*>mb.uslots[u])[1] * 0.0
-        if acc != acc:
+        if not weights_finite(k, mb.uslots, mb.n_keys):
             status = E_UPDATE
             failed_at[0] = b0
             break
@@ -8289,15 +8002,10 @@ cdef int fobos_mb_learn_f64(SGDKernel k, Rows* r, const double* values, Py_ssize
 
         # Within a batch (SGDKernel.begin), the slots this mini-batch
         # changes are journaled first (docs/algorithms.md, "Atomic batches").
-        if k.store.journaling:
-            if store_journal_reserve(k.store, mb.n_keys) != 0:
-                status = E_NOMEM
-                failed_at[0] = b0
-                break
-            if k.store.journaling:
-                for u in range(mb.n_keys):
-                    if mb.uslots[u] != NULL:
-                        store_journal_put(k.store, <char*>mb.uslots[u], 1)
+        if store_journal_slots(k.store, mb.uslots, mb.n_keys) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
 
         # 3. Slots for the keys the mini-batch gives a weight.
         if fobos_insert_new(k, mb.ukeys, mb.need, mb.n_keys,
@@ -8317,11 +8025,7 @@ cdef int fobos_mb_learn_f64(SGDKernel k, Rows* r, const double* values, Py_ssize
             k.intercept += total
         # As in the sequential loop: a weight or intercept the update made
         # infinite refuses the mini-batch (its batch is undone).
-        acc = k.intercept * 0.0
-        for u in range(mb.n_keys):
-            if mb.uslots[u] != NULL:
-                acc += (<double*>mb.uslots[u])[1] * 0.0
-        if acc != acc:
+        if not weights_finite(k, mb.uslots, mb.n_keys):
             status = E_UPDATE
             failed_at[0] = b0
             break
@@ -8476,15 +8180,10 @@ cdef int truncated_mb_learn_f32(SGDKernel k, Rows* r, const float* values, Py_ss
 
         # Within a batch (SGDKernel.begin), the slots this mini-batch
         # changes are journaled first (docs/algorithms.md, "Atomic batches").
-        if k.store.journaling:
-            if store_journal_reserve(k.store, mb.n_keys) != 0:
-                status = E_NOMEM
-                failed_at[0] = b0
-                break
-            if k.store.journaling:
-                for u in range(mb.n_keys):
-                    if mb.uslots[u] != NULL:
-                        store_journal_put(k.store, <char*>mb.uslots[u], 1)
+        if store_journal_slots(k.store, mb.uslots, mb.n_keys) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
 
         # 3. Slots for the keys the mini-batch gives a weight.
         if truncated_insert_new(k, mb.ukeys, mb.need, mb.n_keys,
@@ -8504,11 +8203,7 @@ cdef int truncated_mb_learn_f32(SGDKernel k, Rows* r, const float* values, Py_ss
             k.intercept += total
         # As in the sequential loop: a weight or intercept the update made
         # infinite refuses the mini-batch (its batch is undone).
-        acc = k.intercept * 0.0
-        for u in range(mb.n_keys):
-            if mb.uslots[u] != NULL:
-                acc += (<double*>mb.uslots[u])[1] * 0.0
-        if acc != acc:
+        if not weights_finite(k, mb.uslots, mb.n_keys):
             status = E_UPDATE
             failed_at[0] = b0
             break
@@ -8663,15 +8358,10 @@ cdef int truncated_mb_learn_f64(SGDKernel k, Rows* r, const double* values, Py_s
 
         # Within a batch (SGDKernel.begin), the slots this mini-batch
         # changes are journaled first (docs/algorithms.md, "Atomic batches").
-        if k.store.journaling:
-            if store_journal_reserve(k.store, mb.n_keys) != 0:
-                status = E_NOMEM
-                failed_at[0] = b0
-                break
-            if k.store.journaling:
-                for u in range(mb.n_keys):
-                    if mb.uslots[u] != NULL:
-                        store_journal_put(k.store, <char*>mb.uslots[u], 1)
+        if store_journal_slots(k.store, mb.uslots, mb.n_keys) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
 
         # 3. Slots for the keys the mini-batch gives a weight.
         if truncated_insert_new(k, mb.ukeys, mb.need, mb.n_keys,
@@ -8691,11 +8381,7 @@ cdef int truncated_mb_learn_f64(SGDKernel k, Rows* r, const double* values, Py_s
             k.intercept += total
         # As in the sequential loop: a weight or intercept the update made
         # infinite refuses the mini-batch (its batch is undone).
-        acc = k.intercept * 0.0
-        for u in range(mb.n_keys):
-            if mb.uslots[u] != NULL:
-                acc += (<double*>mb.uslots[u])[1] * 0.0
-        if acc != acc:
+        if not weights_finite(k, mb.uslots, mb.n_keys):
             status = E_UPDATE
             failed_at[0] = b0
             break
@@ -8850,15 +8536,10 @@ cdef int adagrad_fobos_mb_learn_f32(SGDKernel k, Rows* r, const float* values, P
 
         # Within a batch (SGDKernel.begin), the slots this mini-batch
         # changes are journaled first (docs/algorithms.md, "Atomic batches").
-        if k.store.journaling:
-            if store_journal_reserve(k.store, mb.n_keys) != 0:
-                status = E_NOMEM
-                failed_at[0] = b0
-                break
-            if k.store.journaling:
-                for u in range(mb.n_keys):
-                    if mb.uslots[u] != NULL:
-                        store_journal_put(k.store, <char*>mb.uslots[u], 1)
+        if store_journal_slots(k.store, mb.uslots, mb.n_keys) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
 
         # 3. Slots for the keys the mini-batch gives a weight.
         if adagrad_fobos_insert_new(k, mb.ukeys, mb.need, mb.n_keys,
@@ -8878,11 +8559,7 @@ cdef int adagrad_fobos_mb_learn_f32(SGDKernel k, Rows* r, const float* values, P
             k.intercept += total
         # As in the sequential loop: a weight or intercept the update made
         # infinite refuses the mini-batch (its batch is undone).
-        acc = k.intercept * 0.0
-        for u in range(mb.n_keys):
-            if mb.uslots[u] != NULL:
-                acc += (<double*>mb.uslots[u])[1] * 0.0
-        if acc != acc:
+        if not weights_finite(k, mb.uslots, mb.n_keys):
             status = E_UPDATE
             failed_at[0] = b0
             break
@@ -9037,15 +8714,10 @@ cdef int adagrad_fobos_mb_learn_f64(SGDKernel k, Rows* r, const double* values, 
 
         # Within a batch (SGDKernel.begin), the slots this mini-batch
         # changes are journaled first (docs/algorithms.md, "Atomic batches").
-        if k.store.journaling:
-            if store_journal_reserve(k.store, mb.n_keys) != 0:
-                status = E_NOMEM
-                failed_at[0] = b0
-                break
-            if k.store.journaling:
-                for u in range(mb.n_keys):
-                    if mb.uslots[u] != NULL:
-                        store_journal_put(k.store, <char*>mb.uslots[u], 1)
+        if store_journal_slots(k.store, mb.uslots, mb.n_keys) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
 
         # 3. Slots for the keys the mini-batch gives a weight.
         if adagrad_fobos_insert_new(k, mb.ukeys, mb.need, mb.n_keys,
@@ -9065,11 +8737,7 @@ cdef int adagrad_fobos_mb_learn_f64(SGDKernel k, Rows* r, const double* values, 
             k.intercept += total
         # As in the sequential loop: a weight or intercept the update made
         # infinite refuses the mini-batch (its batch is undone).
-        acc = k.intercept * 0.0
-        for u in range(mb.n_keys):
-            if mb.uslots[u] != NULL:
-                acc += (<double*>mb.uslots[u])[1] * 0.0
-        if acc != acc:
+        if not weights_finite(k, mb.uslots, mb.n_keys):
             status = E_UPDATE
             failed_at[0] = b0
             break
@@ -9224,15 +8892,10 @@ cdef int ftrl_mb_learn_f32(SGDKernel k, Rows* r, const float* values, Py_ssize_t
 
         # Within a batch (SGDKernel.begin), the slots this mini-batch
         # changes are journaled first (docs/algorithms.md, "Atomic batches").
-        if k.store.journaling:
-            if store_journal_reserve(k.store, mb.n_keys) != 0:
-                status = E_NOMEM
-                failed_at[0] = b0
-                break
-            if k.store.journaling:
-                for u in range(mb.n_keys):
-                    if mb.uslots[u] != NULL:
-                        store_journal_put(k.store, <char*>mb.uslots[u], 1)
+        if store_journal_slots(k.store, mb.uslots, mb.n_keys) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
 
         # 3. Slots for the keys the mini-batch gives a weight.
         if ftrl_insert_new(k, mb.ukeys, mb.need, mb.n_keys,
@@ -9252,11 +8915,7 @@ cdef int ftrl_mb_learn_f32(SGDKernel k, Rows* r, const float* values, Py_ssize_t
             k.intercept += total
         # As in the sequential loop: a weight or intercept the update made
         # infinite refuses the mini-batch (its batch is undone).
-        acc = k.intercept * 0.0
-        for u in range(mb.n_keys):
-            if mb.uslots[u] != NULL:
-                acc += (<double*>mb.uslots[u])[1] * 0.0
-        if acc != acc:
+        if not weights_finite(k, mb.uslots, mb.n_keys):
             status = E_UPDATE
             failed_at[0] = b0
             break
@@ -9411,15 +9070,10 @@ cdef int ftrl_mb_learn_f64(SGDKernel k, Rows* r, const double* values, Py_ssize_
 
         # Within a batch (SGDKernel.begin), the slots this mini-batch
         # changes are journaled first (docs/algorithms.md, "Atomic batches").
-        if k.store.journaling:
-            if store_journal_reserve(k.store, mb.n_keys) != 0:
-                status = E_NOMEM
-                failed_at[0] = b0
-                break
-            if k.store.journaling:
-                for u in range(mb.n_keys):
-                    if mb.uslots[u] != NULL:
-                        store_journal_put(k.store, <char*>mb.uslots[u], 1)
+        if store_journal_slots(k.store, mb.uslots, mb.n_keys) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
 
         # 3. Slots for the keys the mini-batch gives a weight.
         if ftrl_insert_new(k, mb.ukeys, mb.need, mb.n_keys,
@@ -9439,11 +9093,7 @@ cdef int ftrl_mb_learn_f64(SGDKernel k, Rows* r, const double* values, Py_ssize_
             k.intercept += total
         # As in the sequential loop: a weight or intercept the update made
         # infinite refuses the mini-batch (its batch is undone).
-        acc = k.intercept * 0.0
-        for u in range(mb.n_keys):
-            if mb.uslots[u] != NULL:
-                acc += (<double*>mb.uslots[u])[1] * 0.0
-        if acc != acc:
+        if not weights_finite(k, mb.uslots, mb.n_keys):
             status = E_UPDATE
             failed_at[0] = b0
             break
@@ -9598,15 +9248,10 @@ cdef int spred_mb_learn_f32(SGDKernel k, Rows* r, const float* values, Py_ssize_
 
         # Within a batch (SGDKernel.begin), the slots this mini-batch
         # changes are journaled first (docs/algorithms.md, "Atomic batches").
-        if k.store.journaling:
-            if store_journal_reserve(k.store, mb.n_keys) != 0:
-                status = E_NOMEM
-                failed_at[0] = b0
-                break
-            if k.store.journaling:
-                for u in range(mb.n_keys):
-                    if mb.uslots[u] != NULL:
-                        store_journal_put(k.store, <char*>mb.uslots[u], 1)
+        if store_journal_slots(k.store, mb.uslots, mb.n_keys) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
 
         # 3. Slots for the keys the mini-batch gives a weight.
         if spred_insert_new(k, mb.ukeys, mb.need, mb.n_keys,
@@ -9626,11 +9271,7 @@ cdef int spred_mb_learn_f32(SGDKernel k, Rows* r, const float* values, Py_ssize_
             k.intercept += total
         # As in the sequential loop: a weight or intercept the update made
         # infinite refuses the mini-batch (its batch is undone).
-        acc = k.intercept * 0.0
-        for u in range(mb.n_keys):
-            if mb.uslots[u] != NULL:
-                acc += (<double*>mb.uslots[u])[1] * 0.0
-        if acc != acc:
+        if not weights_finite(k, mb.uslots, mb.n_keys):
             status = E_UPDATE
             failed_at[0] = b0
             break
@@ -9785,15 +9426,10 @@ cdef int spred_mb_learn_f64(SGDKernel k, Rows* r, const double* values, Py_ssize
 
         # Within a batch (SGDKernel.begin), the slots this mini-batch
         # changes are journaled first (docs/algorithms.md, "Atomic batches").
-        if k.store.journaling:
-            if store_journal_reserve(k.store, mb.n_keys) != 0:
-                status = E_NOMEM
-                failed_at[0] = b0
-                break
-            if k.store.journaling:
-                for u in range(mb.n_keys):
-                    if mb.uslots[u] != NULL:
-                        store_journal_put(k.store, <char*>mb.uslots[u], 1)
+        if store_journal_slots(k.store, mb.uslots, mb.n_keys) != 0:
+            status = E_NOMEM
+            failed_at[0] = b0
+            break
 
         # 3. Slots for the keys the mini-batch gives a weight.
         if spred_insert_new(k, mb.ukeys, mb.need, mb.n_keys,
@@ -9813,11 +9449,7 @@ cdef int spred_mb_learn_f64(SGDKernel k, Rows* r, const double* values, Py_ssize
             k.intercept += total
         # As in the sequential loop: a weight or intercept the update made
         # infinite refuses the mini-batch (its batch is undone).
-        acc = k.intercept * 0.0
-        for u in range(mb.n_keys):
-            if mb.uslots[u] != NULL:
-                acc += (<double*>mb.uslots[u])[1] * 0.0
-        if acc != acc:
+        if not weights_finite(k, mb.uslots, mb.n_keys):
             status = E_UPDATE
             failed_at[0] = b0
             break

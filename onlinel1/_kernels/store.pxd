@@ -176,6 +176,21 @@ cdef inline void store_journal_put(WeightStore s, const char* slot, unsigned cha
     s.jn += 1
 
 
+cdef inline int store_journal_slots(WeightStore s, void** slots, Py_ssize_t n) noexcept nogil:
+    """Within an open batch, journal the present ones of ``slots`` (NULL:
+    absent) before a step changes them; -1 when memory runs out."""
+    cdef Py_ssize_t j
+    if not s.journaling:
+        return 0
+    if store_journal_reserve(s, n) != 0:
+        return -1
+    if s.journaling:            # not frozen by the reserve
+        for j in range(n):
+            if slots[j] != NULL:
+                store_journal_put(s, <char*>slots[j], 1)
+    return 0
+
+
 cdef inline void store_prefetch(WeightStore s, uint64_t key) noexcept nogil:
     """Start loading the home slot of ``key`` (and the cache line after
     it, where a probe or a slot straddling two lines continues)."""
