@@ -189,6 +189,10 @@ cdef struct Rows:
     Py_ssize_t max_nnz
     int wake_fd
     int64_t wake_every
+    # Mini-batch loops: per row (eta, g s, -eta g s) given by the caller
+    # (a cluster shard applies what a worker computed from every shard's
+    # weights; docs/scaling.md); NULL: computed here from the weights.
+    const double* factors
 
 # One mini-batch, as the mini-batch loops and the rules' <kernel>_mb_step
 # read it (docs/algorithms.md, "Mini-batches"; the loops are at the end).
@@ -513,7 +517,7 @@ cdef class SGDKernel:
 
     def learn_minibatch(self, const int64_t[::1] indptr, const uint64_t[::1] keys,
                         values, const double[::1] labels, weights, Py_ssize_t minibatch,
-                        Py_ssize_t start=0, Py_ssize_t stop=-1):
+                        Py_ssize_t start=0, Py_ssize_t stop=-1, factors=None):
         """Learn rows ``start:stop`` of a validated CSR batch as consecutive
         mini-batches of ``minibatch`` rows, the last one short if the rows
         do not divide evenly (docs/algorithms.md, "Mini-batches"; the
@@ -521,8 +525,15 @@ cdef class SGDKernel:
         whole).  Returns what ``learn`` does.  A mini-batch with an
         example that overflows is not learned at all: the error's
         ``learned`` counts the rows of the mini-batches before it, its
-        ``row`` is the failing example."""
+        ``row`` is the failing example.
+
+        ``factors``, an (n_rows, 3) array of every row's (eta, g s,
+        -eta g s), replaces the rows' margins: a cluster shard applies what
+        ``minibatch_factors`` computed from every shard's weights
+        (docs/scaling.md); the labels are then not read and the sums
+        returned are 0."""
         cdef const double[::1] s = weights if weights is not None else None
+        cdef const double[:, ::1] f = factors if factors is not None else None
         cdef const float[::1] xf
         cdef const double[::1] xd
         cdef double out[3]
@@ -558,6 +569,13 @@ cdef class SGDKernel:
             b0 = i
         r.wake_fd = -1
         r.wake_every = 1
+        r.factors = NULL
+        if f is not None:
+            if f.shape[0] != indptr.shape[0] - 1 or f.shape[1] != 3:
+                raise ValueError(f"factors: ({f.shape[0]}, {f.shape[1]}) for "
+                                 f"{indptr.shape[0] - 1} rows (one (eta, g s, -eta g s) a row)")
+            if stop > start:
+                r.factors = &f[start, 0]
         out[0] = out[1] = out[2] = 0.0
         if values.dtype == np.float32:
             xf = values
@@ -606,18 +624,90 @@ cdef class SGDKernel:
                                      &xd[0] if xd.shape[0] > 0 else &no_f64, &o[0], probability)
         return out
 
-    def lookup(self, const uint64_t[::1] keys):
-        """Caught-up weight of each key (0 where absent)."""
+    def lookup(self, const uint64_t[::1] keys, bint raw=False):
+        """Caught-up weight of each key (0 where absent); ``raw``: in the
+        rule's units, before the L2 scale (what a mini-batch's margins sum,
+        ``minibatch_factors``)."""
         out = np.zeros(keys.shape[0], dtype=np.float64)
         cdef double[::1] o = out
         cdef Py_ssize_t j
         cdef char* p
+        cdef double scale = 1.0 if raw else self.scale
         with nogil:
             for j in range(keys.shape[0]):
                 p = store_find(self.store, keys[j])
                 if p != NULL:
-                    o[j] = self.ops.weight(self, p) * self.scale
+                    o[j] = self.ops.weight(self, p) * scale
         return out
+
+    def minibatch_factors(self, const int64_t[::1] indptr, const double[::1] w0, values,
+                          const double[::1] labels, weights):
+        """Step 2 of one mini-batch of all the given rows, from ``w0``, the
+        raw start weight (``lookup(raw=True)``) of every entry: the rows'
+        (eta, g s, -eta g s) as an (n_rows, 3) array, and the progressive
+        (loss_sum, weight_sum, correct), at this kernel's clocks (t, scale,
+        intercept: a cluster worker sets them from the shards').  The
+        mini-batch loop runs the same code (mb_row_factors), so
+        ``learn_minibatch(..., factors=)`` with these on the shards is that
+        loop bit for bit.  An example that overflows raises
+        ``NumericError`` with its row."""
+        cdef Py_ssize_t n = indptr.shape[0] - 1, nnz, i
+        cdef const double[::1] s = weights if weights is not None else None
+        cdef const float[::1] xf
+        cdef const double[::1] xd
+        cdef MB mb
+        cdef Rows r
+        cdef double stats[3]
+        cdef Py_ssize_t failed_at = 0
+        cdef int status
+        cdef float no_f32 = 0.0
+        cdef double no_f64 = 0.0
+        if n < 0 or indptr[0] != 0 or labels.shape[0] != n \
+                or (s is not None and s.shape[0] != n):
+            raise ValueError("minibatch_factors: indptr (from 0), labels and weights disagree")
+        nnz = indptr[n] - indptr[0]
+        if w0.shape[0] != nnz or values.shape[0] != nnz:
+            raise ValueError(f"minibatch_factors: {w0.shape[0]} weights and "
+                             f"{values.shape[0]} values for {nnz} entries")
+        factors = np.zeros((n, 3), dtype=np.float64)
+        cdef double[:, ::1] fv = factors
+        idx = np.arange(nnz, dtype=np.intp)
+        cdef Py_ssize_t[::1] iv = idx
+        eta = np.empty(n + 1)
+        gs = np.empty(n + 1)
+        upd = np.empty(n + 1)
+        cdef double[::1] ev = eta, gv = gs, uv = upd
+        mb.n_rows = n
+        mb.indptr = &indptr[0]
+        mb.t0 = self.t
+        mb.eta = &ev[0]
+        mb.gs = &gv[0]
+        mb.upd = &uv[0]
+        mb.w0 = <double*>&w0[0] if nnz > 0 else &no_f64
+        mb.idx = &iv[0] if nnz > 0 else NULL
+        r.indptr = &indptr[0]
+        r.n_rows = n
+        r.labels = &labels[0] if n > 0 else &no_f64
+        r.weights = &s[0] if s is not None and n > 0 else NULL
+        r.factors = NULL
+        if values.dtype == np.float32:
+            xf = values
+            with nogil:
+                status = mb_row_factors(self, &mb, &r, &xf[0] if nnz > 0 else &no_f32, 0,
+                                        stats, &failed_at)
+        else:
+            xd = values
+            with nogil:
+                status = mb_row_factors(self, &mb, &r, &xd[0] if nnz > 0 else &no_f64, 0,
+                                        stats, &failed_at)
+        if status != OK:
+            raise NumericError(None, 0, (0.0, 0.0, 0), row=failed_at,
+                               reason="margin" if status == E_MARGIN else "update")
+        for i in range(n):
+            fv[i, 0] = ev[i]
+            fv[i, 1] = gv[i]
+            fv[i, 2] = uv[i]
+        return factors, (stats[0], stats[1], <long long>stats[2])
 
     def count_nonzero(self):
         """Number of stored features whose caught-up weight is not zero
@@ -5904,6 +5994,102 @@ cdef void spred_margins_f64(SGDKernel k, const int64_t* indptr, Py_ssize_t n_row
         out[i] = acc
 
 
+def entry_margins(const int64_t[::1] indptr, const double[::1] w, values, double scale,
+                  double intercept, bint probability=False):
+    """The margins (or, with ``probability``, their logistic link) of the
+    rows ``indptr`` from ``w``, the raw weight of every entry
+    (``SGDKernel.lookup(raw=True)``), summed in entry order and then
+    scaled, as ``SGDKernel.margins`` sums them: a cluster answers
+    ``predict`` from its shards' weights with this, bit for bit the
+    single process's prediction (docs/scaling.md)."""
+    cdef Py_ssize_t n = indptr.shape[0] - 1, i, j
+    # float32 values widen exactly, as they do in SGDKernel.margins.
+    cdef const double[::1] x = np.ascontiguousarray(values, dtype=np.float64)
+    cdef double acc, e
+    if n < 0 or indptr[0] != 0 or w.shape[0] != indptr[n] or x.shape[0] != indptr[n]:
+        raise ValueError("entry_margins: indptr (from 0), weights and values disagree")
+    out = np.empty(n, dtype=np.float64)
+    cdef double[::1] o = out
+    with nogil:
+        for i in range(n):
+            acc = 0.0
+            for j in range(indptr[i], indptr[i + 1]):
+                acc += w[j] * x[j]
+            acc = acc * scale + intercept
+            if probability:
+                if acc >= 0:
+                    acc = 1.0 / (1.0 + exp(-acc))
+                else:
+                    e = exp(acc)
+                    acc = e / (1.0 + e)
+            o[i] = acc
+    return out
+
+
+cdef int mb_row_factors(SGDKernel k, MB* mb, Rows* r, const floating* values, Py_ssize_t b0,
+                        double* stats, Py_ssize_t* failed_at) noexcept nogil:
+    """Step 2 of a mini-batch (rows b0 .. b0 + mb.n_rows of r): each row's
+    margin from the start weights mb.w0[mb.idx[entry]], its eta of step
+    t0 + 1 + b, g s and -eta g s into mb, and the progressive sums (loss,
+    weight, correct) into stats.  OK, or E_MARGIN / E_UPDATE with the row
+    in failed_at.  The mini-batch loop and a cluster worker
+    (SGDKernel.minibatch_factors) both run this, so their factors agree
+    bit for bit."""
+    cdef Py_ssize_t b, j
+    cdef int64_t lo, hi, base = mb.indptr[0]
+    cdef double y, weight, acc, max_x, margin, g, eta, upd, gs
+    stats[0] = stats[1] = stats[2] = 0.0
+    for b in range(mb.n_rows):
+        lo = mb.indptr[b]
+        hi = mb.indptr[b + 1]
+        y = r.labels[b0 + b]
+        if k.loss != LOSS_SQUARED and y == 0.0:
+            y = -1.0
+        weight = r.weights[b0 + b] if r.weights != NULL else 1.0
+        acc = 0.0
+        max_x = 0.0
+        for j in range(lo, hi):
+            if fabs(values[j]) > max_x:
+                max_x = fabs(values[j])
+            acc += mb.w0[mb.idx[j - base]] * values[j]
+        margin = acc * k.scale + k.intercept
+        if not isfinite(margin):
+            failed_at[0] = b0 + b
+            return E_MARGIN
+        g = loss_gradient(k.loss, y, margin)
+        eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
+                        k.decay_steps, k.t + 1 + b)
+        upd = -eta * g * weight
+        gs = g * weight
+        if not isfinite(upd) or not isfinite(upd / k.scale * max_x) \
+                or not isfinite(gs * max_x):
+            failed_at[0] = b0 + b
+            return E_UPDATE
+        mb.eta[b] = eta
+        mb.upd[b] = upd
+        mb.gs[b] = gs
+        if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
+            stats[0] += weight * loss_value(k.loss, y, margin)
+        stats[1] += weight
+        if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+            stats[2] += 1
+    return OK
+
+
+cdef void mb_flags(MB* mb, const floating* values) noexcept nogil:
+    """Which keys some row with g s != 0 touches (mb.grad), and which of
+    them a non-zero value gives a slot (mb.need)."""
+    cdef Py_ssize_t b, j, u
+    cdef int64_t base = mb.indptr[0]
+    for b in range(mb.n_rows):
+        if mb.gs[b] != 0.0:
+            for j in range(mb.indptr[b], mb.indptr[b + 1]):
+                u = mb.idx[j - base]
+                mb.grad[u] = 1
+                if values[j] != 0.0:
+                    mb.need[u] = 1.0
+
+
 # ============================================================ mini-batch loops
 # docs/algorithms.md, "Mini-batches".  For each mini-batch of B rows:
 # 1. its distinct keys (first-seen order), each found once and caught up to
@@ -5928,13 +6114,14 @@ cdef int plain_mb_learn_f32(SGDKernel k, Rows* r, const float* values, Py_ssize_
                                 Py_ssize_t* learned) noexcept nogil:
     cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
     cdef Py_ssize_t b0 = 0, nb, b, j, u, i, n_cand, size, mask
-    cdef int64_t base, lo, hi
+    cdef int64_t base
     cdef MB mb
     cdef plain_slot* p
     cdef uint64_t key
-    cdef double y, weight, margin, acc, g, max_x, eta, upd, gs, total
+    cdef double total
     cdef double loss_sum = 0.0, weight_sum = 0.0, n_correct = 0.0
     cdef double b_loss, b_weight, b_correct
+    cdef double stats[3]
     cdef int status = OK
     cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
     cdef Py_ssize_t* table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
@@ -5995,50 +6182,20 @@ cdef int plain_mb_learn_f32(SGDKernel k, Rows* r, const float* values, Py_ssize_
             mb.need[u] = 0.0
             mb.grad[u] = 0
 
-        # 2. Margins from the start weights; losses; gradients.
-        b_loss = b_weight = b_correct = 0.0
-        for b in range(nb):
-            lo = mb.indptr[b]
-            hi = mb.indptr[b + 1]
-            y = r.labels[b0 + b]
-            if k.loss != LOSS_SQUARED and y == 0.0:
-                y = -1.0
-            weight = r.weights[b0 + b] if r.weights != NULL else 1.0
-            acc = 0.0
-            max_x = 0.0
-            for j in range(lo, hi):
-                if fabs(values[j]) > max_x:
-                    max_x = fabs(values[j])
-                acc += mb.w0[mb.idx[j - base]] * values[j]
-            margin = acc * k.scale + k.intercept
-            if not isfinite(margin):
-                status = E_MARGIN
-                failed_at[0] = b0 + b
-                break
-            g = loss_gradient(k.loss, y, margin)
-            eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
-                            k.decay_steps, k.t + 1 + b)
-            upd = -eta * g * weight
-            gs = g * weight
-            if not isfinite(upd) or not isfinite(upd / k.scale * max_x) \
-                    or not isfinite(gs * max_x):
-                status = E_UPDATE
-                failed_at[0] = b0 + b
-                break
-            mb.eta[b] = eta
-            mb.upd[b] = upd
-            mb.gs[b] = gs
-            if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
-                b_loss += weight * loss_value(k.loss, y, margin)
-            b_weight += weight
-            if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
-                b_correct += 1
-            if gs != 0.0:
-                for j in range(lo, hi):
-                    u = mb.idx[j - base]
-                    mb.grad[u] = 1
-                    if values[j] != 0.0:
-                        mb.need[u] = 1.0
+        # 2. Margins from the start weights; losses; gradients (or the
+        # factors a cluster worker computed the same way: mb_row_factors).
+        if r.factors == NULL:
+            status = mb_row_factors(k, &mb, r, values, b0, stats, failed_at)
+            b_loss = stats[0]
+            b_weight = stats[1]
+            b_correct = stats[2]
+        else:
+            for b in range(nb):
+                mb.eta[b] = r.factors[3 * (b0 + b)]
+                mb.gs[b] = r.factors[3 * (b0 + b) + 1]
+                mb.upd[b] = r.factors[3 * (b0 + b) + 2]
+            b_loss = b_weight = b_correct = 0.0
+        mb_flags(&mb, values)
         if status != OK:
             break
 
@@ -6106,13 +6263,14 @@ cdef int plain_mb_learn_f64(SGDKernel k, Rows* r, const double* values, Py_ssize
                                 Py_ssize_t* learned) noexcept nogil:
     cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
     cdef Py_ssize_t b0 = 0, nb, b, j, u, i, n_cand, size, mask
-    cdef int64_t base, lo, hi
+    cdef int64_t base
     cdef MB mb
     cdef plain_slot* p
     cdef uint64_t key
-    cdef double y, weight, margin, acc, g, max_x, eta, upd, gs, total
+    cdef double total
     cdef double loss_sum = 0.0, weight_sum = 0.0, n_correct = 0.0
     cdef double b_loss, b_weight, b_correct
+    cdef double stats[3]
     cdef int status = OK
     cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
     cdef Py_ssize_t* table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
@@ -6173,50 +6331,20 @@ cdef int plain_mb_learn_f64(SGDKernel k, Rows* r, const double* values, Py_ssize
             mb.need[u] = 0.0
             mb.grad[u] = 0
 
-        # 2. Margins from the start weights; losses; gradients.
-        b_loss = b_weight = b_correct = 0.0
-        for b in range(nb):
-            lo = mb.indptr[b]
-            hi = mb.indptr[b + 1]
-            y = r.labels[b0 + b]
-            if k.loss != LOSS_SQUARED and y == 0.0:
-                y = -1.0
-            weight = r.weights[b0 + b] if r.weights != NULL else 1.0
-            acc = 0.0
-            max_x = 0.0
-            for j in range(lo, hi):
-                if fabs(values[j]) > max_x:
-                    max_x = fabs(values[j])
-                acc += mb.w0[mb.idx[j - base]] * values[j]
-            margin = acc * k.scale + k.intercept
-            if not isfinite(margin):
-                status = E_MARGIN
-                failed_at[0] = b0 + b
-                break
-            g = loss_gradient(k.loss, y, margin)
-            eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
-                            k.decay_steps, k.t + 1 + b)
-            upd = -eta * g * weight
-            gs = g * weight
-            if not isfinite(upd) or not isfinite(upd / k.scale * max_x) \
-                    or not isfinite(gs * max_x):
-                status = E_UPDATE
-                failed_at[0] = b0 + b
-                break
-            mb.eta[b] = eta
-            mb.upd[b] = upd
-            mb.gs[b] = gs
-            if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
-                b_loss += weight * loss_value(k.loss, y, margin)
-            b_weight += weight
-            if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
-                b_correct += 1
-            if gs != 0.0:
-                for j in range(lo, hi):
-                    u = mb.idx[j - base]
-                    mb.grad[u] = 1
-                    if values[j] != 0.0:
-                        mb.need[u] = 1.0
+        # 2. Margins from the start weights; losses; gradients (or the
+        # factors a cluster worker computed the same way: mb_row_factors).
+        if r.factors == NULL:
+            status = mb_row_factors(k, &mb, r, values, b0, stats, failed_at)
+            b_loss = stats[0]
+            b_weight = stats[1]
+            b_correct = stats[2]
+        else:
+            for b in range(nb):
+                mb.eta[b] = r.factors[3 * (b0 + b)]
+                mb.gs[b] = r.factors[3 * (b0 + b) + 1]
+                mb.upd[b] = r.factors[3 * (b0 + b) + 2]
+            b_loss = b_weight = b_correct = 0.0
+        mb_flags(&mb, values)
         if status != OK:
             break
 
@@ -6284,13 +6412,14 @@ cdef int subgradient_mb_learn_f32(SGDKernel k, Rows* r, const float* values, Py_
                                 Py_ssize_t* learned) noexcept nogil:
     cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
     cdef Py_ssize_t b0 = 0, nb, b, j, u, i, n_cand, size, mask
-    cdef int64_t base, lo, hi
+    cdef int64_t base
     cdef MB mb
     cdef subgradient_slot* p
     cdef uint64_t key
-    cdef double y, weight, margin, acc, g, max_x, eta, upd, gs, total
+    cdef double total
     cdef double loss_sum = 0.0, weight_sum = 0.0, n_correct = 0.0
     cdef double b_loss, b_weight, b_correct
+    cdef double stats[3]
     cdef int status = OK
     cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
     cdef Py_ssize_t* table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
@@ -6351,50 +6480,20 @@ cdef int subgradient_mb_learn_f32(SGDKernel k, Rows* r, const float* values, Py_
             mb.need[u] = 0.0
             mb.grad[u] = 0
 
-        # 2. Margins from the start weights; losses; gradients.
-        b_loss = b_weight = b_correct = 0.0
-        for b in range(nb):
-            lo = mb.indptr[b]
-            hi = mb.indptr[b + 1]
-            y = r.labels[b0 + b]
-            if k.loss != LOSS_SQUARED and y == 0.0:
-                y = -1.0
-            weight = r.weights[b0 + b] if r.weights != NULL else 1.0
-            acc = 0.0
-            max_x = 0.0
-            for j in range(lo, hi):
-                if fabs(values[j]) > max_x:
-                    max_x = fabs(values[j])
-                acc += mb.w0[mb.idx[j - base]] * values[j]
-            margin = acc * k.scale + k.intercept
-            if not isfinite(margin):
-                status = E_MARGIN
-                failed_at[0] = b0 + b
-                break
-            g = loss_gradient(k.loss, y, margin)
-            eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
-                            k.decay_steps, k.t + 1 + b)
-            upd = -eta * g * weight
-            gs = g * weight
-            if not isfinite(upd) or not isfinite(upd / k.scale * max_x) \
-                    or not isfinite(gs * max_x):
-                status = E_UPDATE
-                failed_at[0] = b0 + b
-                break
-            mb.eta[b] = eta
-            mb.upd[b] = upd
-            mb.gs[b] = gs
-            if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
-                b_loss += weight * loss_value(k.loss, y, margin)
-            b_weight += weight
-            if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
-                b_correct += 1
-            if gs != 0.0:
-                for j in range(lo, hi):
-                    u = mb.idx[j - base]
-                    mb.grad[u] = 1
-                    if values[j] != 0.0:
-                        mb.need[u] = 1.0
+        # 2. Margins from the start weights; losses; gradients (or the
+        # factors a cluster worker computed the same way: mb_row_factors).
+        if r.factors == NULL:
+            status = mb_row_factors(k, &mb, r, values, b0, stats, failed_at)
+            b_loss = stats[0]
+            b_weight = stats[1]
+            b_correct = stats[2]
+        else:
+            for b in range(nb):
+                mb.eta[b] = r.factors[3 * (b0 + b)]
+                mb.gs[b] = r.factors[3 * (b0 + b) + 1]
+                mb.upd[b] = r.factors[3 * (b0 + b) + 2]
+            b_loss = b_weight = b_correct = 0.0
+        mb_flags(&mb, values)
         if status != OK:
             break
 
@@ -6462,13 +6561,14 @@ cdef int subgradient_mb_learn_f64(SGDKernel k, Rows* r, const double* values, Py
                                 Py_ssize_t* learned) noexcept nogil:
     cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
     cdef Py_ssize_t b0 = 0, nb, b, j, u, i, n_cand, size, mask
-    cdef int64_t base, lo, hi
+    cdef int64_t base
     cdef MB mb
     cdef subgradient_slot* p
     cdef uint64_t key
-    cdef double y, weight, margin, acc, g, max_x, eta, upd, gs, total
+    cdef double total
     cdef double loss_sum = 0.0, weight_sum = 0.0, n_correct = 0.0
     cdef double b_loss, b_weight, b_correct
+    cdef double stats[3]
     cdef int status = OK
     cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
     cdef Py_ssize_t* table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
@@ -6529,50 +6629,20 @@ cdef int subgradient_mb_learn_f64(SGDKernel k, Rows* r, const double* values, Py
             mb.need[u] = 0.0
             mb.grad[u] = 0
 
-        # 2. Margins from the start weights; losses; gradients.
-        b_loss = b_weight = b_correct = 0.0
-        for b in range(nb):
-            lo = mb.indptr[b]
-            hi = mb.indptr[b + 1]
-            y = r.labels[b0 + b]
-            if k.loss != LOSS_SQUARED and y == 0.0:
-                y = -1.0
-            weight = r.weights[b0 + b] if r.weights != NULL else 1.0
-            acc = 0.0
-            max_x = 0.0
-            for j in range(lo, hi):
-                if fabs(values[j]) > max_x:
-                    max_x = fabs(values[j])
-                acc += mb.w0[mb.idx[j - base]] * values[j]
-            margin = acc * k.scale + k.intercept
-            if not isfinite(margin):
-                status = E_MARGIN
-                failed_at[0] = b0 + b
-                break
-            g = loss_gradient(k.loss, y, margin)
-            eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
-                            k.decay_steps, k.t + 1 + b)
-            upd = -eta * g * weight
-            gs = g * weight
-            if not isfinite(upd) or not isfinite(upd / k.scale * max_x) \
-                    or not isfinite(gs * max_x):
-                status = E_UPDATE
-                failed_at[0] = b0 + b
-                break
-            mb.eta[b] = eta
-            mb.upd[b] = upd
-            mb.gs[b] = gs
-            if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
-                b_loss += weight * loss_value(k.loss, y, margin)
-            b_weight += weight
-            if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
-                b_correct += 1
-            if gs != 0.0:
-                for j in range(lo, hi):
-                    u = mb.idx[j - base]
-                    mb.grad[u] = 1
-                    if values[j] != 0.0:
-                        mb.need[u] = 1.0
+        # 2. Margins from the start weights; losses; gradients (or the
+        # factors a cluster worker computed the same way: mb_row_factors).
+        if r.factors == NULL:
+            status = mb_row_factors(k, &mb, r, values, b0, stats, failed_at)
+            b_loss = stats[0]
+            b_weight = stats[1]
+            b_correct = stats[2]
+        else:
+            for b in range(nb):
+                mb.eta[b] = r.factors[3 * (b0 + b)]
+                mb.gs[b] = r.factors[3 * (b0 + b) + 1]
+                mb.upd[b] = r.factors[3 * (b0 + b) + 2]
+            b_loss = b_weight = b_correct = 0.0
+        mb_flags(&mb, values)
         if status != OK:
             break
 
@@ -6640,13 +6710,14 @@ cdef int cumulative_start_mb_learn_f32(SGDKernel k, Rows* r, const float* values
                                 Py_ssize_t* learned) noexcept nogil:
     cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
     cdef Py_ssize_t b0 = 0, nb, b, j, u, i, n_cand, size, mask
-    cdef int64_t base, lo, hi
+    cdef int64_t base
     cdef MB mb
     cdef cumulative_start_slot* p
     cdef uint64_t key
-    cdef double y, weight, margin, acc, g, max_x, eta, upd, gs, total
+    cdef double total
     cdef double loss_sum = 0.0, weight_sum = 0.0, n_correct = 0.0
     cdef double b_loss, b_weight, b_correct
+    cdef double stats[3]
     cdef int status = OK
     cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
     cdef Py_ssize_t* table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
@@ -6707,50 +6778,20 @@ cdef int cumulative_start_mb_learn_f32(SGDKernel k, Rows* r, const float* values
             mb.need[u] = 0.0
             mb.grad[u] = 0
 
-        # 2. Margins from the start weights; losses; gradients.
-        b_loss = b_weight = b_correct = 0.0
-        for b in range(nb):
-            lo = mb.indptr[b]
-            hi = mb.indptr[b + 1]
-            y = r.labels[b0 + b]
-            if k.loss != LOSS_SQUARED and y == 0.0:
-                y = -1.0
-            weight = r.weights[b0 + b] if r.weights != NULL else 1.0
-            acc = 0.0
-            max_x = 0.0
-            for j in range(lo, hi):
-                if fabs(values[j]) > max_x:
-                    max_x = fabs(values[j])
-                acc += mb.w0[mb.idx[j - base]] * values[j]
-            margin = acc * k.scale + k.intercept
-            if not isfinite(margin):
-                status = E_MARGIN
-                failed_at[0] = b0 + b
-                break
-            g = loss_gradient(k.loss, y, margin)
-            eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
-                            k.decay_steps, k.t + 1 + b)
-            upd = -eta * g * weight
-            gs = g * weight
-            if not isfinite(upd) or not isfinite(upd / k.scale * max_x) \
-                    or not isfinite(gs * max_x):
-                status = E_UPDATE
-                failed_at[0] = b0 + b
-                break
-            mb.eta[b] = eta
-            mb.upd[b] = upd
-            mb.gs[b] = gs
-            if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
-                b_loss += weight * loss_value(k.loss, y, margin)
-            b_weight += weight
-            if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
-                b_correct += 1
-            if gs != 0.0:
-                for j in range(lo, hi):
-                    u = mb.idx[j - base]
-                    mb.grad[u] = 1
-                    if values[j] != 0.0:
-                        mb.need[u] = 1.0
+        # 2. Margins from the start weights; losses; gradients (or the
+        # factors a cluster worker computed the same way: mb_row_factors).
+        if r.factors == NULL:
+            status = mb_row_factors(k, &mb, r, values, b0, stats, failed_at)
+            b_loss = stats[0]
+            b_weight = stats[1]
+            b_correct = stats[2]
+        else:
+            for b in range(nb):
+                mb.eta[b] = r.factors[3 * (b0 + b)]
+                mb.gs[b] = r.factors[3 * (b0 + b) + 1]
+                mb.upd[b] = r.factors[3 * (b0 + b) + 2]
+            b_loss = b_weight = b_correct = 0.0
+        mb_flags(&mb, values)
         if status != OK:
             break
 
@@ -6818,13 +6859,14 @@ cdef int cumulative_start_mb_learn_f64(SGDKernel k, Rows* r, const double* value
                                 Py_ssize_t* learned) noexcept nogil:
     cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
     cdef Py_ssize_t b0 = 0, nb, b, j, u, i, n_cand, size, mask
-    cdef int64_t base, lo, hi
+    cdef int64_t base
     cdef MB mb
     cdef cumulative_start_slot* p
     cdef uint64_t key
-    cdef double y, weight, margin, acc, g, max_x, eta, upd, gs, total
+    cdef double total
     cdef double loss_sum = 0.0, weight_sum = 0.0, n_correct = 0.0
     cdef double b_loss, b_weight, b_correct
+    cdef double stats[3]
     cdef int status = OK
     cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
     cdef Py_ssize_t* table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
@@ -6885,50 +6927,20 @@ cdef int cumulative_start_mb_learn_f64(SGDKernel k, Rows* r, const double* value
             mb.need[u] = 0.0
             mb.grad[u] = 0
 
-        # 2. Margins from the start weights; losses; gradients.
-        b_loss = b_weight = b_correct = 0.0
-        for b in range(nb):
-            lo = mb.indptr[b]
-            hi = mb.indptr[b + 1]
-            y = r.labels[b0 + b]
-            if k.loss != LOSS_SQUARED and y == 0.0:
-                y = -1.0
-            weight = r.weights[b0 + b] if r.weights != NULL else 1.0
-            acc = 0.0
-            max_x = 0.0
-            for j in range(lo, hi):
-                if fabs(values[j]) > max_x:
-                    max_x = fabs(values[j])
-                acc += mb.w0[mb.idx[j - base]] * values[j]
-            margin = acc * k.scale + k.intercept
-            if not isfinite(margin):
-                status = E_MARGIN
-                failed_at[0] = b0 + b
-                break
-            g = loss_gradient(k.loss, y, margin)
-            eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
-                            k.decay_steps, k.t + 1 + b)
-            upd = -eta * g * weight
-            gs = g * weight
-            if not isfinite(upd) or not isfinite(upd / k.scale * max_x) \
-                    or not isfinite(gs * max_x):
-                status = E_UPDATE
-                failed_at[0] = b0 + b
-                break
-            mb.eta[b] = eta
-            mb.upd[b] = upd
-            mb.gs[b] = gs
-            if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
-                b_loss += weight * loss_value(k.loss, y, margin)
-            b_weight += weight
-            if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
-                b_correct += 1
-            if gs != 0.0:
-                for j in range(lo, hi):
-                    u = mb.idx[j - base]
-                    mb.grad[u] = 1
-                    if values[j] != 0.0:
-                        mb.need[u] = 1.0
+        # 2. Margins from the start weights; losses; gradients (or the
+        # factors a cluster worker computed the same way: mb_row_factors).
+        if r.factors == NULL:
+            status = mb_row_factors(k, &mb, r, values, b0, stats, failed_at)
+            b_loss = stats[0]
+            b_weight = stats[1]
+            b_correct = stats[2]
+        else:
+            for b in range(nb):
+                mb.eta[b] = r.factors[3 * (b0 + b)]
+                mb.gs[b] = r.factors[3 * (b0 + b) + 1]
+                mb.upd[b] = r.factors[3 * (b0 + b) + 2]
+            b_loss = b_weight = b_correct = 0.0
+        mb_flags(&mb, values)
         if status != OK:
             break
 
@@ -6996,13 +7008,14 @@ cdef int cumulative_first_seen_mb_learn_f32(SGDKernel k, Rows* r, const float* v
                                 Py_ssize_t* learned) noexcept nogil:
     cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
     cdef Py_ssize_t b0 = 0, nb, b, j, u, i, n_cand, size, mask
-    cdef int64_t base, lo, hi
+    cdef int64_t base
     cdef MB mb
     cdef cumulative_first_seen_slot* p
     cdef uint64_t key
-    cdef double y, weight, margin, acc, g, max_x, eta, upd, gs, total
+    cdef double total
     cdef double loss_sum = 0.0, weight_sum = 0.0, n_correct = 0.0
     cdef double b_loss, b_weight, b_correct
+    cdef double stats[3]
     cdef int status = OK
     cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
     cdef Py_ssize_t* table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
@@ -7063,50 +7076,20 @@ cdef int cumulative_first_seen_mb_learn_f32(SGDKernel k, Rows* r, const float* v
             mb.need[u] = 0.0
             mb.grad[u] = 0
 
-        # 2. Margins from the start weights; losses; gradients.
-        b_loss = b_weight = b_correct = 0.0
-        for b in range(nb):
-            lo = mb.indptr[b]
-            hi = mb.indptr[b + 1]
-            y = r.labels[b0 + b]
-            if k.loss != LOSS_SQUARED and y == 0.0:
-                y = -1.0
-            weight = r.weights[b0 + b] if r.weights != NULL else 1.0
-            acc = 0.0
-            max_x = 0.0
-            for j in range(lo, hi):
-                if fabs(values[j]) > max_x:
-                    max_x = fabs(values[j])
-                acc += mb.w0[mb.idx[j - base]] * values[j]
-            margin = acc * k.scale + k.intercept
-            if not isfinite(margin):
-                status = E_MARGIN
-                failed_at[0] = b0 + b
-                break
-            g = loss_gradient(k.loss, y, margin)
-            eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
-                            k.decay_steps, k.t + 1 + b)
-            upd = -eta * g * weight
-            gs = g * weight
-            if not isfinite(upd) or not isfinite(upd / k.scale * max_x) \
-                    or not isfinite(gs * max_x):
-                status = E_UPDATE
-                failed_at[0] = b0 + b
-                break
-            mb.eta[b] = eta
-            mb.upd[b] = upd
-            mb.gs[b] = gs
-            if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
-                b_loss += weight * loss_value(k.loss, y, margin)
-            b_weight += weight
-            if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
-                b_correct += 1
-            if gs != 0.0:
-                for j in range(lo, hi):
-                    u = mb.idx[j - base]
-                    mb.grad[u] = 1
-                    if values[j] != 0.0:
-                        mb.need[u] = 1.0
+        # 2. Margins from the start weights; losses; gradients (or the
+        # factors a cluster worker computed the same way: mb_row_factors).
+        if r.factors == NULL:
+            status = mb_row_factors(k, &mb, r, values, b0, stats, failed_at)
+            b_loss = stats[0]
+            b_weight = stats[1]
+            b_correct = stats[2]
+        else:
+            for b in range(nb):
+                mb.eta[b] = r.factors[3 * (b0 + b)]
+                mb.gs[b] = r.factors[3 * (b0 + b) + 1]
+                mb.upd[b] = r.factors[3 * (b0 + b) + 2]
+            b_loss = b_weight = b_correct = 0.0
+        mb_flags(&mb, values)
         if status != OK:
             break
 
@@ -7174,13 +7157,14 @@ cdef int cumulative_first_seen_mb_learn_f64(SGDKernel k, Rows* r, const double* 
                                 Py_ssize_t* learned) noexcept nogil:
     cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
     cdef Py_ssize_t b0 = 0, nb, b, j, u, i, n_cand, size, mask
-    cdef int64_t base, lo, hi
+    cdef int64_t base
     cdef MB mb
     cdef cumulative_first_seen_slot* p
     cdef uint64_t key
-    cdef double y, weight, margin, acc, g, max_x, eta, upd, gs, total
+    cdef double total
     cdef double loss_sum = 0.0, weight_sum = 0.0, n_correct = 0.0
     cdef double b_loss, b_weight, b_correct
+    cdef double stats[3]
     cdef int status = OK
     cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
     cdef Py_ssize_t* table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
@@ -7241,50 +7225,20 @@ cdef int cumulative_first_seen_mb_learn_f64(SGDKernel k, Rows* r, const double* 
             mb.need[u] = 0.0
             mb.grad[u] = 0
 
-        # 2. Margins from the start weights; losses; gradients.
-        b_loss = b_weight = b_correct = 0.0
-        for b in range(nb):
-            lo = mb.indptr[b]
-            hi = mb.indptr[b + 1]
-            y = r.labels[b0 + b]
-            if k.loss != LOSS_SQUARED and y == 0.0:
-                y = -1.0
-            weight = r.weights[b0 + b] if r.weights != NULL else 1.0
-            acc = 0.0
-            max_x = 0.0
-            for j in range(lo, hi):
-                if fabs(values[j]) > max_x:
-                    max_x = fabs(values[j])
-                acc += mb.w0[mb.idx[j - base]] * values[j]
-            margin = acc * k.scale + k.intercept
-            if not isfinite(margin):
-                status = E_MARGIN
-                failed_at[0] = b0 + b
-                break
-            g = loss_gradient(k.loss, y, margin)
-            eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
-                            k.decay_steps, k.t + 1 + b)
-            upd = -eta * g * weight
-            gs = g * weight
-            if not isfinite(upd) or not isfinite(upd / k.scale * max_x) \
-                    or not isfinite(gs * max_x):
-                status = E_UPDATE
-                failed_at[0] = b0 + b
-                break
-            mb.eta[b] = eta
-            mb.upd[b] = upd
-            mb.gs[b] = gs
-            if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
-                b_loss += weight * loss_value(k.loss, y, margin)
-            b_weight += weight
-            if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
-                b_correct += 1
-            if gs != 0.0:
-                for j in range(lo, hi):
-                    u = mb.idx[j - base]
-                    mb.grad[u] = 1
-                    if values[j] != 0.0:
-                        mb.need[u] = 1.0
+        # 2. Margins from the start weights; losses; gradients (or the
+        # factors a cluster worker computed the same way: mb_row_factors).
+        if r.factors == NULL:
+            status = mb_row_factors(k, &mb, r, values, b0, stats, failed_at)
+            b_loss = stats[0]
+            b_weight = stats[1]
+            b_correct = stats[2]
+        else:
+            for b in range(nb):
+                mb.eta[b] = r.factors[3 * (b0 + b)]
+                mb.gs[b] = r.factors[3 * (b0 + b) + 1]
+                mb.upd[b] = r.factors[3 * (b0 + b) + 2]
+            b_loss = b_weight = b_correct = 0.0
+        mb_flags(&mb, values)
         if status != OK:
             break
 
@@ -7352,13 +7306,14 @@ cdef int cumulative_adaptive_mb_learn_f32(SGDKernel k, Rows* r, const float* val
                                 Py_ssize_t* learned) noexcept nogil:
     cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
     cdef Py_ssize_t b0 = 0, nb, b, j, u, i, n_cand, size, mask
-    cdef int64_t base, lo, hi
+    cdef int64_t base
     cdef MB mb
     cdef cumulative_adaptive_slot* p
     cdef uint64_t key
-    cdef double y, weight, margin, acc, g, max_x, eta, upd, gs, total
+    cdef double total
     cdef double loss_sum = 0.0, weight_sum = 0.0, n_correct = 0.0
     cdef double b_loss, b_weight, b_correct
+    cdef double stats[3]
     cdef int status = OK
     cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
     cdef Py_ssize_t* table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
@@ -7419,50 +7374,20 @@ cdef int cumulative_adaptive_mb_learn_f32(SGDKernel k, Rows* r, const float* val
             mb.need[u] = 0.0
             mb.grad[u] = 0
 
-        # 2. Margins from the start weights; losses; gradients.
-        b_loss = b_weight = b_correct = 0.0
-        for b in range(nb):
-            lo = mb.indptr[b]
-            hi = mb.indptr[b + 1]
-            y = r.labels[b0 + b]
-            if k.loss != LOSS_SQUARED and y == 0.0:
-                y = -1.0
-            weight = r.weights[b0 + b] if r.weights != NULL else 1.0
-            acc = 0.0
-            max_x = 0.0
-            for j in range(lo, hi):
-                if fabs(values[j]) > max_x:
-                    max_x = fabs(values[j])
-                acc += mb.w0[mb.idx[j - base]] * values[j]
-            margin = acc * k.scale + k.intercept
-            if not isfinite(margin):
-                status = E_MARGIN
-                failed_at[0] = b0 + b
-                break
-            g = loss_gradient(k.loss, y, margin)
-            eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
-                            k.decay_steps, k.t + 1 + b)
-            upd = -eta * g * weight
-            gs = g * weight
-            if not isfinite(upd) or not isfinite(upd / k.scale * max_x) \
-                    or not isfinite(gs * max_x):
-                status = E_UPDATE
-                failed_at[0] = b0 + b
-                break
-            mb.eta[b] = eta
-            mb.upd[b] = upd
-            mb.gs[b] = gs
-            if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
-                b_loss += weight * loss_value(k.loss, y, margin)
-            b_weight += weight
-            if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
-                b_correct += 1
-            if gs != 0.0:
-                for j in range(lo, hi):
-                    u = mb.idx[j - base]
-                    mb.grad[u] = 1
-                    if values[j] != 0.0:
-                        mb.need[u] = 1.0
+        # 2. Margins from the start weights; losses; gradients (or the
+        # factors a cluster worker computed the same way: mb_row_factors).
+        if r.factors == NULL:
+            status = mb_row_factors(k, &mb, r, values, b0, stats, failed_at)
+            b_loss = stats[0]
+            b_weight = stats[1]
+            b_correct = stats[2]
+        else:
+            for b in range(nb):
+                mb.eta[b] = r.factors[3 * (b0 + b)]
+                mb.gs[b] = r.factors[3 * (b0 + b) + 1]
+                mb.upd[b] = r.factors[3 * (b0 + b) + 2]
+            b_loss = b_weight = b_correct = 0.0
+        mb_flags(&mb, values)
         if status != OK:
             break
 
@@ -7530,13 +7455,14 @@ cdef int cumulative_adaptive_mb_learn_f64(SGDKernel k, Rows* r, const double* va
                                 Py_ssize_t* learned) noexcept nogil:
     cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
     cdef Py_ssize_t b0 = 0, nb, b, j, u, i, n_cand, size, mask
-    cdef int64_t base, lo, hi
+    cdef int64_t base
     cdef MB mb
     cdef cumulative_adaptive_slot* p
     cdef uint64_t key
-    cdef double y, weight, margin, acc, g, max_x, eta, upd, gs, total
+    cdef double total
     cdef double loss_sum = 0.0, weight_sum = 0.0, n_correct = 0.0
     cdef double b_loss, b_weight, b_correct
+    cdef double stats[3]
     cdef int status = OK
     cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
     cdef Py_ssize_t* table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
@@ -7597,50 +7523,20 @@ cdef int cumulative_adaptive_mb_learn_f64(SGDKernel k, Rows* r, const double* va
             mb.need[u] = 0.0
             mb.grad[u] = 0
 
-        # 2. Margins from the start weights; losses; gradients.
-        b_loss = b_weight = b_correct = 0.0
-        for b in range(nb):
-            lo = mb.indptr[b]
-            hi = mb.indptr[b + 1]
-            y = r.labels[b0 + b]
-            if k.loss != LOSS_SQUARED and y == 0.0:
-                y = -1.0
-            weight = r.weights[b0 + b] if r.weights != NULL else 1.0
-            acc = 0.0
-            max_x = 0.0
-            for j in range(lo, hi):
-                if fabs(values[j]) > max_x:
-                    max_x = fabs(values[j])
-                acc += mb.w0[mb.idx[j - base]] * values[j]
-            margin = acc * k.scale + k.intercept
-            if not isfinite(margin):
-                status = E_MARGIN
-                failed_at[0] = b0 + b
-                break
-            g = loss_gradient(k.loss, y, margin)
-            eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
-                            k.decay_steps, k.t + 1 + b)
-            upd = -eta * g * weight
-            gs = g * weight
-            if not isfinite(upd) or not isfinite(upd / k.scale * max_x) \
-                    or not isfinite(gs * max_x):
-                status = E_UPDATE
-                failed_at[0] = b0 + b
-                break
-            mb.eta[b] = eta
-            mb.upd[b] = upd
-            mb.gs[b] = gs
-            if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
-                b_loss += weight * loss_value(k.loss, y, margin)
-            b_weight += weight
-            if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
-                b_correct += 1
-            if gs != 0.0:
-                for j in range(lo, hi):
-                    u = mb.idx[j - base]
-                    mb.grad[u] = 1
-                    if values[j] != 0.0:
-                        mb.need[u] = 1.0
+        # 2. Margins from the start weights; losses; gradients (or the
+        # factors a cluster worker computed the same way: mb_row_factors).
+        if r.factors == NULL:
+            status = mb_row_factors(k, &mb, r, values, b0, stats, failed_at)
+            b_loss = stats[0]
+            b_weight = stats[1]
+            b_correct = stats[2]
+        else:
+            for b in range(nb):
+                mb.eta[b] = r.factors[3 * (b0 + b)]
+                mb.gs[b] = r.factors[3 * (b0 + b) + 1]
+                mb.upd[b] = r.factors[3 * (b0 + b) + 2]
+            b_loss = b_weight = b_correct = 0.0
+        mb_flags(&mb, values)
         if status != OK:
             break
 
@@ -7708,13 +7604,14 @@ cdef int fobos_mb_learn_f32(SGDKernel k, Rows* r, const float* values, Py_ssize_
                                 Py_ssize_t* learned) noexcept nogil:
     cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
     cdef Py_ssize_t b0 = 0, nb, b, j, u, i, n_cand, size, mask
-    cdef int64_t base, lo, hi
+    cdef int64_t base
     cdef MB mb
     cdef fobos_slot* p
     cdef uint64_t key
-    cdef double y, weight, margin, acc, g, max_x, eta, upd, gs, total
+    cdef double total
     cdef double loss_sum = 0.0, weight_sum = 0.0, n_correct = 0.0
     cdef double b_loss, b_weight, b_correct
+    cdef double stats[3]
     cdef int status = OK
     cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
     cdef Py_ssize_t* table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
@@ -7775,50 +7672,20 @@ cdef int fobos_mb_learn_f32(SGDKernel k, Rows* r, const float* values, Py_ssize_
             mb.need[u] = 0.0
             mb.grad[u] = 0
 
-        # 2. Margins from the start weights; losses; gradients.
-        b_loss = b_weight = b_correct = 0.0
-        for b in range(nb):
-            lo = mb.indptr[b]
-            hi = mb.indptr[b + 1]
-            y = r.labels[b0 + b]
-            if k.loss != LOSS_SQUARED and y == 0.0:
-                y = -1.0
-            weight = r.weights[b0 + b] if r.weights != NULL else 1.0
-            acc = 0.0
-            max_x = 0.0
-            for j in range(lo, hi):
-                if fabs(values[j]) > max_x:
-                    max_x = fabs(values[j])
-                acc += mb.w0[mb.idx[j - base]] * values[j]
-            margin = acc * k.scale + k.intercept
-            if not isfinite(margin):
-                status = E_MARGIN
-                failed_at[0] = b0 + b
-                break
-            g = loss_gradient(k.loss, y, margin)
-            eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
-                            k.decay_steps, k.t + 1 + b)
-            upd = -eta * g * weight
-            gs = g * weight
-            if not isfinite(upd) or not isfinite(upd / k.scale * max_x) \
-                    or not isfinite(gs * max_x):
-                status = E_UPDATE
-                failed_at[0] = b0 + b
-                break
-            mb.eta[b] = eta
-            mb.upd[b] = upd
-            mb.gs[b] = gs
-            if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
-                b_loss += weight * loss_value(k.loss, y, margin)
-            b_weight += weight
-            if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
-                b_correct += 1
-            if gs != 0.0:
-                for j in range(lo, hi):
-                    u = mb.idx[j - base]
-                    mb.grad[u] = 1
-                    if values[j] != 0.0:
-                        mb.need[u] = 1.0
+        # 2. Margins from the start weights; losses; gradients (or the
+        # factors a cluster worker computed the same way: mb_row_factors).
+        if r.factors == NULL:
+            status = mb_row_factors(k, &mb, r, values, b0, stats, failed_at)
+            b_loss = stats[0]
+            b_weight = stats[1]
+            b_correct = stats[2]
+        else:
+            for b in range(nb):
+                mb.eta[b] = r.factors[3 * (b0 + b)]
+                mb.gs[b] = r.factors[3 * (b0 + b) + 1]
+                mb.upd[b] = r.factors[3 * (b0 + b) + 2]
+            b_loss = b_weight = b_correct = 0.0
+        mb_flags(&mb, values)
         if status != OK:
             break
 
@@ -7886,13 +7753,14 @@ cdef int fobos_mb_learn_f64(SGDKernel k, Rows* r, const double* values, Py_ssize
                                 Py_ssize_t* learned) noexcept nogil:
     cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
     cdef Py_ssize_t b0 = 0, nb, b, j, u, i, n_cand, size, mask
-    cdef int64_t base, lo, hi
+    cdef int64_t base
     cdef MB mb
     cdef fobos_slot* p
     cdef uint64_t key
-    cdef double y, weight, margin, acc, g, max_x, eta, upd, gs, total
+    cdef double total
     cdef double loss_sum = 0.0, weight_sum = 0.0, n_correct = 0.0
     cdef double b_loss, b_weight, b_correct
+    cdef double stats[3]
     cdef int status = OK
     cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
     cdef Py_ssize_t* table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
@@ -7953,50 +7821,20 @@ cdef int fobos_mb_learn_f64(SGDKernel k, Rows* r, const double* values, Py_ssize
             mb.need[u] = 0.0
             mb.grad[u] = 0
 
-        # 2. Margins from the start weights; losses; gradients.
-        b_loss = b_weight = b_correct = 0.0
-        for b in range(nb):
-            lo = mb.indptr[b]
-            hi = mb.indptr[b + 1]
-            y = r.labels[b0 + b]
-            if k.loss != LOSS_SQUARED and y == 0.0:
-                y = -1.0
-            weight = r.weights[b0 + b] if r.weights != NULL else 1.0
-            acc = 0.0
-            max_x = 0.0
-            for j in range(lo, hi):
-                if fabs(values[j]) > max_x:
-                    max_x = fabs(values[j])
-                acc += mb.w0[mb.idx[j - base]] * values[j]
-            margin = acc * k.scale + k.intercept
-            if not isfinite(margin):
-                status = E_MARGIN
-                failed_at[0] = b0 + b
-                break
-            g = loss_gradient(k.loss, y, margin)
-            eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
-                            k.decay_steps, k.t + 1 + b)
-            upd = -eta * g * weight
-            gs = g * weight
-            if not isfinite(upd) or not isfinite(upd / k.scale * max_x) \
-                    or not isfinite(gs * max_x):
-                status = E_UPDATE
-                failed_at[0] = b0 + b
-                break
-            mb.eta[b] = eta
-            mb.upd[b] = upd
-            mb.gs[b] = gs
-            if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
-                b_loss += weight * loss_value(k.loss, y, margin)
-            b_weight += weight
-            if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
-                b_correct += 1
-            if gs != 0.0:
-                for j in range(lo, hi):
-                    u = mb.idx[j - base]
-                    mb.grad[u] = 1
-                    if values[j] != 0.0:
-                        mb.need[u] = 1.0
+        # 2. Margins from the start weights; losses; gradients (or the
+        # factors a cluster worker computed the same way: mb_row_factors).
+        if r.factors == NULL:
+            status = mb_row_factors(k, &mb, r, values, b0, stats, failed_at)
+            b_loss = stats[0]
+            b_weight = stats[1]
+            b_correct = stats[2]
+        else:
+            for b in range(nb):
+                mb.eta[b] = r.factors[3 * (b0 + b)]
+                mb.gs[b] = r.factors[3 * (b0 + b) + 1]
+                mb.upd[b] = r.factors[3 * (b0 + b) + 2]
+            b_loss = b_weight = b_correct = 0.0
+        mb_flags(&mb, values)
         if status != OK:
             break
 
@@ -8064,13 +7902,14 @@ cdef int truncated_mb_learn_f32(SGDKernel k, Rows* r, const float* values, Py_ss
                                 Py_ssize_t* learned) noexcept nogil:
     cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
     cdef Py_ssize_t b0 = 0, nb, b, j, u, i, n_cand, size, mask
-    cdef int64_t base, lo, hi
+    cdef int64_t base
     cdef MB mb
     cdef truncated_slot* p
     cdef uint64_t key
-    cdef double y, weight, margin, acc, g, max_x, eta, upd, gs, total
+    cdef double total
     cdef double loss_sum = 0.0, weight_sum = 0.0, n_correct = 0.0
     cdef double b_loss, b_weight, b_correct
+    cdef double stats[3]
     cdef int status = OK
     cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
     cdef Py_ssize_t* table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
@@ -8131,50 +7970,20 @@ cdef int truncated_mb_learn_f32(SGDKernel k, Rows* r, const float* values, Py_ss
             mb.need[u] = 0.0
             mb.grad[u] = 0
 
-        # 2. Margins from the start weights; losses; gradients.
-        b_loss = b_weight = b_correct = 0.0
-        for b in range(nb):
-            lo = mb.indptr[b]
-            hi = mb.indptr[b + 1]
-            y = r.labels[b0 + b]
-            if k.loss != LOSS_SQUARED and y == 0.0:
-                y = -1.0
-            weight = r.weights[b0 + b] if r.weights != NULL else 1.0
-            acc = 0.0
-            max_x = 0.0
-            for j in range(lo, hi):
-                if fabs(values[j]) > max_x:
-                    max_x = fabs(values[j])
-                acc += mb.w0[mb.idx[j - base]] * values[j]
-            margin = acc * k.scale + k.intercept
-            if not isfinite(margin):
-                status = E_MARGIN
-                failed_at[0] = b0 + b
-                break
-            g = loss_gradient(k.loss, y, margin)
-            eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
-                            k.decay_steps, k.t + 1 + b)
-            upd = -eta * g * weight
-            gs = g * weight
-            if not isfinite(upd) or not isfinite(upd / k.scale * max_x) \
-                    or not isfinite(gs * max_x):
-                status = E_UPDATE
-                failed_at[0] = b0 + b
-                break
-            mb.eta[b] = eta
-            mb.upd[b] = upd
-            mb.gs[b] = gs
-            if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
-                b_loss += weight * loss_value(k.loss, y, margin)
-            b_weight += weight
-            if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
-                b_correct += 1
-            if gs != 0.0:
-                for j in range(lo, hi):
-                    u = mb.idx[j - base]
-                    mb.grad[u] = 1
-                    if values[j] != 0.0:
-                        mb.need[u] = 1.0
+        # 2. Margins from the start weights; losses; gradients (or the
+        # factors a cluster worker computed the same way: mb_row_factors).
+        if r.factors == NULL:
+            status = mb_row_factors(k, &mb, r, values, b0, stats, failed_at)
+            b_loss = stats[0]
+            b_weight = stats[1]
+            b_correct = stats[2]
+        else:
+            for b in range(nb):
+                mb.eta[b] = r.factors[3 * (b0 + b)]
+                mb.gs[b] = r.factors[3 * (b0 + b) + 1]
+                mb.upd[b] = r.factors[3 * (b0 + b) + 2]
+            b_loss = b_weight = b_correct = 0.0
+        mb_flags(&mb, values)
         if status != OK:
             break
 
@@ -8242,13 +8051,14 @@ cdef int truncated_mb_learn_f64(SGDKernel k, Rows* r, const double* values, Py_s
                                 Py_ssize_t* learned) noexcept nogil:
     cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
     cdef Py_ssize_t b0 = 0, nb, b, j, u, i, n_cand, size, mask
-    cdef int64_t base, lo, hi
+    cdef int64_t base
     cdef MB mb
     cdef truncated_slot* p
     cdef uint64_t key
-    cdef double y, weight, margin, acc, g, max_x, eta, upd, gs, total
+    cdef double total
     cdef double loss_sum = 0.0, weight_sum = 0.0, n_correct = 0.0
     cdef double b_loss, b_weight, b_correct
+    cdef double stats[3]
     cdef int status = OK
     cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
     cdef Py_ssize_t* table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
@@ -8309,50 +8119,20 @@ cdef int truncated_mb_learn_f64(SGDKernel k, Rows* r, const double* values, Py_s
             mb.need[u] = 0.0
             mb.grad[u] = 0
 
-        # 2. Margins from the start weights; losses; gradients.
-        b_loss = b_weight = b_correct = 0.0
-        for b in range(nb):
-            lo = mb.indptr[b]
-            hi = mb.indptr[b + 1]
-            y = r.labels[b0 + b]
-            if k.loss != LOSS_SQUARED and y == 0.0:
-                y = -1.0
-            weight = r.weights[b0 + b] if r.weights != NULL else 1.0
-            acc = 0.0
-            max_x = 0.0
-            for j in range(lo, hi):
-                if fabs(values[j]) > max_x:
-                    max_x = fabs(values[j])
-                acc += mb.w0[mb.idx[j - base]] * values[j]
-            margin = acc * k.scale + k.intercept
-            if not isfinite(margin):
-                status = E_MARGIN
-                failed_at[0] = b0 + b
-                break
-            g = loss_gradient(k.loss, y, margin)
-            eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
-                            k.decay_steps, k.t + 1 + b)
-            upd = -eta * g * weight
-            gs = g * weight
-            if not isfinite(upd) or not isfinite(upd / k.scale * max_x) \
-                    or not isfinite(gs * max_x):
-                status = E_UPDATE
-                failed_at[0] = b0 + b
-                break
-            mb.eta[b] = eta
-            mb.upd[b] = upd
-            mb.gs[b] = gs
-            if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
-                b_loss += weight * loss_value(k.loss, y, margin)
-            b_weight += weight
-            if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
-                b_correct += 1
-            if gs != 0.0:
-                for j in range(lo, hi):
-                    u = mb.idx[j - base]
-                    mb.grad[u] = 1
-                    if values[j] != 0.0:
-                        mb.need[u] = 1.0
+        # 2. Margins from the start weights; losses; gradients (or the
+        # factors a cluster worker computed the same way: mb_row_factors).
+        if r.factors == NULL:
+            status = mb_row_factors(k, &mb, r, values, b0, stats, failed_at)
+            b_loss = stats[0]
+            b_weight = stats[1]
+            b_correct = stats[2]
+        else:
+            for b in range(nb):
+                mb.eta[b] = r.factors[3 * (b0 + b)]
+                mb.gs[b] = r.factors[3 * (b0 + b) + 1]
+                mb.upd[b] = r.factors[3 * (b0 + b) + 2]
+            b_loss = b_weight = b_correct = 0.0
+        mb_flags(&mb, values)
         if status != OK:
             break
 
@@ -8420,13 +8200,14 @@ cdef int adagrad_fobos_mb_learn_f32(SGDKernel k, Rows* r, const float* values, P
                                 Py_ssize_t* learned) noexcept nogil:
     cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
     cdef Py_ssize_t b0 = 0, nb, b, j, u, i, n_cand, size, mask
-    cdef int64_t base, lo, hi
+    cdef int64_t base
     cdef MB mb
     cdef adagrad_fobos_slot* p
     cdef uint64_t key
-    cdef double y, weight, margin, acc, g, max_x, eta, upd, gs, total
+    cdef double total
     cdef double loss_sum = 0.0, weight_sum = 0.0, n_correct = 0.0
     cdef double b_loss, b_weight, b_correct
+    cdef double stats[3]
     cdef int status = OK
     cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
     cdef Py_ssize_t* table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
@@ -8487,50 +8268,20 @@ cdef int adagrad_fobos_mb_learn_f32(SGDKernel k, Rows* r, const float* values, P
             mb.need[u] = 0.0
             mb.grad[u] = 0
 
-        # 2. Margins from the start weights; losses; gradients.
-        b_loss = b_weight = b_correct = 0.0
-        for b in range(nb):
-            lo = mb.indptr[b]
-            hi = mb.indptr[b + 1]
-            y = r.labels[b0 + b]
-            if k.loss != LOSS_SQUARED and y == 0.0:
-                y = -1.0
-            weight = r.weights[b0 + b] if r.weights != NULL else 1.0
-            acc = 0.0
-            max_x = 0.0
-            for j in range(lo, hi):
-                if fabs(values[j]) > max_x:
-                    max_x = fabs(values[j])
-                acc += mb.w0[mb.idx[j - base]] * values[j]
-            margin = acc * k.scale + k.intercept
-            if not isfinite(margin):
-                status = E_MARGIN
-                failed_at[0] = b0 + b
-                break
-            g = loss_gradient(k.loss, y, margin)
-            eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
-                            k.decay_steps, k.t + 1 + b)
-            upd = -eta * g * weight
-            gs = g * weight
-            if not isfinite(upd) or not isfinite(upd / k.scale * max_x) \
-                    or not isfinite(gs * max_x):
-                status = E_UPDATE
-                failed_at[0] = b0 + b
-                break
-            mb.eta[b] = eta
-            mb.upd[b] = upd
-            mb.gs[b] = gs
-            if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
-                b_loss += weight * loss_value(k.loss, y, margin)
-            b_weight += weight
-            if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
-                b_correct += 1
-            if gs != 0.0:
-                for j in range(lo, hi):
-                    u = mb.idx[j - base]
-                    mb.grad[u] = 1
-                    if values[j] != 0.0:
-                        mb.need[u] = 1.0
+        # 2. Margins from the start weights; losses; gradients (or the
+        # factors a cluster worker computed the same way: mb_row_factors).
+        if r.factors == NULL:
+            status = mb_row_factors(k, &mb, r, values, b0, stats, failed_at)
+            b_loss = stats[0]
+            b_weight = stats[1]
+            b_correct = stats[2]
+        else:
+            for b in range(nb):
+                mb.eta[b] = r.factors[3 * (b0 + b)]
+                mb.gs[b] = r.factors[3 * (b0 + b) + 1]
+                mb.upd[b] = r.factors[3 * (b0 + b) + 2]
+            b_loss = b_weight = b_correct = 0.0
+        mb_flags(&mb, values)
         if status != OK:
             break
 
@@ -8598,13 +8349,14 @@ cdef int adagrad_fobos_mb_learn_f64(SGDKernel k, Rows* r, const double* values, 
                                 Py_ssize_t* learned) noexcept nogil:
     cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
     cdef Py_ssize_t b0 = 0, nb, b, j, u, i, n_cand, size, mask
-    cdef int64_t base, lo, hi
+    cdef int64_t base
     cdef MB mb
     cdef adagrad_fobos_slot* p
     cdef uint64_t key
-    cdef double y, weight, margin, acc, g, max_x, eta, upd, gs, total
+    cdef double total
     cdef double loss_sum = 0.0, weight_sum = 0.0, n_correct = 0.0
     cdef double b_loss, b_weight, b_correct
+    cdef double stats[3]
     cdef int status = OK
     cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
     cdef Py_ssize_t* table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
@@ -8665,50 +8417,20 @@ cdef int adagrad_fobos_mb_learn_f64(SGDKernel k, Rows* r, const double* values, 
             mb.need[u] = 0.0
             mb.grad[u] = 0
 
-        # 2. Margins from the start weights; losses; gradients.
-        b_loss = b_weight = b_correct = 0.0
-        for b in range(nb):
-            lo = mb.indptr[b]
-            hi = mb.indptr[b + 1]
-            y = r.labels[b0 + b]
-            if k.loss != LOSS_SQUARED and y == 0.0:
-                y = -1.0
-            weight = r.weights[b0 + b] if r.weights != NULL else 1.0
-            acc = 0.0
-            max_x = 0.0
-            for j in range(lo, hi):
-                if fabs(values[j]) > max_x:
-                    max_x = fabs(values[j])
-                acc += mb.w0[mb.idx[j - base]] * values[j]
-            margin = acc * k.scale + k.intercept
-            if not isfinite(margin):
-                status = E_MARGIN
-                failed_at[0] = b0 + b
-                break
-            g = loss_gradient(k.loss, y, margin)
-            eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
-                            k.decay_steps, k.t + 1 + b)
-            upd = -eta * g * weight
-            gs = g * weight
-            if not isfinite(upd) or not isfinite(upd / k.scale * max_x) \
-                    or not isfinite(gs * max_x):
-                status = E_UPDATE
-                failed_at[0] = b0 + b
-                break
-            mb.eta[b] = eta
-            mb.upd[b] = upd
-            mb.gs[b] = gs
-            if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
-                b_loss += weight * loss_value(k.loss, y, margin)
-            b_weight += weight
-            if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
-                b_correct += 1
-            if gs != 0.0:
-                for j in range(lo, hi):
-                    u = mb.idx[j - base]
-                    mb.grad[u] = 1
-                    if values[j] != 0.0:
-                        mb.need[u] = 1.0
+        # 2. Margins from the start weights; losses; gradients (or the
+        # factors a cluster worker computed the same way: mb_row_factors).
+        if r.factors == NULL:
+            status = mb_row_factors(k, &mb, r, values, b0, stats, failed_at)
+            b_loss = stats[0]
+            b_weight = stats[1]
+            b_correct = stats[2]
+        else:
+            for b in range(nb):
+                mb.eta[b] = r.factors[3 * (b0 + b)]
+                mb.gs[b] = r.factors[3 * (b0 + b) + 1]
+                mb.upd[b] = r.factors[3 * (b0 + b) + 2]
+            b_loss = b_weight = b_correct = 0.0
+        mb_flags(&mb, values)
         if status != OK:
             break
 
@@ -8776,13 +8498,14 @@ cdef int ftrl_mb_learn_f32(SGDKernel k, Rows* r, const float* values, Py_ssize_t
                                 Py_ssize_t* learned) noexcept nogil:
     cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
     cdef Py_ssize_t b0 = 0, nb, b, j, u, i, n_cand, size, mask
-    cdef int64_t base, lo, hi
+    cdef int64_t base
     cdef MB mb
     cdef ftrl_slot* p
     cdef uint64_t key
-    cdef double y, weight, margin, acc, g, max_x, eta, upd, gs, total
+    cdef double total
     cdef double loss_sum = 0.0, weight_sum = 0.0, n_correct = 0.0
     cdef double b_loss, b_weight, b_correct
+    cdef double stats[3]
     cdef int status = OK
     cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
     cdef Py_ssize_t* table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
@@ -8843,50 +8566,20 @@ cdef int ftrl_mb_learn_f32(SGDKernel k, Rows* r, const float* values, Py_ssize_t
             mb.need[u] = 0.0
             mb.grad[u] = 0
 
-        # 2. Margins from the start weights; losses; gradients.
-        b_loss = b_weight = b_correct = 0.0
-        for b in range(nb):
-            lo = mb.indptr[b]
-            hi = mb.indptr[b + 1]
-            y = r.labels[b0 + b]
-            if k.loss != LOSS_SQUARED and y == 0.0:
-                y = -1.0
-            weight = r.weights[b0 + b] if r.weights != NULL else 1.0
-            acc = 0.0
-            max_x = 0.0
-            for j in range(lo, hi):
-                if fabs(values[j]) > max_x:
-                    max_x = fabs(values[j])
-                acc += mb.w0[mb.idx[j - base]] * values[j]
-            margin = acc * k.scale + k.intercept
-            if not isfinite(margin):
-                status = E_MARGIN
-                failed_at[0] = b0 + b
-                break
-            g = loss_gradient(k.loss, y, margin)
-            eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
-                            k.decay_steps, k.t + 1 + b)
-            upd = -eta * g * weight
-            gs = g * weight
-            if not isfinite(upd) or not isfinite(upd / k.scale * max_x) \
-                    or not isfinite(gs * max_x):
-                status = E_UPDATE
-                failed_at[0] = b0 + b
-                break
-            mb.eta[b] = eta
-            mb.upd[b] = upd
-            mb.gs[b] = gs
-            if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
-                b_loss += weight * loss_value(k.loss, y, margin)
-            b_weight += weight
-            if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
-                b_correct += 1
-            if gs != 0.0:
-                for j in range(lo, hi):
-                    u = mb.idx[j - base]
-                    mb.grad[u] = 1
-                    if values[j] != 0.0:
-                        mb.need[u] = 1.0
+        # 2. Margins from the start weights; losses; gradients (or the
+        # factors a cluster worker computed the same way: mb_row_factors).
+        if r.factors == NULL:
+            status = mb_row_factors(k, &mb, r, values, b0, stats, failed_at)
+            b_loss = stats[0]
+            b_weight = stats[1]
+            b_correct = stats[2]
+        else:
+            for b in range(nb):
+                mb.eta[b] = r.factors[3 * (b0 + b)]
+                mb.gs[b] = r.factors[3 * (b0 + b) + 1]
+                mb.upd[b] = r.factors[3 * (b0 + b) + 2]
+            b_loss = b_weight = b_correct = 0.0
+        mb_flags(&mb, values)
         if status != OK:
             break
 
@@ -8954,13 +8647,14 @@ cdef int ftrl_mb_learn_f64(SGDKernel k, Rows* r, const double* values, Py_ssize_
                                 Py_ssize_t* learned) noexcept nogil:
     cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
     cdef Py_ssize_t b0 = 0, nb, b, j, u, i, n_cand, size, mask
-    cdef int64_t base, lo, hi
+    cdef int64_t base
     cdef MB mb
     cdef ftrl_slot* p
     cdef uint64_t key
-    cdef double y, weight, margin, acc, g, max_x, eta, upd, gs, total
+    cdef double total
     cdef double loss_sum = 0.0, weight_sum = 0.0, n_correct = 0.0
     cdef double b_loss, b_weight, b_correct
+    cdef double stats[3]
     cdef int status = OK
     cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
     cdef Py_ssize_t* table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
@@ -9021,50 +8715,20 @@ cdef int ftrl_mb_learn_f64(SGDKernel k, Rows* r, const double* values, Py_ssize_
             mb.need[u] = 0.0
             mb.grad[u] = 0
 
-        # 2. Margins from the start weights; losses; gradients.
-        b_loss = b_weight = b_correct = 0.0
-        for b in range(nb):
-            lo = mb.indptr[b]
-            hi = mb.indptr[b + 1]
-            y = r.labels[b0 + b]
-            if k.loss != LOSS_SQUARED and y == 0.0:
-                y = -1.0
-            weight = r.weights[b0 + b] if r.weights != NULL else 1.0
-            acc = 0.0
-            max_x = 0.0
-            for j in range(lo, hi):
-                if fabs(values[j]) > max_x:
-                    max_x = fabs(values[j])
-                acc += mb.w0[mb.idx[j - base]] * values[j]
-            margin = acc * k.scale + k.intercept
-            if not isfinite(margin):
-                status = E_MARGIN
-                failed_at[0] = b0 + b
-                break
-            g = loss_gradient(k.loss, y, margin)
-            eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
-                            k.decay_steps, k.t + 1 + b)
-            upd = -eta * g * weight
-            gs = g * weight
-            if not isfinite(upd) or not isfinite(upd / k.scale * max_x) \
-                    or not isfinite(gs * max_x):
-                status = E_UPDATE
-                failed_at[0] = b0 + b
-                break
-            mb.eta[b] = eta
-            mb.upd[b] = upd
-            mb.gs[b] = gs
-            if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
-                b_loss += weight * loss_value(k.loss, y, margin)
-            b_weight += weight
-            if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
-                b_correct += 1
-            if gs != 0.0:
-                for j in range(lo, hi):
-                    u = mb.idx[j - base]
-                    mb.grad[u] = 1
-                    if values[j] != 0.0:
-                        mb.need[u] = 1.0
+        # 2. Margins from the start weights; losses; gradients (or the
+        # factors a cluster worker computed the same way: mb_row_factors).
+        if r.factors == NULL:
+            status = mb_row_factors(k, &mb, r, values, b0, stats, failed_at)
+            b_loss = stats[0]
+            b_weight = stats[1]
+            b_correct = stats[2]
+        else:
+            for b in range(nb):
+                mb.eta[b] = r.factors[3 * (b0 + b)]
+                mb.gs[b] = r.factors[3 * (b0 + b) + 1]
+                mb.upd[b] = r.factors[3 * (b0 + b) + 2]
+            b_loss = b_weight = b_correct = 0.0
+        mb_flags(&mb, values)
         if status != OK:
             break
 
@@ -9132,13 +8796,14 @@ cdef int spred_mb_learn_f32(SGDKernel k, Rows* r, const float* values, Py_ssize_
                                 Py_ssize_t* learned) noexcept nogil:
     cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
     cdef Py_ssize_t b0 = 0, nb, b, j, u, i, n_cand, size, mask
-    cdef int64_t base, lo, hi
+    cdef int64_t base
     cdef MB mb
     cdef spred_slot* p
     cdef uint64_t key
-    cdef double y, weight, margin, acc, g, max_x, eta, upd, gs, total
+    cdef double total
     cdef double loss_sum = 0.0, weight_sum = 0.0, n_correct = 0.0
     cdef double b_loss, b_weight, b_correct
+    cdef double stats[3]
     cdef int status = OK
     cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
     cdef Py_ssize_t* table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
@@ -9199,50 +8864,20 @@ cdef int spred_mb_learn_f32(SGDKernel k, Rows* r, const float* values, Py_ssize_
             mb.need[u] = 0.0
             mb.grad[u] = 0
 
-        # 2. Margins from the start weights; losses; gradients.
-        b_loss = b_weight = b_correct = 0.0
-        for b in range(nb):
-            lo = mb.indptr[b]
-            hi = mb.indptr[b + 1]
-            y = r.labels[b0 + b]
-            if k.loss != LOSS_SQUARED and y == 0.0:
-                y = -1.0
-            weight = r.weights[b0 + b] if r.weights != NULL else 1.0
-            acc = 0.0
-            max_x = 0.0
-            for j in range(lo, hi):
-                if fabs(values[j]) > max_x:
-                    max_x = fabs(values[j])
-                acc += mb.w0[mb.idx[j - base]] * values[j]
-            margin = acc * k.scale + k.intercept
-            if not isfinite(margin):
-                status = E_MARGIN
-                failed_at[0] = b0 + b
-                break
-            g = loss_gradient(k.loss, y, margin)
-            eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
-                            k.decay_steps, k.t + 1 + b)
-            upd = -eta * g * weight
-            gs = g * weight
-            if not isfinite(upd) or not isfinite(upd / k.scale * max_x) \
-                    or not isfinite(gs * max_x):
-                status = E_UPDATE
-                failed_at[0] = b0 + b
-                break
-            mb.eta[b] = eta
-            mb.upd[b] = upd
-            mb.gs[b] = gs
-            if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
-                b_loss += weight * loss_value(k.loss, y, margin)
-            b_weight += weight
-            if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
-                b_correct += 1
-            if gs != 0.0:
-                for j in range(lo, hi):
-                    u = mb.idx[j - base]
-                    mb.grad[u] = 1
-                    if values[j] != 0.0:
-                        mb.need[u] = 1.0
+        # 2. Margins from the start weights; losses; gradients (or the
+        # factors a cluster worker computed the same way: mb_row_factors).
+        if r.factors == NULL:
+            status = mb_row_factors(k, &mb, r, values, b0, stats, failed_at)
+            b_loss = stats[0]
+            b_weight = stats[1]
+            b_correct = stats[2]
+        else:
+            for b in range(nb):
+                mb.eta[b] = r.factors[3 * (b0 + b)]
+                mb.gs[b] = r.factors[3 * (b0 + b) + 1]
+                mb.upd[b] = r.factors[3 * (b0 + b) + 2]
+            b_loss = b_weight = b_correct = 0.0
+        mb_flags(&mb, values)
         if status != OK:
             break
 
@@ -9310,13 +8945,14 @@ cdef int spred_mb_learn_f64(SGDKernel k, Rows* r, const double* values, Py_ssize
                                 Py_ssize_t* learned) noexcept nogil:
     cdef Py_ssize_t n_rows = r.n_rows, max_nnz = r.max_nnz
     cdef Py_ssize_t b0 = 0, nb, b, j, u, i, n_cand, size, mask
-    cdef int64_t base, lo, hi
+    cdef int64_t base
     cdef MB mb
     cdef spred_slot* p
     cdef uint64_t key
-    cdef double y, weight, margin, acc, g, max_x, eta, upd, gs, total
+    cdef double total
     cdef double loss_sum = 0.0, weight_sum = 0.0, n_correct = 0.0
     cdef double b_loss, b_weight, b_correct
+    cdef double stats[3]
     cdef int status = OK
     cdef uint64_t* cand = <uint64_t*>malloc((max_nnz + 1) * sizeof(uint64_t))
     cdef Py_ssize_t* table = <Py_ssize_t*>malloc(group_table_size(max_nnz) * sizeof(Py_ssize_t))
@@ -9377,50 +9013,20 @@ cdef int spred_mb_learn_f64(SGDKernel k, Rows* r, const double* values, Py_ssize
             mb.need[u] = 0.0
             mb.grad[u] = 0
 
-        # 2. Margins from the start weights; losses; gradients.
-        b_loss = b_weight = b_correct = 0.0
-        for b in range(nb):
-            lo = mb.indptr[b]
-            hi = mb.indptr[b + 1]
-            y = r.labels[b0 + b]
-            if k.loss != LOSS_SQUARED and y == 0.0:
-                y = -1.0
-            weight = r.weights[b0 + b] if r.weights != NULL else 1.0
-            acc = 0.0
-            max_x = 0.0
-            for j in range(lo, hi):
-                if fabs(values[j]) > max_x:
-                    max_x = fabs(values[j])
-                acc += mb.w0[mb.idx[j - base]] * values[j]
-            margin = acc * k.scale + k.intercept
-            if not isfinite(margin):
-                status = E_MARGIN
-                failed_at[0] = b0 + b
-                break
-            g = loss_gradient(k.loss, y, margin)
-            eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
-                            k.decay_steps, k.t + 1 + b)
-            upd = -eta * g * weight
-            gs = g * weight
-            if not isfinite(upd) or not isfinite(upd / k.scale * max_x) \
-                    or not isfinite(gs * max_x):
-                status = E_UPDATE
-                failed_at[0] = b0 + b
-                break
-            mb.eta[b] = eta
-            mb.upd[b] = upd
-            mb.gs[b] = gs
-            if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
-                b_loss += weight * loss_value(k.loss, y, margin)
-            b_weight += weight
-            if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
-                b_correct += 1
-            if gs != 0.0:
-                for j in range(lo, hi):
-                    u = mb.idx[j - base]
-                    mb.grad[u] = 1
-                    if values[j] != 0.0:
-                        mb.need[u] = 1.0
+        # 2. Margins from the start weights; losses; gradients (or the
+        # factors a cluster worker computed the same way: mb_row_factors).
+        if r.factors == NULL:
+            status = mb_row_factors(k, &mb, r, values, b0, stats, failed_at)
+            b_loss = stats[0]
+            b_weight = stats[1]
+            b_correct = stats[2]
+        else:
+            for b in range(nb):
+                mb.eta[b] = r.factors[3 * (b0 + b)]
+                mb.gs[b] = r.factors[3 * (b0 + b) + 1]
+                mb.upd[b] = r.factors[3 * (b0 + b) + 2]
+            b_loss = b_weight = b_correct = 0.0
+        mb_flags(&mb, values)
         if status != OK:
             break
 
