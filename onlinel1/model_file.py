@@ -484,7 +484,19 @@ def read_header(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def load(path: str | os.PathLike) -> tuple[Learner, dict[int, str], dict[str, Any]]:
-    """``(learner, names, extra)`` from the model file at ``path``.
+    """``(learner, names, extra)`` from the model file at ``path``.  A
+    cluster snapshot's manifest (docs/snapshot-format.md, "Cluster
+    snapshots") loads as the whole model: its shard files, each verified,
+    merged into one learner."""
+    learner, names, extra = load_file(path)
+    if isinstance(extra.get("cluster"), dict):
+        from onlinel1.cluster import manifest
+        return manifest.merge(path, learner, extra, source=str(path))
+    return learner, names, extra
+
+
+def load_file(path: str | os.PathLike) -> tuple[Learner, dict[int, str], dict[str, Any]]:
+    """``load`` of the one file at ``path`` (a manifest as itself).
 
     The file is read in chunks of ``READ_CHUNK`` bytes into one buffer,
     shifted so that the arrays start 8-byte aligned (then the store takes

@@ -35,6 +35,18 @@ log = logging.getLogger("onlinel1.snapshots")
 #: digits, and grows wider past 10^12).  A name alone proves nothing: see
 #: ``SnapshotDir.listing``.
 PATTERN = re.compile(r"^snapshot-(\d{12,})\.ol1$")
+#: A cluster snapshot's shard file (onlinel1/cluster/manifest.py).
+SHARD_PATTERN = re.compile(r"^snapshot-(\d{12,})\.shard-\d{4,}-of-\d{4,}\.ol1$")
+
+
+def save(path: pathlib.Path, learner: Learner, names: Mapping[int, str] | None,
+         extra: Mapping[str, Any]) -> int:
+    """Write a snapshot of ``learner``: a model file, or, for a cluster's
+    learner, its shard files and manifest (it has ``write_snapshot``)."""
+    own = getattr(learner, "write_snapshot", None)
+    if own is not None:
+        return own(path, names, extra)
+    return model_file.save(path, learner, names, extra)
 
 
 def snapshot_name(seq: int) -> str:
@@ -162,7 +174,10 @@ class SnapshotDir:
                     pass
 
     def prune(self, newest_valid: pathlib.Path) -> None:
-        """Keep the newest ``keep`` snapshots; never delete ``newest_valid``."""
+        """Keep the newest ``keep`` snapshots; never delete ``newest_valid``.
+        A cluster snapshot's shard files go with their manifest, and those
+        of a cut whose manifest was never written (older than the newest)
+        are deleted too."""
         listing = self.listing()
         for seq, path in listing[:-self.keep] if len(listing) > self.keep else []:
             if path != newest_valid:
@@ -170,6 +185,15 @@ class SnapshotDir:
                     path.unlink()
                 except OSError as exc:
                     log.warning("could not delete old snapshot %s: %s", path.name, exc)
+        kept = {seq for seq, path in self.listing()}
+        newest = max(kept, default=0)
+        for entry in self.directory.iterdir() if self.directory.is_dir() else ():
+            match = SHARD_PATTERN.match(entry.name)
+            if match and int(match.group(1)) not in kept and int(match.group(1)) < newest:
+                try:
+                    entry.unlink()
+                except OSError as exc:
+                    log.warning("could not delete old shard file %s: %s", entry.name, exc)
 
 
 def snapshot_extra(seq: int, producers: Mapping[str, int], reason: str) -> dict[str, Any]:
@@ -198,19 +222,32 @@ class BackgroundWriter:
         self.pending: Written | None = None
         self.started = 0.0
         self.report_fd = -1
+        #: A snapshot written in this process (a cluster's), until polled.
+        self.finished: Written | None = None
 
     @property
     def busy(self) -> bool:
-        return self.pid is not None
+        return self.pid is not None or self.finished is not None
 
     def start(self, learner: Learner, names: Mapping[int, str] | None,
               producers: Mapping[str, int], reason: str) -> Written:
         """Fork a child that writes the next snapshot; return its record
         (finished later by ``poll``)."""
-        assert self.pid is None, "a snapshot is already being written"
+        assert self.pid is None and self.finished is None, "a snapshot is already being written"
         seq = self.snapshots.next_seq()
         path = self.snapshots.directory / snapshot_name(seq)
         extra = snapshot_extra(seq, producers, reason)
+        if getattr(learner, "write_snapshot", None) is not None:
+            # A cluster's learner: its shards write their files in their own
+            # processes, all at once; this process only waits (no fork: its
+            # Ray connection must not be shared with a child).
+            try:
+                self.finished = write_now(self.snapshots, learner, names, producers, reason,
+                                          seq)
+            except Exception as exc:        # noqa: BLE001 - reported, as a child's would be
+                self.finished = Written(seq, path, False, 0, 0.0, 0.0, reason,
+                                        f"{type(exc).__name__}: {exc}")
+            return self.finished
         read_end, write_end = os.pipe()
         began = time.perf_counter()
         pid = os.fork()
@@ -236,6 +273,9 @@ class BackgroundWriter:
 
     def poll(self, block: bool = False) -> Written | None:
         """The finished record once the child has exited, else None."""
+        if self.finished is not None:
+            record, self.finished = self.finished, None
+            return record
         if self.pid is None:
             return None
         pid, status = os.waitpid(self.pid, 0 if block else os.WNOHANG)
@@ -258,12 +298,12 @@ class BackgroundWriter:
 
 
 def write_now(snapshots: SnapshotDir, learner: Learner, names: Mapping[int, str] | None,
-              producers: Mapping[str, int], reason: str) -> Written:
+              producers: Mapping[str, int], reason: str, seq: int | None = None) -> Written:
     """Write the next snapshot in this process (the final one at shutdown)."""
-    seq = snapshots.next_seq()
+    seq = snapshots.next_seq() if seq is None else seq
     path = snapshots.directory / snapshot_name(seq)
     began = time.perf_counter()
-    size = model_file.save(path, learner, names, snapshot_extra(seq, producers, reason))
+    size = save(path, learner, names, snapshot_extra(seq, producers, reason))
     elapsed = time.perf_counter() - began
     snapshots.prune(path)
     return Written(seq, path, True, size, elapsed, elapsed, reason)
