@@ -154,6 +154,8 @@ def with_overflowing_row(batch, row: int):
     return Batch(batch.indptr, keys, values, batch.labels, weights)
 
 import contextlib
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -180,16 +182,18 @@ def free_ports(n: int) -> list[int]:
 class DaemonProcess:
     """An ``onlinel1 serve`` subprocess on free loopback ports."""
 
-    def __init__(self, *flags: str, log_path=None) -> None:
+    def __init__(self, *flags: str, log_path=None, command: tuple[str, ...] = ("serve",)) -> None:
         train, request = free_ports(2)
         self.train = f"tcp://127.0.0.1:{train}"
         self.request = f"tcp://127.0.0.1:{request}"
         self.log_path = log_path
         self._log = open(log_path, "w+") if log_path else subprocess.DEVNULL
+        # A session of its own: ``stop`` reaps whatever it started (a
+        # cluster's local Ray) with it.
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "onlinel1", "serve", "--train-endpoint", self.train,
+            [sys.executable, "-m", "onlinel1", *command, "--train-endpoint", self.train,
              "--request-endpoint", self.request, *flags],
-            stdout=subprocess.DEVNULL, stderr=self._log)
+            stdout=subprocess.DEVNULL, stderr=self._log, start_new_session=True)
 
     def request_once(self, message: dict, timeout: float = 5.0) -> dict:
         """Send one request on a fresh DEALER; the reply map, or TimeoutError."""
@@ -243,6 +247,8 @@ class DaemonProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)     # anything it left behind
         if self._log is not subprocess.DEVNULL:
             self._log.close()
         return self.proc.returncode

@@ -6,7 +6,8 @@ DATA``, ``inspect MODEL``.  The daemon (``serve.py``): ``serve``.  Its clients
 (``remote.py``): ``send``, ``predict --connect``, ``stats``, ``health``,
 ``snapshot``, each with ``--model NAME`` for a named model; and
 (``models.py``) ``models list|create|drop|swap``.  CURVE keys
-(``keygen.py``): ``keygen PATH``.
+(``keygen.py``): ``keygen PATH``.  The daemon over sharded weights on Ray
+(``cluster.py``): ``cluster start|status|stop``.
 
 Errors (a missing file, a malformed line, a corrupt model, a daemon that
 does not answer) are reported as one line on stderr with a non-zero exit
@@ -24,7 +25,7 @@ from onlinel1.cli.common import EXIT_ERROR, EXIT_USAGE, CommandError, Formatter,
 
 
 def build_parser() -> Parser:
-    from onlinel1.cli import keygen, models, offline, path, remote, serve
+    from onlinel1.cli import cluster, keygen, models, offline, path, remote, serve
     parser = Parser(
         prog="onlinel1", formatter_class=Formatter,
         description="Online learning of sparse linear models with lazily applied "
@@ -34,6 +35,7 @@ def build_parser() -> Parser:
     parser.add_argument("--version", action="version", version=f"onlinel1 {onlinel1.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     serve.register(sub)
+    cluster.register(sub)
     offline.register(sub)
     remote.register(sub)
     models.register(sub)

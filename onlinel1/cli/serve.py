@@ -48,7 +48,10 @@ def daemon_config(args: argparse.Namespace, base: dict[str, Any]) -> DaemonConfi
         raise CommandError(str(exc)) from None
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def prepare(args: argparse.Namespace) -> tuple[DaemonConfig, Any, dict[str, Any], Any]:
+    """The daemon's settings from the config file and flags, logging set
+    up, the CURVE keys checked: (config, learner options, the config
+    file's [learner] table, request metrics or None)."""
     daemon_table: dict[str, Any] = {}
     learner_table: dict[str, Any] = {}
     if args.config:
@@ -65,8 +68,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         auth.load_server_keys(config)
     except ConfigError as exc:
         raise CommandError(str(exc)) from None
-    stopping: list[int] = []
     metrics = RequestMetrics() if config.http_endpoint else None
+    return config, options, learner_table, metrics
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    config, options, learner_table, metrics = prepare(args)
+    stopping: list[int] = []
     try:
         if args.predict_only:
             if not args.model:
@@ -92,6 +100,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                      check=args.check, metrics=metrics)
     except startup.StartupError as exc:
         raise CommandError(str(exc)) from None
+    serving = (f"a predict-only replica of {args.model} (no training endpoint)"
+               if args.predict_only else f"training on {config.train_endpoint}")
+    return run(args, config, daemon, metrics, serving)
+
+
+def run(args: argparse.Namespace, config: DaemonConfig, daemon: Any, metrics: Any,
+        serving: str) -> int:
+    """Bind, serve until SIGTERM (or, with --check, report and exit); the
+    exit status (1 if a final snapshot failed)."""
     try:
         daemon.bind()
     except zmq.ZMQError as exc:
@@ -111,8 +128,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if http is not None:
             http.close()
         daemon.close()
-        serving = (f"a predict-only replica of {args.model} (no training endpoint)"
-                   if args.predict_only else f"training on {config.train_endpoint}")
         print(f"configuration ok: {serving}, requests on {config.request_endpoint}"
               + (f", HTTP on {config.http_endpoint}" if http is not None else ""),
               file=sys.stderr)
@@ -199,7 +214,6 @@ def reload_allow_list(daemon: Any) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    d = DaemonConfig()
     serve = sub.add_parser(
         "serve", formatter_class=Formatter, help="run the daemon: learn from a stream, answer predictions",
         description="Run the daemon. Producers PUSH training batches to the training endpoint\n"
@@ -219,7 +233,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                "  onlinel1 serve --update fobos --l1 1e-5 --request-endpoint tcp://0.0.0.0:5556 \\\n"
                "      --curve-secret-key /etc/onlinel1/server.key --curve-allow /etc/onlinel1/clients\n"
                "  onlinel1 serve --config /etc/onlinel1/onlinel1.toml --log-level debug")
-    g = serve.add_argument_group("daemon")
+    add_daemon_arguments(serve, replica=True)
+    add_learner_arguments(serve, with_defaults=False)
+    serve.set_defaults(func=cmd_serve)
+
+
+def add_daemon_arguments(parser: argparse.ArgumentParser, replica: bool) -> None:
+    """The daemon's flags (``serve``; ``cluster start``, without the
+    replica's ``replica=False``)."""
+    d = DaemonConfig()
+    g = parser.add_argument_group("daemon")
     g.add_argument("--train-endpoint", metavar="E",
                    help=f"where producers push training batches (default: {d.train_endpoint})")
     g.add_argument("--request-endpoint", metavar="E",
@@ -258,7 +281,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "seq_repeats) and logged")
     g.add_argument("--keep-names", action="store_const", const=True, default=None,
                    help="remember the names of string features sent row-wise, for inspect")
-    sec = serve.add_argument_group(
+    sec = parser.add_argument_group(
         "authentication (CURVE)",
         "Both ZeroMQ sockets become CURVE servers: every connection is encrypted, and only\n"
         "clients whose public key is in --curve-allow get in ('onlinel1 keygen' writes\n"
@@ -275,7 +298,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="allow endpoints off loopback without CURVE (and HTTP off loopback), "
                           "for a network you trust, such as a pod or a container's own; "
                           "logged as a WARNING at every start")
-    snap = serve.add_argument_group(
+    snap = parser.add_argument_group(
         "snapshots", "The model on disk: periodic, on request (onlinel1 snapshot) and at "
                      "shutdown; atomic; resumed at start (docs/snapshot-format.md).")
     snap.add_argument("--snapshot-dir", metavar="DIR", help="where snapshots are written")
@@ -295,13 +318,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                       help="start the default model from this model file or snapshot (Vowpal "
                            "Wabbit's -i) instead of from zero; settings given that contradict "
                            "it are refused (see --force-config)")
-    snap.add_argument("--model", metavar="SNAPSHOT",
-                      help="with --predict-only: serve this snapshot file, or the newest "
-                           "snapshot of this directory, reloading when a newer one appears")
-    snap.add_argument("--predict-only", action="store_true",
-                      help="a read-only replica: no training endpoint; learn and snapshot "
-                           "requests are refused")
-    bounds = serve.add_argument_group(
+    if replica:
+        snap.add_argument("--model", metavar="SNAPSHOT",
+                          help="with --predict-only: serve this snapshot file, or the newest "
+                               "snapshot of this directory, reloading when a newer one appears")
+        snap.add_argument("--predict-only", action="store_true",
+                          help="a read-only replica: no training endpoint; learn and snapshot "
+                               "requests are refused")
+    bounds = parser.add_argument_group(
         "bounds of one message",
         "What one train, learn or predict message may cost and carry (docs/protocol.md,\n"
         "\"Limits\"). A batch beyond a magnitude is refused whole (bad_batch, naming the row\n"
@@ -320,5 +344,3 @@ def register(sub: argparse._SubParsersAction) -> None:
     bounds.add_argument("--max-abs-label", type=float, metavar="X",
                         help=f"largest |label| of a training example, for the squared loss "
                              f"(at least 1; default: {d.max_abs_label:g})")
-    add_learner_arguments(serve, with_defaults=False)
-    serve.set_defaults(func=cmd_serve)

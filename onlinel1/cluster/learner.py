@@ -86,11 +86,15 @@ class ClusterLearner(Learner):
         from onlinel1.cluster import manifest
         return manifest.write(path, self, names, extra)
 
+    #: What ``stats`` says of where the cluster runs (``onlinel1 cluster start``
+    #: sets the Ray address and the cluster's name).
+    where: dict[str, Any] = {}
+
     def cluster_report(self) -> dict[str, Any]:
         """The ``cluster`` field of ``stats``: shards, mini-batches, the
         replay log's length, recoveries, and each shard's counts."""
         k = self._kernel
-        return {"shards": k.shards, "minibatch": self.options.minibatch,
+        return {**self.where, "shards": k.shards, "minibatch": self.options.minibatch,
                 "minibatches": k.n, "replay_log": len(k.log), "recoveries": k.recoveries,
                 "pending_rows": self.pending_rows,
                 "per_shard": [{f: i[f] for f in ("index", "applied", "features", "nnz",

@@ -157,6 +157,9 @@ class Trainer:
         out["model"] = self.name
         out["update"] = self.learner.options.update
         out["snapshot_failing"] = bool(self.schedule and self.schedule.failing)
+        cluster = getattr(self.learner, "cluster_report", None)
+        if cluster is not None:          # onlinel1 cluster (docs/scaling.md)
+            out["cluster"] = cluster()
         return out
 
     # ----------------------------------------------------------- learning

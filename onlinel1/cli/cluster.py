@@ -1,0 +1,235 @@
+"""``onlinel1 cluster start|status|stop``: the daemon over sharded weights
+on Ray (docs/scaling.md)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+import time
+from typing import Any
+
+from onlinel1.cli import serve
+from onlinel1.cli.common import (CommandError, Formatter, add_learner_arguments,
+                                 explicit_learner_values)
+from onlinel1.names import DEFAULT_MODEL
+from onlinel1.server import startup
+
+log = logging.getLogger("onlinel1.cluster")
+
+#: Mini-batch size of a cluster when neither --minibatch nor the config
+#: file sets one: every mini-batch costs two round trips to every shard.
+DEFAULT_MINIBATCH = 256
+#: How long ``stop`` waits for the head to write its final snapshot.
+STOP_TIMEOUT_S = 300.0
+#: How long a Ray address may take to accept a connection.
+CONNECT_TIMEOUT_S = 5.0
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise CommandError("onlinel1 cluster needs Ray: pip install 'onlinel1[cluster]'") from None
+    return ray
+
+
+def _connect(args: argparse.Namespace, starting: bool) -> Any:
+    ray = _ray()
+    from onlinel1.cluster.ray_backend import NAMESPACE
+    # "local": a new Ray of this process, never another one found on the machine.
+    address = args.address or ("local" if starting else "auto")
+    kwargs: dict[str, Any] = dict(namespace=NAMESPACE, log_to_driver=False,
+                                  logging_level=logging.WARNING)
+    if address == "local":
+        # A Ray of this process only: on loopback, not reachable from the
+        # network (join a cluster with --address to span machines).
+        kwargs.update(include_dashboard=False, _node_ip_address="127.0.0.1")
+        if getattr(args, "num_cpus", None):
+            kwargs["num_cpus"] = args.num_cpus
+    if address not in ("local", "auto"):
+        _check_reachable(address)
+    try:
+        ray.init(address=address, **kwargs)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = address if address != "auto" else "this machine (no --address)"
+        raise CommandError(f"cannot reach a Ray cluster at {where}: {exc}") from None
+    return ray
+
+
+def _check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Fail fast when nothing listens at ``host:port`` (Ray itself retries
+    for minutes)."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout):
+            pass
+    except ValueError:
+        raise CommandError(f"--address {address}: not HOST:PORT") from None
+    except OSError as exc:
+        raise CommandError(f"no Ray cluster answered at {address} within {timeout:g} s "
+                           f"({exc.strerror or exc})") from None
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    if args.shards < 1 or args.workers < 1:
+        raise CommandError("--shards and --workers must be at least 1")
+    if args.minibatch is None:
+        args.minibatch = DEFAULT_MINIBATCH
+    config, options, learner_table, metrics = serve.prepare(args)
+    if options.budgeted:
+        raise CommandError("a cluster runs no memory budget or expiry (--max-features, "
+                           "--expire-after-examples): every shard applies every mini-batch")
+    _ray()   # before resuming anything: a missing extra is reported first
+    from onlinel1.cluster.learner import ClusterLearner
+    from onlinel1.cluster.partition import Partitioner
+    try:
+        partitioner = Partitioner(args.shards, args.partition_seed)
+        daemon = startup.trainer(config, options, explicit_learner_values(args, learner_table),
+                                 force=args.force_config, initial=args.initial,
+                                 check=args.check, metrics=metrics)
+    except (startup.StartupError, ValueError) as exc:
+        raise CommandError(str(exc)) from None
+    serving = (f"a cluster of {args.shards} shards and {args.workers} workers training on "
+               f"{config.train_endpoint}")
+    if args.check:
+        return serve.run(args, config, daemon, metrics, serving)
+    if not config.snapshot_dir:
+        log.warning("no --snapshot-dir: a lost shard is rebuilt by replaying every mini-batch "
+                    "since the start, which the head keeps in memory")
+    ray = _connect(args, starting=True)
+    from onlinel1.cluster.ray_backend import RayCluster
+    default = daemon.models.get(DEFAULT_MODEL)
+    record = {"shards": args.shards, "workers": args.workers, "pid": os.getpid(),
+              "hostname": os.uname().nodename, "train_endpoint": config.train_endpoint,
+              "request_endpoint": config.request_endpoint, "minibatch": options.minibatch,
+              "snapshot_dir": config.snapshot_dir, "started": time.time(),
+              "partition_seed": args.partition_seed,
+              "ray_address": ray.get_runtime_context().gcs_address}
+    try:
+        actors = RayCluster.create(args.name, default.learner.options, partitioner,
+                                   args.workers, record)
+    except RuntimeError as exc:
+        daemon.close()
+        ray.shutdown()
+        raise CommandError(str(exc)) from None
+    try:
+        learner = ClusterLearner(default.learner.options, partitioner, actors.calls(),
+                                 actors.workers())
+        learner.seed(default.learner)
+        learner.where = {"name": args.name, "ray_address": record["ray_address"]}
+        default.replace(learner, default.names)
+        log.info("cluster %r: %d shards, %d workers on Ray (--address %s)", args.name,
+                 args.shards, args.workers, record["ray_address"])
+        return serve.run(args, config, daemon, metrics, serving)
+    finally:
+        actors.kill()
+        ray.shutdown()
+
+
+def _attach(args: argparse.Namespace) -> Any:
+    _connect(args, starting=False)
+    from onlinel1.cluster.ray_backend import RayCluster, cluster_names
+    if args.name not in cluster_names():
+        running = ", ".join(cluster_names()) or "none"
+        raise CommandError(f"no cluster named {args.name!r} on this Ray cluster (running: "
+                           f"{running})")
+    return RayCluster.attach(args.name)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import ray
+    actors = _attach(args)
+    record = ray.get(actors.record.get.remote())
+    infos = ray.get([h.info.remote() for h in actors.shard_handles])
+    print(f"cluster {args.name}: head pid {record['pid']} on {record['hostname']}, "
+          f"training on {record['train_endpoint']}, requests on {record['request_endpoint']}, "
+          f"minibatch {record['minibatch']}, {record['workers']} workers")
+    print(f"{'shard':>5} {'pid':>8} {'mini-batches':>12} {'examples':>10} {'features':>10} "
+          f"{'nnz':>10} {'memory':>10}")
+    for i in infos:
+        print(f"{i['index']:>5} {i['pid']:>8} {i['applied']:>12} {i['t']:>10} "
+              f"{i['features']:>10} {i['nnz']:>10} {i['memory_bytes']:>10}")
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    import ray
+    from onlinel1.cluster.ray_backend import cluster_names, signal_head
+    actors = _attach(args)
+    record = ray.get(actors.record.get.remote())
+    if not signal_head(record):
+        if record.get("hostname") != os.uname().nodename and not args.force:
+            raise CommandError(f"the head runs on {record['hostname']} (pid {record['pid']}): "
+                               f"stop it there (SIGTERM), or --force to remove the actors "
+                               f"without its final snapshot")
+        actors.kill()
+        print(f"cluster {args.name}: the head was gone; its actors are removed",
+              file=sys.stderr)
+        return 0
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while args.name in cluster_names():
+        if time.monotonic() > deadline:
+            raise CommandError(f"the head (pid {record['pid']}) did not stop within "
+                               f"{STOP_TIMEOUT_S:.0f} s")
+        time.sleep(0.2)
+    print(f"cluster {args.name}: stopped (the head wrote its final snapshot and exited)",
+          file=sys.stderr)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    cluster = sub.add_parser(
+        "cluster", formatter_class=Formatter,
+        help="the daemon over weights sharded on Ray (start, status, stop)",
+        description="A daemon whose weights are sharded over Ray actors (docs/scaling.md).\n"
+                    "Producers and clients use it as they use 'onlinel1 serve': the same\n"
+                    "endpoints and protocol. Needs pip install 'onlinel1[cluster]'.")
+    verbs = cluster.add_subparsers(dest="verb", metavar="VERB")
+    start = verbs.add_parser(
+        "start", formatter_class=Formatter,
+        help="run a cluster in the foreground until SIGTERM",
+        description="Start S weight shards and W workers on Ray (a local Ray, or the cluster at\n"
+                    "--address) and run the daemon's endpoints in this process, the head: it\n"
+                    "cuts the stream into mini-batches of --minibatch B rows, numbers them,\n"
+                    "and has a worker apply each on every shard in that order, so the weights\n"
+                    "equal 'onlinel1 train --minibatch B' bit for bit, whatever S and W.\n"
+                    "A shard that dies is restarted by Ray, restored from the last snapshot\n"
+                    "and caught up from the head's log. SIGTERM writes the final snapshot\n"
+                    "(one file per shard and a manifest) and removes the actors. Here\n"
+                    f"--minibatch defaults to {DEFAULT_MINIBATCH}.",
+        epilog="examples:\n"
+               "  onlinel1 cluster start --shards 4 --workers 2 --snapshot-dir /var/lib/onlinel1\n"
+               "  onlinel1 cluster start --address ray-head:6379 --shards 16 --workers 8 \\\n"
+               "      --train-endpoint tcp://0.0.0.0:5555 --request-endpoint tcp://0.0.0.0:5556 \\\n"
+               "      --curve-secret-key server.key --curve-allow clients/ --minibatch 1024")
+    g = start.add_argument_group("cluster")
+    g.add_argument("--shards", type=int, default=2, metavar="S",
+                   help="weight shards (Ray actors; default: 2)")
+    g.add_argument("--workers", type=int, default=1, metavar="W",
+                   help="worker actors that compute the mini-batches (default: 1)")
+    g.add_argument("--address", metavar="ADDR",
+                   help="join the Ray cluster at ADDR (host:port of 'ray start --head'); "
+                        "default: start a local Ray for this process")
+    g.add_argument("--name", default="default",
+                   help="the cluster's name on Ray, for status and stop (default: default)")
+    g.add_argument("--partition-seed", type=int, default=0x6F6C31, metavar="N",
+                   help="seed of the hash of keys to the 1024 partitions (default: 7302193)")
+    g.add_argument("--num-cpus", type=int, metavar="N",
+                   help="CPUs of the local Ray (default: all)")
+    serve.add_daemon_arguments(start, replica=False)
+    add_learner_arguments(start, with_defaults=False)
+    start.set_defaults(func=cmd_start)
+    for verb, fn, text in (("status", cmd_status, "the shards of a running cluster"),
+                           ("stop", cmd_stop, "stop a running cluster (its head writes the "
+                                              "final snapshot)")):
+        p = verbs.add_parser(verb, formatter_class=Formatter, help=text, description=text + ".")
+        p.add_argument("--address", metavar="ADDR",
+                       help="the Ray cluster (default: the one running on this machine)")
+        p.add_argument("--name", default="default", help="the cluster's name (default: default)")
+        if verb == "stop":
+            p.add_argument("--force", action="store_true",
+                           help="remove the actors even when the head is on another machine")
+        p.set_defaults(func=fn)
+    cluster.set_defaults(func=lambda args: (cluster.print_help(), 2)[1])

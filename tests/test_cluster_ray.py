@@ -1,0 +1,209 @@
+"""The cluster on Ray (docs/scaling.md), with a local Ray on loopback.
+
+(a) (S, W) in {(1, 1), (2, 2), (4, 1)}: the weights, intercept and
+    predictions of S shard actors and W worker actors equal
+    ``Learner(minibatch=B)`` on real data, bit for bit.
+(b) A shard killed mid-stream (``ray.kill`` with restart, and SIGKILL of
+    its process) is restarted by Ray, restored and caught up: the result
+    equals the undisturbed run.
+(c) ``onlinel1 cluster start`` end to end: ``send``, ``predict --connect``,
+    ``stats`` and ``health`` unchanged against it; ``cluster status`` and
+    ``stop``; its final snapshot (shard files and a manifest) equals
+    ``onlinel1 train --minibatch B`` bit for bit, a predict-only replica
+    serves it, and a second cluster resumes from it.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from onlinel1 import Batch, Learner, model_file
+from onlinel1.options import LearnerOptions
+from conftest import SAMPLES, DaemonProcess, wait_for
+from test_cluster_core import assert_bit_identical, learn_in_cuts
+
+ray = pytest.importorskip("ray")
+
+from onlinel1.cluster.learner import ClusterLearner  # noqa: E402
+from onlinel1.cluster.partition import Partitioner  # noqa: E402
+from onlinel1.cluster.ray_backend import NAMESPACE, RayCluster  # noqa: E402
+
+B = 16
+OPTIONS = dict(update="fobos", l1=2e-3, l2=1e-3, eta0=0.1)
+A9A = SAMPLES / "a9a_head2000.svm"
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, namespace=NAMESPACE, log_to_driver=False,
+             _node_ip_address="127.0.0.1", address="local")
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def a9a(a9a_sample):
+    X, y = a9a_sample
+    return Batch.from_csr(X, y)
+
+
+@pytest.fixture(scope="module")
+def single(a9a):
+    learner = Learner(LearnerOptions(minibatch=B, **OPTIONS))
+    learn_in_cuts(learner, a9a)
+    return learner
+
+
+@pytest.fixture
+def actors(local_ray, request):
+    made = []
+
+    def make(shards: int, workers: int) -> tuple[ClusterLearner, RayCluster]:
+        options = LearnerOptions(minibatch=B, **OPTIONS)
+        partitioner = Partitioner(shards)
+        cluster = RayCluster.create(f"{request.node.name}-{len(made)}", options, partitioner,
+                                    workers, {"shards": shards, "workers": workers})
+        made.append(cluster)
+        learner = ClusterLearner(options, partitioner, cluster.calls(), cluster.workers())
+        return learner.seed(), cluster
+    try:
+        yield make
+    finally:
+        for cluster in made:
+            cluster.kill()
+
+
+# ------------------------------------------------------------------ (a)
+
+@pytest.mark.parametrize("shards,workers", [(1, 1), (2, 2), (4, 1)])
+def test_ray_cluster_equals_single_process(actors, a9a, single, shards, workers):
+    learner, _ = actors(shards, workers)
+    learn_in_cuts(learner, a9a)
+    assert_bit_identical(learner, single, a9a)
+
+
+# ------------------------------------------------------------------ (b)
+
+@pytest.mark.parametrize("how", ["ray.kill", "SIGKILL"])
+def test_a_killed_shard_ends_bit_identical(actors, a9a, single, how):
+    learner, cluster = actors(2, 2)
+    victim = cluster.shard_handles[1]
+    first_pid = ray.get(victim.pid.remote())
+
+    def kill(i: int) -> None:
+        if i == 2:
+            if how == "ray.kill":
+                ray.kill(victim, no_restart=False)
+            else:
+                os.kill(first_pid, signal.SIGKILL)
+    learn_in_cuts(learner, a9a, on_cut=kill)
+    assert learner._kernel.recoveries >= 1
+    assert ray.get(victim.pid.remote()) != first_pid          # Ray restarted it
+    assert_bit_identical(learner, single, a9a)
+
+
+# ------------------------------------------------------------------ (c)
+
+def onlinel1(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "onlinel1", *argv], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def start_cluster(tmp_path, name: str, *flags: str) -> DaemonProcess:
+    head = DaemonProcess("--shards", "2", "--workers", "2", "--name", name, "--num-cpus", "2",
+                         "--minibatch", str(B), *flags, log_path=tmp_path / f"{name}.log",
+                         command=("cluster", "start"))
+    head.wait_ready(timeout=120)
+    return head
+
+
+def test_cluster_cli_end_to_end(tmp_path):
+    snapdir = tmp_path / "snap"
+    learner_flags = ["--update", "fobos", "--l1", "2e-3", "--l2", "1e-3", "--eta0", "0.1"]
+    head = start_cluster(tmp_path, "e2e", "--snapshot-dir", str(snapdir), *learner_flags)
+    try:
+        sent = onlinel1("send", str(A9A), "--connect", head.train,
+                        "--request-endpoint", head.request, "--ack")
+        assert sent.returncode == 0, sent.stderr
+        stats = head.wait_stats(lambda s: s["examples"] == 2000)
+        assert stats["cluster"]["shards"] == 2 and stats["cluster"]["minibatches"] == 125
+        health = onlinel1("health", "--connect", head.request)
+        assert health.returncode == 0, health.stderr
+        predicted = onlinel1("predict", "--connect", head.request, str(A9A))
+        assert predicted.returncode == 0, predicted.stderr
+        address = stats["cluster"]["ray_address"]
+        status = onlinel1("cluster", "status", "--address", address, "--name", "e2e")
+        assert status.returncode == 0, status.stderr
+        assert "2000" in status.stdout and len(status.stdout.splitlines()) == 4
+        stopped = onlinel1("cluster", "stop", "--address", address, "--name", "e2e")
+        assert stopped.returncode == 0, stopped.stderr
+        assert head.proc.wait(60) == 0, head.log()
+    finally:
+        head.stop()
+    # The final snapshot: shard files and a manifest, equal to train --minibatch B.
+    folder = snapdir / "default"
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["snapshot-000000000001.ol1",
+                     "snapshot-000000000001.shard-0000-of-0002.ol1",
+                     "snapshot-000000000001.shard-0001-of-0002.ol1"], names
+    trained = onlinel1("train", str(A9A), "--minibatch", str(B), *learner_flags,
+                       "--save", str(tmp_path / "single.ol1"))
+    assert trained.returncode == 0, trained.stderr
+    single = model_file.load(tmp_path / "single.ol1")[0]
+    merged = model_file.load(folder / "snapshot-000000000001.ol1")[0]
+    (k1, w1), (k2, w2) = single.weights(), merged.weights()
+    assert k1.size > 10 and np.array_equal(k1, k2) and w1.tobytes() == w2.tobytes()
+    assert single.intercept == merged.intercept
+    # The cluster answered predict as the single model does.
+    offline = onlinel1("predict", "--model", str(tmp_path / "single.ol1"), str(A9A))
+    assert offline.returncode == 0 and offline.stdout == predicted.stdout
+
+    # A predict-only replica serves the cluster's snapshot.
+    replica = DaemonProcess("--predict-only", "--model", str(folder),
+                            log_path=tmp_path / "replica.log")
+    try:
+        replica.wait_ready()
+        served = onlinel1("predict", "--connect", replica.request, str(A9A))
+        assert served.returncode == 0 and served.stdout == predicted.stdout
+    finally:
+        replica.stop()
+
+    # Another cluster, of 4 shards, resumes from it (resharded on the way).
+    again = DaemonProcess("--shards", "4", "--workers", "1", "--name", "again",
+                          "--num-cpus", "2", "--minibatch", str(B), "--snapshot-dir",
+                          str(snapdir), *learner_flags, log_path=tmp_path / "again.log",
+                          command=("cluster", "start"))
+    try:
+        again.wait_ready(timeout=120)
+        stats = again.wait_stats(lambda s: s["t"] == 2000)
+        assert stats["nnz"] == single.nnz
+        resumed = onlinel1("predict", "--connect", again.request, str(A9A))
+        assert resumed.stdout == predicted.stdout
+        assert again.stop() == 0, again.log()
+    finally:
+        again.stop()
+
+
+def test_cluster_start_refuses_what_it_cannot_do(tmp_path):
+    budget = onlinel1("cluster", "start", "--max-features", "1000")
+    assert budget.returncode != 0 and "memory budget" in budget.stderr
+    shards = onlinel1("cluster", "start", "--shards", "0")
+    assert shards.returncode != 0 and "--shards" in shards.stderr
+    missing = onlinel1("cluster", "status", "--address", "127.0.0.1:1", timeout=60)
+    assert missing.returncode != 0 and "Ray" in missing.stderr
+
+
+def test_check_validates_without_starting_ray(tmp_path):
+    head = DaemonProcess("--check", "--shards", "3", command=("cluster", "start"),
+                         log_path=tmp_path / "check.log")
+    assert wait_for(lambda: head.proc.poll(), lambda code: code is not None, 60,
+                    "cluster start --check") == 0, head.log()
+    assert "a cluster of 3 shards" in head.log()
+    head.stop()
