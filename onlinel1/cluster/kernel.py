@@ -132,6 +132,8 @@ class ClusterKernel:
         #: Per shard: (source, applied) to restore it from (shard.restore).
         self.sources: list[tuple[Any, int]] = [(None, 0)] * self.shards
         self.recoveries = 0
+        #: The summed costs of the mini-batches (step.Stepper.step's "cost").
+        self.costs: dict[str, float] = {}
         self._in_batch = False
         self._saved: tuple[int, dict] = (0, dict(self._clocks))
         self._info: tuple[float, list[dict]] | None = None
@@ -286,6 +288,8 @@ class ClusterKernel:
             # undone (the Learner rolls back), as in the single process.
             error = StoreFullError if result["error"] == "store_full" else NumericError
             raise error(None, 0, (0.0, 0.0, 0), row=0, reason=result["error"])
+        for name, value in result["cost"].items():
+            self.costs[name] = self.costs.get(name, 0) + value
         self.log.open.append((n, mb, result["factors"]))
         self.n = n
         clocks = result["clocks"]

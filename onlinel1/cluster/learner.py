@@ -96,7 +96,7 @@ class ClusterLearner(Learner):
         k = self._kernel
         return {**self.where, "shards": k.shards, "minibatch": self.options.minibatch,
                 "minibatches": k.n, "replay_log": len(k.log), "recoveries": k.recoveries,
-                "pending_rows": self.pending_rows,
+                "pending_rows": self.pending_rows, "costs": dict(k.costs),
                 "per_shard": [{f: i[f] for f in ("index", "applied", "features", "nnz",
                                                  "memory_bytes")}
                               for i in k.shard_info(max_age_s=1.0)]}

@@ -17,6 +17,7 @@ cluster is compared with), ``ray_backend.RayCalls`` calls actors.
 """
 from __future__ import annotations
 
+import time
 from typing import Any, NamedTuple, Protocol, Sequence
 
 import numpy as np
@@ -150,15 +151,27 @@ class Stepper:
         head replays it to them once they are restored).  Raises
         ``ShardsLost`` if the factors could not be computed (nothing was
         applied)."""
+        began = time.perf_counter()
         subs, owner = self.split(mb)
+        split = time.perf_counter()
         f = self.factors(calls, n, mb, subs, owner)
+        pulled = time.perf_counter()
         results = self.apply(calls, n, subs, f.factors)
+        applied = time.perf_counter()
         lost = [s for s, r in enumerate(results) if isinstance(r, (ShardsLost, ShardOrderError))]
         others = [r for r in results if isinstance(r, BaseException)
                   and not isinstance(r, (ShardsLost, ShardOrderError))]
         if others:
             raise others[0]
         done = [r for r in results if not isinstance(r, BaseException)]
-        return {"factors": f.factors, "stats": f.stats, "lost": lost,
+        # What a mini-batch costs (docs/scaling.md, "Round trips and bytes"):
+        # seconds of each phase, and the bytes of the arrays sent each way.
+        keys_pulled = sum(np.unique(sub.keys).size for sub in subs)
+        cost = {"split_s": split - began, "pull_and_factors_s": pulled - split,
+                "apply_s": applied - pulled, "round_trips": 2 * calls.shards,
+                "pull_bytes": 16 * keys_pulled,
+                "apply_bytes": sum(sub.indptr.nbytes + sub.keys.nbytes + sub.values.nbytes
+                                   for sub in subs) + calls.shards * f.factors.nbytes}
+        return {"factors": f.factors, "stats": f.stats, "lost": lost, "cost": cost,
                 "error": next((r[2] for r in done if r[2] is not None), None),
                 "clocks": [r[1] for r in done]}
