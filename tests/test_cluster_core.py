@@ -274,3 +274,19 @@ def test_pruning_takes_the_shard_files_along(a9a, tmp_path):
         "snapshot-000000000002.ol1", "snapshot-000000000002.shard-0000-of-0002.ol1",
         "snapshot-000000000002.shard-0001-of-0002.ol1"]
     assert snapshots.load_newest_valid()[0].learner.examples_seen == cluster.examples_seen
+
+
+def test_the_daemons_snapshot_writer_writes_a_cluster_in_process(a9a, tmp_path):
+    from onlinel1.server.snapshots import BackgroundWriter
+    options = LearnerOptions(minibatch=B, update="fobos", l1=2e-3, eta0=0.1)
+    cluster, _ = local_cluster(options, 2)
+    cluster.learn(a9a.slice(0, 600))
+    writer = BackgroundWriter(SnapshotDir(tmp_path, keep=2))
+    started = writer.start(cluster, None, {"p": 3}, "periodic")
+    assert writer.busy and started.ok and writer.pid is None     # no fork
+    record = writer.poll()
+    assert record is started and not writer.busy and writer.poll() is None
+    loaded = SnapshotDir(tmp_path, keep=2).load_newest_valid()[0]
+    assert loaded.seq == record.seq and loaded.extra["snapshot"]["producers"] == {"p": 3}
+    assert loaded.learner.examples_seen == cluster.examples_seen == 600
+    assert record.size == sum(p.stat().st_size for p in tmp_path.iterdir())

@@ -198,6 +198,9 @@ def _flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
     if isinstance(value, dict) and value:
         for key, item in value.items():
             yield from _flatten(item, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        for index, item in enumerate(value):     # a list of maps: cluster.per_shard.0.nnz
+            yield from _flatten(item, f"{prefix}.{index}")
     else:
         yield prefix, value
 

@@ -62,7 +62,7 @@ class RayCalls:
 
 
 @ray.remote
-class ShardActor(ShardState):
+class WeightShard(ShardState):
     """A shard (shard.py) as an actor."""
 
     def pid(self) -> int:
@@ -140,7 +140,7 @@ class RayCluster:
                                f"(onlinel1 cluster stop --name {name})")
         detached = dict(namespace=NAMESPACE, lifetime="detached", num_cpus=0)
         rec = RecordActor.options(name=actor_name(name, "record"), **detached).remote(record)
-        shards = [ShardActor.options(name=actor_name(name, "shard", s), max_restarts=-1,
+        shards = [WeightShard.options(name=actor_name(name, "shard", s), max_restarts=-1,
                                      max_task_retries=0, **detached)
                   .remote(s, options.to_dict()) for s in range(partitioner.shards)]
         ray.get([h.pid.remote() for h in shards])
