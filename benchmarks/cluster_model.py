@@ -3,33 +3,33 @@
 a closed form, and a simulation that charges every message its costs.
 
 A mini-batch of B rows, E entries and K distinct keys, over S shards, is
-(step.py): head -> worker (the rows), the worker's split, a pull from
-every shard (keys out, weights back), the factors, an apply on every shard
-(its entries and every row's factors), worker -> head (the stats).
-Mini-batches run one after another: the next one's margins need this
-one's updates, so nothing overlaps them.  A message costs its sender
-``msg_s`` of CPU (Ray's serialisation and bookkeeping: half of a no-op
-actor call's round trip, measured), its bytes / ``bandwidth`` on the
-sender's link, and ``latency_s`` in flight (0 on one machine, where the
-measured call cost holds it).  A worker sends its S requests one after
-another; the shards work in parallel.  So
+(step.py): head -> worker (the rows) and back (the factors), the worker's
+split, a pull from every shard (keys out, weights back), the factors, an
+apply on every shard (its entries and every row's factors).  Mini-batches
+run one after another: the next one's margins need this one's updates, so
+nothing overlaps them.  A round of calls to S actors at once costs, besides
+the actors' work, ``round_s`` (one call's fixed cost: Ray's serialisation,
+scheduling and reply) plus ``extra_call_s`` for each more call in the round
+(measured: rounds of 1, 2 and 4 calls of an apply's shape), 2 ``latency_s``
+in flight (0 on one machine, where the measured round holds it) and its
+bytes / ``bandwidth``.  The shards work in parallel, each from when its
+request left.  So
 
-    T(B) = glue_s + 2 msg_s + 2 latency_s          head -> worker -> head
-         + (16 E + 56 B) / bandwidth                the rows, the factors back
-         + (split_s + factors_s) E                  the worker
-         + R(8 K, pull_s K, 8 K)                    the pull
-         + R(16 E + 32 B S, apply_s E, 0)           the apply
-    R(out, work, back) = S msg_s + out / bandwidth  the S requests, one after another
-         + max(S msg_s,                             taking the S replies, or
-               2 latency_s + (work + back / bandwidth) / S + msg_s)   the last one's trip
+    T(B) = glue_s                                    Python glue, per mini-batch
+         + R1 + (16 E + 56 B) / bandwidth            head -> worker -> head
+         + (split_s + factors_s) E                   the worker
+         + R_S + (16 K) / bandwidth + pull_s K / S   the pull
+         + R_S + (16 E + 32 B S) / bandwidth + apply_s E / S    the apply
+    R_S = round_s + (S - 1) extra_call_s + 2 latency_s
     rows/s = B / T(B)
 
 (bytes: 16 an entry to the worker and again to the shards, 8 a distinct
 key each way, 32 a row to every shard (its factors and offset), 32 a row
 to the worker (label, importance, offset) and 24 back to the head.)  The
-closed form takes every shard's E_s = E / S; the simulation walks real mini-batches split by the
-real partition hash, message by message, and, when actors share fewer
-cores than they are (this 2-core machine), serialises their compute.
+closed form takes every shard's E_s = E / S; the simulation walks real
+mini-batches split by the real partition hash, call by call, each shard
+starting when its request left, and, when the shards share fewer cores
+than they are (this 2-core machine), serialises their work.
 
 ``python benchmarks/cluster_model.py --costs FILE`` prints what the model
 predicts for N shard machines from the costs bench_cluster.py measured.
@@ -47,8 +47,9 @@ import numpy as np
 
 @dataclasses.dataclass
 class Costs:
-    """Per-message, per-entry and per-mini-batch costs (seconds; bytes/s)."""
-    msg_s: float                # CPU of one message at its sender
+    """Per-round, per-entry and per-mini-batch costs (seconds; bytes/s)."""
+    round_s: float              # a round of one call (its fixed cost)
+    extra_call_s: float         # each more call in the same round
     latency_s: float            # in flight, one way (0 on one machine)
     bandwidth: float            # bytes/s of a sender's link (or serialisation)
     split_s: float              # per entry, the worker's split by shard
@@ -61,61 +62,47 @@ class Costs:
     def from_dict(cls, d: dict) -> "Costs":
         return cls(**{f.name: float(d[f.name]) for f in dataclasses.fields(cls)})
 
+    def round(self, calls: int) -> float:
+        return self.round_s + (calls - 1) * self.extra_call_s + 2 * self.latency_s
+
 
 def closed_form(c: Costs, B: int, E: float, K: float, S: int) -> float:
     """Rows/s of the formula above."""
-    def round_trip(out_bytes: float, work: float, back_bytes: float) -> float:
-        return (S * c.msg_s + out_bytes / c.bandwidth
-                + max(S * c.msg_s, 2 * c.latency_s + work / S + back_bytes / S / c.bandwidth
-                      + c.msg_s))
-    t = (c.glue_s + 2 * c.msg_s + 2 * c.latency_s + (16 * E + 56 * B) / c.bandwidth
+    t = (c.glue_s + c.round(1) + (16 * E + 56 * B) / c.bandwidth
          + (c.split_s + c.factors_s) * E
-         + round_trip(8 * K, c.pull_s * K, 8 * K)
-         + round_trip(16 * E + 32 * B * S, c.apply_s * E, 0.0))
+         + c.round(S) + 16 * K / c.bandwidth + c.pull_s * K / S
+         + c.round(S) + (16 * E + 32 * B * S) / c.bandwidth + c.apply_s * E / S)
     return B / t
 
 
 def simulate(c: Costs, minibatches: Sequence[tuple[int, np.ndarray, np.ndarray]], S: int,
              cores: float = math.inf) -> float:
     """Rows/s of stepping through ``minibatches``, each (B, entries per
-    shard, distinct keys per shard), message by message.  ``cores``: the
-    cores the shards share (inf: a machine each)."""
+    shard, distinct keys per shard), call by call.  ``cores``: the cores the
+    shards share (inf: a machine each)."""
     clock = 0.0
     rows = 0
     for B, entries, keys in minibatches:
-        E, K = float(entries.sum()), float(keys.sum())
+        E = float(entries.sum())
         rows += B
-        clock += c.glue_s
-        # head -> worker: the rows; the worker splits them.
-        clock += c.msg_s + (16 * E + 32 * B) / c.bandwidth + c.latency_s + c.split_s * E
-        # pull: the worker sends S requests one after another; each shard
-        # looks its keys up when its request lands and replies; the worker
-        # takes the replies in turn.
-        clock = _round(c, clock, 8 * keys, c.pull_s * keys, 8 * keys, cores)
+        clock += c.glue_s + c.round(1) + (16 * E + 56 * B) / c.bandwidth + c.split_s * E
+        clock += _round(c, 8 * keys, c.pull_s * keys, 8 * keys, cores)
         clock += c.factors_s * E
-        # apply: each shard's entries and every row's factors.
-        clock = _round(c, clock, 16 * entries + 32 * B, c.apply_s * entries,
-                       np.zeros(S), cores)
-        # worker -> head: the factors and stats.
-        clock += c.msg_s + 24 * B / c.bandwidth + c.latency_s
+        clock += _round(c, 16 * entries + 32 * B, c.apply_s * entries, np.zeros(S), cores)
     return rows / clock
 
 
-def _round(c: Costs, start: float, out_bytes: np.ndarray, work: np.ndarray,
-           back_bytes: np.ndarray, cores: float) -> float:
-    """One request to every shard and its reply; when the last reply is in."""
-    sent = start + np.cumsum(c.msg_s + out_bytes / c.bandwidth)
-    arrive = sent + c.latency_s
-    if cores >= work.size:
-        ready = arrive + work
-    else:   # the shards share ``cores``: their work, all together, at that rate
-        ready = np.full(work.size, max(float((arrive + work).max()),
-                                       float(arrive.min()) + float(work.sum()) / cores))
-    ready = ready + back_bytes / c.bandwidth + c.latency_s
-    done = float(sent[-1])          # the worker is busy sending until then
-    for s in np.argsort(ready, kind="stable"):
-        done = max(done, float(ready[s])) + c.msg_s    # a reply costs its taker a message
-    return done
+def _round(c: Costs, out_bytes: np.ndarray, work: np.ndarray, back_bytes: np.ndarray,
+           cores: float) -> float:
+    """A round of one call to every shard: until the last reply is in."""
+    n = work.size
+    left = np.arange(n) * c.extra_call_s + np.cumsum(out_bytes) / c.bandwidth
+    if cores >= n:
+        ready = left + work
+    else:   # the shards share ``cores``: all their work, at that rate
+        ready = np.full(n, max(float((left + work).max()),
+                               float(left.min()) + float(work.sum()) / cores))
+    return float((ready + back_bytes / c.bandwidth).max()) + c.round_s + 2 * c.latency_s
 
 
 def main() -> None:

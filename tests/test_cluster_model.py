@@ -15,8 +15,9 @@ import pytest
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
 import cluster_model  # noqa: E402
 
-COSTS = cluster_model.Costs(msg_s=300e-6, latency_s=50e-6, bandwidth=1.25e9, split_s=5e-9,
-                            factors_s=20e-9, apply_s=60e-9, pull_s=30e-9, glue_s=1e-3)
+COSTS = cluster_model.Costs(round_s=600e-6, extra_call_s=200e-6, latency_s=50e-6,
+                            bandwidth=1.25e9, split_s=5e-9, factors_s=20e-9, apply_s=60e-9,
+                            pull_s=30e-9, glue_s=1e-3)
 
 
 def balanced(n: int, B: int, E: int, K: int, S: int):
@@ -34,7 +35,7 @@ def test_closed_form_matches_the_simulation_on_balanced_shards(S, B):
 
 def test_skew_and_shared_cores_cost_what_they_should():
     # Cheap messages, so that the shards' work is what the mini-batch waits for.
-    costs = dataclasses.replace(COSTS, msg_s=10e-6)
+    costs = dataclasses.replace(COSTS, round_s=20e-6, extra_call_s=5e-6)
     B, E, K, S = 512, 16384, 8192, 4
     even = cluster_model.simulate(costs, balanced(10, B, E, K, S), S)
     skewed = [(B, np.array([E - 3 * (E // 16)] + [E // 16] * 3),
@@ -46,19 +47,12 @@ def test_skew_and_shared_cores_cost_what_they_should():
     assert cluster_model.simulate(costs, one, 1, cores=1) == cluster_model.simulate(costs, one, 1)
 
 
-def test_messages_bound_small_minibatches():
-    # Messages and latencies only: the head's round trip (2 messages, 2
-    # latencies), then two rounds in which the worker sends S requests and
-    # takes S replies, one message each (the replies' trips hide under the
-    # sending when S msg_s > 2 latency + msg_s).
-    S, B, msg, lat = 8, 64, 300e-6, 50e-6
-    bare = cluster_model.Costs(msg, lat, 1e15, 0.0, 0.0, 0.0, 0.0, 0.0)
-    expected = B / (2 * msg + 2 * lat + 2 * (2 * S * msg))
+def test_rounds_bound_small_minibatches():
+    # Rounds and latencies only: the head's round of one call, then two
+    # rounds of S calls; B rows take exactly that long, in both.
+    S, B, lat = 8, 64, 50e-6
+    bare = cluster_model.Costs(600e-6, 200e-6, lat, 1e15, 0.0, 0.0, 0.0, 0.0, 0.0)
+    expected = B / ((600e-6 + 2 * lat) + 2 * (600e-6 + 7 * 200e-6 + 2 * lat))
     assert cluster_model.closed_form(bare, B, 2048, 1024, S) == pytest.approx(expected, rel=1e-6)
     assert cluster_model.simulate(bare, balanced(5, B, 2048, 1024, S), S) == \
-        pytest.approx(expected, rel=1e-6)
-    # One shard far away: its trip shows.
-    slow = cluster_model.Costs(msg, 5e-3, 1e15, 0.0, 0.0, 0.0, 0.0, 0.0)
-    expected = B / (2 * msg + 2 * 5e-3 + 2 * (msg + 2 * 5e-3 + msg))
-    assert cluster_model.simulate(slow, balanced(5, B, 2048, 1024, 1), 1) == \
         pytest.approx(expected, rel=1e-6)
