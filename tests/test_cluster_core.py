@@ -290,3 +290,13 @@ def test_the_daemons_snapshot_writer_writes_a_cluster_in_process(a9a, tmp_path):
     assert loaded.seq == record.seq and loaded.extra["snapshot"]["producers"] == {"p": 3}
     assert loaded.learner.examples_seen == cluster.examples_seen == 600
     assert record.size == sum(p.stat().st_size for p in tmp_path.iterdir())
+
+
+def test_without_ray_the_cluster_says_how_to_get_it(monkeypatch, capsys):
+    import sys
+    from onlinel1.cli import main
+    monkeypatch.setitem(sys.modules, "ray", None)       # import ray raises ImportError
+    assert main(["cluster", "start", "--check"]) == 1
+    assert "pip install 'onlinel1[cluster]'" in capsys.readouterr().err
+    assert main(["cluster", "status"]) == 1
+    assert "pip install 'onlinel1[cluster]'" in capsys.readouterr().err

@@ -139,7 +139,7 @@ def _attach(args: argparse.Namespace) -> Any:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    import ray
+    ray = _ray()
     actors = _attach(args)
     record = ray.get(actors.record.get.remote())
     infos = ray.get([h.info.remote() for h in actors.shard_handles])
@@ -155,7 +155,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    import ray
+    ray = _ray()
     from onlinel1.cluster.ray_backend import cluster_names, signal_head
     actors = _attach(args)
     record = ray.get(actors.record.get.remote())
