@@ -300,3 +300,18 @@ def test_without_ray_the_cluster_says_how_to_get_it(monkeypatch, capsys):
     assert "pip install 'onlinel1[cluster]'" in capsys.readouterr().err
     assert main(["cluster", "status"]) == 1
     assert "pip install 'onlinel1[cluster]'" in capsys.readouterr().err
+
+
+def test_swap_reseeds_the_shards_and_refuses_other_settings(a9a):
+    options = LearnerOptions(minibatch=B, update="fobos", l1=2e-3, eta0=0.1)
+    cluster, _ = local_cluster(options, 2)
+    cluster.learn(a9a.slice(0, 300))
+    other = Learner(options)
+    other.learn(a9a.slice(300, 1500))
+    assert cluster.swap_in(other) is cluster
+    for learner in (cluster, other):
+        learner.learn(a9a.slice(1500, 2000))
+        learner.flush()
+    assert_bit_identical(cluster, other, a9a)
+    with pytest.raises(ValueError, match="own settings"):
+        cluster.swap_in(Learner(update="ftrl", minibatch=B))

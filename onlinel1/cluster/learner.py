@@ -70,6 +70,17 @@ class ClusterLearner(Learner):
             self._progress = {k: progress[k] for k in self._progress}
         return self
 
+    def swap_in(self, learner: Learner) -> "ClusterLearner":
+        """The ``swap`` request: the shards start again from ``learner``'s
+        weights (cut by partition); this learner, with them, is returned.
+        The cluster's settings stay: a model of others is refused
+        (``ValueError``), the shards having been started with these."""
+        if learner.options.to_state_dict() != self.options.to_state_dict():
+            raise ValueError("a cluster swaps in a model of its own settings only (start the "
+                             "cluster again with the model's, and --initial)")
+        self.flush()
+        return self.seed(learner)
+
     def learn(self, batch: Batch, *, check: bool = True,
               rows: tuple[int, int] | None = None,
               wake: tuple[int, int] | None = None) -> LearnResult:

@@ -44,6 +44,12 @@ def _swap(daemon: Any, msg: dict) -> Result:
     if loaded is None:
         raise ProtocolError(protocol.BAD_REQUEST, f"{path}: no valid snapshot in this directory")
     learner, names, source = loaded
+    swap_in = getattr(trainer.learner, "swap_in", None)
+    if swap_in is not None:     # a cluster's model: its shards take the weights
+        try:
+            learner = swap_in(learner)
+        except ValueError as exc:
+            raise ProtocolError(protocol.BAD_REQUEST, f"{path}: {exc}") from None
     trainer.replace(learner, names)
     if trainer.schedule is not None:
         trainer.schedule.wanted = True
