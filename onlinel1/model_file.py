@@ -483,6 +483,28 @@ def read_header(path: str | os.PathLike) -> dict[str, Any]:
     return header
 
 
+def verify(path: str | os.PathLike) -> dict[str, Any]:
+    """Check the digest of the model file at ``path`` reading it in chunks
+    (no model is built, memory stays at one chunk); its header.
+    ``ModelFileError`` if it is not whole and intact."""
+    source = str(path)
+    header = read_header(path)
+    with open(path, "rb", buffering=0) as f:
+        size = os.fstat(f.fileno()).st_size
+        end = size - DIGEST_SIZE
+        digest = hashlib.blake2b(digest_size=DIGEST_SIZE)
+        position = 0
+        while position < end:
+            chunk = f.read(min(READ_CHUNK, end - position))
+            if not chunk:
+                raise ModelFileError(f"{source}: truncated ({position} bytes)")
+            digest.update(chunk)
+            position += len(chunk)
+        if digest.digest() != f.read(DIGEST_SIZE):
+            raise _mismatch(source)
+    return header
+
+
 def load(path: str | os.PathLike) -> tuple[Learner, dict[int, str], dict[str, Any]]:
     """``(learner, names, extra)`` from the model file at ``path``.  A
     cluster snapshot's manifest (docs/snapshot-format.md, "Cluster

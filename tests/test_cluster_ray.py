@@ -175,35 +175,23 @@ def test_cluster_cli_end_to_end(tmp_path):
     finally:
         replica.stop()
 
-    # Another cluster, of 4 shards, resumes from it (resharded on the way).
-    again = DaemonProcess("--shards", "4", "--workers", "1", "--name", "again",
-                          "--num-cpus", "2", "--minibatch", str(B), "--snapshot-dir",
-                          str(snapdir), *learner_flags, log_path=tmp_path / "again.log",
-                          command=("cluster", "start"))
-    try:
-        again.wait_ready(timeout=120)
-        stats = again.wait_stats(lambda s: s["t"] == 2000)
-        assert stats["nnz"] == single.nnz
-        resumed = onlinel1("predict", "--connect", again.request, str(A9A))
-        assert resumed.stdout == predicted.stdout
-        assert again.stop() == 0, again.log()
-    finally:
-        again.stop()
-
-
-def test_cluster_start_refuses_what_it_cannot_do(tmp_path):
-    budget = onlinel1("cluster", "start", "--max-features", "1000")
-    assert budget.returncode != 0 and "memory budget" in budget.stderr
-    shards = onlinel1("cluster", "start", "--shards", "0")
-    assert shards.returncode != 0 and "--shards" in shards.stderr
-    missing = onlinel1("cluster", "status", "--address", "127.0.0.1:1", timeout=60)
-    assert missing.returncode != 0 and "Ray" in missing.stderr
-
-
-def test_check_validates_without_starting_ray(tmp_path):
-    head = DaemonProcess("--check", "--shards", "3", command=("cluster", "start"),
-                         log_path=tmp_path / "check.log")
-    assert wait_for(lambda: head.proc.poll(), lambda code: code is not None, 60,
-                    "cluster start --check") == 0, head.log()
-    assert "a cluster of 3 shards" in head.log()
-    head.stop()
+    # Another cluster of 2 shards resumes from it, each shard from its own
+    # file; then one of 4 shards, resharded from the merged model.
+    for shards, seeded_from, seq in (("2", "shard files", 1), ("4", "a model", 2)):
+        again = DaemonProcess("--shards", shards, "--workers", "1", "--name", f"again{shards}",
+                              "--num-cpus", "2", "--minibatch", str(B), "--snapshot-dir",
+                              str(snapdir), *learner_flags,
+                              log_path=tmp_path / f"again{shards}.log",
+                              command=("cluster", "start"))
+        try:
+            again.wait_ready(timeout=120)
+            stats = again.wait_stats(lambda s: s["t"] == 2000)
+            assert stats["nnz"] == single.nnz
+            assert stats["cluster"]["seeded_from"] == seeded_from
+            assert stats["cluster"]["minibatches"] == (125 if shards == "2" else 0)
+            assert f"snapshot-{seq:012d}.ol1" in again.log()
+            resumed = onlinel1("predict", "--connect", again.request, str(A9A))
+            assert resumed.stdout == predicted.stdout
+            assert again.stop() == 0, again.log()
+        finally:
+            again.stop()

@@ -3,8 +3,10 @@ on Ray (docs/scaling.md)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import pathlib
 import socket
 import sys
 import time
@@ -36,10 +38,19 @@ def _ray() -> Any:
 
 
 def _connect(args: argparse.Namespace, starting: bool) -> Any:
-    ray = _ray()
-    from onlinel1.cluster.ray_backend import NAMESPACE
     # "local": a new Ray of this process, never another one found on the machine.
     address = args.address or ("local" if starting else "auto")
+    if address not in ("local", "auto"):
+        _check_reachable(address)
+        # Ray authenticates a local cluster with a token (its default since
+        # 2.59; ~/.ray/auth_token, or RAY_AUTH_TOKEN), but a client given an
+        # address sends it only in token mode, read when Ray is imported:
+        # ask for it, before that, when there is a token.
+        if os.environ.get("RAY_AUTH_TOKEN") or \
+                (pathlib.Path.home() / ".ray" / "auth_token").exists():
+            os.environ.setdefault("RAY_AUTH_MODE", "token")
+    ray = _ray()
+    from onlinel1.cluster.ray_backend import NAMESPACE
     kwargs: dict[str, Any] = dict(namespace=NAMESPACE, log_to_driver=False,
                                   logging_level=logging.WARNING)
     if address == "local":
@@ -48,8 +59,6 @@ def _connect(args: argparse.Namespace, starting: bool) -> Any:
         kwargs.update(include_dashboard=False, _node_ip_address="127.0.0.1")
         if getattr(args, "num_cpus", None):
             kwargs["num_cpus"] = args.num_cpus
-    if address not in ("local", "auto"):
-        _check_reachable(address)
     try:
         ray.init(address=address, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -84,11 +93,17 @@ def cmd_start(args: argparse.Namespace) -> int:
     _ray()   # before resuming anything: a missing extra is reported first
     from onlinel1.cluster.learner import ClusterLearner
     from onlinel1.cluster.partition import Partitioner
+    from onlinel1.cluster import manifest
     try:
         partitioner = Partitioner(args.shards, args.partition_seed)
-        daemon = startup.trainer(config, options, explicit_learner_values(args, learner_table),
-                                 force=args.force_config, initial=args.initial,
-                                 check=args.check, metrics=metrics)
+        # A cluster snapshot to resume is verified, not merged: its shards
+        # load their own files (unless --force-config carries the weights
+        # over to other settings, which needs them here).
+        with manifest.deferred() if not args.force_config else contextlib.nullcontext():
+            daemon = startup.trainer(config, options,
+                                     explicit_learner_values(args, learner_table),
+                                     force=args.force_config, initial=args.initial,
+                                     check=args.check, metrics=metrics)
     except (startup.StartupError, ValueError) as exc:
         raise CommandError(str(exc)) from None
     serving = (f"a cluster of {args.shards} shards and {args.workers} workers training on "
@@ -117,15 +132,42 @@ def cmd_start(args: argparse.Namespace) -> int:
     try:
         learner = ClusterLearner(default.learner.options, partitioner, actors.calls(),
                                  actors.workers())
-        learner.seed(default.learner)
-        learner.where = {"name": args.name, "ray_address": record["ray_address"]}
-        default.replace(learner, default.names)
+        names = _seed(learner, default.learner, default.names)
+        learner.where = {"name": args.name, "ray_address": record["ray_address"],
+                         "seeded_from": "shard files" if names is not None else "a model"}
+        default.replace(learner, names if names is not None else default.names)
         log.info("cluster %r: %d shards, %d workers on Ray (--address %s)", args.name,
                  args.shards, args.workers, record["ray_address"])
         return serve.run(args, config, daemon, metrics, serving)
     finally:
         actors.kill()
         ray.shutdown()
+
+
+def _seed(cluster: Any, learner: Any, names: Any) -> dict[int, str] | None:
+    """Start the shards from ``learner``: from a cluster snapshot's own shard
+    files when it is one of the same partitions (each shard loads its file;
+    returns the names they held), else from the whole model (cut by
+    partition here; a snapshot of another shard count is merged first)."""
+    deferred = getattr(learner, "deferred_shards", None)
+    if deferred is None:
+        cluster.seed(learner)
+        return None
+    from onlinel1 import model_file
+    from onlinel1.cluster.partition import Partitioner
+    theirs = Partitioner.from_dict(deferred["partitioner"])
+    if theirs.to_dict() != cluster.partitioner.to_dict():
+        log.info("%s: %d shards (seed %d) resharded to %d (seed %d)", deferred["path"],
+                 theirs.shards, theirs.seed, cluster.partitioner.shards,
+                 cluster.partitioner.seed)
+        cluster.seed(model_file.load(deferred["path"])[0])
+        return None
+    cluster.seed(sources=deferred["files"], applied=deferred["minibatches"],
+                 progress=learner.progress_sums, clocks=learner._kernel.get_clocks())
+    merged: dict[int, str] = dict(names or {})
+    for part in cluster._kernel.call_all("names", [()]):
+        merged.update(part)
+    return merged
 
 
 def _attach(args: argparse.Namespace) -> Any:
@@ -139,8 +181,8 @@ def _attach(args: argparse.Namespace) -> Any:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    ray = _ray()
     actors = _attach(args)
+    ray = _ray()
     record = ray.get(actors.record.get.remote())
     infos = ray.get([h.info.remote() for h in actors.shard_handles])
     print(f"cluster {args.name}: head pid {record['pid']} on {record['hostname']}, "
@@ -155,9 +197,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
+    actors = _attach(args)
     ray = _ray()
     from onlinel1.cluster.ray_backend import cluster_names, signal_head
-    actors = _attach(args)
     record = ray.get(actors.record.get.remote())
     if not signal_head(record):
         if record.get("hostname") != os.uname().nodename and not args.force:

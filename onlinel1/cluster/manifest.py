@@ -13,8 +13,10 @@ they load their own.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import pathlib
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
@@ -79,38 +81,80 @@ def read(path: str | pathlib.Path) -> dict[str, Any]:
     return record
 
 
-def merge(path: str | pathlib.Path, head: Learner, extra: dict[str, Any],
-          source: str) -> tuple[Learner, dict[int, str], dict[str, Any]]:
-    """The whole model of the manifest at ``path`` (already loaded as
-    ``head``, ``extra``): every shard file loaded, verified and checked
-    against the manifest, merged."""
-    path = pathlib.Path(path)
+#: Set by ``deferred()``: a manifest loads as its head only (see ``merge``).
+_DEFERRED: contextvars.ContextVar[bool] = contextvars.ContextVar("deferred", default=False)
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """Within it, ``model_file.load`` of a manifest verifies the shard files
+    (digest, cut) but merges nothing: it returns the head (clocks, progress,
+    no features) with ``deferred_shards`` = {path, files, minibatches,
+    partitioner}, so that a cluster's shards load their own files and no
+    process holds the whole model (``onlinel1 cluster start`` resuming)."""
+    token = _DEFERRED.set(True)
+    try:
+        yield
+    finally:
+        _DEFERRED.reset(token)
+
+
+def _shard_entries(path: pathlib.Path, extra: dict[str, Any],
+                   source: str) -> tuple[list[pathlib.Path], int]:
     record = extra["cluster"]
     try:
         entries = list(record["shards"])
         n = int(record["minibatches"])
     except (KeyError, TypeError, ValueError):
         raise model_file.ModelFileError(f"{source}: a malformed cluster manifest") from None
-    parts, names = [], {}
+    files = []
     for index, entry in enumerate(entries):
         name = entry.get("file") if isinstance(entry, dict) else None
         if not isinstance(name, str) or "/" in name or name.startswith("."):
             raise model_file.ModelFileError(f"{source}: shard {index}: a bad file name")
+        files.append(path.with_name(name))
+    return files, n
+
+
+def _check_shard(source: str, name: str, index: int, n: int, head: Learner,
+                 header: Mapping[str, Any]) -> None:
+    mine = header.get("extra", {}).get("cluster_shard", {})
+    t = header.get("clocks", {}).get("t")
+    if mine.get("index") != index or mine.get("minibatches") != n \
+            or header.get("options") != head.options.to_state_dict() \
+            or t != head.examples_seen:
+        raise model_file.ModelFileError(f"{source}: shard file {name} is not of this cut "
+                                        f"(shard {mine.get('index')}, mini-batch "
+                                        f"{mine.get('minibatches')}, {t} examples)")
+
+
+def merge(path: str | pathlib.Path, head: Learner, extra: dict[str, Any],
+          source: str) -> tuple[Learner, dict[int, str], dict[str, Any]]:
+    """The whole model of the manifest at ``path`` (already loaded as
+    ``head``, ``extra``): every shard file loaded, verified and checked
+    against the manifest, merged (within ``deferred()``: verified and
+    checked only)."""
+    path = pathlib.Path(path)
+    files, n = _shard_entries(path, extra, source)
+    parts, names = [], {}
+    for index, file in enumerate(files):
         try:
-            learner, shard_names, shard_extra = model_file.load_file(path.with_name(name))
+            if _DEFERRED.get():
+                _check_shard(source, file.name, index, n, head, model_file.verify(file))
+                continue
+            learner, shard_names, shard_extra = model_file.load_file(file)
         except FileNotFoundError:
-            raise model_file.ModelFileError(f"{source}: its shard file {name} is "
+            raise model_file.ModelFileError(f"{source}: its shard file {file.name} is "
                                             f"missing") from None
-        mine = shard_extra.get("cluster_shard", {})
-        if mine.get("index") != index or mine.get("minibatches") != n \
-                or learner.options.to_state_dict() != head.options.to_state_dict() \
-                or learner.examples_seen != head.examples_seen:
-            raise model_file.ModelFileError(f"{source}: shard file {name} is not of this "
-                                            f"cut (shard {mine.get('index')}, mini-batch "
-                                            f"{mine.get('minibatches')}, "
-                                            f"{learner.examples_seen} examples)")
+        _check_shard(source, file.name, index, n, head,
+                     {"extra": shard_extra, "clocks": learner._kernel.get_clocks(),
+                      "options": learner.options.to_state_dict()})
         parts.append(learner._kernel.store.export())
         names.update(shard_names)
+    if _DEFERRED.get():
+        head.deferred_shards = {"path": str(path), "files": [str(f) for f in files],
+                                "minibatches": n, "partitioner": extra["cluster"]["partitioner"]}
+        return head, {}, extra
     merged = Learner(head.options)
     columns = state_columns(head.options)
     if parts:

@@ -53,6 +53,7 @@ class ShardState:
         self.applied = UNRESTORED
         self.incarnation = uuid.uuid4().hex
         self._saved_applied = UNRESTORED
+        self._names: dict[int, str] = {}
 
     # ------------------------------------------------------------- status
 
@@ -78,8 +79,7 @@ class ShardState:
         if source is None:
             self.learner = Learner(self.options)
         elif isinstance(source, (str, os.PathLike)):
-            self.learner = model_file.load(source)[0]
-            self.learner.options = self.options
+            self.learner, self._names, _ = model_file.load(source)
         else:
             learner = Learner(self.options)
             columns = state_columns(self.options)
@@ -89,6 +89,12 @@ class ShardState:
             self.learner = learner
         self.applied = applied
         return self.applied
+
+    def names(self) -> dict[int, str]:
+        """The feature names of the file it was last restored from (the
+        head takes them once, when it resumes from the shards' files)."""
+        names, self._names = self._names, {}
+        return names
 
     # ------------------------------------------------------------ learning
 
