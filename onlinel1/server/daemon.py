@@ -109,7 +109,6 @@ class Daemon:
         self.loop = LoopAccount(config.training_share)
         self.rejections = RateLimitedLog(log)
         self._held: list[int] = []
-        self._last_train_s = 0.0
         self._stop = False
         self._snapshots_wanted: str | None = None
         self._in_batch = False
@@ -187,13 +186,14 @@ class Daemon:
             self._serve_asks()
             if requests:
                 # With training waiting too, requests get their share of
-                # the time, not more (config.training_share).
+                # the time, not more (config.training_share, fairness.py).
                 waiting = training or self._training_deferred()
-                self._serve_requests(self._request_budget(self._last_train_s)
-                                     if training else None, WAITING if waiting else IDLE)
+                self._serve_requests(WAITING if waiting else IDLE)
+                # A message may have come while the requests were answered.
+                training = training or self.transport.training_waiting()
             self._run_deferred()
             if training and not self._stop:
-                self._last_train_s = self._train_one()
+                self._train_one()
             self.policy.turn(self.models)
             if snapshots:
                 if self._snapshots_wanted:
@@ -330,17 +330,11 @@ class Daemon:
             # The slices followed by requests were accounted between them.
             self.loop.learned(trainer.learning_s - self._slices_accounted)
 
-    def _request_budget(self, learned_s: float) -> float:
-        """Seconds of requests that keep training at its share after
-        ``learned_s`` seconds of learning: F = learn / (learn + requests)."""
-        f = self.config.training_share
-        return learned_s * (1.0 - f) / f
-
     def _serve_between(self, learned_s: float) -> bool:
         self.loop.learned(learned_s)
         self._slices_accounted += learned_s
         self._serve_asks()
-        return self._serve_requests(self._request_budget(learned_s), BETWEEN)
+        return self._serve_requests(BETWEEN)
 
     def defer_learn(self, trainer: Trainer, batch: Any, replier: Replier) -> None:
         self._deferred.append((lambda: self._learn_if_present(trainer, batch), replier, True))
@@ -365,30 +359,28 @@ class Daemon:
 
     # ----------------------------------------------------------- requests
 
-    def _serve_requests(self, budget_s: float | None = None, where: str = IDLE) -> bool:
-        """Answer the waiting requests, at most REQUESTS_PER_TURN, and (if
-        ``budget_s``) for at most about that many seconds; at least one is
-        answered if any waits, so requests are never starved.  Their
-        seconds go to account ``where`` (fairness.py); with ``IDLE``, each
-        request looks again whether training input arrived.  Return
-        whether more may be waiting."""
+    def _serve_requests(self, where: str = IDLE) -> bool:
+        """Answer the waiting requests, at most REQUESTS_PER_TURN; while
+        training waits (``where`` is not ``IDLE``), only while the loop's
+        credit lasts (fairness.py), but at least one if any waits, so
+        requests are never starved.  Their seconds go to account
+        ``where``; with ``IDLE``, each request looks again whether
+        training input arrived.  Return whether more may be waiting."""
         loop, clock = self.loop, self.loop.clock
-        deadline = None if budget_s is None else clock() + budget_s
-        for _ in range(REQUESTS_PER_TURN):
+        for answered in range(REQUESTS_PER_TURN):
             if not self.transport.request_waiting():
                 return False
             if where == IDLE and self._training_waiting():
                 where = WAITING
+            if not loop.may_serve(where, answered):
+                return True
             parts = self.transport.recv_request()
             if parts is None:
                 return False
             began, inside = clock(), loop.total_s
             self._serve(parts)
-            now = clock()
             # Less the learning and requests accounted inside (a ``learn``).
-            loop.served(now - began - (loop.total_s - inside), where)
-            if deadline is not None and now >= deadline:
-                return self.transport.request_waiting()
+            loop.served(clock() - began - (loop.total_s - inside), where)
         return True
 
     def _serve(self, parts: list) -> None:

@@ -17,6 +17,17 @@ requests.  The nested work of a request (the slices of an acknowledged
 ``learn`` and the requests answered between them) is not counted twice:
 a request's own seconds are its duration less what was accounted inside
 it.
+
+While training waits, requests spend a credit that learning earns:
+``(1 - F) / F`` seconds per second learned, each slice as it ends.  A
+turn of requests (between two slices, or in the main loop before the
+next training message) goes on while the credit is positive, and answers
+at least one waiting request whatever the credit, so a request never
+waits more than a slice for want of credit; what that one overdraws is
+repaid by the next learning.  Requests answered while no training waits
+cost nothing.  The credit is bounded both ways (``CREDIT_WINDOW_S`` of
+learning's worth), so a long stretch of one without the other is not
+banked.
 """
 from __future__ import annotations
 
@@ -27,6 +38,10 @@ BETWEEN = "between_slices"
 WAITING = "training_waiting"
 IDLE = "none_waiting"
 WHERE = (BETWEEN, WAITING, IDLE)
+
+#: The credit holds at most, and owes at most, what this many seconds of
+#: learning earn.
+CREDIT_WINDOW_S = 0.005
 
 
 class LoopAccount:
@@ -40,6 +55,9 @@ class LoopAccount:
         self.clock = clock
         self.learning_s = 0.0
         self.requests: dict[str, float] = dict.fromkeys(WHERE, 0.0)
+        #: Seconds contended requests may still take (negative: owed).
+        self.credit_s = 0.0
+        self.credit_bound_s = self.ratio * CREDIT_WINDOW_S
 
     @property
     def requests_s(self) -> float:
@@ -56,9 +74,17 @@ class LoopAccount:
 
     def learned(self, seconds: float) -> None:
         self.learning_s += seconds
+        self.credit_s = min(self.credit_s + self.ratio * seconds, self.credit_bound_s)
 
     def served(self, seconds: float, where: str) -> None:
         self.requests[where] += seconds
+        if where != IDLE:
+            self.credit_s = max(self.credit_s - seconds, -self.credit_bound_s)
+
+    def may_serve(self, where: str, answered: int) -> bool:
+        """Whether a turn of requests at ``where`` that has answered
+        ``answered`` so far may answer one more."""
+        return where == IDLE or answered == 0 or self.credit_s > 0
 
     def contended_share(self) -> float | None:
         """Learning's share of the time both waited (None before any)."""
