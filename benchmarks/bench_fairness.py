@@ -33,6 +33,7 @@ import datetime
 import json
 import os
 import pathlib
+import shlex
 import socket
 import subprocess
 import sys
@@ -123,17 +124,20 @@ def phase(request: str, train: str, seconds: float, clients: int) -> dict:
             "contended_share": (learning / (learning + between + waiting)
                                 if learning + between + waiting else None),
             "loop_s": {"learning": learning, "between_slices": between,
-                       "training_waiting": waiting, "none_waiting": idle},
+                       "training_waiting": waiting, "none_waiting": idle,
+                       "forgiven": spent("overdraft_forgiven_s")},
+            "on_overdraft": spent("requests_on_overdraft"),
             "predict_per_s": len(lat) / seconds if clients else 0.0,
             "p50_us": float(np.percentile(lat, 50)) if lat.size else None,
             "p99_us": float(np.percentile(lat, 99)) if lat.size else None}
 
 
-def run_share(share: float, seconds: float, clients: int) -> dict:
+def run_share(share: float, seconds: float, clients: int, serve_args: str = "") -> dict:
     train, request = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
     daemon = subprocess.Popen([sys.executable, "-m", "onlinel1", "serve", "--train-endpoint",
                                train, "--request-endpoint", request, "--training-share",
-                               str(share), "--log-level", "warning"], cwd=ROOT)
+                               str(share), "--log-level", "warning",
+                               *shlex.split(serve_args)], cwd=ROOT)
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -160,9 +164,12 @@ def main(argv=None) -> int:
     p.add_argument("--shares", default="0.5,0.2,0.05", help="training shares to run")
     p.add_argument("--seconds", type=float, default=15.0, help="length of each phase")
     p.add_argument("--clients", type=int, default=8, help="flood processes")
+    p.add_argument("--serve-args", default="",
+                   help="more flags for onlinel1 serve (e.g. '--training-io-nice 0')")
     p.add_argument("--out", help="write a Markdown report here")
     args = p.parse_args(argv)
-    results = [run_share(float(s), args.seconds, args.clients) for s in args.shares.split(",")]
+    results = [run_share(float(s), args.seconds, args.clients, args.serve_args)
+               for s in args.shares.split(",")]
     command = "python benchmarks/bench_fairness.py " + " ".join(
         a for a in (sys.argv[1:] if argv is None else argv))
     lines = [f"# Training under a prediction flood ({datetime.date.today()})", "",
@@ -181,13 +188,15 @@ def main(argv=None) -> int:
                      f"{f['p50_us']:,.0f} us | {f['p99_us']:,.0f} us |")
     lines += ["", "Loop seconds under the flood (stats -> daemon -> loop, over the phase): "
               "learning; requests between slices, in the main loop while training waited, "
-              "and while none waited.", "",
+              "and while none waited; requests answered with no credit left (the floor of "
+              "one a turn) and the request seconds beyond the loop's most debt.", "",
               "| --training-share | learning | between slices | training waiting | "
-              "none waiting |", "|---:|---:|---:|---:|---:|"]
+              "none waiting | on overdraft | forgiven |", "|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         s = r["flood"]["loop_s"]
         lines.append(f"| {r['share']:g} | {s['learning']:.2f} s | {s['between_slices']:.2f} s | "
-                     f"{s['training_waiting']:.2f} s | {s['none_waiting']:.2f} s |")
+                     f"{s['training_waiting']:.2f} s | {s['none_waiting']:.2f} s | "
+                     f"{r['flood']['on_overdraft']:,} | {s['forgiven']:.2f} s |")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

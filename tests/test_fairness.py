@@ -172,6 +172,7 @@ def test_credit_is_bounded_both_ways():
     assert a.credit_s == a.credit_bound_s == CREDIT_WINDOW_S
     a.served(1000 * CREDIT_WINDOW_S, WAITING)
     assert a.credit_s == -CREDIT_WINDOW_S
+    assert a.forgiven_s == pytest.approx(998 * CREDIT_WINDOW_S) and a.on_overdraft == 0
     a.learned(CREDIT_WINDOW_S)                 # the debt is repaid first
     assert a.credit_s == 0 and not a.may_serve(WAITING, answered=1)
 
@@ -205,6 +206,8 @@ def test_a_slice_is_followed_by_one_request_at_least(loop):
     assert len(t.replies) == 2                 # one after each of the first two slices
     assert d.loop.requests[BETWEEN] == 16 * U
     assert d.loop.credit_s < 0                 # owed, repaid by later learning
+    assert d.loop.on_overdraft == 1            # the second: the first had credit
+    assert d.loop.forgiven_s == 0
 
 
 def test_main_loop_with_training_waiting_is_bounded_by_the_credit(loop):
@@ -258,5 +261,6 @@ def test_the_stats_reply_carries_the_loop_report(loop):
     loop_report = d.own_counters()["loop"]
     assert set(loop_report) == {"learning_s", "requests_s", "requests_between_slices_s",
                                 "requests_training_waiting_s", "requests_none_waiting_s",
-                                "contended_share"}
+                                "contended_share", "requests_on_overdraft",
+                                "overdraft_forgiven_s"}
     assert loop_report["contended_share"] is None

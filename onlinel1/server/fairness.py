@@ -27,7 +27,10 @@ waits more than a slice for want of credit; what that one overdraws is
 repaid by the next learning.  Requests answered while no training waits
 cost nothing.  The credit is bounded both ways (``CREDIT_WINDOW_S`` of
 learning's worth), so a long stretch of one without the other is not
-banked.
+banked.  Two counters say when the floor of one request a turn, not the
+credit, decided: ``requests_on_overdraft`` (contended requests answered
+with no credit left) and ``overdraft_forgiven_s`` (request seconds beyond
+the debt's bound, never repaid: the share was not kept by that much).
 """
 from __future__ import annotations
 
@@ -58,6 +61,8 @@ class LoopAccount:
         #: Seconds contended requests may still take (negative: owed).
         self.credit_s = 0.0
         self.credit_bound_s = self.ratio * CREDIT_WINDOW_S
+        self.on_overdraft = 0
+        self.forgiven_s = 0.0
 
     @property
     def requests_s(self) -> float:
@@ -79,7 +84,13 @@ class LoopAccount:
     def served(self, seconds: float, where: str) -> None:
         self.requests[where] += seconds
         if where != IDLE:
-            self.credit_s = max(self.credit_s - seconds, -self.credit_bound_s)
+            if self.credit_s <= 0:
+                self.on_overdraft += 1
+            credit = self.credit_s - seconds
+            if credit < -self.credit_bound_s:
+                self.forgiven_s += -self.credit_bound_s - credit
+                credit = -self.credit_bound_s
+            self.credit_s = credit
 
     def may_serve(self, where: str, answered: int) -> bool:
         """Whether a turn of requests at ``where`` that has answered
@@ -98,4 +109,6 @@ class LoopAccount:
                 "requests_between_slices_s": round(self.requests[BETWEEN], 6),
                 "requests_training_waiting_s": round(self.requests[WAITING], 6),
                 "requests_none_waiting_s": round(self.requests[IDLE], 6),
-                "contended_share": None if share is None else round(share, 6)}
+                "contended_share": None if share is None else round(share, 6),
+                "requests_on_overdraft": self.on_overdraft,
+                "overdraft_forgiven_s": round(self.forgiven_s, 6)}
