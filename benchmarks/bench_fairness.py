@@ -107,8 +107,8 @@ def phase(request: str, train: str, seconds: float, clients: int) -> dict:
     before, after = s0["examples"], s1["examples"]
     loop0, loop1 = s0["daemon"]["loop"], s1["daemon"]["loop"]
 
-    def spent(field: str) -> float:
-        return loop1[field] - loop0[field]
+    def spent(field: str) -> float:          # 0 for a field an older daemon lacks
+        return loop1.get(field, 0) - loop0.get(field, 0)
 
     learning, requests = spent("learning_s"), spent("requests_s")
     between, waiting = spent("requests_between_slices_s"), spent("requests_training_waiting_s")
