@@ -168,14 +168,17 @@ def main(argv=None) -> int:
                    help="more flags for onlinel1 serve (e.g. '--training-io-nice 0')")
     p.add_argument("--out", help="write a Markdown report here")
     args = p.parse_args(argv)
+    # A shared machine makes the rates noisy: say how busy it was before this began.
+    load = f"{os.getloadavg()[0]:.1f}"
     results = [run_share(float(s), args.seconds, args.clients, args.serve_args)
                for s in args.shares.split(",")]
+
     command = "python benchmarks/bench_fairness.py " + " ".join(
         a for a in (sys.argv[1:] if argv is None else argv))
     lines = [f"# Training under a prediction flood ({datetime.date.today()})", "",
              f"`{command}` on {os.cpu_count()} cores; rows: {rows_path().name}; "
              f"{args.clients} flood clients, one-row predicts back to back; phases of "
-             f"{args.seconds:g} s.", "",
+             f"{args.seconds:g} s; load average (1 min) before the run: {load}.", "",
              "| --training-share | training alone (ex/s) | under the flood (ex/s) | kept | "
              "learning share, all loop time | learning share, contended | predicts/s | "
              "p50 | p99 |",
