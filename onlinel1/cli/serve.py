@@ -272,8 +272,8 @@ def add_daemon_arguments(parser: argparse.ArgumentParser, replica: bool) -> None
                    help="validate the configuration, bind the endpoints, and exit without serving")
     g.add_argument("--training-share", type=float, metavar="F",
                    help=f"share of the time training keeps when requests and training both "
-                        f"wait (0.05-0.95): requests are answered for at most (1-F)/F times "
-                        f"the last slice of learning, then learning goes on "
+                        f"wait (0.05-0.95): requests spend a credit of (1-F)/F seconds per "
+                        f"second learned, at least one request between slices "
                         f"(default: {d.training_share})")
     g.add_argument("--dedupe-seq", action="store_const", const=True, default=None,
                    help="skip a training batch whose seq is not above its producer's last one "

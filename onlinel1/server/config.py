@@ -104,8 +104,9 @@ class DaemonConfig:
     #: request is waiting, answers it before going on.
     slice_nnz: int = 8_192
     #: The share of the loop's time that training keeps when requests and
-    #: training both wait (0.05-0.95): requests are answered for at most
-    #: (1 - F) / F times the time the last training slice took.
+    #: training both wait (0.05-0.95): requests waiting beside training
+    #: spend a credit of (1 - F) / F seconds per second learned, at least
+    #: one request a turn (server/fairness.py).
     training_share: float = 0.5
     #: Nice value of the I/O thread that reads the training stream (0-19;
     #: 0 leaves it alone).  Under CPU contention, replies go first.

@@ -35,6 +35,7 @@ from onlinel1.names import DEFAULT_MODEL
 from onlinel1.server import protocol
 from onlinel1.server.commands import COMMANDS
 from onlinel1.server.config import DaemonConfig
+from onlinel1.server.fairness import BETWEEN, IDLE, WAITING, LoopAccount
 from onlinel1.server.models import Models
 from onlinel1.server.protocol import ProtocolError
 from onlinel1.server.replica import TrainingPolicy
@@ -82,9 +83,6 @@ class DaemonCounters:
         self.requests: collections.Counter[str] = collections.Counter()
         self.errors: collections.Counter[str] = collections.Counter()
         self.rejected: collections.Counter[str] = collections.Counter()
-        #: Seconds the loop spent learning and answering requests.
-        self.learning_s = 0.0
-        self.requests_s = 0.0
 
 
 class Daemon:
@@ -107,14 +105,18 @@ class Daemon:
         self.transport = Transport(config, self.policy.accepts_training, context)
         self.scheduler = SnapshotScheduler(config)
         self.counters = DaemonCounters()
+        #: Seconds the loop spent learning and answering requests (fairness.py).
+        self.loop = LoopAccount(config.training_share)
         self.rejections = RateLimitedLog(log)
         self._held: list[int] = []
-        self._last_train_s = 0.0
         self._stop = False
         self._snapshots_wanted: str | None = None
         self._in_batch = False
-        #: Work that waits for the batch in hand: (run, replier).
-        self._deferred: collections.deque[tuple[Callable[[], Any], Replier]] = collections.deque()
+        #: Work that waits for the batch in hand: (run, replier, is a learn).
+        self._deferred: collections.deque[tuple[Callable[[], Any], Replier, bool]] = \
+            collections.deque()
+        #: Learning seconds of the batch in hand already accounted (between slices).
+        self._slices_accounted = 0.0
         #: Calls other threads asked the loop to make (``ask``).
         self._asks: queue.SimpleQueue = queue.SimpleQueue()
 
@@ -170,8 +172,7 @@ class Daemon:
         c = self.counters
         return {"models": len(self.models), "requests": dict(c.requests),
                 "errors": dict(c.errors), "rejected": dict(c.rejected),
-                "loop": {"learning_s": round(c.learning_s, 6),
-                         "requests_s": round(c.requests_s, 6)},
+                "loop": self.loop.report(),
                 "auth_refused": self.transport.auth_refused,
                 **self.transport.admission_report()}
 
@@ -185,12 +186,14 @@ class Daemon:
             self._serve_asks()
             if requests:
                 # With training waiting too, requests get their share of
-                # the time, not more (config.training_share).
-                self._serve_requests(self._request_budget(self._last_train_s)
-                                     if training else None)
+                # the time, not more (config.training_share, fairness.py).
+                waiting = training or self._training_deferred()
+                self._serve_requests(WAITING if waiting else IDLE)
+                # A message may have come while the requests were answered.
+                training = training or self.transport.training_waiting()
             self._run_deferred()
             if training and not self._stop:
-                self._last_train_s = self._train_one()
+                self._train_one()
             self.policy.turn(self.models)
             if snapshots:
                 if self._snapshots_wanted:
@@ -319,24 +322,22 @@ class Daemon:
         """Learn a checked batch into ``trainer``, answering requests between
         its slices; the reply of an acknowledged learn."""
         self._in_batch = True
+        self._slices_accounted = 0.0
         try:
             return trainer.learn(batch, self.transport.request_fd, self._serve_between)
         finally:
             self._in_batch = False
-            self.counters.learning_s += trainer.learning_s
-
-    def _request_budget(self, learned_s: float) -> float:
-        """Seconds of requests that keep training at its share after
-        ``learned_s`` seconds of learning: F = learn / (learn + requests)."""
-        f = self.config.training_share
-        return learned_s * (1.0 - f) / f
+            # The slices followed by requests were accounted between them.
+            self.loop.learned(trainer.learning_s - self._slices_accounted)
 
     def _serve_between(self, learned_s: float) -> bool:
+        self.loop.learned(learned_s)
+        self._slices_accounted += learned_s
         self._serve_asks()
-        return self._serve_requests(self._request_budget(learned_s))
+        return self._serve_requests(BETWEEN)
 
     def defer_learn(self, trainer: Trainer, batch: Any, replier: Replier) -> None:
-        self._deferred.append((lambda: self._learn_if_present(trainer, batch), replier))
+        self._deferred.append((lambda: self._learn_if_present(trainer, batch), replier, True))
 
     def _learn_if_present(self, trainer: Trainer, batch: Any) -> dict:
         if self.models.find(trainer.name) is not trainer:
@@ -344,31 +345,42 @@ class Daemon:
                                 f"model {trainer.name!r} was dropped before this batch was learned")
         return self.learn(trainer, batch)
 
+    def _training_deferred(self) -> bool:
+        """Whether an acknowledged ``learn`` waits behind the last batch."""
+        return any(is_learn for _, _, is_learn in self._deferred)
+
+    def _training_waiting(self) -> bool:
+        return self.transport.training_waiting() or self._training_deferred()
+
     def _run_deferred(self) -> None:
         while self._deferred:
-            run, replier = self._deferred.popleft()
+            run, replier, _ = self._deferred.popleft()
             self._answer(replier, run)
 
     # ----------------------------------------------------------- requests
 
-    def _serve_requests(self, budget_s: float | None = None) -> bool:
-        """Answer the waiting requests, at most REQUESTS_PER_TURN, and (if
-        ``budget_s``) for at most about that many seconds; at least one is
-        answered if any waits, so requests are never starved.  Return
-        whether more may be waiting."""
-        deadline = None if budget_s is None else time.perf_counter() + budget_s
-        for _ in range(REQUESTS_PER_TURN):
+    def _serve_requests(self, where: str = IDLE) -> bool:
+        """Answer the waiting requests, at most REQUESTS_PER_TURN; while
+        training waits (``where`` is not ``IDLE``), only while the loop's
+        credit lasts (fairness.py), but at least one if any waits, so
+        requests are never starved.  Their seconds go to account
+        ``where``; with ``IDLE``, each request looks again whether
+        training input arrived.  Return whether more may be waiting."""
+        loop, clock = self.loop, self.loop.clock
+        for answered in range(REQUESTS_PER_TURN):
             if not self.transport.request_waiting():
                 return False
+            if where == IDLE and self._training_waiting():
+                where = WAITING
+            if not loop.may_serve(where, answered):
+                return True
             parts = self.transport.recv_request()
             if parts is None:
                 return False
-            began = time.perf_counter()
+            began, inside = clock(), loop.total_s
             self._serve(parts)
-            now = time.perf_counter()
-            self.counters.requests_s += now - began
-            if deadline is not None and now >= deadline:
-                return self.transport.request_waiting()
+            # Less the learning and requests accounted inside (a ``learn``).
+            loop.served(clock() - began - (loop.total_s - inside), where)
         return True
 
     def _serve(self, parts: list) -> None:
@@ -400,7 +412,7 @@ class Daemon:
         replier.model = trainer.name if trainer is not None else None
         (trainer.stats.requests if trainer is not None else self.counters.requests)[op] += 1
         if op in WAIT_FOR_BATCH and self._in_batch:
-            self._deferred.append((lambda: command(self, msg), replier))
+            self._deferred.append((lambda: command(self, msg), replier, False))
             return
         self._answer(replier, lambda: command(self, msg))
 

@@ -200,6 +200,11 @@ class Transport:
         non-blocking recv that raises ``zmq.Again``)."""
         return bool(self.requests.getsockopt(zmq.EVENTS) & zmq.POLLIN)
 
+    def training_waiting(self) -> bool:
+        """Whether the training socket may hold a message (False without one)."""
+        return self.training is not None and \
+            bool(self.training.getsockopt(zmq.EVENTS) & zmq.POLLIN)
+
     @property
     def auth_refused(self) -> int:
         """CURVE handshakes refused by the ZAP handlers (0 without CURVE)."""
