@@ -29,7 +29,17 @@ STOP_TIMEOUT_S = 300.0
 CONNECT_TIMEOUT_S = 5.0
 
 
-def _ray() -> Any:
+def _ray(args: argparse.Namespace | None = None) -> Any:
+    """The ray module, or a CommandError saying how to get it.  With an
+    ``--address`` in ``args``: Ray authenticates local clusters with a token
+    (its default since 2.59: ``ray start`` and ``ray.init``; the token of
+    ~/.ray/auth_token, or RAY_AUTH_TOKEN), but a client given an address
+    sends it only in token mode, which Ray reads when it is imported: ask
+    for it first, when there is a token."""
+    if args is not None and getattr(args, "address", None) and (
+            os.environ.get("RAY_AUTH_TOKEN")
+            or (pathlib.Path.home() / ".ray" / "auth_token").exists()):
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
     try:
         import ray
     except ImportError:
@@ -42,14 +52,7 @@ def _connect(args: argparse.Namespace, starting: bool) -> Any:
     address = args.address or ("local" if starting else "auto")
     if address not in ("local", "auto"):
         _check_reachable(address)
-        # Ray authenticates a local cluster with a token (its default since
-        # 2.59; ~/.ray/auth_token, or RAY_AUTH_TOKEN), but a client given an
-        # address sends it only in token mode, read when Ray is imported:
-        # ask for it, before that, when there is a token.
-        if os.environ.get("RAY_AUTH_TOKEN") or \
-                (pathlib.Path.home() / ".ray" / "auth_token").exists():
-            os.environ.setdefault("RAY_AUTH_MODE", "token")
-    ray = _ray()
+    ray = _ray(args)
     from onlinel1.cluster.ray_backend import NAMESPACE
     kwargs: dict[str, Any] = dict(namespace=NAMESPACE, log_to_driver=False,
                                   logging_level=logging.WARNING)
@@ -90,7 +93,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     if options.budgeted:
         raise CommandError("a cluster runs no memory budget or expiry (--max-features, "
                            "--expire-after-examples): every shard applies every mini-batch")
-    _ray()   # before resuming anything: a missing extra is reported first
+    _ray(args)   # before resuming anything: a missing extra is reported first
     from onlinel1.cluster.learner import ClusterLearner
     from onlinel1.cluster.partition import Partitioner
     from onlinel1.cluster import manifest
@@ -182,7 +185,7 @@ def _attach(args: argparse.Namespace) -> Any:
 
 def cmd_status(args: argparse.Namespace) -> int:
     actors = _attach(args)
-    ray = _ray()
+    ray = _ray(args)
     record = ray.get(actors.record.get.remote())
     infos = ray.get([h.info.remote() for h in actors.shard_handles])
     print(f"cluster {args.name}: head pid {record['pid']} on {record['hostname']}, "
@@ -198,7 +201,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_stop(args: argparse.Namespace) -> int:
     actors = _attach(args)
-    ray = _ray()
+    ray = _ray(args)
     from onlinel1.cluster.ray_backend import cluster_names, signal_head
     record = ray.get(actors.record.get.remote())
     if not signal_head(record):
