@@ -9,6 +9,7 @@ strict marker makes that visible.
 """
 from __future__ import annotations
 
+import io
 import struct
 
 import msgpack
@@ -513,3 +514,20 @@ def test_damaged_gzip_is_a_parse_error(name, fmt):
         for _ in read_batches(FUZZ / name, fmt):
             pass
     assert info.value.source == str(FUZZ / name) and info.value.line == 1
+
+
+def test_a_damaged_gzip_stream_reads_the_same_in_any_block_size():
+    """fuzz_vw (CI's bounded run on 2026-12-03): a gzip stream whose
+    decompressed text is a malformed line, then damage. One large read lost
+    the decompressed bytes and reported the damage; 7-byte reads reported
+    the malformed line. Every byte before the damage is read now, so both
+    report the line."""
+    data = (FUZZ / "vw/gzip-damaged-after-a-bad-line.vw").read_bytes()
+    errors = []
+    for kwargs in ({}, {"block_size": 7, "batch_size": 3}):
+        with pytest.raises(ParseError) as info:
+            for _ in read_batches(io.BytesIO(data), "vw", **kwargs):
+                pass
+        errors.append((info.value.line, str(info.value)))
+    assert errors[0] == errors[1]
+    assert "no '|'" in errors[0][1]

@@ -116,6 +116,35 @@ class _Prefixed(io.RawIOBase):
         return _read_into(self._rest, memoryview(view).cast("B"))
 
 
+class _Gunzip(io.RawIOBase):
+    """The decompressed bytes of a gzip stream, each read one read of the
+    compressed stream at most (``GzipFile.read1``): of a damaged stream,
+    every byte decompressed before the damage is passed on before the
+    error, whatever the size of the reads (found by fuzz/fuzz_vw.py: a
+    large read lost them and reported the damage, small ones reported the
+    malformed line before it)."""
+
+    def __init__(self, gz: gzip.GzipFile) -> None:
+        super().__init__()
+        self._gz = gz
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, view: Any) -> int:
+        data = self._gz.read1(len(view))
+        view[:len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._gz.close()
+        super().close()
+
+
+def _gunzip(f: Any) -> _Gunzip:
+    return _Gunzip(gzip.GzipFile(fileobj=f, mode="rb"))
+
+
 def _sniff_gzip(f: Any) -> Any:
     """``f``, or a stream of its decompressed bytes if it starts with the
     gzip magic; the bytes looked at are not lost."""
@@ -123,7 +152,7 @@ def _sniff_gzip(f: Any) -> Any:
     if peek is not None:
         head = peek(2)[:2]
         if len(head) == 2 or not head:
-            return gzip.GzipFile(fileobj=f, mode="rb") if head == GZIP_MAGIC else f
+            return _gunzip(f) if head == GZIP_MAGIC else f
     head = b""
     while len(head) < 2:
         buf = bytearray(2 - len(head))
@@ -132,7 +161,7 @@ def _sniff_gzip(f: Any) -> Any:
             break
         head += bytes(buf[:n])
     stream = io.BufferedReader(_Prefixed(head, f))
-    return gzip.GzipFile(fileobj=stream, mode="rb") if head == GZIP_MAGIC else stream
+    return _gunzip(stream) if head == GZIP_MAGIC else stream
 
 
 def _open(source: Any) -> tuple[BinaryIO, str, Any]:
@@ -143,8 +172,8 @@ def _open(source: Any) -> tuple[BinaryIO, str, Any]:
         if isinstance(path, bytes):
             path = os.fsdecode(path)
         if path.endswith(".gz"):
-            f = gzip.open(path, "rb")
-            return f, path, f
+            raw = open(path, "rb")
+            return _gunzip(raw), path, raw
         raw = open(path, "rb")
         return _sniff_gzip(raw), path, raw
     if isinstance(source, io.TextIOBase):
