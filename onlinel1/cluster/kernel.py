@@ -21,7 +21,8 @@ import numpy as np
 
 from onlinel1._kernels.sgd import SGDKernel, entry_margins
 from onlinel1.cluster.partition import Partitioner
-from onlinel1.cluster.step import MiniBatch, ShardCalls, ShardsLost, Stepper, gather
+from onlinel1.cluster.step import (MiniBatch, ShardCalls, ShardsLost, Stepper, gather,
+                                   pull_entries)
 from onlinel1.errors import NumericError, StoreFullError
 from onlinel1.options import LearnerOptions
 
@@ -327,14 +328,16 @@ class ClusterKernel:
 
     def _pull(self, keys: np.ndarray) -> tuple[np.ndarray, dict]:
         """The raw weights of ``keys`` (one round trip to each shard) and
-        the clocks."""
-        distinct, inverse = np.unique(np.asarray(keys, dtype=np.uint64), return_inverse=True)
-        owner = self.partitioner.shard_of(distinct)
-        replies = self.call_all("pull", [(distinct[owner == s],) for s in range(self.shards)])
-        w = np.empty(distinct.shape[0], dtype=np.float64)
-        for s, reply in enumerate(replies):
-            w[owner == s] = reply[0]
-        return w[inverse.reshape(-1)], replies[0][1]
+        the clocks; a lost shard is restored and the pull made again."""
+        keys = np.asarray(keys, dtype=np.uint64)
+        owner = self.partitioner.shard_of(keys)
+        for _ in range(MAX_ATTEMPTS):
+            try:
+                w, replies, _ = pull_entries(self.calls, keys, owner)
+                return w, replies[0][1]
+            except ShardsLost as exc:
+                self.recover(exc.shards)
+        raise ClusterError("pull: the shards keep failing")
 
     def margins(self, indptr: np.ndarray, keys: np.ndarray, values: np.ndarray,
                 probability: bool = False) -> np.ndarray:

@@ -20,7 +20,7 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from onlinel1.cluster.partition import Partitioner
-from onlinel1.cluster.shard import ShardOrderError, ShardState
+from onlinel1.cluster.shard import ShardState
 from onlinel1.cluster.step import MiniBatch, ShardsLost, Stepper
 from onlinel1.options import LearnerOptions
 
@@ -55,9 +55,8 @@ class RayCalls:
                 out.append(ray.get(ref, timeout=CALL_TIMEOUT_S))
             except (RayActorError, GetTimeoutError) as exc:
                 out.append(ShardsLost([s], f"{type(exc).__name__}: {exc}".splitlines()[0]))
-            except RayTaskError as exc:
-                cause = _unwrap(exc)
-                out.append(cause if isinstance(cause, ShardOrderError) else cause)
+            except RayTaskError as exc:     # ShardOrderError, or another error of the shard
+                out.append(_unwrap(exc))
         return out
 
 

@@ -103,6 +103,21 @@ class MiniBatch(NamedTuple):
 class Factors(NamedTuple):
     factors: np.ndarray         # (rows, 3): eta, g s, -eta g s
     stats: tuple                # (loss_sum, weight_sum, correct)
+    keys_pulled: int            # distinct keys pulled, over all shards
+
+
+def pull_entries(calls: ShardCalls, keys: np.ndarray,
+                 owner: np.ndarray) -> tuple[np.ndarray, list[Any], int]:
+    """The raw caught-up weight of every entry of ``keys`` (``owner``: each
+    entry's shard), from one pull of its distinct keys to every shard at
+    once; the shards' replies (weights, clocks, applied), and how many
+    distinct keys were pulled.  Raises ``ShardsLost``."""
+    distinct = [np.unique(keys[owner == s], return_inverse=True) for s in range(calls.shards)]
+    replies = gather(calls.call("pull", [(d[0],) for d in distinct]), range(calls.shards))
+    w = np.empty(keys.shape[0], dtype=np.float64)
+    for s, ((_, inverse), (weights, _, _)) in enumerate(zip(distinct, replies)):
+        w[owner == s] = weights[inverse.reshape(-1)]
+    return w, replies, sum(d[0].size for d in distinct)
 
 
 def _check_applied(replies: Sequence[Any], shards: Sequence[int], expected: int) -> None:
@@ -121,20 +136,14 @@ class Stepper:
     def split(self, mb: MiniBatch) -> tuple[list[SubRows], np.ndarray]:
         return self.partitioner.split_rows(mb.indptr, mb.keys, mb.values)
 
-    def factors(self, calls: ShardCalls, n: int, mb: MiniBatch,
-                subs: list[SubRows], owner: np.ndarray) -> Factors:
+    def factors(self, calls: ShardCalls, n: int, mb: MiniBatch, owner: np.ndarray) -> Factors:
         """Steps 2-3 of mini-batch ``n`` (every shard must be at n - 1)."""
-        shards = range(calls.shards)
-        distinct = [np.unique(sub.keys, return_inverse=True) for sub in subs]
-        replies = gather(calls.call("pull", [(d[0],) for d in distinct]), shards)
-        _check_applied(replies, shards, n - 1)
-        w0 = np.empty(mb.keys.shape[0], dtype=np.float64)
-        for s, ((_, inverse), (weights, _, _)) in enumerate(zip(distinct, replies)):
-            w0[owner == s] = weights[inverse.reshape(-1)]
+        w0, replies, pulled = pull_entries(calls, mb.keys, owner)
+        _check_applied(replies, range(calls.shards), n - 1)
         self.scratch.set_clocks(replies[0][1])
         factors, stats = self.scratch.minibatch_factors(mb.indptr, w0, mb.values, mb.labels,
                                                          mb.weights)
-        return Factors(factors, stats)
+        return Factors(factors, stats, pulled)
 
     @staticmethod
     def apply(calls: ShardCalls, n: int, subs: list[SubRows], factors: np.ndarray,
@@ -154,7 +163,7 @@ class Stepper:
         began = time.perf_counter()
         subs, owner = self.split(mb)
         split = time.perf_counter()
-        f = self.factors(calls, n, mb, subs, owner)
+        f = self.factors(calls, n, mb, owner)
         pulled = time.perf_counter()
         results = self.apply(calls, n, subs, f.factors)
         applied = time.perf_counter()
@@ -166,10 +175,9 @@ class Stepper:
         done = [r for r in results if not isinstance(r, BaseException)]
         # What a mini-batch costs (docs/scaling.md, "Round trips and bytes"):
         # seconds of each phase, and the bytes of the arrays sent each way.
-        keys_pulled = sum(np.unique(sub.keys).size for sub in subs)
         cost = {"split_s": split - began, "pull_and_factors_s": pulled - split,
                 "apply_s": applied - pulled, "round_trips": 2 * calls.shards,
-                "pull_bytes": 16 * keys_pulled,
+                "pull_bytes": 16 * f.keys_pulled,
                 "apply_bytes": sum(sub.indptr.nbytes + sub.keys.nbytes + sub.values.nbytes
                                    for sub in subs) + calls.shards * f.factors.nbytes}
         return {"factors": f.factors, "stats": f.stats, "lost": lost, "cost": cost,
