@@ -52,14 +52,19 @@ class ShardCalls(Protocol):
         ...
 
 
+#: What a call returns for a shard that is gone, or not where the caller
+#: expected (restarted): the head restores it and replays.
+LOST = (ShardsLost, ShardOrderError)
+
+
 def gather(results: Sequence[Any], shards: Sequence[int]) -> list[Any]:
     """The results, or raise: ``ShardsLost`` naming every lost shard,
     else the first other error."""
     lost = [s for s, r in zip(shards, results)
-            if isinstance(r, (ShardsLost, ShardOrderError))]
+            if isinstance(r, LOST)]
     if lost:
         raise ShardsLost(lost, "; ".join(str(r) for r in results
-                                          if isinstance(r, (ShardsLost, ShardOrderError))))
+                                          if isinstance(r, LOST)))
     for r in results:
         if isinstance(r, BaseException):
             raise r
@@ -167,9 +172,9 @@ class Stepper:
         pulled = time.perf_counter()
         results = self.apply(calls, n, subs, f.factors)
         applied = time.perf_counter()
-        lost = [s for s, r in enumerate(results) if isinstance(r, (ShardsLost, ShardOrderError))]
+        lost = [s for s, r in enumerate(results) if isinstance(r, LOST)]
         others = [r for r in results if isinstance(r, BaseException)
-                  and not isinstance(r, (ShardsLost, ShardOrderError))]
+                  and not isinstance(r, LOST)]
         if others:
             raise others[0]
         done = [r for r in results if not isinstance(r, BaseException)]
