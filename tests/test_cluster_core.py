@@ -29,7 +29,7 @@ from onlinel1.cluster.step import LocalCalls
 from onlinel1.errors import NumericError
 from onlinel1.options import LearnerOptions
 from onlinel1.server.snapshots import SnapshotDir
-from conftest import state_bits, with_overflowing_row
+from conftest import state_bits, wait_for, with_overflowing_row
 from test_minibatch import RULES
 
 B = 7
@@ -315,3 +315,41 @@ def test_swap_reseeds_the_shards_and_refuses_other_settings(a9a):
     assert_bit_identical(cluster, other, a9a)
     with pytest.raises(ValueError, match="own settings"):
         cluster.swap_in(Learner(update="ftrl", minibatch=B))
+
+
+def test_stop_waits_for_the_head_to_exit_not_to_be_reaped():
+    """``cluster stop`` waits on the head's pid (off Ray: the head takes its
+    own Ray down as it exits); its parent may reap it only later."""
+    import subprocess
+    import sys
+    from onlinel1.cli.cluster import _alive
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                             stdin=subprocess.PIPE)
+    try:
+        assert _alive(child.pid)
+        child.stdin.close()                 # it exits; not reaped yet: a zombie
+        wait_for(lambda: not _alive(child.pid), timeout=30)
+        assert child.poll() == 0
+        assert not _alive(child.pid)
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_status_without_address_finds_the_ray_of_this_machine(monkeypatch, tmp_path, capsys):
+    import socket
+    from onlinel1.cli import cluster, main
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(cluster, "_require_ray", lambda: None)   # with or without Ray
+    assert main(["cluster", "status"]) == 1
+    assert "no Ray cluster on this machine: give the head's --address" in capsys.readouterr().err
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{s.getsockname()[1]}"        # bound, not listening
+    (tmp_path / "ray").mkdir()
+    (tmp_path / "ray" / "ray_current_cluster").write_text(address + "\n")
+    assert main(["cluster", "status"]) == 1
+    assert f"no Ray cluster answered at {address}" in capsys.readouterr().err
+    assert cluster._is_loopback(address) and cluster._is_loopback("localhost:6379")
+    assert cluster._is_loopback("[::1]:6379") and not cluster._is_loopback("10.0.0.7:6379")

@@ -15,16 +15,19 @@
 from __future__ import annotations
 
 import os
+import pathlib
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
 
 from onlinel1 import Batch, Learner, model_file
 from onlinel1.options import LearnerOptions
-from conftest import SAMPLES, DaemonProcess, wait_for
+from conftest import SAMPLES, DaemonProcess
 from test_cluster_core import assert_bit_identical, learn_in_cuts
 
 ray = pytest.importorskip("ray")
@@ -124,7 +127,20 @@ def start_cluster(tmp_path, name: str, *flags: str) -> DaemonProcess:
     return head
 
 
-def test_cluster_cli_end_to_end(tmp_path):
+def test_cluster_cli_end_to_end(tmp_path, monkeypatch):
+    # A Ray temp dir of its own (short: Ray's sockets live in it), where the
+    # head leaves its Ray's address for status and stop (Ray's address file).
+    raytmp = pathlib.Path(tempfile.mkdtemp(prefix="ol1ray", dir="/tmp"))
+    monkeypatch.setenv("RAY_TMPDIR", str(raytmp))
+    try:
+        cluster_cli_end_to_end(tmp_path)
+        # ... and takes it away as it exits.
+        assert not (raytmp / "ray" / "ray_current_cluster").exists()
+    finally:
+        shutil.rmtree(raytmp, ignore_errors=True)
+
+
+def cluster_cli_end_to_end(tmp_path):
     snapdir = tmp_path / "snap"
     learner_flags = ["--update", "fobos", "--l1", "2e-3", "--l2", "1e-3", "--eta0", "0.1"]
     head = start_cluster(tmp_path, "e2e", "--snapshot-dir", str(snapdir), *learner_flags)
@@ -139,11 +155,18 @@ def test_cluster_cli_end_to_end(tmp_path):
         predicted = onlinel1("predict", "--connect", head.request, str(A9A))
         assert predicted.returncode == 0, predicted.stderr
         address = stats["cluster"]["ray_address"]
-        status = onlinel1("cluster", "status", "--address", address, "--name", "e2e")
-        assert status.returncode == 0, status.stderr
-        assert "2000" in status.stdout and len(status.stdout.splitlines()) == 4
-        stopped = onlinel1("cluster", "stop", "--address", address, "--name", "e2e")
+        # The head's own Ray listens on loopback only.
+        assert address.startswith("127.0.0.1:"), address
+        assert (pathlib.Path(os.environ["RAY_TMPDIR"], "ray", "ray_current_cluster")
+                .read_text() == address)
+        for where in ([], ["--address", address]):
+            status = onlinel1("cluster", "status", *where, "--name", "e2e")
+            assert status.returncode == 0, status.stderr
+            assert "2000" in status.stdout and len(status.stdout.splitlines()) == 4
+        # stop returns once the head has exited, which takes its Ray with it.
+        stopped = onlinel1("cluster", "stop", "--name", "e2e")
         assert stopped.returncode == 0, stopped.stderr
+        assert "stopped" in stopped.stderr
         assert head.proc.wait(60) == 0, head.log()
     finally:
         head.stop()

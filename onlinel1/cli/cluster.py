@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
+import ipaddress
 import logging
 import os
 import pathlib
 import socket
 import sys
 import time
-from typing import Any
+from typing import Any, Iterator
 
 from onlinel1.cli import serve
 from onlinel1.cli.common import (CommandError, Formatter, add_learner_arguments,
@@ -27,19 +29,30 @@ DEFAULT_MINIBATCH = 256
 STOP_TIMEOUT_S = 300.0
 #: How long a Ray address may take to accept a connection.
 CONNECT_TIMEOUT_S = 5.0
+#: Ray's switch (read when it is imported) for a Ray on loopback only.
+LOOPBACK_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
-def _ray(args: argparse.Namespace | None = None) -> Any:
-    """The ray module, or a CommandError saying how to get it.  With an
-    ``--address`` in ``args``: Ray authenticates local clusters with a token
-    (its default since 2.59: ``ray start`` and ``ray.init``; the token of
-    ~/.ray/auth_token, or RAY_AUTH_TOKEN), but a client given an address
-    sends it only in token mode, which Ray reads when it is imported: ask
-    for it first, when there is a token."""
-    if args is not None and getattr(args, "address", None) and (
-            os.environ.get("RAY_AUTH_TOKEN")
-            or (pathlib.Path.home() / ".ray" / "auth_token").exists()):
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
+def _ray(address: str | None = None) -> Any:
+    """The ray module, or a CommandError saying how to get it.
+
+    Set before Ray is imported, which reads them then: for a Ray on
+    loopback (``address`` "local", a head's own, or a loopback HOST:PORT),
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, Ray's switch for a one-machine
+    Ray whose node address is loopback: its servers then listen on
+    127.0.0.1 only (otherwise on every interface, even for
+    ``ray.init(address="local")``), and a client finds its raylet there.
+    With a HOST:PORT: Ray authenticates local clusters with a token (its
+    default since 2.59; the token of ~/.ray/auth_token, or RAY_AUTH_TOKEN),
+    but a client given an address sends it only in token mode: ask for it,
+    when there is a token."""
+    _require_ray()
+    if address is not None and "ray" not in sys.modules:
+        if address == "local" or _is_loopback(address):
+            os.environ.setdefault(LOOPBACK_ONLY_ENV, "0")
+        if address != "local" and (os.environ.get("RAY_AUTH_TOKEN")
+                                   or (pathlib.Path.home() / ".ray" / "auth_token").exists()):
+            os.environ.setdefault("RAY_AUTH_MODE", "token")
     try:
         import ray
     except ImportError:
@@ -47,26 +60,107 @@ def _ray(args: argparse.Namespace | None = None) -> Any:
     return ray
 
 
+def _require_ray() -> None:
+    """A CommandError saying how to get Ray when it is missing (without
+    importing it)."""
+    try:
+        found = importlib.util.find_spec("ray") is not None
+    except ValueError:          # sys.modules["ray"] is None: known missing
+        found = False
+    if not found:
+        raise CommandError("onlinel1 cluster needs Ray: pip install 'onlinel1[cluster]'")
+
+
+def _is_loopback(address: str) -> bool:
+    host = address.removeprefix("ray://").rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _address_file() -> pathlib.Path:
+    """Where ``ray start`` (and a head with a Ray of its own) leaves the
+    address of the Ray on this machine: Ray's own rule, RAY_TMPDIR, else
+    TMPDIR, else /tmp."""
+    tmp = os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR") or "/tmp"
+    return pathlib.Path(tmp, "ray", "ray_current_cluster")
+
+
+@contextlib.contextmanager
+def _published(address: str) -> Iterator[None]:
+    """Leave the address of the head's own Ray in the address file while it
+    runs, so that ``status`` and ``stop`` on this machine find it without
+    --address; unless the file names another Ray that answers (``ray
+    start``'s, or another head's), which is left as it is."""
+    path = _address_file()
+    try:
+        theirs = path.read_text().strip()
+    except OSError:
+        theirs = ""
+    if theirs and theirs != address:
+        try:
+            _check_reachable(theirs, timeout=1.0)
+        except CommandError:
+            pass                        # a stale file: replaced
+        else:
+            log.info("%s names the Ray at %s: status and stop here need --address %s",
+                     path, theirs, address)
+            yield
+            return
+    wrote = False
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(address)
+        wrote = True
+    except OSError as exc:
+        log.warning("cannot leave the Ray address in %s (%s): status and stop need "
+                    "--address %s", path, exc.strerror or exc, address)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            if wrote and path.read_text().strip() == address:
+                path.unlink()
+
+
+def _address(args: argparse.Namespace, starting: bool) -> str:
+    """--address, else for ``start`` a new Ray of this process ("local",
+    never another one found on the machine), else the Ray of this machine:
+    RAY_ADDRESS, or the address file."""
+    if args.address:
+        return args.address
+    if starting:
+        return "local"
+    with contextlib.suppress(OSError):
+        found = os.environ.get("RAY_ADDRESS") or _address_file().read_text().strip()
+        if found:
+            return found
+    raise CommandError("no Ray cluster on this machine: give the head's --address HOST:PORT "
+                       "(its log says it; so does 'onlinel1 stats' -> cluster.ray_address)")
+
+
 def _connect(args: argparse.Namespace, starting: bool) -> Any:
-    # "local": a new Ray of this process, never another one found on the machine.
-    address = args.address or ("local" if starting else "auto")
-    if address not in ("local", "auto"):
+    _require_ray()
+    address = _address(args, starting)
+    if address != "local":
         _check_reachable(address)
-    ray = _ray(args)
+    ray = _ray(address)
     from onlinel1.cluster.ray_backend import NAMESPACE
     kwargs: dict[str, Any] = dict(namespace=NAMESPACE, log_to_driver=False,
                                   logging_level=logging.WARNING)
     if address == "local":
-        # A Ray of this process only: on loopback, not reachable from the
-        # network (join a cluster with --address to span machines).
-        kwargs.update(include_dashboard=False, _node_ip_address="127.0.0.1")
+        # A Ray of this process only, on loopback (see _ray): join a
+        # cluster with --address to span machines.
+        kwargs.update(include_dashboard=False)
         if getattr(args, "num_cpus", None):
             kwargs["num_cpus"] = args.num_cpus
     try:
         ray.init(address=address, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        where = address if address != "auto" else "this machine (no --address)"
-        raise CommandError(f"cannot reach a Ray cluster at {where}: {exc}") from None
+        raise CommandError(f"cannot reach a Ray cluster at {address}: {exc}") from None
     return ray
 
 
@@ -93,7 +187,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     if options.budgeted:
         raise CommandError("a cluster runs no memory budget or expiry (--max-features, "
                            "--expire-after-examples): every shard applies every mini-batch")
-    _ray(args)   # before resuming anything: a missing extra is reported first
+    _require_ray()   # before resuming anything: a missing extra is reported first
     from onlinel1.cluster.learner import ClusterLearner
     from onlinel1.cluster.partition import Partitioner
     from onlinel1.cluster import manifest
@@ -141,7 +235,8 @@ def cmd_start(args: argparse.Namespace) -> int:
         default.replace(learner, names if names is not None else default.names)
         log.info("cluster %r: %d shards, %d workers on Ray (--address %s)", args.name,
                  args.shards, args.workers, record["ray_address"])
-        return serve.run(args, config, daemon, metrics, serving)
+        with _published(record["ray_address"]) if not args.address else contextlib.nullcontext():
+            return serve.run(args, config, daemon, metrics, serving)
     finally:
         actors.kill()
         ray.shutdown()
@@ -185,7 +280,7 @@ def _attach(args: argparse.Namespace) -> Any:
 
 def cmd_status(args: argparse.Namespace) -> int:
     actors = _attach(args)
-    ray = _ray(args)
+    ray = _ray()
     record = ray.get(actors.record.get.remote())
     infos = ray.get([h.info.remote() for h in actors.shard_handles])
     print(f"cluster {args.name}: head pid {record['pid']} on {record['hostname']}, "
@@ -201,10 +296,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_stop(args: argparse.Namespace) -> int:
     actors = _attach(args)
-    ray = _ray(args)
-    from onlinel1.cluster.ray_backend import cluster_names, signal_head
+    ray = _ray()
+    from onlinel1.cluster.ray_backend import signal_head
     record = ray.get(actors.record.get.remote())
-    if not signal_head(record):
+    if record.get("hostname") != os.uname().nodename or not _alive(int(record["pid"])):
         if record.get("hostname") != os.uname().nodename and not args.force:
             raise CommandError(f"the head runs on {record['hostname']} (pid {record['pid']}): "
                                f"stop it there (SIGTERM), or --force to remove the actors "
@@ -213,15 +308,36 @@ def cmd_stop(args: argparse.Namespace) -> int:
         print(f"cluster {args.name}: the head was gone; its actors are removed",
               file=sys.stderr)
         return 0
+    # Off Ray before the head goes: a head with a Ray of its own takes it
+    # down as it exits, and a client still connected then is ended by
+    # Ray's core worker (exit 1, after a minute), whatever it was doing.
+    ray.shutdown()
+    pid = int(record["pid"])
+    signal_head(record)
     deadline = time.monotonic() + STOP_TIMEOUT_S
-    while args.name in cluster_names():
+    while _alive(pid):
         if time.monotonic() > deadline:
-            raise CommandError(f"the head (pid {record['pid']}) did not stop within "
+            raise CommandError(f"the head (pid {pid}) did not stop within "
                                f"{STOP_TIMEOUT_S:.0f} s")
         time.sleep(0.2)
     print(f"cluster {args.name}: stopped (the head wrote its final snapshot and exited)",
           file=sys.stderr)
     return 0
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` of this machine still runs (a zombie, exited
+    but not yet reaped by its parent, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError):
+        stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
+        return stat[stat.rindex(")") + 2] != "Z"
+    return True
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -271,7 +387,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                               "final snapshot)")):
         p = verbs.add_parser(verb, formatter_class=Formatter, help=text, description=text + ".")
         p.add_argument("--address", metavar="ADDR",
-                       help="the Ray cluster (default: the one running on this machine)")
+                       help="the Ray cluster (default: RAY_ADDRESS, else the address left on this "
+                            "machine by a head with a Ray of its own, or by ray start)")
         p.add_argument("--name", default="default", help="the cluster's name (default: default)")
         if verb == "stop":
             p.add_argument("--force", action="store_true",
