@@ -211,10 +211,12 @@ class LearnerOptions:
     """
 
     loss: str = "log"
-    update: str = "cumulative"
-    l1: float = 1e-6
+    # The defaults were chosen by benchmarks/bench_defaults.py beside Vowpal
+    # Wabbit's (README, "Defaults"): AdaGrad steps with FOBOS's L1.
+    update: str = "adagrad-fobos"
+    l1: float = 1e-4
     l2: float = 0.0
-    eta0: float = 0.1
+    eta0: float = 0.05
     schedule: str = "constant"
     power_t: float = 0.5
     decay_rate: float = 0.85

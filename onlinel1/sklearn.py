@@ -65,6 +65,8 @@ from onlinel1.options import LearnerOptions
 __all__ = ["L1SGDClassifier", "L1SGDRegressor"]
 
 FEATURES = ("auto", "columns", "names")
+#: The learner's defaults (README, "Defaults"), which the classifier shares.
+_D = LearnerOptions()
 
 
 def _is_rows(X: Any) -> bool:
@@ -78,8 +80,8 @@ class _L1SGD(BaseEstimator):
 
     _loss: str   # the estimator's loss, or the name of its parameter
 
-    def __init__(self, *, update: str = "cumulative", l1: float = 1e-6, l2: float = 0.0,
-                 eta0: float = 0.1, schedule: str = "constant", power_t: float = 0.5,
+    def __init__(self, *, update: str = _D.update, l1: float = _D.l1, l2: float = 0.0,
+                 eta0: float = _D.eta0, schedule: str = "constant", power_t: float = 0.5,
                  decay_rate: float = 0.85, decay_steps: float = 100_000.0,
                  origin: str = "first-seen", fit_intercept: bool = True,
                  truncate_every: int = 1, truncate_theta: float = math.inf,
@@ -295,8 +297,8 @@ class L1SGDClassifier(ClassifierMixin, _L1SGD):
     name of the named features seen in training), ``t_`` (examples learned).
     """
 
-    def __init__(self, loss: str = "log", *, update: str = "cumulative", l1: float = 1e-6,
-                 l2: float = 0.0, eta0: float = 0.1, schedule: str = "constant",
+    def __init__(self, loss: str = "log", *, update: str = _D.update, l1: float = _D.l1,
+                 l2: float = 0.0, eta0: float = _D.eta0, schedule: str = "constant",
                  power_t: float = 0.5, decay_rate: float = 0.85, decay_steps: float = 100_000.0,
                  origin: str = "first-seen", fit_intercept: bool = True,
                  truncate_every: int = 1, truncate_theta: float = math.inf,

@@ -206,7 +206,7 @@ def test_save_and_load_round_trip(a9a_sample, tmp_path):
 
 def test_a_model_without_adaptive_keeps_its_header():
     assert "adaptive" not in LearnerOptions().to_state_dict()
-    assert LearnerOptions(adaptive=True).to_state_dict()["adaptive"] is True
+    assert LearnerOptions(update="fobos", adaptive=True).to_state_dict()["adaptive"] is True
 
 
 def test_warm_start_keeps_the_weights_until_their_first_gradient(a9a_sample):
@@ -249,10 +249,20 @@ def test_adaptive_refusals():
 
 def test_command_line_flags():
     parser = build_parser()
-    args = parser.parse_args(["train", "x.svm", "--adaptive", "-l", "0.5"])
+    args = parser.parse_args(["train", "x.svm", "--update", "fobos", "--adaptive", "-l", "0.5"])
     options = learner_options(args)
     assert options.adaptive and options.eta0 == 0.5
-    assert not learner_options(parser.parse_args(["train", "x.svm"])).adaptive
+    default = learner_options(parser.parse_args(["train", "x.svm"]))
+    # The defaults chosen by benchmarks/bench_defaults.py (README,
+    # "Defaults"), the same for train, Learner() and the classifier.
+    assert (default.update, default.eta0, default.l1) == ("adagrad-fobos", 0.05, 1e-4)
+    assert not default.adaptive and default == LearnerOptions() == Learner().options
+    from onlinel1.sklearn import L1SGDClassifier
+    params = L1SGDClassifier().get_params()
+    assert (params["update"], params["eta0"], params["l1"]) == ("adagrad-fobos", 0.05, 1e-4)
+    # The default rule adapts its steps already: --adaptive alone says so.
+    with pytest.raises(Exception, match="update='adagrad-fobos'.*adapt their steps already"):
+        learner_options(parser.parse_args(["train", "x.svm", "--adaptive"]))
     args = parser.parse_args(["train", "x.svm", "--adaptive", "--update", "ftrl"])
     with pytest.raises(Exception, match="--adaptive is not defined with update='ftrl'"):
         learner_options(args)

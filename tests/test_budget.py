@@ -347,13 +347,14 @@ def test_a_budget_never_reached_learns_the_same_weights_bit_for_bit(rule):
 def test_training_again_gives_the_rows_of_a_file_written_before_the_budget(tmp_path, name):
     # The files of tests/data were trained before the budget existed (the
     # commands in tests/data/README.md): training again gives the same
-    # stored rows bit for bit.
+    # stored rows bit for bit (with the step of the defaults then, eta0 0.1).
     from conftest import SAMPLES
     from onlinel1.cli import main
-    data = {"v1_a9a_fobos.ol1": ["a9a_head2000.svm", "--update", "fobos", "--l1", "1e-3"],
+    data = {"v1_a9a_fobos.ol1": ["a9a_head2000.svm", "--update", "fobos", "--l1", "1e-3",
+                                 "--eta0", "0.1"],
             "v1_vw0002_cumulative.ol1": ["vw0002_head60.vw", "--loss", "squared", "--update",
                                          "cumulative", "--origin", "first-seen", "--l1",
-                                         "1e-4"]}[name]
+                                         "1e-4", "--eta0", "0.1"]}[name]
     out = tmp_path / "again.ol1"
     assert main(["train", str(SAMPLES / data[0]), *data[1:], "--quiet",
                  "--save", str(out)]) == 0

@@ -558,7 +558,10 @@ def test_predict_of_a_poisoned_model_is_a_numeric_error_not_nan(start_daemon):
     """F2's last part: with the bounds lifted (inf: only "finite", as
     before), poisoning is possible again, but ``predict`` answers a
     ``numeric`` error naming the rows where it answered ``nan``, ok."""
-    daemon = start_daemon("--max-importance", "inf", "--max-abs-value", "inf")
+    # Constant steps (AdaGrad's, the default rule's, shrink the poisoned
+    # features' steps to nothing and keep the margins finite).
+    daemon = start_daemon("--max-importance", "inf", "--max-abs-value", "inf",
+                          "--update", "cumulative", "--eta0", "0.1")
     poison = {"v": 1, "op": "learn", "rows": [
         {"label": 1, "importance": 1e300, "features": {"a": 1.0, "b": -1.0}}]}
     assert daemon.request_once(poison)["ok"]

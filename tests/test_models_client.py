@@ -514,7 +514,8 @@ def test_models_create_sends_only_the_flags_given(capsys, fake):
     code, out, err_ = run(capsys, "models", "--connect", fake.request_endpoint, "create", "ctr",
                           "--update", "fobos", "--l1", "1e-5")
     assert code == 0, err_
-    assert out == "created model ctr: loss=log update=fobos l1=1e-05 l2=0.0 eta0=0.1\n"
+    eta0 = LearnerOptions().eta0                    # the fake daemon fills in the defaults
+    assert out == f"created model ctr: loss=log update=fobos l1=1e-05 l2=0.0 eta0={eta0}\n"
     assert fake.request()[0] == pack({"v": 1, "op": "create", "id": 1, "model": "ctr",
                                       "learner": {"update": "fobos", "l1": 1e-5}})
     code, _, err_ = run(capsys, "models", "create", "bare", "--connect", fake.request_endpoint)

@@ -271,3 +271,28 @@ def test_inspect_and_predict_read_snapshots(start_daemon, tmp_path, stream, caps
     keys, weights = offline(batches[:8]).weights()
     assert [e["key"] for e in exported] == keys.tolist()
     assert [e["weight"] for e in exported] == weights.tolist()
+
+
+def test_a_snapshot_of_the_old_defaults_resumes_as_it_was(start_daemon, tmp_path, stream):
+    """The defaults changed on 2026-12-03 (README, "Defaults"): a daemon
+    given no learner settings resumes a snapshot trained with the old ones
+    (cumulative, eta0 0.1, l1 1e-6) with its own settings, and learns on
+    exactly as the old daemon would have."""
+    whole, batches = stream
+    snaps = tmp_path / "snaps"
+    old = ("--update", "cumulative", "--eta0", "0.1", "--l1", "1e-6")
+    daemon = start_daemon(*old, "--snapshot-dir", str(snaps))
+    push(daemon.train, batches[:10], 1)
+    daemon.wait_stats(lambda s: s["examples"] == 500)
+    daemon.stop()
+    resumed = start_daemon("--snapshot-dir", str(snaps))
+    learner = result(resumed.request_once({"v": 1, "op": "config"}))["learner"]
+    assert (learner["update"], learner["eta0"], learner["l1"]) == ("cumulative", 0.1, 1e-6)
+    assert learner != Learner().options.to_dict()
+    push(resumed.train, batches[10:20], 11)
+    resumed.wait_stats(lambda s: s["examples"] == 1000)
+    reply = result(resumed.request_once({"v": 1, "op": "snapshot"}, timeout=30))
+    expected = Learner(update="cumulative", eta0=0.1, l1=1e-6)
+    for batch in batches[:20]:
+        expected.learn(batch)
+    assert_same_model(onlinel1.load(snaps / "default" / reply["file"]), expected)
