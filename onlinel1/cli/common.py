@@ -162,7 +162,8 @@ def add_learner_arguments(parser: argparse.ArgumentParser, with_defaults: bool =
                    help="per-coordinate adaptive steps eta0/sqrt(--adagrad-delta + sum of the "
                         "feature's squared gradients), as AdaGrad and Vowpal Wabbit's default: "
                         "for cumulative (origin first-seen) and fobos (then the same as "
-                        "adagrad-fobos); the schedule sets only the intercept's step "
+                        "adagrad-fobos, the default rule, whose steps adapt already); the "
+                        "schedule sets only the intercept's step "
                         "(docs/algorithms.md, \"Adaptive steps\")")
     g.add_argument("--no-intercept", action="store_const", const=True,
                    default=False if with_defaults else None,
