@@ -117,32 +117,108 @@ class _Prefixed(io.RawIOBase):
 
 
 class _Gunzip(io.RawIOBase):
-    """The decompressed bytes of a gzip stream, each read one read of the
-    compressed stream at most (``GzipFile.read1``): of a damaged stream,
-    every byte decompressed before the damage is passed on before the
-    error, whatever the size of the reads (found by fuzz/fuzz_vw.py: a
-    large read lost them and reported the damage, small ones reported the
-    malformed line before it)."""
+    """The decompressed bytes of a gzip stream (RFC 1952; members one after
+    another, zero padding between them skipped, as ``gzip`` does), read so
+    that the bytes passed on do not depend on the size of the reads, and so
+    that of a damaged stream every byte decompressed before the damage is
+    passed on before the error (a ``zlib.error``, ``EOFError`` or
+    ``gzip.BadGzipFile``).
 
-    def __init__(self, gz: gzip.GzipFile) -> None:
+    The compressed stream is fed ``FEED`` bytes at a time, at most ``OUT``
+    bytes out per step, whatever the caller asks for; when a step fails,
+    its input is fed again one byte at a time into a copy of the
+    decompressor taken before it, which gives the bytes before the damage
+    (found by fuzz/fuzz_vw.py and fuzz/fuzz_svmlight.py: ``GzipFile``'s
+    reads of the caller's size lost them in one reading and not in the
+    other)."""
+
+    FEED = 64 * 1024
+    OUT = 1 << 20
+
+    def __init__(self, f: Any) -> None:
         super().__init__()
-        self._gz = gz
+        self._f = f
+        self._d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self._in_member = True        # a member's header has begun
+        self._out = b""
+        self._pos = 0
+        self._error: BaseException | None = None
+        self._eof = False
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, view: Any) -> int:
-        data = self._gz.read1(len(view))
-        view[:len(data)] = data
-        return len(data)
+        while self._pos == len(self._out):
+            if self._error is not None:
+                error, self._error = self._error, None
+                self._eof = True
+                raise error
+            if self._eof:
+                return 0
+            self._out, self._pos = self._step(), 0
+        n = min(len(view), len(self._out) - self._pos)
+        view[:n] = self._out[self._pos:self._pos + n]
+        self._pos += n
+        return n
+
+    def _step(self) -> bytes:
+        """The next decompressed bytes (maybe none); sets ``_error`` or
+        ``_eof`` when the stream ends."""
+        data = self._d.unconsumed_tail        # input held back by the OUT cap
+        if not data:
+            feed = bytearray(self.FEED)
+            data = bytes(memoryview(feed)[:_read_into(self._f, memoryview(feed))])
+            if not data:
+                if self._in_member:
+                    self._error = EOFError("Compressed file ended before the end-of-stream "
+                                           "marker was reached")
+                else:
+                    self._eof = True
+                return b""
+        out = []
+        while data:
+            if not self._in_member:
+                # Between members: zero padding, then a member or the end.
+                data = data.lstrip(b"\0")
+                if not data:
+                    break
+                if not data.startswith(GZIP_MAGIC[:len(data)]):
+                    self._error = gzip.BadGzipFile(f"Not a gzipped file ({data[:2]!r})")
+                    break
+                self._in_member = True
+            before = self._d.copy()
+            try:
+                out.append(self._d.decompress(data, self.OUT))
+            except zlib.error as exc:
+                self._error = exc
+                out.append(self._salvage(before, data))
+                break
+            if not self._d.eof:
+                break               # the feed is used up, or the OUT cap holds some back
+            data = self._d.unused_data
+            self._d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            self._in_member = False
+        return b"".join(out)
+
+    @staticmethod
+    def _salvage(d: Any, data: bytes) -> bytes:
+        """The bytes ``d`` gives for ``data`` up to the damage in it."""
+        out = []
+        for i in range(len(data)):
+            try:
+                out.append(d.decompress(data[i:i + 1]))
+            except zlib.error:
+                break
+        return b"".join(out)
 
     def close(self) -> None:
-        self._gz.close()
+        self._out = b""
         super().close()
 
 
 def _gunzip(f: Any) -> _Gunzip:
-    return _Gunzip(gzip.GzipFile(fileobj=f, mode="rb"))
+    return _Gunzip(f)
 
 
 def _sniff_gzip(f: Any) -> Any:
