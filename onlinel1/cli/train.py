@@ -9,7 +9,11 @@ Where the examples of each pass come from (``TrainingData``):
   .permutation(n)``, pass 2 the next draw, ...);
 * standard input with ``--passes`` N > 1: pass 1 learns the stream as it
   comes and keeps it in memory; passes 2..N learn it from there (a pipe
-  cannot be read twice).
+  cannot be read twice);
+* ``--cache FILE``: pass 1 writes every example to FILE (or a cache of an
+  earlier run on the same DATA and settings is read instead), and the
+  passes read it, in order or shuffled, memory-mapped, not kept
+  (onlinel1/io/cache.py).
 
 Memory kept that way is bounded by ``--buffer-mb`` (16 bytes per feature
 value and 40 per example; onlinel1/io/buffer.py): past it, train stops
@@ -25,21 +29,25 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import os
 import sys
 import time
-from typing import Iterator, TextIO
+from typing import Callable, Iterator, TextIO
 
 import numpy as np
 
 from onlinel1 import model_file
 from onlinel1.batch import BatchError
-from onlinel1.cli.common import (CommandError, EmptyInput, check_input_file, explicit_learner_values,
-                                 learner_options, read, read_ahead, source_name)
+from onlinel1.cli.common import (CommandError, EmptyInput, check_data, check_input_file,
+                                 explicit_learner_values, learner_options, read, read_ahead,
+                                 source_name)
 from onlinel1.cli.evaluate import (batch_error, evaluate, metric_items, metric_line, print_items,
                                    stopped_error)
 from onlinel1.errors import NumericError, StoreFullError
-from onlinel1.io.buffer import BufferFull, ExampleBuffer, every_kth
+from onlinel1.io.buffer import BufferFull, ExampleBuffer, every_kth, take
+from onlinel1.io.cache import CacheError, ExampleCache
 from onlinel1.learner import Learner
+from onlinel1.options import LearnerOptions
 from onlinel1.warm_start import WarmStartError, load_initial
 
 #: --buffer-mb by default.
@@ -84,19 +92,39 @@ class TrainingData:
     module docstring)."""
 
     def __init__(self, args: argparse.Namespace, names: dict[int, str] | None,
-                 holdout_every: int) -> None:
+                 holdout_every: int, options: LearnerOptions | None = None,
+                 say: Callable[..., None] = lambda *a, **kw: None) -> None:
         self.args, self.names, self.k = args, names, holdout_every
         self.source = source_name(args.data)
         self.buffered = args.shuffle or (args.data == "-" and args.passes > 1)
         limit = args.buffer_mb << 20
-        self.kept = ExampleBuffer(limit) if self.buffered else None
+        # --cache: every example of DATA goes to the file (none is kept in
+        # memory); a cache an earlier run wrote for the same input and
+        # settings is read instead of DATA.
+        self.cache: ExampleCache | None = None        # readable
+        self.writing: ExampleCache | None = None      # being written by pass 1
+        if args.cache is not None:
+            check_data(args)                # DATA is there before it is looked at
+            identity = cache_identity(args, options, names is not None)
+            if args.data != "-" and os.path.exists(args.cache):
+                try:
+                    self.cache = ExampleCache.open(args.cache, identity)
+                    say(f"reading the examples from the cache {args.cache}", flush=True)
+                except CacheError as exc:
+                    say(f"{exc}: writing it again", flush=True)
+            if self.cache is None:
+                try:
+                    self.writing = ExampleCache.create(args.cache, identity)
+                except CacheError as exc:
+                    raise CommandError(str(exc)) from None
+        self.kept = ExampleBuffer(limit) if self.buffered and args.cache is None else None
         self.held = ExampleBuffer(limit) if holdout_every else None
         self.examples = 0           # of DATA, counted in pass 1
         self.rng = np.random.RandomState(args.seed)
 
     def passes(self, learner: Learner) -> Iterator[Iterator]:
         for number in range(1, self.args.passes + 1):
-            yield self._pass(number, learner)
+            yield self._cached(number, learner) if self.args.cache else self._pass(number, learner)
 
     def _pass(self, number: int, learner: Learner) -> Iterator:
         if number == 1 or not self.buffered:
@@ -105,21 +133,62 @@ class TrainingData:
                 return
             for _ in self._read(True, learner):      # into memory, then shuffled below
                 pass
-            whole = self.kept.whole()
-            try:
-                # Every example checked once, so that a bad one is the first in
-                # the file, not the first in the permutation.
-                learner.check(whole)
-            except BatchError as exc:
-                raise batch_error(exc, whole, self.source, learner.options.loss) from None
+            self._check(learner, self.kept.whole())
         order = self.rng.permutation(self.kept.n_rows) if self.args.shuffle else None
         yield from self.kept.batches(self.args.batch_size, order)
+
+    def _cached(self, number: int, learner: Learner) -> Iterator:
+        """A pass with --cache: pass 1 reads DATA into the cache as it
+        learns (or, shuffled, before), or takes an earlier run's cache;
+        the others read the cache."""
+        if self.cache is None:
+            if self.args.shuffle:
+                for _ in self._read(True, learner):
+                    pass
+            else:
+                yield from self._read(True, learner)
+            try:
+                self.writing.finish(self.names)
+                self.cache, self.writing = ExampleCache.open(self.args.cache), None
+            except CacheError as exc:
+                raise CommandError(str(exc)) from None
+            if not self.args.shuffle:
+                return
+            self._check(learner, self.cache.whole())
+        elif number == 1:
+            whole = self.cache.whole()
+            if self.names is not None:
+                self.names.update(self.cache.names)
+            self.examples = self.cache.n_rows
+            if self.k:
+                held = np.flatnonzero((np.arange(self.examples) + 1) % self.k == 0)
+                self._keep(self.held, take(whole, held), "the held-out examples")
+            if self.args.shuffle:
+                self._check(learner, whole)
+        learned = np.arange(self.cache.n_rows)
+        if self.k:
+            learned = learned[(learned + 1) % self.k != 0]
+        order = learned[self.rng.permutation(learned.size)] if self.args.shuffle else learned
+        yield from self.cache.batches(self.args.batch_size, order)
+
+    def _check(self, learner: Learner, whole) -> None:
+        try:
+            # Every example checked once, so that a bad one is the first in
+            # the file, not the first in the permutation.
+            learner.check(whole)
+        except BatchError as exc:
+            raise batch_error(exc, whole, self.source, learner.options.loss) from None
 
     def _read(self, first: bool, learner: Learner) -> Iterator:
         seen = 0
         batches = read(self.args, self.names, options=learner.options)
         with contextlib.closing(read_ahead(self.args, batches)) as batches:
             for batch in batches:
+                if first and self.writing is not None:
+                    try:
+                        self.writing.add(batch)     # every example, the held-out ones too
+                    except CacheError as exc:
+                        raise CommandError(str(exc)) from None
                 if self.k:
                     batch, held = every_kth(batch, self.k, seen)
                     seen += batch.n_rows + held.n_rows
@@ -138,11 +207,29 @@ class TrainingData:
         try:
             buffer.add(batch)
         except BufferFull:
-            hint = ("give a file, or a larger --buffer-mb" if what.startswith("--passes")
-                    else "raise --buffer-mb, or shuffle the file once beforehand (shuf)"
+            hint = ("give a file, --cache FILE, or a larger --buffer-mb"
+                    if what.startswith("--passes")
+                    else "give --cache FILE (no memory bound), or raise --buffer-mb"
                     if what == "--shuffle" else "raise --buffer-mb, or hold out less")
             raise CommandError(f"{self.source}: {what} keeps examples in memory, and they pass "
                                f"--buffer-mb {self.args.buffer_mb}: {hint}") from None
+
+
+def cache_identity(args: argparse.Namespace, options: LearnerOptions | None,
+                   names: bool) -> dict:
+    """What a --cache file must have been written from to be read instead
+    of DATA: the same file (path, size, modification time), format, and
+    the settings that shape the rows (interactions, namespaced integers,
+    whether names are kept)."""
+    from onlinel1.cli.common import data_format
+    identity: dict = {"data": args.data, "format": data_format(args), "names": names,
+                      "interactions": list(options.interactions) if options else [],
+                      "namespaced_integers": bool(options and options.namespaced_integers)}
+    if args.data != "-":
+        st = os.stat(args.data)
+        identity.update(data=os.path.realpath(args.data), size=st.st_size,
+                        mtime_ns=st.st_mtime_ns)
+    return identity
 
 
 def check_args(args: argparse.Namespace) -> int:
@@ -156,6 +243,15 @@ def check_args(args: argparse.Namespace) -> int:
         if args.test == "-":
             raise CommandError("--test needs a file: it is read again after every pass")
         check_input_file(args.test, "--test ")
+    if args.cache is not None:
+        same = [p for p in (args.data, args.test) if p not in (None, "-")
+                and os.path.exists(p) and os.path.exists(args.cache)
+                and os.path.samefile(p, args.cache)]
+        if same:
+            raise CommandError(f"--cache {args.cache} is {same[0]}: the cache would overwrite "
+                               f"its input")
+        if os.path.isdir(args.cache):
+            raise CommandError(f"--cache {args.cache} is a directory: give a file name")
     k = 0
     if args.holdout_fraction is not None:
         f = args.holdout_fraction
@@ -203,7 +299,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     err = sys.stderr
     say = (lambda *a, **kw: None) if args.quiet else (lambda *a, **kw: print(*a, file=err, **kw))
     table = ProgressTable(err, options.classification, not args.quiet)
-    data = TrainingData(args, names, k)
+    data = TrainingData(args, names, k, options, say)
     totals = (0, 0.0, 0.0, 0)
     held = test = None
     start = time.perf_counter()
@@ -277,7 +373,7 @@ def register_flags(train: argparse.ArgumentParser) -> None:
                         "the examples are kept in memory after the first (see --buffer-mb)")
     g.add_argument("--shuffle", action="store_true",
                    help="learn each pass in a fresh random order drawn from --seed: DATA is "
-                        "kept in memory (see --buffer-mb)")
+                        "kept in memory (see --buffer-mb), or in the --cache file")
     g.add_argument("--seed", type=int, default=0, metavar="N",
                    help="seed of --shuffle: pass 1 is numpy.random.RandomState(N)"
                         ".permutation(n), pass 2 the next draw (default: %(default)s)")
@@ -288,6 +384,11 @@ def register_flags(train: argparse.ArgumentParser) -> None:
                    help="hold out every k-th example of DATA, k = round(1/F), F in (0, 0.5] "
                         "(examples k, 2k, ... in input order, as Vowpal Wabbit's "
                         "--holdout_period k): never learned, scored after every pass")
+    g.add_argument("--cache", metavar="FILE",
+                   help="keep the examples of DATA in FILE (written by pass 1, as Vowpal "
+                        "Wabbit's -c): later passes, --shuffle among them, read it instead of "
+                        "the text, with no memory bound, and a later run on the same DATA and "
+                        "settings reads it instead of DATA")
     g.add_argument("--buffer-mb", type=int, default=DEFAULT_BUFFER_MB, metavar="N",
                    help="most memory for the examples kept by --shuffle or --passes over "
                         "standard input, and for the held-out ones (each): 16 bytes per "
