@@ -115,9 +115,10 @@ class Predicted:
 def predict_file(args: argparse.Namespace, learner: Learner,
                  out: TextIO) -> tuple[Predicted, bool]:
     """Write a prediction per example of DATA to ``out`` and evaluate the
-    labelled ones; also say whether any feature of DATA has a weight in the
-    model.  With ``--strict`` the predictions are held back until one does,
-    so that nothing is written when none does."""
+    labelled ones (none with ``--no-labels``); also say whether any feature
+    of DATA has a weight in the model.  With ``--strict`` the predictions
+    are held back until one does, so that nothing is written when none
+    does."""
     source = source_name(args.data)
     loss = learner.options.loss
     seen = Predicted(loss)
@@ -131,7 +132,10 @@ def predict_file(args: argparse.Namespace, learner: Learner,
             raise batch_error(exc, batch, source, loss) from None
         predictions = learner.predict(features, check=False)
         seen.examples += batch.n_rows
-        labelled = np.isfinite(batch.labels)
+        # --no-labels: every label is taken as absent (NaN), so none is
+        # checked against the loss or evaluated.
+        labelled = (np.zeros(batch.n_rows, dtype=bool) if args.no_labels
+                    else np.isfinite(batch.labels))
         if labelled.any():
             check_labels(batch, labelled, source, loss)
             m = learner.decision_function(features, check=False)
@@ -319,8 +323,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "it). Labels are optional (a line without one is predicted all the\n"
                     "same). With --model FILE, when DATA has labels, the metrics go to\n"
                     "stderr: log loss, accuracy and AUC for a classification model, RMSE\n"
-                    "and MAE for --loss squared; and if no feature of DATA has a weight in\n"
-                    "the model, a warning says so (--strict: an error).",
+                    "and MAE for --loss squared (--no-labels: none, every label ignored);\n"
+                    "and if no feature of DATA has a weight in the model, a warning says\n"
+                    "so (--strict: an error).",
         epilog="examples:\n"
                "  onlinel1 predict --model a9a.model a9a.test.svm > predictions.txt\n"
                "  onlinel1 predict --model /var/lib/onlinel1 --strict new.svm\n"
@@ -343,6 +348,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                               "held back until one does")
     predict.add_argument("--quiet", action="store_true",
                          help="with --model FILE: no metrics (warnings and errors still)")
+    predict.add_argument("--no-labels", action="store_true",
+                         help="ignore the label of every line that has one, as if it had "
+                              "none (Vowpal Wabbit's -t on labels not to be trusted): no "
+                              "metrics, and no label is checked against the model's loss "
+                              "(e.g. 0.25 or 7 with the log loss); the predictions are the "
+                              "same. predict --connect sends no labels anyway")
     predict.set_defaults(func=cmd_predict, parser=predict, optional_labels=True)
 
     inspect = sub.add_parser(
