@@ -3,7 +3,7 @@ pass, progressive log loss and non-zero weights, on the shared real data
 sets (../shared/datasets, beside the checkout) and a synthetic click log.
 
     python benchmarks/bench_defaults.py [--out benchmarks/results/defaults.md]
-                                        [--clicks 3000000] [--workdir DIR]
+                                        [--clicks 3000000] [--workdir DIR] [--speed-rounds 3]
 
 Every data set is learned once in file order by
 
@@ -29,8 +29,9 @@ labels from a hidden sparse logistic model; about 9 M distinct features at
 
 The report ends with the criterion the defaults were chosen by: on the
 real click data, a progressive loss within 1 % of VW's defaults with
-fewer non-zero weights.  About 10 minutes here with the click log, 40 s
-without.
+fewer non-zero weights; then the defaults' speed beside VW's on the click
+log, whole processes timed in turn (``--speed-rounds``).  About 13 minutes
+here with the click log, 40 s without.
 """
 from __future__ import annotations
 
@@ -123,6 +124,38 @@ def click_log(rows: int, workdir: pathlib.Path) -> pathlib.Path:
     return path
 
 
+VW_PROCESS = "import sys, vowpalwabbit; vowpalwabbit.Workspace(sys.argv[1]).finish()"
+
+
+def speed(path: pathlib.Path, rows: int, rounds: int) -> list[str]:
+    """Whole processes, timed from start to exit, in turn for ``rounds``
+    rounds: ``onlinel1 train FILE --quiet`` (the defaults) and VW with its
+    defaults (``-d FILE``), on the same file; the report's lines."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    cmds = {"onlinel1 train FILE (defaults)": [sys.executable, "-m", "onlinel1", "train",
+                                               str(path), "--quiet"],
+            "onlinel1 train FILE --no-names": [sys.executable, "-m", "onlinel1", "train",
+                                               str(path), "--quiet", "--no-names"],
+            "Vowpal Wabbit, defaults": [sys.executable, "-c", VW_PROCESS,
+                                        f"-d {path} --loss_function logistic --link logistic "
+                                        f"--quiet"]}
+    times: dict[str, list[float]] = {name: [] for name in cmds}
+    for _ in range(rounds):
+        for name, cmd in cmds.items():
+            t0 = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True, env=env)
+            times[name].append(time.perf_counter() - t0)
+    median = {name: sorted(ts)[len(ts) // 2] for name, ts in times.items()}
+    vw = median["Vowpal Wabbit, defaults"]
+    lines = [f"\n## Speed of the defaults on the click log\n\nWhole processes from start to "
+             f"exit on the {rows:,} rows, in turn, median of {rounds} rounds (one run, one "
+             f"machine: a ratio, not a constant):\n",
+             "| | seconds | examples/s | vs VW |", "|---|---:|---:|---:|"]
+    for name, t in median.items():
+        lines.append(f"| {name} | {t:.1f} | {rows / t:,.0f} | {vw / t:.2f}x |")
+    return lines
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "defaults.md"))
@@ -131,8 +164,22 @@ def main() -> int:
     ap.add_argument("--workdir", type=pathlib.Path,
                     default=pathlib.Path(tempfile.gettempdir()) / "onlinel1-bench-defaults",
                     help="where the click log is written once (default: %(default)s)")
+    ap.add_argument("--speed-only", action="store_true",
+                    help="only the timed runs on the click log (written to --out)")
+    ap.add_argument("--speed-rounds", type=int, default=3,
+                    help="rounds of the timed defaults beside VW on the click log (0: none; "
+                         "default: %(default)s)")
     args = ap.parse_args()
     started = time.time()
+    if args.speed_only:
+        clicks = click_log(args.clicks, args.workdir)
+        lines = ["# The defaults of `onlinel1 train` beside Vowpal Wabbit's: speed\n",
+                 f"Measured {datetime.date.today().isoformat()} with `python "
+                 f"benchmarks/bench_defaults.py --speed-only` (the machine otherwise idle).\n"]
+        lines += speed(clicks, args.clicks, max(args.speed_rounds, 1))
+        pathlib.Path(args.out).write_text("\n".join(lines) + "\n")
+        print(f"wrote {args.out}", file=sys.stderr)
+        return 0
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="bench_defaults_"))
     criteo = tmp / "criteo_train.vw"
     criteo_to_vw(SHARED / "ctr_criteo_8k" / "train.tsv", criteo)
@@ -205,6 +252,8 @@ def main() -> int:
                      f"defaults: {loss:.4f} against {vw[short][0]:.4f} "
                      f"({100 * (loss / vw[short][0] - 1):+.1f} %), {nnz:,} non-zero weights "
                      f"against {vw[short][1]:,}: **{'met' if ok else 'NOT met'}**.")
+    if args.clicks and args.speed_rounds:
+        lines += speed(clicks, args.clicks, args.speed_rounds)
     lines.append(f"\nTotal time {time.time() - started:.0f} s on this machine (2 cores).\n")
     pathlib.Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}", file=sys.stderr)
