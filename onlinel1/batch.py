@@ -145,6 +145,18 @@ class Batch:
                              f"got {self.labels[row]} in row {row}", field="labels", row=int(row),
                              reason="label_out_of_range")
 
+    def check_count_labels(self) -> None:
+        """Raise BatchError unless every label is >= 0 (the poisson loss's
+        counts; not necessarily integers)."""
+        if self.labels is None:
+            return
+        below = np.flatnonzero(self.labels < 0)
+        if below.size:
+            row = int(below[0])
+            raise BatchError(f"labels: must be >= 0 for the poisson loss, got "
+                             f"{self.labels[row]} in row {row}", field="labels", row=row,
+                             reason="label_out_of_range")
+
     def slice(self, start: int, stop: int) -> "Batch":
         """Rows ``start:stop`` as a Batch of views (no copy of the features)."""
         start, stop, _ = slice(start, stop).indices(self.n_rows)

@@ -35,7 +35,8 @@ class BatchError(ValueError):
     * ``"not_finite"``: a value, label or importance weight is nan or
       infinite;
     * ``"negative"``: an importance weight below 0;
-    * ``"label_out_of_range"``: a label other than -1/+1 (or 0/1) for a
+    * ``"label_out_of_range"``: a label below 0 for the poisson loss, or a
+      label other than -1/+1 (or 0/1) for a
       classification loss;
     * ``"missing"``: the labels of a batch to learn from;
     * ``"max_features"``: a row with more distinct keys than the learner's

@@ -16,7 +16,12 @@ VW importance otherwise), as scikit-learn's ``sample_weight`` weights it:
   (the Mann-Whitney statistic; scikit-learn's ``roc_auc_score``); it keeps
   every margin, label and importance (24 bytes an example) until the end;
   it is None when the examples hold one class only;
-* RMSE and MAE for the squared loss: of ``m - y``.
+* RMSE and MAE for the squared loss: of ``m - y``;
+* for the poisson loss: its mean, half the Poisson deviance ``exp(m) - y
+  - y (m - log y)`` (``exp(m)`` for ``y = 0``), and the RMSE and MAE of the
+  predicted mean ``exp(m)``;
+* for the quantile loss: its mean (the pinball loss at tau) and the MAE
+  of ``m - y``.
 
 >>> import numpy as np
 >>> ev = Evaluation("log")
@@ -39,6 +44,10 @@ def metric_names(loss: str) -> tuple[str, ...]:
     """The metrics reported for a model of ``loss``, in the order printed."""
     if loss == "squared":
         return ("RMSE", "MAE")
+    if loss == "poisson":
+        return ("poisson loss", "RMSE", "MAE")
+    if loss == "quantile":
+        return ("quantile loss", "MAE")
     return (f"{loss} loss", "accuracy", "AUC")
 
 
@@ -65,18 +74,19 @@ class Evaluation:
     """Metrics of the margins of a model of ``loss`` on labelled examples,
     added batch by batch (see the module docstring)."""
 
-    def __init__(self, loss: str) -> None:
-        self.loss = loss
+    def __init__(self, loss: str, quantile_tau: float = 0.5) -> None:
+        self.loss, self.tau = loss, quantile_tau
         self.examples = 0
         self.weight_sum = 0.0
-        self._sums = [0.0, 0.0]          # loss (or squared error), correct (or |error|)
+        # The loss (or squared error), correct (or |error|), squared error.
+        self._sums = [0.0, 0.0, 0.0]
         self._margins: list[np.ndarray] = []
         self._labels: list[np.ndarray] = []
         self._weights: list[np.ndarray] = []
 
     @property
     def classification(self) -> bool:
-        return self.loss != "squared"
+        return self.loss in ("log", "hinge")
 
     def add(self, margins: np.ndarray, labels: np.ndarray,
             weights: np.ndarray | None = None) -> None:
@@ -100,6 +110,18 @@ class Evaluation:
             self._margins.append(m)
             self._labels.append(y > 0)
             self._weights.append(w)
+        elif self.loss == "poisson":
+            with np.errstate(over="ignore"):
+                mean = np.exp(m)
+                ylogy = np.where(y > 0, y * np.log(np.where(y > 0, y, 1.0)), 0.0)
+                self._sums[0] += float(np.dot(w, mean - y - y * m + ylogy))
+                self._sums[1] += float(np.dot(w, np.abs(mean - y)))
+                self._sums[2] += float(np.dot(w, (mean - y) ** 2))
+        elif self.loss == "quantile":
+            error = m - y
+            self._sums[0] += float(np.dot(w, np.where(y >= m, -self.tau * error,
+                                                      (1.0 - self.tau) * error)))
+            self._sums[1] += float(np.dot(w, np.abs(error)))
         else:
             error = m - y
             self._sums[0] += float(np.dot(w, error * error))
@@ -112,6 +134,11 @@ class Evaluation:
         total = self.weight_sum
         mean = [s / total if total > 0 else math.nan for s in self._sums]
         names = metric_names(self.loss)
+        if self.loss == "poisson":
+            return {**out, names[0]: mean[0], names[1]: math.sqrt(mean[2]) if total > 0
+                    else math.nan, names[2]: mean[1]}
+        if self.loss == "quantile":
+            return {**out, names[0]: mean[0], names[1]: mean[1]}
         if not self.classification:
             out[names[0]] = math.sqrt(mean[0]) if total > 0 else math.nan
             out[names[1]] = mean[1]

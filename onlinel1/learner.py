@@ -86,6 +86,8 @@ class Learner:
         batch.check_finite()
         if learning and self.options.classification:
             batch.check_binary_labels()
+        if learning and self.options.loss == "poisson":
+            batch.check_count_labels()
         if learning and self.options.max_features > 0:
             self._check_budget(batch)
         return batch
@@ -293,13 +295,18 @@ class Learner:
                            self._kernel.evicted - evicted, self._kernel.expired - expired)
 
     def predict(self, batch: Batch, *, check: bool = True) -> np.ndarray:
-        """Probabilities of the positive class for the log loss, margins
-        ``b + sum_i w_i x_i`` otherwise.  Labels, if any, are ignored.
-        ``check=False`` skips the validation of a batch already checked."""
+        """Probabilities of the positive class for the log loss, the mean
+        ``exp(margin)`` for the poisson loss, margins ``b + sum_i w_i x_i``
+        otherwise.  Labels, if any, are ignored.  ``check=False`` skips the
+        validation of a batch already checked."""
         if check:
             self.check(batch, learning=False)
-        return self._kernel.margins(batch.indptr, batch.keys, batch.values,
-                                    self.options.loss == "log")
+        out = self._kernel.margins(batch.indptr, batch.keys, batch.values,
+                                   self.options.loss == "log")
+        if self.options.loss == "poisson":
+            with np.errstate(over="ignore"):
+                np.exp(out, out=out)
+        return out
 
     def decision_function(self, batch: Batch, *, check: bool = True) -> np.ndarray:
         """Margins ``b + sum_i w_i x_i`` of every row."""

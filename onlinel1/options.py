@@ -15,7 +15,7 @@ from onlinel1._kernels.sgd import ORIGINS, RULES
 from onlinel1._kernels.sgd import SCHEDULES as _SCHEDULES
 from onlinel1.errors import OptionError
 
-LOSSES = ("log", "squared", "hinge")
+LOSSES = ("log", "squared", "hinge", "poisson", "quantile")
 #: Other names of a loss (Vowpal Wabbit's ``--loss_function logistic``),
 #: accepted wherever a loss is named and stored as the name they stand for.
 LOSS_ALIASES = {"logistic": "log"}
@@ -162,7 +162,10 @@ def normalise_interactions(value: Any) -> tuple[str, ...]:
 class LearnerOptions:
     """Every setting of a learner, validated on construction.
 
-    loss: ``log`` (labels -1/+1 or 0/1), ``squared`` or ``hinge``.
+    loss: ``log`` (labels -1/+1 or 0/1), ``squared``, ``hinge``,
+        ``poisson`` (counts: labels >= 0, the margin is the log of the
+        mean) or ``quantile`` (the pinball loss at ``quantile_tau``).
+    quantile_tau: the quantile of ``quantile``, in (0, 1) (0.5: the median).
     update: ``plain`` (SGD, L2 if ``l2`` > 0), ``subgradient`` (naive L1
         subgradient), ``cumulative`` (Tsuruoka et al. 2009) or ``fobos``
         (Duchi & Singer 2009).  Any of them with ``l2`` > 0 adds L2 (the
@@ -211,6 +214,7 @@ class LearnerOptions:
     """
 
     loss: str = "log"
+    quantile_tau: float = 0.5
     # The defaults were chosen by benchmarks/bench_defaults.py beside Vowpal
     # Wabbit's (README, "Defaults"): AdaGrad steps with FOBOS's L1.
     update: str = "adagrad-fobos"
@@ -251,9 +255,13 @@ class LearnerOptions:
         _choice("origin", self.origin, ORIGINS)
         numbers = {f: _number(f, getattr(self, f)) for f in
                    ("l1", "l2", "eta0", "power_t", "decay_rate", "decay_steps", "rebase_at",
-                    "adagrad_delta", "ftrl_beta", "spred_init", "spred_threshold")}
+                    "adagrad_delta", "ftrl_beta", "spred_init", "spred_threshold",
+                    "quantile_tau")}
         for name, value in numbers.items():
             object.__setattr__(self, name, value)
+        if not 0 < self.quantile_tau < 1:
+            raise _bad("quantile_tau", "range",
+                       f"must be in (0, 1) (the quantile), got {self.quantile_tau!r}")
         theta = self.truncate_theta
         if isinstance(theta, bool) or not isinstance(theta, (int, float)) or theta != theta \
                 or theta <= 0:
@@ -307,7 +315,8 @@ class LearnerOptions:
 
     @property
     def classification(self) -> bool:
-        return self.loss != "squared"
+        """Whether labels are classes (-1/+1 or 0/1): the log and hinge losses."""
+        return self.loss in ("log", "hinge")
 
     @property
     def budgeted(self) -> bool:
@@ -329,6 +338,8 @@ class LearnerOptions:
                 del values[name]
         if values["minibatch"] == 1:
             del values["minibatch"]     # the sequential rule: the header of before
+        if values["loss"] != "quantile":
+            del values["quantile_tau"]  # only the quantile loss has one
         if not values["adaptive"]:
             del values["adaptive"]      # the rule's own steps: the header of before
         if "interactions" in values:

@@ -112,7 +112,8 @@ typedef enum ol1_status {
 
 /* What ol1_predict returns for each row (the protocol's "output"). */
 typedef enum ol1_output {
-    OL1_OUTPUT_AUTO = 0,        /* probability for the log loss, margin otherwise */
+    OL1_OUTPUT_AUTO = 0,        /* probability for the log loss, the mean exp(margin) for
+                                   the poisson loss, margin otherwise */
     OL1_OUTPUT_PROBABILITY = 1, /* log loss only; other losses get OL1_E_BAD_REQUEST */
     OL1_OUTPUT_MARGIN = 2       /* b + sum_i w_i x_i */
 } ol1_output;

@@ -33,7 +33,7 @@ its first example touches a weight; a numeric failure in the middle (a
 margin that overflows) stops before that example, leaving the model as it
 was after the previous one.
 """
-from libc.math cimport NAN, copysign, exp, expm1, fabs, isfinite, log1p, pow, sqrt
+from libc.math cimport NAN, copysign, exp, expm1, fabs, isfinite, log, log1p, pow, sqrt
 from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport free, malloc
 
@@ -67,7 +67,8 @@ cdef enum:
     E_UPDATE = 3
     E_BUDGET = 4      # an example with more distinct features than max_features
 
-LOSSES = {"log": LOSS_LOG, "squared": LOSS_SQUARED, "hinge": LOSS_HINGE}
+LOSSES = {"log": LOSS_LOG, "squared": LOSS_SQUARED, "hinge": LOSS_HINGE,
+          "poisson": LOSS_POISSON, "quantile": LOSS_QUANTILE}
 SCHEDULES = {"constant": SCHEDULE_CONSTANT, "invscaling": SCHEDULE_INVSCALING,
              "exponential": SCHEDULE_EXPONENTIAL}
 ORIGINS = ("start", "first-seen")
@@ -239,6 +240,7 @@ cdef class SGDKernel:
     cdef readonly str kernel
     cdef KernelOps ops
     cdef int loss, schedule
+    cdef double quantile_tau
     cdef double l1, l2, eta0, power_t, decay_rate, decay_steps
     cdef bint fit_intercept
     cdef double rebase_at
@@ -268,6 +270,7 @@ cdef class SGDKernel:
         spec = RULES[options.update]
         self.kernel = spec.kernel_for(options)
         self.loss = LOSSES[options.loss]
+        self.quantile_tau = getattr(options, "quantile_tau", 0.5)
         self.schedule = SCHEDULES[options.schedule]
         self.l1, self.l2, self.eta0 = options.l1, options.l2, options.eta0
         self.power_t, self.decay_rate = options.power_t, options.decay_rate
@@ -1124,7 +1127,7 @@ cdef int plain_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
             for j in range(r.indptr[i + 2], r.indptr[i + 3]):
                 store_prefetch(k.store, r.keys[j])
         y = r.labels[i]
-        if k.loss != LOSS_SQUARED and y == 0.0:
+        if loss_classifies(k.loss) and y == 0.0:
             y = -1.0
         weight = r.weights[i] if r.weights != NULL else 1.0
 
@@ -1163,7 +1166,7 @@ cdef int plain_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
             break
 
         # 3. Progressive loss and the gradient.
-        g = loss_gradient(k.loss, y, margin)
+        g = loss_gradient(k.loss, y, margin, k.quantile_tau)
         st.eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
                            k.decay_steps, k.t + 1)
         st.update = -st.eta * g * weight
@@ -1173,9 +1176,9 @@ cdef int plain_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
             status = E_UPDATE
             break
         if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
-            loss_sum += weight * loss_value(k.loss, y, margin)
+            loss_sum += weight * loss_value(k.loss, y, margin, k.quantile_tau)
         weight_sum += weight
-        if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+        if loss_classifies(k.loss) and (margin > 0) == (y > 0):
             n_correct += 1
 
         # Within a batch (SGDKernel.begin), the slots this example changes
@@ -1327,7 +1330,7 @@ cdef int plain_learn_f64(SGDKernel k, Rows* r, const double* values, double* out
             for j in range(r.indptr[i + 2], r.indptr[i + 3]):
                 store_prefetch(k.store, r.keys[j])
         y = r.labels[i]
-        if k.loss != LOSS_SQUARED and y == 0.0:
+        if loss_classifies(k.loss) and y == 0.0:
             y = -1.0
         weight = r.weights[i] if r.weights != NULL else 1.0
 
@@ -1366,7 +1369,7 @@ cdef int plain_learn_f64(SGDKernel k, Rows* r, const double* values, double* out
             break
 
         # 3. Progressive loss and the gradient.
-        g = loss_gradient(k.loss, y, margin)
+        g = loss_gradient(k.loss, y, margin, k.quantile_tau)
         st.eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
                            k.decay_steps, k.t + 1)
         st.update = -st.eta * g * weight
@@ -1376,9 +1379,9 @@ cdef int plain_learn_f64(SGDKernel k, Rows* r, const double* values, double* out
             status = E_UPDATE
             break
         if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
-            loss_sum += weight * loss_value(k.loss, y, margin)
+            loss_sum += weight * loss_value(k.loss, y, margin, k.quantile_tau)
         weight_sum += weight
-        if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+        if loss_classifies(k.loss) and (margin > 0) == (y > 0):
             n_correct += 1
 
         # Within a batch (SGDKernel.begin), the slots this example changes
@@ -1625,7 +1628,7 @@ cdef int subgradient_learn_f32(SGDKernel k, Rows* r, const float* values, double
             for j in range(r.indptr[i + 2], r.indptr[i + 3]):
                 store_prefetch(k.store, r.keys[j])
         y = r.labels[i]
-        if k.loss != LOSS_SQUARED and y == 0.0:
+        if loss_classifies(k.loss) and y == 0.0:
             y = -1.0
         weight = r.weights[i] if r.weights != NULL else 1.0
 
@@ -1664,7 +1667,7 @@ cdef int subgradient_learn_f32(SGDKernel k, Rows* r, const float* values, double
             break
 
         # 3. Progressive loss and the gradient.
-        g = loss_gradient(k.loss, y, margin)
+        g = loss_gradient(k.loss, y, margin, k.quantile_tau)
         st.eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
                            k.decay_steps, k.t + 1)
         st.update = -st.eta * g * weight
@@ -1674,9 +1677,9 @@ cdef int subgradient_learn_f32(SGDKernel k, Rows* r, const float* values, double
             status = E_UPDATE
             break
         if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
-            loss_sum += weight * loss_value(k.loss, y, margin)
+            loss_sum += weight * loss_value(k.loss, y, margin, k.quantile_tau)
         weight_sum += weight
-        if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+        if loss_classifies(k.loss) and (margin > 0) == (y > 0):
             n_correct += 1
 
         # Within a batch (SGDKernel.begin), the slots this example changes
@@ -1828,7 +1831,7 @@ cdef int subgradient_learn_f64(SGDKernel k, Rows* r, const double* values, doubl
             for j in range(r.indptr[i + 2], r.indptr[i + 3]):
                 store_prefetch(k.store, r.keys[j])
         y = r.labels[i]
-        if k.loss != LOSS_SQUARED and y == 0.0:
+        if loss_classifies(k.loss) and y == 0.0:
             y = -1.0
         weight = r.weights[i] if r.weights != NULL else 1.0
 
@@ -1867,7 +1870,7 @@ cdef int subgradient_learn_f64(SGDKernel k, Rows* r, const double* values, doubl
             break
 
         # 3. Progressive loss and the gradient.
-        g = loss_gradient(k.loss, y, margin)
+        g = loss_gradient(k.loss, y, margin, k.quantile_tau)
         st.eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
                            k.decay_steps, k.t + 1)
         st.update = -st.eta * g * weight
@@ -1877,9 +1880,9 @@ cdef int subgradient_learn_f64(SGDKernel k, Rows* r, const double* values, doubl
             status = E_UPDATE
             break
         if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
-            loss_sum += weight * loss_value(k.loss, y, margin)
+            loss_sum += weight * loss_value(k.loss, y, margin, k.quantile_tau)
         weight_sum += weight
-        if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+        if loss_classifies(k.loss) and (margin > 0) == (y > 0):
             n_correct += 1
 
         # Within a batch (SGDKernel.begin), the slots this example changes
@@ -2126,7 +2129,7 @@ cdef int cumulative_start_learn_f32(SGDKernel k, Rows* r, const float* values, d
             for j in range(r.indptr[i + 2], r.indptr[i + 3]):
                 store_prefetch(k.store, r.keys[j])
         y = r.labels[i]
-        if k.loss != LOSS_SQUARED and y == 0.0:
+        if loss_classifies(k.loss) and y == 0.0:
             y = -1.0
         weight = r.weights[i] if r.weights != NULL else 1.0
 
@@ -2165,7 +2168,7 @@ cdef int cumulative_start_learn_f32(SGDKernel k, Rows* r, const float* values, d
             break
 
         # 3. Progressive loss and the gradient.
-        g = loss_gradient(k.loss, y, margin)
+        g = loss_gradient(k.loss, y, margin, k.quantile_tau)
         st.eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
                            k.decay_steps, k.t + 1)
         st.update = -st.eta * g * weight
@@ -2175,9 +2178,9 @@ cdef int cumulative_start_learn_f32(SGDKernel k, Rows* r, const float* values, d
             status = E_UPDATE
             break
         if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
-            loss_sum += weight * loss_value(k.loss, y, margin)
+            loss_sum += weight * loss_value(k.loss, y, margin, k.quantile_tau)
         weight_sum += weight
-        if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+        if loss_classifies(k.loss) and (margin > 0) == (y > 0):
             n_correct += 1
 
         # Within a batch (SGDKernel.begin), the slots this example changes
@@ -2329,7 +2332,7 @@ cdef int cumulative_start_learn_f64(SGDKernel k, Rows* r, const double* values, 
             for j in range(r.indptr[i + 2], r.indptr[i + 3]):
                 store_prefetch(k.store, r.keys[j])
         y = r.labels[i]
-        if k.loss != LOSS_SQUARED and y == 0.0:
+        if loss_classifies(k.loss) and y == 0.0:
             y = -1.0
         weight = r.weights[i] if r.weights != NULL else 1.0
 
@@ -2368,7 +2371,7 @@ cdef int cumulative_start_learn_f64(SGDKernel k, Rows* r, const double* values, 
             break
 
         # 3. Progressive loss and the gradient.
-        g = loss_gradient(k.loss, y, margin)
+        g = loss_gradient(k.loss, y, margin, k.quantile_tau)
         st.eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
                            k.decay_steps, k.t + 1)
         st.update = -st.eta * g * weight
@@ -2378,9 +2381,9 @@ cdef int cumulative_start_learn_f64(SGDKernel k, Rows* r, const double* values, 
             status = E_UPDATE
             break
         if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
-            loss_sum += weight * loss_value(k.loss, y, margin)
+            loss_sum += weight * loss_value(k.loss, y, margin, k.quantile_tau)
         weight_sum += weight
-        if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+        if loss_classifies(k.loss) and (margin > 0) == (y > 0):
             n_correct += 1
 
         # Within a batch (SGDKernel.begin), the slots this example changes
@@ -2627,7 +2630,7 @@ cdef int cumulative_first_seen_learn_f32(SGDKernel k, Rows* r, const float* valu
             for j in range(r.indptr[i + 2], r.indptr[i + 3]):
                 store_prefetch(k.store, r.keys[j])
         y = r.labels[i]
-        if k.loss != LOSS_SQUARED and y == 0.0:
+        if loss_classifies(k.loss) and y == 0.0:
             y = -1.0
         weight = r.weights[i] if r.weights != NULL else 1.0
 
@@ -2666,7 +2669,7 @@ cdef int cumulative_first_seen_learn_f32(SGDKernel k, Rows* r, const float* valu
             break
 
         # 3. Progressive loss and the gradient.
-        g = loss_gradient(k.loss, y, margin)
+        g = loss_gradient(k.loss, y, margin, k.quantile_tau)
         st.eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
                            k.decay_steps, k.t + 1)
         st.update = -st.eta * g * weight
@@ -2676,9 +2679,9 @@ cdef int cumulative_first_seen_learn_f32(SGDKernel k, Rows* r, const float* valu
             status = E_UPDATE
             break
         if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
-            loss_sum += weight * loss_value(k.loss, y, margin)
+            loss_sum += weight * loss_value(k.loss, y, margin, k.quantile_tau)
         weight_sum += weight
-        if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+        if loss_classifies(k.loss) and (margin > 0) == (y > 0):
             n_correct += 1
 
         # Within a batch (SGDKernel.begin), the slots this example changes
@@ -2830,7 +2833,7 @@ cdef int cumulative_first_seen_learn_f64(SGDKernel k, Rows* r, const double* val
             for j in range(r.indptr[i + 2], r.indptr[i + 3]):
                 store_prefetch(k.store, r.keys[j])
         y = r.labels[i]
-        if k.loss != LOSS_SQUARED and y == 0.0:
+        if loss_classifies(k.loss) and y == 0.0:
             y = -1.0
         weight = r.weights[i] if r.weights != NULL else 1.0
 
@@ -2869,7 +2872,7 @@ cdef int cumulative_first_seen_learn_f64(SGDKernel k, Rows* r, const double* val
             break
 
         # 3. Progressive loss and the gradient.
-        g = loss_gradient(k.loss, y, margin)
+        g = loss_gradient(k.loss, y, margin, k.quantile_tau)
         st.eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
                            k.decay_steps, k.t + 1)
         st.update = -st.eta * g * weight
@@ -2879,9 +2882,9 @@ cdef int cumulative_first_seen_learn_f64(SGDKernel k, Rows* r, const double* val
             status = E_UPDATE
             break
         if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
-            loss_sum += weight * loss_value(k.loss, y, margin)
+            loss_sum += weight * loss_value(k.loss, y, margin, k.quantile_tau)
         weight_sum += weight
-        if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+        if loss_classifies(k.loss) and (margin > 0) == (y > 0):
             n_correct += 1
 
         # Within a batch (SGDKernel.begin), the slots this example changes
@@ -3128,7 +3131,7 @@ cdef int cumulative_adaptive_learn_f32(SGDKernel k, Rows* r, const float* values
             for j in range(r.indptr[i + 2], r.indptr[i + 3]):
                 store_prefetch(k.store, r.keys[j])
         y = r.labels[i]
-        if k.loss != LOSS_SQUARED and y == 0.0:
+        if loss_classifies(k.loss) and y == 0.0:
             y = -1.0
         weight = r.weights[i] if r.weights != NULL else 1.0
 
@@ -3167,7 +3170,7 @@ cdef int cumulative_adaptive_learn_f32(SGDKernel k, Rows* r, const float* values
             break
 
         # 3. Progressive loss and the gradient.
-        g = loss_gradient(k.loss, y, margin)
+        g = loss_gradient(k.loss, y, margin, k.quantile_tau)
         st.eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
                            k.decay_steps, k.t + 1)
         st.update = -st.eta * g * weight
@@ -3177,9 +3180,9 @@ cdef int cumulative_adaptive_learn_f32(SGDKernel k, Rows* r, const float* values
             status = E_UPDATE
             break
         if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
-            loss_sum += weight * loss_value(k.loss, y, margin)
+            loss_sum += weight * loss_value(k.loss, y, margin, k.quantile_tau)
         weight_sum += weight
-        if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+        if loss_classifies(k.loss) and (margin > 0) == (y > 0):
             n_correct += 1
 
         # Within a batch (SGDKernel.begin), the slots this example changes
@@ -3331,7 +3334,7 @@ cdef int cumulative_adaptive_learn_f64(SGDKernel k, Rows* r, const double* value
             for j in range(r.indptr[i + 2], r.indptr[i + 3]):
                 store_prefetch(k.store, r.keys[j])
         y = r.labels[i]
-        if k.loss != LOSS_SQUARED and y == 0.0:
+        if loss_classifies(k.loss) and y == 0.0:
             y = -1.0
         weight = r.weights[i] if r.weights != NULL else 1.0
 
@@ -3370,7 +3373,7 @@ cdef int cumulative_adaptive_learn_f64(SGDKernel k, Rows* r, const double* value
             break
 
         # 3. Progressive loss and the gradient.
-        g = loss_gradient(k.loss, y, margin)
+        g = loss_gradient(k.loss, y, margin, k.quantile_tau)
         st.eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
                            k.decay_steps, k.t + 1)
         st.update = -st.eta * g * weight
@@ -3380,9 +3383,9 @@ cdef int cumulative_adaptive_learn_f64(SGDKernel k, Rows* r, const double* value
             status = E_UPDATE
             break
         if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
-            loss_sum += weight * loss_value(k.loss, y, margin)
+            loss_sum += weight * loss_value(k.loss, y, margin, k.quantile_tau)
         weight_sum += weight
-        if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+        if loss_classifies(k.loss) and (margin > 0) == (y > 0):
             n_correct += 1
 
         # Within a batch (SGDKernel.begin), the slots this example changes
@@ -3629,7 +3632,7 @@ cdef int fobos_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
             for j in range(r.indptr[i + 2], r.indptr[i + 3]):
                 store_prefetch(k.store, r.keys[j])
         y = r.labels[i]
-        if k.loss != LOSS_SQUARED and y == 0.0:
+        if loss_classifies(k.loss) and y == 0.0:
             y = -1.0
         weight = r.weights[i] if r.weights != NULL else 1.0
 
@@ -3668,7 +3671,7 @@ cdef int fobos_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
             break
 
         # 3. Progressive loss and the gradient.
-        g = loss_gradient(k.loss, y, margin)
+        g = loss_gradient(k.loss, y, margin, k.quantile_tau)
         st.eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
                            k.decay_steps, k.t + 1)
         st.update = -st.eta * g * weight
@@ -3678,9 +3681,9 @@ cdef int fobos_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
             status = E_UPDATE
             break
         if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
-            loss_sum += weight * loss_value(k.loss, y, margin)
+            loss_sum += weight * loss_value(k.loss, y, margin, k.quantile_tau)
         weight_sum += weight
-        if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+        if loss_classifies(k.loss) and (margin > 0) == (y > 0):
             n_correct += 1
 
         # Within a batch (SGDKernel.begin), the slots this example changes
@@ -3832,7 +3835,7 @@ cdef int fobos_learn_f64(SGDKernel k, Rows* r, const double* values, double* out
             for j in range(r.indptr[i + 2], r.indptr[i + 3]):
                 store_prefetch(k.store, r.keys[j])
         y = r.labels[i]
-        if k.loss != LOSS_SQUARED and y == 0.0:
+        if loss_classifies(k.loss) and y == 0.0:
             y = -1.0
         weight = r.weights[i] if r.weights != NULL else 1.0
 
@@ -3871,7 +3874,7 @@ cdef int fobos_learn_f64(SGDKernel k, Rows* r, const double* values, double* out
             break
 
         # 3. Progressive loss and the gradient.
-        g = loss_gradient(k.loss, y, margin)
+        g = loss_gradient(k.loss, y, margin, k.quantile_tau)
         st.eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
                            k.decay_steps, k.t + 1)
         st.update = -st.eta * g * weight
@@ -3881,9 +3884,9 @@ cdef int fobos_learn_f64(SGDKernel k, Rows* r, const double* values, double* out
             status = E_UPDATE
             break
         if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
-            loss_sum += weight * loss_value(k.loss, y, margin)
+            loss_sum += weight * loss_value(k.loss, y, margin, k.quantile_tau)
         weight_sum += weight
-        if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+        if loss_classifies(k.loss) and (margin > 0) == (y > 0):
             n_correct += 1
 
         # Within a batch (SGDKernel.begin), the slots this example changes
@@ -4130,7 +4133,7 @@ cdef int truncated_learn_f32(SGDKernel k, Rows* r, const float* values, double* 
             for j in range(r.indptr[i + 2], r.indptr[i + 3]):
                 store_prefetch(k.store, r.keys[j])
         y = r.labels[i]
-        if k.loss != LOSS_SQUARED and y == 0.0:
+        if loss_classifies(k.loss) and y == 0.0:
             y = -1.0
         weight = r.weights[i] if r.weights != NULL else 1.0
 
@@ -4169,7 +4172,7 @@ cdef int truncated_learn_f32(SGDKernel k, Rows* r, const float* values, double* 
             break
 
         # 3. Progressive loss and the gradient.
-        g = loss_gradient(k.loss, y, margin)
+        g = loss_gradient(k.loss, y, margin, k.quantile_tau)
         st.eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
                            k.decay_steps, k.t + 1)
         st.update = -st.eta * g * weight
@@ -4179,9 +4182,9 @@ cdef int truncated_learn_f32(SGDKernel k, Rows* r, const float* values, double* 
             status = E_UPDATE
             break
         if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
-            loss_sum += weight * loss_value(k.loss, y, margin)
+            loss_sum += weight * loss_value(k.loss, y, margin, k.quantile_tau)
         weight_sum += weight
-        if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+        if loss_classifies(k.loss) and (margin > 0) == (y > 0):
             n_correct += 1
 
         # Within a batch (SGDKernel.begin), the slots this example changes
@@ -4333,7 +4336,7 @@ cdef int truncated_learn_f64(SGDKernel k, Rows* r, const double* values, double*
             for j in range(r.indptr[i + 2], r.indptr[i + 3]):
                 store_prefetch(k.store, r.keys[j])
         y = r.labels[i]
-        if k.loss != LOSS_SQUARED and y == 0.0:
+        if loss_classifies(k.loss) and y == 0.0:
             y = -1.0
         weight = r.weights[i] if r.weights != NULL else 1.0
 
@@ -4372,7 +4375,7 @@ cdef int truncated_learn_f64(SGDKernel k, Rows* r, const double* values, double*
             break
 
         # 3. Progressive loss and the gradient.
-        g = loss_gradient(k.loss, y, margin)
+        g = loss_gradient(k.loss, y, margin, k.quantile_tau)
         st.eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
                            k.decay_steps, k.t + 1)
         st.update = -st.eta * g * weight
@@ -4382,9 +4385,9 @@ cdef int truncated_learn_f64(SGDKernel k, Rows* r, const double* values, double*
             status = E_UPDATE
             break
         if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
-            loss_sum += weight * loss_value(k.loss, y, margin)
+            loss_sum += weight * loss_value(k.loss, y, margin, k.quantile_tau)
         weight_sum += weight
-        if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+        if loss_classifies(k.loss) and (margin > 0) == (y > 0):
             n_correct += 1
 
         # Within a batch (SGDKernel.begin), the slots this example changes
@@ -4631,7 +4634,7 @@ cdef int adagrad_fobos_learn_f32(SGDKernel k, Rows* r, const float* values, doub
             for j in range(r.indptr[i + 2], r.indptr[i + 3]):
                 store_prefetch(k.store, r.keys[j])
         y = r.labels[i]
-        if k.loss != LOSS_SQUARED and y == 0.0:
+        if loss_classifies(k.loss) and y == 0.0:
             y = -1.0
         weight = r.weights[i] if r.weights != NULL else 1.0
 
@@ -4670,7 +4673,7 @@ cdef int adagrad_fobos_learn_f32(SGDKernel k, Rows* r, const float* values, doub
             break
 
         # 3. Progressive loss and the gradient.
-        g = loss_gradient(k.loss, y, margin)
+        g = loss_gradient(k.loss, y, margin, k.quantile_tau)
         st.eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
                            k.decay_steps, k.t + 1)
         st.update = -st.eta * g * weight
@@ -4680,9 +4683,9 @@ cdef int adagrad_fobos_learn_f32(SGDKernel k, Rows* r, const float* values, doub
             status = E_UPDATE
             break
         if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
-            loss_sum += weight * loss_value(k.loss, y, margin)
+            loss_sum += weight * loss_value(k.loss, y, margin, k.quantile_tau)
         weight_sum += weight
-        if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+        if loss_classifies(k.loss) and (margin > 0) == (y > 0):
             n_correct += 1
 
         # Within a batch (SGDKernel.begin), the slots this example changes
@@ -4834,7 +4837,7 @@ cdef int adagrad_fobos_learn_f64(SGDKernel k, Rows* r, const double* values, dou
             for j in range(r.indptr[i + 2], r.indptr[i + 3]):
                 store_prefetch(k.store, r.keys[j])
         y = r.labels[i]
-        if k.loss != LOSS_SQUARED and y == 0.0:
+        if loss_classifies(k.loss) and y == 0.0:
             y = -1.0
         weight = r.weights[i] if r.weights != NULL else 1.0
 
@@ -4873,7 +4876,7 @@ cdef int adagrad_fobos_learn_f64(SGDKernel k, Rows* r, const double* values, dou
             break
 
         # 3. Progressive loss and the gradient.
-        g = loss_gradient(k.loss, y, margin)
+        g = loss_gradient(k.loss, y, margin, k.quantile_tau)
         st.eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
                            k.decay_steps, k.t + 1)
         st.update = -st.eta * g * weight
@@ -4883,9 +4886,9 @@ cdef int adagrad_fobos_learn_f64(SGDKernel k, Rows* r, const double* values, dou
             status = E_UPDATE
             break
         if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
-            loss_sum += weight * loss_value(k.loss, y, margin)
+            loss_sum += weight * loss_value(k.loss, y, margin, k.quantile_tau)
         weight_sum += weight
-        if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+        if loss_classifies(k.loss) and (margin > 0) == (y > 0):
             n_correct += 1
 
         # Within a batch (SGDKernel.begin), the slots this example changes
@@ -5132,7 +5135,7 @@ cdef int ftrl_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
             for j in range(r.indptr[i + 2], r.indptr[i + 3]):
                 store_prefetch(k.store, r.keys[j])
         y = r.labels[i]
-        if k.loss != LOSS_SQUARED and y == 0.0:
+        if loss_classifies(k.loss) and y == 0.0:
             y = -1.0
         weight = r.weights[i] if r.weights != NULL else 1.0
 
@@ -5171,7 +5174,7 @@ cdef int ftrl_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
             break
 
         # 3. Progressive loss and the gradient.
-        g = loss_gradient(k.loss, y, margin)
+        g = loss_gradient(k.loss, y, margin, k.quantile_tau)
         st.eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
                            k.decay_steps, k.t + 1)
         st.update = -st.eta * g * weight
@@ -5181,9 +5184,9 @@ cdef int ftrl_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
             status = E_UPDATE
             break
         if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
-            loss_sum += weight * loss_value(k.loss, y, margin)
+            loss_sum += weight * loss_value(k.loss, y, margin, k.quantile_tau)
         weight_sum += weight
-        if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+        if loss_classifies(k.loss) and (margin > 0) == (y > 0):
             n_correct += 1
 
         # Within a batch (SGDKernel.begin), the slots this example changes
@@ -5335,7 +5338,7 @@ cdef int ftrl_learn_f64(SGDKernel k, Rows* r, const double* values, double* out,
             for j in range(r.indptr[i + 2], r.indptr[i + 3]):
                 store_prefetch(k.store, r.keys[j])
         y = r.labels[i]
-        if k.loss != LOSS_SQUARED and y == 0.0:
+        if loss_classifies(k.loss) and y == 0.0:
             y = -1.0
         weight = r.weights[i] if r.weights != NULL else 1.0
 
@@ -5374,7 +5377,7 @@ cdef int ftrl_learn_f64(SGDKernel k, Rows* r, const double* values, double* out,
             break
 
         # 3. Progressive loss and the gradient.
-        g = loss_gradient(k.loss, y, margin)
+        g = loss_gradient(k.loss, y, margin, k.quantile_tau)
         st.eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
                            k.decay_steps, k.t + 1)
         st.update = -st.eta * g * weight
@@ -5384,9 +5387,9 @@ cdef int ftrl_learn_f64(SGDKernel k, Rows* r, const double* values, double* out,
             status = E_UPDATE
             break
         if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
-            loss_sum += weight * loss_value(k.loss, y, margin)
+            loss_sum += weight * loss_value(k.loss, y, margin, k.quantile_tau)
         weight_sum += weight
-        if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+        if loss_classifies(k.loss) and (margin > 0) == (y > 0):
             n_correct += 1
 
         # Within a batch (SGDKernel.begin), the slots this example changes
@@ -5633,7 +5636,7 @@ cdef int spred_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
             for j in range(r.indptr[i + 2], r.indptr[i + 3]):
                 store_prefetch(k.store, r.keys[j])
         y = r.labels[i]
-        if k.loss != LOSS_SQUARED and y == 0.0:
+        if loss_classifies(k.loss) and y == 0.0:
             y = -1.0
         weight = r.weights[i] if r.weights != NULL else 1.0
 
@@ -5672,7 +5675,7 @@ cdef int spred_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
             break
 
         # 3. Progressive loss and the gradient.
-        g = loss_gradient(k.loss, y, margin)
+        g = loss_gradient(k.loss, y, margin, k.quantile_tau)
         st.eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
                            k.decay_steps, k.t + 1)
         st.update = -st.eta * g * weight
@@ -5682,9 +5685,9 @@ cdef int spred_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
             status = E_UPDATE
             break
         if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
-            loss_sum += weight * loss_value(k.loss, y, margin)
+            loss_sum += weight * loss_value(k.loss, y, margin, k.quantile_tau)
         weight_sum += weight
-        if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+        if loss_classifies(k.loss) and (margin > 0) == (y > 0):
             n_correct += 1
 
         # Within a batch (SGDKernel.begin), the slots this example changes
@@ -5836,7 +5839,7 @@ cdef int spred_learn_f64(SGDKernel k, Rows* r, const double* values, double* out
             for j in range(r.indptr[i + 2], r.indptr[i + 3]):
                 store_prefetch(k.store, r.keys[j])
         y = r.labels[i]
-        if k.loss != LOSS_SQUARED and y == 0.0:
+        if loss_classifies(k.loss) and y == 0.0:
             y = -1.0
         weight = r.weights[i] if r.weights != NULL else 1.0
 
@@ -5875,7 +5878,7 @@ cdef int spred_learn_f64(SGDKernel k, Rows* r, const double* values, double* out
             break
 
         # 3. Progressive loss and the gradient.
-        g = loss_gradient(k.loss, y, margin)
+        g = loss_gradient(k.loss, y, margin, k.quantile_tau)
         st.eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
                            k.decay_steps, k.t + 1)
         st.update = -st.eta * g * weight
@@ -5885,9 +5888,9 @@ cdef int spred_learn_f64(SGDKernel k, Rows* r, const double* values, double* out
             status = E_UPDATE
             break
         if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
-            loss_sum += weight * loss_value(k.loss, y, margin)
+            loss_sum += weight * loss_value(k.loss, y, margin, k.quantile_tau)
         weight_sum += weight
-        if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+        if loss_classifies(k.loss) and (margin > 0) == (y > 0):
             n_correct += 1
 
         # Within a batch (SGDKernel.begin), the slots this example changes
@@ -5994,6 +5997,14 @@ cdef void spred_margins_f64(SGDKernel k, const int64_t* indptr, Py_ssize_t n_row
         out[i] = acc
 
 
+def loss_terms(str loss, double y, double p, double tau=0.5):
+    """``(l(p, y), dl/dp)`` of ``loss`` as the kernels compute them (the
+    gradient clipped like scikit-learn's; classification labels -1/+1):
+    for the tests, which check them against finite differences."""
+    cdef int code = LOSSES[loss]
+    return loss_value(code, y, p, tau), loss_gradient(code, y, p, tau)
+
+
 def entry_margins(const int64_t[::1] indptr, const double[::1] w, values, double scale,
                   double intercept, bint probability=False):
     """The margins (or, with ``probability``, their logistic link) of the
@@ -6043,7 +6054,7 @@ cdef int mb_row_factors(SGDKernel k, MB* mb, Rows* r, const floating* values, Py
         lo = mb.indptr[b]
         hi = mb.indptr[b + 1]
         y = r.labels[b0 + b]
-        if k.loss != LOSS_SQUARED and y == 0.0:
+        if loss_classifies(k.loss) and y == 0.0:
             y = -1.0
         weight = r.weights[b0 + b] if r.weights != NULL else 1.0
         acc = 0.0
@@ -6056,7 +6067,7 @@ cdef int mb_row_factors(SGDKernel k, MB* mb, Rows* r, const floating* values, Py
         if not isfinite(margin):
             failed_at[0] = b0 + b
             return E_MARGIN
-        g = loss_gradient(k.loss, y, margin)
+        g = loss_gradient(k.loss, y, margin, k.quantile_tau)
         eta = step_size(k.schedule, k.eta0, k.power_t, k.decay_rate,
                         k.decay_steps, k.t + 1 + b)
         upd = -eta * g * weight
@@ -6069,9 +6080,9 @@ cdef int mb_row_factors(SGDKernel k, MB* mb, Rows* r, const floating* values, Py
         mb.upd[b] = upd
         mb.gs[b] = gs
         if weight != 0.0:       # 0 * an infinite loss is no loss, not NaN
-            stats[0] += weight * loss_value(k.loss, y, margin)
+            stats[0] += weight * loss_value(k.loss, y, margin, k.quantile_tau)
         stats[1] += weight
-        if k.loss != LOSS_SQUARED and (margin > 0) == (y > 0):
+        if loss_classifies(k.loss) and (margin > 0) == (y > 0):
             stats[2] += 1
     return OK
 

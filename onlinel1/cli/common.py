@@ -71,7 +71,7 @@ class Parser(argparse.ArgumentParser):
 # ----------------------------------------------------------------- options
 
 #: (flag, LearnerOptions field) of every learner setting on the command line.
-LEARNER_FLAGS = (("--loss", "loss"), ("--update", "update"), ("--l1", "l1"), ("--l2", "l2"),
+LEARNER_FLAGS = (("--loss", "loss"), ("--quantile-tau", "quantile_tau"), ("--update", "update"), ("--l1", "l1"), ("--l2", "l2"),
                  ("--eta0", "eta0"), ("--schedule", "schedule"), ("--power-t", "power_t"),
                  ("--decay-rate", "decay_rate"), ("--decay-steps", "decay_steps"),
                  ("--origin", "origin"), ("--truncate-every", "truncate_every"),
@@ -100,8 +100,13 @@ def add_learner_arguments(parser: argparse.ArgumentParser, with_defaults: bool =
         "learner", "The model and its update rule (docs/algorithms.md has the exact rules).")
     g.add_argument("--loss", choices=LOSS_NAMES, default=default(d.loss),
                    help=f"log (logistic; labels -1/+1 or 0/1; 'logistic' is another name for "
-                        f"it, Vowpal Wabbit's), squared (regression) or hinge (linear SVM) "
-                        f"(default: {d.loss})")
+                        f"it, Vowpal Wabbit's), squared (regression), hinge (linear SVM), "
+                        f"poisson (counts, labels >= 0: the margin is the log of the mean, "
+                        f"predictions are the mean) or quantile (the pinball loss at "
+                        f"--quantile-tau) (default: {d.loss})")
+    g.add_argument("--quantile-tau", type=float, default=default(d.quantile_tau), metavar="TAU",
+                   help=f"the quantile the quantile loss learns, in (0, 1) (default: "
+                        f"{d.quantile_tau}, the median)")
     rules = "; ".join(f"{name}: {spec.title}" for name, spec in RULES.items())
     g.add_argument("--update", choices=UPDATES, default=default(d.update),
                    help=f"the update rule: {rules} (default: {d.update})")

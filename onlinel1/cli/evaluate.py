@@ -32,6 +32,9 @@ def where(source: str, batch: Batch, row: int | None) -> str:
 
 
 def label_message(label: float, loss: str) -> str:
+    if loss == "poisson":
+        return (f"label {float(label)!r} is below 0, and the poisson loss needs counts "
+                f"(labels >= 0)")
     return (f"label {float(label)!r} is not -1/+1 (or 0/1), which the {loss} loss needs; "
             f"for real-valued labels, train with --loss squared")
 
@@ -75,9 +78,12 @@ def features_only(batch: Batch) -> Batch:
 def check_labels(batch: Batch, labelled: np.ndarray, source: str, loss: str) -> None:
     """A CommandError naming the first labelled row whose label the loss
     cannot be evaluated on (-1/0/+1 for a classification loss)."""
-    if loss == "squared":
+    if loss in ("squared", "quantile"):
         return
-    bad = labelled & ~np.isin(batch.labels, (-1.0, 0.0, 1.0))
+    if loss == "poisson":
+        bad = labelled & (batch.labels < 0)
+    else:
+        bad = labelled & ~np.isin(batch.labels, (-1.0, 0.0, 1.0))
     if bad.any():
         row = int(np.argmax(bad))
         raise CommandError(f"{where(source, batch, row)}: {label_message(batch.labels[row], loss)}")
@@ -94,7 +100,7 @@ def margins(learner: Learner, batch: Batch, source: str) -> np.ndarray:
 def evaluate(learner: Learner, batches: Iterable[Batch], source: str) -> Evaluation:
     """The metrics of ``learner`` on the (labelled) examples of ``batches``."""
     loss = learner.options.loss
-    ev = Evaluation(loss)
+    ev = Evaluation(loss, learner.options.quantile_tau)
     for batch in batches:
         labelled = np.isfinite(batch.labels)
         check_labels(batch, labelled, source, loss)

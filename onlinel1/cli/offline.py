@@ -107,9 +107,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 class Predicted:
     """What ``predict`` saw: examples, labelled ones, their metrics."""
 
-    def __init__(self, loss: str) -> None:
+    def __init__(self, loss: str, quantile_tau: float = 0.5) -> None:
         self.examples = self.labelled = 0
-        self.evaluation = Evaluation(loss)
+        self.evaluation = Evaluation(loss, quantile_tau)
 
 
 def predict_file(args: argparse.Namespace, learner: Learner,
@@ -121,7 +121,7 @@ def predict_file(args: argparse.Namespace, learner: Learner,
     does."""
     source = source_name(args.data)
     loss = learner.options.loss
-    seen = Predicted(loss)
+    seen = Predicted(loss, learner.options.quantile_tau)
     matched = False
     held: list[np.ndarray] = []
     for batch in read(args, options=learner.options):

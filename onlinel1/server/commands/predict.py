@@ -62,7 +62,7 @@ def run(daemon: Any, msg: dict) -> Result:
     if isinstance(top_k, bool) or not isinstance(top_k, int) or not 0 <= top_k <= MAX_TOP_K:
         raise ProtocolError(protocol.BAD_REQUEST,
                             f"top_k must be an integer from 0 to {MAX_TOP_K}, got {top_k!r}")
-    if output == "margin" or (output == "auto" and loss != "log"):
+    if output == "margin" or (output == "auto" and loss not in ("log", "poisson")):
         predictions = learner.decision_function(batch, check=False)
     else:
         predictions = learner.predict(batch, check=False)
