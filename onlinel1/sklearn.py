@@ -1,5 +1,5 @@
 """scikit-learn estimators over :class:`onlinel1.Learner`:
-:class:`L1SGDClassifier` and :class:`L1SGDRegressor`.
+:class:`OnlineL1Classifier` and :class:`OnlineL1Regressor`.
 
 ``pip install onlinel1[sklearn]`` (scikit-learn >= 1.6).  They take the
 learner's options as parameters (``update``, ``l1``, ``l2``, ``eta0``,
@@ -30,16 +30,16 @@ for more classes, one-vs-rest (one learner per class; ``predict_proba``
 normalises the classes' probabilities, as SGDClassifier does).
 
 >>> import numpy as np
->>> from onlinel1.sklearn import L1SGDClassifier
+>>> from onlinel1.sklearn import OnlineL1Classifier
 >>> X = np.array([[1.0, 0.0], [0.0, 1.0]] * 50)
 >>> y = np.array(["spam", "ham"] * 50)
->>> clf = L1SGDClassifier(l1=1e-4, eta0=0.5, random_state=0).fit(X, y)
+>>> clf = OnlineL1Classifier(l1=1e-4, eta0=0.5, random_state=0).fit(X, y)
 >>> clf.predict([[1.0, 0.0], [0.0, 1.0]]).tolist()
 ['spam', 'ham']
 >>> clf.coef_.shape, clf.features_
 ((1, 2), 'columns')
 >>> rows = [{"user=1": 1.0, "ad": {"id=7": 1.0}}, {"user=2": 1.0}] * 50
->>> named = L1SGDClassifier(eta0=0.5, random_state=0).fit(rows, [1, 0] * 50)
+>>> named = OnlineL1Classifier(eta0=0.5, random_state=0).fit(rows, [1, 0] * 50)
 >>> named.predict(rows[:2]).tolist(), sorted(named.feature_weights())
 ([1, 0], ['ad^id=7', 'user=1', 'user=2'])
 """
@@ -62,7 +62,7 @@ from onlinel1.batch import Batch
 from onlinel1.learner import Learner
 from onlinel1.options import LearnerOptions
 
-__all__ = ["L1SGDClassifier", "L1SGDRegressor"]
+__all__ = ["L1SGDClassifier", "L1SGDRegressor", "OnlineL1Classifier", "OnlineL1Regressor"]
 
 FEATURES = ("auto", "columns", "names")
 #: The learner's defaults (README, "Defaults"), which the classifier shares.
@@ -282,7 +282,7 @@ class _L1SGD(BaseEstimator):
         return tags
 
 
-class L1SGDClassifier(ClassifierMixin, _L1SGD):
+class OnlineL1Classifier(ClassifierMixin, _L1SGD):
     """A linear classifier learned by :class:`onlinel1.Learner` (lazy
     L1/L2 SGD: cumulative L1, FOBOS, FTRL, ...; see the module docstring).
 
@@ -334,7 +334,7 @@ class L1SGDClassifier(ClassifierMixin, _L1SGD):
             return [np.where(y == self.classes_[1], 1.0, -1.0)]
         return [np.where(y == c, 1.0, -1.0) for c in self.classes_]
 
-    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> "L1SGDClassifier":
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> "OnlineL1Classifier":
         """Learn afresh: ``max_iter`` passes over (X, y), shuffled each
         pass if ``shuffle``."""
         self._check_params()
@@ -352,7 +352,7 @@ class L1SGDClassifier(ClassifierMixin, _L1SGD):
         return self
 
     def partial_fit(self, X: Any, y: Any, classes: Any = None,
-                    sample_weight: Any = None) -> "L1SGDClassifier":
+                    sample_weight: Any = None) -> "OnlineL1Classifier":
         """Learn the rows once, in order, going on from the current model;
         the first call needs ``classes`` (every class there will be)."""
         first = not hasattr(self, "learners_")
@@ -405,9 +405,9 @@ class L1SGDClassifier(ClassifierMixin, _L1SGD):
         return np.log(self.predict_proba(X))
 
 
-class L1SGDRegressor(RegressorMixin, _L1SGD):
+class OnlineL1Regressor(RegressorMixin, _L1SGD):
     """A linear regressor (squared loss) learned by :class:`onlinel1.Learner`;
-    see :class:`L1SGDClassifier` for the parameters and attributes (no
+    see :class:`OnlineL1Classifier` for the parameters and attributes (no
     ``loss``, no ``classes_``; ``coef_`` is (n_features,) and
     ``intercept_`` (1,), as SGDRegressor has them).
 
@@ -442,7 +442,7 @@ class L1SGDRegressor(RegressorMixin, _L1SGD):
     def _learner_loss(self) -> str:
         return "squared"
 
-    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> "L1SGDRegressor":
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> "OnlineL1Regressor":
         """Learn afresh: ``max_iter`` passes over (X, y), shuffled each
         pass if ``shuffle``."""
         self._check_params()
@@ -454,7 +454,7 @@ class L1SGDRegressor(RegressorMixin, _L1SGD):
         self._learn(rows, [y], weights, self.max_iter, self.shuffle)
         return self
 
-    def partial_fit(self, X: Any, y: Any, sample_weight: Any = None) -> "L1SGDRegressor":
+    def partial_fit(self, X: Any, y: Any, sample_weight: Any = None) -> "OnlineL1Regressor":
         """Learn the rows once, in order, going on from the current model."""
         first = not hasattr(self, "learners_")
         if first:
@@ -482,3 +482,9 @@ class L1SGDRegressor(RegressorMixin, _L1SGD):
     @property
     def coef_(self) -> np.ndarray:
         return super().coef_[0]
+
+
+# The names of the estimators before 2026-12-03: code and pickles that use
+# them go on working (they are the same classes).
+L1SGDClassifier = OnlineL1Classifier
+L1SGDRegressor = OnlineL1Regressor

@@ -257,8 +257,8 @@ def test_command_line_flags():
     # "Defaults"), the same for train, Learner() and the classifier.
     assert (default.update, default.eta0, default.l1) == ("adagrad-fobos", 0.05, 1e-4)
     assert not default.adaptive and default == LearnerOptions() == Learner().options
-    from onlinel1.sklearn import L1SGDClassifier
-    params = L1SGDClassifier().get_params()
+    from onlinel1.sklearn import OnlineL1Classifier
+    params = OnlineL1Classifier().get_params()
     assert (params["update"], params["eta0"], params["l1"]) == ("adagrad-fobos", 0.05, 1e-4)
     # The default rule adapts its steps already: --adaptive alone says so.
     with pytest.raises(Exception, match="update='adagrad-fobos'.*adapt their steps already"):

@@ -120,7 +120,7 @@ def test_learn_wants_a_batch(trained):
 
 
 @pytest.mark.parametrize("kwargs,name", [
-    (dict(loss="quantile"), "loss must be one of"),
+    (dict(loss="cauchy"), "loss must be one of"),
     (dict(update="l1"), "update must be one of"),
     (dict(schedule="optimal"), "schedule must be one of"),
     (dict(origin="begin"), "origin must be one of"),

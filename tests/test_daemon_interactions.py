@@ -102,6 +102,10 @@ def test_q_through_the_daemon_trains_and_predicts_as_train_and_predict(
     daemon = start_daemon(*FLAGS, *extra, "--snapshot-dir", str(tmp_path / "snaps"))
     with Producer(daemon.train, batch_size=37, producer="vw") as producer:
         producer.send_rows(row_maps(train[:150]))
+    # Learned before the second producer sends: the daemon takes two
+    # producers' batches in the order they arrive, and the offline model
+    # learned these first.
+    daemon.wait_stats(lambda s: s["examples"] >= 150)
     # Producer.add, row-wise, for the rest.
     with Producer(daemon.train, batch_size=50, producer="vw2", row_wise=True) as producer:
         for label, default, groups in train[150:]:

@@ -147,7 +147,8 @@ def test_batch_error_is_the_same_class_everywhere():
 
 #: One bad value (and the reason) for every LearnerOptions field.
 BAD_OPTIONS = {
-    "loss": (dict(loss="quantile"), "choice"),   # "logistic" is a name of "log"
+    "loss": (dict(loss="cauchy"), "choice"),   # "logistic" is a name of "log"
+    "quantile_tau": (dict(loss="quantile", quantile_tau=1.0), "range"),
     "update": (dict(update="lasso"), "choice"),
     "l1": (dict(l1=-1e-3), "range"),
     "l2": (dict(l2=float("nan")), "not_finite"),

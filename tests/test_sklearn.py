@@ -17,7 +17,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 from onlinel1 import Batch, Learner  # noqa: E402
 from onlinel1.io import feature_key  # noqa: E402
-from onlinel1.sklearn import L1SGDClassifier, L1SGDRegressor  # noqa: E402
+from onlinel1.sklearn import OnlineL1Classifier, OnlineL1Regressor  # noqa: E402
 
 RTOL = 1e-12
 
@@ -33,9 +33,9 @@ EXPECTED_FAILURES = {
 }
 
 
-@parametrize_with_checks([L1SGDClassifier(), L1SGDRegressor(),
-                          L1SGDClassifier(loss="hinge", update="fobos", l1=1e-4),
-                          L1SGDRegressor(update="ftrl", l1=1e-3, eta0=0.5, schedule="constant")],
+@parametrize_with_checks([OnlineL1Classifier(), OnlineL1Regressor(),
+                          OnlineL1Classifier(loss="hinge", update="fobos", l1=1e-4),
+                          OnlineL1Regressor(update="ftrl", l1=1e-3, eta0=0.5, schedule="constant")],
                          expected_failed_checks=lambda estimator: EXPECTED_FAILURES)
 def test_scikit_learn_estimator_checks(estimator, check):
     check(estimator)
@@ -59,7 +59,7 @@ def test_plain_sgd_is_sgdclassifier(a9a_sample, schedule, l2, fit_intercept):
         loss="log_loss", penalty="l2" if l2 else None, alpha=l2 or 1e-4,
         learning_rate=schedule, eta0=0.05, power_t=0.5, fit_intercept=fit_intercept,
         shuffle=False, max_iter=3, tol=None), X, y)
-    mine = L1SGDClassifier(update="plain", l1=0.0, l2=l2, eta0=0.05, schedule=schedule,
+    mine = OnlineL1Classifier(update="plain", l1=0.0, l2=l2, eta0=0.05, schedule=schedule,
                            power_t=0.5, fit_intercept=fit_intercept, shuffle=False,
                            max_iter=3).fit(X, y)
     assert mine.coef_.shape == ref.coef_.shape == (1, X.shape[1])
@@ -80,7 +80,7 @@ def test_one_vs_rest_is_sgdclassifiers(rcv1_sample):
     assert len(set(classes)) == 3
     ref = _quiet_fit(SGDClassifier(loss="log_loss", penalty=None, learning_rate="constant",
                                    eta0=0.2, shuffle=False, max_iter=2, tol=None), X, classes)
-    mine = L1SGDClassifier(update="plain", l1=0.0, eta0=0.2, shuffle=False,
+    mine = OnlineL1Classifier(update="plain", l1=0.0, eta0=0.2, shuffle=False,
                            max_iter=2).fit(X, classes)
     assert mine.classes_.tolist() == ref.classes_.tolist() == ["long", "pos", "short"]
     assert len(mine.learners_) == 3
@@ -97,7 +97,7 @@ def test_plain_sgd_is_sgdregressor(rcv1_sample):
     target = 2.5 * y + 0.5
     ref = _quiet_fit(SGDRegressor(penalty="l2", alpha=1e-4, shuffle=False, max_iter=3,
                                   tol=None), X, target)   # invscaling, eta0 0.01, power_t 0.25
-    mine = L1SGDRegressor(update="plain", l1=0.0, l2=1e-4, shuffle=False, max_iter=3)
+    mine = OnlineL1Regressor(update="plain", l1=0.0, l2=1e-4, shuffle=False, max_iter=3)
     mine.fit(X, target)
     assert mine.coef_.shape == ref.coef_.shape and mine.intercept_.shape == (1,)
     np.testing.assert_allclose(mine.coef_, ref.coef_, rtol=RTOL,
@@ -113,7 +113,7 @@ def test_sample_weights_are_importance_weights_as_in_sgdclassifier(a9a_sample):
     ref = _quiet_fit(SGDClassifier(loss="log_loss", penalty=None, learning_rate="constant",
                                    eta0=0.05, shuffle=False, max_iter=1, tol=None), X, y,
                      sample_weight=w)
-    mine = L1SGDClassifier(update="plain", l1=0.0, eta0=0.05, shuffle=False, max_iter=1)
+    mine = OnlineL1Classifier(update="plain", l1=0.0, eta0=0.05, shuffle=False, max_iter=1)
     mine.fit(X, y, sample_weight=w)
     np.testing.assert_allclose(mine.coef_, ref.coef_, rtol=RTOL,
                                atol=RTOL * np.abs(ref.coef_).max())
@@ -129,8 +129,8 @@ def test_fit_and_partial_fit_are_the_learner(a9a_sample, options):
     X, y = a9a_sample
     learner = Learner(loss="log", **options)
     learner.learn(Batch.from_csr(X, y))
-    fitted = L1SGDClassifier(**options, max_iter=1, shuffle=False).fit(X, y)
-    pieces = L1SGDClassifier(**options)
+    fitted = OnlineL1Classifier(**options, max_iter=1, shuffle=False).fit(X, y)
+    pieces = OnlineL1Classifier(**options)
     for lo in range(0, X.shape[0], 700):
         pieces.partial_fit(X[lo:lo + 700], y[lo:lo + 700], classes=[-1, 1])
     for estimator in (fitted, pieces):
@@ -151,9 +151,9 @@ def test_fit_and_partial_fit_are_the_learner(a9a_sample, options):
 
 def test_shuffled_passes_are_reproducible_and_differ_from_the_order(a9a_sample):
     X, y = a9a_sample
-    a = L1SGDClassifier(random_state=3).fit(X, y)
-    b = L1SGDClassifier(random_state=3).fit(X, y)
-    c = L1SGDClassifier(random_state=4).fit(X, y)
+    a = OnlineL1Classifier(random_state=3).fit(X, y)
+    b = OnlineL1Classifier(random_state=3).fit(X, y)
+    c = OnlineL1Classifier(random_state=4).fit(X, y)
     assert (a.coef_ == b.coef_).all() and not (a.coef_ == c.coef_).all()
     assert a.n_iter_ == 5 and a.t_ == 5 * X.shape[0]
 
@@ -167,7 +167,7 @@ def test_lists_of_dicts_are_hashed_named_features():
         user, ad = int(rng.integers(0, 6)), int(rng.integers(0, 4))
         rows.append({f"user={user}": 1.0, "ctx": {f"ad={ad}": 1.0}, 3: 0.5})
         labels.append("click" if (user + ad) % 3 == 0 else "skip")
-    clf = L1SGDClassifier(eta0=0.3, shuffle=False, max_iter=1).fit(rows, labels)
+    clf = OnlineL1Classifier(eta0=0.3, shuffle=False, max_iter=1).fit(rows, labels)
     assert clf.features_ == "names" and not hasattr(clf, "n_features_in_")
     # The same model as the Learner on Batch.from_rows (labels: "skip" is +1).
     learner = Learner(eta0=0.3)
@@ -195,7 +195,7 @@ def test_dataframes_with_strings_are_named_features_and_numeric_ones_columns():
                        "color": pd.Categorical(rng.choice(["red", "blue", "green"], n)),
                        "city": rng.choice(["paris", "lyon"], n)})
     y = (df["price"] + (df["color"] == "red") > 0.5).astype(int).to_numpy()
-    clf = L1SGDClassifier(eta0=0.3, shuffle=False, max_iter=1).fit(df, y)
+    clf = OnlineL1Classifier(eta0=0.3, shuffle=False, max_iter=1).fit(df, y)
     assert clf.features_ == "names" and clf.feature_names_in_.tolist() == list(df.columns)
     learner = Learner(eta0=0.3)
     learner.learn(Batch.from_pandas(df.assign(y=np.where(y == 1, 1, -1)), label="y"))
@@ -208,13 +208,13 @@ def test_dataframes_with_strings_are_named_features_and_numeric_ones_columns():
         clf.predict(df[["city", "color", "price"]])
     # A numeric frame is columns, as an array: the same model as its numbers.
     numeric = df[["price"]].assign(other=rng.normal(size=n))
-    reg = L1SGDRegressor(shuffle=False, max_iter=2).fit(numeric, numeric["price"] * 2)
-    same = L1SGDRegressor(shuffle=False, max_iter=2).fit(numeric.to_numpy(),
+    reg = OnlineL1Regressor(shuffle=False, max_iter=2).fit(numeric, numeric["price"] * 2)
+    same = OnlineL1Regressor(shuffle=False, max_iter=2).fit(numeric.to_numpy(),
                                                          numeric["price"] * 2)
     assert reg.features_ == "columns" and (reg.coef_ == same.coef_).all()
     assert set(reg.feature_weights()) == {"price", "other"}
     # Asked for, a numeric frame is named features too.
-    named = L1SGDRegressor(features="names", shuffle=False, max_iter=2).fit(
+    named = OnlineL1Regressor(features="names", shuffle=False, max_iter=2).fit(
         numeric, numeric["price"] * 2)
     assert named.features_ == "names" and set(named.feature_weights()) == {"price", "other"}
 
@@ -223,7 +223,7 @@ def test_dataframes_with_strings_are_named_features_and_numeric_ones_columns():
 
 def test_a_fitted_estimator_pickles_and_clones(a9a_sample):
     X, y = a9a_sample
-    clf = L1SGDClassifier(update="fobos", l1=1e-4, random_state=0).fit(X, y)
+    clf = OnlineL1Classifier(update="fobos", l1=1e-4, random_state=0).fit(X, y)
     again = pickle.loads(pickle.dumps(clf))
     np.testing.assert_array_equal(again.predict_proba(X), clf.predict_proba(X))
     again.partial_fit(X[:100], y[:100])
@@ -236,13 +236,26 @@ def test_a_fitted_estimator_pickles_and_clones(a9a_sample):
 def test_bad_settings_are_refused_at_fit_naming_them(a9a_sample):
     X, y = a9a_sample
     with pytest.raises(ValueError, match="l1") as info:
-        L1SGDClassifier(update="plain", l1=1e-3).fit(X, y)
+        OnlineL1Classifier(update="plain", l1=1e-3).fit(X, y)
     assert info.value.option == "l1"
     with pytest.raises(ValueError, match="loss must be 'log' or 'hinge'"):
-        L1SGDClassifier(loss="squared").fit(X, y)
+        OnlineL1Classifier(loss="squared").fit(X, y)
     with pytest.raises(ValueError, match="features must be one of"):
-        L1SGDClassifier(features="hash").fit(X, y)
+        OnlineL1Classifier(features="hash").fit(X, y)
     with pytest.raises(ValueError, match="classes must be passed"):
-        L1SGDClassifier().partial_fit(X, y)
-    hinge = L1SGDClassifier(loss="hinge").fit(X, y)
+        OnlineL1Classifier().partial_fit(X, y)
+    hinge = OnlineL1Classifier(loss="hinge").fit(X, y)
     assert not hasattr(hinge, "predict_proba")
+
+
+def test_the_estimators_answer_to_their_old_names_too():
+    import pickle
+    from onlinel1 import sklearn as est
+    assert est.L1SGDClassifier is est.OnlineL1Classifier
+    assert est.L1SGDRegressor is est.OnlineL1Regressor
+    from sklearn.datasets import make_classification
+    X, y = make_classification(n_samples=80, n_features=5, random_state=0)
+    clf = est.L1SGDClassifier(random_state=0).fit(X, y)
+    again = pickle.loads(pickle.dumps(clf))
+    assert type(again) is est.OnlineL1Classifier
+    np.testing.assert_array_equal(again.predict(X), clf.predict(X))

@@ -422,8 +422,9 @@ def test_loss_logistic_is_log_everywhere(capsys, tmp_path, start_daemon):
                        "--save", tmp_path / "l.ol1")
     assert code == 0, err
     assert model_file.read_header(tmp_path / "l.ol1")["options"]["loss"] == "log"
-    with pytest.raises(OptionError, match="'log', 'squared', 'hinge', 'logistic'"):
-        LearnerOptions(loss="quantile")
+    with pytest.raises(OptionError,
+                       match="'log', 'squared', 'hinge', 'poisson', 'quantile', 'logistic'"):
+        LearnerOptions(loss="cauchy")
     # The daemon: a flag of serve, a config file's [learner] table, create.
     config = tmp_path / "d.toml"
     config.write_text('[learner]\nloss = "logistic"\n')
