@@ -459,6 +459,33 @@ class Learner:
 
     # ------------------------------------------- pickling and scikit-learn
 
+    def __eq__(self, other: object) -> bool:
+        """Whether ``other`` holds the same state, bit for bit: options,
+        clocks, progress counters, every stored feature's key, weight and
+        rule state (whatever the order of the stores), and the pending
+        rows of an incomplete mini-batch.  Equal learners go on to learn
+        the same.  Nothing is flushed or changed."""
+        if not isinstance(other, Learner):
+            return NotImplemented
+        return self is other or (self.options == other.options
+                                 and self._state_bytes() == other._state_bytes())
+
+    __hash__ = None  # type: ignore[assignment]   # a learner changes: no hash
+
+    def _state_bytes(self) -> tuple:
+        keys, w, aux = self._kernel.store.export()
+        order = np.argsort(keys, kind="stable")
+        clocks = self._kernel.get_clocks()
+        pending = self._pending
+        rows = None if pending is None else tuple(
+            None if a is None else np.ascontiguousarray(a).tobytes()
+            for a in (pending.indptr, pending.keys, pending.values, pending.labels,
+                      pending.weights))
+        return (tuple(sorted((k, repr(v)) for k, v in clocks.items())),
+                tuple(sorted((k, repr(v)) for k, v in self._progress.items())),
+                keys[order].tobytes(), w[order].tobytes(),
+                tuple(np.ascontiguousarray(c)[order].tobytes() for c in aux), rows)
+
     def __getstate__(self) -> dict[str, Any]:
         """The pickled state: the bytes of this learner's model file
         (docs/model-format.md), so a pickle restores it bit for bit and is

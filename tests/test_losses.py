@@ -160,3 +160,40 @@ def test_train_and_predict_on_the_command_line(tmp_path, capsys):
     capsys.readouterr()
     assert main(["predict", "--model", str(tmp_path / "q.ol1"), str(data)]) == 0
     assert "quantile loss" in capsys.readouterr().err
+
+
+def test_learners_compare_by_their_state_bit_for_bit(tmp_path):
+    """Issue 16 item 4: equality of state (beside pickle and deepcopy)."""
+    import copy
+    import pickle
+    rng = np.random.default_rng(1)
+    rows = Batch(np.arange(0, 601, 3), rng.integers(0, 50, 600).astype(np.uint64),
+                 rng.random(600), rng.choice([-1.0, 1.0], 200))
+    a = Learner(update="fobos", l1=1e-3, eta0=0.2)
+    a.learn(rows)
+    b = Learner(update="fobos", l1=1e-3, eta0=0.2)
+    b.learn(rows.slice(0, 77))
+    assert a != b
+    b.learn(rows.slice(77, 200))
+    # The weights of any cut are the same, but the progressive loss is
+    # summed batch by batch: its last bits differ, and so do the states.
+    np.testing.assert_array_equal(a.weights()[1], b.weights()[1])
+    assert a != b
+    b = Learner(update="fobos", l1=1e-3, eta0=0.2)
+    b.learn(rows)
+    assert a == b and a == pickle.loads(pickle.dumps(a)) and a == copy.deepcopy(a)
+    model_file.save(tmp_path / "a.ol1", a)
+    assert model_file.load(tmp_path / "a.ol1")[0] == a        # another store order, equal
+    assert a != Learner(update="fobos", l1=2e-3, eta0=0.2)
+    c = copy.deepcopy(a)
+    c.learn(rows.slice(0, 1))
+    assert c != a
+    # Pending rows of a mini-batch count, and comparing them learns nothing.
+    m, n = Learner(minibatch=4), Learner(minibatch=4)
+    m.learn(rows.slice(0, 6))
+    n.learn(rows.slice(0, 5))
+    assert m != n and m.pending_rows == 2 and n.pending_rows == 1
+    n.learn(rows.slice(5, 6))
+    assert m == n and m.pending_rows == 2
+    with pytest.raises(TypeError):
+        hash(a)

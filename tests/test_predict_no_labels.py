@@ -9,16 +9,11 @@ import pytest
 from onlinel1.cli import main
 
 from conftest import SAMPLES
+from test_cli import run
 
 A9A = SAMPLES / "a9a_head2000.svm"
 VW = SAMPLES / "vw0002_head60.vw"
 FLAGS = ["--update", "fobos", "--l1", "1e-4", "--eta0", "0.2", "--schedule", "invscaling"]
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def trained(capsys, tmp_path, data, *flags):
