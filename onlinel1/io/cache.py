@@ -40,7 +40,7 @@ import os
 import pathlib
 import struct
 import tempfile
-from typing import Any, BinaryIO, Iterator, Mapping, MutableMapping, Sequence
+from typing import Any, BinaryIO, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -76,7 +76,6 @@ class ExampleCache:
         self.path = pathlib.Path(path)
         self.n_rows = 0
         self.nnz = 0
-        self.nbytes = 0
         self._parts: dict[str, BinaryIO] = {}
         self._weights: bool | None = None
         self._whole: ReadBatch | None = None
@@ -120,7 +119,6 @@ class ExampleCache:
                              "format") from None
         self.n_rows += batch.n_rows
         self.nnz += batch.nnz
-        self.nbytes += 16 * batch.nnz + 32 * batch.n_rows
 
     def finish(self, names: Mapping[int, str] | None) -> None:
         """Write the file (with ``names``, the names of string features
@@ -205,9 +203,10 @@ class ExampleCache:
             arrays = {}
             for name, dtype in REGIONS:
                 offset, nbytes = (int(x) for x in regions[name])
-                if offset < len(MAGIC) or offset + nbytes > size or nbytes % np.dtype(dtype).itemsize:
+                item = np.dtype(dtype).itemsize
+                if offset < len(MAGIC) or offset + nbytes > size or nbytes % item:
                     raise CacheError(f"{path}: damaged (region {name})", "damaged")
-                arrays[name] = (np.memmap(path, dtype, "r", offset, nbytes // np.dtype(dtype).itemsize)
+                arrays[name] = (np.memmap(path, dtype, "r", offset, nbytes // item)
                                 if nbytes else np.zeros(0, dtype))
         except (KeyError, TypeError, ValueError):
             raise CacheError(f"{path}: damaged (its description)", "damaged") from None
@@ -258,8 +257,3 @@ class ExampleCache:
             yield (take(whole, np.arange(start, stop)) if order is None
                    else take(whole, order[start:stop]))
 
-
-def fill_names(names: MutableMapping[int, str] | None, cache: ExampleCache) -> None:
-    """Put the cache's names into ``names`` (None: names are not kept)."""
-    if names is not None:
-        names.update(cache.names)
