@@ -63,9 +63,12 @@ DIGEST = model_file.DIGEST_SIZE
 PREFIX = struct.Struct("<8sII")
 STAMP = {"written_by": "onlinel1 fuzz", "written_at": "2026-12-01T00:00:00+00:00"}
 
-#: A batch every loaded learner must take: keys it may hold and new ones.
+#: A batch every loaded learner must take: keys it may hold and new ones
+#: (labels -1/+1, which every loss takes but poisson's).
 PROBE = Batch(indptr=[0, 3, 5, 5], keys=np.array([1, 7, 2**64 - 1, 0, 123456789], np.uint64),
               values=[1.0, -0.5, 2.0, 1.0, 0.25], labels=[1.0, -1.0, 1.0])
+#: The same rows with counts for labels, for the poisson loss.
+COUNTS_PROBE = Batch(PROBE.indptr, PROBE.keys, PROBE.values, labels=[1.0, 0.0, 3.0])
 
 
 
@@ -335,14 +338,15 @@ def check_learner(learner: Any, names: Any, extra: Any) -> None:
     stored = set(before["keys"].tolist())     # names of keys not stored are not written
     assert again_names == {k: v for k, v in names.items() if k in stored}
     # Then it learns and predicts.
+    probe = COUNTS_PROBE if learner.options.loss == "poisson" else PROBE
     try:
-        learner.learn(PROBE)
+        learner.learn(probe)
     except NumericError as exc:
         assert exc.reason in ("margin", "update"), exc.reason
     except BatchError as exc:              # a row wider than the memory budget
         assert exc.reason == "max_features", exc.reason
-    assert learner.predict(PROBE).shape == (3,)
-    learner.decision_function(PROBE)
+    assert learner.predict(probe).shape == (3,)
+    learner.decision_function(probe)
     if not ol1fuzz.kernel_left_non_finite(learner):
         model_file.decode(model_file.encode(learner, names, extra))
 
