@@ -44,7 +44,7 @@ from onlinel1.cli.common import (CommandError, EmptyInput, check_data, check_inp
 from onlinel1.cli.evaluate import (batch_error, evaluate, metric_items, metric_line, print_items,
                                    stopped_error)
 from onlinel1.errors import NumericError, StoreFullError
-from onlinel1.io.buffer import BufferFull, ExampleBuffer, every_kth, take
+from onlinel1.io.buffer import BufferFull, ExampleBuffer, every_kth, held_out, take
 from onlinel1.io.cache import CacheError, ExampleCache
 from onlinel1.learner import Learner
 from onlinel1.options import LearnerOptions
@@ -161,13 +161,12 @@ class TrainingData:
                 self.names.update(self.cache.names)
             self.examples = self.cache.n_rows
             if self.k:
-                held = np.flatnonzero((np.arange(self.examples) + 1) % self.k == 0)
+                held = np.flatnonzero(held_out(self.examples, self.k))
                 self._keep(self.held, take(whole, held), "the held-out examples")
             if self.args.shuffle:
                 self._check(learner, whole)
-        learned = np.arange(self.cache.n_rows)
-        if self.k:
-            learned = learned[(learned + 1) % self.k != 0]
+        learned = (np.flatnonzero(~held_out(self.cache.n_rows, self.k)) if self.k
+                   else np.arange(self.cache.n_rows))
         order = learned[self.rng.permutation(learned.size)] if self.args.shuffle else learned
         yield from self.cache.batches(self.args.batch_size, order)
 

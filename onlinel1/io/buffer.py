@@ -27,7 +27,7 @@ import numpy as np
 from onlinel1.batch import Batch
 from onlinel1.io.readers import ReadBatch
 
-__all__ = ["BufferFull", "ExampleBuffer", "batch_bytes", "every_kth", "take"]
+__all__ = ["BufferFull", "ExampleBuffer", "batch_bytes", "every_kth", "held_out", "take"]
 
 
 class BufferFull(Exception):
@@ -53,13 +53,18 @@ def take(batch: ReadBatch, rows: Sequence[int] | np.ndarray) -> ReadBatch:
                      None if batch.weights is None else batch.weights[rows], batch.lines[rows])
 
 
+def held_out(n: int, k: int, before: int = 0) -> np.ndarray:
+    """Which of ``n`` examples, the first of them example ``before + 1`` of
+    the input, are held out: example i (1-based, in input order) when i is
+    a multiple of k, as Vowpal Wabbit's ``--holdout_period k`` holds out
+    examples k, 2k, ...."""
+    return (before + 1 + np.arange(n)) % k == 0
+
+
 def every_kth(batch: ReadBatch, k: int, before: int) -> tuple[ReadBatch, ReadBatch]:
     """``(the other rows, every k-th row)`` of ``batch``, whose first row is
-    example ``before + 1`` of its input: example i (1-based, in input
-    order) is held out when i is a multiple of k, as Vowpal Wabbit's
-    ``--holdout_period k`` holds out examples k, 2k, ...."""
-    index = before + 1 + np.arange(batch.n_rows)
-    held = index % k == 0
+    example ``before + 1`` of its input (``held_out``)."""
+    held = held_out(batch.n_rows, k, before)
     if not held.any():
         return batch, take(batch, [])
     return take(batch, np.flatnonzero(~held)), take(batch, np.flatnonzero(held))
