@@ -3,13 +3,13 @@ input the parser was given (tests/data/fuzz/, described in its README),
 beside the hand-written variants of the same fault.
 
 Each test calls the public API directly, not a harness, so it runs without
-atheris.  Crashes in the learning kernels, which are not fixed here, are
-``xfail(strict=True)``: the day the kernels are fixed they pass, and the
-strict marker makes that visible.
+atheris.
 """
 from __future__ import annotations
 
+import copy
 import io
+import math
 import pathlib
 import struct
 
@@ -233,7 +233,8 @@ def test_fuzzed_model_files_with_impossible_contents_are_refused(name, message):
 
 @pytest.mark.parametrize("name", ["fobos-huge-eta0-column-inf.ol1",
                                   "progress-inf-after-learn.ol1",
-                                  "cumulative-l1-7e307.ol1"])
+                                  "cumulative-l1-7e307.ol1",
+                                  "truncated-clock-overflows.ol1"])
 def test_fuzzed_model_files_that_are_possible_load_learn_and_reload(tmp_path, name):
     """fuzz_model_file: files a learner can write.  FOBOS with eta0 = 1.6e308
     (a legal option) leaves a penalty clock column at -inf after one batch;
@@ -440,7 +441,7 @@ def test_inspect_reads_a_snapshot_without_every_field(tmp_path, capsys):
     assert "snapshot          #3 (periodic, 2027-01-15" in out and "producer" not in out
 
 
-# ------------------------------------------------- the kernels (xfail)
+# ------------------------------------------------------------ the kernels
 
 def test_importance_0_with_an_infinite_loss_keeps_the_model_loadable(tmp_path):
     """fuzz_csr: a squared-loss label of -1.5e308 with importance 0 makes
@@ -492,6 +493,33 @@ def test_learning_leaves_finite_weights(options, batch):
     except NumericError:
         pass
     assert np.all(np.isfinite(learner.state["weights"])) and np.isfinite(learner.intercept)
+    model_file.decode(model_file.encode(learner))
+
+
+@pytest.mark.parametrize("options", [
+    dict(loss="log", update="truncated", eta0=9.4e307, truncate_every=2, l1=1e-3,
+         expire_after_examples=2),
+    dict(loss="log", update="truncated", eta0=9.4e307, truncate_every=2, l1=1e-3),
+    dict(loss="log", update="cumulative", eta0=8.9e307, l1=7.4e307),
+    dict(loss="log", update="truncated", eta0=9.4e307, truncate_every=2, l1=1e-3,
+         minibatch=2),
+], ids=["truncated-expiry", "truncated", "cumulative", "truncated-minibatch"])
+def test_a_step_that_overflows_a_clock_is_refused(options):
+    """fuzz_model_file (CI's bounded run on 2026-12-03, fourth;
+    tests/data/fuzz/model_file/truncated-clock-overflows.ol1): a legal
+    eta0 of 9.4e307 times truncate_every 2 made truncated gradient's
+    clock inf; the rebase that follows subtracted it from every stored
+    clock (-inf, and NaN for the rows stepped at inf), and the learner's
+    own model file no longer loaded.  The example whose step leaves a
+    clock infinite is refused like an infinite weight, its batch undone."""
+    learner = Learner(**options)
+    before = copy.deepcopy(learner)
+    with pytest.raises(NumericError) as caught:
+        learner.learn(PROBE)
+    assert caught.value.reason == "update"
+    assert learner == before
+    clocks = learner.state["clocks"]
+    assert math.isfinite(clocks["clock"]) and math.isfinite(clocks["clock_scale"])
     model_file.decode(model_file.encode(learner))
 
 

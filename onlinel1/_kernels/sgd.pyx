@@ -804,10 +804,12 @@ cdef class SGDKernel:
 include "scaled.pxi"
 
 cdef inline bint weights_finite(SGDKernel k, void** slots, Py_ssize_t n) noexcept nogil:
-    """Whether the intercept and the stored weight (word 1) of each present
-    slot are finite: x * 0 is NaN exactly for an infinite or NaN x, so one
-    sum and one test (docs/algorithms.md, "Numerics")."""
-    cdef double acc = k.intercept * 0.0
+    """Whether the intercept, the rule's clocks and the stored weight (word
+    1) of each present slot are finite: x * 0 is NaN exactly for an
+    infinite or NaN x, so one sum and one test (docs/algorithms.md,
+    "Numerics").  A clock that overflowed (a huge step summed into it)
+    would make every stored clock -inf or NaN at the next rebase."""
+    cdef double acc = k.intercept * 0.0 + k.clock * 0.0 + k.clock_scale * 0.0
     cdef Py_ssize_t j
     for j in range(n):
         if slots[j] != NULL:
