@@ -1,13 +1,19 @@
 """The loop's time account (server/fairness.py) and how the daemon's loop
 spends it (``--training-share``): deterministic, on a fake clock, a fake
 transport and a fake trainer, so no assertion depends on how fast this
-machine is.  The end-to-end figure is benchmarks/bench_fairness.py's."""
+machine is; and one check of finding 9 on a real daemon, of ratios of the
+loop's own seconds.  The end-to-end figures are benchmarks/bench_fairness.py's."""
 from __future__ import annotations
 
 import collections
+import threading
 
 import msgpack
 import pytest
+import zmq
+
+from conftest import SAMPLES, csr_fields, load_svmlight, wait_for
+from onlinel1 import Batch
 
 from onlinel1.server import daemon as daemon_module
 from onlinel1.server.config import DaemonConfig
@@ -264,3 +270,81 @@ def test_the_stats_reply_carries_the_loop_report(loop):
                                 "contended_share", "requests_on_overdraft",
                                 "overdraft_forgiven_s"}
     assert loop_report["contended_share"] is None
+
+
+# ------------------------------------------------- a real daemon (finding 9)
+
+def test_a_predict_flood_leaves_training_its_share_of_the_contended_time(start_daemon):
+    """Finding 9: a predict flood starved training (388 k to 16 k
+    examples/s).  A real daemon, a producer pushing as fast as the
+    high-water mark lets it, and a client keeping 32 predicts in flight:
+    learning keeps about F of the time both waited.  A ratio of the loop's
+    own seconds, so it holds on a slow or busy machine; the tolerance is
+    for the floor of one request after every slice (README, "Fair
+    scheduling")."""
+    X, y = load_svmlight(SAMPLES / "a9a_head2000.svm")
+    whole = Batch.from_csr(X, y)
+    csrs = [csr_fields(whole.slice(r, r + 200)) for r in range(0, whole.n_rows, 200)]
+    probe = msgpack.packb({"v": 1, "op": "predict", "csr": csr_fields(whole.slice(0, 1))})
+    d = start_daemon("--training-share", "0.5")
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def produce() -> None:
+        sock = zmq.Context.instance().socket(zmq.PUSH)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(d.train)
+        seq = 0
+        try:                                  # until the end: the socket's queue is kept
+            while not stop.is_set():
+                seq += 1
+                frame = msgpack.packb({"v": 1, "producer": "p", "seq": seq,
+                                       "csr": csrs[seq % len(csrs)]})
+                while not stop.is_set():
+                    try:
+                        sock.send(frame, zmq.NOBLOCK)
+                        break
+                    except zmq.Again:
+                        zmq.select([], [sock], [], 0.05)
+        except BaseException as exc:          # noqa: BLE001 (reported below)
+            errors.append(exc)
+        finally:
+            sock.close()
+
+    def flood() -> None:
+        sock = zmq.Context.instance().socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(d.request)
+        in_flight = 0
+        try:
+            while not stop.is_set():
+                while in_flight < 32:
+                    sock.send_multipart([b"", probe])
+                    in_flight += 1
+                if sock.poll(1000):
+                    _, reply = sock.recv_multipart()
+                    assert msgpack.unpackb(reply)["ok"]
+                    in_flight -= 1
+        except BaseException as exc:          # noqa: BLE001 (reported below)
+            errors.append(exc)
+        finally:
+            sock.close()
+
+    threads = [threading.Thread(target=produce), threading.Thread(target=flood)]
+    for t in threads:
+        t.start()
+    try:
+        loop = wait_stats_loop(d, lambda s: s["learning_s"] > 1.0 and
+                               s["requests_between_slices_s"] + s["requests_training_waiting_s"]
+                               > 0.2, timeout=60.0)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=10)
+    assert not errors, errors
+    assert loop["contended_share"] >= 0.4, loop
+
+
+def wait_stats_loop(daemon, done, timeout: float) -> dict:
+    return wait_for(lambda: daemon.request_once({"v": 1, "op": "stats"}, timeout=30)
+                    ["result"]["daemon"]["loop"], done, timeout, "the loop's seconds")

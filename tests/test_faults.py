@@ -222,6 +222,53 @@ def test_foreign_files_named_like_snapshots_are_ignored(start_daemon, tmp_path, 
     assert stats(again)["t"] == 300
 
 
+def impossible_snapshot(learner, seq: int) -> bytes:
+    """A snapshot of ``learner`` whose digest is valid but whose clock t is
+    2**63 (finding 11): the digest is computed again after the edit, as a
+    writer that knows the format but not the rules would."""
+    import hashlib
+    import struct
+    data = model_file.encode(learner, None, snapshot_extra(seq, {"p": seq}, "periodic"))
+    (length,) = struct.unpack_from("<I", data, 12)
+    header = msgpack.unpackb(data[16:16 + length], raw=False)
+    header["clocks"]["t"] = 2**63
+    head = msgpack.packb(header, use_bin_type=True)
+    body = data[:12] + struct.pack("<I", len(head)) + head + data[16 + length:-32]
+    return body + hashlib.blake2b(body, digest_size=32).digest()
+
+
+def test_a_snapshot_with_impossible_contents_is_skipped_by_start_up_and_a_replica(
+        start_daemon, tmp_path, batches):
+    """Finding 11: a snapshot with a valid checksum and a clock of 2^63
+    crashed start-up and a running replica.  A replica keeps serving the
+    model it has; a trainer resumes from the newest snapshot that passes."""
+    folder = tmp_path / "snaps" / "default"
+    folder.mkdir(parents=True)
+    good = Learner()
+    good.learn(batches[0])
+    model_file.save(folder / snapshot_name(1), good, None, snapshot_extra(1, {"p": 1}, "x"))
+    replica = start_daemon("--model", str(tmp_path / "snaps"), "--predict-only")
+    assert stats(replica)["t"] == 100
+    probe = {"op": "predict", "csr": csr_fields(batches[5])}
+    before = ask(replica, **probe)
+    assert before["ok"], before
+    newer = Learner()
+    for b in batches[:3]:
+        newer.learn(b)
+    written = folder / (snapshot_name(2) + ".part")
+    written.write_bytes(impossible_snapshot(newer, 2))
+    written.rename(folder / snapshot_name(2))
+    wait_for(replica.log, lambda log: f"skipped {snapshot_name(2)}" in log,
+             30.0, "the replica's refusal of snapshot 2")
+    assert ask(replica, **probe) == before                # the same model, still serving
+    assert ask(replica, op="health")["ok"]
+    assert stats(replica)["t"] == 100
+    assert replica.stop() == 0
+    trainer = start_daemon("--snapshot-dir", str(tmp_path / "snaps"))
+    assert stats(trainer)["t"] == 100                     # resumed from snapshot 1
+    assert f"skipped {snapshot_name(2)}" in trainer.log()
+
+
 # -------------------------------------------------------------- producers
 
 def test_producer_names_are_bounded_and_repeated_seqs_reported(start_daemon, batches):
