@@ -522,7 +522,7 @@ def threads_of(pid: int) -> list[tuple[int, str, int]]:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values")
-@pytest.mark.parametrize("flags, nice", [((), 19), (("--training-io-nice", "7"), 7),
+@pytest.mark.parametrize("flags, nice", [((), 10), (("--training-io-nice", "19"), 19),
                                          (("--training-io-nice", "0"), 0)])
 def test_the_training_stream_is_read_at_a_lower_cpu_priority(start_daemon, a9a, flags, nice):
     batch, _, _ = a9a

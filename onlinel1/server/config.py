@@ -109,8 +109,11 @@ class DaemonConfig:
     #: one request a turn (server/fairness.py).
     training_share: float = 0.5
     #: Nice value of the I/O thread that reads the training stream (0-19;
-    #: 0 leaves it alone).  Under CPU contention, replies go first.
-    training_io_nice: int = 19
+    #: 0 leaves it alone).  Under CPU contention, replies go first.  10,
+    #: not 19: at 19 (a CFS weight of 15 against 1024) a predict flood
+    #: starved the reader, so training had no message waiting and lost its
+    #: share (README, "Fair scheduling"); at 10 (weight 110) it keeps up.
+    training_io_nice: int = 10
     #: Directory of the snapshots; None: no snapshots.
     snapshot_dir: str | None = None
     #: Take a snapshot every this many seconds (0: never on a timer).
