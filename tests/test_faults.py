@@ -349,3 +349,25 @@ def test_a_config_file_that_is_not_utf8_is_one_clear_line(tmp_path):
                           str(config)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 1 and "not valid TOML" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_the_readmes_settings_table_gives_the_real_defaults():
+    """The README's table of settings ("Faults, signals and bounds") states
+    each setting's default: it must be DaemonConfig's."""
+    import dataclasses
+    import pathlib
+    import re
+
+    from onlinel1.server.config import DaemonConfig
+    readme = (pathlib.Path(__file__).resolve().parent.parent / "README.md").read_text("utf-8")
+    defaults = {f.name: f.default for f in dataclasses.fields(DaemonConfig)}
+    checked = 0
+    for name, cell in re.findall(r"^\| `(\w+)` \| [^|]* \| ([^|]+) \|$", readme, re.M):
+        if name not in defaults:
+            continue
+        text = cell.strip().replace(",", "")
+        value = None if text == "none" else \
+            float(text[:-4]) * 2**20 if text.endswith(" MiB") else float(text)
+        assert value == defaults[name], (name, cell, defaults[name])
+        checked += 1
+    assert checked >= 12, checked
