@@ -11,6 +11,11 @@
     ``stop``; its final snapshot (shard files and a manifest) equals
     ``onlinel1 train --minibatch B`` bit for bit, a predict-only replica
     serves it, and a second cluster resumes from it.
+
+Every Ray here (the tests' own and the heads') listens on loopback only and
+leaves no process behind when it is shut down: both are checked on the
+processes themselves (their listening sockets in /proc/net/tcp{,6}; what
+is still running once they are gone).
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ import os
 import pathlib
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -27,9 +33,14 @@ import pytest
 
 from onlinel1 import Batch, Learner, model_file
 from onlinel1.options import LearnerOptions
-from conftest import SAMPLES, DaemonProcess
+from conftest import SAMPLES, DaemonProcess, wait_for
 from test_cluster_core import assert_bit_identical, learn_in_cuts
 
+# Ray's switch for a Ray on loopback only, which it reads when imported (see
+# onlinel1.cli.cluster._ray): without it, even ray.init(address="local",
+# _node_ip_address="127.0.0.1") has its servers listen on every interface.
+LOOPBACK_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+os.environ.setdefault(LOOPBACK_ONLY_ENV, "0")
 ray = pytest.importorskip("ray")
 
 from onlinel1.cluster.learner import ClusterLearner  # noqa: E402
@@ -41,14 +52,131 @@ OPTIONS = dict(update="fobos", l1=2e-3, l2=1e-3, eta0=0.1)
 A9A = SAMPLES / "a9a_head2000.svm"
 
 
+# ------------------------------------------------------------------ processes
+
+def _processes() -> dict[int, tuple[int, int, str]]:
+    """Every running process of this machine: pid -> (parent, session,
+    command line); zombies (exited, not yet reaped) left out."""
+    out = {}
+    for entry in pathlib.Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(
+                errors="replace")
+        except OSError:
+            continue                    # gone meanwhile
+        fields = stat[stat.rindex(")") + 2:].split()
+        if fields[0] != "Z":
+            out[int(entry.name)] = (int(fields[1]), int(fields[3]), cmdline)
+    return out
+
+
+def descendants(pid: int, table: dict | None = None) -> set[int]:
+    table = _processes() if table is None else table
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {p for p, (parent, _, _) in table.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def ray_processes(naming: str, session: int | None = None,
+                  children_of: int | None = None, besides: set[int] = frozenset()) -> dict:
+    """The processes of a Ray: those whose command line names ``naming``
+    (its RAY_TMPDIR: every Ray process names its session directory), those
+    of ``session``, and the descendants of ``children_of`` not in ``besides``;
+    pid -> command line."""
+    table = _processes()
+    pids = {p for p, (_, sid, cmd) in table.items() if naming in cmd or sid == session}
+    if children_of is not None:
+        pids |= descendants(children_of, table) - set(besides)
+    pids.discard(os.getpid())
+    return {p: table[p][2] for p in pids if p in table}
+
+
+def _address(hexaddr: str) -> str:
+    host, port = hexaddr.split(":")
+    raw = bytes.fromhex(host)
+    # /proc/net/tcp{,6}: the address in 32-bit words of host (little-endian) order.
+    raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    family = socket.AF_INET if len(raw) == 4 else socket.AF_INET6
+    return f"{socket.inet_ntop(family, raw)}:{int(port, 16)}"
+
+
+def listening(pids) -> dict[str, int]:
+    """The TCP addresses that processes ``pids`` listen on: address -> pid."""
+    inodes: dict[str, int] = {}
+    for pid in pids:
+        try:
+            for fd in pathlib.Path(f"/proc/{pid}/fd").iterdir():
+                with_link = os.readlink(fd)
+                if with_link.startswith("socket:["):
+                    inodes[with_link[8:-1]] = pid
+        except OSError:
+            continue
+    out = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            next(f)
+            for line in f:
+                cols = line.split()
+                if cols[3] == "0A" and cols[9] in inodes:        # LISTEN
+                    out[_address(cols[1])] = inodes[cols[9]]
+    return out
+
+
+def is_loopback(address: str) -> bool:
+    import ipaddress
+    ip = ipaddress.ip_address(address.rpartition(":")[0])
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return ip.is_loopback or (mapped is not None and mapped.is_loopback)
+
+
+def assert_loopback_only(processes: dict) -> dict[str, int]:
+    """Every listening socket of ``processes`` is on loopback (and there are
+    some: the Ray's GCS at least)."""
+    addresses = listening(processes)
+    assert addresses, f"no listening socket found among {len(processes)} processes"
+    wide = {a: processes[p] for a, p in addresses.items() if not is_loopback(a)}
+    assert not wide, f"listening beyond loopback: {wide}"
+    return addresses
+
+
+def assert_all_gone(probe, what: str, timeout: float = 60.0) -> None:
+    """``probe()`` (the processes of a Ray) comes back empty within ``timeout``."""
+    wait_for(probe, lambda left: not left, timeout, what)
+
+
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, namespace=NAMESPACE, log_to_driver=False,
-             _node_ip_address="127.0.0.1", address="local")
+    """A Ray of this process on loopback, in a RAY_TMPDIR of its own; after
+    its shutdown, none of its processes may be left."""
+    raytmp = tempfile.mkdtemp(prefix="ol1ray", dir="/tmp")
+    before = descendants(os.getpid())
+
+    def mine() -> dict:
+        return ray_processes(raytmp, children_of=os.getpid(), besides=before)
     try:
-        yield ray
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("RAY_TMPDIR", raytmp)
+            ray.init(num_cpus=2, include_dashboard=False, namespace=NAMESPACE,
+                     log_to_driver=False, _node_ip_address="127.0.0.1", address="local")
+            try:
+                yield mine
+            finally:
+                ray.shutdown()
+        assert_all_gone(mine, "the processes of the tests' Ray after ray.shutdown()")
     finally:
-        ray.shutdown()
+        shutil.rmtree(raytmp, ignore_errors=True)
+
+
+def test_the_tests_ray_listens_on_loopback_only(local_ray):
+    processes = local_ray()
+    assert any("gcs_server" in cmd for cmd in processes.values()), processes
+    assert any("raylet" in cmd for cmd in processes.values()), processes
+    assert_loopback_only(processes)
 
 
 @pytest.fixture(scope="module")
