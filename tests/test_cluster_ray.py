@@ -260,22 +260,56 @@ def test_cluster_cli_end_to_end(tmp_path, monkeypatch):
     # head leaves its Ray's address for status and stop (Ray's address file).
     raytmp = pathlib.Path(tempfile.mkdtemp(prefix="ol1ray", dir="/tmp"))
     monkeypatch.setenv("RAY_TMPDIR", str(raytmp))
+    # The heads must keep their Ray on loopback by themselves (the switch
+    # this module set for its own Ray is not theirs to inherit).
+    monkeypatch.delenv(LOOPBACK_ONLY_ENV, raising=False)
     try:
-        cluster_cli_end_to_end(tmp_path)
+        cluster_cli_end_to_end(tmp_path, raytmp)
         # ... and takes it away as it exits.
         assert not (raytmp / "ray" / "ray_current_cluster").exists()
+        assert_all_gone(lambda: ray_processes(str(raytmp)), "the heads' Ray processes")
     finally:
         shutil.rmtree(raytmp, ignore_errors=True)
 
 
-def cluster_cli_end_to_end(tmp_path):
+def cluster_cli_end_to_end(tmp_path, raytmp):
+    from onlinel1.client import Client, Producer
+    from onlinel1.io import read_batches
     snapdir = tmp_path / "snap"
     learner_flags = ["--update", "fobos", "--l1", "2e-3", "--l2", "1e-3", "--eta0", "0.1"]
+    # The rows in order, as train reads them below: 1792 sent by the CLI,
+    # 112 by the Python Producer, 96 learned (acknowledged) by the Python
+    # Client; cut at mini-batch boundaries (multiples of B).
+    lines = A9A.read_text().splitlines(keepends=True)
+    (tmp_path / "head.svm").write_text("".join(lines[:1792]))
+    every = next(iter(read_batches(A9A, "svmlight", batch_size=len(lines))))
+    assert every.n_rows == 2000
     head = start_cluster(tmp_path, "e2e", "--snapshot-dir", str(snapdir), *learner_flags)
     try:
-        sent = onlinel1("send", str(A9A), "--connect", head.train,
+        # The head's Ray (in the head's session, or naming its RAY_TMPDIR)
+        # listens on loopback only, as does the head.
+        head_ray = ray_processes(str(raytmp), session=head.proc.pid)
+        assert any("raylet" in cmd for cmd in head_ray.values()), head_ray
+        assert_loopback_only(head_ray)
+        sent = onlinel1("send", str(tmp_path / "head.svm"), "--connect", head.train,
                         "--request-endpoint", head.request, "--ack")
         assert sent.returncode == 0, sent.stderr
+        head.wait_stats(lambda s: s["examples"] == 1792)
+        # The Python client library against the cluster's endpoints.
+        with Producer(head.train, producer="python-e2e") as producer:
+            producer.send_batch(every.slice(1792, 1904))
+        assert producer.undelivered == 0
+        head.wait_stats(lambda s: s["examples"] == 1904)
+        with Client(head.request, timeout=60.0) as client:
+            learned = client.learn(every.slice(1904, 2000))
+            assert learned["examples"] == 96 and learned["t"] == 2000, learned
+            py_stats = client.stats()
+            assert py_stats["examples"] == 2000 and py_stats["cluster"]["shards"] == 2
+            assert py_stats["cluster"]["minibatches"] == 125, py_stats["cluster"]
+            py_health = client.health()
+            assert py_health["status"] == "ok" and py_health["examples"] == 2000, py_health
+            py_predicted = client.predict(every)["predictions"]
+            assert len(py_predicted) == 2000
         stats = head.wait_stats(lambda s: s["examples"] == 2000)
         assert stats["cluster"]["shards"] == 2 and stats["cluster"]["minibatches"] == 125
         health = onlinel1("health", "--connect", head.request)
@@ -296,6 +330,10 @@ def cluster_cli_end_to_end(tmp_path):
         assert stopped.returncode == 0, stopped.stderr
         assert "stopped" in stopped.stderr
         assert head.proc.wait(60) == 0, head.log()
+        # ... and left none of its Ray's processes (before head.stop() kills
+        # whatever is left in its session).
+        assert_all_gone(lambda: ray_processes(str(raytmp), session=head.proc.pid),
+                        "the processes of the stopped head's Ray")
     finally:
         head.stop()
     # The final snapshot: shard files and a manifest, equal to train --minibatch B.
@@ -315,6 +353,8 @@ def cluster_cli_end_to_end(tmp_path):
     # The cluster answered predict as the single model does.
     offline = onlinel1("predict", "--model", str(tmp_path / "single.ol1"), str(A9A))
     assert offline.returncode == 0 and offline.stdout == predicted.stdout
+    # ... and so it answered the Python Client, bit for bit.
+    assert np.asarray(py_predicted, dtype=np.float64).tobytes() == single.predict(every).tobytes()
 
     # A predict-only replica serves the cluster's snapshot.
     replica = DaemonProcess("--predict-only", "--model", str(folder),
