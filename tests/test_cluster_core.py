@@ -151,6 +151,55 @@ def test_a_replaced_shard_is_restored_and_caught_up(a9a):
     assert_bit_identical(cluster, single, a9a)
 
 
+class RecordingCalls(LocalCalls):
+    """LocalCalls that record every call: (method, args, shards)."""
+
+    def __init__(self, states: list) -> None:
+        super().__init__(states)
+        self.record: list[tuple[str, list, list[int]]] = []
+
+    def call(self, method, args, only=None):
+        shards = list(only) if only is not None else list(range(self.shards))
+        self.record.append((method, list(args), shards))
+        return super().call(method, args, only)
+
+
+def test_a_shard_lost_after_a_snapshot_cut_is_restored_from_its_shard_file(a9a, tmp_path):
+    options = LearnerOptions(minibatch=B, update="cumulative", l1=2e-3, l2=1e-3, eta0=0.1)
+    # The undisturbed run: the cut flushes the pending rows (a short
+    # mini-batch), so the single process flushes there too.
+    single = Learner(options)
+    learn_in_cuts(single, a9a, on_cut=lambda i: single.flush() if i == 2 else None)
+    calls = RecordingCalls([ShardState(s, options.to_dict()) for s in range(3)])
+    cluster = ClusterLearner(options, Partitioner(3), calls).seed()
+    path = tmp_path / "snapshot-000000000001.ol1"
+    at: dict[str, int] = {}
+
+    def cut_then_lose(i: int) -> None:
+        if i == 2:          # a cut mid-stream, after 900 rows
+            cluster.write_snapshot(path, None, {"snapshot": {"seq": 1}})
+            at["cut"] = cluster._kernel.n
+        elif i == 4:        # two cuts later: a Ray restart of shard 1
+            calls.states[1] = ShardState(1, options.to_dict())
+            at["lost"] = cluster._kernel.n
+            calls.record.clear()
+    learn_in_cuts(cluster, a9a, on_cut=cut_then_lose)
+    assert cluster._kernel.recoveries == 1
+    shard_file = str(manifest.shard_path(path, 1, 3))
+    assert 0 < at["cut"] < at["lost"] < cluster._kernel.n
+    # Restored from the cut's own shard file, at the cut (not from the seed) ...
+    restores = [(args, shards) for method, args, shards in calls.record if method == "restore"]
+    assert restores == [([(shard_file, at["cut"])], [1])], restores
+    # ... and caught up by replaying only the mini-batches since the cut: the
+    # lost shard's applies are those after the cut (the replay) and the rest
+    # of the stream, never one of the mini-batches before it.
+    replayed = [args[0][0] for method, args, shards in calls.record
+                if method == "apply" and shards == [1]]
+    assert replayed == list(range(at["cut"] + 1, at["lost"] + 1)), replayed[:5]
+    assert len(replayed) < at["lost"]
+    assert_bit_identical(cluster, single, a9a)
+
+
 def test_a_shard_lost_inside_a_batch_and_a_rollback_after_it(a9a):
     options = LearnerOptions(minibatch=B, update="fobos", l1=2e-3, eta0=0.1)
     cluster, calls = local_cluster(options, 2)
