@@ -8,7 +8,9 @@ Ray actors run.
 (c) A shard replaced by a fresh one (what a Ray restart gives) is restored
     and caught up from the replay log, between batches and inside one,
     and the result is still bit for bit; a rollback after a recovery undoes
-    the batch on every shard.
+    the batch on every shard.  After a snapshot cut, a lost shard is
+    restored from its shard file of the cut, not from the seed, and
+    replays only the mini-batches since.
 (d) An overflowing example undoes its batch on every shard, as in the
     single process.
 (e) Cluster snapshots: shard files and a manifest; ``model_file.load``
@@ -151,17 +153,26 @@ def test_a_replaced_shard_is_restored_and_caught_up(a9a):
     assert_bit_identical(cluster, single, a9a)
 
 
-class RecordingCalls(LocalCalls):
-    """LocalCalls that record every call: (method, args, shards)."""
+class RecordingCalls:
+    """The head's calls to the shards (``inner``: LocalCalls, or Ray's),
+    recorded: (method, args, shards)."""
 
-    def __init__(self, states: list) -> None:
-        super().__init__(states)
+    def __init__(self, inner) -> None:
+        self.inner, self.shards = inner, inner.shards
         self.record: list[tuple[str, list, list[int]]] = []
 
     def call(self, method, args, only=None):
         shards = list(only) if only is not None else list(range(self.shards))
         self.record.append((method, list(args), shards))
-        return super().call(method, args, only)
+        return self.inner.call(method, args, only)
+
+    def restores(self) -> list[tuple[list, list[int]]]:
+        return [(args, shards) for method, args, shards in self.record if method == "restore"]
+
+    def replayed(self, shard: int) -> list[int]:
+        """The mini-batches applied to ``shard`` alone: a replay."""
+        return [args[0][0] for method, args, shards in self.record
+                if method == "apply" and shards == [shard]]
 
 
 def test_a_shard_lost_after_a_snapshot_cut_is_restored_from_its_shard_file(a9a, tmp_path):
@@ -170,7 +181,7 @@ def test_a_shard_lost_after_a_snapshot_cut_is_restored_from_its_shard_file(a9a, 
     # mini-batch), so the single process flushes there too.
     single = Learner(options)
     learn_in_cuts(single, a9a, on_cut=lambda i: single.flush() if i == 2 else None)
-    calls = RecordingCalls([ShardState(s, options.to_dict()) for s in range(3)])
+    calls = RecordingCalls(LocalCalls([ShardState(s, options.to_dict()) for s in range(3)]))
     cluster = ClusterLearner(options, Partitioner(3), calls).seed()
     path = tmp_path / "snapshot-000000000001.ol1"
     at: dict[str, int] = {}
@@ -180,7 +191,7 @@ def test_a_shard_lost_after_a_snapshot_cut_is_restored_from_its_shard_file(a9a, 
             cluster.write_snapshot(path, None, {"snapshot": {"seq": 1}})
             at["cut"] = cluster._kernel.n
         elif i == 4:        # two cuts later: a Ray restart of shard 1
-            calls.states[1] = ShardState(1, options.to_dict())
+            calls.inner.states[1] = ShardState(1, options.to_dict())
             at["lost"] = cluster._kernel.n
             calls.record.clear()
     learn_in_cuts(cluster, a9a, on_cut=cut_then_lose)
@@ -188,13 +199,11 @@ def test_a_shard_lost_after_a_snapshot_cut_is_restored_from_its_shard_file(a9a, 
     shard_file = str(manifest.shard_path(path, 1, 3))
     assert 0 < at["cut"] < at["lost"] < cluster._kernel.n
     # Restored from the cut's own shard file, at the cut (not from the seed) ...
-    restores = [(args, shards) for method, args, shards in calls.record if method == "restore"]
-    assert restores == [([(shard_file, at["cut"])], [1])], restores
+    assert calls.restores() == [([(shard_file, at["cut"])], [1])], calls.restores()
     # ... and caught up by replaying only the mini-batches since the cut: the
     # lost shard's applies are those after the cut (the replay) and the rest
     # of the stream, never one of the mini-batches before it.
-    replayed = [args[0][0] for method, args, shards in calls.record
-                if method == "apply" and shards == [1]]
+    replayed = calls.replayed(1)
     assert replayed == list(range(at["cut"] + 1, at["lost"] + 1)), replayed[:5]
     assert len(replayed) < at["lost"]
     assert_bit_identical(cluster, single, a9a)

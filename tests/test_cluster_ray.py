@@ -5,7 +5,8 @@
     ``Learner(minibatch=B)`` on real data, bit for bit.
 (b) A shard killed mid-stream (``ray.kill`` with restart, and SIGKILL of
     its process) is restarted by Ray, restored and caught up: the result
-    equals the undisturbed run.
+    equals the undisturbed run; killed after a snapshot cut, it is restored
+    from its shard file of the cut and replays only the mini-batches since.
 (c) ``onlinel1 cluster start`` end to end: ``send``, ``predict --connect``,
     ``stats`` and ``health`` unchanged against it; ``cluster status`` and
     ``stop``; its final snapshot (shard files and a manifest) equals
@@ -34,7 +35,7 @@ import pytest
 from onlinel1 import Batch, Learner, model_file
 from onlinel1.options import LearnerOptions
 from conftest import SAMPLES, DaemonProcess, wait_for
-from test_cluster_core import assert_bit_identical, learn_in_cuts
+from test_cluster_core import RecordingCalls, assert_bit_identical, learn_in_cuts
 
 # Ray's switch for a Ray on loopback only, which it reads when imported (see
 # onlinel1.cli.cluster._ray): without it, even ray.init(address="local",
@@ -43,6 +44,7 @@ LOOPBACK_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 os.environ.setdefault(LOOPBACK_ONLY_ENV, "0")
 ray = pytest.importorskip("ray")
 
+from onlinel1.cluster import manifest  # noqa: E402
 from onlinel1.cluster.learner import ClusterLearner  # noqa: E402
 from onlinel1.cluster.partition import Partitioner  # noqa: E402
 from onlinel1.cluster.ray_backend import NAMESPACE, RayCluster  # noqa: E402
@@ -238,6 +240,47 @@ def test_a_killed_shard_ends_bit_identical(actors, a9a, single, how):
     assert learner._kernel.recoveries >= 1
     assert ray.get(victim.pid.remote()) != first_pid          # Ray restarted it
     assert_bit_identical(learner, single, a9a)
+
+
+def test_a_shard_killed_after_a_cut_is_restored_from_its_shard_file(local_ray, a9a, tmp_path,
+                                                                     request):
+    options = LearnerOptions(minibatch=B, **OPTIONS)
+    # The undisturbed run flushes where the cut does (a short mini-batch).
+    single = Learner(options)
+    learn_in_cuts(single, a9a, on_cut=lambda i: single.flush() if i == 1 else None)
+    partitioner = Partitioner(2)
+    cluster = RayCluster.create(request.node.name, options, partitioner, 2,
+                                {"shards": 2, "workers": 2})
+    try:
+        calls = RecordingCalls(cluster.calls())
+        learner = ClusterLearner(options, partitioner, calls, cluster.workers()).seed()
+        victim = cluster.shard_handles[1]
+        first_pid = ray.get(victim.pid.remote())
+        path = tmp_path / "snapshot-000000000001.ol1"
+        at: dict[str, int] = {}
+
+        def cut_then_kill(i: int) -> None:
+            if i == 1:
+                learner.write_snapshot(path, None, {"snapshot": {"seq": 1}})
+                at["cut"] = learner._kernel.n
+            elif i == 3:
+                at["lost"] = learner._kernel.n
+                calls.record.clear()
+                ray.kill(victim, no_restart=False)
+        learn_in_cuts(learner, a9a, on_cut=cut_then_kill)
+        assert learner._kernel.recoveries >= 1
+        assert ray.get(victim.pid.remote()) != first_pid
+        shard_file = str(manifest.shard_path(path, 1, 2))
+        restores = calls.restores()
+        assert restores and all(r == ([(shard_file, at["cut"])], [1]) for r in restores), restores
+        # Only the mini-batches since the cut replayed (up to the loss; one
+        # more if the kill landed inside the next mini-batch's apply).
+        replayed = calls.replayed(1)
+        assert replayed == list(range(at["cut"] + 1, replayed[-1] + 1)), replayed
+        assert at["lost"] <= replayed[-1] <= at["lost"] + 1 and len(replayed) < at["lost"]
+        assert_bit_identical(learner, single, a9a)
+    finally:
+        cluster.kill()
 
 
 # ------------------------------------------------------------------ (c)
