@@ -14,8 +14,10 @@ Ray actors run.
 (d) An overflowing example undoes its batch on every shard, as in the
     single process.
 (e) Cluster snapshots: shard files and a manifest; ``model_file.load``
-    merges them; a single-process model seeds a cluster and a cluster
-    resumes from its shard files; pruning takes the shard files along.
+    merges them; a single-process model seeds a cluster (in memory, and
+    from its model file as ``cluster start --initial`` loads it) and a
+    cluster resumes from its shard files; pruning takes the shard files
+    along.
 """
 from __future__ import annotations
 
@@ -298,6 +300,41 @@ def test_cluster_snapshots_load_merge_seed_and_resume(a9a, tmp_path):
         learner.learn(a9a.slice(1200, 2000))
         learner.flush()
         assert_bit_identical(learner, single, a9a)
+
+
+def test_a_single_process_model_file_seeds_a_cluster_as_cluster_start_does(a9a, tmp_path):
+    """``cluster start --initial FILE`` in process: the daemon's startup
+    loads the file (within ``manifest.deferred()``, as cmd_start does), the
+    shards are seeded from it by ``cli.cluster._seed``, whose None makes
+    ``stats``' ``cluster.seeded_from`` "a model"; then the cluster goes on
+    bit for bit as the single process does."""
+    from onlinel1.cli.cluster import _seed
+    from onlinel1.names import DEFAULT_MODEL
+    from onlinel1.server import startup
+    from onlinel1.server.config import DaemonConfig
+    options = LearnerOptions(minibatch=B, update="fobos", l1=2e-3, l2=1e-3, eta0=0.1)
+    single = Learner(options)
+    learn_in_cuts(single, a9a.slice(0, 1000))       # flushed at the end, as train --save is
+    path = tmp_path / "single.ol1"
+    names = {int(k): f"f{k}" for k in single.weights()[0][:5]}
+    model_file.save(path, single, names, {})
+    with manifest.deferred():
+        daemon = startup.trainer(DaemonConfig(), options, {}, initial=str(path))
+    try:
+        default = daemon.models.get(DEFAULT_MODEL)
+        assert getattr(default.learner, "deferred_shards", None) is None   # a whole model
+        cluster, _ = local_cluster(default.learner.options, 3)
+        assert _seed(cluster, default.learner, default.names) is None     # "a model"
+    finally:
+        daemon.close()
+    assert default.names == names
+    assert cluster.examples_seen == single.examples_seen == 1000
+    k1, w1 = single.weights()
+    k2, w2 = cluster.weights()
+    assert np.array_equal(k1, k2) and w1.tobytes() == w2.tobytes()
+    for learner in (cluster, single):
+        learn_in_cuts(learner, a9a.slice(1000, 2000))
+    assert_bit_identical(cluster, single, a9a)
 
 
 def test_a_damaged_shard_file_fails_the_load(a9a, tmp_path):
