@@ -7,11 +7,15 @@
     its process) is restarted by Ray, restored and caught up: the result
     equals the undisturbed run; killed after a snapshot cut, it is restored
     from its shard file of the cut and replays only the mini-batches since.
-(c) ``onlinel1 cluster start`` end to end: ``send``, ``predict --connect``,
-    ``stats`` and ``health`` unchanged against it; ``cluster status`` and
-    ``stop``; its final snapshot (shard files and a manifest) equals
-    ``onlinel1 train --minibatch B`` bit for bit, a predict-only replica
-    serves it, and a second cluster resumes from it.
+(c) ``onlinel1 cluster start`` end to end, seeded (``--initial``) from the
+    model file of ``onlinel1 train --minibatch B --save`` on the first rows:
+    ``send``, ``predict --connect``, ``stats`` and ``health`` unchanged
+    against it, and the Python client library (``Producer``, and
+    ``Client``'s acknowledged ``learn``, ``stats``, ``health`` and
+    ``predict``); ``cluster status`` and ``stop``; its final snapshot
+    (shard files and a manifest) equals ``onlinel1 train --minibatch B`` of
+    all the rows bit for bit, a predict-only replica serves it, and a
+    second cluster resumes from it.
 
 Every Ray here (the tests' own and the heads') listens on loopback only and
 leaves no process behind when it is shut down: both are checked on the
@@ -331,15 +335,27 @@ def cluster_cli_end_to_end(tmp_path, raytmp):
     from onlinel1.io import read_batches
     snapdir = tmp_path / "snap"
     learner_flags = ["--update", "fobos", "--l1", "2e-3", "--l2", "1e-3", "--eta0", "0.1"]
-    # The rows in order, as train reads them below: 1792 sent by the CLI,
-    # 112 by the Python Producer, 96 learned (acknowledged) by the Python
-    # Client; cut at mini-batch boundaries (multiples of B).
+    # The rows in order, as train reads them all below: 1600 learned by a
+    # single process (train --minibatch B --save) whose model file seeds the
+    # cluster (--initial), 192 sent by the CLI, 112 by the Python Producer,
+    # 96 learned (acknowledged) by the Python Client; cut at mini-batch
+    # boundaries (multiples of B).
     lines = A9A.read_text().splitlines(keepends=True)
-    (tmp_path / "head.svm").write_text("".join(lines[:1792]))
+    (tmp_path / "seed.svm").write_text("".join(lines[:1600]))
+    (tmp_path / "head.svm").write_text("".join(lines[1600:1792]))
     every = next(iter(read_batches(A9A, "svmlight", batch_size=len(lines))))
     assert every.n_rows == 2000
-    head = start_cluster(tmp_path, "e2e", "--snapshot-dir", str(snapdir), *learner_flags)
+    seed = tmp_path / "seed.ol1"
+    trained = onlinel1("train", str(tmp_path / "seed.svm"), "--minibatch", str(B),
+                       *learner_flags, "--save", str(seed))
+    assert trained.returncode == 0, trained.stderr
+    head = start_cluster(tmp_path, "e2e", "--snapshot-dir", str(snapdir), "--initial", str(seed),
+                         *learner_flags)
     try:
+        seeded = head.wait_stats(lambda s: True)
+        assert seeded["cluster"]["seeded_from"] == "a model", seeded["cluster"]
+        assert seeded["examples"] == 1600 and seeded["cluster"]["minibatches"] == 0
+        assert seeded["nnz"] == model_file.load(seed)[0].nnz > 10
         # The head's Ray (in the head's session, or naming its RAY_TMPDIR)
         # listens on loopback only, as does the head.
         head_ray = ray_processes(str(raytmp), session=head.proc.pid)
@@ -361,13 +377,13 @@ def cluster_cli_end_to_end(tmp_path, raytmp):
             assert learned["examples"] == 96 and learned["t"] == 2000, learned
             py_stats = client.stats()
             assert py_stats["examples"] == 2000 and py_stats["cluster"]["shards"] == 2
-            assert py_stats["cluster"]["minibatches"] == 125, py_stats["cluster"]
+            assert py_stats["cluster"]["minibatches"] == 25, py_stats["cluster"]
             py_health = client.health()
             assert py_health["status"] == "ok" and py_health["examples"] == 2000, py_health
             py_predicted = client.predict(every)["predictions"]
             assert len(py_predicted) == 2000
         stats = head.wait_stats(lambda s: s["examples"] == 2000)
-        assert stats["cluster"]["shards"] == 2 and stats["cluster"]["minibatches"] == 125
+        assert stats["cluster"]["shards"] == 2 and stats["cluster"]["minibatches"] == 25
         health = onlinel1("health", "--connect", head.request)
         assert health.returncode == 0, health.stderr
         predicted = onlinel1("predict", "--connect", head.request, str(A9A))
@@ -435,7 +451,7 @@ def cluster_cli_end_to_end(tmp_path, raytmp):
             stats = again.wait_stats(lambda s: s["t"] == 2000)
             assert stats["nnz"] == single.nnz
             assert stats["cluster"]["seeded_from"] == seeded_from
-            assert stats["cluster"]["minibatches"] == (125 if shards == "2" else 0)
+            assert stats["cluster"]["minibatches"] == (25 if shards == "2" else 0)
             assert f"snapshot-{seq:012d}.ol1" in again.log()
             resumed = onlinel1("predict", "--connect", again.request, str(A9A))
             assert resumed.stdout == predicted.stdout
