@@ -8,12 +8,16 @@ Ray actors run.
 (c) A shard replaced by a fresh one (what a Ray restart gives) is restored
     and caught up from the replay log, between batches and inside one,
     and the result is still bit for bit; a rollback after a recovery undoes
-    the batch on every shard.
+    the batch on every shard.  After a snapshot cut, a lost shard is
+    restored from its shard file of the cut, not from the seed, and
+    replays only the mini-batches since.
 (d) An overflowing example undoes its batch on every shard, as in the
     single process.
 (e) Cluster snapshots: shard files and a manifest; ``model_file.load``
-    merges them; a single-process model seeds a cluster and a cluster
-    resumes from its shard files; pruning takes the shard files along.
+    merges them; a single-process model seeds a cluster (in memory, and
+    from its model file as ``cluster start --initial`` loads it) and a
+    cluster resumes from its shard files; pruning takes the shard files
+    along.
 """
 from __future__ import annotations
 
@@ -151,6 +155,62 @@ def test_a_replaced_shard_is_restored_and_caught_up(a9a):
     assert_bit_identical(cluster, single, a9a)
 
 
+class RecordingCalls:
+    """The head's calls to the shards (``inner``: LocalCalls, or Ray's),
+    recorded: (method, args, shards)."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.shards = inner, inner.shards
+        self.record: list[tuple[str, list, list[int]]] = []
+
+    def call(self, method, args, only=None):
+        shards = list(only) if only is not None else list(range(self.shards))
+        self.record.append((method, list(args), shards))
+        return self.inner.call(method, args, only)
+
+    def restores(self) -> list[tuple[list, list[int]]]:
+        return [(args, shards) for method, args, shards in self.record if method == "restore"]
+
+    def replayed(self, shard: int) -> list[int]:
+        """The mini-batches applied to ``shard`` alone: a replay."""
+        return [args[0][0] for method, args, shards in self.record
+                if method == "apply" and shards == [shard]]
+
+
+def test_a_shard_lost_after_a_snapshot_cut_is_restored_from_its_shard_file(a9a, tmp_path):
+    options = LearnerOptions(minibatch=B, update="cumulative", l1=2e-3, l2=1e-3, eta0=0.1)
+    # The undisturbed run: the cut flushes the pending rows (a short
+    # mini-batch), so the single process flushes there too.
+    single = Learner(options)
+    learn_in_cuts(single, a9a, on_cut=lambda i: single.flush() if i == 2 else None)
+    calls = RecordingCalls(LocalCalls([ShardState(s, options.to_dict()) for s in range(3)]))
+    cluster = ClusterLearner(options, Partitioner(3), calls).seed()
+    path = tmp_path / "snapshot-000000000001.ol1"
+    at: dict[str, int] = {}
+
+    def cut_then_lose(i: int) -> None:
+        if i == 2:          # a cut mid-stream, after 900 rows
+            cluster.write_snapshot(path, None, {"snapshot": {"seq": 1}})
+            at["cut"] = cluster._kernel.n
+        elif i == 4:        # two cuts later: a Ray restart of shard 1
+            calls.inner.states[1] = ShardState(1, options.to_dict())
+            at["lost"] = cluster._kernel.n
+            calls.record.clear()
+    learn_in_cuts(cluster, a9a, on_cut=cut_then_lose)
+    assert cluster._kernel.recoveries == 1
+    shard_file = str(manifest.shard_path(path, 1, 3))
+    assert 0 < at["cut"] < at["lost"] < cluster._kernel.n
+    # Restored from the cut's own shard file, at the cut (not from the seed) ...
+    assert calls.restores() == [([(shard_file, at["cut"])], [1])], calls.restores()
+    # ... and caught up by replaying only the mini-batches since the cut: the
+    # lost shard's applies are those after the cut (the replay) and the rest
+    # of the stream, never one of the mini-batches before it.
+    replayed = calls.replayed(1)
+    assert replayed == list(range(at["cut"] + 1, at["lost"] + 1)), replayed[:5]
+    assert len(replayed) < at["lost"]
+    assert_bit_identical(cluster, single, a9a)
+
+
 def test_a_shard_lost_inside_a_batch_and_a_rollback_after_it(a9a):
     options = LearnerOptions(minibatch=B, update="fobos", l1=2e-3, eta0=0.1)
     cluster, calls = local_cluster(options, 2)
@@ -240,6 +300,41 @@ def test_cluster_snapshots_load_merge_seed_and_resume(a9a, tmp_path):
         learner.learn(a9a.slice(1200, 2000))
         learner.flush()
         assert_bit_identical(learner, single, a9a)
+
+
+def test_a_single_process_model_file_seeds_a_cluster_as_cluster_start_does(a9a, tmp_path):
+    """``cluster start --initial FILE`` in process: the daemon's startup
+    loads the file (within ``manifest.deferred()``, as cmd_start does), the
+    shards are seeded from it by ``cli.cluster._seed``, whose None makes
+    ``stats``' ``cluster.seeded_from`` "a model"; then the cluster goes on
+    bit for bit as the single process does."""
+    from onlinel1.cli.cluster import _seed
+    from onlinel1.names import DEFAULT_MODEL
+    from onlinel1.server import startup
+    from onlinel1.server.config import DaemonConfig
+    options = LearnerOptions(minibatch=B, update="fobos", l1=2e-3, l2=1e-3, eta0=0.1)
+    single = Learner(options)
+    learn_in_cuts(single, a9a.slice(0, 1000))       # flushed at the end, as train --save is
+    path = tmp_path / "single.ol1"
+    names = {int(k): f"f{k}" for k in single.weights()[0][:5]}
+    model_file.save(path, single, names, {})
+    with manifest.deferred():
+        daemon = startup.trainer(DaemonConfig(), options, {}, initial=str(path))
+    try:
+        default = daemon.models.get(DEFAULT_MODEL)
+        assert getattr(default.learner, "deferred_shards", None) is None   # a whole model
+        cluster, _ = local_cluster(default.learner.options, 3)
+        assert _seed(cluster, default.learner, default.names) is None     # "a model"
+    finally:
+        daemon.close()
+    assert default.names == names
+    assert cluster.examples_seen == single.examples_seen == 1000
+    k1, w1 = single.weights()
+    k2, w2 = cluster.weights()
+    assert np.array_equal(k1, k2) and w1.tobytes() == w2.tobytes()
+    for learner in (cluster, single):
+        learn_in_cuts(learner, a9a.slice(1000, 2000))
+    assert_bit_identical(cluster, single, a9a)
 
 
 def test_a_damaged_shard_file_fails_the_load(a9a, tmp_path):

@@ -5,12 +5,22 @@
     ``Learner(minibatch=B)`` on real data, bit for bit.
 (b) A shard killed mid-stream (``ray.kill`` with restart, and SIGKILL of
     its process) is restarted by Ray, restored and caught up: the result
-    equals the undisturbed run.
-(c) ``onlinel1 cluster start`` end to end: ``send``, ``predict --connect``,
-    ``stats`` and ``health`` unchanged against it; ``cluster status`` and
-    ``stop``; its final snapshot (shard files and a manifest) equals
-    ``onlinel1 train --minibatch B`` bit for bit, a predict-only replica
-    serves it, and a second cluster resumes from it.
+    equals the undisturbed run; killed after a snapshot cut, it is restored
+    from its shard file of the cut and replays only the mini-batches since.
+(c) ``onlinel1 cluster start`` end to end, seeded (``--initial``) from the
+    model file of ``onlinel1 train --minibatch B --save`` on the first rows:
+    ``send``, ``predict --connect``, ``stats`` and ``health`` unchanged
+    against it, and the Python client library (``Producer``, and
+    ``Client``'s acknowledged ``learn``, ``stats``, ``health`` and
+    ``predict``); ``cluster status`` and ``stop``; its final snapshot
+    (shard files and a manifest) equals ``onlinel1 train --minibatch B`` of
+    all the rows bit for bit, a predict-only replica serves it, and a
+    second cluster resumes from it.
+
+Every Ray here (the tests' own and the heads') listens on loopback only and
+leaves no process behind when it is shut down: both are checked on the
+processes themselves (their listening sockets in /proc/net/tcp{,6}; what
+is still running once they are gone).
 """
 from __future__ import annotations
 
@@ -18,6 +28,7 @@ import os
 import pathlib
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -27,11 +38,17 @@ import pytest
 
 from onlinel1 import Batch, Learner, model_file
 from onlinel1.options import LearnerOptions
-from conftest import SAMPLES, DaemonProcess
-from test_cluster_core import assert_bit_identical, learn_in_cuts
+from conftest import SAMPLES, DaemonProcess, wait_for
+from test_cluster_core import RecordingCalls, assert_bit_identical, learn_in_cuts
 
+# Ray's switch for a Ray on loopback only, which it reads when imported (see
+# onlinel1.cli.cluster._ray): without it, even ray.init(address="local",
+# _node_ip_address="127.0.0.1") has its servers listen on every interface.
+LOOPBACK_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+os.environ.setdefault(LOOPBACK_ONLY_ENV, "0")
 ray = pytest.importorskip("ray")
 
+from onlinel1.cluster import manifest  # noqa: E402
 from onlinel1.cluster.learner import ClusterLearner  # noqa: E402
 from onlinel1.cluster.partition import Partitioner  # noqa: E402
 from onlinel1.cluster.ray_backend import NAMESPACE, RayCluster  # noqa: E402
@@ -41,14 +58,142 @@ OPTIONS = dict(update="fobos", l1=2e-3, l2=1e-3, eta0=0.1)
 A9A = SAMPLES / "a9a_head2000.svm"
 
 
+# ------------------------------------------------------------------ processes
+
+def _processes() -> dict[int, tuple[int, int, str]]:
+    """Every running process of this machine: pid -> (parent, session,
+    command line); zombies (exited, not yet reaped) left out."""
+    out = {}
+    for entry in pathlib.Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(
+                errors="replace")
+        except OSError:
+            continue                    # gone meanwhile
+        fields = stat[stat.rindex(")") + 2:].split()
+        if fields[0] != "Z":
+            out[int(entry.name)] = (int(fields[1]), int(fields[3]), cmdline)
+    return out
+
+
+def descendants(pid: int, table: dict | None = None) -> set[int]:
+    table = _processes() if table is None else table
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {p for p, (parent, _, _) in table.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def ray_processes(naming: str, session: int | None = None,
+                  children_of: int | None = None, besides: set[int] = frozenset()) -> dict:
+    """The processes of a Ray: those whose command line names ``naming``
+    (its RAY_TMPDIR: every Ray process names its session directory), those
+    of ``session``, and the descendants of ``children_of`` not in ``besides``;
+    pid -> command line."""
+    table = _processes()
+    pids = {p for p, (_, sid, cmd) in table.items() if naming in cmd or sid == session}
+    if children_of is not None:
+        pids |= descendants(children_of, table) - set(besides)
+    pids.discard(os.getpid())
+    return {p: table[p][2] for p in pids if p in table}
+
+
+def _address(hexaddr: str) -> str:
+    host, port = hexaddr.split(":")
+    raw = bytes.fromhex(host)
+    # /proc/net/tcp{,6}: the address in 32-bit words of host (little-endian) order.
+    raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    family = socket.AF_INET if len(raw) == 4 else socket.AF_INET6
+    return f"{socket.inet_ntop(family, raw)}:{int(port, 16)}"
+
+
+def listening(pids) -> dict[str, int]:
+    """The TCP addresses that processes ``pids`` listen on: address -> pid."""
+    inodes: dict[str, int] = {}
+    for pid in pids:
+        try:
+            for fd in pathlib.Path(f"/proc/{pid}/fd").iterdir():
+                with_link = os.readlink(fd)
+                if with_link.startswith("socket:["):
+                    inodes[with_link[8:-1]] = pid
+        except OSError:
+            continue
+    out = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            next(f)
+            for line in f:
+                cols = line.split()
+                if cols[3] == "0A" and cols[9] in inodes:        # LISTEN
+                    out[_address(cols[1])] = inodes[cols[9]]
+    return out
+
+
+def is_loopback(address: str) -> bool:
+    import ipaddress
+    ip = ipaddress.ip_address(address.rpartition(":")[0])
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return ip.is_loopback or (mapped is not None and mapped.is_loopback)
+
+
+def assert_loopback_only(processes: dict) -> dict[str, int]:
+    """Every listening socket of ``processes`` is on loopback (and there are
+    some: the Ray's GCS at least)."""
+    addresses = listening(processes)
+    assert addresses, f"no listening socket found among {len(processes)} processes"
+    wide = {a: processes[p] for a, p in addresses.items() if not is_loopback(a)}
+    assert not wide, f"listening beyond loopback: {wide}"
+    return addresses
+
+
+def assert_all_gone(probe, what: str, timeout: float = 60.0) -> None:
+    """``probe()`` (the processes of a Ray) comes back empty within ``timeout``."""
+    wait_for(probe, lambda left: not left, timeout, what)
+
+
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, namespace=NAMESPACE, log_to_driver=False,
-             _node_ip_address="127.0.0.1", address="local")
+    """A Ray of this process on loopback, in a RAY_TMPDIR of its own; after
+    its shutdown, none of its processes may be left."""
+    raytmp = tempfile.mkdtemp(prefix="ol1ray", dir="/tmp")
+    before = descendants(os.getpid())
+
+    def mine() -> dict:
+        return ray_processes(raytmp, children_of=os.getpid(), besides=before)
+    mine.raytmp = raytmp
     try:
-        yield ray
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("RAY_TMPDIR", raytmp)
+            ray.init(num_cpus=2, include_dashboard=False, namespace=NAMESPACE,
+                     log_to_driver=False, _node_ip_address="127.0.0.1", address="local")
+            try:
+                yield mine
+            finally:
+                ray.shutdown()
+        assert_all_gone(mine, "the processes of the tests' Ray after ray.shutdown()")
     finally:
-        ray.shutdown()
+        shutil.rmtree(raytmp, ignore_errors=True)
+
+
+def test_the_tests_ray_listens_on_loopback_only(local_ray):
+    processes = local_ray()
+    assert any("gcs_server" in cmd for cmd in processes.values()), processes
+    assert any("raylet" in cmd for cmd in processes.values()), processes
+    # Found by their command lines too (the probe that finds what a head
+    # leaves behind, outside any session).
+    named = ray_processes(local_ray.raytmp)
+    assert any("raylet" in cmd for cmd in named.values()), named
+    from ray._private import ray_constants
+    hint = (f"Ray read {LOOPBACK_ONLY_ENV} as not 0 (imported before this module set it?)"
+            if ray_constants.ENABLE_RAY_CLUSTER else "")
+    try:
+        assert_loopback_only(processes)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; {hint}") from None
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +257,47 @@ def test_a_killed_shard_ends_bit_identical(actors, a9a, single, how):
     assert_bit_identical(learner, single, a9a)
 
 
+def test_a_shard_killed_after_a_cut_is_restored_from_its_shard_file(local_ray, a9a, tmp_path,
+                                                                     request):
+    options = LearnerOptions(minibatch=B, **OPTIONS)
+    # The undisturbed run flushes where the cut does (a short mini-batch).
+    single = Learner(options)
+    learn_in_cuts(single, a9a, on_cut=lambda i: single.flush() if i == 1 else None)
+    partitioner = Partitioner(2)
+    cluster = RayCluster.create(request.node.name, options, partitioner, 2,
+                                {"shards": 2, "workers": 2})
+    try:
+        calls = RecordingCalls(cluster.calls())
+        learner = ClusterLearner(options, partitioner, calls, cluster.workers()).seed()
+        victim = cluster.shard_handles[1]
+        first_pid = ray.get(victim.pid.remote())
+        path = tmp_path / "snapshot-000000000001.ol1"
+        at: dict[str, int] = {}
+
+        def cut_then_kill(i: int) -> None:
+            if i == 1:
+                learner.write_snapshot(path, None, {"snapshot": {"seq": 1}})
+                at["cut"] = learner._kernel.n
+            elif i == 3:
+                at["lost"] = learner._kernel.n
+                calls.record.clear()
+                ray.kill(victim, no_restart=False)
+        learn_in_cuts(learner, a9a, on_cut=cut_then_kill)
+        assert learner._kernel.recoveries >= 1
+        assert ray.get(victim.pid.remote()) != first_pid
+        shard_file = str(manifest.shard_path(path, 1, 2))
+        restores = calls.restores()
+        assert restores and all(r == ([(shard_file, at["cut"])], [1]) for r in restores), restores
+        # Only the mini-batches since the cut replayed (up to the loss; one
+        # more if the kill landed inside the next mini-batch's apply).
+        replayed = calls.replayed(1)
+        assert replayed == list(range(at["cut"] + 1, replayed[-1] + 1)), replayed
+        assert at["lost"] <= replayed[-1] <= at["lost"] + 1 and len(replayed) < at["lost"]
+        assert_bit_identical(learner, single, a9a)
+    finally:
+        cluster.kill()
+
+
 # ------------------------------------------------------------------ (c)
 
 def onlinel1(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -132,24 +318,72 @@ def test_cluster_cli_end_to_end(tmp_path, monkeypatch):
     # head leaves its Ray's address for status and stop (Ray's address file).
     raytmp = pathlib.Path(tempfile.mkdtemp(prefix="ol1ray", dir="/tmp"))
     monkeypatch.setenv("RAY_TMPDIR", str(raytmp))
+    # The heads must keep their Ray on loopback by themselves (the switch
+    # this module set for its own Ray is not theirs to inherit).
+    monkeypatch.delenv(LOOPBACK_ONLY_ENV, raising=False)
     try:
-        cluster_cli_end_to_end(tmp_path)
+        cluster_cli_end_to_end(tmp_path, raytmp)
         # ... and takes it away as it exits.
         assert not (raytmp / "ray" / "ray_current_cluster").exists()
+        assert_all_gone(lambda: ray_processes(str(raytmp)), "the heads' Ray processes")
     finally:
         shutil.rmtree(raytmp, ignore_errors=True)
 
 
-def cluster_cli_end_to_end(tmp_path):
+def cluster_cli_end_to_end(tmp_path, raytmp):
+    from onlinel1.client import Client, Producer
+    from onlinel1.io import read_batches
     snapdir = tmp_path / "snap"
     learner_flags = ["--update", "fobos", "--l1", "2e-3", "--l2", "1e-3", "--eta0", "0.1"]
-    head = start_cluster(tmp_path, "e2e", "--snapshot-dir", str(snapdir), *learner_flags)
+    # The rows in order, as train reads them all below: 1600 learned by a
+    # single process (train --minibatch B --save) whose model file seeds the
+    # cluster (--initial), 192 sent by the CLI, 112 by the Python Producer,
+    # 96 learned (acknowledged) by the Python Client; cut at mini-batch
+    # boundaries (multiples of B).
+    lines = A9A.read_text().splitlines(keepends=True)
+    (tmp_path / "seed.svm").write_text("".join(lines[:1600]))
+    (tmp_path / "head.svm").write_text("".join(lines[1600:1792]))
+    every = next(iter(read_batches(A9A, "svmlight", batch_size=len(lines))))
+    assert every.n_rows == 2000
+    seed = tmp_path / "seed.ol1"
+    trained = onlinel1("train", str(tmp_path / "seed.svm"), "--minibatch", str(B),
+                       *learner_flags, "--save", str(seed))
+    assert trained.returncode == 0, trained.stderr
+    head = start_cluster(tmp_path, "e2e", "--snapshot-dir", str(snapdir), "--initial", str(seed),
+                         *learner_flags)
     try:
-        sent = onlinel1("send", str(A9A), "--connect", head.train,
+        seeded = head.wait_stats(lambda s: True)
+        assert seeded["cluster"]["seeded_from"] == "a model", seeded["cluster"]
+        assert seeded["examples"] == 1600 and seeded["cluster"]["minibatches"] == 0
+        assert seeded["nnz"] == model_file.load(seed)[0].nnz > 10
+        # The head's Ray (in the head's session, or naming its RAY_TMPDIR)
+        # listens on loopback only, as does the head.
+        head_ray = ray_processes(str(raytmp), session=head.proc.pid)
+        assert any("raylet" in cmd for cmd in head_ray.values()), head_ray
+        named = ray_processes(str(raytmp))
+        assert any("raylet" in cmd for cmd in named.values()), named
+        assert_loopback_only(head_ray)
+        sent = onlinel1("send", str(tmp_path / "head.svm"), "--connect", head.train,
                         "--request-endpoint", head.request, "--ack")
         assert sent.returncode == 0, sent.stderr
+        head.wait_stats(lambda s: s["examples"] == 1792)
+        # The Python client library against the cluster's endpoints.
+        with Producer(head.train, producer="python-e2e") as producer:
+            producer.send_batch(every.slice(1792, 1904))
+        assert producer.undelivered == 0
+        head.wait_stats(lambda s: s["examples"] == 1904)
+        with Client(head.request, timeout=60.0) as client:
+            learned = client.learn(every.slice(1904, 2000))
+            assert learned["examples"] == 96 and learned["t"] == 2000, learned
+            py_stats = client.stats()
+            assert py_stats["examples"] == 2000 and py_stats["cluster"]["shards"] == 2
+            assert py_stats["cluster"]["minibatches"] == 25, py_stats["cluster"]
+            py_health = client.health()
+            assert py_health["status"] == "ok" and py_health["examples"] == 2000, py_health
+            py_predicted = client.predict(every)["predictions"]
+            assert len(py_predicted) == 2000
         stats = head.wait_stats(lambda s: s["examples"] == 2000)
-        assert stats["cluster"]["shards"] == 2 and stats["cluster"]["minibatches"] == 125
+        assert stats["cluster"]["shards"] == 2 and stats["cluster"]["minibatches"] == 25
         health = onlinel1("health", "--connect", head.request)
         assert health.returncode == 0, health.stderr
         predicted = onlinel1("predict", "--connect", head.request, str(A9A))
@@ -168,6 +402,10 @@ def cluster_cli_end_to_end(tmp_path):
         assert stopped.returncode == 0, stopped.stderr
         assert "stopped" in stopped.stderr
         assert head.proc.wait(60) == 0, head.log()
+        # ... and left none of its Ray's processes (before head.stop() kills
+        # whatever is left in its session).
+        assert_all_gone(lambda: ray_processes(str(raytmp), session=head.proc.pid),
+                        "the processes of the stopped head's Ray")
     finally:
         head.stop()
     # The final snapshot: shard files and a manifest, equal to train --minibatch B.
@@ -187,6 +425,8 @@ def cluster_cli_end_to_end(tmp_path):
     # The cluster answered predict as the single model does.
     offline = onlinel1("predict", "--model", str(tmp_path / "single.ol1"), str(A9A))
     assert offline.returncode == 0 and offline.stdout == predicted.stdout
+    # ... and so it answered the Python Client, bit for bit.
+    assert np.asarray(py_predicted, dtype=np.float64).tobytes() == single.predict(every).tobytes()
 
     # A predict-only replica serves the cluster's snapshot.
     replica = DaemonProcess("--predict-only", "--model", str(folder),
@@ -211,7 +451,7 @@ def cluster_cli_end_to_end(tmp_path):
             stats = again.wait_stats(lambda s: s["t"] == 2000)
             assert stats["nnz"] == single.nnz
             assert stats["cluster"]["seeded_from"] == seeded_from
-            assert stats["cluster"]["minibatches"] == (125 if shards == "2" else 0)
+            assert stats["cluster"]["minibatches"] == (25 if shards == "2" else 0)
             assert f"snapshot-{seq:012d}.ol1" in again.log()
             resumed = onlinel1("predict", "--connect", again.request, str(A9A))
             assert resumed.stdout == predicted.stdout
