@@ -803,7 +803,7 @@ cdef class SGDKernel:
 
 include "scaled.pxi"
 
-cdef inline bint weights_finite(SGDKernel k, void** slots, Py_ssize_t n) noexcept nogil:
+cdef inline bint state_finite(SGDKernel k, void** slots, Py_ssize_t n) noexcept nogil:
     """Whether the intercept, the rule's clocks and the stored weight (word
     1) of each present slot are finite: x * 0 is NaN exactly for an
     infinite or NaN x, so one sum and one test (docs/algorithms.md,
@@ -1211,10 +1211,11 @@ cdef int plain_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
         plain_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
-        # A finite update can still overflow a stored weight or the
-        # intercept (weights_finite): the example is refused (its batch
-        # undone), not stored for the next example to trip on.
-        if not weights_finite(k, <void**>slots, nnz):
+        # A finite update can still overflow a stored weight, the
+        # intercept or the rule's clock (state_finite): the example is
+        # refused (its batch undone), not stored for the next example to
+        # trip on.
+        if not state_finite(k, <void**>slots, nnz):
             status = E_UPDATE
             break
         k.t += 1
@@ -1414,10 +1415,11 @@ cdef int plain_learn_f64(SGDKernel k, Rows* r, const double* values, double* out
         plain_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
-        # A finite update can still overflow a stored weight or the
-        # intercept (weights_finite): the example is refused (its batch
-        # undone), not stored for the next example to trip on.
-        if not weights_finite(k, <void**>slots, nnz):
+        # A finite update can still overflow a stored weight, the
+        # intercept or the rule's clock (state_finite): the example is
+        # refused (its batch undone), not stored for the next example to
+        # trip on.
+        if not state_finite(k, <void**>slots, nnz):
             status = E_UPDATE
             break
         k.t += 1
@@ -1712,10 +1714,11 @@ cdef int subgradient_learn_f32(SGDKernel k, Rows* r, const float* values, double
         subgradient_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
-        # A finite update can still overflow a stored weight or the
-        # intercept (weights_finite): the example is refused (its batch
-        # undone), not stored for the next example to trip on.
-        if not weights_finite(k, <void**>slots, nnz):
+        # A finite update can still overflow a stored weight, the
+        # intercept or the rule's clock (state_finite): the example is
+        # refused (its batch undone), not stored for the next example to
+        # trip on.
+        if not state_finite(k, <void**>slots, nnz):
             status = E_UPDATE
             break
         k.t += 1
@@ -1915,10 +1918,11 @@ cdef int subgradient_learn_f64(SGDKernel k, Rows* r, const double* values, doubl
         subgradient_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
-        # A finite update can still overflow a stored weight or the
-        # intercept (weights_finite): the example is refused (its batch
-        # undone), not stored for the next example to trip on.
-        if not weights_finite(k, <void**>slots, nnz):
+        # A finite update can still overflow a stored weight, the
+        # intercept or the rule's clock (state_finite): the example is
+        # refused (its batch undone), not stored for the next example to
+        # trip on.
+        if not state_finite(k, <void**>slots, nnz):
             status = E_UPDATE
             break
         k.t += 1
@@ -2213,10 +2217,11 @@ cdef int cumulative_start_learn_f32(SGDKernel k, Rows* r, const float* values, d
         cumulative_start_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
-        # A finite update can still overflow a stored weight or the
-        # intercept (weights_finite): the example is refused (its batch
-        # undone), not stored for the next example to trip on.
-        if not weights_finite(k, <void**>slots, nnz):
+        # A finite update can still overflow a stored weight, the
+        # intercept or the rule's clock (state_finite): the example is
+        # refused (its batch undone), not stored for the next example to
+        # trip on.
+        if not state_finite(k, <void**>slots, nnz):
             status = E_UPDATE
             break
         k.t += 1
@@ -2416,10 +2421,11 @@ cdef int cumulative_start_learn_f64(SGDKernel k, Rows* r, const double* values, 
         cumulative_start_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
-        # A finite update can still overflow a stored weight or the
-        # intercept (weights_finite): the example is refused (its batch
-        # undone), not stored for the next example to trip on.
-        if not weights_finite(k, <void**>slots, nnz):
+        # A finite update can still overflow a stored weight, the
+        # intercept or the rule's clock (state_finite): the example is
+        # refused (its batch undone), not stored for the next example to
+        # trip on.
+        if not state_finite(k, <void**>slots, nnz):
             status = E_UPDATE
             break
         k.t += 1
@@ -2714,10 +2720,11 @@ cdef int cumulative_first_seen_learn_f32(SGDKernel k, Rows* r, const float* valu
         cumulative_first_seen_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
-        # A finite update can still overflow a stored weight or the
-        # intercept (weights_finite): the example is refused (its batch
-        # undone), not stored for the next example to trip on.
-        if not weights_finite(k, <void**>slots, nnz):
+        # A finite update can still overflow a stored weight, the
+        # intercept or the rule's clock (state_finite): the example is
+        # refused (its batch undone), not stored for the next example to
+        # trip on.
+        if not state_finite(k, <void**>slots, nnz):
             status = E_UPDATE
             break
         k.t += 1
@@ -2917,10 +2924,11 @@ cdef int cumulative_first_seen_learn_f64(SGDKernel k, Rows* r, const double* val
         cumulative_first_seen_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
-        # A finite update can still overflow a stored weight or the
-        # intercept (weights_finite): the example is refused (its batch
-        # undone), not stored for the next example to trip on.
-        if not weights_finite(k, <void**>slots, nnz):
+        # A finite update can still overflow a stored weight, the
+        # intercept or the rule's clock (state_finite): the example is
+        # refused (its batch undone), not stored for the next example to
+        # trip on.
+        if not state_finite(k, <void**>slots, nnz):
             status = E_UPDATE
             break
         k.t += 1
@@ -3215,10 +3223,11 @@ cdef int cumulative_adaptive_learn_f32(SGDKernel k, Rows* r, const float* values
         cumulative_adaptive_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
-        # A finite update can still overflow a stored weight or the
-        # intercept (weights_finite): the example is refused (its batch
-        # undone), not stored for the next example to trip on.
-        if not weights_finite(k, <void**>slots, nnz):
+        # A finite update can still overflow a stored weight, the
+        # intercept or the rule's clock (state_finite): the example is
+        # refused (its batch undone), not stored for the next example to
+        # trip on.
+        if not state_finite(k, <void**>slots, nnz):
             status = E_UPDATE
             break
         k.t += 1
@@ -3418,10 +3427,11 @@ cdef int cumulative_adaptive_learn_f64(SGDKernel k, Rows* r, const double* value
         cumulative_adaptive_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
-        # A finite update can still overflow a stored weight or the
-        # intercept (weights_finite): the example is refused (its batch
-        # undone), not stored for the next example to trip on.
-        if not weights_finite(k, <void**>slots, nnz):
+        # A finite update can still overflow a stored weight, the
+        # intercept or the rule's clock (state_finite): the example is
+        # refused (its batch undone), not stored for the next example to
+        # trip on.
+        if not state_finite(k, <void**>slots, nnz):
             status = E_UPDATE
             break
         k.t += 1
@@ -3716,10 +3726,11 @@ cdef int fobos_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
         fobos_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
-        # A finite update can still overflow a stored weight or the
-        # intercept (weights_finite): the example is refused (its batch
-        # undone), not stored for the next example to trip on.
-        if not weights_finite(k, <void**>slots, nnz):
+        # A finite update can still overflow a stored weight, the
+        # intercept or the rule's clock (state_finite): the example is
+        # refused (its batch undone), not stored for the next example to
+        # trip on.
+        if not state_finite(k, <void**>slots, nnz):
             status = E_UPDATE
             break
         k.t += 1
@@ -3919,10 +3930,11 @@ cdef int fobos_learn_f64(SGDKernel k, Rows* r, const double* values, double* out
         fobos_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
-        # A finite update can still overflow a stored weight or the
-        # intercept (weights_finite): the example is refused (its batch
-        # undone), not stored for the next example to trip on.
-        if not weights_finite(k, <void**>slots, nnz):
+        # A finite update can still overflow a stored weight, the
+        # intercept or the rule's clock (state_finite): the example is
+        # refused (its batch undone), not stored for the next example to
+        # trip on.
+        if not state_finite(k, <void**>slots, nnz):
             status = E_UPDATE
             break
         k.t += 1
@@ -4217,10 +4229,11 @@ cdef int truncated_learn_f32(SGDKernel k, Rows* r, const float* values, double* 
         truncated_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
-        # A finite update can still overflow a stored weight or the
-        # intercept (weights_finite): the example is refused (its batch
-        # undone), not stored for the next example to trip on.
-        if not weights_finite(k, <void**>slots, nnz):
+        # A finite update can still overflow a stored weight, the
+        # intercept or the rule's clock (state_finite): the example is
+        # refused (its batch undone), not stored for the next example to
+        # trip on.
+        if not state_finite(k, <void**>slots, nnz):
             status = E_UPDATE
             break
         k.t += 1
@@ -4420,10 +4433,11 @@ cdef int truncated_learn_f64(SGDKernel k, Rows* r, const double* values, double*
         truncated_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
-        # A finite update can still overflow a stored weight or the
-        # intercept (weights_finite): the example is refused (its batch
-        # undone), not stored for the next example to trip on.
-        if not weights_finite(k, <void**>slots, nnz):
+        # A finite update can still overflow a stored weight, the
+        # intercept or the rule's clock (state_finite): the example is
+        # refused (its batch undone), not stored for the next example to
+        # trip on.
+        if not state_finite(k, <void**>slots, nnz):
             status = E_UPDATE
             break
         k.t += 1
@@ -4718,10 +4732,11 @@ cdef int adagrad_fobos_learn_f32(SGDKernel k, Rows* r, const float* values, doub
         adagrad_fobos_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
-        # A finite update can still overflow a stored weight or the
-        # intercept (weights_finite): the example is refused (its batch
-        # undone), not stored for the next example to trip on.
-        if not weights_finite(k, <void**>slots, nnz):
+        # A finite update can still overflow a stored weight, the
+        # intercept or the rule's clock (state_finite): the example is
+        # refused (its batch undone), not stored for the next example to
+        # trip on.
+        if not state_finite(k, <void**>slots, nnz):
             status = E_UPDATE
             break
         k.t += 1
@@ -4921,10 +4936,11 @@ cdef int adagrad_fobos_learn_f64(SGDKernel k, Rows* r, const double* values, dou
         adagrad_fobos_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
-        # A finite update can still overflow a stored weight or the
-        # intercept (weights_finite): the example is refused (its batch
-        # undone), not stored for the next example to trip on.
-        if not weights_finite(k, <void**>slots, nnz):
+        # A finite update can still overflow a stored weight, the
+        # intercept or the rule's clock (state_finite): the example is
+        # refused (its batch undone), not stored for the next example to
+        # trip on.
+        if not state_finite(k, <void**>slots, nnz):
             status = E_UPDATE
             break
         k.t += 1
@@ -5219,10 +5235,11 @@ cdef int ftrl_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
         ftrl_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
-        # A finite update can still overflow a stored weight or the
-        # intercept (weights_finite): the example is refused (its batch
-        # undone), not stored for the next example to trip on.
-        if not weights_finite(k, <void**>slots, nnz):
+        # A finite update can still overflow a stored weight, the
+        # intercept or the rule's clock (state_finite): the example is
+        # refused (its batch undone), not stored for the next example to
+        # trip on.
+        if not state_finite(k, <void**>slots, nnz):
             status = E_UPDATE
             break
         k.t += 1
@@ -5422,10 +5439,11 @@ cdef int ftrl_learn_f64(SGDKernel k, Rows* r, const double* values, double* out,
         ftrl_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
-        # A finite update can still overflow a stored weight or the
-        # intercept (weights_finite): the example is refused (its batch
-        # undone), not stored for the next example to trip on.
-        if not weights_finite(k, <void**>slots, nnz):
+        # A finite update can still overflow a stored weight, the
+        # intercept or the rule's clock (state_finite): the example is
+        # refused (its batch undone), not stored for the next example to
+        # trip on.
+        if not state_finite(k, <void**>slots, nnz):
             status = E_UPDATE
             break
         k.t += 1
@@ -5720,10 +5738,11 @@ cdef int spred_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
         spred_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
-        # A finite update can still overflow a stored weight or the
-        # intercept (weights_finite): the example is refused (its batch
-        # undone), not stored for the next example to trip on.
-        if not weights_finite(k, <void**>slots, nnz):
+        # A finite update can still overflow a stored weight, the
+        # intercept or the rule's clock (state_finite): the example is
+        # refused (its batch undone), not stored for the next example to
+        # trip on.
+        if not state_finite(k, <void**>slots, nnz):
             status = E_UPDATE
             break
         k.t += 1
@@ -5923,10 +5942,11 @@ cdef int spred_learn_f64(SGDKernel k, Rows* r, const double* values, double* out
         spred_step(k, &st, kp, xp, nnz, slots)
         if k.fit_intercept:
             k.intercept += st.update
-        # A finite update can still overflow a stored weight or the
-        # intercept (weights_finite): the example is refused (its batch
-        # undone), not stored for the next example to trip on.
-        if not weights_finite(k, <void**>slots, nnz):
+        # A finite update can still overflow a stored weight, the
+        # intercept or the rule's clock (state_finite): the example is
+        # refused (its batch undone), not stored for the next example to
+        # trip on.
+        if not state_finite(k, <void**>slots, nnz):
             status = E_UPDATE
             break
         k.t += 1
@@ -6235,9 +6255,9 @@ cdef int plain_mb_learn_f32(SGDKernel k, Rows* r, const float* values, Py_ssize_
             for b in range(nb):
                 total += mb.upd[b]
             k.intercept += total
-        # As in the sequential loop: a weight or intercept the update made
-        # infinite refuses the mini-batch (its batch is undone).
-        if not weights_finite(k, mb.uslots, mb.n_keys):
+        # As in the sequential loop: a weight, intercept or clock the update
+        # made infinite refuses the mini-batch (its batch is undone).
+        if not state_finite(k, mb.uslots, mb.n_keys):
             status = E_UPDATE
             failed_at[0] = b0
             break
@@ -6384,9 +6404,9 @@ cdef int plain_mb_learn_f64(SGDKernel k, Rows* r, const double* values, Py_ssize
             for b in range(nb):
                 total += mb.upd[b]
             k.intercept += total
-        # As in the sequential loop: a weight or intercept the update made
-        # infinite refuses the mini-batch (its batch is undone).
-        if not weights_finite(k, mb.uslots, mb.n_keys):
+        # As in the sequential loop: a weight, intercept or clock the update
+        # made infinite refuses the mini-batch (its batch is undone).
+        if not state_finite(k, mb.uslots, mb.n_keys):
             status = E_UPDATE
             failed_at[0] = b0
             break
@@ -6533,9 +6553,9 @@ cdef int subgradient_mb_learn_f32(SGDKernel k, Rows* r, const float* values, Py_
             for b in range(nb):
                 total += mb.upd[b]
             k.intercept += total
-        # As in the sequential loop: a weight or intercept the update made
-        # infinite refuses the mini-batch (its batch is undone).
-        if not weights_finite(k, mb.uslots, mb.n_keys):
+        # As in the sequential loop: a weight, intercept or clock the update
+        # made infinite refuses the mini-batch (its batch is undone).
+        if not state_finite(k, mb.uslots, mb.n_keys):
             status = E_UPDATE
             failed_at[0] = b0
             break
@@ -6682,9 +6702,9 @@ cdef int subgradient_mb_learn_f64(SGDKernel k, Rows* r, const double* values, Py
             for b in range(nb):
                 total += mb.upd[b]
             k.intercept += total
-        # As in the sequential loop: a weight or intercept the update made
-        # infinite refuses the mini-batch (its batch is undone).
-        if not weights_finite(k, mb.uslots, mb.n_keys):
+        # As in the sequential loop: a weight, intercept or clock the update
+        # made infinite refuses the mini-batch (its batch is undone).
+        if not state_finite(k, mb.uslots, mb.n_keys):
             status = E_UPDATE
             failed_at[0] = b0
             break
@@ -6831,9 +6851,9 @@ cdef int cumulative_start_mb_learn_f32(SGDKernel k, Rows* r, const float* values
             for b in range(nb):
                 total += mb.upd[b]
             k.intercept += total
-        # As in the sequential loop: a weight or intercept the update made
-        # infinite refuses the mini-batch (its batch is undone).
-        if not weights_finite(k, mb.uslots, mb.n_keys):
+        # As in the sequential loop: a weight, intercept or clock the update
+        # made infinite refuses the mini-batch (its batch is undone).
+        if not state_finite(k, mb.uslots, mb.n_keys):
             status = E_UPDATE
             failed_at[0] = b0
             break
@@ -6980,9 +7000,9 @@ cdef int cumulative_start_mb_learn_f64(SGDKernel k, Rows* r, const double* value
             for b in range(nb):
                 total += mb.upd[b]
             k.intercept += total
-        # As in the sequential loop: a weight or intercept the update made
-        # infinite refuses the mini-batch (its batch is undone).
-        if not weights_finite(k, mb.uslots, mb.n_keys):
+        # As in the sequential loop: a weight, intercept or clock the update
+        # made infinite refuses the mini-batch (its batch is undone).
+        if not state_finite(k, mb.uslots, mb.n_keys):
             status = E_UPDATE
             failed_at[0] = b0
             break
@@ -7129,9 +7149,9 @@ cdef int cumulative_first_seen_mb_learn_f32(SGDKernel k, Rows* r, const float* v
             for b in range(nb):
                 total += mb.upd[b]
             k.intercept += total
-        # As in the sequential loop: a weight or intercept the update made
-        # infinite refuses the mini-batch (its batch is undone).
-        if not weights_finite(k, mb.uslots, mb.n_keys):
+        # As in the sequential loop: a weight, intercept or clock the update
+        # made infinite refuses the mini-batch (its batch is undone).
+        if not state_finite(k, mb.uslots, mb.n_keys):
             status = E_UPDATE
             failed_at[0] = b0
             break
@@ -7278,9 +7298,9 @@ cdef int cumulative_first_seen_mb_learn_f64(SGDKernel k, Rows* r, const double* 
             for b in range(nb):
                 total += mb.upd[b]
             k.intercept += total
-        # As in the sequential loop: a weight or intercept the update made
-        # infinite refuses the mini-batch (its batch is undone).
-        if not weights_finite(k, mb.uslots, mb.n_keys):
+        # As in the sequential loop: a weight, intercept or clock the update
+        # made infinite refuses the mini-batch (its batch is undone).
+        if not state_finite(k, mb.uslots, mb.n_keys):
             status = E_UPDATE
             failed_at[0] = b0
             break
@@ -7427,9 +7447,9 @@ cdef int cumulative_adaptive_mb_learn_f32(SGDKernel k, Rows* r, const float* val
             for b in range(nb):
                 total += mb.upd[b]
             k.intercept += total
-        # As in the sequential loop: a weight or intercept the update made
-        # infinite refuses the mini-batch (its batch is undone).
-        if not weights_finite(k, mb.uslots, mb.n_keys):
+        # As in the sequential loop: a weight, intercept or clock the update
+        # made infinite refuses the mini-batch (its batch is undone).
+        if not state_finite(k, mb.uslots, mb.n_keys):
             status = E_UPDATE
             failed_at[0] = b0
             break
@@ -7576,9 +7596,9 @@ cdef int cumulative_adaptive_mb_learn_f64(SGDKernel k, Rows* r, const double* va
             for b in range(nb):
                 total += mb.upd[b]
             k.intercept += total
-        # As in the sequential loop: a weight or intercept the update made
-        # infinite refuses the mini-batch (its batch is undone).
-        if not weights_finite(k, mb.uslots, mb.n_keys):
+        # As in the sequential loop: a weight, intercept or clock the update
+        # made infinite refuses the mini-batch (its batch is undone).
+        if not state_finite(k, mb.uslots, mb.n_keys):
             status = E_UPDATE
             failed_at[0] = b0
             break
@@ -7725,9 +7745,9 @@ cdef int fobos_mb_learn_f32(SGDKernel k, Rows* r, const float* values, Py_ssize_
             for b in range(nb):
                 total += mb.upd[b]
             k.intercept += total
-        # As in the sequential loop: a weight or intercept the update made
-        # infinite refuses the mini-batch (its batch is undone).
-        if not weights_finite(k, mb.uslots, mb.n_keys):
+        # As in the sequential loop: a weight, intercept or clock the update
+        # made infinite refuses the mini-batch (its batch is undone).
+        if not state_finite(k, mb.uslots, mb.n_keys):
             status = E_UPDATE
             failed_at[0] = b0
             break
@@ -7874,9 +7894,9 @@ cdef int fobos_mb_learn_f64(SGDKernel k, Rows* r, const double* values, Py_ssize
             for b in range(nb):
                 total += mb.upd[b]
             k.intercept += total
-        # As in the sequential loop: a weight or intercept the update made
-        # infinite refuses the mini-batch (its batch is undone).
-        if not weights_finite(k, mb.uslots, mb.n_keys):
+        # As in the sequential loop: a weight, intercept or clock the update
+        # made infinite refuses the mini-batch (its batch is undone).
+        if not state_finite(k, mb.uslots, mb.n_keys):
             status = E_UPDATE
             failed_at[0] = b0
             break
@@ -8023,9 +8043,9 @@ cdef int truncated_mb_learn_f32(SGDKernel k, Rows* r, const float* values, Py_ss
             for b in range(nb):
                 total += mb.upd[b]
             k.intercept += total
-        # As in the sequential loop: a weight or intercept the update made
-        # infinite refuses the mini-batch (its batch is undone).
-        if not weights_finite(k, mb.uslots, mb.n_keys):
+        # As in the sequential loop: a weight, intercept or clock the update
+        # made infinite refuses the mini-batch (its batch is undone).
+        if not state_finite(k, mb.uslots, mb.n_keys):
             status = E_UPDATE
             failed_at[0] = b0
             break
@@ -8172,9 +8192,9 @@ cdef int truncated_mb_learn_f64(SGDKernel k, Rows* r, const double* values, Py_s
             for b in range(nb):
                 total += mb.upd[b]
             k.intercept += total
-        # As in the sequential loop: a weight or intercept the update made
-        # infinite refuses the mini-batch (its batch is undone).
-        if not weights_finite(k, mb.uslots, mb.n_keys):
+        # As in the sequential loop: a weight, intercept or clock the update
+        # made infinite refuses the mini-batch (its batch is undone).
+        if not state_finite(k, mb.uslots, mb.n_keys):
             status = E_UPDATE
             failed_at[0] = b0
             break
@@ -8321,9 +8341,9 @@ cdef int adagrad_fobos_mb_learn_f32(SGDKernel k, Rows* r, const float* values, P
             for b in range(nb):
                 total += mb.upd[b]
             k.intercept += total
-        # As in the sequential loop: a weight or intercept the update made
-        # infinite refuses the mini-batch (its batch is undone).
-        if not weights_finite(k, mb.uslots, mb.n_keys):
+        # As in the sequential loop: a weight, intercept or clock the update
+        # made infinite refuses the mini-batch (its batch is undone).
+        if not state_finite(k, mb.uslots, mb.n_keys):
             status = E_UPDATE
             failed_at[0] = b0
             break
@@ -8470,9 +8490,9 @@ cdef int adagrad_fobos_mb_learn_f64(SGDKernel k, Rows* r, const double* values, 
             for b in range(nb):
                 total += mb.upd[b]
             k.intercept += total
-        # As in the sequential loop: a weight or intercept the update made
-        # infinite refuses the mini-batch (its batch is undone).
-        if not weights_finite(k, mb.uslots, mb.n_keys):
+        # As in the sequential loop: a weight, intercept or clock the update
+        # made infinite refuses the mini-batch (its batch is undone).
+        if not state_finite(k, mb.uslots, mb.n_keys):
             status = E_UPDATE
             failed_at[0] = b0
             break
@@ -8619,9 +8639,9 @@ cdef int ftrl_mb_learn_f32(SGDKernel k, Rows* r, const float* values, Py_ssize_t
             for b in range(nb):
                 total += mb.upd[b]
             k.intercept += total
-        # As in the sequential loop: a weight or intercept the update made
-        # infinite refuses the mini-batch (its batch is undone).
-        if not weights_finite(k, mb.uslots, mb.n_keys):
+        # As in the sequential loop: a weight, intercept or clock the update
+        # made infinite refuses the mini-batch (its batch is undone).
+        if not state_finite(k, mb.uslots, mb.n_keys):
             status = E_UPDATE
             failed_at[0] = b0
             break
@@ -8768,9 +8788,9 @@ cdef int ftrl_mb_learn_f64(SGDKernel k, Rows* r, const double* values, Py_ssize_
             for b in range(nb):
                 total += mb.upd[b]
             k.intercept += total
-        # As in the sequential loop: a weight or intercept the update made
-        # infinite refuses the mini-batch (its batch is undone).
-        if not weights_finite(k, mb.uslots, mb.n_keys):
+        # As in the sequential loop: a weight, intercept or clock the update
+        # made infinite refuses the mini-batch (its batch is undone).
+        if not state_finite(k, mb.uslots, mb.n_keys):
             status = E_UPDATE
             failed_at[0] = b0
             break
@@ -8917,9 +8937,9 @@ cdef int spred_mb_learn_f32(SGDKernel k, Rows* r, const float* values, Py_ssize_
             for b in range(nb):
                 total += mb.upd[b]
             k.intercept += total
-        # As in the sequential loop: a weight or intercept the update made
-        # infinite refuses the mini-batch (its batch is undone).
-        if not weights_finite(k, mb.uslots, mb.n_keys):
+        # As in the sequential loop: a weight, intercept or clock the update
+        # made infinite refuses the mini-batch (its batch is undone).
+        if not state_finite(k, mb.uslots, mb.n_keys):
             status = E_UPDATE
             failed_at[0] = b0
             break
@@ -9066,9 +9086,9 @@ cdef int spred_mb_learn_f64(SGDKernel k, Rows* r, const double* values, Py_ssize
             for b in range(nb):
                 total += mb.upd[b]
             k.intercept += total
-        # As in the sequential loop: a weight or intercept the update made
-        # infinite refuses the mini-batch (its batch is undone).
-        if not weights_finite(k, mb.uslots, mb.n_keys):
+        # As in the sequential loop: a weight, intercept or clock the update
+        # made infinite refuses the mini-batch (its batch is undone).
+        if not state_finite(k, mb.uslots, mb.n_keys):
             status = E_UPDATE
             failed_at[0] = b0
             break
