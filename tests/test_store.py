@@ -828,3 +828,42 @@ def test_shrink_never_grows_the_home_slots():
     store.shrink()
     assert store.table_slots <= slots and store.memory_bytes <= memory
     assert sorted(contents(store)) == sorted(colliding_key(1048575, v) for v in range(13, 133))
+
+
+@pytest.mark.parametrize("n_aux", [0, 2])
+def test_a_mapped_table_grows_in_place_keeping_every_entry(n_aux):
+    """A table on huge pages (past 4 MiB) grows by extending its mapping and
+    moving its entries right, the last first: through many growths, with
+    runs long enough to need more overflow slots, every entry stays where
+    a lookup finds it, with its values, in hash order and without holes
+    (check_invariants)."""
+    rng = np.random.default_rng(n_aux)
+    store = WeightStore(n_aux)
+    # Mapped from the start: a table loaded past the threshold.
+    first = rng.integers(1, U64, size=400_000, dtype=np.uint64)
+    first = np.unique(first)
+    store.load(first, first.astype(np.float64), [first.astype(np.float64) + j
+                                                 for j in range(n_aux)])
+    assert store.huge_pages
+    slots = store.table_slots
+    model = {int(k): float(k) for k in first}
+    more = np.unique(rng.integers(1, U64, size=400_000, dtype=np.uint64))
+    collide = [colliding_key(0xFFFFF, v) for v in range(3000)]   # at the table's end
+    growths = 0
+    for i, k in enumerate(more.tolist() + collide):
+        if k in model:
+            continue
+        store.set(k, float(k), *(float(k) + j for j in range(n_aux)))
+        model[k] = float(k)
+        if store.table_slots != slots:
+            slots = store.table_slots
+            growths += 1
+            if growths % 2:
+                store.check_invariants()
+    assert growths >= 3 and store.huge_pages
+    store.check_invariants()
+    keys, w, aux = store.export()
+    assert len(keys) == len(model)
+    assert dict(zip(keys.tolist(), w.tolist())) == model
+    for j in range(n_aux):
+        assert np.array_equal(aux[j], w + j)

@@ -94,6 +94,7 @@ cdef class WeightStore:
     cdef int shrink_to_fit(self) noexcept nogil
     cdef int _rebuild(self, Py_ssize_t capacity) noexcept nogil
     cdef int _rebuild_into(self, Py_ssize_t capacity, Py_ssize_t overflow) noexcept nogil
+    cdef int _grow_in_place(self, Py_ssize_t capacity, Py_ssize_t overflow) noexcept nogil
 
 
 # The lookup every kernel does for every feature, defined here so that the

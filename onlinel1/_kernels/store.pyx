@@ -52,6 +52,9 @@ cdef extern from "<sys/mman.h>" nogil:
     int PROT_READ, PROT_WRITE, MAP_PRIVATE, MAP_ANONYMOUS
     void* MAP_FAILED
     int MADV_HUGEPAGE
+    # Linux (pyconfig.h defines _GNU_SOURCE): a mapping grown, its pages kept.
+    void* mremap(void* old_address, size_t old_size, size_t new_size, int flags)
+    int MREMAP_MAYMOVE
 
 cdef Py_ssize_t MIN_CAPACITY = 16
 # Past 85 % load the table grows by a quarter (to 68 %); a table built
@@ -69,6 +72,7 @@ cdef Py_ssize_t SHRINK_LOAD_DEN = 10
 cdef Py_ssize_t SMALL_CAPACITY = 1 << 17  # below: grow past 1/2, build at 1/3, shrink under 1/10
 cdef size_t MAP_THRESHOLD = 4 << 20     # bytes: map (huge pages) from here on
 cdef size_t HUGE_PAGE = 2 << 20
+cdef Py_ssize_t GROW_BLOCK = 4096       # entries a block of _grow_in_place's moves
 # The undo journal's buffer is kept for the next batch up to this size.
 cdef Py_ssize_t JOURNAL_KEEP_BYTES = 16 << 20
 # evict_oldest's histogram of clocks: at most this many buckets (4 MiB).
@@ -431,7 +435,8 @@ cdef class WeightStore:
     cdef int _rebuild_into(self, Py_ssize_t capacity, Py_ssize_t overflow) noexcept nogil:
         """Move every entry into a new table of ``capacity`` home slots and
         at least ``overflow`` slots after them: one pass in hash order, each
-        slot at its home or right after the previous one."""
+        slot at its home or right after the previous one.  A mapped table
+        that grows is grown in place (``_grow_in_place``)."""
         cdef size_t alloc_bytes
         cdef bint mapped
         cdef Py_ssize_t size = self.slot_size
@@ -439,6 +444,11 @@ cdef class WeightStore:
         cdef char* table
         cdef char* p
         cdef uint64_t k
+        cdef int status
+        if self.mapped and capacity >= self.capacity:
+            status = self._grow_in_place(capacity, overflow)
+            if status != 1:
+                return status
         while True:
             total = capacity + overflow
             table = table_alloc(total * size, &alloc_bytes, &mapped)
@@ -468,6 +478,96 @@ cdef class WeightStore:
         self.total = total
         self.alloc_bytes = alloc_bytes
         self.mapped = mapped
+        return 0
+
+    cdef int _grow_in_place(self, Py_ssize_t capacity, Py_ssize_t overflow) noexcept nogil:
+        """``_rebuild_into`` for a mapped table that grows: the mapping is
+        extended (``mremap``: its pages are kept, only the new ones are
+        fresh, zeroed by the kernel), and the entries move right to their
+        new places, the last one first.  Returns 0, -1 out of memory (the
+        store unchanged), or 1 when it cannot (the caller rebuilds).
+
+        The new place of the entry of rank r (in hash order) is
+        ``P_r = max(home'_r, P_{r-1} + 1)``; with ``capacity`` not smaller,
+        ``home'_r >= home_r``, so ``P_r`` is at or after its old place
+        (by induction on r), and after every later entry has moved, the
+        slots from the old place up to ``P_r`` are free.  The recurrence
+        runs forwards; the moves, backwards: a first pass keeps ``P`` at
+        the start of every block of GROW_BLOCK entries, and each block,
+        the last first, recomputes its places from there and moves its
+        entries in reverse (docs/algorithms.md, "The weight store")."""
+        cdef Py_ssize_t size = self.slot_size
+        cdef Py_ssize_t n_blocks = (self.n + GROW_BLOCK - 1) // GROW_BLOCK + 1
+        cdef Py_ssize_t* start = <Py_ssize_t*>malloc(n_blocks * sizeof(Py_ssize_t))
+        cdef Py_ssize_t* before = <Py_ssize_t*>malloc(n_blocks * sizeof(Py_ssize_t))
+        cdef Py_ssize_t* old_at = <Py_ssize_t*>malloc(GROW_BLOCK * sizeof(Py_ssize_t))
+        cdef Py_ssize_t* new_at = <Py_ssize_t*>malloc(GROW_BLOCK * sizeof(Py_ssize_t))
+        cdef Py_ssize_t i, b, m, r, pos, last, total, w, words = size // 8
+        cdef size_t nbytes
+        cdef uint64_t k
+        cdef uint64_t* src
+        cdef uint64_t* dst
+        cdef char* table
+        if start == NULL or before == NULL or old_at == NULL or new_at == NULL:
+            free(start); free(before); free(old_at); free(new_at)
+            return -1
+        # 1. The places, forwards: the last one, and P before each block
+        # (r: the entries left in the current block).
+        last = -1
+        r = 0
+        b = 0
+        for i in range(self.total):
+            k = slot_hash(self.slots + i * size)
+            if k == 0:
+                continue
+            if r == 0:
+                start[b] = i
+                before[b] = last
+                b += 1
+                r = GROW_BLOCK
+            pos = <Py_ssize_t>onlinel1_home(k, <uint64_t>capacity)
+            last = pos if pos > last else last + 1
+            r -= 1
+        total = capacity + overflow
+        while last >= total:        # the last run passes the overflow slots
+            overflow *= 2
+            total = capacity + overflow
+        nbytes = (total * size + HUGE_PAGE - 1) // HUGE_PAGE * HUGE_PAGE
+        table = <char*>MAP_FAILED
+        if nbytes >= self.alloc_bytes:     # (a table that shrinks is rebuilt)
+            table = <char*>mremap(self.slots, self.alloc_bytes, nbytes, MREMAP_MAYMOVE)
+        if table == <char*>MAP_FAILED:
+            free(start); free(before); free(old_at); free(new_at)
+            return 1
+        madvise(table, nbytes, MADV_HUGEPAGE)
+        # 2. The moves, backwards, block by block.
+        while b > 0:
+            b -= 1
+            last = before[b]
+            m = 0
+            i = start[b]
+            while m < GROW_BLOCK and i < self.total:
+                k = slot_hash(table + i * size)
+                if k != 0:
+                    pos = <Py_ssize_t>onlinel1_home(k, <uint64_t>capacity)
+                    last = pos if pos > last else last + 1
+                    old_at[m] = i
+                    new_at[m] = last
+                    m += 1
+                i += 1
+            while m > 0:
+                m -= 1
+                if new_at[m] != old_at[m]:
+                    src = <uint64_t*>(table + old_at[m] * size)
+                    dst = <uint64_t*>(table + new_at[m] * size)
+                    for w in range(words):      # a few words: no memcpy call
+                        dst[w] = src[w]
+                        src[w] = 0
+        free(start); free(before); free(old_at); free(new_at)
+        self.slots = table
+        self.capacity = capacity
+        self.total = total
+        self.alloc_bytes = nbytes
         return 0
 
     # ------------------------------------------------------------- Python API
