@@ -16,6 +16,11 @@
     (shard files and a manifest) equals ``onlinel1 train --minibatch B`` of
     all the rows bit for bit, a predict-only replica serves it, and a
     second cluster resumes from it.
+(d) ``onlinel1 cluster start --address`` joins a Ray started by ``ray start
+    --head`` (token-authenticated, on loopback): it learns as ``onlinel1
+    train --minibatch B`` does, bit for bit; ``cluster status --address``
+    and ``stop --address``; the joined Ray outlives the cluster, without
+    its actors.
 
 Every Ray here (the tests' own and the heads') listens on loopback only and
 leaves no process behind when it is shut down: both are checked on the
@@ -24,6 +29,7 @@ is still running once they are gone).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import shutil
@@ -38,7 +44,7 @@ import pytest
 
 from onlinel1 import Batch, Learner, model_file
 from onlinel1.options import LearnerOptions
-from conftest import SAMPLES, DaemonProcess, wait_for
+from conftest import SAMPLES, DaemonProcess, free_ports, wait_for
 from test_cluster_core import RecordingCalls, assert_bit_identical, learn_in_cuts
 
 # Ray's switch for a Ray on loopback only, which it reads when imported (see
@@ -458,3 +464,128 @@ def cluster_cli_end_to_end(tmp_path, raytmp):
             assert again.stop() == 0, again.log()
         finally:
             again.stop()
+
+
+# ------------------------------------------------------------------ (d)
+
+ACTOR_CLASSES = ("ray::WeightShard", "ray::WorkerActor", "ray::RecordActor")
+
+
+def test_cluster_start_joins_a_ray_of_ray_start(tmp_path, monkeypatch):
+    ray_cli = pathlib.Path(sys.executable).with_name("ray")
+    if not ray_cli.exists():
+        pytest.skip(f"no ray CLI beside {sys.executable}")
+    raytmp = tempfile.mkdtemp(prefix="ol1rj", dir="/tmp")
+    # A home of its own with a token in it: 'ray start --head' then runs
+    # its Ray token-authenticated (Ray's default once a token exists), and
+    # the cluster must find the token and send it (the token this process
+    # may hold for its own Ray, RAY_AUTH_MODE included, is not theirs).
+    home = tmp_path / "home"
+    (home / ".ray").mkdir(parents=True)
+    (home / ".ray" / "auth_token").write_text(os.urandom(32).hex())
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("RAY_TMPDIR", raytmp)
+    for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_ADDRESS", LOOPBACK_ONLY_ENV):
+        monkeypatch.delenv(name, raising=False)
+    port, = free_ports(1)
+    address = f"127.0.0.1:{port}"
+    learner_flags = ["--update", "fobos", "--l1", "2e-3", "--l2", "1e-3", "--eta0", "0.1"]
+    lines = A9A.read_text().splitlines(keepends=True)[:320]
+    (tmp_path / "rows.svm").write_text("".join(lines))
+    head_log = open(tmp_path / "ray_head.log", "w+")
+    # The Ray's own session: everything it starts (its servers, the
+    # cluster's actors) is found by it, and taken down with it.
+    ray_head = subprocess.Popen(
+        [str(ray_cli), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
+         "--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats", "--block"],
+        env=dict(os.environ, **{LOOPBACK_ONLY_ENV: "0"}), stdout=head_log,
+        stderr=subprocess.STDOUT, start_new_session=True)
+
+    def the_rays() -> dict:
+        return ray_processes(raytmp, session=ray_head.pid)
+
+    def actor_processes() -> dict:
+        return {p: c for p, c in the_rays().items() if c.startswith(ACTOR_CLASSES)}
+    # What a single process learns of the same rows (meanwhile).
+    trained = subprocess.Popen([sys.executable, "-m", "onlinel1", "train",
+                                str(tmp_path / "rows.svm"), "--minibatch", str(B),
+                                *learner_flags, "--save", str(tmp_path / "single.ol1")],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    head = None
+    try:
+        def head_log_text() -> str:
+            return (tmp_path / "ray_head.log").read_text()
+
+        def gcs_answers() -> bool:
+            assert ray_head.poll() is None, head_log_text()
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                return True
+            return False
+
+        def started() -> bool:      # as 'ray start' says (its GCS answers earlier)
+            return gcs_answers() and "Ray runtime started." in head_log_text()
+        wait_for(started, timeout=180, what="'ray start --head'", interval=0.2)
+        head = DaemonProcess("--address", address, "--shards", "2", "--workers", "1",
+                             "--name", "joined", "--minibatch", str(B), *learner_flags,
+                             log_path=tmp_path / "joined.log", command=("cluster", "start"))
+        head.wait_ready(timeout=120)
+        assert "Token authentication is enabled" in head_log_text(), head_log_text()
+        stats = head.wait_stats(lambda s: True)
+        assert stats["cluster"]["ray_address"] == address, stats["cluster"]
+        # The actors live in the joined Ray (its session), and it listens
+        # on loopback only, as do the head and what it started.
+        wait_for(actor_processes, lambda a: len(a) == 4, 60, "the cluster's 4 actors")
+        assert_loopback_only(the_rays())
+        assert_loopback_only(ray_processes(raytmp, session=head.proc.pid))
+
+        from onlinel1.client import Client, Producer
+        from onlinel1.io import read_batches
+        rows = next(iter(read_batches(tmp_path / "rows.svm", "svmlight",
+                                      batch_size=len(lines))))
+        assert rows.n_rows == 320
+        with Producer(head.train, producer="joined") as producer:
+            producer.send_batch(rows)
+        assert producer.undelivered == 0
+        stats = head.wait_stats(lambda s: s["examples"] == 320)
+        assert stats["cluster"]["minibatches"] == 320 // B, stats["cluster"]
+        with Client(head.request, timeout=60.0) as client:
+            predicted = client.predict(rows)["predictions"]
+        assert trained.wait(120) == 0, trained.stderr.read()
+        single = model_file.load(tmp_path / "single.ol1")[0]
+        assert stats["nnz"] == single.nnz > 10
+        assert np.asarray(predicted, dtype=np.float64).tobytes() == single.predict(rows).tobytes()
+
+        status = onlinel1("cluster", "status", "--address", address, "--name", "joined")
+        assert status.returncode == 0, status.stderr
+        assert "320" in status.stdout and len(status.stdout.splitlines()) == 4, status.stdout
+        stopped = onlinel1("cluster", "stop", "--address", address, "--name", "joined")
+        assert stopped.returncode == 0, stopped.stderr
+        assert "stopped" in stopped.stderr
+        assert head.proc.wait(60) == 0, head.log()
+        # The Ray it joined is not the cluster's to take down: still there,
+        # without the cluster's actors.
+        assert_all_gone(actor_processes, "the stopped cluster's actors")
+        assert ray_head.poll() is None and gcs_answers()
+        gone = onlinel1("cluster", "status", "--address", address, "--name", "joined")
+        assert gone.returncode != 0 and "Traceback" not in gone.stderr, gone.stderr
+        assert "no cluster named 'joined'" in gone.stderr and "running: none" in gone.stderr
+        # Taken down by whoever started it (here, SIGTERM to 'ray start').
+        ray_head.terminate()
+        ray_head.wait(60)
+        assert_all_gone(the_rays, "the processes of 'ray start --head'", timeout=120)
+    finally:
+        if head is not None:
+            head.stop()
+        if trained.poll() is None:
+            trained.kill()
+            trained.wait(10)
+        if ray_head.poll() is None:
+            ray_head.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                ray_head.wait(60)
+            with contextlib.suppress(TimeoutError):
+                wait_for(the_rays, lambda left: not left, 60, "the Ray's processes (SIGTERM)")
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(ray_head.pid, signal.SIGKILL)      # whatever is left of its session
+        head_log.close()
+        shutil.rmtree(raytmp, ignore_errors=True)
