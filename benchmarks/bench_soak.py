@@ -248,7 +248,7 @@ def report(args, start: dict | None, intervals: list[dict], summary: dict | None
                f"at the end: the machine's 2 cores are shared with other jobs, so rates and "
                f"latencies are noisy." if loadavg else ""),
             f"* Daemon: `{' '.join(start['daemon']['argv'][2:]) if start['daemon']['argv'] else 'attached'}`"
-            f" (default learner: cumulative L1, origin first-seen), pid {start['daemon']['pid']}.",
+            f" (the default learner of that commit), pid {start['daemon']['pid']}.",
             f"* Data: {start['data']}.",
             f"* {s['producers']} producer processes (`Producer`, batches of {s['batch_rows']:,} "
             f"rows, " + ("as fast as the daemon takes them" if not s["train_rate"] else
