@@ -140,6 +140,28 @@ def csr_fields(batch) -> dict:
             "labels": batch.labels.astype("<f8").tobytes()}
 
 
+def split_model_file(data: bytes) -> tuple[dict, bytes]:
+    """A model file's header (a dict) and its arrays' bytes
+    (docs/model-format.md), the digest dropped."""
+    import struct
+
+    import msgpack
+    (length,) = struct.unpack_from("<I", data, 12)
+    return msgpack.unpackb(data[16:16 + length], raw=False), data[16 + length:-32]
+
+
+def join_model_file(header: dict, arrays: bytes) -> bytes:
+    """The model file of ``header`` and ``arrays``, digested again: what a
+    writer that knows the format, not the rules, would write."""
+    import hashlib
+    import struct
+
+    import msgpack
+    head = msgpack.packb(header, use_bin_type=True)
+    body = struct.pack("<8sII", b"OL1MODEL", 1, len(head)) + head + arrays
+    return body + hashlib.blake2b(body, digest_size=32).digest()
+
+
 def with_overflowing_row(batch, row: int):
     """``batch`` with ``row`` made to overflow: its features become ones
     never seen (its margin is the intercept's), at value 100 and with

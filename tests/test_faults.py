@@ -17,7 +17,8 @@ import onlinel1
 from onlinel1 import Batch, Learner, model_file
 from onlinel1.server.snapshots import SnapshotDir, snapshot_extra, snapshot_name
 
-from conftest import SAMPLES, DaemonProcess, csr_fields, free_port, load_svmlight, wait_for
+from conftest import (SAMPLES, DaemonProcess, csr_fields, free_port, join_model_file,
+                      load_svmlight, split_model_file, wait_for)
 
 BATCH = 100
 
@@ -226,15 +227,10 @@ def impossible_snapshot(learner, seq: int) -> bytes:
     """A snapshot of ``learner`` whose digest is valid but whose clock t is
     2**63 (finding 11): the digest is computed again after the edit, as a
     writer that knows the format but not the rules would."""
-    import hashlib
-    import struct
-    data = model_file.encode(learner, None, snapshot_extra(seq, {"p": seq}, "periodic"))
-    (length,) = struct.unpack_from("<I", data, 12)
-    header = msgpack.unpackb(data[16:16 + length], raw=False)
+    header, arrays = split_model_file(
+        model_file.encode(learner, None, snapshot_extra(seq, {"p": seq}, "periodic")))
     header["clocks"]["t"] = 2**63
-    head = msgpack.packb(header, use_bin_type=True)
-    body = data[:12] + struct.pack("<I", len(head)) + head + data[16 + length:-32]
-    return body + hashlib.blake2b(body, digest_size=32).digest()
+    return join_model_file(header, arrays)
 
 
 def test_a_snapshot_with_impossible_contents_is_skipped_by_start_up_and_a_replica(

@@ -17,7 +17,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from conftest import SAMPLES
+from conftest import SAMPLES, join_model_file as join, split_model_file as split
 from onlinel1 import Batch, BatchError, Learner, NumericError, OptionError, model_file
 from onlinel1.io import ParseError, feature_key, read_batches
 from onlinel1.model_file import ModelFileError
@@ -205,18 +205,6 @@ def test_inspect_exports_a_feature_name_that_is_not_utf8(tmp_path):
 
 
 # ----------------------------------------------------------- model files
-
-def split(data: bytes) -> tuple[dict, bytes]:
-    (length,) = struct.unpack_from("<I", data, 12)
-    return msgpack.unpackb(data[16:16 + length], raw=False), data[16 + length:-32]
-
-
-def join(header, arrays: bytes) -> bytes:
-    import hashlib
-    head = msgpack.packb(header, use_bin_type=True)
-    body = struct.pack("<8sII", b"OL1MODEL", 1, len(head)) + head + arrays
-    return body + hashlib.blake2b(body, digest_size=32).digest()
-
 
 @pytest.mark.parametrize("name, message", [
     ("clock-t-huge-float.ol1", r"clocks\.t must be an integer"),
