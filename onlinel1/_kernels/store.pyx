@@ -138,6 +138,13 @@ cdef inline uint64_t slot_hash(const char* p) noexcept nogil:
     return (<const uint64_t*>p)[0]
 
 
+cdef inline Py_ssize_t next_place(uint64_t h, Py_ssize_t capacity, Py_ssize_t last) noexcept nogil:
+    """The slot of hash ``h`` in a table of ``capacity`` home slots built in
+    hash order, the one before at ``last``: its home, or right after."""
+    cdef Py_ssize_t home = <Py_ssize_t>onlinel1_home(h, <uint64_t>capacity)
+    return home if home > last else last + 1
+
+
 cdef class WeightStore:
     """Open-addressing hash table from uint64 keys to (weight, state) slots.
 
@@ -460,9 +467,7 @@ cdef class WeightStore:
                 k = slot_hash(p)
                 if k == 0:
                     continue
-                pos = <Py_ssize_t>onlinel1_home(k, <uint64_t>capacity)
-                if pos <= last:
-                    pos = last + 1
+                pos = next_place(k, capacity, last)
                 if pos >= total:
                     break
                 memcpy(table + pos * size, p, size)
@@ -502,7 +507,7 @@ cdef class WeightStore:
         cdef Py_ssize_t* before = <Py_ssize_t*>malloc(n_blocks * sizeof(Py_ssize_t))
         cdef Py_ssize_t* old_at = <Py_ssize_t*>malloc(GROW_BLOCK * sizeof(Py_ssize_t))
         cdef Py_ssize_t* new_at = <Py_ssize_t*>malloc(GROW_BLOCK * sizeof(Py_ssize_t))
-        cdef Py_ssize_t i, b, m, r, pos, last, total, w, words = size // 8
+        cdef Py_ssize_t i, b, m, r, last, total, w, words = size // 8
         cdef size_t nbytes
         cdef uint64_t k
         cdef uint64_t* src
@@ -525,8 +530,7 @@ cdef class WeightStore:
                 before[b] = last
                 b += 1
                 r = GROW_BLOCK
-            pos = <Py_ssize_t>onlinel1_home(k, <uint64_t>capacity)
-            last = pos if pos > last else last + 1
+            last = next_place(k, capacity, last)
             r -= 1
         total = capacity + overflow
         while last >= total:        # the last run passes the overflow slots
@@ -549,8 +553,7 @@ cdef class WeightStore:
             while m < GROW_BLOCK and i < self.total:
                 k = slot_hash(table + i * size)
                 if k != 0:
-                    pos = <Py_ssize_t>onlinel1_home(k, <uint64_t>capacity)
-                    last = pos if pos > last else last + 1
+                    last = next_place(k, capacity, last)
                     old_at[m] = i
                     new_at[m] = last
                     m += 1
@@ -827,9 +830,7 @@ cdef class WeightStore:
                     p = self.zero_slot
                     self.has_zero = True
                 else:
-                    pos = <Py_ssize_t>onlinel1_home(h, <uint64_t>self.capacity)
-                    if pos <= last:
-                        pos = last + 1
+                    pos = next_place(h, self.capacity, last)
                     if pos >= self.total:
                         break
                     last = pos
