@@ -12,7 +12,7 @@ import msgpack
 import pytest
 import zmq
 
-from conftest import SAMPLES, csr_fields, load_svmlight, wait_for
+from conftest import SAMPLES, csr_fields, load_svmlight
 from onlinel1 import Batch
 
 from onlinel1.server import daemon as daemon_module
@@ -334,9 +334,10 @@ def test_a_predict_flood_leaves_training_its_share_of_the_contended_time(start_d
     for t in threads:
         t.start()
     try:
-        loop = wait_stats_loop(d, lambda s: s["learning_s"] > 1.0 and
-                               s["requests_between_slices_s"] + s["requests_training_waiting_s"]
-                               > 0.2, timeout=60.0)
+        loop = d.wait_stats(lambda s: s["daemon"]["loop"]["learning_s"] > 1.0 and
+                            s["daemon"]["loop"]["requests_between_slices_s"]
+                            + s["daemon"]["loop"]["requests_training_waiting_s"] > 0.2,
+                            timeout=60.0)["daemon"]["loop"]
     finally:
         stop.set()
         for t in threads:
@@ -344,7 +345,3 @@ def test_a_predict_flood_leaves_training_its_share_of_the_contended_time(start_d
     assert not errors, errors
     assert loop["contended_share"] >= 0.4, loop
 
-
-def wait_stats_loop(daemon, done, timeout: float) -> dict:
-    return wait_for(lambda: daemon.request_once({"v": 1, "op": "stats"}, timeout=30)
-                    ["result"]["daemon"]["loop"], done, timeout, "the loop's seconds")
