@@ -356,3 +356,39 @@ def test_keys_built_to_collide_learn_what_any_other_keys_learn(update):
     assert dict(zip([back[k] for k in keys.tolist()], weights.tolist())) == \
         dict(zip(plain_keys.tolist(), plain_weights.tolist()))
     assert len(keys) > 100
+
+
+NNZ_RULES = [dict(update="plain", l1=0.0), dict(update="subgradient"),
+             dict(update="cumulative", origin="start"),
+             dict(update="cumulative", origin="first-seen"),
+             dict(update="cumulative", adaptive=True), dict(update="fobos"),
+             dict(update="truncated"), dict(update="adagrad-fobos"), dict(update="ftrl"),
+             dict(update="spred")]
+
+
+@pytest.mark.parametrize("rule, expire", [
+    pytest.param(rule, expire, id="-".join(map(str, rule.values())) + f"-expire-{expire}")
+    for rule in NNZ_RULES for expire in (0, 150)
+    if not (expire and rule.get("adaptive"))])   # its slot has no room for a clock
+def test_nnz_counts_the_caught_up_weights_that_are_not_zero(rule, expire):
+    # nnz walks the table with the rule's catch-up inlined; weights() reads
+    # every slot through the rule's weight function instead.  Key 0 (kept
+    # outside the table) is a feature here, the L1 is strong enough that
+    # stored weights reach zero, and with expiry the rare features expire.
+    sp = pytest.importorskip("scipy.sparse")
+    rng = np.random.default_rng(11)
+    n, d = 600, 80
+    dense = rng.normal(size=(n, d)) * (rng.random((n, d)) < 0.08)
+    dense[:, 0] = rng.normal(size=n) * (rng.random(n) < 0.5)
+    dense[100:, 60:] = 0.0      # rare features: expired by the end
+    X = sp.csr_matrix(dense)
+    y = (dense @ rng.normal(size=d) > 0).astype(float)
+    options = {"l1": 3e-3, "eta0": 0.05, **rule}
+    if expire:
+        options["expire_after_examples"] = expire
+    learner = Learner(**options)
+    for batch in batches(X, y, [200, 400]):
+        learner.learn(batch)
+        keys, w = learner.weights()
+        assert learner.nnz == keys.size == np.count_nonzero(w)
+    assert 0 in keys and learner.nnz > 10

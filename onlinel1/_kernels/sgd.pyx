@@ -7,7 +7,7 @@ rule (rules/*.pxi) knows its own state and arithmetic (scikit-learn's
 _sgd_fast / WeightVector split, docs/algorithms.md).  For every example:
 
 1. find the slot of every present feature in the store, once (the slots of
-   the example after next are prefetched meanwhile);
+   the example three ahead are prefetched meanwhile);
 2. the margin p = b + c * sum_i v_i x_i from the weights caught up to now;
 3. the progressive loss and g = dl/dp (clipped like scikit-learn);
 4. the features the step gives a weight get their slots; the rule's step
@@ -34,7 +34,7 @@ margin that overflows) stops before that example, leaving the model as it
 was after the previous one.
 """
 from libc.math cimport NAN, copysign, exp, expm1, fabs, isfinite, log, log1p, pow, sqrt
-from libc.stdint cimport int64_t, uint64_t
+from libc.stdint cimport int64_t, uint64_t, uintptr_t
 from libc.stdlib cimport free, malloc
 
 cdef extern from "<poll.h>" nogil:
@@ -217,6 +217,11 @@ cdef struct MB:
 
 cdef class SGDKernel
 
+# The per-example loop prefetches the home slots of the example this many
+# ahead (benchmarks/ab_prefetch_rows.sh; results/prefetch_rows.md).
+cdef enum:
+    PREFETCH_ROWS = 3
+
 # The functions of one kernel, chosen once when the learner is built.
 cdef struct KernelOps:
     int (*learn_f32)(SGDKernel, Rows*, const float*, double*, Py_ssize_t*) noexcept nogil
@@ -230,6 +235,7 @@ cdef struct KernelOps:
     int (*mb_learn_f64)(SGDKernel, Rows*, const double*, Py_ssize_t, double*,
                         Py_ssize_t*, Py_ssize_t*) noexcept nogil
     double (*weight)(SGDKernel, char*) noexcept nogil
+    Py_ssize_t (*count_nonzero)(SGDKernel) noexcept nogil
     void (*compact)(SGDKernel) noexcept nogil
     bint decays_while_absent
 
@@ -303,6 +309,7 @@ cdef class SGDKernel:
             self.ops.mb_learn_f32 = plain_mb_learn_f32
             self.ops.mb_learn_f64 = plain_mb_learn_f64
             self.ops.weight = plain_weight_of
+            self.ops.count_nonzero = plain_count_nonzero
             self.ops.compact = plain_compact
             self.ops.decays_while_absent = plain_DECAYS_WHILE_ABSENT
             slot_bytes = sizeof(plain_slot)
@@ -314,6 +321,7 @@ cdef class SGDKernel:
             self.ops.mb_learn_f32 = subgradient_mb_learn_f32
             self.ops.mb_learn_f64 = subgradient_mb_learn_f64
             self.ops.weight = subgradient_weight_of
+            self.ops.count_nonzero = subgradient_count_nonzero
             self.ops.compact = subgradient_compact
             self.ops.decays_while_absent = subgradient_DECAYS_WHILE_ABSENT
             slot_bytes = sizeof(subgradient_slot)
@@ -325,6 +333,7 @@ cdef class SGDKernel:
             self.ops.mb_learn_f32 = cumulative_start_mb_learn_f32
             self.ops.mb_learn_f64 = cumulative_start_mb_learn_f64
             self.ops.weight = cumulative_start_weight_of
+            self.ops.count_nonzero = cumulative_start_count_nonzero
             self.ops.compact = cumulative_start_compact
             self.ops.decays_while_absent = cumulative_start_DECAYS_WHILE_ABSENT
             slot_bytes = sizeof(cumulative_start_slot)
@@ -336,6 +345,7 @@ cdef class SGDKernel:
             self.ops.mb_learn_f32 = cumulative_first_seen_mb_learn_f32
             self.ops.mb_learn_f64 = cumulative_first_seen_mb_learn_f64
             self.ops.weight = cumulative_first_seen_weight_of
+            self.ops.count_nonzero = cumulative_first_seen_count_nonzero
             self.ops.compact = cumulative_first_seen_compact
             self.ops.decays_while_absent = cumulative_first_seen_DECAYS_WHILE_ABSENT
             slot_bytes = sizeof(cumulative_first_seen_slot)
@@ -347,6 +357,7 @@ cdef class SGDKernel:
             self.ops.mb_learn_f32 = cumulative_adaptive_mb_learn_f32
             self.ops.mb_learn_f64 = cumulative_adaptive_mb_learn_f64
             self.ops.weight = cumulative_adaptive_weight_of
+            self.ops.count_nonzero = cumulative_adaptive_count_nonzero
             self.ops.compact = cumulative_adaptive_compact
             self.ops.decays_while_absent = cumulative_adaptive_DECAYS_WHILE_ABSENT
             slot_bytes = sizeof(cumulative_adaptive_slot)
@@ -358,6 +369,7 @@ cdef class SGDKernel:
             self.ops.mb_learn_f32 = fobos_mb_learn_f32
             self.ops.mb_learn_f64 = fobos_mb_learn_f64
             self.ops.weight = fobos_weight_of
+            self.ops.count_nonzero = fobos_count_nonzero
             self.ops.compact = fobos_compact
             self.ops.decays_while_absent = fobos_DECAYS_WHILE_ABSENT
             slot_bytes = sizeof(fobos_slot)
@@ -369,6 +381,7 @@ cdef class SGDKernel:
             self.ops.mb_learn_f32 = truncated_mb_learn_f32
             self.ops.mb_learn_f64 = truncated_mb_learn_f64
             self.ops.weight = truncated_weight_of
+            self.ops.count_nonzero = truncated_count_nonzero
             self.ops.compact = truncated_compact
             self.ops.decays_while_absent = truncated_DECAYS_WHILE_ABSENT
             slot_bytes = sizeof(truncated_slot)
@@ -380,6 +393,7 @@ cdef class SGDKernel:
             self.ops.mb_learn_f32 = adagrad_fobos_mb_learn_f32
             self.ops.mb_learn_f64 = adagrad_fobos_mb_learn_f64
             self.ops.weight = adagrad_fobos_weight_of
+            self.ops.count_nonzero = adagrad_fobos_count_nonzero
             self.ops.compact = adagrad_fobos_compact
             self.ops.decays_while_absent = adagrad_fobos_DECAYS_WHILE_ABSENT
             slot_bytes = sizeof(adagrad_fobos_slot)
@@ -391,6 +405,7 @@ cdef class SGDKernel:
             self.ops.mb_learn_f32 = ftrl_mb_learn_f32
             self.ops.mb_learn_f64 = ftrl_mb_learn_f64
             self.ops.weight = ftrl_weight_of
+            self.ops.count_nonzero = ftrl_count_nonzero
             self.ops.compact = ftrl_compact
             self.ops.decays_while_absent = ftrl_DECAYS_WHILE_ABSENT
             slot_bytes = sizeof(ftrl_slot)
@@ -402,6 +417,7 @@ cdef class SGDKernel:
             self.ops.mb_learn_f32 = spred_mb_learn_f32
             self.ops.mb_learn_f64 = spred_mb_learn_f64
             self.ops.weight = spred_weight_of
+            self.ops.count_nonzero = spred_count_nonzero
             self.ops.compact = spred_compact
             self.ops.decays_while_absent = spred_DECAYS_WHILE_ABSENT
             slot_bytes = sizeof(spred_slot)
@@ -715,14 +731,9 @@ cdef class SGDKernel:
     def count_nonzero(self):
         """Number of stored features whose caught-up weight is not zero
         (no array is built: ``stats`` asks for it while serving)."""
-        cdef Py_ssize_t cursor = 0, count = 0
-        cdef char* p
+        cdef Py_ssize_t count
         with nogil:
-            p = self.store.next_live(&cursor)
-            while p != NULL:
-                if self.ops.weight(self, p) != 0.0:
-                    count += 1
-                p = self.store.next_live(&cursor)
+            count = self.ops.count_nonzero(self)
         return count
 
     def current_weights(self):
@@ -1029,6 +1040,7 @@ cdef int plain_insert_new(SGDKernel k, const uint64_t* keys, const floating* x,
     cdef plain_slot* p
     cdef char* moved_end
     cdef char* q
+    cdef uintptr_t span
     cdef bint rebuilt = False
     for j in range(nnz):
         if slots[j] != NULL or x[j] == 0.0:
@@ -1044,13 +1056,17 @@ cdef int plain_insert_new(SGDKernel k, const uint64_t* keys, const floating* x,
             moved_end = k.store.shifted_end
             if moved_end == NULL:
                 rebuilt = True
-            elif not rebuilt:
+            elif not rebuilt and moved_end != <char*>p:
                 # The slots that were in [p, moved_end) are one slot on
-                # (branch-free: which ones is noise to a branch predictor).
+                # (branch-free: which ones is noise to a branch predictor;
+                # one unsigned compare of the offset from p tests both
+                # ends, and NULL's offset is out of range).  Nothing moved
+                # when the new key took a free slot.
                 size = k.store.slot_size
+                span = <uintptr_t>moved_end - <uintptr_t>p
                 for i in range(nnz):
                     q = <char*>slots[i]
-                    slots[i] = <plain_slot*>(q + size * ((q >= <char*>p) & (q < moved_end)))
+                    slots[i] = <plain_slot*>(q + size * ((<uintptr_t>q - <uintptr_t>p) < span))
         slots[j] = p
     if rebuilt:
         for j in range(nnz):
@@ -1063,6 +1079,23 @@ cdef double plain_weight_of(SGDKernel k, char* p) noexcept nogil:
     if plain_expired(k, p):
         return 0.0
     return plain_weight(k, <plain_slot*>p)
+
+
+cdef Py_ssize_t plain_count_nonzero(SGDKernel k) noexcept nogil:
+    """Stored features whose caught-up weight is not zero: one pass over
+    the table in memory order, the rule's catch-up inlined (a call through
+    ``ops.weight`` and ``next_live`` per slot cost three times as much at
+    13 M features; train's progress and summary ask for it)."""
+    cdef Py_ssize_t size = k.store.slot_size, count = 0
+    cdef char* p = k.store.slots
+    cdef char* end = k.store.slots + k.store.total * size
+    while p != end:
+        if (<uint64_t*>p)[0] != 0 and plain_weight_of(k, p) != 0.0:
+            count += 1
+        p += size
+    if k.store.has_zero and plain_weight_of(k, <char*>k.store.zero_slot) != 0.0:
+        count += 1
+    return count
 
 
 cdef void plain_compact(SGDKernel k) noexcept nogil:
@@ -1122,11 +1155,11 @@ cdef int plain_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
         if k.store.reserve(nnz) != 0:
             status = E_NOMEM
             break
-        # Prefetch the home slots of the example after next, so that its
-        # cache misses overlap the work of this one and the next
+        # Prefetch the home slots of the example PREFETCH_ROWS ahead, so
+        # that its cache misses overlap the work of the ones before it
         # (docs/algorithms.md, "The weight store").
-        if i + 2 < n_rows:
-            for j in range(r.indptr[i + 2], r.indptr[i + 3]):
+        if i + PREFETCH_ROWS < n_rows:
+            for j in range(r.indptr[i + PREFETCH_ROWS], r.indptr[i + PREFETCH_ROWS + 1]):
                 store_prefetch(k.store, r.keys[j])
         y = r.labels[i]
         if loss_classifies(k.loss) and y == 0.0:
@@ -1326,11 +1359,11 @@ cdef int plain_learn_f64(SGDKernel k, Rows* r, const double* values, double* out
         if k.store.reserve(nnz) != 0:
             status = E_NOMEM
             break
-        # Prefetch the home slots of the example after next, so that its
-        # cache misses overlap the work of this one and the next
+        # Prefetch the home slots of the example PREFETCH_ROWS ahead, so
+        # that its cache misses overlap the work of the ones before it
         # (docs/algorithms.md, "The weight store").
-        if i + 2 < n_rows:
-            for j in range(r.indptr[i + 2], r.indptr[i + 3]):
+        if i + PREFETCH_ROWS < n_rows:
+            for j in range(r.indptr[i + PREFETCH_ROWS], r.indptr[i + PREFETCH_ROWS + 1]):
                 store_prefetch(k.store, r.keys[j])
         y = r.labels[i]
         if loss_classifies(k.loss) and y == 0.0:
@@ -1532,6 +1565,7 @@ cdef int subgradient_insert_new(SGDKernel k, const uint64_t* keys, const floatin
     cdef subgradient_slot* p
     cdef char* moved_end
     cdef char* q
+    cdef uintptr_t span
     cdef bint rebuilt = False
     for j in range(nnz):
         if slots[j] != NULL or x[j] == 0.0:
@@ -1547,13 +1581,17 @@ cdef int subgradient_insert_new(SGDKernel k, const uint64_t* keys, const floatin
             moved_end = k.store.shifted_end
             if moved_end == NULL:
                 rebuilt = True
-            elif not rebuilt:
+            elif not rebuilt and moved_end != <char*>p:
                 # The slots that were in [p, moved_end) are one slot on
-                # (branch-free: which ones is noise to a branch predictor).
+                # (branch-free: which ones is noise to a branch predictor;
+                # one unsigned compare of the offset from p tests both
+                # ends, and NULL's offset is out of range).  Nothing moved
+                # when the new key took a free slot.
                 size = k.store.slot_size
+                span = <uintptr_t>moved_end - <uintptr_t>p
                 for i in range(nnz):
                     q = <char*>slots[i]
-                    slots[i] = <subgradient_slot*>(q + size * ((q >= <char*>p) & (q < moved_end)))
+                    slots[i] = <subgradient_slot*>(q + size * ((<uintptr_t>q - <uintptr_t>p) < span))
         slots[j] = p
     if rebuilt:
         for j in range(nnz):
@@ -1566,6 +1604,23 @@ cdef double subgradient_weight_of(SGDKernel k, char* p) noexcept nogil:
     if subgradient_expired(k, p):
         return 0.0
     return subgradient_weight(k, <subgradient_slot*>p)
+
+
+cdef Py_ssize_t subgradient_count_nonzero(SGDKernel k) noexcept nogil:
+    """Stored features whose caught-up weight is not zero: one pass over
+    the table in memory order, the rule's catch-up inlined (a call through
+    ``ops.weight`` and ``next_live`` per slot cost three times as much at
+    13 M features; train's progress and summary ask for it)."""
+    cdef Py_ssize_t size = k.store.slot_size, count = 0
+    cdef char* p = k.store.slots
+    cdef char* end = k.store.slots + k.store.total * size
+    while p != end:
+        if (<uint64_t*>p)[0] != 0 and subgradient_weight_of(k, p) != 0.0:
+            count += 1
+        p += size
+    if k.store.has_zero and subgradient_weight_of(k, <char*>k.store.zero_slot) != 0.0:
+        count += 1
+    return count
 
 
 cdef void subgradient_compact(SGDKernel k) noexcept nogil:
@@ -1625,11 +1680,11 @@ cdef int subgradient_learn_f32(SGDKernel k, Rows* r, const float* values, double
         if k.store.reserve(nnz) != 0:
             status = E_NOMEM
             break
-        # Prefetch the home slots of the example after next, so that its
-        # cache misses overlap the work of this one and the next
+        # Prefetch the home slots of the example PREFETCH_ROWS ahead, so
+        # that its cache misses overlap the work of the ones before it
         # (docs/algorithms.md, "The weight store").
-        if i + 2 < n_rows:
-            for j in range(r.indptr[i + 2], r.indptr[i + 3]):
+        if i + PREFETCH_ROWS < n_rows:
+            for j in range(r.indptr[i + PREFETCH_ROWS], r.indptr[i + PREFETCH_ROWS + 1]):
                 store_prefetch(k.store, r.keys[j])
         y = r.labels[i]
         if loss_classifies(k.loss) and y == 0.0:
@@ -1829,11 +1884,11 @@ cdef int subgradient_learn_f64(SGDKernel k, Rows* r, const double* values, doubl
         if k.store.reserve(nnz) != 0:
             status = E_NOMEM
             break
-        # Prefetch the home slots of the example after next, so that its
-        # cache misses overlap the work of this one and the next
+        # Prefetch the home slots of the example PREFETCH_ROWS ahead, so
+        # that its cache misses overlap the work of the ones before it
         # (docs/algorithms.md, "The weight store").
-        if i + 2 < n_rows:
-            for j in range(r.indptr[i + 2], r.indptr[i + 3]):
+        if i + PREFETCH_ROWS < n_rows:
+            for j in range(r.indptr[i + PREFETCH_ROWS], r.indptr[i + PREFETCH_ROWS + 1]):
                 store_prefetch(k.store, r.keys[j])
         y = r.labels[i]
         if loss_classifies(k.loss) and y == 0.0:
@@ -2035,6 +2090,7 @@ cdef int cumulative_start_insert_new(SGDKernel k, const uint64_t* keys, const fl
     cdef cumulative_start_slot* p
     cdef char* moved_end
     cdef char* q
+    cdef uintptr_t span
     cdef bint rebuilt = False
     for j in range(nnz):
         if slots[j] != NULL or x[j] == 0.0:
@@ -2050,13 +2106,17 @@ cdef int cumulative_start_insert_new(SGDKernel k, const uint64_t* keys, const fl
             moved_end = k.store.shifted_end
             if moved_end == NULL:
                 rebuilt = True
-            elif not rebuilt:
+            elif not rebuilt and moved_end != <char*>p:
                 # The slots that were in [p, moved_end) are one slot on
-                # (branch-free: which ones is noise to a branch predictor).
+                # (branch-free: which ones is noise to a branch predictor;
+                # one unsigned compare of the offset from p tests both
+                # ends, and NULL's offset is out of range).  Nothing moved
+                # when the new key took a free slot.
                 size = k.store.slot_size
+                span = <uintptr_t>moved_end - <uintptr_t>p
                 for i in range(nnz):
                     q = <char*>slots[i]
-                    slots[i] = <cumulative_start_slot*>(q + size * ((q >= <char*>p) & (q < moved_end)))
+                    slots[i] = <cumulative_start_slot*>(q + size * ((<uintptr_t>q - <uintptr_t>p) < span))
         slots[j] = p
     if rebuilt:
         for j in range(nnz):
@@ -2069,6 +2129,23 @@ cdef double cumulative_start_weight_of(SGDKernel k, char* p) noexcept nogil:
     if cumulative_start_expired(k, p):
         return 0.0
     return cumulative_start_weight(k, <cumulative_start_slot*>p)
+
+
+cdef Py_ssize_t cumulative_start_count_nonzero(SGDKernel k) noexcept nogil:
+    """Stored features whose caught-up weight is not zero: one pass over
+    the table in memory order, the rule's catch-up inlined (a call through
+    ``ops.weight`` and ``next_live`` per slot cost three times as much at
+    13 M features; train's progress and summary ask for it)."""
+    cdef Py_ssize_t size = k.store.slot_size, count = 0
+    cdef char* p = k.store.slots
+    cdef char* end = k.store.slots + k.store.total * size
+    while p != end:
+        if (<uint64_t*>p)[0] != 0 and cumulative_start_weight_of(k, p) != 0.0:
+            count += 1
+        p += size
+    if k.store.has_zero and cumulative_start_weight_of(k, <char*>k.store.zero_slot) != 0.0:
+        count += 1
+    return count
 
 
 cdef void cumulative_start_compact(SGDKernel k) noexcept nogil:
@@ -2128,11 +2205,11 @@ cdef int cumulative_start_learn_f32(SGDKernel k, Rows* r, const float* values, d
         if k.store.reserve(nnz) != 0:
             status = E_NOMEM
             break
-        # Prefetch the home slots of the example after next, so that its
-        # cache misses overlap the work of this one and the next
+        # Prefetch the home slots of the example PREFETCH_ROWS ahead, so
+        # that its cache misses overlap the work of the ones before it
         # (docs/algorithms.md, "The weight store").
-        if i + 2 < n_rows:
-            for j in range(r.indptr[i + 2], r.indptr[i + 3]):
+        if i + PREFETCH_ROWS < n_rows:
+            for j in range(r.indptr[i + PREFETCH_ROWS], r.indptr[i + PREFETCH_ROWS + 1]):
                 store_prefetch(k.store, r.keys[j])
         y = r.labels[i]
         if loss_classifies(k.loss) and y == 0.0:
@@ -2332,11 +2409,11 @@ cdef int cumulative_start_learn_f64(SGDKernel k, Rows* r, const double* values, 
         if k.store.reserve(nnz) != 0:
             status = E_NOMEM
             break
-        # Prefetch the home slots of the example after next, so that its
-        # cache misses overlap the work of this one and the next
+        # Prefetch the home slots of the example PREFETCH_ROWS ahead, so
+        # that its cache misses overlap the work of the ones before it
         # (docs/algorithms.md, "The weight store").
-        if i + 2 < n_rows:
-            for j in range(r.indptr[i + 2], r.indptr[i + 3]):
+        if i + PREFETCH_ROWS < n_rows:
+            for j in range(r.indptr[i + PREFETCH_ROWS], r.indptr[i + PREFETCH_ROWS + 1]):
                 store_prefetch(k.store, r.keys[j])
         y = r.labels[i]
         if loss_classifies(k.loss) and y == 0.0:
@@ -2538,6 +2615,7 @@ cdef int cumulative_first_seen_insert_new(SGDKernel k, const uint64_t* keys, con
     cdef cumulative_first_seen_slot* p
     cdef char* moved_end
     cdef char* q
+    cdef uintptr_t span
     cdef bint rebuilt = False
     for j in range(nnz):
         if slots[j] != NULL or x[j] == 0.0:
@@ -2553,13 +2631,17 @@ cdef int cumulative_first_seen_insert_new(SGDKernel k, const uint64_t* keys, con
             moved_end = k.store.shifted_end
             if moved_end == NULL:
                 rebuilt = True
-            elif not rebuilt:
+            elif not rebuilt and moved_end != <char*>p:
                 # The slots that were in [p, moved_end) are one slot on
-                # (branch-free: which ones is noise to a branch predictor).
+                # (branch-free: which ones is noise to a branch predictor;
+                # one unsigned compare of the offset from p tests both
+                # ends, and NULL's offset is out of range).  Nothing moved
+                # when the new key took a free slot.
                 size = k.store.slot_size
+                span = <uintptr_t>moved_end - <uintptr_t>p
                 for i in range(nnz):
                     q = <char*>slots[i]
-                    slots[i] = <cumulative_first_seen_slot*>(q + size * ((q >= <char*>p) & (q < moved_end)))
+                    slots[i] = <cumulative_first_seen_slot*>(q + size * ((<uintptr_t>q - <uintptr_t>p) < span))
         slots[j] = p
     if rebuilt:
         for j in range(nnz):
@@ -2572,6 +2654,23 @@ cdef double cumulative_first_seen_weight_of(SGDKernel k, char* p) noexcept nogil
     if cumulative_first_seen_expired(k, p):
         return 0.0
     return cumulative_first_seen_weight(k, <cumulative_first_seen_slot*>p)
+
+
+cdef Py_ssize_t cumulative_first_seen_count_nonzero(SGDKernel k) noexcept nogil:
+    """Stored features whose caught-up weight is not zero: one pass over
+    the table in memory order, the rule's catch-up inlined (a call through
+    ``ops.weight`` and ``next_live`` per slot cost three times as much at
+    13 M features; train's progress and summary ask for it)."""
+    cdef Py_ssize_t size = k.store.slot_size, count = 0
+    cdef char* p = k.store.slots
+    cdef char* end = k.store.slots + k.store.total * size
+    while p != end:
+        if (<uint64_t*>p)[0] != 0 and cumulative_first_seen_weight_of(k, p) != 0.0:
+            count += 1
+        p += size
+    if k.store.has_zero and cumulative_first_seen_weight_of(k, <char*>k.store.zero_slot) != 0.0:
+        count += 1
+    return count
 
 
 cdef void cumulative_first_seen_compact(SGDKernel k) noexcept nogil:
@@ -2631,11 +2730,11 @@ cdef int cumulative_first_seen_learn_f32(SGDKernel k, Rows* r, const float* valu
         if k.store.reserve(nnz) != 0:
             status = E_NOMEM
             break
-        # Prefetch the home slots of the example after next, so that its
-        # cache misses overlap the work of this one and the next
+        # Prefetch the home slots of the example PREFETCH_ROWS ahead, so
+        # that its cache misses overlap the work of the ones before it
         # (docs/algorithms.md, "The weight store").
-        if i + 2 < n_rows:
-            for j in range(r.indptr[i + 2], r.indptr[i + 3]):
+        if i + PREFETCH_ROWS < n_rows:
+            for j in range(r.indptr[i + PREFETCH_ROWS], r.indptr[i + PREFETCH_ROWS + 1]):
                 store_prefetch(k.store, r.keys[j])
         y = r.labels[i]
         if loss_classifies(k.loss) and y == 0.0:
@@ -2835,11 +2934,11 @@ cdef int cumulative_first_seen_learn_f64(SGDKernel k, Rows* r, const double* val
         if k.store.reserve(nnz) != 0:
             status = E_NOMEM
             break
-        # Prefetch the home slots of the example after next, so that its
-        # cache misses overlap the work of this one and the next
+        # Prefetch the home slots of the example PREFETCH_ROWS ahead, so
+        # that its cache misses overlap the work of the ones before it
         # (docs/algorithms.md, "The weight store").
-        if i + 2 < n_rows:
-            for j in range(r.indptr[i + 2], r.indptr[i + 3]):
+        if i + PREFETCH_ROWS < n_rows:
+            for j in range(r.indptr[i + PREFETCH_ROWS], r.indptr[i + PREFETCH_ROWS + 1]):
                 store_prefetch(k.store, r.keys[j])
         y = r.labels[i]
         if loss_classifies(k.loss) and y == 0.0:
@@ -3041,6 +3140,7 @@ cdef int cumulative_adaptive_insert_new(SGDKernel k, const uint64_t* keys, const
     cdef cumulative_adaptive_slot* p
     cdef char* moved_end
     cdef char* q
+    cdef uintptr_t span
     cdef bint rebuilt = False
     for j in range(nnz):
         if slots[j] != NULL or x[j] == 0.0:
@@ -3056,13 +3156,17 @@ cdef int cumulative_adaptive_insert_new(SGDKernel k, const uint64_t* keys, const
             moved_end = k.store.shifted_end
             if moved_end == NULL:
                 rebuilt = True
-            elif not rebuilt:
+            elif not rebuilt and moved_end != <char*>p:
                 # The slots that were in [p, moved_end) are one slot on
-                # (branch-free: which ones is noise to a branch predictor).
+                # (branch-free: which ones is noise to a branch predictor;
+                # one unsigned compare of the offset from p tests both
+                # ends, and NULL's offset is out of range).  Nothing moved
+                # when the new key took a free slot.
                 size = k.store.slot_size
+                span = <uintptr_t>moved_end - <uintptr_t>p
                 for i in range(nnz):
                     q = <char*>slots[i]
-                    slots[i] = <cumulative_adaptive_slot*>(q + size * ((q >= <char*>p) & (q < moved_end)))
+                    slots[i] = <cumulative_adaptive_slot*>(q + size * ((<uintptr_t>q - <uintptr_t>p) < span))
         slots[j] = p
     if rebuilt:
         for j in range(nnz):
@@ -3075,6 +3179,23 @@ cdef double cumulative_adaptive_weight_of(SGDKernel k, char* p) noexcept nogil:
     if cumulative_adaptive_expired(k, p):
         return 0.0
     return cumulative_adaptive_weight(k, <cumulative_adaptive_slot*>p)
+
+
+cdef Py_ssize_t cumulative_adaptive_count_nonzero(SGDKernel k) noexcept nogil:
+    """Stored features whose caught-up weight is not zero: one pass over
+    the table in memory order, the rule's catch-up inlined (a call through
+    ``ops.weight`` and ``next_live`` per slot cost three times as much at
+    13 M features; train's progress and summary ask for it)."""
+    cdef Py_ssize_t size = k.store.slot_size, count = 0
+    cdef char* p = k.store.slots
+    cdef char* end = k.store.slots + k.store.total * size
+    while p != end:
+        if (<uint64_t*>p)[0] != 0 and cumulative_adaptive_weight_of(k, p) != 0.0:
+            count += 1
+        p += size
+    if k.store.has_zero and cumulative_adaptive_weight_of(k, <char*>k.store.zero_slot) != 0.0:
+        count += 1
+    return count
 
 
 cdef void cumulative_adaptive_compact(SGDKernel k) noexcept nogil:
@@ -3134,11 +3255,11 @@ cdef int cumulative_adaptive_learn_f32(SGDKernel k, Rows* r, const float* values
         if k.store.reserve(nnz) != 0:
             status = E_NOMEM
             break
-        # Prefetch the home slots of the example after next, so that its
-        # cache misses overlap the work of this one and the next
+        # Prefetch the home slots of the example PREFETCH_ROWS ahead, so
+        # that its cache misses overlap the work of the ones before it
         # (docs/algorithms.md, "The weight store").
-        if i + 2 < n_rows:
-            for j in range(r.indptr[i + 2], r.indptr[i + 3]):
+        if i + PREFETCH_ROWS < n_rows:
+            for j in range(r.indptr[i + PREFETCH_ROWS], r.indptr[i + PREFETCH_ROWS + 1]):
                 store_prefetch(k.store, r.keys[j])
         y = r.labels[i]
         if loss_classifies(k.loss) and y == 0.0:
@@ -3338,11 +3459,11 @@ cdef int cumulative_adaptive_learn_f64(SGDKernel k, Rows* r, const double* value
         if k.store.reserve(nnz) != 0:
             status = E_NOMEM
             break
-        # Prefetch the home slots of the example after next, so that its
-        # cache misses overlap the work of this one and the next
+        # Prefetch the home slots of the example PREFETCH_ROWS ahead, so
+        # that its cache misses overlap the work of the ones before it
         # (docs/algorithms.md, "The weight store").
-        if i + 2 < n_rows:
-            for j in range(r.indptr[i + 2], r.indptr[i + 3]):
+        if i + PREFETCH_ROWS < n_rows:
+            for j in range(r.indptr[i + PREFETCH_ROWS], r.indptr[i + PREFETCH_ROWS + 1]):
                 store_prefetch(k.store, r.keys[j])
         y = r.labels[i]
         if loss_classifies(k.loss) and y == 0.0:
@@ -3544,6 +3665,7 @@ cdef int fobos_insert_new(SGDKernel k, const uint64_t* keys, const floating* x,
     cdef fobos_slot* p
     cdef char* moved_end
     cdef char* q
+    cdef uintptr_t span
     cdef bint rebuilt = False
     for j in range(nnz):
         if slots[j] != NULL or x[j] == 0.0:
@@ -3559,13 +3681,17 @@ cdef int fobos_insert_new(SGDKernel k, const uint64_t* keys, const floating* x,
             moved_end = k.store.shifted_end
             if moved_end == NULL:
                 rebuilt = True
-            elif not rebuilt:
+            elif not rebuilt and moved_end != <char*>p:
                 # The slots that were in [p, moved_end) are one slot on
-                # (branch-free: which ones is noise to a branch predictor).
+                # (branch-free: which ones is noise to a branch predictor;
+                # one unsigned compare of the offset from p tests both
+                # ends, and NULL's offset is out of range).  Nothing moved
+                # when the new key took a free slot.
                 size = k.store.slot_size
+                span = <uintptr_t>moved_end - <uintptr_t>p
                 for i in range(nnz):
                     q = <char*>slots[i]
-                    slots[i] = <fobos_slot*>(q + size * ((q >= <char*>p) & (q < moved_end)))
+                    slots[i] = <fobos_slot*>(q + size * ((<uintptr_t>q - <uintptr_t>p) < span))
         slots[j] = p
     if rebuilt:
         for j in range(nnz):
@@ -3578,6 +3704,23 @@ cdef double fobos_weight_of(SGDKernel k, char* p) noexcept nogil:
     if fobos_expired(k, p):
         return 0.0
     return fobos_weight(k, <fobos_slot*>p)
+
+
+cdef Py_ssize_t fobos_count_nonzero(SGDKernel k) noexcept nogil:
+    """Stored features whose caught-up weight is not zero: one pass over
+    the table in memory order, the rule's catch-up inlined (a call through
+    ``ops.weight`` and ``next_live`` per slot cost three times as much at
+    13 M features; train's progress and summary ask for it)."""
+    cdef Py_ssize_t size = k.store.slot_size, count = 0
+    cdef char* p = k.store.slots
+    cdef char* end = k.store.slots + k.store.total * size
+    while p != end:
+        if (<uint64_t*>p)[0] != 0 and fobos_weight_of(k, p) != 0.0:
+            count += 1
+        p += size
+    if k.store.has_zero and fobos_weight_of(k, <char*>k.store.zero_slot) != 0.0:
+        count += 1
+    return count
 
 
 cdef void fobos_compact(SGDKernel k) noexcept nogil:
@@ -3637,11 +3780,11 @@ cdef int fobos_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
         if k.store.reserve(nnz) != 0:
             status = E_NOMEM
             break
-        # Prefetch the home slots of the example after next, so that its
-        # cache misses overlap the work of this one and the next
+        # Prefetch the home slots of the example PREFETCH_ROWS ahead, so
+        # that its cache misses overlap the work of the ones before it
         # (docs/algorithms.md, "The weight store").
-        if i + 2 < n_rows:
-            for j in range(r.indptr[i + 2], r.indptr[i + 3]):
+        if i + PREFETCH_ROWS < n_rows:
+            for j in range(r.indptr[i + PREFETCH_ROWS], r.indptr[i + PREFETCH_ROWS + 1]):
                 store_prefetch(k.store, r.keys[j])
         y = r.labels[i]
         if loss_classifies(k.loss) and y == 0.0:
@@ -3841,11 +3984,11 @@ cdef int fobos_learn_f64(SGDKernel k, Rows* r, const double* values, double* out
         if k.store.reserve(nnz) != 0:
             status = E_NOMEM
             break
-        # Prefetch the home slots of the example after next, so that its
-        # cache misses overlap the work of this one and the next
+        # Prefetch the home slots of the example PREFETCH_ROWS ahead, so
+        # that its cache misses overlap the work of the ones before it
         # (docs/algorithms.md, "The weight store").
-        if i + 2 < n_rows:
-            for j in range(r.indptr[i + 2], r.indptr[i + 3]):
+        if i + PREFETCH_ROWS < n_rows:
+            for j in range(r.indptr[i + PREFETCH_ROWS], r.indptr[i + PREFETCH_ROWS + 1]):
                 store_prefetch(k.store, r.keys[j])
         y = r.labels[i]
         if loss_classifies(k.loss) and y == 0.0:
@@ -4047,6 +4190,7 @@ cdef int truncated_insert_new(SGDKernel k, const uint64_t* keys, const floating*
     cdef truncated_slot* p
     cdef char* moved_end
     cdef char* q
+    cdef uintptr_t span
     cdef bint rebuilt = False
     for j in range(nnz):
         if slots[j] != NULL or x[j] == 0.0:
@@ -4062,13 +4206,17 @@ cdef int truncated_insert_new(SGDKernel k, const uint64_t* keys, const floating*
             moved_end = k.store.shifted_end
             if moved_end == NULL:
                 rebuilt = True
-            elif not rebuilt:
+            elif not rebuilt and moved_end != <char*>p:
                 # The slots that were in [p, moved_end) are one slot on
-                # (branch-free: which ones is noise to a branch predictor).
+                # (branch-free: which ones is noise to a branch predictor;
+                # one unsigned compare of the offset from p tests both
+                # ends, and NULL's offset is out of range).  Nothing moved
+                # when the new key took a free slot.
                 size = k.store.slot_size
+                span = <uintptr_t>moved_end - <uintptr_t>p
                 for i in range(nnz):
                     q = <char*>slots[i]
-                    slots[i] = <truncated_slot*>(q + size * ((q >= <char*>p) & (q < moved_end)))
+                    slots[i] = <truncated_slot*>(q + size * ((<uintptr_t>q - <uintptr_t>p) < span))
         slots[j] = p
     if rebuilt:
         for j in range(nnz):
@@ -4081,6 +4229,23 @@ cdef double truncated_weight_of(SGDKernel k, char* p) noexcept nogil:
     if truncated_expired(k, p):
         return 0.0
     return truncated_weight(k, <truncated_slot*>p)
+
+
+cdef Py_ssize_t truncated_count_nonzero(SGDKernel k) noexcept nogil:
+    """Stored features whose caught-up weight is not zero: one pass over
+    the table in memory order, the rule's catch-up inlined (a call through
+    ``ops.weight`` and ``next_live`` per slot cost three times as much at
+    13 M features; train's progress and summary ask for it)."""
+    cdef Py_ssize_t size = k.store.slot_size, count = 0
+    cdef char* p = k.store.slots
+    cdef char* end = k.store.slots + k.store.total * size
+    while p != end:
+        if (<uint64_t*>p)[0] != 0 and truncated_weight_of(k, p) != 0.0:
+            count += 1
+        p += size
+    if k.store.has_zero and truncated_weight_of(k, <char*>k.store.zero_slot) != 0.0:
+        count += 1
+    return count
 
 
 cdef void truncated_compact(SGDKernel k) noexcept nogil:
@@ -4140,11 +4305,11 @@ cdef int truncated_learn_f32(SGDKernel k, Rows* r, const float* values, double* 
         if k.store.reserve(nnz) != 0:
             status = E_NOMEM
             break
-        # Prefetch the home slots of the example after next, so that its
-        # cache misses overlap the work of this one and the next
+        # Prefetch the home slots of the example PREFETCH_ROWS ahead, so
+        # that its cache misses overlap the work of the ones before it
         # (docs/algorithms.md, "The weight store").
-        if i + 2 < n_rows:
-            for j in range(r.indptr[i + 2], r.indptr[i + 3]):
+        if i + PREFETCH_ROWS < n_rows:
+            for j in range(r.indptr[i + PREFETCH_ROWS], r.indptr[i + PREFETCH_ROWS + 1]):
                 store_prefetch(k.store, r.keys[j])
         y = r.labels[i]
         if loss_classifies(k.loss) and y == 0.0:
@@ -4344,11 +4509,11 @@ cdef int truncated_learn_f64(SGDKernel k, Rows* r, const double* values, double*
         if k.store.reserve(nnz) != 0:
             status = E_NOMEM
             break
-        # Prefetch the home slots of the example after next, so that its
-        # cache misses overlap the work of this one and the next
+        # Prefetch the home slots of the example PREFETCH_ROWS ahead, so
+        # that its cache misses overlap the work of the ones before it
         # (docs/algorithms.md, "The weight store").
-        if i + 2 < n_rows:
-            for j in range(r.indptr[i + 2], r.indptr[i + 3]):
+        if i + PREFETCH_ROWS < n_rows:
+            for j in range(r.indptr[i + PREFETCH_ROWS], r.indptr[i + PREFETCH_ROWS + 1]):
                 store_prefetch(k.store, r.keys[j])
         y = r.labels[i]
         if loss_classifies(k.loss) and y == 0.0:
@@ -4550,6 +4715,7 @@ cdef int adagrad_fobos_insert_new(SGDKernel k, const uint64_t* keys, const float
     cdef adagrad_fobos_slot* p
     cdef char* moved_end
     cdef char* q
+    cdef uintptr_t span
     cdef bint rebuilt = False
     for j in range(nnz):
         if slots[j] != NULL or x[j] == 0.0:
@@ -4565,13 +4731,17 @@ cdef int adagrad_fobos_insert_new(SGDKernel k, const uint64_t* keys, const float
             moved_end = k.store.shifted_end
             if moved_end == NULL:
                 rebuilt = True
-            elif not rebuilt:
+            elif not rebuilt and moved_end != <char*>p:
                 # The slots that were in [p, moved_end) are one slot on
-                # (branch-free: which ones is noise to a branch predictor).
+                # (branch-free: which ones is noise to a branch predictor;
+                # one unsigned compare of the offset from p tests both
+                # ends, and NULL's offset is out of range).  Nothing moved
+                # when the new key took a free slot.
                 size = k.store.slot_size
+                span = <uintptr_t>moved_end - <uintptr_t>p
                 for i in range(nnz):
                     q = <char*>slots[i]
-                    slots[i] = <adagrad_fobos_slot*>(q + size * ((q >= <char*>p) & (q < moved_end)))
+                    slots[i] = <adagrad_fobos_slot*>(q + size * ((<uintptr_t>q - <uintptr_t>p) < span))
         slots[j] = p
     if rebuilt:
         for j in range(nnz):
@@ -4584,6 +4754,23 @@ cdef double adagrad_fobos_weight_of(SGDKernel k, char* p) noexcept nogil:
     if adagrad_fobos_expired(k, p):
         return 0.0
     return adagrad_fobos_weight(k, <adagrad_fobos_slot*>p)
+
+
+cdef Py_ssize_t adagrad_fobos_count_nonzero(SGDKernel k) noexcept nogil:
+    """Stored features whose caught-up weight is not zero: one pass over
+    the table in memory order, the rule's catch-up inlined (a call through
+    ``ops.weight`` and ``next_live`` per slot cost three times as much at
+    13 M features; train's progress and summary ask for it)."""
+    cdef Py_ssize_t size = k.store.slot_size, count = 0
+    cdef char* p = k.store.slots
+    cdef char* end = k.store.slots + k.store.total * size
+    while p != end:
+        if (<uint64_t*>p)[0] != 0 and adagrad_fobos_weight_of(k, p) != 0.0:
+            count += 1
+        p += size
+    if k.store.has_zero and adagrad_fobos_weight_of(k, <char*>k.store.zero_slot) != 0.0:
+        count += 1
+    return count
 
 
 cdef void adagrad_fobos_compact(SGDKernel k) noexcept nogil:
@@ -4643,11 +4830,11 @@ cdef int adagrad_fobos_learn_f32(SGDKernel k, Rows* r, const float* values, doub
         if k.store.reserve(nnz) != 0:
             status = E_NOMEM
             break
-        # Prefetch the home slots of the example after next, so that its
-        # cache misses overlap the work of this one and the next
+        # Prefetch the home slots of the example PREFETCH_ROWS ahead, so
+        # that its cache misses overlap the work of the ones before it
         # (docs/algorithms.md, "The weight store").
-        if i + 2 < n_rows:
-            for j in range(r.indptr[i + 2], r.indptr[i + 3]):
+        if i + PREFETCH_ROWS < n_rows:
+            for j in range(r.indptr[i + PREFETCH_ROWS], r.indptr[i + PREFETCH_ROWS + 1]):
                 store_prefetch(k.store, r.keys[j])
         y = r.labels[i]
         if loss_classifies(k.loss) and y == 0.0:
@@ -4847,11 +5034,11 @@ cdef int adagrad_fobos_learn_f64(SGDKernel k, Rows* r, const double* values, dou
         if k.store.reserve(nnz) != 0:
             status = E_NOMEM
             break
-        # Prefetch the home slots of the example after next, so that its
-        # cache misses overlap the work of this one and the next
+        # Prefetch the home slots of the example PREFETCH_ROWS ahead, so
+        # that its cache misses overlap the work of the ones before it
         # (docs/algorithms.md, "The weight store").
-        if i + 2 < n_rows:
-            for j in range(r.indptr[i + 2], r.indptr[i + 3]):
+        if i + PREFETCH_ROWS < n_rows:
+            for j in range(r.indptr[i + PREFETCH_ROWS], r.indptr[i + PREFETCH_ROWS + 1]):
                 store_prefetch(k.store, r.keys[j])
         y = r.labels[i]
         if loss_classifies(k.loss) and y == 0.0:
@@ -5053,6 +5240,7 @@ cdef int ftrl_insert_new(SGDKernel k, const uint64_t* keys, const floating* x,
     cdef ftrl_slot* p
     cdef char* moved_end
     cdef char* q
+    cdef uintptr_t span
     cdef bint rebuilt = False
     for j in range(nnz):
         if slots[j] != NULL or x[j] == 0.0:
@@ -5068,13 +5256,17 @@ cdef int ftrl_insert_new(SGDKernel k, const uint64_t* keys, const floating* x,
             moved_end = k.store.shifted_end
             if moved_end == NULL:
                 rebuilt = True
-            elif not rebuilt:
+            elif not rebuilt and moved_end != <char*>p:
                 # The slots that were in [p, moved_end) are one slot on
-                # (branch-free: which ones is noise to a branch predictor).
+                # (branch-free: which ones is noise to a branch predictor;
+                # one unsigned compare of the offset from p tests both
+                # ends, and NULL's offset is out of range).  Nothing moved
+                # when the new key took a free slot.
                 size = k.store.slot_size
+                span = <uintptr_t>moved_end - <uintptr_t>p
                 for i in range(nnz):
                     q = <char*>slots[i]
-                    slots[i] = <ftrl_slot*>(q + size * ((q >= <char*>p) & (q < moved_end)))
+                    slots[i] = <ftrl_slot*>(q + size * ((<uintptr_t>q - <uintptr_t>p) < span))
         slots[j] = p
     if rebuilt:
         for j in range(nnz):
@@ -5087,6 +5279,23 @@ cdef double ftrl_weight_of(SGDKernel k, char* p) noexcept nogil:
     if ftrl_expired(k, p):
         return 0.0
     return ftrl_weight(k, <ftrl_slot*>p)
+
+
+cdef Py_ssize_t ftrl_count_nonzero(SGDKernel k) noexcept nogil:
+    """Stored features whose caught-up weight is not zero: one pass over
+    the table in memory order, the rule's catch-up inlined (a call through
+    ``ops.weight`` and ``next_live`` per slot cost three times as much at
+    13 M features; train's progress and summary ask for it)."""
+    cdef Py_ssize_t size = k.store.slot_size, count = 0
+    cdef char* p = k.store.slots
+    cdef char* end = k.store.slots + k.store.total * size
+    while p != end:
+        if (<uint64_t*>p)[0] != 0 and ftrl_weight_of(k, p) != 0.0:
+            count += 1
+        p += size
+    if k.store.has_zero and ftrl_weight_of(k, <char*>k.store.zero_slot) != 0.0:
+        count += 1
+    return count
 
 
 cdef void ftrl_compact(SGDKernel k) noexcept nogil:
@@ -5146,11 +5355,11 @@ cdef int ftrl_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
         if k.store.reserve(nnz) != 0:
             status = E_NOMEM
             break
-        # Prefetch the home slots of the example after next, so that its
-        # cache misses overlap the work of this one and the next
+        # Prefetch the home slots of the example PREFETCH_ROWS ahead, so
+        # that its cache misses overlap the work of the ones before it
         # (docs/algorithms.md, "The weight store").
-        if i + 2 < n_rows:
-            for j in range(r.indptr[i + 2], r.indptr[i + 3]):
+        if i + PREFETCH_ROWS < n_rows:
+            for j in range(r.indptr[i + PREFETCH_ROWS], r.indptr[i + PREFETCH_ROWS + 1]):
                 store_prefetch(k.store, r.keys[j])
         y = r.labels[i]
         if loss_classifies(k.loss) and y == 0.0:
@@ -5350,11 +5559,11 @@ cdef int ftrl_learn_f64(SGDKernel k, Rows* r, const double* values, double* out,
         if k.store.reserve(nnz) != 0:
             status = E_NOMEM
             break
-        # Prefetch the home slots of the example after next, so that its
-        # cache misses overlap the work of this one and the next
+        # Prefetch the home slots of the example PREFETCH_ROWS ahead, so
+        # that its cache misses overlap the work of the ones before it
         # (docs/algorithms.md, "The weight store").
-        if i + 2 < n_rows:
-            for j in range(r.indptr[i + 2], r.indptr[i + 3]):
+        if i + PREFETCH_ROWS < n_rows:
+            for j in range(r.indptr[i + PREFETCH_ROWS], r.indptr[i + PREFETCH_ROWS + 1]):
                 store_prefetch(k.store, r.keys[j])
         y = r.labels[i]
         if loss_classifies(k.loss) and y == 0.0:
@@ -5556,6 +5765,7 @@ cdef int spred_insert_new(SGDKernel k, const uint64_t* keys, const floating* x,
     cdef spred_slot* p
     cdef char* moved_end
     cdef char* q
+    cdef uintptr_t span
     cdef bint rebuilt = False
     for j in range(nnz):
         if slots[j] != NULL or x[j] == 0.0:
@@ -5571,13 +5781,17 @@ cdef int spred_insert_new(SGDKernel k, const uint64_t* keys, const floating* x,
             moved_end = k.store.shifted_end
             if moved_end == NULL:
                 rebuilt = True
-            elif not rebuilt:
+            elif not rebuilt and moved_end != <char*>p:
                 # The slots that were in [p, moved_end) are one slot on
-                # (branch-free: which ones is noise to a branch predictor).
+                # (branch-free: which ones is noise to a branch predictor;
+                # one unsigned compare of the offset from p tests both
+                # ends, and NULL's offset is out of range).  Nothing moved
+                # when the new key took a free slot.
                 size = k.store.slot_size
+                span = <uintptr_t>moved_end - <uintptr_t>p
                 for i in range(nnz):
                     q = <char*>slots[i]
-                    slots[i] = <spred_slot*>(q + size * ((q >= <char*>p) & (q < moved_end)))
+                    slots[i] = <spred_slot*>(q + size * ((<uintptr_t>q - <uintptr_t>p) < span))
         slots[j] = p
     if rebuilt:
         for j in range(nnz):
@@ -5590,6 +5804,23 @@ cdef double spred_weight_of(SGDKernel k, char* p) noexcept nogil:
     if spred_expired(k, p):
         return 0.0
     return spred_weight(k, <spred_slot*>p)
+
+
+cdef Py_ssize_t spred_count_nonzero(SGDKernel k) noexcept nogil:
+    """Stored features whose caught-up weight is not zero: one pass over
+    the table in memory order, the rule's catch-up inlined (a call through
+    ``ops.weight`` and ``next_live`` per slot cost three times as much at
+    13 M features; train's progress and summary ask for it)."""
+    cdef Py_ssize_t size = k.store.slot_size, count = 0
+    cdef char* p = k.store.slots
+    cdef char* end = k.store.slots + k.store.total * size
+    while p != end:
+        if (<uint64_t*>p)[0] != 0 and spred_weight_of(k, p) != 0.0:
+            count += 1
+        p += size
+    if k.store.has_zero and spred_weight_of(k, <char*>k.store.zero_slot) != 0.0:
+        count += 1
+    return count
 
 
 cdef void spred_compact(SGDKernel k) noexcept nogil:
@@ -5649,11 +5880,11 @@ cdef int spred_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
         if k.store.reserve(nnz) != 0:
             status = E_NOMEM
             break
-        # Prefetch the home slots of the example after next, so that its
-        # cache misses overlap the work of this one and the next
+        # Prefetch the home slots of the example PREFETCH_ROWS ahead, so
+        # that its cache misses overlap the work of the ones before it
         # (docs/algorithms.md, "The weight store").
-        if i + 2 < n_rows:
-            for j in range(r.indptr[i + 2], r.indptr[i + 3]):
+        if i + PREFETCH_ROWS < n_rows:
+            for j in range(r.indptr[i + PREFETCH_ROWS], r.indptr[i + PREFETCH_ROWS + 1]):
                 store_prefetch(k.store, r.keys[j])
         y = r.labels[i]
         if loss_classifies(k.loss) and y == 0.0:
@@ -5853,11 +6084,11 @@ cdef int spred_learn_f64(SGDKernel k, Rows* r, const double* values, double* out
         if k.store.reserve(nnz) != 0:
             status = E_NOMEM
             break
-        # Prefetch the home slots of the example after next, so that its
-        # cache misses overlap the work of this one and the next
+        # Prefetch the home slots of the example PREFETCH_ROWS ahead, so
+        # that its cache misses overlap the work of the ones before it
         # (docs/algorithms.md, "The weight store").
-        if i + 2 < n_rows:
-            for j in range(r.indptr[i + 2], r.indptr[i + 3]):
+        if i + PREFETCH_ROWS < n_rows:
+            for j in range(r.indptr[i + PREFETCH_ROWS], r.indptr[i + PREFETCH_ROWS + 1]):
                 store_prefetch(k.store, r.keys[j])
         y = r.labels[i]
         if loss_classifies(k.loss) and y == 0.0:

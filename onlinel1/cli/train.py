@@ -66,7 +66,9 @@ class ProgressTable:
         self.header_done = False
 
     def update(self, learner: Learner, totals: tuple[int, float, float, int],
-               final: bool = False) -> None:
+               final: bool = False, nnz: int | None = None) -> None:
+        """A line when the count has doubled (or ``final``); ``nnz``, when
+        the caller has it, saves a pass over the store."""
         examples, loss_sum, weight_sum, correct = totals
         if not self.enabled or (examples < self.next_report and not final):
             return
@@ -82,7 +84,8 @@ class ProgressTable:
         avg = loss_sum / weight_sum if weight_sum else math.nan
         rate = examples / max(time.perf_counter() - self.start, 1e-9)
         acc = f"  {correct / examples:>8.4f}" if self.classification and examples else ""
-        print(f"{examples:>12}  {avg:>10.6f}  {since:>10.6f}{acc}  {learner.nnz:>10}  "
+        nnz = learner.nnz if nnz is None else nnz
+        print(f"{examples:>12}  {avg:>10.6f}  {since:>10.6f}{acc}  {nnz:>10}  "
               f"{rate:>11.0f}", file=self.out, flush=True)
         self.last = (examples, loss_sum, weight_sum)
 
@@ -335,7 +338,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             if args.passes > 1:
                 say(f"pass {number}  test     {metric_line(test)}", flush=True)
     elapsed = time.perf_counter() - start
-    table.update(learner, totals, final=True)
+    nnz = learner.nnz           # one pass over the store, for both lines
+    table.update(learner, totals, final=True, nnz=nnz)
     summary = learner.progress
     lines = [("examples", f"{summary['examples']}"),
              ("passes", f"{args.passes}" + (" (shuffled)" if args.shuffle else "")),
@@ -346,7 +350,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         lines += metric_items(held, "holdout ")
     if test is not None:
         lines += metric_items(test, "test ")
-    lines += [("non-zero weights", f"{learner.nnz}")]
+    lines += [("non-zero weights", f"{nnz}")]
     if options.budgeted:
         from onlinel1.cli.offline import budget_line
         lines.append(("budget", budget_line(learner)))
