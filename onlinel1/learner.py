@@ -43,6 +43,17 @@ def state_columns(options: LearnerOptions) -> tuple[str, ...]:
     return columns + (CLOCK_COLUMN,) if options.budgeted else columns
 
 
+class _Discarded:
+    """The kernel of a learner whose batch failed part-way in a ``learn``
+    with ``atomic=False``: every use raises, naming why."""
+
+    def __init__(self, why: str) -> None:
+        self._why = why
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(self._why)
+
+
 class Learner:
     """Online sparse linear model with lazily applied L1/L2 SGD.
 
@@ -107,7 +118,7 @@ class Learner:
 
     def learn(self, batch: Batch, *, check: bool = True,
               rows: tuple[int, int] | None = None,
-              wake: tuple[int, int] | None = None) -> LearnResult:
+              wake: tuple[int, int] | None = None, atomic: bool = True) -> LearnResult:
         """Learn the rows of ``batch`` in order; return a :class:`LearnResult`
         of them.
 
@@ -132,13 +143,30 @@ class Learner:
         ``result`` counts no rows.  Inside a batch opened with ``begin``
         the caller decides instead (``commit`` or ``rollback``), and
         ``result`` counts the rows learned before the failing one.
+
+        ``atomic=False`` (outside ``begin``) keeps no undo journal, for a
+        caller that never goes on after a failure: ``onlinel1 train`` stops
+        without saving.  The learner is then left part-way through the
+        failing example and every later use of it raises ``RuntimeError``.
+        The journal copies each slot an example changes (its cost at 13 M
+        live features: benchmarks/results/atomic.md).
         """
         if check:
             self.check(batch, learning=True)
         start, stop = rows if rows is not None else (0, batch.n_rows)
         if self.options.minibatch > 1:
-            return self._atomic(lambda: self._learn_minibatches(batch, start, stop))
-        return self._atomic(lambda: self._learn_sequential(batch, start, stop, wake))
+            run = lambda: self._learn_minibatches(batch, start, stop)   # noqa: E731
+        else:
+            run = lambda: self._learn_sequential(batch, start, stop, wake)   # noqa: E731
+        if atomic or self._kernel.in_batch:
+            return self._atomic(run)
+        try:
+            return run()
+        except BaseException as exc:
+            self._kernel = _Discarded(
+                f"this learner is unusable: a batch learned with atomic=False failed part-way "
+                f"({type(exc).__name__}: {exc}), and nothing was journaled to undo it")
+            raise
 
     def _atomic(self, learn: Any) -> LearnResult:
         """``learn()`` as one batch: undone whole if it raises (unless the

@@ -192,3 +192,50 @@ def test_a_failing_batch_of_mini_batches_is_undone_with_its_pending_rows(options
     for model in (learner, oracle):
         model.learn(then)
     assert state_bits(learner.state) == state_bits(oracle.state)
+
+
+# ------------------------------------------------------- atomic=False (train)
+
+@pytest.mark.parametrize("options", OPTIONS + [dict(update="fobos", l1=1e-3, minibatch=4)],
+                         ids=ids)
+def test_learning_without_the_journal_gives_the_same_model_bit_for_bit(options):
+    # atomic=False only leaves out the undo journal (onlinel1 train's path):
+    # the model it learns is the atomic one's, bit for bit.
+    rng = np.random.default_rng(7)
+    batches = [random_batch(rng, 50, 300) for _ in range(4)]
+    journaled, bare = Learner(**options), Learner(**options)
+    for batch in batches:
+        r1 = journaled.learn(batch)
+        r2 = bare.learn(batch, atomic=False)
+        assert r1 == r2
+    assert state_bits(bare.state) == state_bits(journaled.state)
+
+
+def test_a_learner_whose_unjournaled_batch_failed_refuses_every_later_use():
+    rng = np.random.default_rng(8)
+    learner = Learner(update="fobos", l1=1e-3)
+    learner.learn(random_batch(rng, 30, 100))
+    with pytest.raises(NumericError) as failed:
+        learner.learn(failing_at_the_end(random_batch(rng, 30, 100)), atomic=False)
+    assert failed.value.row == 30 and failed.value.reason == "update"
+    for use in (lambda: learner.learn(random_batch(rng, 5, 10)),
+                lambda: learner.predict(random_batch(rng, 5, 10)),
+                lambda: learner.weights(), lambda: learner.nnz, lambda: learner.state):
+        with pytest.raises(RuntimeError, match="atomic=False failed part-way"):
+            use()
+
+
+def test_inside_begin_atomic_false_changes_nothing():
+    # An open batch (begin) keeps its journal whatever the call says: the
+    # caller's rollback still undoes it.
+    rng = np.random.default_rng(9)
+    before = random_batch(rng, 30, 100)
+    learner, oracle = Learner(update="fobos", l1=1e-3), Learner(update="fobos", l1=1e-3)
+    learner.learn(before)
+    oracle.learn(before)
+    learner.begin()
+    learner.learn(random_batch(rng, 20, 100), atomic=False)
+    with pytest.raises(NumericError):
+        learner.learn(failing_at_the_end(random_batch(rng, 30, 100)), atomic=False)
+    learner.rollback()
+    assert state_bits(learner.state) == state_bits(oracle.state)

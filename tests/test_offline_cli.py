@@ -525,10 +525,13 @@ def test_every_error_of_a_line_counts_lines_the_same_way(tmp_path):
     # An example that overflows the learner (importance 1e308 at value 100).
     big = tmp_path / "big.vw"
     big.write_text("1 |f a\n\n1 1e308 |f b:100\n1 |f c\n")
-    code, _, err = cli("train", big, "--quiet")
+    saved = tmp_path / "big.ol1"
+    code, _, err = cli("train", big, "--quiet", "--save", saved)
     assert code == 1
     assert f"{big}:3: its weight update is not finite" in err, err
+    assert err.strip().endswith("; the model was not saved"), err
     assert len(err.strip().splitlines()) == 1
+    assert not saved.exists()   # train learns without the undo journal: nothing to keep
 
 
 def test_unlabelled_lines_are_still_an_error_for_train(tmp_path):

@@ -64,10 +64,9 @@ def batch_error(exc: BatchError, batch: Batch, source: str, loss: str) -> Comman
 
 def stopped_error(exc: Any, batch: Batch, source: str) -> CommandError:
     """A ``NumericError``/``StoreFullError`` as one line naming the line of
-    the example that stopped the learner (its batch was undone)."""
+    the example that stopped the learner (train then stops unsaved)."""
     what = STOPPED.get(exc.reason, str(exc))
-    return CommandError(f"{where(source, batch, exc.row)}: {what}; its batch was undone "
-                        f"and the model was not saved")
+    return CommandError(f"{where(source, batch, exc.row)}: {what}; the model was not saved")
 
 
 def features_only(batch: Batch) -> Batch:

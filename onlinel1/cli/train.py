@@ -265,7 +265,8 @@ def check_args(args: argparse.Namespace) -> int:
 
 def learn(learner: Learner, batch, source: str) -> None:
     try:
-        learner.learn(batch)
+        # No undo journal: a failed batch ends the run, unsaved.
+        learner.learn(batch, atomic=False)
     except BatchError as exc:
         raise batch_error(exc, batch, source, learner.options.loss) from None
     except (NumericError, StoreFullError) as exc:
