@@ -340,3 +340,15 @@ def test_train_help_documents_read_ahead(capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert ("--no-read-ahead parse the next block in a second thread while this one is "
             "learned (default); turn off to debug or to use one core") in out
+
+
+def test_the_offline_commands_start_without_the_daemon_modules():
+    # Every command builds the whole parser; the daemon's modules (ZeroMQ,
+    # asyncio, the HTTP server) are imported by serve and cluster only, so
+    # that train and predict start in less time.
+    code = ("import sys; from onlinel1.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in ('zmq', 'asyncio', 'onlinel1.server.daemon', "
+            "'onlinel1.server.auth', 'onlinel1.server.http') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=120).stdout
+    assert out.strip() == "[]", out

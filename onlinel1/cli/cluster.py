@@ -18,7 +18,6 @@ from onlinel1.cli import serve
 from onlinel1.cli.common import (CommandError, Formatter, add_learner_arguments,
                                  explicit_learner_values)
 from onlinel1.names import DEFAULT_MODEL
-from onlinel1.server import startup
 
 log = logging.getLogger("onlinel1.cluster")
 
@@ -191,6 +190,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     from onlinel1.cluster.learner import ClusterLearner
     from onlinel1.cluster.partition import Partitioner
     from onlinel1.cluster import manifest
+    from onlinel1.server import startup
     try:
         partitioner = Partitioner(args.shards, args.partition_seed)
         # A cluster snapshot to resume is verified, not merged: its shards

@@ -2,21 +2,19 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import logging
 import signal
 import sys
 from typing import Any
 
-import zmq
-
 from onlinel1.cli.common import (CommandError, Formatter, add_learner_arguments,
                                  explicit_learner_values, learner_options)
-from onlinel1.server import ConfigError, DaemonConfig, admission, auth, read_config_file, startup
-from onlinel1.server.config import LOG_LEVELS
-from onlinel1.server.http import HttpServer, MissingDependency
-from onlinel1.server.metrics import RequestMetrics
-from onlinel1.server.transport import format_bytes
+# Only the settings here: the daemon's modules (ZeroMQ, asyncio, HTTP) are
+# imported by the functions that run it, so that building the command
+# line's parser, which every onlinel1 command does, stays cheap.
+from onlinel1.server.config import LOG_LEVELS, ConfigError, DaemonConfig, read_config_file
 
 log = logging.getLogger("onlinel1.daemon")
 
@@ -52,6 +50,8 @@ def prepare(args: argparse.Namespace) -> tuple[DaemonConfig, Any, dict[str, Any]
     """The daemon's settings from the config file and flags, logging set
     up, the CURVE keys checked: (config, learner options, the config
     file's [learner] table, request metrics or None)."""
+    from onlinel1.server import auth
+    from onlinel1.server.metrics import RequestMetrics
     daemon_table: dict[str, Any] = {}
     learner_table: dict[str, Any] = {}
     if args.config:
@@ -73,6 +73,7 @@ def prepare(args: argparse.Namespace) -> tuple[DaemonConfig, Any, dict[str, Any]
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from onlinel1.server import startup
     config, options, learner_table, metrics = prepare(args)
     stopping: list[int] = []
     try:
@@ -109,6 +110,9 @@ def run(args: argparse.Namespace, config: DaemonConfig, daemon: Any, metrics: An
         serving: str) -> int:
     """Bind, serve until SIGTERM (or, with --check, report and exit); the
     exit status (1 if a final snapshot failed)."""
+    import zmq
+
+    from onlinel1.server.http import HttpServer, MissingDependency
     try:
         daemon.bind()
     except zmq.ZMQError as exc:
@@ -186,6 +190,8 @@ def reload_log_level(config_file: str | None) -> None:
 
 def memory_bound_text(config: DaemonConfig, training: bool) -> str:
     """What ``serve --check`` says about the memory the sockets may hold."""
+    from onlinel1.server import admission
+    from onlinel1.server.transport import format_bytes
     b = admission.memory_bound(config, training)
     hwm, conns = config.high_water_mark, config.max_connections
     lines = [f"memory bound: queued input and unsent replies take at most "
@@ -241,7 +247,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def add_daemon_arguments(parser: argparse.ArgumentParser, replica: bool) -> None:
     """The daemon's flags (``serve``; ``cluster start``, without the
     replica's ``replica=False``)."""
-    d = DaemonConfig()
+    # The defaults, without DaemonConfig()'s checks: those import the CURVE
+    # code (ZeroMQ), for the parser that every command builds.
+    d = argparse.Namespace(**{f.name: f.default for f in dataclasses.fields(DaemonConfig)})
     g = parser.add_argument_group("daemon")
     g.add_argument("--train-endpoint", metavar="E",
                    help=f"where producers push training batches (default: {d.train_endpoint})")

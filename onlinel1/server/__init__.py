@@ -14,7 +14,18 @@ the status page (``status_page.html``) from its own threads, reading the
 loop through ``Daemon.ask``, and ``metrics.py`` keeps the latency
 histograms.
 """
+from typing import Any
+
 from onlinel1.server.config import ConfigError, DaemonConfig, read_config_file
-from onlinel1.server.daemon import Daemon
 
 __all__ = ["ConfigError", "Daemon", "DaemonConfig", "read_config_file"]
+
+
+def __getattr__(name: str) -> Any:
+    # The daemon (ZeroMQ, asyncio, every command module) is imported when
+    # first asked for, so that the settings alone (the CLI's flags and
+    # their defaults) cost no more than config.py.
+    if name == "Daemon":
+        from onlinel1.server.daemon import Daemon
+        return Daemon
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
