@@ -52,8 +52,11 @@ Part 2, in process (one child process): the file is parsed once into
 Batches (onlinel1.io.read_batches, --batch-size rows each), then
 ``Learner(update=RULE, l1=X, eta0=X).learn(batch)`` over all of them is
 timed for each of --rules (fobos, cumulative first-seen, plain, truncated,
-subgradient, adagrad-fobos, ftrl, spred; plain with l1 = 0), fresh model
-each, the rules in turn --repeats times.  Reported: feature-updates/s
+subgradient, adagrad-fobos, ftrl, spred; plain with l1 = 0; and
+fobos/no-journal and cumulative/no-journal, the same two learned with
+``learn(batch, atomic=False)``, without the undo journal of an atomic
+batch, as ``onlinel1 train`` learns), fresh model each, the rules in turn
+--repeats times.  Reported: feature-updates/s
 (non-zeros learned / seconds) over the whole pass and over the batches
 learned while the store already held >= --live-target features, the live
 features (store size) and non-zeros at the end, and
@@ -107,9 +110,13 @@ ACTIVE_FRACTION = 0.05          # hidden model: share of (field, value) with a w
 WEIGHT_RANGE = 1.5              # ... uniform in [-WEIGHT_RANGE, WEIGHT_RANGE]
 ENCODE_CHUNK = 100_000          # rows encoded to text at a time
 
-ALL_RULES = ("fobos", "cumulative", "plain", "truncated", "subgradient", "adagrad-fobos",
-             "ftrl", "spred")
-RULE_LABEL = {"cumulative": "cumulative, origin first-seen"}
+# RULE/no-journal: the rule learned with atomic=False (no undo journal), as
+# `onlinel1 train` learns it.
+ALL_RULES = ("fobos", "cumulative", "fobos/no-journal", "cumulative/no-journal", "plain",
+             "truncated", "subgradient", "adagrad-fobos", "ftrl", "spred")
+RULE_LABEL = {"cumulative": "cumulative, origin first-seen",
+              "fobos/no-journal": "fobos, atomic=False",
+              "cumulative/no-journal": "cumulative, origin first-seen, atomic=False"}
 HEADLINE_RULES = ("fobos", "cumulative")
 MIB = 1024 * 1024
 
@@ -284,9 +291,11 @@ def inprocess_role(argv: list[str]) -> int:
     runs = []
     for rep in range(settings["repeats"]):
         for rule in settings["rules"]:
-            opts = dict(update=rule, l1=0.0 if rule == "plain" else settings["l1"],
+            update, _, variant = rule.partition("/")
+            atomic = variant != "no-journal"
+            opts = dict(update=update, l1=0.0 if update == "plain" else settings["l1"],
                         eta0=settings["eta0"])
-            if rule == "cumulative":
+            if update == "cumulative":
                 opts["origin"] = "first-seen"
             learner = Learner(**opts)
             seconds = np.empty(len(batches))
@@ -298,7 +307,7 @@ def inprocess_role(argv: list[str]) -> int:
                 for i, batch in enumerate(batches):
                     live_before[i] = learner.store_size
                     t = time.perf_counter()
-                    learner.learn(batch)
+                    learner.learn(batch, atomic=atomic)
                     seconds[i] = time.perf_counter() - t
             finally:
                 gc.enable()
@@ -318,7 +327,7 @@ def inprocess_role(argv: list[str]) -> int:
             rate = total_nnz / total / 1e6
             wrate = (f"{run['window_nnz'] / run['window_seconds'] / 1e6:.2f} M/s"
                      if run["window_batches"] else "n/a")
-            print(f"  in-process {rule:14s} run {rep + 1}: {total:7.2f} s, {rate:6.2f} M "
+            print(f"  in-process {rule:21s} run {rep + 1}: {total:7.2f} s, {rate:6.2f} M "
                   f"feature-updates/s; at >= {target / 1e6:g} M live: {wrate}; live "
                   f"{run['store_size']:,}, non-zeros {run['nnz_w']:,}, "
                   f"{run['memory'] / max(run['store_size'], 1):.1f} bytes/live feature",
@@ -641,7 +650,10 @@ def inprocess_report(args, res: dict, cons: list[Contender]) -> list[str]:
         f"{res['parse_seconds']:.1f} s, not timed below). Each run: a fresh "
         f"`Learner(update=RULE, l1={args.l1!r}, eta0={args.eta0!r})` (origin first-seen for "
         f"cumulative; l1 = 0 for plain; the other settings are the defaults: log loss, "
-        f"constant step, an intercept) learns every batch in order; one thread, the garbage "
+        f"constant step, an intercept) learns every batch in order with `learn(batch)`, "
+        f"which keeps the undo journal of an atomic batch, or, in the rows marked "
+        f"atomic=False, with `learn(batch, atomic=False)`, without it, as `onlinel1 train` "
+        f"learns; one thread, the garbage "
         f"collector off while timing. feature-updates/s = non-zeros learned / seconds; "
         f"\"at >= {target / 1e6:g} M live\" counts only the batches learned while the store "
         f"already held at least {target:,} features. The l1 is small on purpose so that "
@@ -670,7 +682,7 @@ def inprocess_report(args, res: dict, cons: list[Contender]) -> list[str]:
             f"| {last['memory'] / max(last['store_size'], 1):.1f} | {last['loss']:.4f} "
             f"| {spread([r['other'] for r in runs], '.2f')} |")
     lines += ["", "Targets (issue 13):", ""]
-    for rule in HEADLINE_RULES:
+    for rule in HEADLINE_RULES + tuple(f"{r}/no-journal" for r in HEADLINE_RULES):
         if rule not in rate_of:
             continue
         win = window_of[rule]
