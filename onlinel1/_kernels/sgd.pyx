@@ -7,7 +7,8 @@ rule (rules/*.pxi) knows its own state and arithmetic (scikit-learn's
 _sgd_fast / WeightVector split, docs/algorithms.md).  For every example:
 
 1. find the slot of every present feature in the store, once (the slots of
-   the example three ahead are prefetched meanwhile);
+   the example three ahead are prefetched meanwhile, and the run an absent
+   feature's insertion will shift);
 2. the margin p = b + c * sum_i v_i x_i from the weights caught up to now;
 3. the progressive loss and g = dl/dp (clipped like scikit-learn);
 4. the features the step gives a weight get their slots; the rule's step
@@ -50,6 +51,7 @@ import numpy as np
 from onlinel1.errors import NumericError, OptionError, StoreFullError
 
 from onlinel1._kernels.store cimport (STORE_MAX_AUX, WeightStore, fmix64, store_find,
+                                      store_find_learning,
                                       store_journal_slots, store_prefetch)
 
 ctypedef fused floating:
@@ -1175,7 +1177,7 @@ cdef int plain_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
             for j in range(nnz):
                 if fabs(xp[j]) > max_x:
                     max_x = fabs(xp[j])
-                p = <plain_slot*>store_find(k.store, kp[j])
+                p = <plain_slot*>store_find_learning(k.store, kp[j])
                 if p != NULL and plain_expired(k, p):
                     p = plain_drop_expired(k, kp, j, slots, p)
                 slots[j] = p
@@ -1188,7 +1190,7 @@ cdef int plain_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
             for j in range(nnz):
                 if fabs(xp[j]) > max_x:
                     max_x = fabs(xp[j])
-                p = <plain_slot*>store_find(k.store, kp[j])
+                p = <plain_slot*>store_find_learning(k.store, kp[j])
                 slots[j] = p
                 if p != NULL:
                     st.wnow[j] = plain_weight(k, p)
@@ -1379,7 +1381,7 @@ cdef int plain_learn_f64(SGDKernel k, Rows* r, const double* values, double* out
             for j in range(nnz):
                 if fabs(xp[j]) > max_x:
                     max_x = fabs(xp[j])
-                p = <plain_slot*>store_find(k.store, kp[j])
+                p = <plain_slot*>store_find_learning(k.store, kp[j])
                 if p != NULL and plain_expired(k, p):
                     p = plain_drop_expired(k, kp, j, slots, p)
                 slots[j] = p
@@ -1392,7 +1394,7 @@ cdef int plain_learn_f64(SGDKernel k, Rows* r, const double* values, double* out
             for j in range(nnz):
                 if fabs(xp[j]) > max_x:
                     max_x = fabs(xp[j])
-                p = <plain_slot*>store_find(k.store, kp[j])
+                p = <plain_slot*>store_find_learning(k.store, kp[j])
                 slots[j] = p
                 if p != NULL:
                     st.wnow[j] = plain_weight(k, p)
@@ -1700,7 +1702,7 @@ cdef int subgradient_learn_f32(SGDKernel k, Rows* r, const float* values, double
             for j in range(nnz):
                 if fabs(xp[j]) > max_x:
                     max_x = fabs(xp[j])
-                p = <subgradient_slot*>store_find(k.store, kp[j])
+                p = <subgradient_slot*>store_find_learning(k.store, kp[j])
                 if p != NULL and subgradient_expired(k, p):
                     p = subgradient_drop_expired(k, kp, j, slots, p)
                 slots[j] = p
@@ -1713,7 +1715,7 @@ cdef int subgradient_learn_f32(SGDKernel k, Rows* r, const float* values, double
             for j in range(nnz):
                 if fabs(xp[j]) > max_x:
                     max_x = fabs(xp[j])
-                p = <subgradient_slot*>store_find(k.store, kp[j])
+                p = <subgradient_slot*>store_find_learning(k.store, kp[j])
                 slots[j] = p
                 if p != NULL:
                     st.wnow[j] = subgradient_weight(k, p)
@@ -1904,7 +1906,7 @@ cdef int subgradient_learn_f64(SGDKernel k, Rows* r, const double* values, doubl
             for j in range(nnz):
                 if fabs(xp[j]) > max_x:
                     max_x = fabs(xp[j])
-                p = <subgradient_slot*>store_find(k.store, kp[j])
+                p = <subgradient_slot*>store_find_learning(k.store, kp[j])
                 if p != NULL and subgradient_expired(k, p):
                     p = subgradient_drop_expired(k, kp, j, slots, p)
                 slots[j] = p
@@ -1917,7 +1919,7 @@ cdef int subgradient_learn_f64(SGDKernel k, Rows* r, const double* values, doubl
             for j in range(nnz):
                 if fabs(xp[j]) > max_x:
                     max_x = fabs(xp[j])
-                p = <subgradient_slot*>store_find(k.store, kp[j])
+                p = <subgradient_slot*>store_find_learning(k.store, kp[j])
                 slots[j] = p
                 if p != NULL:
                     st.wnow[j] = subgradient_weight(k, p)
@@ -2225,7 +2227,7 @@ cdef int cumulative_start_learn_f32(SGDKernel k, Rows* r, const float* values, d
             for j in range(nnz):
                 if fabs(xp[j]) > max_x:
                     max_x = fabs(xp[j])
-                p = <cumulative_start_slot*>store_find(k.store, kp[j])
+                p = <cumulative_start_slot*>store_find_learning(k.store, kp[j])
                 if p != NULL and cumulative_start_expired(k, p):
                     p = cumulative_start_drop_expired(k, kp, j, slots, p)
                 slots[j] = p
@@ -2238,7 +2240,7 @@ cdef int cumulative_start_learn_f32(SGDKernel k, Rows* r, const float* values, d
             for j in range(nnz):
                 if fabs(xp[j]) > max_x:
                     max_x = fabs(xp[j])
-                p = <cumulative_start_slot*>store_find(k.store, kp[j])
+                p = <cumulative_start_slot*>store_find_learning(k.store, kp[j])
                 slots[j] = p
                 if p != NULL:
                     st.wnow[j] = cumulative_start_weight(k, p)
@@ -2429,7 +2431,7 @@ cdef int cumulative_start_learn_f64(SGDKernel k, Rows* r, const double* values, 
             for j in range(nnz):
                 if fabs(xp[j]) > max_x:
                     max_x = fabs(xp[j])
-                p = <cumulative_start_slot*>store_find(k.store, kp[j])
+                p = <cumulative_start_slot*>store_find_learning(k.store, kp[j])
                 if p != NULL and cumulative_start_expired(k, p):
                     p = cumulative_start_drop_expired(k, kp, j, slots, p)
                 slots[j] = p
@@ -2442,7 +2444,7 @@ cdef int cumulative_start_learn_f64(SGDKernel k, Rows* r, const double* values, 
             for j in range(nnz):
                 if fabs(xp[j]) > max_x:
                     max_x = fabs(xp[j])
-                p = <cumulative_start_slot*>store_find(k.store, kp[j])
+                p = <cumulative_start_slot*>store_find_learning(k.store, kp[j])
                 slots[j] = p
                 if p != NULL:
                     st.wnow[j] = cumulative_start_weight(k, p)
@@ -2750,7 +2752,7 @@ cdef int cumulative_first_seen_learn_f32(SGDKernel k, Rows* r, const float* valu
             for j in range(nnz):
                 if fabs(xp[j]) > max_x:
                     max_x = fabs(xp[j])
-                p = <cumulative_first_seen_slot*>store_find(k.store, kp[j])
+                p = <cumulative_first_seen_slot*>store_find_learning(k.store, kp[j])
                 if p != NULL and cumulative_first_seen_expired(k, p):
                     p = cumulative_first_seen_drop_expired(k, kp, j, slots, p)
                 slots[j] = p
@@ -2763,7 +2765,7 @@ cdef int cumulative_first_seen_learn_f32(SGDKernel k, Rows* r, const float* valu
             for j in range(nnz):
                 if fabs(xp[j]) > max_x:
                     max_x = fabs(xp[j])
-                p = <cumulative_first_seen_slot*>store_find(k.store, kp[j])
+                p = <cumulative_first_seen_slot*>store_find_learning(k.store, kp[j])
                 slots[j] = p
                 if p != NULL:
                     st.wnow[j] = cumulative_first_seen_weight(k, p)
@@ -2954,7 +2956,7 @@ cdef int cumulative_first_seen_learn_f64(SGDKernel k, Rows* r, const double* val
             for j in range(nnz):
                 if fabs(xp[j]) > max_x:
                     max_x = fabs(xp[j])
-                p = <cumulative_first_seen_slot*>store_find(k.store, kp[j])
+                p = <cumulative_first_seen_slot*>store_find_learning(k.store, kp[j])
                 if p != NULL and cumulative_first_seen_expired(k, p):
                     p = cumulative_first_seen_drop_expired(k, kp, j, slots, p)
                 slots[j] = p
@@ -2967,7 +2969,7 @@ cdef int cumulative_first_seen_learn_f64(SGDKernel k, Rows* r, const double* val
             for j in range(nnz):
                 if fabs(xp[j]) > max_x:
                     max_x = fabs(xp[j])
-                p = <cumulative_first_seen_slot*>store_find(k.store, kp[j])
+                p = <cumulative_first_seen_slot*>store_find_learning(k.store, kp[j])
                 slots[j] = p
                 if p != NULL:
                     st.wnow[j] = cumulative_first_seen_weight(k, p)
@@ -3275,7 +3277,7 @@ cdef int cumulative_adaptive_learn_f32(SGDKernel k, Rows* r, const float* values
             for j in range(nnz):
                 if fabs(xp[j]) > max_x:
                     max_x = fabs(xp[j])
-                p = <cumulative_adaptive_slot*>store_find(k.store, kp[j])
+                p = <cumulative_adaptive_slot*>store_find_learning(k.store, kp[j])
                 if p != NULL and cumulative_adaptive_expired(k, p):
                     p = cumulative_adaptive_drop_expired(k, kp, j, slots, p)
                 slots[j] = p
@@ -3288,7 +3290,7 @@ cdef int cumulative_adaptive_learn_f32(SGDKernel k, Rows* r, const float* values
             for j in range(nnz):
                 if fabs(xp[j]) > max_x:
                     max_x = fabs(xp[j])
-                p = <cumulative_adaptive_slot*>store_find(k.store, kp[j])
+                p = <cumulative_adaptive_slot*>store_find_learning(k.store, kp[j])
                 slots[j] = p
                 if p != NULL:
                     st.wnow[j] = cumulative_adaptive_weight(k, p)
@@ -3479,7 +3481,7 @@ cdef int cumulative_adaptive_learn_f64(SGDKernel k, Rows* r, const double* value
             for j in range(nnz):
                 if fabs(xp[j]) > max_x:
                     max_x = fabs(xp[j])
-                p = <cumulative_adaptive_slot*>store_find(k.store, kp[j])
+                p = <cumulative_adaptive_slot*>store_find_learning(k.store, kp[j])
                 if p != NULL and cumulative_adaptive_expired(k, p):
                     p = cumulative_adaptive_drop_expired(k, kp, j, slots, p)
                 slots[j] = p
@@ -3492,7 +3494,7 @@ cdef int cumulative_adaptive_learn_f64(SGDKernel k, Rows* r, const double* value
             for j in range(nnz):
                 if fabs(xp[j]) > max_x:
                     max_x = fabs(xp[j])
-                p = <cumulative_adaptive_slot*>store_find(k.store, kp[j])
+                p = <cumulative_adaptive_slot*>store_find_learning(k.store, kp[j])
                 slots[j] = p
                 if p != NULL:
                     st.wnow[j] = cumulative_adaptive_weight(k, p)
@@ -3800,7 +3802,7 @@ cdef int fobos_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
             for j in range(nnz):
                 if fabs(xp[j]) > max_x:
                     max_x = fabs(xp[j])
-                p = <fobos_slot*>store_find(k.store, kp[j])
+                p = <fobos_slot*>store_find_learning(k.store, kp[j])
                 if p != NULL and fobos_expired(k, p):
                     p = fobos_drop_expired(k, kp, j, slots, p)
                 slots[j] = p
@@ -3813,7 +3815,7 @@ cdef int fobos_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
             for j in range(nnz):
                 if fabs(xp[j]) > max_x:
                     max_x = fabs(xp[j])
-                p = <fobos_slot*>store_find(k.store, kp[j])
+                p = <fobos_slot*>store_find_learning(k.store, kp[j])
                 slots[j] = p
                 if p != NULL:
                     st.wnow[j] = fobos_weight(k, p)
@@ -4004,7 +4006,7 @@ cdef int fobos_learn_f64(SGDKernel k, Rows* r, const double* values, double* out
             for j in range(nnz):
                 if fabs(xp[j]) > max_x:
                     max_x = fabs(xp[j])
-                p = <fobos_slot*>store_find(k.store, kp[j])
+                p = <fobos_slot*>store_find_learning(k.store, kp[j])
                 if p != NULL and fobos_expired(k, p):
                     p = fobos_drop_expired(k, kp, j, slots, p)
                 slots[j] = p
@@ -4017,7 +4019,7 @@ cdef int fobos_learn_f64(SGDKernel k, Rows* r, const double* values, double* out
             for j in range(nnz):
                 if fabs(xp[j]) > max_x:
                     max_x = fabs(xp[j])
-                p = <fobos_slot*>store_find(k.store, kp[j])
+                p = <fobos_slot*>store_find_learning(k.store, kp[j])
                 slots[j] = p
                 if p != NULL:
                     st.wnow[j] = fobos_weight(k, p)
@@ -4325,7 +4327,7 @@ cdef int truncated_learn_f32(SGDKernel k, Rows* r, const float* values, double* 
             for j in range(nnz):
                 if fabs(xp[j]) > max_x:
                     max_x = fabs(xp[j])
-                p = <truncated_slot*>store_find(k.store, kp[j])
+                p = <truncated_slot*>store_find_learning(k.store, kp[j])
                 if p != NULL and truncated_expired(k, p):
                     p = truncated_drop_expired(k, kp, j, slots, p)
                 slots[j] = p
@@ -4338,7 +4340,7 @@ cdef int truncated_learn_f32(SGDKernel k, Rows* r, const float* values, double* 
             for j in range(nnz):
                 if fabs(xp[j]) > max_x:
                     max_x = fabs(xp[j])
-                p = <truncated_slot*>store_find(k.store, kp[j])
+                p = <truncated_slot*>store_find_learning(k.store, kp[j])
                 slots[j] = p
                 if p != NULL:
                     st.wnow[j] = truncated_weight(k, p)
@@ -4529,7 +4531,7 @@ cdef int truncated_learn_f64(SGDKernel k, Rows* r, const double* values, double*
             for j in range(nnz):
                 if fabs(xp[j]) > max_x:
                     max_x = fabs(xp[j])
-                p = <truncated_slot*>store_find(k.store, kp[j])
+                p = <truncated_slot*>store_find_learning(k.store, kp[j])
                 if p != NULL and truncated_expired(k, p):
                     p = truncated_drop_expired(k, kp, j, slots, p)
                 slots[j] = p
@@ -4542,7 +4544,7 @@ cdef int truncated_learn_f64(SGDKernel k, Rows* r, const double* values, double*
             for j in range(nnz):
                 if fabs(xp[j]) > max_x:
                     max_x = fabs(xp[j])
-                p = <truncated_slot*>store_find(k.store, kp[j])
+                p = <truncated_slot*>store_find_learning(k.store, kp[j])
                 slots[j] = p
                 if p != NULL:
                     st.wnow[j] = truncated_weight(k, p)
@@ -4850,7 +4852,7 @@ cdef int adagrad_fobos_learn_f32(SGDKernel k, Rows* r, const float* values, doub
             for j in range(nnz):
                 if fabs(xp[j]) > max_x:
                     max_x = fabs(xp[j])
-                p = <adagrad_fobos_slot*>store_find(k.store, kp[j])
+                p = <adagrad_fobos_slot*>store_find_learning(k.store, kp[j])
                 if p != NULL and adagrad_fobos_expired(k, p):
                     p = adagrad_fobos_drop_expired(k, kp, j, slots, p)
                 slots[j] = p
@@ -4863,7 +4865,7 @@ cdef int adagrad_fobos_learn_f32(SGDKernel k, Rows* r, const float* values, doub
             for j in range(nnz):
                 if fabs(xp[j]) > max_x:
                     max_x = fabs(xp[j])
-                p = <adagrad_fobos_slot*>store_find(k.store, kp[j])
+                p = <adagrad_fobos_slot*>store_find_learning(k.store, kp[j])
                 slots[j] = p
                 if p != NULL:
                     st.wnow[j] = adagrad_fobos_weight(k, p)
@@ -5054,7 +5056,7 @@ cdef int adagrad_fobos_learn_f64(SGDKernel k, Rows* r, const double* values, dou
             for j in range(nnz):
                 if fabs(xp[j]) > max_x:
                     max_x = fabs(xp[j])
-                p = <adagrad_fobos_slot*>store_find(k.store, kp[j])
+                p = <adagrad_fobos_slot*>store_find_learning(k.store, kp[j])
                 if p != NULL and adagrad_fobos_expired(k, p):
                     p = adagrad_fobos_drop_expired(k, kp, j, slots, p)
                 slots[j] = p
@@ -5067,7 +5069,7 @@ cdef int adagrad_fobos_learn_f64(SGDKernel k, Rows* r, const double* values, dou
             for j in range(nnz):
                 if fabs(xp[j]) > max_x:
                     max_x = fabs(xp[j])
-                p = <adagrad_fobos_slot*>store_find(k.store, kp[j])
+                p = <adagrad_fobos_slot*>store_find_learning(k.store, kp[j])
                 slots[j] = p
                 if p != NULL:
                     st.wnow[j] = adagrad_fobos_weight(k, p)
@@ -5375,7 +5377,7 @@ cdef int ftrl_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
             for j in range(nnz):
                 if fabs(xp[j]) > max_x:
                     max_x = fabs(xp[j])
-                p = <ftrl_slot*>store_find(k.store, kp[j])
+                p = <ftrl_slot*>store_find_learning(k.store, kp[j])
                 if p != NULL and ftrl_expired(k, p):
                     p = ftrl_drop_expired(k, kp, j, slots, p)
                 slots[j] = p
@@ -5388,7 +5390,7 @@ cdef int ftrl_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
             for j in range(nnz):
                 if fabs(xp[j]) > max_x:
                     max_x = fabs(xp[j])
-                p = <ftrl_slot*>store_find(k.store, kp[j])
+                p = <ftrl_slot*>store_find_learning(k.store, kp[j])
                 slots[j] = p
                 if p != NULL:
                     st.wnow[j] = ftrl_weight(k, p)
@@ -5579,7 +5581,7 @@ cdef int ftrl_learn_f64(SGDKernel k, Rows* r, const double* values, double* out,
             for j in range(nnz):
                 if fabs(xp[j]) > max_x:
                     max_x = fabs(xp[j])
-                p = <ftrl_slot*>store_find(k.store, kp[j])
+                p = <ftrl_slot*>store_find_learning(k.store, kp[j])
                 if p != NULL and ftrl_expired(k, p):
                     p = ftrl_drop_expired(k, kp, j, slots, p)
                 slots[j] = p
@@ -5592,7 +5594,7 @@ cdef int ftrl_learn_f64(SGDKernel k, Rows* r, const double* values, double* out,
             for j in range(nnz):
                 if fabs(xp[j]) > max_x:
                     max_x = fabs(xp[j])
-                p = <ftrl_slot*>store_find(k.store, kp[j])
+                p = <ftrl_slot*>store_find_learning(k.store, kp[j])
                 slots[j] = p
                 if p != NULL:
                     st.wnow[j] = ftrl_weight(k, p)
@@ -5900,7 +5902,7 @@ cdef int spred_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
             for j in range(nnz):
                 if fabs(xp[j]) > max_x:
                     max_x = fabs(xp[j])
-                p = <spred_slot*>store_find(k.store, kp[j])
+                p = <spred_slot*>store_find_learning(k.store, kp[j])
                 if p != NULL and spred_expired(k, p):
                     p = spred_drop_expired(k, kp, j, slots, p)
                 slots[j] = p
@@ -5913,7 +5915,7 @@ cdef int spred_learn_f32(SGDKernel k, Rows* r, const float* values, double* out,
             for j in range(nnz):
                 if fabs(xp[j]) > max_x:
                     max_x = fabs(xp[j])
-                p = <spred_slot*>store_find(k.store, kp[j])
+                p = <spred_slot*>store_find_learning(k.store, kp[j])
                 slots[j] = p
                 if p != NULL:
                     st.wnow[j] = spred_weight(k, p)
@@ -6104,7 +6106,7 @@ cdef int spred_learn_f64(SGDKernel k, Rows* r, const double* values, double* out
             for j in range(nnz):
                 if fabs(xp[j]) > max_x:
                     max_x = fabs(xp[j])
-                p = <spred_slot*>store_find(k.store, kp[j])
+                p = <spred_slot*>store_find_learning(k.store, kp[j])
                 if p != NULL and spred_expired(k, p):
                     p = spred_drop_expired(k, kp, j, slots, p)
                 slots[j] = p
@@ -6117,7 +6119,7 @@ cdef int spred_learn_f64(SGDKernel k, Rows* r, const double* values, double* out
             for j in range(nnz):
                 if fabs(xp[j]) > max_x:
                     max_x = fabs(xp[j])
-                p = <spred_slot*>store_find(k.store, kp[j])
+                p = <spred_slot*>store_find_learning(k.store, kp[j])
                 slots[j] = p
                 if p != NULL:
                     st.wnow[j] = spred_weight(k, p)

@@ -153,6 +153,34 @@ cdef inline char* store_find(WeightStore s, uint64_t key) noexcept nogil:
     return NULL
 
 
+cdef inline char* store_find_learning(WeightStore s, uint64_t key) noexcept nogil:
+    """``store_find`` for a kernel that inserts the key if it is absent.
+    Where the probe stops at a larger hash, the insertion will shift the
+    run after that slot, scanning it to its first free slot: the two cache
+    lines after the stop start loading now, so that their misses overlap
+    the rest of the example's lookups (they were most of an insertion's
+    time: benchmarks/results/profile_train.md)."""
+    cdef uint64_t h, k
+    cdef char* p
+    cdef char* end
+    if key == 0:
+        return <char*>s.zero_slot if s.has_zero else NULL
+    h = fmix64(key)
+    p = store_home(s, h)
+    end = s.slots + s.total * s.slot_size
+    while p != end:
+        k = (<uint64_t*>p)[0]
+        if k == h:
+            return p
+        if k - 1 >= h:          # free (k = 0) or a larger hash: absent
+            if k != 0:
+                __builtin_prefetch(p + 64)
+                __builtin_prefetch(p + 128)
+            return NULL
+        p += s.slot_size
+    return NULL
+
+
 cdef inline int store_journal_reserve(WeightStore s, Py_ssize_t extra) noexcept nogil:
     """Room for ``extra`` more journal records; -1 when memory runs out.
     A journal that would outgrow the table is replaced by a copy of the
