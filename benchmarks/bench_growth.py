@@ -11,8 +11,9 @@ Rows: benchmarks/bench_scale.py's 3 M-row click log (about 12.9 M distinct
 features; written by bench_scale into its --workdir, and by this script if
 it is missing), parsed once per run, then ``Learner(update=RULE, l1=1e-8,
 eta0=0.01).learn`` over its batches of 8,192 rows (cumulative with origin
-first-seen), each checkout and rule in its own process, the checkouts
-alternated --rounds times.  Peak RSS growth is ru_maxrss after learning
+first-seen; with --no-journal, ``learn(batch, atomic=False)``, as
+``onlinel1 train`` learns), each checkout and rule in its own process, the
+checkouts alternated --rounds times, the median of each at the end.  Peak RSS growth is ru_maxrss after learning
 less ru_maxrss after parsing.
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ import argparse
 import datetime
 import json
 import pathlib
+import statistics
 import subprocess
 import sys
 
@@ -39,8 +41,9 @@ rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 opts = {"origin": "first-seen"} if sys.argv[2] == "cumulative" else {}
 learner = Learner(update=sys.argv[2], l1=1e-8, eta0=0.01, **opts)
 t = time.perf_counter()
+atomic = sys.argv[4] == "atomic"
 for b in batches:
-    learner.learn(b)
+    learner.learn(b, atomic=atomic)
 seconds = time.perf_counter() - t
 rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps(dict(rate=sum(int(b.indptr[-1]) for b in batches) / seconds,
@@ -70,6 +73,8 @@ def main() -> int:
     p.add_argument("checkouts", nargs="+")
     p.add_argument("--rules", default="fobos,cumulative")
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--no-journal", action="store_true",
+                   help="learn with atomic=False (no undo journal), as onlinel1 train does")
     p.add_argument("--out")
     args = p.parse_args()
     data = rows_file()
@@ -77,7 +82,8 @@ def main() -> int:
     for rnd in range(args.rounds):
         for rule in args.rules.split(","):
             for checkout in args.checkouts:
-                out = subprocess.run([sys.executable, "-c", CHILD, checkout, rule, str(data)],
+                out = subprocess.run([sys.executable, "-c", CHILD, checkout, rule, str(data),
+                                      "bare" if args.no_journal else "atomic"],
                                      check=True, capture_output=True, text=True).stdout
                 r = dict(json.loads(out.splitlines()[-1]), checkout=checkout, rule=rule,
                          round=rnd + 1)
@@ -87,11 +93,19 @@ def main() -> int:
                       f"{r['model'] / 2**20:.0f} MiB, {r['live']:,} live", flush=True)
     lines = [f"# Learning at 10^7 live features, checkouts side by side "
              f"({datetime.date.today().isoformat()})", "",
-             f"`python benchmarks/bench_growth.py {' '.join(sys.argv[1:])}`; rows: {data.name}.",
+             f"`python benchmarks/bench_growth.py {' '.join(sys.argv[1:])}`; rows: {data.name}; "
+             f"`Learner.learn(batch{', atomic=False' if args.no_journal else ''})`.",
              "", "| checkout | rule | round | M feature-updates/s | peak RSS growth | model |",
              "|---|---|---:|---:|---:|---:|"]
     lines += [f"| {label(r['checkout'])} | {r['rule']} | {r['round']} | {r['rate'] / 1e6:.2f} | "
               f"{r['rss_growth'] / 2**20:.0f} MiB | {r['model'] / 2**20:.0f} MiB |" for r in rows]
+    lines += ["", "| checkout | rule | median M feature-updates/s | rounds |", "|---|---|---:|---:|"]
+    for rule in args.rules.split(","):
+        for checkout in args.checkouts:
+            rates = [r["rate"] / 1e6 for r in rows if r["rule"] == rule and r["checkout"] == checkout]
+            lines.append(f"| {label(checkout)} | {rule} | {statistics.median(rates):.2f} | "
+                         f"{len(rates)} |")
+    print("\n".join(lines[-2 - len(args.checkouts) * len(args.rules.split(",")):]))
     if args.out:
         pathlib.Path(args.out).write_text("\n".join(lines) + "\n")
     return 0
