@@ -128,13 +128,16 @@ cdef inline char* store_home(WeightStore s, uint64_t h) noexcept nogil:
     return s.slots + <Py_ssize_t>onlinel1_home(h, <uint64_t>s.capacity) * s.slot_size
 
 
-cdef inline char* store_find(WeightStore s, uint64_t key) noexcept nogil:
+cdef inline char* store_probe(WeightStore s, uint64_t key, bint prefetch_run) noexcept nogil:
     """The slot of ``key`` in ``s``, or NULL when absent.
 
     The slots are sorted by hash (ordered linear probing), so a probe from
     the home slot ends at the key's hash, at a free slot or at the first
     larger hash: a search for an absent key costs no more than a search
-    for a present one."""
+    for a present one.  With ``prefetch_run`` (a constant at every call,
+    so the test compiles away), a probe that stops at a larger hash starts
+    loading the two cache lines after it: inserting the key there shifts
+    the run after that slot, scanning it to its first free slot."""
     cdef uint64_t h, k
     cdef char* p
     cdef char* end
@@ -148,37 +151,25 @@ cdef inline char* store_find(WeightStore s, uint64_t key) noexcept nogil:
         if k == h:
             return p
         if k - 1 >= h:          # free (k = 0) or a larger hash: absent
-            return NULL
-        p += s.slot_size
-    return NULL
-
-
-cdef inline char* store_find_learning(WeightStore s, uint64_t key) noexcept nogil:
-    """``store_find`` for a kernel that inserts the key if it is absent.
-    Where the probe stops at a larger hash, the insertion will shift the
-    run after that slot, scanning it to its first free slot: the two cache
-    lines after the stop start loading now, so that their misses overlap
-    the rest of the example's lookups (they were most of an insertion's
-    time: benchmarks/results/profile_train.md)."""
-    cdef uint64_t h, k
-    cdef char* p
-    cdef char* end
-    if key == 0:
-        return <char*>s.zero_slot if s.has_zero else NULL
-    h = fmix64(key)
-    p = store_home(s, h)
-    end = s.slots + s.total * s.slot_size
-    while p != end:
-        k = (<uint64_t*>p)[0]
-        if k == h:
-            return p
-        if k - 1 >= h:          # free (k = 0) or a larger hash: absent
-            if k != 0:
+            if prefetch_run and k != 0:
                 __builtin_prefetch(p + 64)
                 __builtin_prefetch(p + 128)
             return NULL
         p += s.slot_size
     return NULL
+
+
+cdef inline char* store_find(WeightStore s, uint64_t key) noexcept nogil:
+    """The slot of ``key`` in ``s``, or NULL when absent (store_probe)."""
+    return store_probe(s, key, False)
+
+
+cdef inline char* store_find_learning(WeightStore s, uint64_t key) noexcept nogil:
+    """``store_find`` for a kernel that inserts the key if it is absent:
+    the run its insertion will shift starts loading now, so that those
+    misses overlap the rest of the example's lookups
+    (benchmarks/results/tail_prefetch.md)."""
+    return store_probe(s, key, True)
 
 
 cdef inline int store_journal_reserve(WeightStore s, Py_ssize_t extra) noexcept nogil:
