@@ -13,8 +13,8 @@ it is missing), parsed once per run, then ``Learner(update=RULE, l1=1e-8,
 eta0=0.01).learn`` over its batches of 8,192 rows (cumulative with origin
 first-seen; with --no-journal, ``learn(batch, atomic=False)``, as
 ``onlinel1 train`` learns), each checkout and rule in its own process, the
-checkouts alternated --rounds times, the median of each at the end.  Peak RSS growth is ru_maxrss after learning
-less ru_maxrss after parsing.
+checkouts alternated --rounds times, the median of each at the end.  Peak
+RSS growth is ru_maxrss after learning less ru_maxrss after parsing.
 """
 from __future__ import annotations
 
@@ -40,8 +40,8 @@ batches = list(read_batches(sys.argv[3], "vw", batch_size=8192))
 rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 opts = {"origin": "first-seen"} if sys.argv[2] == "cumulative" else {}
 learner = Learner(update=sys.argv[2], l1=1e-8, eta0=0.01, **opts)
-t = time.perf_counter()
 atomic = sys.argv[4] == "atomic"
+t = time.perf_counter()
 for b in batches:
     learner.learn(b, atomic=atomic)
 seconds = time.perf_counter() - t
@@ -99,13 +99,14 @@ def main() -> int:
              "|---|---|---:|---:|---:|---:|"]
     lines += [f"| {label(r['checkout'])} | {r['rule']} | {r['round']} | {r['rate'] / 1e6:.2f} | "
               f"{r['rss_growth'] / 2**20:.0f} MiB | {r['model'] / 2**20:.0f} MiB |" for r in rows]
-    lines += ["", "| checkout | rule | median M feature-updates/s | rounds |", "|---|---|---:|---:|"]
+    medians = ["| checkout | rule | median M feature-updates/s | rounds |", "|---|---|---:|---:|"]
     for rule in args.rules.split(","):
         for checkout in args.checkouts:
             rates = [r["rate"] / 1e6 for r in rows if r["rule"] == rule and r["checkout"] == checkout]
-            lines.append(f"| {label(checkout)} | {rule} | {statistics.median(rates):.2f} | "
-                         f"{len(rates)} |")
-    print("\n".join(lines[-2 - len(args.checkouts) * len(args.rules.split(",")):]))
+            medians.append(f"| {label(checkout)} | {rule} | {statistics.median(rates):.2f} | "
+                           f"{len(rates)} |")
+    print("\n".join(medians))
+    lines += [""] + medians
     if args.out:
         pathlib.Path(args.out).write_text("\n".join(lines) + "\n")
     return 0
